@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Installs everything the system needs on a fresh Debian machine, idempotently:
+#   system packages (redis-server), the virtual environment (.venv), generated gRPC code (build/gen),
+#   and the ONNX model export (.cache/models, made once in a separate torch environment).
+#
+#   usage: scripts/setup.sh [--dev]     (--dev adds the test and lint tools)
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+dev=0
+[ "${1:-}" = "--dev" ] && dev=1
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+apt_install() {
+  local missing=()
+  for pkg in "$@"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  log "installing system packages: ${missing[*]}"
+  local sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+apt_install redis-server
+[ $dev -eq 1 ] && apt_install docker-compose
+
+# --- Python environment -------------------------------------------------------------------------
+req=requirements.txt
+[ $dev -eq 1 ] && req=requirements-dev.txt
+stamp=.venv/.installed-$(cat requirements.txt "$req" | sha256sum | cut -c1-16)
+if [ ! -f "$stamp" ]; then
+  log "installing Python packages from $req into .venv"
+  [ -x .venv/bin/python ] || python3 -m venv .venv
+  .venv/bin/python -m pip install -q --disable-pip-version-check -r "$req"
+  touch "$stamp"
+fi
+
+# --- generated gRPC code --------------------------------------------------------------------------
+gen=build/gen
+proto_stamp=$gen/.stamp-$(cat proto/imagesearch/v1/*.proto | sha256sum | cut -c1-16)
+if [ ! -f "$proto_stamp" ]; then
+  log "generating gRPC code into $gen"
+  rm -rf "$gen" && mkdir -p "$gen"
+  .venv/bin/python -m grpc_tools.protoc -Iproto --python_out="$gen" --pyi_out="$gen" --grpc_python_out="$gen" \
+    proto/imagesearch/v1/*.proto
+  touch "$proto_stamp"
+fi
+site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+printf '%s\n%s\n' "$root" "$root/$gen" > "$site/imagesearch-project.pth"
+
+# --- model export (torch is needed only here, in its own environment) ------------------------------
+models=(${IMAGESEARCH_MODELS:-efficientnet-lite0})
+for model in "${models[@]}"; do
+  if [ ! -f ".cache/models/$model.onnx" ] || [ ! -f ".cache/models/$model.json" ]; then
+    if [ ! -f .cache/export-venv/.installed ]; then
+      log "installing the model export environment (torch CPU) into .cache/export-venv"
+      python3 -m venv .cache/export-venv
+      .cache/export-venv/bin/python -m pip install -q --disable-pip-version-check -r requirements-export.txt
+      touch .cache/export-venv/.installed
+    fi
+    log "exporting $model to ONNX"
+    .cache/export-venv/bin/python services/extractor/export.py --model "$model" --out .cache/models
+  fi
+done
+log "ready"

@@ -1,0 +1,57 @@
+"""Calling our own gRPC services: request id propagation and status -> error mapping."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from services.common.errors import ImageSearchError, Unavailable, error_from_reason
+from services.common.grpc_server import ERROR_REASON_KEY
+from services.common.logs import REQUEST_ID_HEADER, request_id_var
+
+T = TypeVar("T")
+
+CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", 256 * 1024 * 1024),
+    ("grpc.max_send_message_length", 256 * 1024 * 1024),
+]
+
+
+def open_channel(target: str) -> grpc.aio.Channel:
+    return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+
+
+def call_metadata() -> tuple[tuple[str, str], ...]:
+    return ((REQUEST_ID_HEADER, request_id_var.get()),)
+
+
+def _reason(exc: grpc.aio.AioRpcError) -> str | None:
+    for key, value in exc.trailing_metadata() or ():
+        if key == ERROR_REASON_KEY:
+            return str(value)
+    return None
+
+
+async def call(
+    method: Callable[..., Awaitable[T]],
+    request: Any,
+    *,
+    timeout: float,
+    unavailable: type[Unavailable],
+    peer: str,
+) -> T:
+    """Calls a unary RPC; a peer that cannot be reached raises `unavailable`, others their own error."""
+    try:
+        return await method(request, timeout=timeout, metadata=call_metadata())
+    except grpc.aio.AioRpcError as exc:
+        raise rpc_error(exc, unavailable, peer) from exc
+
+
+def rpc_error(exc: grpc.aio.AioRpcError, unavailable: type[Unavailable], peer: str) -> ImageSearchError:
+    code = exc.code()
+    reason = _reason(exc)
+    if reason is None and code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        return unavailable(f"{peer} is unavailable: {exc.details() or code.name}")
+    return error_from_reason(reason, code, exc.details() or code.name)

@@ -1,0 +1,276 @@
+"""Runs the whole system on one machine: the real servers (Milvus, S3, Redis) and the three services.
+
+Used by `imagesearch up` and by the test suite's session fixtures. Every process listens on loopback
+only, on ports from `Ports` (fixed defaults for `up`, free ones for tests), keeps its data under one
+directory, and writes its log to `<data>/logs/<name>.log`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parent.parent
+S3_ACCESS_KEY = "imagesearch"
+S3_SECRET_KEY = "imagesearch-secret"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+@dataclass(frozen=True)
+class Ports:
+    milvus: int = 19530
+    milvus_etcd: int = 2379
+    s3: int = 9000
+    redis: int = 6390
+    extractor: int = 50051
+    extractor_metrics: int = 9101
+    search: int = 50052
+    search_metrics: int = 9102
+    gateway: int = 50050
+    http: int = 8000
+
+    @classmethod
+    def free(cls) -> Ports:
+        """Distinct free loopback ports for every listener (tests run beside anything else)."""
+        chosen: set[int] = set()
+        values = {}
+        for f in dataclasses.fields(cls):
+            port = free_port()
+            while port in chosen:
+                port = free_port()
+            chosen.add(port)
+            values[f.name] = port
+        return cls(**values)
+
+
+@dataclass
+class ManagedProcess:
+    """One child process with a readiness check and a polite stop."""
+
+    name: str
+    argv: list[str]
+    log_path: Path
+    ready: Callable[[], bool]
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: Path = ROOT
+    stop_signal: int = signal.SIGTERM
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **self.env}
+        with open(self.log_path, "ab") as out:
+            self.proc = subprocess.Popen(
+                self.argv, cwd=self.cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True,
+            )
+        log.info("started %s (pid %d)", self.name, self.proc.pid)
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def wait_ready(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if not self.alive:
+                raise RuntimeError(f"{self.name} exited during start; see {self.log_path}:\n{self.tail()}")
+            if self.ready():
+                return
+            time.sleep(0.2)
+        raise TimeoutError(f"{self.name} not ready after {timeout_s:.0f}s; see {self.log_path}:\n{self.tail()}")
+
+    def tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self, timeout_s: float = 20.0) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(self.stop_signal)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                log.warning("%s did not stop in %.0fs; killing it", self.name, timeout_s)
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        self.proc = None
+
+
+def _http_ok(url: str, accept: tuple[int, ...] = (200,)) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as resp:
+            return resp.status in accept
+    except urllib.error.HTTPError as exc:
+        return exc.code in accept
+    except (OSError, ValueError):
+        return False
+
+
+def _grpc_serving(port: int) -> bool:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
+        except grpc.RpcError:
+            return False
+    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+def _bin(name: str) -> str:
+    """A console script of the project's environment (the one running this code), or from PATH."""
+    here = Path(sys.executable).parent / name
+    found = str(here) if here.exists() else shutil.which(name)
+    if not found:
+        raise FileNotFoundError(f"{name} is not installed; run scripts/setup.sh")
+    return found
+
+
+class Stack:
+    """The real servers and the three services, started in order and stopped in reverse."""
+
+    def __init__(self, data_dir: Path, ports: Ports | None = None, service_env: dict[str, str] | None = None) -> None:
+        self.data_dir = data_dir.resolve()
+        self.ports = ports or Ports()
+        self.service_env = service_env or {}
+        self.logs = self.data_dir / "logs"
+        self.processes: dict[str, ManagedProcess] = {}
+
+    # --- the environment each service reads its settings from ---------------------------------------
+    def env(self) -> dict[str, str]:
+        p = self.ports
+        return {
+            "EXTRACTOR_HOST": "127.0.0.1",
+            "EXTRACTOR_PORT": str(p.extractor),
+            "EXTRACTOR_METRICS_PORT": str(p.extractor_metrics),
+            "EXTRACTOR_MODEL_DIR": str(ROOT / ".cache" / "models"),
+            "SEARCH_HOST": "127.0.0.1",
+            "SEARCH_PORT": str(p.search),
+            "SEARCH_METRICS_PORT": str(p.search_metrics),
+            "SEARCH_MILVUS_URI": f"http://127.0.0.1:{p.milvus}",
+            "GATEWAY_HOST": "127.0.0.1",
+            "GATEWAY_PORT": str(p.gateway),
+            "GATEWAY_HTTP_PORT": str(p.http),
+            "GATEWAY_EXTRACTOR_TARGET": f"127.0.0.1:{p.extractor}",
+            "GATEWAY_SEARCH_TARGET": f"127.0.0.1:{p.search}",
+            "GATEWAY_S3_ENDPOINT": f"127.0.0.1:{p.s3}",
+            "GATEWAY_S3_ACCESS_KEY": S3_ACCESS_KEY,
+            "GATEWAY_S3_SECRET_KEY": S3_SECRET_KEY,
+            "GATEWAY_REDIS_URL": f"redis://127.0.0.1:{p.redis}/0",
+            "PYTHONUNBUFFERED": "1",
+            **self.service_env,
+        }
+
+    # --- servers ------------------------------------------------------------------------------------
+    def milvus(self) -> ManagedProcess:
+        data = self.data_dir / "milvus"
+        proc = ManagedProcess(
+            name="milvus",
+            argv=[_bin("milvus-server"), "--data", str(data), "--proxy-port", str(self.ports.milvus),
+                  "--etcd-port", str(self.ports.milvus_etcd)],
+            log_path=self.logs / "milvus.log",
+            ready=lambda: "Ctrl+C to exit" in proc.tail(5),
+            # SIGINT makes the wrapper stop its child; SIGTERM would orphan it.
+            stop_signal=signal.SIGINT,
+        )
+        return proc
+
+    def s3(self) -> ManagedProcess:
+        data = self.data_dir / "s3"
+        data.mkdir(parents=True, exist_ok=True)
+        return ManagedProcess(
+            name="s3",
+            argv=[_bin("weed"), "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+                  f"-s3.port={self.ports.s3}", "-webdav=false", "-admin.ui=false", "-s3.port.iceberg=0"],
+            env={"AWS_ACCESS_KEY_ID": S3_ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": S3_SECRET_KEY},
+            log_path=self.logs / "s3.log",
+            ready=lambda: _http_ok(f"http://127.0.0.1:{self.ports.s3}/", accept=(403,)),
+        )
+
+    def redis(self) -> ManagedProcess:
+        data = self.data_dir / "redis"
+        data.mkdir(parents=True, exist_ok=True)
+        redis_server = shutil.which("redis-server") or "/usr/bin/redis-server"
+        return ManagedProcess(
+            name="redis",
+            argv=[redis_server, "--port", str(self.ports.redis), "--bind", "127.0.0.1", "--dir", str(data),
+                  "--appendonly", "yes", "--save", ""],
+            log_path=self.logs / "redis.log",
+            ready=lambda: port_open(self.ports.redis),
+        )
+
+    # --- services -----------------------------------------------------------------------------------
+    def service(self, name: str, grpc_port: int) -> ManagedProcess:
+        return ManagedProcess(
+            name=name,
+            argv=[sys.executable, "-m", f"services.{name}"],
+            env=self.env(),
+            log_path=self.logs / f"{name}.log",
+            ready=lambda: _grpc_serving(grpc_port),
+        )
+
+    def start(self, names: tuple[str, ...] = ("milvus", "s3", "redis", "extractor", "search", "gateway")) -> None:
+        """Starts the named parts in order, each ready before the next; the servers in parallel."""
+        factories: dict[str, Callable[[], ManagedProcess]] = {
+            "milvus": self.milvus,
+            "s3": self.s3,
+            "redis": self.redis,
+            "extractor": lambda: self.service("extractor", self.ports.extractor),
+            "search": lambda: self.service("search", self.ports.search),
+            "gateway": lambda: self.service("gateway", self.ports.gateway),
+        }
+        started = []
+        for name in names:
+            proc = factories[name]()
+            proc.start()
+            self.processes[name] = proc
+            started.append(proc)
+        for proc in started:
+            proc.wait_ready(timeout_s=240 if proc.name == "milvus" else 120)
+        log.info("stack ready: %s", ", ".join(names))
+
+    def stop(self, names: tuple[str, ...] | None = None) -> None:
+        for name in reversed(list(names or self.processes)):
+            proc = self.processes.pop(name, None)
+            if proc is not None:
+                proc.stop()
+
+    def restart(self, name: str) -> None:
+        self.stop((name,))
+        self.start((name,))
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.http}"

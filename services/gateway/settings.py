@@ -1,0 +1,36 @@
+"""Gateway settings, read from GATEWAY_* environment variables."""
+
+from __future__ import annotations
+
+from pydantic_settings import SettingsConfigDict
+
+from services.common.settings import ServiceSettings
+
+
+class GatewaySettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="GATEWAY_", env_nested_delimiter="__", extra="ignore")
+
+    # gRPC API (the HTTP API and web page are on http_port; /metrics is served there too).
+    port: int = 50050
+    http_port: int = 8000
+    metrics_port: int = 0
+    extractor_target: str = "127.0.0.1:50051"
+    search_target: str = "127.0.0.1:50052"
+    # Seconds for one call to the extractor or search service.
+    rpc_timeout_s: float = 60.0
+    s3_endpoint: str = "127.0.0.1:9000"
+    s3_access_key: str = "imagesearch"
+    s3_secret_key: str = "imagesearch-secret"
+    s3_secure: bool = False
+    s3_bucket: str = "imagesearch"
+    s3_region: str = "us-east-1"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    # Query embeddings are cached by content hash for this long.
+    embedding_cache_ttl_s: int = 7 * 24 * 3600
+    max_image_bytes: int = 20 * 1024 * 1024
+    max_images_per_request: int = 256
+    # Fetching an image by URL (search by URL, ingest from URLs).
+    url_fetch_timeout_s: float = 10.0
+    default_top_k: int = 10
+    max_top_k: int = 1000
+    thumbnail_size: int = 256
