@@ -261,6 +261,12 @@ class Stack:
             proc.wait_ready(timeout_s=240 if proc.name == "milvus" else 120)
         log.info("stack ready: %s", ", ".join(names))
 
+    def ensure(self, names: tuple[str, ...]) -> None:
+        """Starts those of the named parts that are not running yet."""
+        missing = tuple(n for n in names if n not in self.processes or not self.processes[n].alive)
+        if missing:
+            self.start(missing)
+
     def stop(self, names: tuple[str, ...] | None = None) -> None:
         for name in reversed(list(names or self.processes)):
             proc = self.processes.pop(name, None)

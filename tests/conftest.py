@@ -1,0 +1,72 @@
+"""Session fixtures: one real stack (Milvus, S3, Redis, the three services) on free loopback ports.
+
+Each fixture starts only the parts its tests need, the first time they are asked for, and the
+whole stack stops at the end of the session.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from services.devstack import ROOT, Ports, Stack
+
+SERVERS = ("milvus", "s3", "redis")
+SERVICES = ("extractor", "search", "gateway")
+
+logging.getLogger("services.devstack").setLevel(logging.INFO)
+
+
+def sample_photos() -> list[Path]:
+    """Real photos shipped by scikit-image (no network needed)."""
+    import skimage
+
+    data = Path(skimage.__file__).parent / "data"
+    names = ["astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png",
+             "hubble_deep_field.jpg", "brick.png", "grass.png", "gravel.png", "color.png"]
+    return [data / n for n in names if (data / n).exists()]
+
+
+@pytest.fixture(scope="session")
+def photos() -> list[Path]:
+    found = sample_photos()
+    assert len(found) >= 6, "scikit-image's sample photos are missing"
+    return found
+
+
+@pytest.fixture(scope="session")
+def _stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    stack = Stack(tmp_path_factory.mktemp("stack"), Ports.free())
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture(scope="session")
+def milvus(_stack: Stack) -> Stack:
+    """A real Milvus server; `stack.ports.milvus` is its port."""
+    _stack.ensure(("milvus",))
+    return _stack
+
+
+@pytest.fixture(scope="session")
+def servers(_stack: Stack) -> Stack:
+    """Real Milvus, S3 (SeaweedFS) and Redis servers."""
+    _stack.ensure(SERVERS)
+    return _stack
+
+
+@pytest.fixture()
+def stack(_stack: Stack) -> Stack:
+    """The whole system: servers and the three services (restarted if a test stopped one)."""
+    _stack.ensure(SERVERS + SERVICES)
+    return _stack
+
+
+@pytest.fixture(scope="session")
+def model_dir() -> Path:
+    path = ROOT / ".cache" / "models"
+    assert (path / "efficientnet-lite0.onnx").exists(), "run scripts/setup.sh to export the model"
+    return path
