@@ -1,0 +1,250 @@
+"""The `imagesearch` command line: run the system, ingest images, search, manage albums.
+
+    imagesearch up [--data DIR] [--port 8000]        run servers + services, load the demo album
+    imagesearch ingest PATH|URL... --album A         add files, folders (recursively) or URLs
+    imagesearch search IMAGE|URL --album A           print the nearest images
+    imagesearch albums | delete-album A
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from services.client import ApiError, GatewayClient, Upload
+
+DEFAULT_URL = os.environ.get("IMAGESEARCH_URL", "http://127.0.0.1:8000")
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
+DEMO_ALBUM = "demo"
+# scikit-image's sample photos, with attributes to try filters on (e.g. {"kind": "photo"}).
+DEMO_PHOTOS: dict[str, dict[str, Any]] = {
+    "astronaut.png": {"kind": "photo", "subject": "person"},
+    "chelsea.png": {"kind": "photo", "subject": "cat"},
+    "coffee.png": {"kind": "photo", "subject": "food"},
+    "rocket.jpg": {"kind": "photo", "subject": "vehicle"},
+    "motorcycle_left.png": {"kind": "photo", "subject": "vehicle"},
+    "motorcycle_right.png": {"kind": "photo", "subject": "vehicle"},
+    "camera.png": {"kind": "photo", "subject": "person"},
+    "horse.png": {"kind": "drawing", "subject": "animal"},
+    "hubble_deep_field.jpg": {"kind": "photo", "subject": "space"},
+    "moon.png": {"kind": "photo", "subject": "space"},
+    "coins.png": {"kind": "photo", "subject": "object"},
+    "page.png": {"kind": "scan", "subject": "text"},
+    "text.png": {"kind": "photo", "subject": "text"},
+    "brick.png": {"kind": "texture", "subject": "wall"},
+    "grass.png": {"kind": "texture", "subject": "plant"},
+    "gravel.png": {"kind": "texture", "subject": "ground"},
+    "retina.jpg": {"kind": "microscopy", "subject": "eye"},
+    "ihc.png": {"kind": "microscopy", "subject": "tissue"},
+    "cell.png": {"kind": "microscopy", "subject": "cell"},
+    "clock_motion.png": {"kind": "photo", "subject": "object"},
+    "color.png": {"kind": "photo", "subject": "object"},
+}
+
+
+def iter_image_files(paths: Sequence[str]) -> Iterator[Path]:
+    """Files named directly, and image files found under folders (sorted, recursively)."""
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            yield from sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            yield path
+
+
+def _batches(items: list[Path], size: int) -> Iterator[list[Path]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def ingest_files(client: GatewayClient, album: str, files: list[Path], attributes: dict[str, Any] | None,
+                 batch_size: int, progress: bool = True) -> dict[str, int]:
+    """Uploads files in batches with a progress bar; returns counts of added, duplicate and failed."""
+    from tqdm import tqdm
+
+    totals = {"added": 0, "duplicate": 0, "failed": 0}
+    with tqdm(total=len(files), unit="img", disable=not progress, desc=f"ingest {album}") as bar:
+        for batch in _batches(files, batch_size):
+            uploads, unreadable = [], []
+            for path in batch:
+                try:
+                    uploads.append(Upload.from_path(path, attributes))
+                except OSError as exc:
+                    unreadable.append((path, exc))
+            for path, error in unreadable:
+                totals["failed"] += 1
+                tqdm.write(f"failed {path}: cannot read: {error}")
+            if uploads:
+                _count_results(client.add_images(album, uploads), totals)
+            bar.update(len(batch))
+    return totals
+
+
+def _count_results(answer: dict[str, Any], totals: dict[str, int]) -> None:
+    from tqdm import tqdm
+
+    for result in answer["results"]:
+        totals[result["status"]] = totals.get(result["status"], 0) + 1
+        if result["status"] == "failed":
+            error = result.get("error") or {}
+            tqdm.write(f"failed {result['name']}: {error.get('reason')}: {error.get('message')}")
+
+
+def ingest_urls(
+    client: GatewayClient, album: str, urls: list[str], attributes: dict[str, Any] | None
+) -> dict[str, Any]:
+    """Queues an ingest job for URLs and waits for it, printing progress."""
+    job = client.start_job(album, urls, attributes)
+    while True:
+        status = client.get_job(job["job_id"])
+        print(f"\rjob {job['job_id']}: {status['status']} {status.get('done', 0)}/{status.get('total', 0)}", end="")
+        if status["status"] in ("done", "failed"):
+            print()
+            return dict(status)
+        time.sleep(0.5)
+
+
+def cmd_ingest(args: argparse.Namespace, client: GatewayClient) -> int:
+    attributes = json.loads(args.attributes) if args.attributes else None
+    urls = [p for p in args.paths if p.startswith(("http://", "https://"))]
+    files = list(iter_image_files([p for p in args.paths if p not in urls]))
+    client.ensure_album(args.album)
+    totals = ingest_files(client, args.album, files, attributes, args.batch_size) if files else {}
+    if urls:
+        status = ingest_urls(client, args.album, urls, attributes)
+        for result in status.get("results", []):
+            totals[result["status"]] = totals.get(result["status"], 0) + 1
+    print(f"album {args.album}: " + ", ".join(f"{v} {k}" for k, v in totals.items()))
+    return 1 if totals.get("failed") else 0
+
+
+def cmd_search(args: argparse.Namespace, client: GatewayClient) -> int:
+    filter_doc = json.loads(args.filter) if args.filter else None
+    if args.query.startswith(("http://", "https://")):
+        answer = client.search(args.album, url=args.query, top_k=args.top_k, filter=filter_doc)
+    else:
+        answer = client.search(args.album, image=Path(args.query).read_bytes(), top_k=args.top_k, filter=filter_doc)
+    print(f"{len(answer['results'])} results in {answer['took_ms']:.1f} ms (distance: {answer['metric']})")
+    for rank, hit in enumerate(answer["results"], 1):
+        attrs = json.dumps(hit.get("attributes") or {})
+        print(f"{rank:3d}  {hit['distance']:.4f}  {hit['name']:<32s} {client.base_url}{hit['url']}  {attrs}")
+    return 0
+
+
+def cmd_albums(args: argparse.Namespace, client: GatewayClient) -> int:
+    for album in client.list_albums():
+        print(f"{album['name']:<24s} {album['image_count']:>8d} images  model {album['model']}")
+    return 0
+
+
+def cmd_delete_album(args: argparse.Namespace, client: GatewayClient) -> int:
+    client.delete_album(args.album)
+    print(f"deleted album {args.album}")
+    return 0
+
+
+def load_demo_album(client: GatewayClient) -> None:
+    """Adds scikit-image's sample photos to the `demo` album unless it already holds them."""
+    import skimage
+
+    album = client.ensure_album(DEMO_ALBUM)
+    data = Path(skimage.__file__).parent / "data"
+    photos = [data / name for name in DEMO_PHOTOS if (data / name).exists()]
+    if album.get("image_count", 0) >= len(photos):
+        print(f"album {DEMO_ALBUM} is there with {album['image_count']} images")
+        return
+    uploads = [Upload.from_path(p, DEMO_PHOTOS[p.name]) for p in photos]
+    answer = client.add_images(DEMO_ALBUM, uploads)
+    print(f"album {DEMO_ALBUM}: {answer['added']} added, {answer['duplicates']} already there")
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from services.devstack import Ports, Stack, port_open
+
+    ports = Ports(http=args.port)
+    busy = [f"{name}={port}" for name, port in vars(ports).items() if port_open(port)]
+    if busy:
+        print(f"ports already in use: {', '.join(busy)} (is the system already running?)", file=sys.stderr)
+        return 1
+    stack = Stack(Path(args.data), ports)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        print(f"starting Milvus, S3, Redis and the services (data in {stack.data_dir}, logs in {stack.logs}) ...")
+        stack.start()
+        client = GatewayClient(stack.http_url)
+        if not args.no_demo:
+            load_demo_album(client)
+        print(f"\nready: {stack.http_url}/   (API docs: {stack.http_url}/docs, gRPC API on 127.0.0.1:{ports.gateway})")
+        print(f"try:   curl -F file=@photo.jpg '{stack.http_url}/v1/albums/{DEMO_ALBUM}/search?top_k=5'")
+        print("Ctrl-C stops everything")
+        while not stop.is_set():
+            dead = [p.name for p in stack.processes.values() if not p.alive]
+            if dead:
+                print(f"{', '.join(dead)} stopped unexpectedly; see {stack.logs}", file=sys.stderr)
+                return 1
+            stop.wait(1.0)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        print("\nstopping ...")
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        stack.stop()
+        print("stopped")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="imagesearch", description="Search by image.")
+    parser.add_argument("--url", default=DEFAULT_URL, help="the gateway's HTTP address (env IMAGESEARCH_URL)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="run the whole system on this machine")
+    up.add_argument("--data", default=os.environ.get("IMAGESEARCH_DATA", ".data"), help="where data is kept")
+    up.add_argument("--port", type=int, default=8000, help="HTTP port of the API and web page")
+    up.add_argument("--no-demo", action="store_true", help="do not load the demo album")
+    ingest = sub.add_parser("ingest", help="add image files, folders or URLs to an album")
+    ingest.add_argument("paths", nargs="+")
+    ingest.add_argument("--album", required=True)
+    ingest.add_argument("--attributes", help="a JSON object given to every image")
+    ingest.add_argument("--batch-size", type=int, default=16)
+    search = sub.add_parser("search", help="find an album's images nearest to an image file or URL")
+    search.add_argument("query")
+    search.add_argument("--album", required=True)
+    search.add_argument("--top-k", type=int, default=5)
+    search.add_argument("--filter", help='a JSON filter, e.g. \'{"kind": "photo"}\'')
+    sub.add_parser("albums", help="list albums")
+    delete = sub.add_parser("delete-album", help="delete an album and its images")
+    delete.add_argument("album")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "up":
+        return cmd_up(args)
+    handlers = {"ingest": cmd_ingest, "search": cmd_search, "albums": cmd_albums, "delete-album": cmd_delete_album}
+    client = GatewayClient(args.url)
+    try:
+        return handlers[args.command](args, client)
+    except ApiError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, json.JSONDecodeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        client.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""A small HTTP client of the gateway's public API, used by the command line and the benchmarks."""
+
+from __future__ import annotations
+
+import json
+import mimetypes
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+
+class ApiError(Exception):
+    """The gateway answered with an error body."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(f"{status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One image to add: its bytes, the name to store it under, and its attributes."""
+
+    content: bytes
+    name: str
+    attributes: dict[str, Any] | None = None
+
+    @classmethod
+    def from_path(cls, path: Path, attributes: dict[str, Any] | None = None) -> Upload:
+        return cls(path.read_bytes(), path.name, attributes)
+
+
+def _raise_for_error(response: httpx.Response) -> None:
+    if response.status_code < 400:
+        return
+    try:
+        error = response.json()["error"]
+        raise ApiError(response.status_code, error.get("reason", ""), error.get("message", ""))
+    except (ValueError, KeyError, TypeError):
+        raise ApiError(response.status_code, "http_error", response.text[:200]) from None
+
+
+class GatewayClient:
+    """Albums, images and search over the gateway's HTTP API."""
+
+    def __init__(self, base_url: str, timeout_s: float = 120.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.http = httpx.Client(base_url=self.base_url, timeout=timeout_s)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def _json(self, response: httpx.Response) -> Any:
+        _raise_for_error(response)
+        return response.json()
+
+    def list_albums(self) -> list[dict[str, Any]]:
+        return list(self._json(self.http.get("/v1/albums"))["albums"])
+
+    def get_album(self, album: str) -> dict[str, Any] | None:
+        try:
+            return dict(self._json(self.http.get(f"/v1/albums/{album}")))
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def create_album(self, album: str) -> dict[str, Any]:
+        return dict(self._json(self.http.post("/v1/albums", json={"name": album})))
+
+    def ensure_album(self, album: str) -> dict[str, Any]:
+        return self.get_album(album) or self.create_album(album)
+
+    def delete_album(self, album: str) -> None:
+        self._json(self.http.delete(f"/v1/albums/{album}"))
+
+    def add_images(self, album: str, uploads: Sequence[Upload]) -> dict[str, Any]:
+        """Adds a batch; the answer lists each image as added, duplicate or failed (with why)."""
+        files = [("file", (u.name, u.content, mimetypes.guess_type(u.name)[0] or "application/octet-stream"))
+                 for u in uploads]
+        data: dict[str, list[str]] = {"name": [u.name for u in uploads]}
+        if any(u.attributes for u in uploads):
+            data["attributes"] = [json.dumps(u.attributes or {}) for u in uploads]
+        response = self.http.post(f"/v1/albums/{album}/images", files=files, data=data)
+        if response.status_code == 422 and "results" in response.json():
+            return dict(response.json())  # every image failed; the body says why, image by image
+        return dict(self._json(response))
+
+    def start_job(self, album: str, urls: list[str], attributes: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Queues the images at `urls` for adding to the album; returns {"job_id": ...}."""
+        response = self.http.post(f"/v1/albums/{album}/jobs", json={"urls": urls, "attributes": attributes or {}})
+        return dict(self._json(response))
+
+    def get_job(self, job_id: str) -> dict[str, Any]:
+        return dict(self._json(self.http.get(f"/v1/jobs/{job_id}")))
+
+    def search(
+        self,
+        album: str,
+        *,
+        image: bytes | None = None,
+        url: str | None = None,
+        image_id: str | None = None,
+        top_k: int = 10,
+        filter: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Finds the album's images nearest to an image given by bytes, URL or id."""
+        params: dict[str, Any] = {"top_k": top_k}
+        if filter:
+            params["filter"] = json.dumps(filter)
+        files = {"file": ("query", image, "application/octet-stream")} if image is not None else None
+        data = {k: v for k, v in {"url": url, "image_id": image_id}.items() if v}
+        response = self.http.post(f"/v1/albums/{album}/search", params=params, files=files, data=data)
+        return dict(self._json(response))

@@ -1,0 +1,86 @@
+"""A dependency down: clear 503s with the right reason, nothing lost, and recovery once it is back."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from services.devstack import Stack
+
+
+def _album(client: httpx.Client) -> str:
+    name = f"faults-{uuid.uuid4().hex[:8]}"
+    assert client.post("/v1/albums", json={"name": name}).status_code == 201
+    return name
+
+
+def _add(client: httpx.Client, album: str, path: Path) -> httpx.Response:
+    return client.post(f"/v1/albums/{album}/images", files=[("file", (path.name, path.read_bytes()))])
+
+
+def _count(client: httpx.Client, album: str) -> int:
+    return int(client.get(f"/v1/albums/{album}").json()["image_count"])
+
+
+@pytest.fixture()
+def client(stack: Stack) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=stack.http_url, timeout=60) as http:
+        yield http
+
+
+def test_search_and_add_answer_503_while_the_extractor_is_down_and_work_again_after(
+    stack: Stack, client: httpx.Client, photos: list[Path]
+) -> None:
+    album = _album(client)
+    assert _add(client, album, photos[0]).status_code == 201
+    stack.stop(("extractor",))
+    try:
+        search = client.post(f"/v1/albums/{album}/search", files={"file": photos[1].read_bytes()})
+        assert search.status_code == 503
+        assert search.json()["error"]["reason"] == "extractor_unavailable"
+        add = _add(client, album, photos[1])
+        assert add.status_code == 503
+        assert _count(client, album) == 1
+    finally:
+        stack.ensure(("extractor",))
+    assert _add(client, album, photos[1]).status_code == 201
+    assert _count(client, album) == 2
+    hits = client.post(f"/v1/albums/{album}/search", files={"file": photos[1].read_bytes()}).json()["results"]
+    assert hits[0]["name"] == photos[1].name
+
+
+def test_calls_answer_503_while_the_search_service_is_down(
+    stack: Stack, client: httpx.Client, photos: list[Path]
+) -> None:
+    album = _album(client)
+    assert _add(client, album, photos[0]).status_code == 201
+    stack.stop(("search",))
+    try:
+        search = client.post(f"/v1/albums/{album}/search", files={"file": photos[0].read_bytes()})
+        assert search.status_code == 503
+        assert search.json()["error"]["reason"] == "search_unavailable"
+        assert client.get("/readyz").status_code == 503
+    finally:
+        stack.ensure(("search",))
+    assert _count(client, album) == 1
+
+
+def test_calls_answer_503_while_milvus_is_down_and_the_album_survives(
+    stack: Stack, client: httpx.Client, photos: list[Path]
+) -> None:
+    album = _album(client)
+    assert _add(client, album, photos[0]).status_code == 201
+    stack.stop(("milvus",))
+    try:
+        search = client.post(f"/v1/albums/{album}/search", files={"file": photos[0].read_bytes()})
+        assert search.status_code == 503
+        assert search.json()["error"]["reason"] == "store_unavailable"
+        assert _add(client, album, photos[1]).status_code == 503
+    finally:
+        stack.ensure(("milvus",))
+    hits = client.post(f"/v1/albums/{album}/search", files={"file": photos[0].read_bytes()}).json()["results"]
+    assert [h["name"] for h in hits] == [photos[0].name]
