@@ -16,6 +16,9 @@ T = TypeVar("T")
 CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", 256 * 1024 * 1024),
     ("grpc.max_send_message_length", 256 * 1024 * 1024),
+    # Spread calls over every address a name resolves to (e.g. the extractor pods behind a
+    # headless Kubernetes Service), not just the first one.
+    ("grpc.lb_policy_name", "round_robin"),
 ]
 
 
