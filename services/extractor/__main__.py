@@ -1,0 +1,70 @@
+"""Runs the extractor: `python -m services.extractor` (settings from EXTRACTOR_* variables)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health
+
+from services.common.grpc_server import create_server, serve
+from services.common.logs import configure_logging
+from services.common.metrics import start_metrics_server
+from services.extractor.batcher import DynamicBatcher
+from services.extractor.model import ImageEmbedder
+from services.extractor.servicer import SERVICE_NAMES, ExtractorServicer, VectorBatcher, registrar
+from services.extractor.settings import ExtractorSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Extractor:
+    """The wired service: a gRPC server (not started) and what must be closed after it stops."""
+
+    server: grpc.aio.Server
+    health: health.aio.HealthServicer
+    port: int
+    embedder: ImageEmbedder
+    batcher: VectorBatcher
+    decode_pool: ThreadPoolExecutor
+
+    async def close(self) -> None:
+        await self.batcher.close()
+        self.decode_pool.shutdown(wait=True)
+
+
+def build(settings: ExtractorSettings, embedder: ImageEmbedder | None = None) -> Extractor:
+    """Loads the model (so readiness means ready) and wires it into a server; call in the event loop."""
+    embedder = embedder or ImageEmbedder.from_settings(settings)
+    embedder.warm_up()
+    batcher: VectorBatcher = DynamicBatcher(
+        lambda images: list(embedder.embed(images)), settings.max_batch, settings.max_wait_ms / 1000
+    )
+    decode_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
+    servicer = ExtractorServicer(embedder, batcher, decode_pool)
+    server, health_servicer, port = create_server(settings, "extractor", registrar(servicer), SERVICE_NAMES)
+    return Extractor(server, health_servicer, port, embedder, batcher, decode_pool)
+
+
+async def run(settings: ExtractorSettings) -> None:
+    extractor = build(settings)
+    log.info("extractor listening on %s:%d, model %s", settings.host, extractor.port, extractor.embedder.model_id)
+    try:
+        await serve(extractor.server, extractor.health, SERVICE_NAMES, settings.shutdown_grace_s)
+    finally:
+        await extractor.close()
+
+
+def main() -> None:
+    settings = ExtractorSettings()
+    configure_logging("extractor", settings.log_level)
+    start_metrics_server(settings.metrics_port)
+    asyncio.run(run(settings))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,33 @@
+"""Feature map -> one unit vector per image: GeM pooling over the spatial dims, then L2 norm."""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import NDArray
+
+
+def gem(fmap: NDArray[np.float32], p: float, eps: float = 1e-6) -> NDArray[np.float32]:
+    """Generalised-mean pooling, (mean over h, w of clamp(x, eps)^p)^(1/p): [N, C, h, w] -> [N, C].
+
+    p = 1 is average pooling and p -> infinity approaches max pooling. Values are divided by their
+    per-channel max before the power, so a large p neither overflows nor underflows float32.
+    """
+    if p <= 0:
+        raise ValueError(f"GeM exponent must be positive, got {p}")
+    x = np.maximum(fmap, np.float32(eps))
+    if p == 1:
+        return x.mean(axis=(2, 3), dtype=np.float32)
+    top = x.max(axis=(2, 3), keepdims=True)
+    pooled = np.power(np.power(x / top, p).mean(axis=(2, 3), keepdims=True), 1.0 / p) * top
+    return pooled[:, :, 0, 0].astype(np.float32, copy=False)
+
+
+def l2_normalise(vectors: NDArray[np.float32], eps: float = 1e-12) -> NDArray[np.float32]:
+    """Scales each row to unit length (an all-zero row stays zero)."""
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return (vectors / np.maximum(norms, eps)).astype(np.float32, copy=False)
+
+
+def embed_fmap(fmap: NDArray[np.float32], p: float) -> NDArray[np.float32]:
+    """The pooled, unit-length vectors of a batch's feature maps."""
+    return l2_normalise(gem(fmap, p))

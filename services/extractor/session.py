@@ -1,0 +1,159 @@
+"""How the model runs: an onnxruntime session over the exported file, checked against its manifest.
+
+What the model does with its output (pooling) lives in `model.py`; this module only turns a uint8
+NHWC batch into the last feature map, on the best execution provider available.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+from numpy.typing import NDArray
+
+from services.extractor.settings import ExtractorSettings
+
+log = logging.getLogger(__name__)
+
+INPUT_NAME = "images"
+OUTPUT_NAME = "fmap"
+
+
+class ModelFileError(RuntimeError):
+    """The exported model is missing, incomplete or not the file its manifest describes."""
+
+
+@dataclass(frozen=True)
+class ModelManifest:
+    """The `<model>.json` written next to `<model>.onnx` by export.py."""
+
+    name: str
+    sha256: str
+    channels: int
+
+    @classmethod
+    def read(cls, path: Path) -> ModelManifest:
+        try:
+            data = json.loads(path.read_text())
+            return cls(name=str(data["name"]), sha256=str(data["sha256"]), channels=int(data["channels"]))
+        except FileNotFoundError as exc:
+            raise ModelFileError(f"model manifest {path} is missing; run scripts/setup.sh") from exc
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ModelFileError(f"model manifest {path} is unreadable ({exc}); run scripts/setup.sh") from exc
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verified_model_file(model_dir: Path, name: str) -> tuple[Path, ModelManifest]:
+    """The onnx file and its manifest, after checking the file is the one that was exported."""
+    onnx_path = model_dir / f"{name}.onnx"
+    manifest = ModelManifest.read(model_dir / f"{name}.json")
+    if not onnx_path.exists():
+        raise ModelFileError(f"model file {onnx_path} is missing; run scripts/setup.sh")
+    actual = sha256_of(onnx_path)
+    if actual != manifest.sha256:
+        raise ModelFileError(
+            f"model file {onnx_path} has sha256 {actual[:12]}..., its manifest says {manifest.sha256[:12]}...; "
+            "the file is corrupt or from another export: run scripts/setup.sh again"
+        )
+    return onnx_path, manifest
+
+
+def available_providers(preferred: Sequence[str]) -> list[str]:
+    """The preferred providers this onnxruntime build has, in preference order.
+
+    CPU is always appended last as a fallback: a GPU provider can still refuse a node.
+    """
+    have = set(ort.get_available_providers())
+    chosen = [p for p in preferred if p in have]
+    if "CPUExecutionProvider" not in chosen:
+        chosen.append("CPUExecutionProvider")
+    return chosen
+
+
+def provider_options(provider: str) -> dict[str, str]:
+    """Per-provider tuning. CUDA: inputs always have the same shape (image_size square), so an
+    exhaustive cuDNN algorithm search pays off after the first batch; NHWC kernels avoid transposes."""
+    if provider == "CUDAExecutionProvider":
+        return {"cudnn_conv_algo_search": "EXHAUSTIVE", "prefer_nhwc": "1"}
+    return {}
+
+
+def session_options(intra_op_threads: int) -> ort.SessionOptions:
+    """Full graph optimisation; one inter-op thread (the graph is a chain, parallelism is inside
+    ops); intra-op threads from settings, because onnxruntime's default (all cores) oversubscribes a
+    machine shared with other processes or with our decode threads."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.inter_op_num_threads = 1
+    if intra_op_threads > 0:
+        options.intra_op_num_threads = intra_op_threads
+    return options
+
+
+class OnnxSession:
+    """The feature-map network; loads on first use (or `load()`), once, thread-safely."""
+
+    def __init__(self, model_dir: Path, name: str, providers: Sequence[str], intra_op_threads: int = 0) -> None:
+        self.model_dir = model_dir
+        self.name = name
+        self.preferred_providers = list(providers)
+        self.intra_op_threads = intra_op_threads
+        self._session: ort.InferenceSession | None = None
+        self._manifest: ModelManifest | None = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: ExtractorSettings) -> OnnxSession:
+        return cls(settings.model_dir, settings.model_name, settings.providers, settings.intra_op_threads)
+
+    def load(self) -> None:
+        """Verifies the file and builds the session; later calls do nothing."""
+        with self._lock:
+            if self._session is None:
+                self._session, self._manifest = self._build()
+
+    def _build(self) -> tuple[ort.InferenceSession, ModelManifest]:
+        path, manifest = verified_model_file(self.model_dir, self.name)
+        providers = available_providers(self.preferred_providers)
+        options: list[dict[str, Any]] = [provider_options(p) for p in providers]
+        session = ort.InferenceSession(str(path), session_options(self.intra_op_threads), providers, options)
+        log.info("loaded %s (sha256 %s...) on %s; providers available: %s", path, manifest.sha256[:12],
+                 session.get_providers()[0], ", ".join(ort.get_available_providers()))
+        return session, manifest
+
+    def _loaded(self) -> tuple[ort.InferenceSession, ModelManifest]:
+        if self._session is None or self._manifest is None:
+            self.load()
+        assert self._session is not None and self._manifest is not None
+        return self._session, self._manifest
+
+    @property
+    def provider(self) -> str:
+        """The execution provider actually in use (the first one the session accepted)."""
+        return str(self._loaded()[0].get_providers()[0])
+
+    @property
+    def channels(self) -> int:
+        return self._loaded()[1].channels
+
+    def run(self, images: NDArray[np.uint8]) -> NDArray[np.float32]:
+        """uint8 NHWC RGB [N, H, W, 3] -> float32 feature map [N, C, h, w]."""
+        session, _ = self._loaded()
+        (fmap,) = session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(images, dtype=np.uint8)})
+        return np.asarray(fmap, dtype=np.float32)

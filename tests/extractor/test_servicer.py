@@ -1,0 +1,167 @@
+"""The extractor end to end: the real exported model behind a real gRPC server on a loopback port."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import itertools
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from imagesearch.v1 import extractor_pb2, extractor_pb2_grpc
+from numpy.typing import NDArray
+from PIL import Image
+
+from services.common.grpc_server import ERROR_REASON_KEY, set_serving
+from services.extractor.__main__ import Extractor, build
+from services.extractor.batcher import BATCH_SIZE
+from services.extractor.servicer import SERVICE_NAMES
+from services.extractor.settings import ExtractorSettings
+
+
+class ServerThread:
+    """Runs the extractor's asyncio server in its own thread, so tests can call it synchronously."""
+
+    def __init__(self, settings: ExtractorSettings) -> None:
+        self.settings = settings
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.extractor: Extractor | None = None
+
+    def start(self) -> int:
+        self.thread.start()
+        self.extractor = asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(60)
+        return self.extractor.port
+
+    async def _start(self) -> Extractor:
+        extractor = build(self.settings)
+        await extractor.server.start()
+        await set_serving(extractor.health, SERVICE_NAMES, True)
+        return extractor
+
+    def stop(self) -> None:
+        assert self.extractor is not None
+        asyncio.run_coroutine_threadsafe(self._stop(self.extractor), self.loop).result(30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+    @staticmethod
+    async def _stop(extractor: Extractor) -> None:
+        await extractor.server.stop(1)
+        await extractor.close()
+
+
+@pytest.fixture(scope="module")
+def channel(model_dir: Path) -> Iterator[grpc.Channel]:
+    settings = ExtractorSettings(host="127.0.0.1", port=0, model_dir=model_dir, max_wait_ms=20, max_batch=16)
+    server = ServerThread(settings)
+    port = server.start()
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        yield ch
+    server.stop()
+
+
+@pytest.fixture()
+def stub(channel: grpc.Channel) -> extractor_pb2_grpc.ExtractorStub:
+    return extractor_pb2_grpc.ExtractorStub(channel)
+
+
+def embed(stub: extractor_pb2_grpc.ExtractorStub, images: list[bytes]) -> extractor_pb2.EmbedResponse:
+    return stub.Embed(extractor_pb2.EmbedRequest(images=images), timeout=60)
+
+
+def vector(result: extractor_pb2.EmbedResult) -> NDArray[np.float32]:
+    assert result.WhichOneof("result") == "vector", result
+    return np.array(result.vector.values, dtype=np.float32)
+
+
+def edited_copy(path: Path) -> bytes:
+    """Cropped by 10% on each side and recompressed as a mediocre JPEG."""
+    image = Image.open(path).convert("RGB")
+    w, h = image.size
+    out = io.BytesIO()
+    image.crop((w // 10, h // 10, w - w // 10, h - h // 10)).save(out, "JPEG", quality=60)
+    return out.getvalue()
+
+
+def test_health_check_says_serving(channel: grpc.Channel) -> None:
+    reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    named = health_pb2.HealthCheckRequest(service=SERVICE_NAMES[0])
+    assert health_pb2_grpc.HealthStub(channel).Check(named, timeout=10).status == reply.status
+
+
+def test_model_info_describes_the_pipeline(stub: extractor_pb2_grpc.ExtractorStub) -> None:
+    info = stub.GetModelInfo(extractor_pb2.GetModelInfoRequest(), timeout=10)
+    assert info.model == "efficientnet-lite0/gem3/224/squash/v1"
+    assert (info.dim, info.image_size, info.max_batch) == (1280, 224, 16)
+    assert info.provider == "CPUExecutionProvider"
+
+
+def test_vectors_are_unit_length_and_labelled_with_the_model(
+    stub: extractor_pb2_grpc.ExtractorStub, photos: list[Path]
+) -> None:
+    reply = embed(stub, [photos[0].read_bytes()])
+    assert reply.model == "efficientnet-lite0/gem3/224/squash/v1" and reply.dim == 1280
+    assert np.linalg.norm(vector(reply.results[0])) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_the_same_photo_gives_the_same_vector(stub: extractor_pb2_grpc.ExtractorStub, photos: list[Path]) -> None:
+    data = photos[1].read_bytes()
+    first, second = (vector(r) for r in embed(stub, [data, data]).results)
+    again = vector(embed(stub, [data]).results[0])
+    assert float(first @ second) == pytest.approx(1.0, abs=1e-5)
+    assert float(first @ again) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_an_edited_copy_is_nearer_than_a_different_photo(
+    stub: extractor_pb2_grpc.ExtractorStub, photos: list[Path]
+) -> None:
+    for original, other in itertools.pairwise(photos[:6]):
+        trio = [original.read_bytes(), edited_copy(original), other.read_bytes()]
+        a, edited, b = (vector(r) for r in embed(stub, trio).results)
+        assert float(a @ edited) > float(a @ b) + 0.1, f"{original.name} vs {other.name}"
+
+
+def test_a_corrupt_image_fails_alone_and_the_rest_are_embedded(
+    stub: extractor_pb2_grpc.ExtractorStub, photos: list[Path]
+) -> None:
+    good = photos[0].read_bytes()
+    reply = embed(stub, [good, good[: len(good) // 3], b"not an image", photos[2].read_bytes()])
+    kinds = [r.WhichOneof("result") for r in reply.results]
+    assert kinds == ["vector", "error", "error", "vector"]
+    assert reply.results[1].error.reason == "invalid_image" and reply.results[1].error.message
+    assert reply.results[2].error.reason == "invalid_image"
+    assert len(reply.results[3].vector.values) == 1280
+
+
+def test_an_oversized_image_is_reported_as_too_large(stub: extractor_pb2_grpc.ExtractorStub) -> None:
+    reply = embed(stub, [b"\0" * (ExtractorSettings().max_image_bytes + 1)])
+    assert reply.results[0].error.reason == "image_too_large"
+
+
+def test_an_empty_request_is_an_invalid_argument(stub: extractor_pb2_grpc.ExtractorStub) -> None:
+    with pytest.raises(grpc.RpcError) as caught:
+        embed(stub, [])
+    error = caught.value
+    assert isinstance(error, grpc.Call)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (ERROR_REASON_KEY, "invalid_argument") in tuple(error.trailing_metadata() or ())
+
+
+def test_concurrent_requests_share_batches(stub: extractor_pb2_grpc.ExtractorStub, photos: list[Path]) -> None:
+    def batches_so_far() -> float:
+        return next(s.value for m in BATCH_SIZE.collect() for s in m.samples if s.name.endswith("_count"))
+
+    before = batches_so_far()
+    requests = 12
+    with ThreadPoolExecutor(requests) as pool:
+        replies = list(pool.map(lambda p: embed(stub, [p.read_bytes()]), (photos * 2)[:requests]))
+    assert all(r.results[0].WhichOneof("result") == "vector" for r in replies)
+    assert batches_so_far() - before < requests

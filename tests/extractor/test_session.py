@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from services.extractor.session import (
+    ModelFileError,
+    OnnxSession,
+    available_providers,
+    session_options,
+    verified_model_file,
+)
+
+MODEL = "efficientnet-lite0"
+
+
+@pytest.fixture()
+def model_copy(model_dir: Path, tmp_path: Path) -> Path:
+    for suffix in (".onnx", ".json"):
+        shutil.copy(model_dir / f"{MODEL}{suffix}", tmp_path / f"{MODEL}{suffix}")
+    return tmp_path
+
+
+def test_the_exported_model_matches_its_manifest(model_dir: Path) -> None:
+    path, manifest = verified_model_file(model_dir, MODEL)
+    assert path.name == f"{MODEL}.onnx" and manifest.channels == 1280
+
+
+def test_a_missing_model_says_to_run_setup(tmp_path: Path) -> None:
+    with pytest.raises(ModelFileError, match=r"run scripts/setup\.sh"):
+        verified_model_file(tmp_path, MODEL)
+
+
+def test_a_missing_onnx_file_next_to_its_manifest_says_to_run_setup(model_copy: Path) -> None:
+    (model_copy / f"{MODEL}.onnx").unlink()
+    with pytest.raises(ModelFileError, match=r"missing; run scripts/setup\.sh"):
+        verified_model_file(model_copy, MODEL)
+
+
+def test_a_model_file_that_is_not_the_exported_one_is_refused(model_copy: Path) -> None:
+    manifest_path = model_copy / f"{MODEL}.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["sha256"] = "0" * 64
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(ModelFileError, match="sha256"):
+        OnnxSession(model_copy, MODEL, ["CPUExecutionProvider"]).load()
+
+
+def test_providers_keep_the_preferred_order_of_those_available() -> None:
+    assert available_providers(["NoSuchExecutionProvider", "CPUExecutionProvider"]) == ["CPUExecutionProvider"]
+
+
+def test_cpu_is_always_there_as_the_last_resort() -> None:
+    assert available_providers(["NoSuchExecutionProvider"]) == ["CPUExecutionProvider"]
+
+
+def test_intra_op_threads_are_set_only_when_asked_for() -> None:
+    assert session_options(2).intra_op_num_threads == 2
+    assert session_options(0).intra_op_num_threads == 0
+
+
+def test_the_session_turns_a_uint8_nhwc_batch_into_the_last_feature_map(model_dir: Path) -> None:
+    session = OnnxSession(model_dir, MODEL, ["CPUExecutionProvider"], intra_op_threads=1)
+    images = np.random.default_rng(0).integers(0, 256, (2, 224, 224, 3), dtype=np.uint8)
+    fmap = session.run(images)
+    assert fmap.shape == (2, 1280, 7, 7) and fmap.dtype == np.float32
+    assert session.provider == "CPUExecutionProvider" and session.channels == 1280
+    # Lite ends in ReLU6.
+    assert fmap.min() >= 0.0 and fmap.max() <= 6.0
