@@ -34,3 +34,11 @@ class GatewaySettings(ServiceSettings):
     default_top_k: int = 10
     max_top_k: int = 1000
     thumbnail_size: int = 256
+    # Seconds for one Redis call (the embedding cache and the job queue); Redis down must not stall a search.
+    redis_timeout_s: float = 2.0
+    # Seconds for one object store call.
+    s3_timeout_s: float = 30.0
+    # URLs fetched at once by the ingest worker (one Embed call per batch).
+    ingest_batch_size: int = 16
+    # Turns the ingest worker of this process off (e.g. to run workers apart from the API).
+    ingest_worker: bool = True

@@ -1,0 +1,127 @@
+"""Runs the gateway: the gRPC API and the HTTP API + web page in one event loop, and the ingest worker.
+
+It starts whether or not the extractor, search service, object store and Redis are up; calls that
+need one that is down answer 503 until it is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable, Iterator
+
+import grpc
+import httpx
+import uvicorn
+from imagesearch.v1 import gateway_pb2_grpc
+from redis.asyncio import Redis
+
+from services.common.errors import StoreUnavailable
+from services.common.grpc_client import open_channel
+from services.common.grpc_server import create_server, set_serving
+from services.common.logs import configure_logging
+from services.gateway.app import create_app
+from services.gateway.blobstore import BlobStore
+from services.gateway.cache import RedisEmbeddingCache
+from services.gateway.clients import GrpcExtractor, GrpcVectorSearch
+from services.gateway.jobs import IngestWorker, JobStore
+from services.gateway.pipelines import Pipelines
+from services.gateway.servicer import SERVICE_NAME, GatewayServicer
+from services.gateway.settings import GatewaySettings
+from services.gateway.urlfetch import UrlFetcher
+
+log = logging.getLogger(__name__)
+
+
+class HttpServer(uvicorn.Server):
+    """uvicorn, with its exit signals taken through the event loop and announced to `on_exit` first."""
+
+    def __init__(self, config: uvicorn.Config, on_exit: Callable[[], None]) -> None:
+        super().__init__(config)
+        self.on_exit = on_exit
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # uvicorn re-raises a captured signal after serving, which would kill the process before the
+        # gRPC server and the worker are stopped; handling it in the loop avoids that.
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._exit, sig)
+        try:
+            yield
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+
+    def _exit(self, sig: int) -> None:
+        log.info("received %s, shutting down", signal.Signals(sig).name)
+        self.on_exit()
+        self.handle_exit(sig, None)
+
+
+async def main() -> None:
+    settings = GatewaySettings()
+    configure_logging("gateway", settings.log_level)
+    extractor_channel = open_channel(settings.extractor_target)
+    search_channel = open_channel(settings.search_target)
+    extractor = GrpcExtractor(extractor_channel, settings.rpc_timeout_s)
+    search = GrpcVectorSearch(search_channel, settings.rpc_timeout_s)
+    blobs = BlobStore.connect(settings.s3_endpoint, settings.s3_access_key, settings.s3_secret_key, settings.s3_bucket,
+                              secure=settings.s3_secure, region=settings.s3_region, timeout_s=settings.s3_timeout_s)
+    try:
+        await blobs.ensure_bucket()
+    except StoreUnavailable as exc:
+        log.warning("object store not ready at start (will retry on use): %s", exc.message)
+    redis = Redis.from_url(settings.redis_url, socket_timeout=settings.redis_timeout_s,
+                           socket_connect_timeout=settings.redis_timeout_s)
+    http_client = httpx.AsyncClient(timeout=settings.url_fetch_timeout_s,
+                                    headers={"User-Agent": "imagesearch-gateway/1.0"})
+    pipelines = Pipelines(
+        settings, extractor, search, blobs, RedisEmbeddingCache(redis, settings.embedding_cache_ttl_s),
+        UrlFetcher(http_client, settings.max_image_bytes, settings.url_fetch_timeout_s),
+    )
+    jobs = JobStore(redis)
+    checks = {"extractor": extractor.health, "search": search.health, "object_store": blobs.ping, "redis": jobs.ping}
+    app = create_app(settings, pipelines, jobs, checks)
+
+    def register(server: grpc.aio.Server) -> None:
+        gateway_pb2_grpc.add_GatewayServicer_to_server(GatewayServicer(pipelines), server)
+
+    grpc_server, health, grpc_port = create_server(settings, "gateway", register, [SERVICE_NAME])
+    await grpc_server.start()
+    worker = asyncio.create_task(IngestWorker(jobs, pipelines, settings.ingest_batch_size).run(), name="ingest") \
+        if settings.ingest_worker else None
+
+    def not_serving() -> None:
+        asyncio.get_running_loop().create_task(set_serving(health, [SERVICE_NAME], False))
+
+    config = uvicorn.Config(app, host=settings.host, port=settings.http_port, log_config=None, access_log=False,
+                            lifespan="off", timeout_graceful_shutdown=int(settings.shutdown_grace_s))
+    http = HttpServer(config, on_exit=not_serving)
+    http_task = asyncio.create_task(http.serve(), name="http")
+    while not http.started and not http_task.done():
+        await asyncio.sleep(0.05)
+    if http.started:
+        # Only now: readiness probes (and the test stack) take SERVING to mean both APIs answer.
+        await set_serving(health, [SERVICE_NAME], True)
+        log.info("gateway serving gRPC on %s:%d and HTTP on %s:%d", settings.host, grpc_port, settings.host,
+                 settings.http_port)
+    try:
+        await http_task
+    finally:
+        await set_serving(health, [SERVICE_NAME], False)
+        await grpc_server.stop(settings.shutdown_grace_s)
+        if worker is not None:
+            worker.cancel()
+            await asyncio.gather(worker, return_exceptions=True)
+        await http_client.aclose()
+        await redis.aclose()
+        await extractor_channel.close()
+        await search_channel.close()
+        log.info("gateway stopped")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,331 @@
+"""The HTTP API and web page (FastAPI): routes turn requests into pipeline calls and records into JSON.
+
+Every response carries X-Request-ID; every error is `{"error": {"reason", "message", "request_id"}}`
+with the HTTP status of its class in the project's error tree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import FastAPI, File, Form, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from services.common.errors import ERRORS_BY_REASON, ImageSearchError, InvalidArgument
+from services.common.logs import REQUEST_ID_HEADER, new_request_id, request_id_var
+from services.common.metrics import observe_request
+from services.gateway import schemas
+from services.gateway.jobs import JobStore
+from services.gateway.pipelines import Pipelines, check_album_name
+from services.gateway.records import AddResult, AddStatus, NewImage
+from services.gateway.records import Query as SearchQuery
+from services.gateway.settings import GatewaySettings
+
+log = logging.getLogger(__name__)
+
+WEB_DIR = Path(__file__).parent / "web"
+# Multipart framing and form fields on top of the files themselves.
+FORM_OVERHEAD_BYTES = 1024 * 1024
+HealthCheck = Callable[[], Awaitable[None]]
+
+_HTTP_REASONS = {400: "invalid_argument", 404: "not_found", 405: "method_not_allowed", 413: "image_too_large"}
+
+
+def error_response(status: int, reason: str, message: str) -> JSONResponse:
+    body = {"error": {"reason": reason, "message": message, "request_id": request_id_var.get()}}
+    return JSONResponse(body, status_code=status)
+
+
+def _valid_request_id(value: str) -> bool:
+    return 0 < len(value) <= 128 and value.isascii() and value.isprintable()
+
+
+class RequestContext:
+    """ASGI middleware: request id in and out, metrics per route template, a JSON 500 for the unexpected."""
+
+    def __init__(self, app: ASGIApp, settings: GatewaySettings) -> None:
+        self.app = app
+        self.settings = settings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        given = headers.get(REQUEST_ID_HEADER, "")
+        request_id = given if _valid_request_id(given) else new_request_id()
+        request_id_var.set(request_id)
+        started = time.perf_counter()
+        status = 500
+        response_started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            too_large = self._too_large(scope, headers)
+            if too_large is not None:
+                await too_large(scope, receive, send_with_id)
+            else:
+                await self.app(scope, receive, send_with_id)
+        except Exception:
+            log.exception("%s %s failed unexpectedly", scope["method"], scope["path"])
+            if not response_started:
+                await error_response(500, "internal", "internal error")(scope, receive, send_with_id)
+        finally:
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            observe_request("gateway", f"{scope['method']} {route}", str(status), time.perf_counter() - started)
+
+    def _too_large(self, scope: Scope, headers: dict[str, str]) -> JSONResponse | None:
+        """Refuses an upload by its Content-Length before its body is read."""
+        declared = headers.get("content-length", "")
+        if scope["method"] != "POST" or not declared.isdigit():
+            return None
+        path = str(scope["path"]).rstrip("/")
+        per_file = self.settings.max_image_bytes
+        if path.endswith("/images"):
+            limit = per_file * self.settings.max_images_per_request + FORM_OVERHEAD_BYTES
+        elif path.endswith("/search"):
+            limit = per_file + FORM_OVERHEAD_BYTES
+        else:
+            return None
+        if int(declared) <= limit:
+            return None
+        return error_response(413, "image_too_large", f"the request is {declared} bytes; the limit is {limit} "
+                                                      f"({per_file} per image)")
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    for error in exc.errors()[:5]:
+        where = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "request"
+        parts.append(f"{where}: {error.get('msg', 'invalid')}")
+    return "; ".join(parts) or "invalid request"
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ImageSearchError)
+    async def on_error(request: Request, exc: ImageSearchError) -> JSONResponse:
+        return error_response(exc.http_status, exc.reason, exc.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(422, InvalidArgument.reason, _validation_message(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        reason = _HTTP_REASONS.get(exc.status_code, "internal" if exc.status_code >= 500 else "invalid_argument")
+        return error_response(exc.status_code, reason, str(exc.detail))
+
+
+def add_status(results: list[AddResult]) -> int:
+    """201 when every image is stored, 207 when some failed, else the failures' common status (or 422)."""
+    failures = [r for r in results if r.status == AddStatus.FAILED]
+    if not failures:
+        return 201
+    if len(failures) < len(results):
+        return 207
+    reasons = {r.error.reason for r in failures if r.error}
+    if len(reasons) == 1:
+        cls = ERRORS_BY_REASON.get(reasons.pop())
+        if cls is not None and 400 <= cls.http_status < 500:
+            return cls.http_status
+    return 422
+
+
+def _aligned(values: list[str], count: int, field: str) -> list[str]:
+    if len(values) == 1 and field == "attributes":
+        return values * count
+    if len(values) > count:
+        raise InvalidArgument(f"{len(values)} '{field}' fields for {count} file(s)")
+    return values + [""] * (count - len(values))
+
+
+async def _read_upload(upload: UploadFile, limit: int) -> bytes:
+    """At most limit + 1 bytes: enough to tell the pipeline the file is too large."""
+    return await upload.read(limit + 1)
+
+
+async def _run_checks(checks: Mapping[str, HealthCheck], timeout_s: float) -> dict[str, str]:
+    async def one(check: HealthCheck) -> str:
+        try:
+            await asyncio.wait_for(check(), timeout_s)
+        except TimeoutError:
+            return "timeout"
+        except ImageSearchError as exc:
+            return f"{exc.reason}: {exc.message}"
+        except Exception as exc:
+            return f"error: {type(exc).__name__}"
+        return "ok"
+
+    outcomes = await asyncio.gather(*(one(c) for c in checks.values()))
+    return dict(zip(checks, outcomes, strict=True))
+
+
+def create_app(
+    settings: GatewaySettings, pipelines: Pipelines, jobs: JobStore, checks: Mapping[str, HealthCheck]
+) -> FastAPI:
+    """The gateway's HTTP application over the given pipelines, job store and readiness checks."""
+    app = FastAPI(
+        title="Image search gateway",
+        version="1.0.0",
+        description="Albums of images searched by image: upload photos, then find the nearest ones to a "
+                    "query photo, URL or image of the album. Errors are `{\"error\": {reason, message, request_id}}`.",
+        responses={400: {"model": schemas.ErrorBody}, 404: {"model": schemas.ErrorBody},
+                   422: {"model": schemas.ErrorBody}, 503: {"model": schemas.ErrorBody}},
+    )
+    app.add_middleware(RequestContext, settings=settings)
+    _install_error_handlers(app)
+    _add_operational_routes(app, checks)
+    _add_album_routes(app, pipelines)
+    _add_image_routes(app, settings, pipelines)
+    _add_search_routes(app, settings, pipelines)
+    _add_job_routes(app, pipelines, jobs)
+    return app
+
+
+def _add_operational_routes(app: FastAPI, checks: Mapping[str, HealthCheck]) -> None:
+    page = (WEB_DIR / "index.html").read_text(encoding="utf-8")
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def index() -> HTMLResponse:
+        return HTMLResponse(page)
+
+    @app.get("/healthz", tags=["operations"])
+    async def healthz() -> dict[str, str]:
+        """The process is up (it says nothing of the services it needs)."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["operations"], responses={503: {"description": "A dependency is down."}})
+    async def readyz() -> JSONResponse:
+        """Checks the extractor, the search service, the object store and Redis."""
+        results = await _run_checks(checks, timeout_s=3.0)
+        ready = all(v == "ok" for v in results.values())
+        return JSONResponse({"status": "ready" if ready else "not_ready", "checks": results},
+                            status_code=200 if ready else 503)
+
+    @app.get("/metrics", tags=["operations"], response_class=Response)
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+def _add_album_routes(app: FastAPI, pipelines: Pipelines) -> None:
+    @app.post("/v1/albums", status_code=201, tags=["albums"], response_model=schemas.AlbumOut,
+              responses={409: {"model": schemas.ErrorBody}})
+    async def create_album(body: schemas.AlbumCreate) -> schemas.AlbumOut:
+        """Creates an empty album; it records the extractor's model and vector length."""
+        return schemas.AlbumOut.of(await pipelines.create_album(body.name))
+
+    @app.get("/v1/albums", tags=["albums"], response_model=schemas.AlbumList)
+    async def list_albums() -> schemas.AlbumList:
+        return schemas.AlbumList(albums=[schemas.AlbumOut.of(a) for a in await pipelines.list_albums()])
+
+    @app.get("/v1/albums/{album}", tags=["albums"], response_model=schemas.AlbumOut)
+    async def get_album(album: str) -> schemas.AlbumOut:
+        return schemas.AlbumOut.of(await pipelines.get_album(album))
+
+    @app.delete("/v1/albums/{album}", tags=["albums"], response_model=schemas.Deleted)
+    async def delete_album(album: str) -> schemas.Deleted:
+        """Deletes the album: its vectors, then its images and thumbnails."""
+        return schemas.Deleted(deleted=await pipelines.delete_album(album))
+
+
+def _add_image_routes(app: FastAPI, settings: GatewaySettings, pipelines: Pipelines) -> None:
+    @app.post("/v1/albums/{album}/images", status_code=201, tags=["images"], response_model=schemas.AddImagesOut,
+              responses={207: {"model": schemas.AddImagesOut, "description": "Some images failed."},
+                         413: {"model": schemas.ErrorBody}})
+    async def add_images(
+        album: str,
+        file: Annotated[list[UploadFile], File(description="One part per image.")],
+        name: Annotated[list[str], Form(default_factory=list, description="Names aligned with the files.")],
+        attributes: Annotated[list[str], Form(default_factory=list, description="JSON objects aligned with the "
+                                                                                "files, or one for all.")],
+    ) -> JSONResponse:
+        """Adds images: 201 when all are stored (added or duplicate), 207 when some failed, 422 when all did."""
+        check_album_name(album)
+        if len(file) > settings.max_images_per_request:
+            raise InvalidArgument(f"{len(file)} files; the limit is {settings.max_images_per_request} a request")
+        names = _aligned(name, len(file), "name")
+        attrs = _aligned(attributes, len(file), "attributes")
+        images = [
+            NewImage(content=await _read_upload(f, settings.max_image_bytes), name=n or f.filename or "",
+                     attributes_json=a, content_type=f.content_type or "")
+            for f, n, a in zip(file, names, attrs, strict=True)
+        ]
+        results = await pipelines.add_images(album, images)
+        body = schemas.AddImagesOut.of(results)
+        return JSONResponse(body.model_dump(mode="json"), status_code=add_status(results))
+
+    @app.get("/v1/albums/{album}/images", tags=["images"], response_model=schemas.ImageList)
+    async def list_images(album: str, limit: int = 50, offset: int = 0) -> schemas.ImageList:
+        images = await pipelines.list_images(album, limit, offset)
+        return schemas.ImageList(images=[schemas.ImageOut.of(i) for i in images], limit=limit, offset=offset)
+
+    @app.get("/v1/albums/{album}/images/{image_id}", tags=["images"], response_model=schemas.ImageOut)
+    async def get_image(album: str, image_id: str) -> schemas.ImageOut:
+        return schemas.ImageOut.of(await pipelines.get_image(album, image_id))
+
+    @app.get("/v1/albums/{album}/images/{image_id}/content", tags=["images"], response_class=Response)
+    async def get_content(album: str, image_id: str) -> Response:
+        """The image's original bytes, with the content type it was stored with."""
+        blob = await pipelines.get_content(album, image_id)
+        return Response(blob.content, media_type=blob.content_type,
+                        headers={"Cache-Control": "private, max-age=3600", "ETag": f'"{image_id}"'})
+
+    @app.get("/v1/albums/{album}/images/{image_id}/thumbnail", tags=["images"], response_class=Response)
+    async def get_thumbnail(album: str, image_id: str, size: int | None = None) -> Response:
+        """A JPEG thumbnail; the size is rounded up to one of 64, 128, 256, 512, 1024."""
+        blob = await pipelines.get_thumbnail(album, image_id, size)
+        return Response(blob.content, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
+
+    @app.delete("/v1/albums/{album}/images/{image_id}", tags=["images"], response_model=schemas.Deleted)
+    async def delete_image(album: str, image_id: str) -> schemas.Deleted:
+        return schemas.Deleted(deleted=await pipelines.delete_image(album, image_id))
+
+
+def _add_search_routes(app: FastAPI, settings: GatewaySettings, pipelines: Pipelines) -> None:
+    @app.post("/v1/albums/{album}/search", tags=["search"], response_model=schemas.SearchOut,
+              responses={409: {"model": schemas.ErrorBody}, 413: {"model": schemas.ErrorBody}})
+    async def search(
+        album: str,
+        top_k: Annotated[int | None, Query(description="1 to the configured maximum.")] = None,
+        filter: Annotated[str | None, Query(description='A JSON filter on attributes, e.g. {"color": "red"}.')] = None,
+        file: Annotated[UploadFile | None, File(description="The query image.")] = None,
+        url: Annotated[str | None, Form(description="Or: the URL of the query image.")] = None,
+        image_id: Annotated[str | None, Form(description="Or: the id of an image of the album.")] = None,
+        filter_form: Annotated[str | None, Form(alias="filter", description="The filter, as a form field.")] = None,
+    ) -> schemas.SearchOut:
+        """The album's images nearest the query, nearest first; give exactly one of file, url, image_id."""
+        content = await _read_upload(file, settings.max_image_bytes) if file is not None else None
+        query = SearchQuery(image=content, url=url or None, image_id=image_id or None)
+        outcome = await pipelines.search(album, query, top_k, filter or filter_form or "")
+        return schemas.SearchOut.of(outcome)
+
+
+def _add_job_routes(app: FastAPI, pipelines: Pipelines, jobs: JobStore) -> None:
+    @app.post("/v1/albums/{album}/jobs", status_code=202, tags=["jobs"], response_model=schemas.JobCreated)
+    async def create_job(album: str, body: schemas.JobCreate) -> schemas.JobCreated:
+        """Queues the URLs to be fetched and added to the album in the background."""
+        await pipelines.get_album(album)
+        job_id = await jobs.submit(album, body.urls, body.attributes)
+        return schemas.JobCreated(job_id=job_id, status_url=f"/v1/jobs/{job_id}")
+
+    @app.get("/v1/jobs/{job_id}", tags=["jobs"], response_model=schemas.JobOut)
+    async def get_job(job_id: str) -> schemas.JobOut:
+        return schemas.JobOut.of(await jobs.get(job_id))
+

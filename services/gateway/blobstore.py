@@ -1,0 +1,203 @@
+"""Image bytes and thumbnails in an S3 bucket (MinIO, SeaweedFS), content-addressed per album.
+
+    albums/<album>/images/<sha256>                 the original bytes, content type + name in metadata
+    albums/<album>/thumbs/<size>/<sha256>.jpg      JPEG thumbnails, made on first request
+
+minio and urllib3 errors never leave this module: a missing object is `ImageNotFound`, anything
+else `StoreUnavailable`. The SDK blocks, so every call runs in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+from urllib.parse import quote, unquote
+
+import urllib3
+from minio import Minio
+from minio.deleteobjects import DeleteObject
+from minio.error import MinioException, S3Error
+
+from services.common.errors import ImageNotFound, StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+NAME_META = "original-name"
+_MISSING_CODES = {"NoSuchKey", "NoSuchObject", "NoSuchBucket", "ResourceNotFound"}
+
+
+def image_key(album: str, content_hash: str) -> str:
+    return f"albums/{album}/images/{content_hash}"
+
+
+def thumbnail_key(album: str, size: int, content_hash: str) -> str:
+    return f"albums/{album}/thumbs/{size}/{content_hash}.jpg"
+
+
+def album_prefix(album: str) -> str:
+    return f"albums/{album}/"
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    """What the store knows of one object besides its bytes."""
+
+    key: str
+    size: int
+    content_type: str
+    name: str
+
+
+@dataclass(frozen=True)
+class Blob:
+    content: bytes
+    content_type: str
+
+
+def _meta(headers: Any, key: str) -> str:
+    """Reads one user-metadata entry whatever the case of its `X-Amz-Meta-` header."""
+    wanted = f"x-amz-meta-{key}".lower()
+    for name, value in (headers or {}).items():
+        if str(name).lower() in (wanted, key.lower()):
+            return unquote(str(value))
+    return ""
+
+
+def default_http_client(timeout_s: float = 10.0) -> urllib3.PoolManager:
+    """A pool that fails fast: minio's default retries for minutes when the store is down."""
+    return urllib3.PoolManager(
+        timeout=urllib3.Timeout(connect=min(2.0, timeout_s), read=timeout_s),
+        maxsize=16,
+        retries=urllib3.Retry(total=2, connect=1, backoff_factor=0.1, status_forcelist=(500, 502, 503, 504)),
+    )
+
+
+class Blobs(Protocol):
+    """What the pipelines need of an object store."""
+
+    async def put(self, key: str, content: bytes, content_type: str, name: str = "") -> None: ...
+
+    async def get(self, key: str) -> Blob: ...
+
+    async def stat(self, key: str) -> BlobInfo: ...
+
+    async def delete(self, *keys: str) -> None: ...
+
+    async def delete_prefix(self, prefix: str) -> int: ...
+
+
+class BlobStore:
+    """Put, get, stat and delete objects of one bucket; created on `ensure_bucket`."""
+
+    def __init__(self, client: Minio, bucket: str) -> None:
+        self.client = client
+        self.bucket = bucket
+        self._bucket_ready = False
+
+    @classmethod
+    def connect(
+        cls, endpoint: str, access_key: str, secret_key: str, bucket: str, *, secure: bool = False, region: str = "",
+        timeout_s: float = 30.0,
+    ) -> BlobStore:
+        client = Minio(
+            endpoint, access_key=access_key, secret_key=secret_key, secure=secure,
+            region=region or None, http_client=default_http_client(timeout_s),
+        )
+        return cls(client, bucket)
+
+    async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        try:
+            return await asyncio.to_thread(fn, *args, **kwargs)
+        except S3Error as exc:
+            if exc.code in _MISSING_CODES:
+                raise ImageNotFound(f"no such object: {exc.object_name or exc.resource}") from exc
+            raise StoreUnavailable(f"object store error: {exc.code}") from exc
+        except (MinioException, urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
+            raise StoreUnavailable(f"object store is unavailable: {type(exc).__name__}") from exc
+
+    async def ensure_bucket(self) -> None:
+        """Creates the bucket if it is missing; later calls are free once it exists."""
+        if self._bucket_ready:
+            return
+        if not await self._run(self.client.bucket_exists, self.bucket):
+            try:
+                await self._run(self.client.make_bucket, self.bucket)
+            except StoreUnavailable:
+                # Another replica may have created it in between.
+                if not await self._run(self.client.bucket_exists, self.bucket):
+                    raise
+            log.info("created bucket %s", self.bucket)
+        self._bucket_ready = True
+
+    async def ping(self) -> None:
+        """Raises StoreUnavailable unless the store answers."""
+        self._bucket_ready = False
+        await self.ensure_bucket()
+
+    async def put(self, key: str, content: bytes, content_type: str, name: str = "") -> None:
+        await self.ensure_bucket()
+        metadata = {NAME_META: quote(name, safe="")} if name else None
+        await self._run(
+            self.client.put_object, self.bucket, key, io.BytesIO(content), len(content),
+            content_type=content_type, metadata=metadata,
+        )
+
+    async def get(self, key: str) -> Blob:
+        return await self._run(self._get_sync, key)
+
+    def _get_sync(self, key: str) -> Blob:
+        response = self.client.get_object(self.bucket, key)
+        try:
+            content = response.read()
+            content_type = response.headers.get("Content-Type") or "application/octet-stream"
+        finally:
+            response.close()
+            response.release_conn()
+        return Blob(content, content_type)
+
+    async def stat(self, key: str) -> BlobInfo:
+        obj = await self._run(self.client.stat_object, self.bucket, key)
+        return BlobInfo(
+            key=key,
+            size=int(obj.size or 0),
+            content_type=obj.content_type or "application/octet-stream",
+            name=_meta(obj.metadata, NAME_META),
+        )
+
+    async def exists(self, key: str) -> bool:
+        try:
+            await self.stat(key)
+        except ImageNotFound:
+            return False
+        return True
+
+    async def delete(self, *keys: str) -> None:
+        """Deletes the keys; a key that is already gone is not an error."""
+        if keys:
+            await self._run(self._delete_sync, list(keys))
+
+    def _delete_sync(self, keys: list[str]) -> None:
+        errors = list(self.client.remove_objects(self.bucket, [DeleteObject(k) for k in keys]))
+        failed = [e for e in errors if e.code not in _MISSING_CODES]
+        if failed:
+            raise StoreUnavailable(f"could not delete {len(failed)} object(s): {failed[0].code}")
+
+    async def list_keys(self, prefix: str) -> list[str]:
+        return await self._run(self._list_sync, prefix)
+
+    def _list_sync(self, prefix: str) -> list[str]:
+        return [o.object_name for o in self.client.list_objects(self.bucket, prefix=prefix, recursive=True)
+                if o.object_name]
+
+    async def delete_prefix(self, prefix: str) -> int:
+        """Deletes every object under the prefix; returns how many there were."""
+        keys = await self.list_keys(prefix)
+        for start in range(0, len(keys), 1000):
+            await self.delete(*keys[start:start + 1000])
+        return len(keys)

@@ -1,0 +1,77 @@
+"""Query-embedding cache in Redis, keyed by model and content hash.
+
+The cache is an optimisation only: when Redis is down a search goes on uncached, and after a failure
+the cache stays off for a few seconds so a dead Redis does not add a timeout to every request.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Protocol
+
+import numpy as np
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+log = logging.getLogger(__name__)
+
+
+class EmbeddingCache(Protocol):
+    """What the pipelines need of a cache of query vectors."""
+
+    async def get(self, model: str, content_hash: str) -> list[float] | None: ...
+
+    async def put(self, model: str, content_hash: str, vector: list[float]) -> None: ...
+
+
+def embedding_key(model: str, content_hash: str) -> str:
+    return f"emb:{model}:{content_hash}"
+
+
+class RedisEmbeddingCache:
+    """Vectors stored as little-endian float32 bytes with a TTL."""
+
+    def __init__(self, redis: Redis, ttl_s: int, backoff_s: float = 5.0) -> None:
+        self.redis = redis
+        self.ttl_s = ttl_s
+        self.backoff_s = backoff_s
+        self._off_until = 0.0
+
+    def _available(self) -> bool:
+        return time.monotonic() >= self._off_until
+
+    def _failed(self, action: str, exc: Exception) -> None:
+        log.warning("embedding cache %s failed, going on uncached for %.0fs: %s", action, self.backoff_s, exc)
+        self._off_until = time.monotonic() + self.backoff_s
+
+    async def get(self, model: str, content_hash: str) -> list[float] | None:
+        if not self._available():
+            return None
+        try:
+            raw = await self.redis.get(embedding_key(model, content_hash))
+        except (RedisError, OSError) as exc:
+            self._failed("read", exc)
+            return None
+        if not isinstance(raw, bytes) or not raw:
+            return None
+        return list(np.frombuffer(raw, dtype="<f4").astype(float).tolist())
+
+    async def put(self, model: str, content_hash: str, vector: list[float]) -> None:
+        if not self._available():
+            return
+        raw = np.asarray(vector, dtype="<f4").tobytes()
+        try:
+            await self.redis.set(embedding_key(model, content_hash), raw, ex=self.ttl_s)
+        except (RedisError, OSError) as exc:
+            self._failed("write", exc)
+
+
+class NoCache:
+    """A cache that never holds anything (tests, or Redis turned off)."""
+
+    async def get(self, model: str, content_hash: str) -> list[float] | None:
+        return None
+
+    async def put(self, model: str, content_hash: str, vector: list[float]) -> None:
+        return None

@@ -1,0 +1,177 @@
+"""The extractor and search services as the pipelines see them: protocols, and their gRPC clients.
+
+The gRPC clients turn wire messages into `records` and statuses into our errors (via
+`grpc_client.call`), so nothing above this module sees protobuf or grpc.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol, TypeVar
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from imagesearch.v1 import extractor_pb2, extractor_pb2_grpc, search_pb2, search_pb2_grpc
+
+from services.common.errors import ExtractorUnavailable, SearchUnavailable, Unavailable
+from services.common.grpc_client import call
+from services.gateway.records import Collection, EmbedBatch, Embedding, Hit, Item, ItemFailure, ModelInfo
+
+T = TypeVar("T")
+
+
+class Extractor(Protocol):
+    """Turns encoded images into vectors."""
+
+    async def model_info(self) -> ModelInfo: ...
+
+    async def embed(self, images: Sequence[bytes]) -> EmbedBatch: ...
+
+
+class VectorSearch(Protocol):
+    """Collections (albums) of items with vectors and attributes."""
+
+    async def create_collection(self, name: str, dim: int, model: str) -> Collection: ...
+
+    async def drop_collection(self, name: str) -> bool: ...
+
+    async def list_collections(self) -> list[Collection]: ...
+
+    async def get_collection(self, name: str) -> Collection: ...
+
+    async def insert(self, collection: str, items: Sequence[Item]) -> list[str]: ...
+
+    async def search(
+        self, collection: str, vector: Sequence[float], top_k: int, filter_json: str, exclude_ids: Sequence[str]
+    ) -> list[Hit]: ...
+
+    async def get(self, collection: str, ids: Sequence[str], with_vectors: bool = False) -> list[Item]: ...
+
+    async def list_items(self, collection: str, limit: int, offset: int) -> list[Item]: ...
+
+    async def delete(self, collection: str, ids: Sequence[str]) -> int: ...
+
+    async def count(self, collection: str) -> int: ...
+
+
+async def check_health(channel: grpc.aio.Channel, unavailable: type[Unavailable], peer: str, timeout: float) -> None:
+    """Raises `unavailable` unless the peer's gRPC health service says SERVING."""
+    stub = health_pb2_grpc.HealthStub(channel)
+    reply = await call(stub.Check, health_pb2.HealthCheckRequest(), timeout=timeout, unavailable=unavailable,
+                       peer=peer)
+    if reply.status != health_pb2.HealthCheckResponse.SERVING:
+        raise unavailable(f"{peer} is not serving")
+
+
+class GrpcExtractor:
+    """The extractor service over gRPC."""
+
+    peer = "extractor"
+
+    def __init__(self, channel: grpc.aio.Channel, timeout_s: float) -> None:
+        self.channel = channel
+        self.stub = extractor_pb2_grpc.ExtractorStub(channel)
+        self.timeout_s = timeout_s
+
+    async def health(self, timeout_s: float = 2.0) -> None:
+        await check_health(self.channel, ExtractorUnavailable, self.peer, timeout_s)
+
+    async def model_info(self) -> ModelInfo:
+        reply = await call(self.stub.GetModelInfo, extractor_pb2.GetModelInfoRequest(), timeout=self.timeout_s,
+                           unavailable=ExtractorUnavailable, peer=self.peer)
+        return ModelInfo(model=reply.model, dim=reply.dim)
+
+    async def embed(self, images: Sequence[bytes]) -> EmbedBatch:
+        reply = await call(self.stub.Embed, extractor_pb2.EmbedRequest(images=list(images)), timeout=self.timeout_s,
+                           unavailable=ExtractorUnavailable, peer=self.peer)
+        results = [
+            Embedding(vector=list(r.vector.values)) if r.WhichOneof("result") == "vector"
+            else Embedding(error=ItemFailure(r.error.reason or "invalid_image", r.error.message))
+            for r in reply.results
+        ]
+        if len(results) != len(images):
+            raise ExtractorUnavailable(f"extractor answered {len(results)} results for {len(images)} images")
+        return EmbedBatch(model=reply.model, dim=reply.dim, results=results)
+
+
+def _collection(c: search_pb2.Collection) -> Collection:
+    return Collection(name=c.name, dim=c.dim, metric=c.metric or "cosine", model=c.model,
+                      created_at_ms=c.created_at_ms, count=c.count)
+
+
+def _item(i: search_pb2.Item) -> Item:
+    return Item(id=i.id, name=i.name, content_hash=i.content_hash, attributes_json=i.attributes_json,
+                created_at_ms=i.created_at_ms, vectors=[list(d.values) for d in i.vectors])
+
+
+def _wire_item(i: Item) -> search_pb2.Item:
+    return search_pb2.Item(id=i.id, name=i.name, content_hash=i.content_hash, attributes_json=i.attributes_json,
+                           created_at_ms=i.created_at_ms,
+                           vectors=[search_pb2.Descriptor(values=v) for v in i.vectors])
+
+
+class GrpcVectorSearch:
+    """The search service over gRPC."""
+
+    peer = "search service"
+
+    def __init__(self, channel: grpc.aio.Channel, timeout_s: float) -> None:
+        self.channel = channel
+        self.stub = search_pb2_grpc.SearchStub(channel)
+        self.timeout_s = timeout_s
+
+    async def _call(self, method: Callable[..., Awaitable[T]], request: Any) -> T:
+        return await call(method, request, timeout=self.timeout_s, unavailable=SearchUnavailable, peer=self.peer)
+
+    async def health(self, timeout_s: float = 2.0) -> None:
+        await check_health(self.channel, SearchUnavailable, self.peer, timeout_s)
+
+    async def create_collection(self, name: str, dim: int, model: str) -> Collection:
+        reply = await self._call(self.stub.CreateCollection,
+                                 search_pb2.CreateCollectionRequest(name=name, dim=dim, model=model))
+        return _collection(reply)
+
+    async def drop_collection(self, name: str) -> bool:
+        reply = await self._call(self.stub.DropCollection, search_pb2.DropCollectionRequest(name=name))
+        return bool(reply.dropped)
+
+    async def list_collections(self) -> list[Collection]:
+        reply = await self._call(self.stub.ListCollections, search_pb2.ListCollectionsRequest())
+        return [_collection(c) for c in reply.collections]
+
+    async def get_collection(self, name: str) -> Collection:
+        reply = await self._call(self.stub.GetCollection, search_pb2.GetCollectionRequest(name=name))
+        return _collection(reply)
+
+    async def insert(self, collection: str, items: Sequence[Item]) -> list[str]:
+        request = search_pb2.InsertRequest(collection=collection, items=[_wire_item(i) for i in items])
+        reply = await self._call(self.stub.Insert, request)
+        return list(reply.ids)
+
+    async def search(
+        self, collection: str, vector: Sequence[float], top_k: int, filter_json: str, exclude_ids: Sequence[str]
+    ) -> list[Hit]:
+        request = search_pb2.SearchRequest(collection=collection, vector=list(vector), top_k=top_k,
+                                           filter_json=filter_json, exclude_ids=list(exclude_ids))
+        reply = await self._call(self.stub.Search, request)
+        return [Hit(id=h.id, name=h.name, distance=h.distance, attributes_json=h.attributes_json,
+                    content_hash=h.content_hash, created_at_ms=h.created_at_ms)
+                for h in reply.hits]
+
+    async def get(self, collection: str, ids: Sequence[str], with_vectors: bool = False) -> list[Item]:
+        request = search_pb2.GetRequest(collection=collection, ids=list(ids), with_vectors=with_vectors)
+        reply = await self._call(self.stub.Get, request)
+        return [_item(i) for i in reply.items]
+
+    async def list_items(self, collection: str, limit: int, offset: int) -> list[Item]:
+        reply = await self._call(self.stub.List, search_pb2.ListRequest(collection=collection, limit=limit,
+                                                                        offset=offset))
+        return [_item(i) for i in reply.items]
+
+    async def delete(self, collection: str, ids: Sequence[str]) -> int:
+        reply = await self._call(self.stub.Delete, search_pb2.DeleteRequest(collection=collection, ids=list(ids)))
+        return int(reply.deleted)
+
+    async def count(self, collection: str) -> int:
+        reply = await self._call(self.stub.Count, search_pb2.CountRequest(collection=collection))
+        return int(reply.count)

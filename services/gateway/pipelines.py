@@ -1,0 +1,450 @@
+"""The gateway's operations on albums and images, shared by the HTTP routes and the gRPC servicer.
+
+Nothing here knows HTTP or gRPC: the pipelines take and return `records` and raise the project's
+errors. Writes are ordered so that no half state remains: an image's blob is written before its
+vector (a blob without a vector is deleted again), and deleted after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from services.common.errors import (
+    ERRORS_BY_REASON,
+    AlbumNotFound,
+    ImageNotFound,
+    ImageSearchError,
+    ImageTooLarge,
+    InvalidArgument,
+    InvalidAttributes,
+    InvalidFilter,
+    InvalidImage,
+    ModelMismatch,
+    NotFound,
+    StoreUnavailable,
+)
+from services.gateway import imaging
+from services.gateway.blobstore import Blob, Blobs, album_prefix, image_key, thumbnail_key
+from services.gateway.cache import EmbeddingCache
+from services.gateway.clients import Extractor, VectorSearch
+from services.gateway.records import (
+    AddResult,
+    AddStatus,
+    Album,
+    Collection,
+    ImageRecord,
+    Item,
+    ItemFailure,
+    JsonObject,
+    ModelInfo,
+    NewImage,
+    Query,
+    ScoredImage,
+    SearchOutcome,
+)
+from services.gateway.settings import GatewaySettings
+from services.gateway.urlfetch import Fetcher
+
+log = logging.getLogger(__name__)
+
+ALBUM_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+IMAGE_ID = re.compile(r"^[0-9a-f]{32}$")
+MAX_NAME_CHARS = 512
+MAX_LIST_LIMIT = 1000
+# How long the extractor's model id is trusted before it is asked again.
+MODEL_INFO_TTL_S = 10.0
+
+
+def image_id_of(content_hash: str) -> str:
+    """An image's id: the first 32 hex digits (128 bits) of the SHA-256 of its bytes."""
+    return content_hash[:32]
+
+
+def check_album_name(name: str) -> str:
+    if not ALBUM_NAME.match(name or ""):
+        raise InvalidArgument(
+            f"invalid album name {name[:80]!r}: use 1-63 of a-z, 0-9, '_' and '-', starting with a letter or digit"
+        )
+    return name
+
+
+def parse_attributes(text: str) -> JsonObject:
+    """A JSON object of attributes; empty text means {}."""
+    if not text or not text.strip():
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidAttributes(f"attributes are not valid JSON: {exc.msg} at position {exc.pos}") from exc
+    if not isinstance(value, dict):
+        raise InvalidAttributes(f"attributes must be a JSON object, not {type(value).__name__}")
+    return value
+
+
+def normalise_filter(text: str) -> str:
+    """The filter as compact JSON text, '' for none; it must be a JSON object."""
+    if not text or not text.strip():
+        return ""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidFilter(f"filter is not valid JSON: {exc.msg} at position {exc.pos}") from exc
+    if not isinstance(value, dict):
+        raise InvalidFilter(f"filter must be a JSON object, not {type(value).__name__}")
+    return json.dumps(value, separators=(",", ":")) if value else ""
+
+
+def _loads_object(text: str) -> JsonObject:
+    try:
+        value = json.loads(text) if text else {}
+    except json.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _failure(exc: ImageSearchError) -> ItemFailure:
+    return ItemFailure(exc.reason, exc.message)
+
+
+def _item_error(failure: ItemFailure) -> ImageSearchError:
+    return ERRORS_BY_REASON.get(failure.reason, InvalidImage)(failure.message)
+
+
+@dataclass(frozen=True)
+class _Accepted:
+    """An image that passed the gateway's checks and awaits its vector."""
+
+    index: int
+    name: str
+    content_hash: str
+    attributes_json: str
+    content: bytes
+    content_type: str
+
+    @property
+    def id(self) -> str:
+        return image_id_of(self.content_hash)
+
+
+class Pipelines:
+    """Albums, adding images and searching them, over the extractor, search service, blobs and cache."""
+
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        extractor: Extractor,
+        search: VectorSearch,
+        blobs: Blobs,
+        cache: EmbeddingCache,
+        fetcher: Fetcher,
+    ) -> None:
+        self.settings = settings
+        self.extractor = extractor
+        self.search_service = search
+        self.blobs = blobs
+        self.cache = cache
+        self.fetcher = fetcher
+        self._model: tuple[float, ModelInfo] | None = None
+
+    # --- albums -------------------------------------------------------------------------------------
+    async def create_album(self, name: str) -> Album:
+        """Creates an empty album recording the extractor's model; AlreadyExists if the name is taken."""
+        check_album_name(name)
+        info = await self.model_info(fresh=True)
+        collection = await self.search_service.create_collection(name, info.dim, info.model)
+        log.info("created album %s (model %s, dim %d)", name, info.model, info.dim)
+        return self._album(collection)
+
+    async def list_albums(self) -> list[Album]:
+        return sorted((self._album(c) for c in await self.search_service.list_collections()), key=lambda a: a.name)
+
+    async def get_album(self, name: str) -> Album:
+        return self._album(await self._collection(name))
+
+    async def delete_album(self, name: str) -> bool:
+        """Drops the album's vectors, then its blobs (left over blobs are only logged)."""
+        await self._collection(name)
+        await self.search_service.drop_collection(name)
+        try:
+            removed = await self.blobs.delete_prefix(album_prefix(name))
+        except StoreUnavailable as exc:
+            log.warning("album %s dropped but its blobs were not deleted: %s", name, exc.message)
+        else:
+            log.info("deleted album %s and %d blob(s)", name, removed)
+        return True
+
+    async def _collection(self, name: str) -> Collection:
+        check_album_name(name)
+        try:
+            return await self.search_service.get_collection(name)
+        except NotFound as exc:
+            raise AlbumNotFound(f"album {name!r} does not exist") from exc
+
+    @staticmethod
+    def _album(c: Collection) -> Album:
+        return Album(name=c.name, image_count=c.count, model=c.model, dim=c.dim, metric=c.metric,
+                     created_at_ms=c.created_at_ms)
+
+    # --- the model ----------------------------------------------------------------------------------
+    async def model_info(self, fresh: bool = False) -> ModelInfo:
+        """The extractor's model, asked again after a few seconds (it may have been redeployed)."""
+        now = time.monotonic()
+        if fresh or self._model is None or now - self._model[0] > MODEL_INFO_TTL_S:
+            self._model = (now, await self.extractor.model_info())
+        return self._model[1]
+
+    async def _check_model(self, collection: Collection) -> str:
+        info = await self.model_info()
+        if info.model != collection.model:
+            info = await self.model_info(fresh=True)
+        if info.model != collection.model:
+            raise ModelMismatch(
+                f"album {collection.name!r} holds vectors of model {collection.model!r} but the extractor runs "
+                f"{info.model!r}; re-embed the album (add its images again to a new album) or run the old model"
+            )
+        return info.model
+
+    # --- adding images ------------------------------------------------------------------------------
+    async def add_images(self, album: str, images: Sequence[NewImage]) -> list[AddResult]:
+        """Adds each image or reports why not; the batch is embedded in one call to the extractor."""
+        if not images:
+            raise InvalidArgument("no images given")
+        if len(images) > self.settings.max_images_per_request:
+            raise InvalidArgument(f"{len(images)} images in one request; the limit is "
+                                  f"{self.settings.max_images_per_request}")
+        collection = await self._collection(album)
+        model = await self._check_model(collection)
+        results: dict[int, AddResult] = {}
+        accepted: list[_Accepted] = []
+        seen: set[str] = set()
+        for index, image in enumerate(images):
+            try:
+                item = self._accept(index, image)
+            except ImageSearchError as exc:
+                results[index] = AddResult(index, image.name, AddStatus.FAILED, error=_failure(exc))
+                continue
+            if item.id in seen:
+                results[index] = AddResult(index, item.name, AddStatus.DUPLICATE, item.id)
+            else:
+                seen.add(item.id)
+                accepted.append(item)
+        stored = {i.id for i in await self.search_service.get(album, [a.id for a in accepted])} if accepted else set()
+        fresh = []
+        for item in accepted:
+            if item.id in stored:
+                results[item.index] = AddResult(item.index, item.name, AddStatus.DUPLICATE, item.id)
+            else:
+                fresh.append(item)
+        for result in await self._store(collection, model, fresh):
+            results[result.index] = result
+        return [results[i] for i in range(len(images))]
+
+    def _accept(self, index: int, image: NewImage) -> _Accepted:
+        if not image.content:
+            raise InvalidImage("the file is empty")
+        if len(image.content) > self.settings.max_image_bytes:
+            raise ImageTooLarge(f"{len(image.content)} bytes; the limit is {self.settings.max_image_bytes}")
+        if len(image.name) > MAX_NAME_CHARS:
+            raise InvalidArgument(f"name is longer than {MAX_NAME_CHARS} characters")
+        attributes = parse_attributes(image.attributes_json)
+        content_hash = hashlib.sha256(image.content).hexdigest()
+        return _Accepted(
+            index=index,
+            name=image.name or content_hash,
+            content_hash=content_hash,
+            attributes_json=json.dumps(attributes, separators=(",", ":"), ensure_ascii=False),
+            content=image.content,
+            content_type=imaging.sniff_content_type(image.content, image.content_type),
+        )
+
+    async def _store(self, collection: Collection, model: str, images: list[_Accepted]) -> list[AddResult]:
+        """Embeds, then writes blobs, then vectors; on a failed write, what was written is undone."""
+        if not images:
+            return []
+        batch = await self.extractor.embed([i.content for i in images])
+        if batch.model != model:
+            raise ModelMismatch(f"the extractor embedded with {batch.model!r}, album {collection.name!r} "
+                                f"holds {model!r}; re-embed the album")
+        results: list[AddResult] = []
+        items: list[tuple[_Accepted, Item]] = []
+        now = _now_ms()
+        for image, embedding in zip(images, batch.results, strict=True):
+            if embedding.vector is None:
+                failure = embedding.error or ItemFailure("invalid_image", "the extractor gave no vector")
+                results.append(AddResult(image.index, image.name, AddStatus.FAILED, image.id, failure))
+            elif len(embedding.vector) != collection.dim:
+                raise ModelMismatch(f"the extractor gave {len(embedding.vector)} dimensions, album "
+                                    f"{collection.name!r} holds {collection.dim}; re-embed the album")
+            else:
+                items.append((image, Item(id=image.id, name=image.name, content_hash=image.content_hash,
+                                          attributes_json=image.attributes_json, created_at_ms=now,
+                                          vectors=[embedding.vector])))
+        if items:
+            await self._write(collection.name, items)
+            results.extend(AddResult(i.index, i.name, AddStatus.ADDED, i.id) for i, _ in items)
+        return results
+
+    async def _write(self, album: str, items: list[tuple[_Accepted, Item]]) -> None:
+        keys = [image_key(album, image.content_hash) for image, _ in items]
+        puts = [self.blobs.put(key, image.content, image.content_type, image.name)
+                for key, (image, _) in zip(keys, items, strict=True)]
+        outcomes = await asyncio.gather(*puts, return_exceptions=True)
+        failed = next((o for o in outcomes if isinstance(o, BaseException)), None)
+        try:
+            if failed is not None:
+                raise failed
+            await self.search_service.insert(album, [item for _, item in items])
+        except Exception:
+            await self._forget_blobs(keys)
+            raise
+        log.info("added %d image(s) to album %s", len(items), album)
+
+    async def _forget_blobs(self, keys: list[str]) -> None:
+        try:
+            await self.blobs.delete(*keys)
+        except ImageSearchError as exc:
+            log.warning("could not delete %d blob(s) of a failed add: %s", len(keys), exc.message)
+
+    # --- searching ----------------------------------------------------------------------------------
+    async def search(self, album: str, query: Query, top_k: int | None = None, filter_json: str = "") -> SearchOutcome:
+        """The album's images nearest to the query image, nearest first."""
+        started = time.perf_counter()
+        top_k = self._check_top_k(top_k)
+        filter_text = normalise_filter(filter_json)
+        given = [v for v in (query.image, query.url, query.image_id) if v is not None]
+        if len(given) != 1:
+            raise InvalidArgument("give exactly one of: an image file, a url, an image_id")
+        collection = await self._collection(album)
+        exclude: list[str] = []
+        if query.image_id is not None:
+            # The album's own vector: right whatever model the extractor runs now.
+            vector, model = await self._stored_vector(album, query.image_id), collection.model
+            exclude.append(query.image_id)
+        else:
+            model = await self._check_model(collection)
+            content = query.image if query.image is not None else await self.fetch_url(query.url or "")
+            vector = await self.embed_query(content, model)
+        hits = await self.search_service.search(album, vector, top_k, filter_text, exclude)
+        scored = [ScoredImage(self._record(album, h.id, h.name, h.content_hash, h.attributes_json, h.created_at_ms),
+                              h.distance) for h in hits]
+        took_ms = (time.perf_counter() - started) * 1000
+        return SearchOutcome(album=album, metric=collection.metric, model=model, took_ms=took_ms, hits=scored)
+
+    def _check_top_k(self, top_k: int | None) -> int:
+        value = self.settings.default_top_k if top_k is None else top_k
+        if not 1 <= value <= self.settings.max_top_k:
+            raise InvalidArgument(f"top_k must be between 1 and {self.settings.max_top_k}, not {value}")
+        return value
+
+    async def fetch_url(self, url: str) -> bytes:
+        return await self.fetcher.fetch(url)
+
+    async def embed_query(self, content: bytes, model: str) -> list[float]:
+        """The query image's vector, from the cache when the same bytes were asked for before."""
+        if not content:
+            raise InvalidImage("the query image is empty")
+        if len(content) > self.settings.max_image_bytes:
+            raise ImageTooLarge(f"{len(content)} bytes; the limit is {self.settings.max_image_bytes}")
+        content_hash = hashlib.sha256(content).hexdigest()
+        cached = await self.cache.get(model, content_hash)
+        if cached is not None:
+            return cached
+        batch = await self.extractor.embed([content])
+        if batch.model != model:
+            raise ModelMismatch(f"the extractor embedded with {batch.model!r}, the album holds {model!r}")
+        result = batch.results[0]
+        if result.vector is None:
+            raise _item_error(result.error or ItemFailure("invalid_image", "the extractor gave no vector"))
+        await self.cache.put(model, content_hash, result.vector)
+        return result.vector
+
+    async def _stored_vector(self, album: str, image_id: str) -> list[float]:
+        items = await self._items(album, image_id, with_vectors=True)
+        if not items[0].vectors:
+            raise ImageNotFound(f"image {image_id} of album {album!r} has no stored vector")
+        return items[0].vectors[0]
+
+    # --- single images ------------------------------------------------------------------------------
+    async def _items(self, album: str, image_id: str, with_vectors: bool = False) -> list[Item]:
+        if not IMAGE_ID.match(image_id or ""):
+            raise ImageNotFound(f"no image {image_id[:80]!r} in album {album!r} (ids are 32 hex digits)")
+        await self._collection(album)
+        items = await self.search_service.get(album, [image_id], with_vectors=with_vectors)
+        if not items:
+            raise ImageNotFound(f"no image {image_id} in album {album!r}")
+        return items
+
+    async def get_image(self, album: str, image_id: str) -> ImageRecord:
+        """The image's metadata, with the type and size of its stored bytes."""
+        item = (await self._items(album, image_id))[0]
+        info = await self.blobs.stat(image_key(album, item.content_hash))
+        record = self._record(album, item.id, item.name, item.content_hash, item.attributes_json, item.created_at_ms)
+        return replace(record, content_type=info.content_type, size_bytes=info.size)
+
+    async def get_content(self, album: str, image_id: str) -> Blob:
+        item = (await self._items(album, image_id))[0]
+        return await self.blobs.get(image_key(album, item.content_hash))
+
+    async def get_thumbnail(self, album: str, image_id: str, size: int | None = None) -> Blob:
+        """A JPEG thumbnail, made on first request and kept in the store."""
+        requested = size or self.settings.thumbnail_size
+        if not 1 <= requested <= imaging.THUMBNAIL_SIZES[-1]:
+            raise InvalidArgument(f"thumbnail size must be between 1 and {imaging.THUMBNAIL_SIZES[-1]}")
+        side = imaging.thumbnail_size(requested)
+        item = (await self._items(album, image_id))[0]
+        key = thumbnail_key(album, side, item.content_hash)
+        try:
+            return await self.blobs.get(key)
+        except ImageNotFound:
+            pass
+        original = await self.blobs.get(image_key(album, item.content_hash))
+        content = await asyncio.to_thread(imaging.make_thumbnail, original.content, side)
+        try:
+            await self.blobs.put(key, content, "image/jpeg")
+        except StoreUnavailable as exc:
+            log.warning("thumbnail of %s not cached: %s", image_id, exc.message)
+        return Blob(content, "image/jpeg")
+
+    async def list_images(self, album: str, limit: int = 50, offset: int = 0) -> list[ImageRecord]:
+        """A page of the album's images (content type and size are given by `get_image` only)."""
+        if not 1 <= limit <= MAX_LIST_LIMIT or offset < 0:
+            raise InvalidArgument(f"limit must be between 1 and {MAX_LIST_LIMIT} and offset at least 0")
+        await self._collection(album)
+        items = await self.search_service.list_items(album, limit, offset)
+        return [self._record(album, i.id, i.name, i.content_hash, i.attributes_json, i.created_at_ms) for i in items]
+
+    async def delete_image(self, album: str, image_id: str) -> bool:
+        """Deletes the vector, then the blobs (a blob left over is only logged: the image is gone)."""
+        item = (await self._items(album, image_id))[0]
+        await self.search_service.delete(album, [image_id])
+        keys = [image_key(album, item.content_hash),
+                *(thumbnail_key(album, s, item.content_hash) for s in imaging.THUMBNAIL_SIZES)]
+        try:
+            await self.blobs.delete(*keys)
+        except StoreUnavailable as exc:
+            log.warning("image %s deleted but its blobs were not: %s", image_id, exc.message)
+        return True
+
+    async def count(self, album: str) -> int:
+        await self._collection(album)
+        return await self.search_service.count(album)
+
+    @staticmethod
+    def _record(album: str, image_id: str, name: str, content_hash: str, attributes_json: str,
+                created_at_ms: int) -> ImageRecord:
+        base = f"/v1/albums/{album}/images/{image_id}"
+        return ImageRecord(album=album, id=image_id, name=name, content_hash=content_hash,
+                     attributes=_loads_object(attributes_json), created_at_ms=created_at_ms,
+                     url=f"{base}/content", thumbnail_url=f"{base}/thumbnail")
+

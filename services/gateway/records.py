@@ -1,0 +1,151 @@
+"""The gateway's domain records: what the pipelines take and return, free of HTTP and gRPC types."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+JsonObject = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """The extractor's model and pipeline id, and the length of its vectors."""
+
+    model: str
+    dim: int
+
+
+@dataclass(frozen=True)
+class ItemFailure:
+    """Why one item of a batch failed; `reason` is one of the error tree's reasons."""
+
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Embedding:
+    """One image's vector, or why it has none."""
+
+    vector: list[float] | None = None
+    error: ItemFailure | None = None
+
+
+@dataclass(frozen=True)
+class EmbedBatch:
+    model: str
+    dim: int
+    results: list[Embedding]
+
+
+@dataclass(frozen=True)
+class Collection:
+    """An album as the search service holds it."""
+
+    name: str
+    dim: int
+    metric: str
+    model: str
+    created_at_ms: int
+    count: int
+
+
+@dataclass(frozen=True)
+class Item:
+    """One stored image as the search service holds it: metadata and, when asked, its vectors."""
+
+    id: str
+    name: str
+    content_hash: str
+    attributes_json: str
+    created_at_ms: int
+    vectors: list[list[float]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Hit:
+    id: str
+    name: str
+    distance: float
+    attributes_json: str
+    content_hash: str
+    created_at_ms: int
+
+
+@dataclass(frozen=True)
+class Album:
+    name: str
+    image_count: int
+    model: str
+    dim: int
+    metric: str
+    created_at_ms: int
+
+
+@dataclass(frozen=True)
+class NewImage:
+    """An image to add: its bytes, an optional name, and its attributes as sent (JSON text)."""
+
+    content: bytes
+    name: str = ""
+    attributes_json: str = ""
+    # What the caller said the bytes are; sniffed from the bytes when they tell more.
+    content_type: str = ""
+
+
+class AddStatus(enum.StrEnum):
+    ADDED = "added"
+    DUPLICATE = "duplicate"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class AddResult:
+    index: int
+    name: str
+    status: AddStatus
+    id: str = ""
+    error: ItemFailure | None = None
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """An image of an album as the public API shows it."""
+
+    album: str
+    id: str
+    name: str
+    content_hash: str
+    attributes: JsonObject
+    created_at_ms: int
+    url: str
+    thumbnail_url: str
+    # Known only where the blob was looked at (a single image), else empty / 0.
+    content_type: str = ""
+    size_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class ScoredImage:
+    image: ImageRecord
+    distance: float
+
+
+@dataclass(frozen=True)
+class SearchOutcome:
+    album: str
+    metric: str
+    model: str
+    took_ms: float
+    hits: list[ScoredImage]
+
+
+@dataclass(frozen=True)
+class Query:
+    """Exactly one of: the bytes of an image, a URL to fetch one from, an image of the album."""
+
+    image: bytes | None = None
+    url: str | None = None
+    image_id: str | None = None

@@ -1,0 +1,55 @@
+"""Helpers of the full-stack gateway tests: unique album names, photo variants, a tiny HTTP file server."""
+
+from __future__ import annotations
+
+import functools
+import io
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from PIL import Image
+
+
+def unique_album(prefix: str = "t") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def cropped_copy(path: Path, keep: float = 0.85, quality: int = 70) -> bytes:
+    """The photo cropped to its central part and recompressed as JPEG."""
+    with Image.open(path) as image:
+        rgb = image.convert("RGB")
+    w, h = rgb.size
+    dx, dy = int(w * (1 - keep) / 2), int(h * (1 - keep) / 2)
+    out = io.BytesIO()
+    rgb.crop((dx, dy, w - dx, h - dy)).save(out, format="JPEG", quality=quality)
+    return out.getvalue()
+
+
+def decompression_bomb() -> bytes:
+    """A small PNG that decodes to 60 million pixels."""
+    out = io.BytesIO()
+    Image.new("L", (10_000, 6_000)).save(out, format="PNG", optimize=True)
+    return out.getvalue()
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        return None
+
+
+@contextmanager
+def file_server(directory: Path) -> Iterator[str]:
+    """Serves the directory over HTTP on a free loopback port; yields its base URL."""
+    handler = functools.partial(_QuietHandler, directory=str(directory))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
