@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent.parent
 S3_ACCESS_KEY = "imagesearch"
 S3_SECRET_KEY = "imagesearch-secret"
+MILVUS_INTERNAL_PORTS = ("root-coord", "proxy-internal", "query-coord", "query-node", "index-coord",
+                         "index-node", "data-coord", "data-node")
 
 
 def free_port() -> int:
@@ -47,6 +49,7 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
 class Ports:
     milvus: int = 19530
     milvus_etcd: int = 2379
+    milvus_etcd_peer: int = 2380
     s3: int = 9000
     redis: int = 6390
     extractor: int = 50051
@@ -82,9 +85,11 @@ class ManagedProcess:
     cwd: Path = ROOT
     stop_signal: int = signal.SIGTERM
     proc: subprocess.Popen[bytes] | None = None
+    log_offset: int = 0
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         env = {**os.environ, **self.env}
         with open(self.log_path, "ab") as out:
             self.proc = subprocess.Popen(
@@ -106,6 +111,15 @@ class ManagedProcess:
                 return
             time.sleep(0.2)
         raise TimeoutError(f"{self.name} not ready after {timeout_s:.0f}s; see {self.log_path}:\n{self.tail()}")
+
+    def output(self) -> str:
+        """What this run of the process has logged so far."""
+        try:
+            with open(self.log_path, "rb") as fh:
+                fh.seek(self.log_offset)
+                return fh.read().decode(errors="replace")
+        except OSError:
+            return ""
 
     def tail(self, lines: int = 20) -> str:
         try:
@@ -196,16 +210,33 @@ class Stack:
     # --- servers ------------------------------------------------------------------------------------
     def milvus(self) -> ManagedProcess:
         data = self.data_dir / "milvus"
+        # Its internal ports too are chosen here (free ones), and its embedded etcd, which ignores
+        # --etcd-port for its own listeners, gets a config file: so two stacks on a machine never collide.
+        internal = [f"--{name}-port={free_port()}" for name in MILVUS_INTERNAL_PORTS]
         proc = ManagedProcess(
             name="milvus",
             argv=[_bin("milvus-server"), "--data", str(data), "--proxy-port", str(self.ports.milvus),
-                  "--etcd-port", str(self.ports.milvus_etcd)],
+                  "--etcd-port", str(self.ports.milvus_etcd), *internal],
+            env={"ETCD_CONFIG_PATH": str(self._etcd_config(data))},
             log_path=self.logs / "milvus.log",
-            ready=lambda: "Ctrl+C to exit" in proc.tail(5),
+            ready=lambda: "Ctrl+C to exit" in proc.output(),
             # SIGINT makes the wrapper stop its child; SIGTERM would orphan it.
             stop_signal=signal.SIGINT,
         )
         return proc
+
+    def _etcd_config(self, data: Path) -> Path:
+        client = f"http://127.0.0.1:{self.ports.milvus_etcd}"
+        peer = f"http://127.0.0.1:{self.ports.milvus_etcd_peer}"
+        path = data / "etcd-embed.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(
+            f"name: imagesearch\ndata-dir: {data / 'data' / 'etcd.data'}\n"
+            f"listen-client-urls: {client}\nadvertise-client-urls: {client}\n"
+            f"listen-peer-urls: {peer}\ninitial-advertise-peer-urls: {peer}\n"
+            f"initial-cluster: imagesearch={peer}\n"
+        )
+        return path
 
     def s3(self) -> ManagedProcess:
         data = self.data_dir / "s3"
