@@ -7,7 +7,9 @@ directory, and writes its log to `<data>/logs/<name>.log`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
 import logging
 import os
 import shutil
@@ -127,18 +129,35 @@ class ManagedProcess:
         except OSError:
             return ""
 
-    def stop(self, timeout_s: float = 20.0) -> None:
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Signals the whole process group (the server and any child it runs) and waits for all of it."""
         if self.proc is None:
             return
-        if self.proc.poll() is None:
-            self.proc.send_signal(self.stop_signal)
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
+        pgid = self.proc.pid
+        if self.proc.poll() is None or _group_alive(pgid):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, self.stop_signal)
+            deadline = time.monotonic() + timeout_s
+            while (self.proc.poll() is None or _group_alive(pgid)) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if self.proc.poll() is None or _group_alive(pgid):
                 log.warning("%s did not stop in %.0fs; killing it", self.name, timeout_s)
-                os.killpg(self.proc.pid, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pgid, signal.SIGKILL)
                 self.proc.wait(5)
         self.proc = None
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether any live (not zombie) process is left in the process group."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
 
 
 def _http_ok(url: str, accept: tuple[int, ...] = (200,)) -> bool:
@@ -212,7 +231,7 @@ class Stack:
         data = self.data_dir / "milvus"
         # Its internal ports too are chosen here (free ones), and its embedded etcd, which ignores
         # --etcd-port for its own listeners, gets a config file: so two stacks on a machine never collide.
-        internal = [f"--{name}-port={free_port()}" for name in MILVUS_INTERNAL_PORTS]
+        internal = [f"--{name}-port={port}" for name, port in self._milvus_internal_ports(data).items()]
         proc = ManagedProcess(
             name="milvus",
             argv=[_bin("milvus-server"), "--data", str(data), "--proxy-port", str(self.ports.milvus),
@@ -224,6 +243,16 @@ class Stack:
             stop_signal=signal.SIGINT,
         )
         return proc
+
+    def _milvus_internal_ports(self, data: Path) -> dict[str, int]:
+        """Chosen once per data directory: Milvus keeps its nodes' addresses in etcd across restarts."""
+        path = data / "internal-ports.json"
+        if path.exists():
+            return {str(k): int(v) for k, v in json.loads(path.read_text()).items()}
+        ports = {name: free_port() for name in MILVUS_INTERNAL_PORTS}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(ports))
+        return ports
 
     def _etcd_config(self, data: Path) -> Path:
         client = f"http://127.0.0.1:{self.ports.milvus_etcd}"

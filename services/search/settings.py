@@ -25,3 +25,20 @@ class SearchSettings(ServiceSettings):
     # Search-time breadth of HNSW; raised to top_k where top_k is larger.
     hnsw_ef: int = 64
     max_top_k: int = 1000
+    # IVF_FLAT / IVF_PQ: clusters built, clusters probed per search, PQ sub-quantisers (must divide dim).
+    ivf_nlist: int = 1024
+    ivf_nprobe: int = 32
+    ivf_pq_m: int = 16
+    # Consistency of reads (search, get, list, count). "Session" (default): read-your-writes for every
+    # write made through this process (~4 ms a search); since all writes of an album go through the
+    # search service, a client that just ingested sees its images, as long as one search replica
+    # serves the deployment (deploy/k8s runs one). "Strong" sees every acknowledged write from any
+    # replica, for several replicas, but waits for Milvus' next time tick (~200-400 ms a read on a
+    # 2.3 standalone). See MilvusIndex.
+    read_consistency: str = "Session"
+    # Rows fetched per wanted image on the first search round (regional descriptors share an image).
+    search_overfetch: int = 2
+    # Seconds to wait for a collection to load into memory (first use after a Milvus restart).
+    milvus_load_timeout_s: float = 120.0
+    # After a failed connect, fail fast with UNAVAILABLE for this long before trying again.
+    milvus_reconnect_backoff_s: float = 1.0

@@ -1,0 +1,140 @@
+"""The Search gRPC servicer: wire types <-> the `VectorIndex`, nothing else.
+
+The index blocks (pymilvus is synchronous), so every call runs in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Any, TypeAlias
+
+import grpc
+import numpy as np
+from imagesearch.v1 import search_pb2, search_pb2_grpc
+
+from services.common.errors import InvalidAttributes
+from services.search.filters import parse_filter_json
+from services.search.index import Collection, Hit, Item, VectorIndex
+
+SERVICE_NAMES = (search_pb2.DESCRIPTOR.services_by_name["Search"].full_name,)
+Context: TypeAlias = grpc.aio.ServicerContext
+
+
+class SearchServicer(search_pb2_grpc.SearchServicer):
+    """Serves the Search service over one `VectorIndex`."""
+
+    def __init__(self, index: VectorIndex) -> None:
+        self.index = index
+
+    async def CreateCollection(self, request: search_pb2.CreateCollectionRequest, context: Context) -> Any:
+        info = await asyncio.to_thread(
+            self.index.create_collection, request.name, request.dim, request.model, request.index_type
+        )
+        return collection_to_wire(info)
+
+    async def DropCollection(self, request: search_pb2.DropCollectionRequest, context: Context) -> Any:
+        dropped = await asyncio.to_thread(self.index.drop_collection, request.name)
+        return search_pb2.DropCollectionResponse(dropped=dropped)
+
+    async def ListCollections(self, request: search_pb2.ListCollectionsRequest, context: Context) -> Any:
+        albums = await asyncio.to_thread(self.index.list_collections)
+        return search_pb2.ListCollectionsResponse(collections=[collection_to_wire(a) for a in albums])
+
+    async def GetCollection(self, request: search_pb2.GetCollectionRequest, context: Context) -> Any:
+        return collection_to_wire(await asyncio.to_thread(self.index.get_collection, request.name))
+
+    async def Insert(self, request: search_pb2.InsertRequest, context: Context) -> Any:
+        items = [item_from_wire(item) for item in request.items]
+        ids = await asyncio.to_thread(self.index.insert, request.collection, items)
+        return search_pb2.InsertResponse(ids=ids)
+
+    async def Search(self, request: search_pb2.SearchRequest, context: Context) -> Any:
+        query_filter = parse_filter_json(request.filter_json)
+        vector = np.asarray(request.vector, dtype=np.float32)
+        hits = await asyncio.to_thread(
+            self.index.search, request.collection, vector, request.top_k, query_filter, list(request.exclude_ids)
+        )
+        return search_pb2.SearchResponse(hits=[hit_to_wire(h) for h in hits], metric="cosine")
+
+    async def Get(self, request: search_pb2.GetRequest, context: Context) -> Any:
+        items = await asyncio.to_thread(self.index.get, request.collection, list(request.ids), request.with_vectors)
+        return search_pb2.GetResponse(items=[item_to_wire(i) for i in items])
+
+    async def List(self, request: search_pb2.ListRequest, context: Context) -> Any:
+        items = await asyncio.to_thread(self.index.list, request.collection, request.limit, request.offset)
+        return search_pb2.ListResponse(items=[item_to_wire(i) for i in items])
+
+    async def Delete(self, request: search_pb2.DeleteRequest, context: Context) -> Any:
+        deleted = await asyncio.to_thread(self.index.delete, request.collection, list(request.ids))
+        return search_pb2.DeleteResponse(deleted=deleted)
+
+    async def Count(self, request: search_pb2.CountRequest, context: Context) -> Any:
+        return search_pb2.CountResponse(count=await asyncio.to_thread(self.index.count, request.collection))
+
+
+def registrar(servicer: SearchServicer) -> Callable[[grpc.aio.Server], None]:
+    """What `create_server` calls to add the servicer to the server."""
+    return lambda server: search_pb2_grpc.add_SearchServicer_to_server(servicer, server)
+
+
+# --- wire <-> domain -------------------------------------------------------------------------------
+
+
+def collection_to_wire(info: Collection) -> Any:
+    return search_pb2.Collection(
+        name=info.name,
+        dim=info.dim,
+        metric=info.metric,
+        model=info.model,
+        created_at_ms=info.created_at_ms,
+        count=info.count,
+        index_type=info.index_type.value,
+    )
+
+
+def attributes_from_json(text: str, item_id: str) -> dict[str, Any]:
+    """An item's attributes: a JSON object, or {} for ""."""
+    if not text.strip():
+        return {}
+    try:
+        attributes = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidAttributes(f"item {item_id!r}: attributes are not valid JSON ({exc.msg})") from exc
+    if not isinstance(attributes, dict):
+        raise InvalidAttributes(f"item {item_id!r}: attributes must be a JSON object")
+    return attributes
+
+
+def item_from_wire(item: Any) -> Item:
+    return Item(
+        id=item.id,
+        vectors=tuple(np.asarray(d.values, dtype=np.float32) for d in item.vectors),
+        name=item.name,
+        content_hash=item.content_hash,
+        attributes=attributes_from_json(item.attributes_json, item.id),
+        created_at_ms=item.created_at_ms,
+    )
+
+
+def item_to_wire(item: Item) -> Any:
+    return search_pb2.Item(
+        id=item.id,
+        name=item.name,
+        content_hash=item.content_hash,
+        attributes_json=json.dumps(item.attributes),
+        created_at_ms=item.created_at_ms,
+        vectors=[search_pb2.Descriptor(values=v.tolist()) for v in item.vectors],
+    )
+
+
+def hit_to_wire(hit: Hit) -> Any:
+    return search_pb2.Hit(
+        id=hit.id,
+        name=hit.name,
+        distance=hit.distance,
+        attributes_json=json.dumps(hit.attributes),
+        content_hash=hit.content_hash,
+        created_at_ms=hit.created_at_ms,
+    )

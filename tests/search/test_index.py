@@ -1,0 +1,335 @@
+"""The `VectorIndex` contract, run against the exact numpy index and a real Milvus server alike.
+
+Each behavioural test runs once per implementation ("congruence"); the tests at the end compare
+Milvus' answers on random data with the exact ones. (Surviving a Milvus restart: test_survives_restart.)
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+
+from services.common.errors import AlbumNotFound, AlreadyExists, InvalidArgument
+from services.devstack import Stack
+from services.search.filters import parse_filter
+from services.search.index import ExactIndex, Item, VectorIndex
+from services.search.milvus_index import MilvusIndex, collection_name
+from services.search.settings import SearchSettings
+
+DIM = 32
+
+
+def settings_for(milvus: Stack) -> SearchSettings:
+    return SearchSettings(
+        milvus_uri=f"http://127.0.0.1:{milvus.ports.milvus}",
+        collection_prefix=f"t{uuid.uuid4().hex[:6]}_",
+        milvus_timeout_s=30,
+        max_top_k=100,
+    )
+
+
+@pytest.fixture(scope="module")
+def milvus_index(milvus: Stack) -> Iterator[MilvusIndex]:
+    index = MilvusIndex(settings_for(milvus))
+    yield index
+    index.close()
+
+
+@pytest.fixture(params=["exact", "milvus"])
+def index(request: pytest.FixtureRequest) -> VectorIndex:
+    if request.param == "exact":
+        return ExactIndex(SearchSettings(max_top_k=100))
+    result: MilvusIndex = request.getfixturevalue("milvus_index")
+    return result
+
+
+@pytest.fixture()
+def album(index: VectorIndex) -> Iterator[str]:
+    name = f"album-{uuid.uuid4().hex[:8]}"
+    index.create_collection(name, DIM, "test-model")
+    yield name
+    index.drop_collection(name)
+
+
+def unit(rng: np.random.Generator, n: int, dim: int = DIM) -> np.ndarray:
+    vectors = rng.standard_normal((n, dim)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def items_from(vectors: np.ndarray, attributes: list[dict[str, Any]] | None = None) -> list[Item]:
+    return [
+        Item(id=f"img{i}", vectors=(v,), name=f"photo {i}.jpg", content_hash=f"h{i}",
+             attributes=(attributes or [{}] * len(vectors))[i], created_at_ms=1000 + i)
+        for i, v in enumerate(vectors)
+    ]
+
+
+def ids(hits: list[Any]) -> list[str]:
+    return [h.id for h in hits]
+
+
+# --- albums ------------------------------------------------------------------------------------
+
+
+def test_a_new_album_is_empty_and_describes_itself(index: VectorIndex, album: str) -> None:
+    info = index.get_collection(album)
+    assert (info.name, info.dim, info.model, info.metric, info.index_type, info.count) == (
+        album, DIM, "test-model", "cosine", "HNSW", 0)
+    assert info.created_at_ms > 0
+    assert album in [a.name for a in index.list_collections()]
+
+
+def test_creating_an_existing_album_is_refused(index: VectorIndex, album: str) -> None:
+    with pytest.raises(AlreadyExists):
+        index.create_collection(album, DIM, "test-model")
+
+
+def test_a_dropped_album_is_gone_and_dropping_it_again_says_so(index: VectorIndex) -> None:
+    index.create_collection("to-drop", DIM, "m")
+    assert index.drop_collection("to-drop") is True
+    assert index.drop_collection("to-drop") is False
+    with pytest.raises(AlbumNotFound):
+        index.get_collection("to-drop")
+    assert "to-drop" not in [a.name for a in index.list_collections()]
+
+
+@pytest.mark.parametrize("name", ["", "Upper", "-lead", "a" * 64, "sp ace", "a.b", 'q"'])
+def test_an_invalid_album_name_is_refused(index: VectorIndex, name: str) -> None:
+    with pytest.raises(InvalidArgument):
+        index.create_collection(name, DIM, "m")
+
+
+def test_an_unknown_album_is_not_found_by_every_operation(index: VectorIndex) -> None:
+    calls = [
+        lambda: index.get_collection("nope"), lambda: index.count("nope"), lambda: index.list("nope"),
+        lambda: index.get("nope", ["a"]), lambda: index.delete("nope", ["a"]),
+        lambda: index.search("nope", [1.0] * DIM, 3), lambda: index.insert("nope", items_from(np.eye(DIM)[:1])),
+    ]
+    for call in calls:
+        with pytest.raises(AlbumNotFound):
+            call()
+
+
+def test_bad_parameters_are_invalid_arguments(index: VectorIndex, album: str) -> None:
+    bad = [
+        lambda: index.create_collection("x", 0, "m"),
+        lambda: index.create_collection("x", DIM, "m", "FLAT"),
+        lambda: index.create_collection("x", 30, "m", "IVF_PQ"),
+        lambda: index.search(album, [1.0] * DIM, 0),
+        lambda: index.search(album, [1.0] * DIM, 101),
+        lambda: index.search(album, [1.0] * (DIM - 1), 3),
+        lambda: index.search(album, [0.0] * DIM, 3),
+        lambda: index.search(album, [float("nan")] * DIM, 3),
+        lambda: index.insert(album, [Item(id="a", vectors=(np.ones(DIM + 1, np.float32),))]),
+        lambda: index.insert(album, [Item(id="a", vectors=())]),
+        lambda: index.insert(album, [Item(id="", vectors=(np.ones(DIM, np.float32),))]),
+        lambda: index.insert(album, [Item(id="x" * 257, vectors=(np.ones(DIM, np.float32),))]),
+        lambda: index.list(album, limit=1001),
+        lambda: index.list(album, offset=-1),
+    ]
+    for call in bad:
+        with pytest.raises(InvalidArgument):
+            call()
+
+
+def test_an_ivf_album_is_created_and_searched(index: VectorIndex) -> None:
+    name = f"ivf-{uuid.uuid4().hex[:6]}"
+    assert index.create_collection(name, DIM, "m", "ivf_flat").index_type == "IVF_FLAT"
+    try:
+        vectors = unit(np.random.default_rng(7), 20)
+        index.insert(name, items_from(vectors))
+        assert index.search(name, vectors[3], 1)[0].id == "img3"
+    finally:
+        index.drop_collection(name)
+
+
+# --- items ------------------------------------------------------------------------------------
+
+
+def test_search_returns_the_stored_vector_first_at_distance_zero(index: VectorIndex, album: str) -> None:
+    vectors = unit(np.random.default_rng(1), 20)
+    index.insert(album, items_from(vectors, [{"i": i} for i in range(20)]))
+    hits = index.search(album, vectors[5] * 3.0, 5)
+    assert hits[0].id == "img5"
+    assert hits[0].distance == pytest.approx(0.0, abs=1e-5)
+    assert (hits[0].name, hits[0].content_hash, hits[0].attributes, hits[0].created_at_ms) == (
+        "photo 5.jpg", "h5", {"i": 5}, 1005)
+    assert [h.distance for h in hits] == sorted(h.distance for h in hits)
+
+
+def test_search_returns_exactly_top_k_distinct_images_when_there_are_enough(index: VectorIndex, album: str) -> None:
+    vectors = unit(np.random.default_rng(2), 30)
+    index.insert(album, items_from(vectors))
+    assert len(index.search(album, vectors[0], 7)) == 7
+    assert len(set(ids(index.search(album, vectors[0], 30)))) == 30
+    assert len(index.search(album, vectors[0], 50)) == 30
+
+
+def test_excluded_ids_are_never_returned(index: VectorIndex, album: str) -> None:
+    vectors = unit(np.random.default_rng(3), 10)
+    index.insert(album, items_from(vectors))
+    hits = index.search(album, vectors[2], 10, exclude_ids=["img2", "img7", "unknown"])
+    assert len(hits) == 8
+    assert not {"img2", "img7"} & set(ids(hits))
+
+
+def test_a_deleted_image_leaves_search_and_count_at_once(index: VectorIndex, album: str) -> None:
+    vectors = unit(np.random.default_rng(4), 10)
+    index.insert(album, items_from(vectors))
+    assert index.count(album) == 10
+    assert index.delete(album, ["img4", "img4", "missing"]) == 1
+    assert index.count(album) == 9
+    assert "img4" not in ids(index.search(album, vectors[4], 10))
+    assert index.get(album, ["img4"]) == []
+    assert index.get_collection(album).count == 9
+
+
+def test_inserting_the_same_id_again_replaces_the_item(index: VectorIndex, album: str) -> None:
+    vectors = unit(np.random.default_rng(5), 3)
+    index.insert(album, items_from(vectors[:1], [{"v": 1}]))
+    index.insert(album, [Item(id="img0", vectors=(vectors[1],), name="new", attributes={"v": 2})])
+    assert index.count(album) == 1
+    hit = index.search(album, vectors[1], 1)[0]
+    assert (hit.id, hit.name, hit.attributes) == ("img0", "new", {"v": 2})
+    assert hit.distance == pytest.approx(0.0, abs=1e-5)
+
+
+def test_an_image_with_several_vectors_is_one_hit_at_its_best_vector(index: VectorIndex, album: str) -> None:
+    vectors = unit(np.random.default_rng(6), 12)
+    index.insert(album, items_from(vectors[:8]))
+    index.insert(album, [Item(id="multi", vectors=tuple(vectors[8:12]))])
+    assert index.count(album) == 9
+    hits = index.search(album, vectors[10], 9)
+    assert hits[0].id == "multi" and hits[0].distance == pytest.approx(0.0, abs=1e-5)
+    assert sorted(ids(hits)) == sorted([*(f"img{i}" for i in range(8)), "multi"])
+    stored = index.get(album, ["multi"], with_vectors=True)[0]
+    np.testing.assert_allclose(np.stack(stored.vectors), vectors[8:12], atol=1e-6)
+
+
+def test_replacing_a_multi_vector_image_with_fewer_vectors_drops_the_rest(index: VectorIndex, album: str) -> None:
+    vectors = unit(np.random.default_rng(8), 5)
+    index.insert(album, [Item(id="multi", vectors=tuple(vectors[:3]))])
+    index.insert(album, [Item(id="multi", vectors=(vectors[3],))])
+    assert len(index.get(album, ["multi"], with_vectors=True)[0].vectors) == 1
+    assert index.search(album, vectors[1], 1)[0].distance > 1e-3
+    assert index.delete(album, ["multi"]) == 1
+    assert index.count(album) == 0
+
+
+def test_get_returns_the_asked_items_in_order_with_unit_vectors_if_asked(index: VectorIndex, album: str) -> None:
+    vectors = unit(np.random.default_rng(9), 4)
+    index.insert(album, [Item(id="a", vectors=(vectors[0] * 5,)), *items_from(vectors[1:])])
+    found = index.get(album, ["img1", "missing", "a"], with_vectors=True)
+    assert ids(found) == ["img1", "a"]
+    np.testing.assert_allclose(found[1].vectors[0], vectors[0], atol=1e-6)
+    assert all(item.vectors == () for item in index.get(album, ["a", "img1"]))
+
+
+def test_list_pages_through_every_image_once_without_vectors(index: VectorIndex, album: str) -> None:
+    vectors = unit(np.random.default_rng(10), 25)
+    index.insert(album, items_from(vectors))
+    index.insert(album, [Item(id="multi", vectors=tuple(vectors[:3]))])
+    pages = [index.list(album, limit=10, offset=o) for o in (0, 10, 20)]
+    listed = [item.id for page in pages for item in page]
+    assert sorted(listed) == sorted([*(f"img{i}" for i in range(25)), "multi"])
+    assert [len(p) for p in pages] == [10, 10, 6]
+    assert all(item.vectors == () for page in pages for item in page)
+
+
+def test_awkward_ids_and_strings_survive_storage_and_filters(index: VectorIndex, album: str) -> None:
+    awkward = ['q"uote', "back\\slash", "é😀", "' or 1 == 1", 'x"] or image_id != "']
+    texts = [*awkward, "new\nline", "tab\there"]
+    vectors = unit(np.random.default_rng(11), len(texts))
+    item_ids = [*awkward, "ctl-1", "ctl-2"]  # control characters are allowed in attributes, not in ids
+    index.insert(album, [Item(id=i, vectors=(v,), attributes={"s": s}) for i, s, v in
+                         zip(item_ids, texts, vectors, strict=True)])
+    for i, s, v in zip(item_ids, texts, vectors, strict=True):
+        assert ids(index.search(album, v, 10, parse_filter({"s": s}))) == [i]
+        assert i not in ids(index.search(album, v, 10, exclude_ids=[i]))
+    wanted = awkward
+    assert ids(index.get(album, wanted)) == wanted
+    assert index.delete(album, wanted) == len(wanted)
+    with pytest.raises(InvalidArgument):
+        index.insert(album, [Item(id="new\nline", vectors=(vectors[0],))])
+
+
+# --- filters: the same answers as the exact index on heterogeneous attributes -------------------
+
+ATTRIBUTES: list[dict[str, Any]] = [
+    {"category": "shoes", "price": 10, "in_stock": True},
+    {"category": "hats", "price": 60.5, "in_stock": False},
+    {"category": 3, "price": "cheap"},
+    {"in_stock": 1, "tags": ["x", "y"], "nothing": None, "price": 2**60},
+    {},
+    {"category": "Zed", "price": -7},
+    {"category": "shoes", "price": 49.99, "in_stock": True},
+    {"price": True},
+]
+
+FILTERS: list[dict[str, Any]] = [
+    {"category": "shoes", "price": {"lt": 50}, "in_stock": True},
+    {"category": {"ne": "shoes"}},
+    {"price": {"gte": 10}},
+    {"price": {"gt": -8, "lte": 49.99}},
+    {"price": 10.0},
+    {"price": True},
+    {"price": {"ne": True}},
+    {"in_stock": True},
+    {"in_stock": {"ne": False}},
+    {"category": {"in": ["shoes", "hats"]}},
+    {"category": {"nin": ["shoes"]}},
+    {"price": {"in": [10, 60.5]}},
+    {"price": {"nin": [10, 60.5]}},
+    {"category": {"lt": "m"}},
+    {"nothing": {"exists": True}},
+    {"price": {"exists": False}},
+    {"category": 3},
+    {"price": {"in": []}},
+]
+
+
+@pytest.mark.parametrize("spec", FILTERS, ids=[str(f) for f in FILTERS])
+def test_a_filtered_search_returns_the_images_the_exact_index_would(
+    index: VectorIndex, album: str, spec: dict[str, Any]
+) -> None:
+    vectors = unit(np.random.default_rng(12), len(ATTRIBUTES))
+    items = items_from(vectors, ATTRIBUTES)
+    index.insert(album, items)
+    expected = sorted(item.id for item in items if parse_filter(spec).matches(item.attributes))
+    assert sorted(ids(index.search(album, vectors[0], 20, parse_filter(spec)))) == expected
+
+
+# --- Milvus against the exact reference ------------------------------------------------------
+
+
+def test_milvus_top_10_agrees_with_the_exact_index_on_random_data(milvus_index: MilvusIndex) -> None:
+    rng = np.random.default_rng(13)
+    dim, n = 128, 3000
+    vectors = unit(rng, n, dim)
+    attributes = [{"bucket": i % 5} for i in range(n)]
+    items = items_from(vectors, attributes)
+    exact = ExactIndex(SearchSettings(max_top_k=100))
+    name = f"recall-{uuid.uuid4().hex[:6]}"
+    for target in (exact, milvus_index):
+        target.create_collection(name, dim, "m")
+        target.insert(name, items)
+    try:
+        queries = unit(rng, 50, dim)
+        for query_filter in (None, parse_filter({"bucket": {"in": [1, 3]}})):
+            found = [set(ids(milvus_index.search(name, q, 10, query_filter))) for q in queries]
+            truth = [set(ids(exact.search(name, q, 10, query_filter))) for q in queries]
+            recall = np.mean([len(f & t) / 10 for f, t in zip(found, truth, strict=True)])
+            assert recall >= 0.95, f"recall@10 {recall:.3f} with filter {query_filter}"
+    finally:
+        milvus_index.drop_collection(name)
+
+
+def test_album_names_with_dashes_and_underscores_map_to_distinct_collections() -> None:
+    names = ["a-b", "a_b", "a_hb", "a__b", "a-_b", "a_-b"]
+    mapped = {collection_name("p_", n) for n in names}
+    assert len(mapped) == len(names)
+    assert all(m.replace("_", "").isalnum() for m in mapped)
