@@ -24,6 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from services.search.milvus_index import milvus_answers
+
 log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -232,13 +234,15 @@ class Stack:
         # Its internal ports too are chosen here (free ones), and its embedded etcd, which ignores
         # --etcd-port for its own listeners, gets a config file: so two stacks on a machine never collide.
         internal = [f"--{name}-port={port}" for name, port in self._milvus_internal_ports(data).items()]
+        proxy = f"127.0.0.1:{self.ports.milvus}"
         proc = ManagedProcess(
             name="milvus",
             argv=[_bin("milvus-server"), "--data", str(data), "--proxy-port", str(self.ports.milvus),
                   "--etcd-port", str(self.ports.milvus_etcd), *internal],
             env={"ETCD_CONFIG_PATH": str(self._etcd_config(data))},
             log_path=self.logs / "milvus.log",
-            ready=lambda: "Ctrl+C to exit" in proc.output(),
+            # The banner says its health endpoint is up; the proxy answering says it serves clients.
+            ready=lambda: "Ctrl+C to exit" in proc.output() and milvus_answers(proxy, timeout_s=2),
             # SIGINT makes the wrapper stop its child; SIGTERM would orphan it.
             stop_signal=signal.SIGINT,
         )

@@ -19,7 +19,13 @@ CHANNEL_OPTIONS = [
     # Spread calls over every address a name resolves to (e.g. the extractor pods behind a
     # headless Kubernetes Service), not just the first one.
     ("grpc.lb_policy_name", "round_robin"),
+    # A peer that restarts is found again within a second (gRPC's default backoff grows to 120 s).
+    ("grpc.initial_reconnect_backoff_ms", 250),
+    ("grpc.min_reconnect_backoff_ms", 250),
+    ("grpc.max_reconnect_backoff_ms", 1000),
 ]
+# A call that finds its peer unreachable waits this long for it once before giving up.
+RECONNECT_WAIT_S = 1.5
 
 
 def open_channel(target: str) -> grpc.aio.Channel:
@@ -45,9 +51,20 @@ async def call(
     unavailable: type[Unavailable],
     peer: str,
 ) -> T:
-    """Calls a unary RPC; a peer that cannot be reached raises `unavailable`, others their own error."""
+    """Calls a unary RPC; a peer that cannot be reached raises `unavailable`, others their own error.
+
+    A peer found unreachable gets one more try that waits up to RECONNECT_WAIT_S for it, so a
+    service that has just restarted is used as soon as it is back, and one that is down still
+    gives a prompt UNAVAILABLE.
+    """
     try:
         return await method(request, timeout=timeout, metadata=call_metadata())
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() != grpc.StatusCode.UNAVAILABLE or _reason(exc) is not None:
+            raise rpc_error(exc, unavailable, peer) from exc
+    try:
+        return await method(request, timeout=min(timeout, RECONNECT_WAIT_S), metadata=call_metadata(),
+                            wait_for_ready=True)
     except grpc.aio.AioRpcError as exc:
         raise rpc_error(exc, unavailable, peer) from exc
 

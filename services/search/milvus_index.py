@@ -234,8 +234,9 @@ class MilvusIndex:
     deletes by key).
 
     Consistency: reads (search, get, list, count) run at `settings.read_consistency`, "Session" by
-    default: a search right after an insert or delete made through this process sees it. "Strong"
-    sees writes made through any replica; its cost: Milvus makes a Strong read wait until every node has consumed the message stream up to
+    default: a search right after an insert or delete made through this process sees it (a delete
+    ends with one Strong read, see `_delete_where`). "Strong" sees writes made through any replica;
+    its cost: Milvus makes a Strong read wait until every node has consumed the message stream up to
     the read's start, which happens on the next time tick, so a Strong read takes ~200-400 ms more on
     a 2.3 standalone (measured here: top-10 of 10k x 1280 ~400 ms Strong vs ~4 ms Session/Bounded).
     "Session" gives read-your-writes only for writes made through this process (pymilvus tracks their
@@ -404,6 +405,11 @@ class MilvusIndex:
             if time.monotonic() < self._retry_at:
                 raise StoreUnavailable(f"vector store at {self.settings.milvus_uri} is unavailable")
             try:
+                # Probe first on a channel closed right after: a failed MilvusClient() leaves its
+                # channel open and reconnecting, and a channel held open across a Milvus restart
+                # keeps the restarted standalone server from serving.
+                if not milvus_answers(self.settings.milvus_uri, timeout_s=min(self.settings.milvus_timeout_s, 3)):
+                    raise ConnectionError("Milvus does not answer")
                 self._client = MilvusClient(
                     uri=self.settings.milvus_uri,
                     token=self.settings.milvus_token,
@@ -411,6 +417,7 @@ class MilvusIndex:
                     alias=self._alias,
                 )
             except Exception as exc:
+                _drop_connection(self._alias)
                 self._retry_at = time.monotonic() + self.settings.milvus_reconnect_backoff_s
                 log.warning("cannot connect to Milvus at %s: %s", self.settings.milvus_uri, exc)
                 raise StoreUnavailable(f"vector store at {self.settings.milvus_uri} is unavailable") from exc
@@ -426,6 +433,7 @@ class MilvusIndex:
                 client.close()
             except Exception:  # closing a broken channel may fail; it is gone either way
                 log.debug("closing the Milvus client failed", exc_info=True)
+        _drop_connection(self._alias)
 
     def _index_and_load(self, client: MilvusClient, cname: str, kind: IndexType) -> None:
         params = client.prepare_index_params()
@@ -529,7 +537,14 @@ class MilvusIndex:
         self._call(album, lambda c: c.upsert(cname, [*rows], **self._kw()))
 
     def _delete_where(self, cname: str, album: str, expr: str) -> None:
+        """Deletes matching rows; returns once reads at Session consistency no longer see them.
+
+        pymilvus records no timestamp for a delete by filter, so a Session read right after it may
+        still see the rows; one Strong read (it waits for Milvus's next time tick, ~200 ms) closes
+        that window. Deletes are rare, so searches keep Session's speed.
+        """
         self._call(album, lambda c: c.delete(cname, filter=expr, **self._kw()))
+        self._count(cname, album, "Strong")
 
 
 # --- rows <-> records ------------------------------------------------------------------------------
@@ -591,3 +606,27 @@ def _item(rows: Sequence[dict[str, Any]]) -> Item:
 
 def _with_count(info: Collection, count: int) -> Collection:
     return replace(info, count=count)
+
+
+def _drop_connection(alias: str) -> None:
+    """Closes and forgets pymilvus's connection of that alias, if it holds one."""
+    from pymilvus import connections
+
+    try:
+        connections.remove_connection(alias)
+    except Exception:  # nothing registered under it, or its channel is already broken
+        log.debug("dropping Milvus connection %s failed", alias, exc_info=True)
+
+
+def milvus_answers(uri: str, timeout_s: float) -> bool:
+    """Whether Milvus's proxy at `uri` answers an RPC (GetVersion), on a channel closed afterwards."""
+    import grpc
+
+    target = uri.split("://", 1)[-1].rstrip("/")
+    with grpc.insecure_channel(target) as channel:
+        get_version = channel.unary_unary("/milvus.proto.milvus.MilvusService/GetVersion")
+        try:
+            get_version(b"", timeout=timeout_s)
+        except grpc.RpcError:
+            return False
+    return True
