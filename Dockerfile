@@ -7,8 +7,9 @@
 #   docker build --target gateway       -t imagesearch/gateway .
 #
 # `base` holds the runtime Python environment (requirements.txt) and the generated gRPC code; the
-# model is exported to ONNX in `export`, a throwaway stage with torch, and only its .onnx/.json files
-# reach the extractor images.
+# model is exported to ONNX in `export`, a throwaway stage with torch, its PCA whitening is learned in
+# `whitening` (Debian picture packages, fetched with apt-get download), and only the model files
+# (.onnx/.json, whitening .npz/.json) reach the extractor images.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 # onnxruntime-gpu 1.31 links against CUDA 13 (cuBLAS 13, cuDNN 9); the base must carry those libraries.
@@ -52,9 +53,18 @@ RUN python services/extractor/export.py --model "$MODEL_NAME" --out /tmp/models 
     && mkdir -p /models \
     && cp /tmp/models/"$MODEL_NAME".onnx /tmp/models/"$MODEL_NAME".json /models/
 
+# --- whitening: learned once from pictures not in any evaluation set (services/extractor/fit_whitening.py) ---
+# EXTRACTOR_* build args are not needed: it learns for the default recipe, which the images run.
+FROM base AS whitening
+USER root
+COPY --from=export /models/ /models/
+RUN apt-get update \
+    && EXTRACTOR_MODEL_DIR=/models python -m services.extractor.fit_whitening --work /tmp/whiten-data \
+    && rm -rf /tmp/whiten-data /var/lib/apt/lists/*
+
 # --- extractor (CPU) --------------------------------------------------------------------------------
 FROM base AS extractor
-COPY --from=export /models/ /models/
+COPY --from=whitening /models/ /models/
 ENV EXTRACTOR_MODEL_DIR=/models \
     EXTRACTOR_PROVIDERS='["CPUExecutionProvider"]'
 EXPOSE 50051 9101
@@ -86,7 +96,7 @@ RUN grep -v -E '^onnxruntime==' /opt/requirements-runtime.txt > /opt/requirement
     && pip install -r /opt/requirements-gpu.txt
 COPY --from=base /app/build/gen/ build/gen/
 COPY services/ services/
-COPY --from=export /models/ /models/
+COPY --from=whitening /models/ /models/
 RUN useradd --system --uid 10001 --no-create-home app
 USER 10001
 ENV EXTRACTOR_MODEL_DIR=/models \

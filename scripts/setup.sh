@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything the system needs on a fresh Debian machine, idempotently:
 #   system packages (redis-server), the virtual environment (.venv), generated gRPC code (build/gen),
-#   and the ONNX model export (.cache/models, made once in a separate torch environment).
+#   the ONNX model export (.cache/models, made once in a separate torch environment), and the PCA
+#   whitening learned from Debian picture packages (.cache/models/*-whiten512.*, made once).
 #
 #   usage: scripts/setup.sh [--dev]     (--dev adds the test and lint tools)
 set -euo pipefail
@@ -63,4 +64,15 @@ for model in "${models[@]}"; do
     .cache/export-venv/bin/python services/extractor/export.py --model "$model" --out .cache/models
   fi
 done
+# --- whitening (learned once, with the runtime environment, for the extractor's settings) ----------
+# EXTRACTOR_* variables (e.g. EXTRACTOR_EXTRA_SCALES='[224]') select the pipeline it is learned for.
+if ! .venv/bin/python -m services.extractor.fit_whitening --check 2>/dev/null; then
+  if [ ! -d .cache/whiten-data/debs ]; then
+    sudo=""
+    [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    $sudo apt-get update -qq  # apt-get download needs the package lists
+  fi
+  log "learning the PCA whitening (downloads ~165 MB of Debian picture packages once)"
+  .venv/bin/python -m services.extractor.fit_whitening --work .cache/whiten-data
+fi
 log "ready"

@@ -4,6 +4,7 @@
     imagesearch ingest PATH|URL... --album A         add files, folders (recursively) or URLs
     imagesearch search IMAGE|URL --album A           print the nearest images
     imagesearch albums | delete-album A
+    imagesearch reembed --album A                    re-embed an album with the current model
 """
 
 from __future__ import annotations
@@ -146,6 +147,16 @@ def cmd_albums(args: argparse.Namespace, client: GatewayClient) -> int:
     return 0
 
 
+def cmd_reembed(args: argparse.Namespace, client: GatewayClient) -> int:
+    print(f"re-embedding album {args.album} from its stored images (this takes a while for big albums) ...")
+    report = client.reembed(args.album)
+    print(f"album {report['album']}: {report['images']} images re-embedded in {report['took_s']:.1f} s, "
+          f"model {report['previous_model']} -> {report['model']} (dim {report['dim']})")
+    for failure in report["failed"]:
+        print(f"left out {failure['id']}: {failure['error']['reason']}: {failure['error']['message']}")
+    return 1 if report["failed"] else 0
+
+
 def cmd_delete_album(args: argparse.Namespace, client: GatewayClient) -> int:
     client.delete_album(args.album)
     print(f"deleted album {args.album}")
@@ -222,6 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--top-k", type=int, default=5)
     search.add_argument("--filter", help='a JSON filter, e.g. \'{"kind": "photo"}\'')
     sub.add_parser("albums", help="list albums")
+    reembed = sub.add_parser("reembed", help="re-embed an album's images with the extractor's current model")
+    reembed.add_argument("--album", required=True)
     delete = sub.add_parser("delete-album", help="delete an album and its images")
     delete.add_argument("album")
     return parser
@@ -232,7 +245,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "up":
         return cmd_up(args)
-    handlers = {"ingest": cmd_ingest, "search": cmd_search, "albums": cmd_albums, "delete-album": cmd_delete_album}
+    handlers = {"ingest": cmd_ingest, "search": cmd_search, "albums": cmd_albums, "delete-album": cmd_delete_album,
+                "reembed": cmd_reembed}
     client = GatewayClient(args.url)
     try:
         return handlers[args.command](args, client)

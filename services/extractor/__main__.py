@@ -42,7 +42,7 @@ def build(settings: ExtractorSettings, embedder: ImageEmbedder | None = None) ->
     embedder = embedder or ImageEmbedder.from_settings(settings)
     embedder.warm_up()
     batcher: VectorBatcher = DynamicBatcher(
-        lambda images: list(embedder.embed(images)), settings.max_batch, settings.max_wait_ms / 1000
+        embedder.embed_jobs, settings.max_batch, settings.max_wait_ms / 1000
     )
     decode_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
     servicer = ExtractorServicer(embedder, batcher, decode_pool)

@@ -1,4 +1,5 @@
-"""What the model does: image bytes -> pixels (preprocess) -> feature map (session) -> unit vector (pooling).
+"""What the model does: image bytes -> pixels (preprocess) -> feature maps (session) -> vectors
+(pooling, whitening), one vector per query and several rows per indexed image (descriptors).
 
 `ImageEmbedder.model_id` names the whole pipeline, not just the network: albums record it, and
 vectors made under different ids must never be compared.
@@ -7,21 +8,30 @@ vectors made under different ids must never be compared.
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 from numpy.typing import NDArray
 
-from services.extractor.pooling import embed_fmap
-from services.extractor.preprocess import PreprocessConfig, decode_image
+from services.extractor import whitening as whitening_file
+from services.extractor.descriptors import DescriptorConfig, Pixels, Purpose, apply_variant
+from services.extractor.pooling import embed_fmap, l2_normalise, region_vectors
+from services.extractor.preprocess import PreprocessConfig, decode_image_scales
 from services.extractor.session import OnnxSession
 from services.extractor.settings import ExtractorSettings
+from services.extractor.whitening import Whitening
 
 log = logging.getLogger(__name__)
 
 # Bump when the pipeline changes in a way the other parts of the id do not name.
 PIPELINE_VERSION = "v1"
+# Network inputs run together at most (bounds the activations' memory on CPU).
+DEFAULT_MAX_RUN = 32
+
+Scales = tuple[Pixels, ...]  # one decoded image at each input size, the main size first
 
 
 class FeatureMapModel(Protocol):
@@ -39,50 +49,155 @@ class FeatureMapModel(Protocol):
     def run(self, images: NDArray[np.uint8]) -> NDArray[np.float32]: ...
 
 
-class ImageEmbedder:
-    """Turns encoded images into L2-normalised GeM vectors of one fixed pipeline."""
+@dataclass(frozen=True)
+class EmbedJob:
+    """One decoded image and why it is embedded: the unit the dynamic batcher queues."""
 
-    def __init__(self, session: FeatureMapModel, preprocess: PreprocessConfig, gem_p: float) -> None:
+    scales: Scales
+    purpose: Purpose = Purpose.QUERY
+
+
+@dataclass(frozen=True)
+class _Input:
+    job: int
+    variant: int
+    scale: int
+    pixels: Pixels
+
+
+class ImageEmbedder:
+    """Turns encoded images into L2-normalised (optionally whitened) GeM vectors of one fixed pipeline."""
+
+    def __init__(
+        self,
+        session: FeatureMapModel,
+        preprocess: PreprocessConfig,
+        descriptor: DescriptorConfig | None = None,
+        whitening: Whitening | None = None,
+        whitening_tag: str = "",
+        max_run: int = DEFAULT_MAX_RUN,
+    ) -> None:
         self.session = session
         self.preprocess = preprocess
-        self.gem_p = gem_p
+        self.descriptor = descriptor or DescriptorConfig()
+        self.whitening = whitening
+        self.whitening_tag = whitening_tag
+        self.max_run = max_run
 
     @classmethod
-    def from_settings(cls, settings: ExtractorSettings) -> ImageEmbedder:
+    def from_settings(cls, settings: ExtractorSettings, with_whitening: bool = True) -> ImageEmbedder:
+        """The service's pipeline; the whitening file is loaded (and verified) here, so a missing or
+        wrong one fails at start. `with_whitening=False` gives the raw vectors it is learned from."""
         preprocess = PreprocessConfig(
             image_size=settings.image_size,
             resize=settings.resize,
             max_image_bytes=settings.max_image_bytes,
             max_image_pixels=settings.max_image_pixels,
         )
-        return cls(OnnxSession.from_settings(settings), preprocess, settings.gem_p)
+        descriptor = DescriptorConfig(
+            gem_p=settings.gem_p,
+            extra_scales=tuple(settings.extra_scales),
+            index_variants=tuple(settings.index_variants),
+            index_region_levels=tuple(settings.index_region_levels),
+        )
+        embedder = cls(OnnxSession.from_settings(settings), preprocess, descriptor, max_run=settings.max_batch)
+        if with_whitening and settings.whiten_dim > 0:
+            name = whitening_file.whitening_name(settings.model_name, embedder.raw_pipeline, settings.whiten_dim)
+            learned, sha = whitening_file.load_verified(settings.model_dir, name, embedder.raw_pipeline)
+            embedder.whitening, embedder.whitening_tag = learned, f"w{learned.dim}-{sha[:8]}"
+        return embedder
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        return (self.preprocess.image_size, *self.descriptor.extra_scales)
+
+    @property
+    def raw_pipeline(self) -> str:
+        """Network, pooling, input size(s) and resize: what whitening is learned on."""
+        sizes = "+".join(str(s) for s in self.sizes)
+        return f"{self.session.name}/gem{self.descriptor.gem_p:g}/{sizes}/{self.preprocess.resize.value}"
 
     @property
     def model_id(self) -> str:
-        """e.g. "efficientnet-lite0/gem3/224/squash/v1": network, pooling, input size, resize, version."""
-        size, resize = self.preprocess.image_size, self.preprocess.resize.value
-        return f"{self.session.name}/gem{self.gem_p:g}/{size}/{resize}/{PIPELINE_VERSION}"
+        """e.g. "efficientnet-lite0/gem3/320/aspect/w512-1a2b3c4d/db-rot90.rot180.rot270.hflip/v1":
+        network, pooling, input size(s), resize, whitening (with its file's hash), database rows, version."""
+        parts = [self.raw_pipeline, self.whitening_tag if self.whitening else "", self.descriptor.index_tag]
+        return "/".join([p for p in parts if p] + [PIPELINE_VERSION])
 
     @property
     def dim(self) -> int:
-        return self.session.channels
+        return self.whitening.dim if self.whitening else self.session.channels
 
     @property
     def provider(self) -> str:
         return self.session.provider
 
-    def decode(self, data: bytes) -> NDArray[np.uint8]:
-        """Bytes -> the network's uint8 HWC input; raises InvalidImage / ImageTooLarge."""
-        return decode_image(data, self.preprocess)
+    def rows_per_image(self, purpose: Purpose) -> int:
+        """How many vectors `embed_jobs` gives an image of this purpose."""
+        variants = len(self.descriptor.variants(purpose))
+        regions = sum(n * n for n in self.descriptor.regions(purpose))
+        return variants * (1 + regions)
 
-    def embed(self, images: Sequence[NDArray[np.uint8]]) -> NDArray[np.float32]:
-        """Decoded images (all image_size square) -> [N, dim] unit vectors, one batch through the net."""
+    def decode(self, data: bytes) -> Scales:
+        """Bytes -> the network's uint8 HWC input at each size; raises InvalidImage / ImageTooLarge."""
+        return tuple(decode_image_scales(data, self.preprocess, self.sizes))
+
+    def embed(self, images: Sequence[Scales]) -> NDArray[np.float32]:
+        """Decoded images -> [N, dim] query vectors (one per image)."""
         if not images:
             return np.zeros((0, self.dim), dtype=np.float32)
-        return embed_fmap(self.session.run(np.stack(images)), self.gem_p)
+        return np.stack([rows[0] for rows in self.embed_jobs([EmbedJob(s) for s in images])])
+
+    def embed_jobs(self, jobs: Sequence[EmbedJob]) -> list[NDArray[np.float32]]:
+        """Each job's rows, [rows_per_image(purpose), dim]: every variant's global vector (upright first),
+        then each variant's region vectors. Same-shape inputs run through the network together."""
+        inputs = [
+            _Input(j, v, s, apply_variant(pixels, variant))
+            for j, job in enumerate(jobs)
+            for v, variant in enumerate(self.descriptor.variants(job.purpose))
+            for s, pixels in enumerate(job.scales)
+        ]
+        wants_regions = [i.scale == 0 and bool(self.descriptor.regions(jobs[i.job].purpose)) for i in inputs]
+        pooled, regions = self._pool(inputs, wants_regions)
+        return [self._rows(j, job, inputs, pooled, regions) for j, job in enumerate(jobs)]
+
+    def _pool(
+        self, inputs: list[_Input], wants_regions: list[bool]
+    ) -> tuple[list[NDArray[np.float32]], dict[int, NDArray[np.float32]]]:
+        """Global GeM unit vector of every input, and region vectors [R, C] of those that want them."""
+        groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
+        for k, item in enumerate(inputs):
+            groups[item.pixels.shape].append(k)
+        pooled: list[NDArray[np.float32]] = [np.empty(0, np.float32)] * len(inputs)
+        regions: dict[int, NDArray[np.float32]] = {}
+        levels = self.descriptor.index_region_levels
+        for members in groups.values():
+            for start in range(0, len(members), self.max_run):
+                chunk = members[start:start + self.max_run]
+                fmap = self.session.run(np.stack([inputs[k].pixels for k in chunk]))
+                for k, vector in zip(chunk, embed_fmap(fmap, self.descriptor.gem_p), strict=True):
+                    pooled[k] = vector
+                regional = [n for n, k in enumerate(chunk) if wants_regions[k]]
+                if regional:
+                    found = region_vectors(fmap[regional], self.descriptor.gem_p, levels)
+                    regions.update({chunk[n]: found[m] for m, n in enumerate(regional)})
+        return pooled, regions
+
+    def _rows(
+        self, j: int, job: EmbedJob, inputs: list[_Input], pooled: list[NDArray[np.float32]],
+        regions: dict[int, NDArray[np.float32]],
+    ) -> NDArray[np.float32]:
+        """One job's rows: per variant, the sum of its scales' vectors; then its region rows; whitened."""
+        mine = [k for k, item in enumerate(inputs) if item.job == j]
+        n_variants = len(self.descriptor.variants(job.purpose))
+        globals_ = [sum((pooled[k] for k in mine if inputs[k].variant == v), np.zeros_like(pooled[mine[0]]))
+                    for v in range(n_variants)]
+        rows = [l2_normalise(np.stack(globals_))]
+        rows += [regions[k] for k in mine if k in regions]
+        stacked = np.concatenate(rows)
+        return self.whitening.apply(stacked) if self.whitening else stacked
 
     def warm_up(self) -> None:
         """Loads the model and runs one batch, so the first request pays neither cost."""
-        size = self.preprocess.image_size
-        self.embed([np.full((size, size, 3), 127, dtype=np.uint8)])
+        self.embed([tuple(np.full((s, s, 3), 127, dtype=np.uint8) for s in self.sizes)])
         log.info("model %s ready: dim %d on %s", self.model_id, self.dim, self.provider)

@@ -3,7 +3,8 @@
 Untrusted input is checked before it costs anything: the byte size first, then width x height from
 the header before a single pixel is decoded (decompression bombs). Then the first frame only
 (GIF, animated WebP), EXIF orientation applied, every mode made 8-bit RGB (alpha composited on
-white), and one resize to a square. Every Pillow failure becomes `InvalidImage` or `ImageTooLarge`.
+white), and one resize: to a square (squash) or keeping the aspect ratio with both sides multiples
+of 32 (aspect). Every Pillow failure becomes `InvalidImage` or `ImageTooLarge`.
 """
 
 from __future__ import annotations
@@ -30,10 +31,17 @@ _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, Inde
 
 
 class ResizeMode(StrEnum):
-    """How an image becomes the network's square input; part of the model id."""
+    """How an image becomes the network's input; part of the model id."""
 
     # Stretch to image_size x image_size, aspect ratio not kept (whole image seen, shapes distorted).
     SQUASH = "squash"
+    # Longer side image_size, shorter side rounded to a multiple of 32 (at least 32): shapes kept, and
+    # the network's static "SAME" padding stays exact. Images of a batch then differ in shape.
+    ASPECT = "aspect"
+
+
+# Both sides of an ASPECT input are multiples of this (the network's total stride).
+STRIDE = 32
 
 
 @dataclass(frozen=True)
@@ -47,18 +55,24 @@ class PreprocessConfig:
 
 
 def decode_image(data: bytes, config: PreprocessConfig) -> NDArray[np.uint8]:
-    """Decodes, orients, converts and resizes one image; returns uint8 [size, size, 3] RGB.
+    """Decodes, orients, converts and resizes one image; returns uint8 [H, W, 3] RGB (H = W = size
+    when squashed).
 
     Raises `ImageTooLarge` over the byte or pixel limit, `InvalidImage` for anything undecodable.
     """
+    return decode_image_scales(data, config, (config.image_size,))[0]
+
+
+def decode_image_scales(data: bytes, config: PreprocessConfig, sizes: tuple[int, ...]) -> list[NDArray[np.uint8]]:
+    """Decodes once and resizes to each size (multi-scale descriptors); same errors as `decode_image`."""
     check_byte_size(data, config.max_image_bytes)
     try:
         with _open(data) as image:
             check_pixel_count(image.size, pixel_limit(config))
-            _prefer_reduced_jpeg(image, config.image_size)
+            _prefer_reduced_jpeg(image, max(sizes))
             image.load()
             rgb = to_rgb(ImageOps.exif_transpose(image))
-            return np.asarray(resize(rgb, config.image_size, config.resize), dtype=np.uint8)
+            return [np.asarray(resize(rgb, size, config.resize), dtype=np.uint8) for size in sizes]
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageTooLarge(f"image has too many pixels: {exc}") from exc
     except _DECODE_ERRORS as exc:
@@ -135,9 +149,22 @@ def _on_white(image: Image.Image) -> Image.Image:
     return background
 
 
-def resize(image: Image.Image, size: int, mode: ResizeMode) -> Image.Image:
-    """Makes the square network input. Pillow's bilinear filter widens with the scale factor, so
-    downscaling is antialiased."""
+def target_size(width: int, height: int, size: int, mode: ResizeMode) -> tuple[int, int]:
+    """The (width, height) an image of the given size becomes."""
     if mode is ResizeMode.SQUASH:
-        return image.resize((size, size), Image.Resampling.BILINEAR)
+        return size, size
+    if mode is ResizeMode.ASPECT:
+        if width >= height:
+            return size, _short_side(size, height / width)
+        return _short_side(size, width / height), size
     assert_never(mode)
+
+
+def _short_side(size: int, ratio: float) -> int:
+    return max(STRIDE, round(size * ratio / STRIDE) * STRIDE)
+
+
+def resize(image: Image.Image, size: int, mode: ResizeMode) -> Image.Image:
+    """Makes the network input. Pillow's bilinear filter widens with the scale factor, so
+    downscaling is antialiased."""
+    return image.resize(target_size(*image.size, size, mode), Image.Resampling.BILINEAR)

@@ -2,7 +2,8 @@
 
 Each request's images are decoded concurrently in a thread pool; a bad image becomes an
 `ItemError` for that item alone. Good images go to the shared `DynamicBatcher` one by one, so
-concurrent requests fill the same batches.
+concurrent requests fill the same batches. A request of purpose INDEX also gets every database row
+of each image (`EmbedResult.index_vectors`, first = the upright global vector).
 """
 
 from __future__ import annotations
@@ -18,12 +19,14 @@ from numpy.typing import NDArray
 
 from services.common.errors import InvalidArgument
 from services.extractor.batcher import DynamicBatcher
-from services.extractor.model import ImageEmbedder
+from services.extractor.descriptors import Purpose
+from services.extractor.model import EmbedJob, ImageEmbedder, Scales
 
 SERVICE_NAMES = (extractor_pb2.DESCRIPTOR.services_by_name["Extractor"].full_name,)
 
-Decoded = NDArray[np.uint8] | InvalidArgument
-VectorBatcher = DynamicBatcher[NDArray[np.uint8], NDArray[np.float32]]
+Decoded = Scales | InvalidArgument
+# Items are decoded images with their purpose; results are each image's rows [R, dim].
+VectorBatcher = DynamicBatcher[EmbedJob, NDArray[np.float32]]
 
 
 class ExtractorServicer(extractor_pb2_grpc.ExtractorServicer):
@@ -39,8 +42,9 @@ class ExtractorServicer(extractor_pb2_grpc.ExtractorServicer):
     ) -> extractor_pb2.EmbedResponse:
         if not request.images:
             raise InvalidArgument("EmbedRequest.images is empty: send at least one image")
+        purpose = Purpose(request.purpose)
         decoded = await asyncio.gather(*(self._decode(data) for data in request.images))
-        results = await asyncio.gather(*(self._embed(item) for item in decoded))
+        results = await asyncio.gather(*(self._embed(item, purpose) for item in decoded))
         return extractor_pb2.EmbedResponse(results=results, model=self.embedder.model_id, dim=self.embedder.dim)
 
     async def GetModelInfo(
@@ -52,6 +56,7 @@ class ExtractorServicer(extractor_pb2_grpc.ExtractorServicer):
             provider=self.embedder.provider,
             image_size=self.embedder.preprocess.image_size,
             max_batch=self.batcher.max_batch,
+            index_rows=self.embedder.rows_per_image(Purpose.INDEX),
         )
 
     async def _decode(self, data: bytes) -> Decoded:
@@ -62,11 +67,14 @@ class ExtractorServicer(extractor_pb2_grpc.ExtractorServicer):
         except InvalidArgument as exc:
             return exc
 
-    async def _embed(self, item: Decoded) -> extractor_pb2.EmbedResult:
+    async def _embed(self, item: Decoded, purpose: Purpose) -> extractor_pb2.EmbedResult:
         if isinstance(item, InvalidArgument):
             return extractor_pb2.EmbedResult(error=common_pb2.ItemError(reason=item.reason, message=item.message))
-        vector = await self.batcher.submit(item)
-        return extractor_pb2.EmbedResult(vector=extractor_pb2.Vector(values=vector.tolist()))
+        rows = await self.batcher.submit(EmbedJob(item, purpose))
+        vectors = [extractor_pb2.Vector(values=row.tolist()) for row in rows]
+        if purpose is Purpose.INDEX:
+            return extractor_pb2.EmbedResult(vector=vectors[0], index_vectors=vectors)
+        return extractor_pb2.EmbedResult(vector=vectors[0])
 
 
 def registrar(servicer: ExtractorServicer) -> Callable[[grpc.aio.Server], None]:

@@ -86,8 +86,9 @@ def available_providers(preferred: Sequence[str]) -> list[str]:
 
 
 def provider_options(provider: str) -> dict[str, str]:
-    """Per-provider tuning. CUDA: inputs always have the same shape (image_size square), so an
-    exhaustive cuDNN algorithm search pays off after the first batch; NHWC kernels avoid transposes."""
+    """Per-provider tuning. CUDA: inputs come in few shapes (one square, or with aspect-kept resizing
+    about ten per scale and orientation), so an exhaustive cuDNN algorithm search, paid once per shape,
+    pays off; NHWC kernels avoid transposes."""
     if provider == "CUDAExecutionProvider":
         return {"cudnn_conv_algo_search": "EXHAUSTIVE", "prefer_nhwc": "1"}
     return {}

@@ -8,6 +8,7 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from services.common.settings import ServiceSettings
+from services.extractor.descriptors import Variant
 from services.extractor.preprocess import ResizeMode
 
 
@@ -23,12 +24,28 @@ class ExtractorSettings(ServiceSettings):
     providers: list[str] = Field(default_factory=lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
     # 0 lets onnxruntime choose (all cores); set it when several processes share a machine.
     intra_op_threads: int = 0
-    # Side of the square the image is resized to before the network.
-    image_size: int = 224
-    # How the image becomes that square ("squash": stretch to it, aspect ratio not kept).
-    resize: ResizeMode = ResizeMode.SQUASH
+    # The defaults are the measured recipe of bench/README.md ("COMBO B"): aspect-kept 320 px, GeM 3,
+    # PCA-whitened to 512 dimensions, and 5 database rows per image (upright, 3 rotations, mirror).
+    # Longer side of the network input ("squash": side of the square).
+    image_size: int = 320
+    # How the image becomes the input: "aspect" keeps its shape (sides multiples of 32), "squash"
+    # stretches it to a square.
+    resize: ResizeMode = ResizeMode.ASPECT
+    # More input sizes whose vectors are added to the main one's (multi-scale), e.g. [224].
+    extra_scales: list[int] = Field(default_factory=list)
     # GeM pooling exponent (1 = average pooling, large = max pooling).
     gem_p: float = 3.0
+    # PCA whitening to this many dimensions, learned at setup (0: none, vectors keep the network's
+    # channels). The file is <model_dir>/<model>-<pipeline>-whiten<dim>.npz, see fit_whitening.py.
+    whiten_dim: int = 512
+    # Database side only (images added to an album): extra rows of each image, made by re-running it
+    # transformed, so rotated and mirrored copies are found; queries stay one vector.
+    index_variants: list[Variant] = Field(
+        default_factory=lambda: [Variant.ROT90, Variant.ROT180, Variant.ROT270, Variant.HFLIP]
+    )
+    # Database side only: region rows per variant, from grids of feature-map windows (2: the four
+    # 2/3 x 2/3 corner windows); helps crops, costs rows (5 per level-2 variant).
+    index_region_levels: list[int] = Field(default_factory=list)
     # Dynamic batching: a batch leaves when it holds max_batch images or after max_wait_ms.
     max_batch: int = 32
     max_wait_ms: float = 5.0

@@ -239,6 +239,13 @@ def _add_album_routes(app: FastAPI, pipelines: Pipelines) -> None:
     async def get_album(album: str) -> schemas.AlbumOut:
         return schemas.AlbumOut.of(await pipelines.get_album(album))
 
+    @app.post("/v1/albums/{album}/reembed", tags=["albums"], response_model=schemas.ReembedOut,
+              responses={404: {"model": schemas.ErrorBody}, 503: {"model": schemas.ErrorBody}})
+    async def reembed_album(album: str) -> schemas.ReembedOut:
+        """Re-embeds every image from its stored bytes with the extractor's current model (after a model
+        or pipeline change, when searches answer 409 model_mismatch). Runs to the end before answering."""
+        return schemas.ReembedOut.of(await pipelines.reembed_album(album))
+
     @app.delete("/v1/albums/{album}", tags=["albums"], response_model=schemas.Deleted)
     async def delete_album(album: str) -> schemas.Deleted:
         """Deletes the album: its vectors, then its images and thumbnails."""

@@ -15,7 +15,16 @@ from imagesearch.v1 import extractor_pb2, extractor_pb2_grpc, search_pb2, search
 
 from services.common.errors import ExtractorUnavailable, SearchUnavailable, Unavailable
 from services.common.grpc_client import call
-from services.gateway.records import Collection, EmbedBatch, Embedding, Hit, Item, ItemFailure, ModelInfo
+from services.gateway.records import (
+    Collection,
+    EmbedBatch,
+    Embedding,
+    EmbedPurpose,
+    Hit,
+    Item,
+    ItemFailure,
+    ModelInfo,
+)
 
 T = TypeVar("T")
 
@@ -25,7 +34,7 @@ class Extractor(Protocol):
 
     async def model_info(self) -> ModelInfo: ...
 
-    async def embed(self, images: Sequence[bytes]) -> EmbedBatch: ...
+    async def embed(self, images: Sequence[bytes], purpose: EmbedPurpose = EmbedPurpose.QUERY) -> EmbedBatch: ...
 
 
 class VectorSearch(Protocol):
@@ -81,17 +90,20 @@ class GrpcExtractor:
                            unavailable=ExtractorUnavailable, peer=self.peer)
         return ModelInfo(model=reply.model, dim=reply.dim)
 
-    async def embed(self, images: Sequence[bytes]) -> EmbedBatch:
-        reply = await call(self.stub.Embed, extractor_pb2.EmbedRequest(images=list(images)), timeout=self.timeout_s,
-                           unavailable=ExtractorUnavailable, peer=self.peer)
-        results = [
-            Embedding(vector=list(r.vector.values)) if r.WhichOneof("result") == "vector"
-            else Embedding(error=ItemFailure(r.error.reason or "invalid_image", r.error.message))
-            for r in reply.results
-        ]
+    async def embed(self, images: Sequence[bytes], purpose: EmbedPurpose = EmbedPurpose.QUERY) -> EmbedBatch:
+        request = extractor_pb2.EmbedRequest(images=list(images), purpose=purpose.name)
+        reply = await call(self.stub.Embed, request, timeout=self.timeout_s, unavailable=ExtractorUnavailable,
+                           peer=self.peer)
+        results = [_embedding(r) for r in reply.results]
         if len(results) != len(images):
             raise ExtractorUnavailable(f"extractor answered {len(results)} results for {len(images)} images")
         return EmbedBatch(model=reply.model, dim=reply.dim, results=results)
+
+
+def _embedding(r: extractor_pb2.EmbedResult) -> Embedding:
+    if r.WhichOneof("result") != "vector":
+        return Embedding(error=ItemFailure(r.error.reason or "invalid_image", r.error.message))
+    return Embedding(vector=list(r.vector.values), rows=[list(v.values) for v in r.index_vectors])
 
 
 def _collection(c: search_pb2.Collection) -> Collection:

@@ -39,6 +39,7 @@ from services.gateway.records import (
     AddStatus,
     Album,
     Collection,
+    EmbedPurpose,
     ImageRecord,
     Item,
     ItemFailure,
@@ -46,6 +47,7 @@ from services.gateway.records import (
     ModelInfo,
     NewImage,
     Query,
+    ReembedReport,
     ScoredImage,
     SearchOutcome,
 )
@@ -99,6 +101,11 @@ def normalise_filter(text: str) -> str:
     if not isinstance(value, dict):
         raise InvalidFilter(f"filter must be a JSON object, not {type(value).__name__}")
     return json.dumps(value, separators=(",", ":")) if value else ""
+
+
+def reembed_hint(album: str) -> str:
+    """What to do about an album of another model."""
+    return f"re-embed it: `imagesearch reembed --album {album}` (POST /v1/albums/{album}/reembed)"
 
 
 def _loads_object(text: str) -> JsonObject:
@@ -211,7 +218,7 @@ class Pipelines:
         if info.model != collection.model:
             raise ModelMismatch(
                 f"album {collection.name!r} holds vectors of model {collection.model!r} but the extractor runs "
-                f"{info.model!r}; re-embed the album (add its images again to a new album) or run the old model"
+                f"{info.model!r}; {reembed_hint(collection.name)} or run the old model"
             )
         return info.model
 
@@ -272,28 +279,41 @@ class Pipelines:
         """Embeds, then writes blobs, then vectors; on a failed write, what was written is undone."""
         if not images:
             return []
-        batch = await self.extractor.embed([i.content for i in images])
-        if batch.model != model:
-            raise ModelMismatch(f"the extractor embedded with {batch.model!r}, album {collection.name!r} "
-                                f"holds {model!r}; re-embed the album")
+        embeddings = await self._embed_for_album(collection, model, [i.content for i in images])
         results: list[AddResult] = []
         items: list[tuple[_Accepted, Item]] = []
         now = _now_ms()
-        for image, embedding in zip(images, batch.results, strict=True):
-            if embedding.vector is None:
-                failure = embedding.error or ItemFailure("invalid_image", "the extractor gave no vector")
-                results.append(AddResult(image.index, image.name, AddStatus.FAILED, image.id, failure))
-            elif len(embedding.vector) != collection.dim:
-                raise ModelMismatch(f"the extractor gave {len(embedding.vector)} dimensions, album "
-                                    f"{collection.name!r} holds {collection.dim}; re-embed the album")
+        for image, embedding in zip(images, embeddings, strict=True):
+            if isinstance(embedding, ItemFailure):
+                results.append(AddResult(image.index, image.name, AddStatus.FAILED, image.id, embedding))
             else:
                 items.append((image, Item(id=image.id, name=image.name, content_hash=image.content_hash,
                                           attributes_json=image.attributes_json, created_at_ms=now,
-                                          vectors=[embedding.vector])))
+                                          vectors=embedding)))
         if items:
             await self._write(collection.name, items)
             results.extend(AddResult(i.index, i.name, AddStatus.ADDED, i.id) for i, _ in items)
         return results
+
+    async def _embed_for_album(
+        self, collection: Collection, model: str, contents: list[bytes]
+    ) -> list[list[list[float]] | ItemFailure]:
+        """Each image's rows to store (upright global vector first), or why it has none."""
+        batch = await self.extractor.embed(contents, EmbedPurpose.INDEX)
+        if batch.model != model:
+            raise ModelMismatch(f"the extractor embedded with {batch.model!r}, album {collection.name!r} "
+                                f"holds {model!r}; {reembed_hint(collection.name)}")
+        out: list[list[list[float]] | ItemFailure] = []
+        for embedding in batch.results:
+            rows = embedding.stored_vectors
+            if not rows:
+                out.append(embedding.error or ItemFailure("invalid_image", "the extractor gave no vector"))
+            elif any(len(row) != collection.dim for row in rows):
+                raise ModelMismatch(f"the extractor gave {len(rows[0])} dimensions, album "
+                                    f"{collection.name!r} holds {collection.dim}; {reembed_hint(collection.name)}")
+            else:
+                out.append(rows)
+        return out
 
     async def _write(self, album: str, items: list[tuple[_Accepted, Item]]) -> None:
         keys = [image_key(album, image.content_hash) for image, _ in items]
@@ -316,6 +336,70 @@ class Pipelines:
         except ImageSearchError as exc:
             log.warning("could not delete %d blob(s) of a failed add: %s", len(keys), exc.message)
 
+    # --- re-embedding -------------------------------------------------------------------------------
+    async def reembed_album(self, name: str) -> ReembedReport:
+        """Re-embeds every image of the album from its stored bytes with the extractor's current model,
+        then recreates the album's vectors under that model (names, attributes and times kept).
+
+        Nothing is changed until every image is embedded, so a failure (extractor down, model changed
+        under us) leaves the album as it was. Images whose bytes cannot be read or embedded are left
+        out of the new album and reported. While the old model's album is refused by add_images, no
+        image can be added meanwhile; re-embedding an album already of the current model is allowed
+        but should not run alongside adds to it.
+        """
+        started = time.perf_counter()
+        old = await self._collection(name)
+        info = await self.model_info(fresh=True)
+        target = Collection(name=name, dim=info.dim, metric=old.metric, model=info.model,
+                            created_at_ms=old.created_at_ms, count=0)
+        items, failed = await self._reembedded_items(target, await self._all_items(name))
+        await self.search_service.drop_collection(name)
+        await self.search_service.create_collection(name, info.dim, info.model)
+        for start in range(0, len(items), self.settings.max_images_per_request):
+            await self.search_service.insert(name, items[start:start + self.settings.max_images_per_request])
+        log.info("re-embedded album %s: %d image(s) from %s to %s, %d failed", name, len(items), old.model,
+                 info.model, len(failed))
+        return ReembedReport(album=name, model=info.model, dim=info.dim, previous_model=old.model,
+                             images=len(items), failed=failed, took_s=time.perf_counter() - started)
+
+    async def _all_items(self, album: str) -> list[Item]:
+        """Every item's metadata, a page at a time."""
+        items: dict[str, Item] = {}
+        while True:
+            page = await self.search_service.list_items(album, MAX_LIST_LIMIT, len(items))
+            items.update((i.id, i) for i in page)
+            if len(page) < MAX_LIST_LIMIT:
+                return list(items.values())
+
+    async def _reembedded_items(
+        self, target: Collection, items: list[Item]
+    ) -> tuple[list[Item], list[tuple[str, ItemFailure]]]:
+        """The items with their new vectors (a batch of blobs at a time), and those that failed."""
+        done: list[Item] = []
+        failed: list[tuple[str, ItemFailure]] = []
+        batch_size = self.settings.ingest_batch_size  # one Embed call each, well inside the RPC timeout
+        for start in range(0, len(items), batch_size):
+            batch = items[start:start + batch_size]
+            blobs = await asyncio.gather(*(self.blobs.get(image_key(target.name, i.content_hash)) for i in batch),
+                                         return_exceptions=True)
+            readable: list[tuple[Item, bytes]] = []
+            for item, blob in zip(batch, blobs, strict=True):
+                if isinstance(blob, ImageNotFound):
+                    failed.append((item.id, ItemFailure(blob.reason, blob.message)))
+                elif isinstance(blob, BaseException):
+                    raise blob
+                else:
+                    readable.append((item, blob.content))
+            if not readable:
+                continue
+            rows = await self._embed_for_album(target, target.model, [content for _, content in readable])
+            for (item, _), vectors in zip(readable, rows, strict=True):
+                if isinstance(vectors, ItemFailure):
+                    failed.append((item.id, vectors))
+                else:
+                    done.append(replace(item, vectors=vectors))
+        return done, failed
+
     # --- searching ----------------------------------------------------------------------------------
     async def search(self, album: str, query: Query, top_k: int | None = None, filter_json: str = "") -> SearchOutcome:
         """The album's images nearest to the query image, nearest first."""
@@ -334,7 +418,7 @@ class Pipelines:
         else:
             model = await self._check_model(collection)
             content = query.image if query.image is not None else await self.fetch_url(query.url or "")
-            vector = await self.embed_query(content, model)
+            vector = await self.embed_query(content, model, album)
         hits = await self.search_service.search(album, vector, top_k, filter_text, exclude)
         scored = [ScoredImage(self._record(album, h.id, h.name, h.content_hash, h.attributes_json, h.created_at_ms),
                               h.distance) for h in hits]
@@ -350,7 +434,7 @@ class Pipelines:
     async def fetch_url(self, url: str) -> bytes:
         return await self.fetcher.fetch(url)
 
-    async def embed_query(self, content: bytes, model: str) -> list[float]:
+    async def embed_query(self, content: bytes, model: str, album: str = "") -> list[float]:
         """The query image's vector, from the cache when the same bytes were asked for before."""
         if not content:
             raise InvalidImage("the query image is empty")
@@ -362,7 +446,8 @@ class Pipelines:
             return cached
         batch = await self.extractor.embed([content])
         if batch.model != model:
-            raise ModelMismatch(f"the extractor embedded with {batch.model!r}, the album holds {model!r}")
+            raise ModelMismatch(f"the extractor embedded with {batch.model!r}, the album holds {model!r}; "
+                                f"{reembed_hint(album or 'A')}")
         result = batch.results[0]
         if result.vector is None:
             raise _item_error(result.error or ItemFailure("invalid_image", "the extractor gave no vector"))

@@ -25,12 +25,27 @@ class ItemFailure:
     message: str
 
 
+class EmbedPurpose(enum.IntEnum):
+    """Why images are embedded (the extractor's `EmbedRequest.Purpose`)."""
+
+    # One vector per image.
+    QUERY = 0
+    # Also every database row of each image (rotated, mirrored, regions): what an album stores.
+    INDEX = 1
+
+
 @dataclass(frozen=True)
 class Embedding:
-    """One image's vector, or why it has none."""
+    """One image's vector (and, for INDEX, all its rows, the first being `vector`), or why it has none."""
 
     vector: list[float] | None = None
     error: ItemFailure | None = None
+    rows: list[list[float]] = field(default_factory=list)
+
+    @property
+    def stored_vectors(self) -> list[list[float]]:
+        """What an album stores for the image: its rows, or its one vector."""
+        return self.rows or ([self.vector] if self.vector is not None else [])
 
 
 @dataclass(frozen=True)
@@ -149,3 +164,16 @@ class Query:
     image: bytes | None = None
     url: str | None = None
     image_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ReembedReport:
+    """What re-embedding an album did: its new model, and the images it could not re-embed (dropped)."""
+
+    album: str
+    model: str
+    dim: int
+    previous_model: str
+    images: int
+    failed: list[tuple[str, ItemFailure]]
+    took_s: float

@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from services.gateway.jobs import Job
-from services.gateway.records import AddResult, AddStatus, Album, ImageRecord, SearchOutcome
+from services.gateway.records import AddResult, AddStatus, Album, ImageRecord, ReembedReport, SearchOutcome
 
 
 class ErrorDetail(BaseModel):
@@ -157,3 +157,26 @@ class JobOut(BaseModel):
         return cls(job_id=job.id, album=job.album, status=job.status.value, total=job.total, done=job.done,
                    failed=job.failed, error=job.error or None, created_at_ms=job.created_at_ms,
                    updated_at_ms=job.updated_at_ms, results=job.results)
+
+
+class ReembedFailure(BaseModel):
+    id: str
+    error: ItemError
+
+
+class ReembedOut(BaseModel):
+    """The album after re-embedding: its new model, and the images left out (their bytes failed)."""
+
+    album: str
+    model: str
+    dim: int
+    previous_model: str
+    images: int
+    failed: list[ReembedFailure]
+    took_s: float
+
+    @classmethod
+    def of(cls, report: ReembedReport) -> ReembedOut:
+        failed = [ReembedFailure(id=i, error=ItemError(reason=f.reason, message=f.message)) for i, f in report.failed]
+        return cls(album=report.album, model=report.model, dim=report.dim, previous_model=report.previous_model,
+                   images=report.images, failed=failed, took_s=round(report.took_s, 3))

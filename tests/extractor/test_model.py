@@ -1,13 +1,16 @@
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 import pytest
 from numpy.typing import NDArray
+from PIL import Image
 
-from services.extractor.model import ImageEmbedder
-from services.extractor.preprocess import PreprocessConfig
+from services.extractor.descriptors import DescriptorConfig, Purpose, Variant
+from services.extractor.model import EmbedJob, ImageEmbedder
+from services.extractor.preprocess import PreprocessConfig, ResizeMode
 from services.extractor.session import OnnxSession
 from services.extractor.settings import ExtractorSettings
 
@@ -24,15 +27,28 @@ class FakeSession:
         return np.concatenate([x, x * 2], axis=1)
 
 
-def embedder(p: float = 3.0, size: int = 224) -> ImageEmbedder:
-    return ImageEmbedder(FakeSession(), PreprocessConfig(image_size=size), gem_p=p)
+ROTATIONS = (Variant.ROT90, Variant.ROT180, Variant.ROT270, Variant.HFLIP)
+
+
+def embedder(p: float = 3.0, size: int = 224, extra_scales: tuple[int, ...] = (),
+             index_variants: tuple[Variant, ...] = (), index_region_levels: tuple[int, ...] = ()) -> ImageEmbedder:
+    descriptor = DescriptorConfig(p, extra_scales, index_variants, index_region_levels)
+    return ImageEmbedder(FakeSession(), PreprocessConfig(image_size=size), descriptor)
 
 
 def test_model_id_names_network_pooling_size_and_resize() -> None:
     assert embedder().model_id == "fake-net/gem3/224/squash/v1"
 
 
-@pytest.mark.parametrize(("other", "why"), [(embedder(p=1.0), "pooling"), (embedder(size=256), "input size")])
+def test_model_id_names_extra_scales_and_database_rows() -> None:
+    e = embedder(extra_scales=(160,), index_variants=ROTATIONS, index_region_levels=(2,))
+    assert e.model_id == "fake-net/gem3/224+160/squash/db-rot90.rot180.rot270.hflip-reg2/v1"
+
+
+@pytest.mark.parametrize(("other", "why"), [
+    (embedder(p=1.0), "pooling"), (embedder(size=256), "input size"), (embedder(extra_scales=(160,)), "scales"),
+    (embedder(index_variants=(Variant.HFLIP,)), "database rows"),
+])
 def test_a_pipeline_change_changes_the_model_id(other: ImageEmbedder, why: str) -> None:
     assert other.model_id != embedder().model_id, why
 
@@ -48,10 +64,25 @@ def test_embedding_nothing_gives_an_empty_matrix() -> None:
     assert embedder().embed([]).shape == (0, 6)
 
 
+def test_an_indexed_image_gets_a_row_per_variant_and_region_upright_first(photos: list[Path]) -> None:
+    e = embedder(index_variants=ROTATIONS, index_region_levels=(2,))
+    job = e.decode(photos[0].read_bytes())
+    query, indexed = e.embed_jobs([EmbedJob(job), EmbedJob(job, Purpose.INDEX)])
+    assert query.shape == (1, 6) and indexed.shape == (e.rows_per_image(Purpose.INDEX), 6) == (25, 6)
+    np.testing.assert_allclose(indexed[0], query[0], atol=1e-6)
+
+
 def test_settings_build_the_real_pipeline(model_dir: Path) -> None:
     e = ImageEmbedder.from_settings(ExtractorSettings(model_dir=model_dir))
     assert isinstance(e.session, OnnxSession)
-    assert e.model_id == "efficientnet-lite0/gem3/224/squash/v1"
+    assert e.model_id.startswith("efficientnet-lite0/gem3/320/aspect/w512-")
+    assert e.dim == 512 and e.rows_per_image(Purpose.INDEX) == 5 and e.rows_per_image(Purpose.QUERY) == 1
+
+
+def test_the_old_pipeline_keeps_its_model_id(model_dir: Path) -> None:
+    old = ExtractorSettings(model_dir=model_dir, image_size=224, resize=ResizeMode.SQUASH, whiten_dim=0,
+                            index_variants=[])
+    assert ImageEmbedder.from_settings(old).model_id == "efficientnet-lite0/gem3/224/squash/v1"
 
 
 def test_a_batch_gives_the_same_vectors_as_one_image_at_a_time(model_dir: Path, photos: list[Path]) -> None:
@@ -60,3 +91,42 @@ def test_a_batch_gives_the_same_vectors_as_one_image_at_a_time(model_dir: Path, 
     together = e.embed(pixels)
     alone = np.concatenate([e.embed([p]) for p in pixels])
     np.testing.assert_allclose(together, alone, atol=1e-5)
+
+
+def test_images_of_different_shapes_embed_as_when_alone(model_dir: Path, photos: list[Path]) -> None:
+    e = ImageEmbedder.from_settings(ExtractorSettings(model_dir=model_dir, intra_op_threads=1))
+    pixels = [e.decode(p.read_bytes()) for p in photos[:5]]
+    assert len({p[0].shape for p in pixels}) > 1
+    together = e.embed_jobs([EmbedJob(p, Purpose.INDEX) for p in pixels])
+    for p, rows in zip(pixels, together, strict=True):
+        np.testing.assert_allclose(rows, e.embed_jobs([EmbedJob(p, Purpose.INDEX)])[0], atol=1e-5)
+
+
+def test_a_rotated_or_mirrored_photo_is_nearest_its_own_row(model_dir: Path, photos: list[Path]) -> None:
+    e = ImageEmbedder.from_settings(ExtractorSettings(model_dir=model_dir, intra_op_threads=1))
+    rows = e.embed_jobs([EmbedJob(e.decode(p.read_bytes()), Purpose.INDEX) for p in photos])
+    for column, transpose in enumerate((Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_180,
+                                        Image.Transpose.ROTATE_270, Image.Transpose.FLIP_LEFT_RIGHT), start=1):
+        for i, photo in enumerate(photos):
+            query = e.embed([e.decode(jpeg(Image.open(photo).convert("RGB").transpose(transpose)))])[0]
+            best = [float(np.max(r @ query)) for r in rows]
+            assert int(np.argmax(best)) == i, f"{photo.name} {transpose.name}"
+            assert float(rows[i][column] @ query) == pytest.approx(max(best), abs=1e-6)
+
+
+def test_a_corner_region_row_matches_a_crop_of_that_corner(model_dir: Path, photos: list[Path]) -> None:
+    settings = ExtractorSettings(model_dir=model_dir, intra_op_threads=1, index_variants=[], index_region_levels=[2])
+    e = ImageEmbedder.from_settings(settings)
+    for photo in photos[:4]:
+        image = Image.open(photo).convert("RGB")
+        w, h = image.size
+        rows = e.embed_jobs([EmbedJob(e.decode(jpeg(image)), Purpose.INDEX)])[0]
+        crop = e.embed([e.decode(jpeg(image.crop((0, 0, w * 2 // 3, h * 2 // 3))))])[0]
+        regions = rows[1:] @ crop
+        assert rows.shape == (5, 512) and int(np.argmax(regions)) == 0, f"{photo.name}: {regions}"
+
+
+def jpeg(image: Image.Image) -> bytes:
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=90)
+    return out.getvalue()

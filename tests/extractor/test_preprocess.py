@@ -8,7 +8,7 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from services.common.errors import ImageTooLarge, InvalidImage
-from services.extractor.preprocess import PreprocessConfig, decode_image
+from services.extractor.preprocess import PreprocessConfig, ResizeMode, decode_image, decode_image_scales, target_size
 from tests.extractor import images
 from tests.extractor.images import BLUE, RED
 
@@ -33,6 +33,35 @@ def test_every_sample_photo_becomes_a_224_square_of_rgb_bytes(photos: list[Path]
 
 def test_output_size_follows_the_configured_image_size(photos: list[Path]) -> None:
     assert decode(photos[0].read_bytes(), PreprocessConfig(image_size=160)).shape == (160, 160, 3)
+
+
+@pytest.mark.parametrize(("size", "expected"), [
+    ((640, 480), (320, 256)),   # 240 -> 256: the short side is rounded to a multiple of 32
+    ((480, 640), (256, 320)),
+    ((1000, 1000), (320, 320)),
+    ((3000, 100), (320, 32)),   # never below 32
+    ((50, 40), (320, 256)),     # small images are enlarged
+])
+def test_aspect_resize_keeps_the_shape_with_sides_multiples_of_32(
+    size: tuple[int, int], expected: tuple[int, int]
+) -> None:
+    assert target_size(*size, 320, ResizeMode.ASPECT) == expected
+
+
+def test_aspect_mode_decodes_a_photo_to_its_shape(photos: list[Path]) -> None:
+    config = PreprocessConfig(image_size=320, resize=ResizeMode.ASPECT)
+    for path in photos:
+        with Image.open(path) as image:
+            w, h = image.size
+        pixels = decode(path.read_bytes(), config)
+        assert max(pixels.shape[:2]) == 320 and pixels.shape[0] % 32 == 0 and pixels.shape[1] % 32 == 0, path.name
+        assert abs(pixels.shape[1] / pixels.shape[0] - w / h) < 0.15 * w / h, path.name
+
+
+def test_several_scales_come_from_one_decode(photos: list[Path]) -> None:
+    config = PreprocessConfig(image_size=320, resize=ResizeMode.ASPECT)
+    big, small = decode_image_scales(photos[1].read_bytes(), config, (320, 224))
+    assert max(big.shape[:2]) == 320 and max(small.shape[:2]) == 224
 
 
 def test_a_large_jpeg_decodes_through_draft_mode_to_the_same_picture() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import itertools
+import re
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -97,10 +98,14 @@ def test_health_check_says_serving(channel: grpc.Channel) -> None:
     assert health_pb2_grpc.HealthStub(channel).Check(named, timeout=10).status == reply.status
 
 
+# The default pipeline: aspect-kept 320 px, GeM 3, whitened to 512, 5 database rows per image.
+MODEL_ID = re.compile(r"^efficientnet-lite0/gem3/320/aspect/w512-[0-9a-f]{8}/db-rot90\.rot180\.rot270\.hflip/v1$")
+
+
 def test_model_info_describes_the_pipeline(stub: extractor_pb2_grpc.ExtractorStub) -> None:
     info = stub.GetModelInfo(extractor_pb2.GetModelInfoRequest(), timeout=10)
-    assert info.model == "efficientnet-lite0/gem3/224/squash/v1"
-    assert (info.dim, info.image_size, info.max_batch) == (1280, 224, 16)
+    assert MODEL_ID.match(info.model), info.model
+    assert (info.dim, info.image_size, info.max_batch, info.index_rows) == (512, 320, 16, 5)
     assert info.provider == "CPUExecutionProvider"
 
 
@@ -108,7 +113,7 @@ def test_vectors_are_unit_length_and_labelled_with_the_model(
     stub: extractor_pb2_grpc.ExtractorStub, photos: list[Path]
 ) -> None:
     reply = embed(stub, [photos[0].read_bytes()])
-    assert reply.model == "efficientnet-lite0/gem3/224/squash/v1" and reply.dim == 1280
+    assert MODEL_ID.match(reply.model) and reply.dim == 512
     assert np.linalg.norm(vector(reply.results[0])) == pytest.approx(1.0, abs=1e-5)
 
 
@@ -138,7 +143,21 @@ def test_a_corrupt_image_fails_alone_and_the_rest_are_embedded(
     assert kinds == ["vector", "error", "error", "vector"]
     assert reply.results[1].error.reason == "invalid_image" and reply.results[1].error.message
     assert reply.results[2].error.reason == "invalid_image"
-    assert len(reply.results[3].vector.values) == 1280
+    assert len(reply.results[3].vector.values) == 512
+
+
+def test_a_query_gets_one_vector_and_an_indexed_image_all_its_rows(
+    stub: extractor_pb2_grpc.ExtractorStub, photos: list[Path]
+) -> None:
+    data = photos[3].read_bytes()
+    query = embed(stub, [data]).results[0]
+    request = extractor_pb2.EmbedRequest(images=[data, b"junk"], purpose=extractor_pb2.EmbedRequest.INDEX)
+    indexed, junk = stub.Embed(request, timeout=60).results
+    rows = np.array([v.values for v in indexed.index_vectors], dtype=np.float32)
+    assert len(query.index_vectors) == 0 and rows.shape == (5, 512)
+    np.testing.assert_allclose(rows[0], vector(indexed), atol=1e-6)
+    np.testing.assert_allclose(rows[0], vector(query), atol=1e-5)
+    assert junk.error.reason == "invalid_image" and not junk.index_vectors
 
 
 def test_an_oversized_image_is_reported_as_too_large(stub: extractor_pb2_grpc.ExtractorStub) -> None:

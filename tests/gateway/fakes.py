@@ -22,7 +22,16 @@ from services.common.errors import (
 )
 from services.gateway.blobstore import Blob, BlobInfo
 from services.gateway.pipelines import Pipelines
-from services.gateway.records import Collection, EmbedBatch, Embedding, Hit, Item, ItemFailure, ModelInfo
+from services.gateway.records import (
+    Collection,
+    EmbedBatch,
+    Embedding,
+    EmbedPurpose,
+    Hit,
+    Item,
+    ItemFailure,
+    ModelInfo,
+)
 from services.gateway.settings import GatewaySettings
 
 MODEL = "fake-model-v1"
@@ -45,11 +54,14 @@ def vector_of(content: bytes) -> list[float]:
 
 
 class FakeExtractor:
-    """Vectors from the content hash; anything Pillow cannot open fails as invalid_image."""
+    """Vectors from the content hash; anything Pillow cannot open fails as invalid_image. An INDEX
+    request also gets `index_rows` rows per image (the first is the image's vector)."""
 
-    def __init__(self, model: str = MODEL) -> None:
+    def __init__(self, model: str = MODEL, index_rows: int = 2) -> None:
         self.model = model
+        self.index_rows = index_rows
         self.calls: list[int] = []
+        self.purposes: list[EmbedPurpose] = []
         self.error: ImageSearchError | None = None
 
     async def model_info(self) -> ModelInfo:
@@ -57,10 +69,11 @@ class FakeExtractor:
             raise self.error
         return ModelInfo(self.model, DIM)
 
-    async def embed(self, images: Sequence[bytes]) -> EmbedBatch:
+    async def embed(self, images: Sequence[bytes], purpose: EmbedPurpose = EmbedPurpose.QUERY) -> EmbedBatch:
         if self.error:
             raise self.error
         self.calls.append(len(images))
+        self.purposes.append(purpose)
         results = []
         for content in images:
             try:
@@ -68,7 +81,8 @@ class FakeExtractor:
             except Exception:
                 results.append(Embedding(error=ItemFailure("invalid_image", "cannot decode")))
                 continue
-            results.append(Embedding(vector=vector_of(content)))
+            rows = [vector_of(content + self.model.encode() * r) for r in range(self.index_rows)]
+            results.append(Embedding(vector=rows[0], rows=rows if purpose is EmbedPurpose.INDEX else []))
         return EmbedBatch(self.model, DIM, results)
 
 

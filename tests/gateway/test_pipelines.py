@@ -21,8 +21,8 @@ from services.common.errors import (
     UrlFetchFailed,
 )
 from services.gateway.blobstore import image_key
-from services.gateway.records import AddStatus, NewImage, Query
-from tests.gateway.fakes import MODEL, Fakes, png
+from services.gateway.records import AddStatus, EmbedPurpose, NewImage, Query
+from tests.gateway.fakes import MODEL, Fakes, png, vector_of
 
 pytestmark = pytest.mark.anyio
 
@@ -242,3 +242,55 @@ async def test_delete_album_drops_vectors_and_blobs(fakes: Fakes) -> None:
     assert all(k.startswith("albums/keep/") for k in fakes.blobs.objects)
     with pytest.raises(AlbumNotFound):
         await fakes.pipelines.delete_album("demo")
+
+
+async def test_an_added_image_stores_every_index_row_upright_first(fakes: Fakes) -> None:
+    fakes.extractor.index_rows = 5
+    (result,) = await fakes.pipelines.add_images("demo", [NewImage(png(1))])
+    (item,) = await fakes.search.get("demo", [result.id], with_vectors=True)
+    assert len(item.vectors) == 5 and fakes.extractor.purposes == [EmbedPurpose.INDEX]
+    assert item.vectors[0] == vector_of(png(1))
+
+
+async def test_a_query_is_embedded_as_one_vector(fakes: Fakes) -> None:
+    await fakes.pipelines.add_images("demo", [NewImage(png(1))])
+    await fakes.pipelines.search("demo", Query(image=png(2)))
+    assert fakes.extractor.purposes == [EmbedPurpose.INDEX, EmbedPurpose.QUERY]
+
+
+async def test_reembed_moves_the_album_to_the_new_model_keeping_names_attributes_and_times(fakes: Fakes) -> None:
+    added = await fakes.pipelines.add_images(
+        "demo", [NewImage(png(i), name=f"p{i}", attributes_json=f'{{"n": {i}}}') for i in range(3)])
+    before = {i.id: i for i in await fakes.search.get("demo", [r.id for r in added], with_vectors=True)}
+    fakes.extractor.model = "new-model"
+    with pytest.raises(ModelMismatch, match="reembed"):
+        await fakes.pipelines.search("demo", Query(image=png(0)))
+    report = await fakes.pipelines.reembed_album("demo")
+    assert (report.model, report.previous_model, report.images, report.failed) == ("new-model", MODEL, 3, [])
+    assert (await fakes.pipelines.get_album("demo")).model == "new-model"
+    after = await fakes.search.get("demo", list(before), with_vectors=True)
+    for item in after:
+        old = before[item.id]
+        assert (item.name, item.attributes_json, item.created_at_ms) == (old.name, old.attributes_json,
+                                                                         old.created_at_ms)
+        assert item.vectors[1] != old.vectors[1]
+    hits = (await fakes.pipelines.search("demo", Query(image=png(0)))).hits
+    assert hits[0].image.name == "p0"
+
+
+async def test_reembed_leaves_the_album_as_it_was_when_the_extractor_is_down(fakes: Fakes) -> None:
+    await fakes.pipelines.add_images("demo", [NewImage(png(1))])
+    fakes.extractor.model = "new-model"
+    fakes.extractor.error = ExtractorUnavailable("down")
+    with pytest.raises(ExtractorUnavailable):
+        await fakes.pipelines.reembed_album("demo")
+    album = await fakes.pipelines.get_album("demo")
+    assert (album.model, album.image_count) == (MODEL, 1)
+
+
+async def test_reembed_reports_images_whose_bytes_are_gone(fakes: Fakes) -> None:
+    added = await fakes.pipelines.add_images("demo", [NewImage(png(1)), NewImage(png(2))])
+    await fakes.blobs.delete(image_key("demo", hashlib.sha256(png(2)).hexdigest()))
+    report = await fakes.pipelines.reembed_album("demo")
+    assert report.images == 1 and [i for i, _ in report.failed] == [added[1].id]
+    assert report.failed[0][1].reason == "image_not_found"

@@ -1,0 +1,97 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from numpy.typing import NDArray
+
+from services.extractor import whitening
+from services.extractor.model import ImageEmbedder
+from services.extractor.session import ModelFileError
+from services.extractor.settings import ExtractorSettings
+from services.extractor.whitening import Whitening
+
+
+def raw_vectors(model_dir: Path, photos: list[Path]) -> NDArray[np.float32]:
+    """The service's vectors of real photos before whitening (1280-d)."""
+    e = ImageEmbedder.from_settings(ExtractorSettings(model_dir=model_dir, intra_op_threads=1), with_whitening=False)
+    return e.embed([e.decode(p.read_bytes()) for p in photos])
+
+
+def correlated_rows(n: int = 400, dim: int = 32, seed: int = 0) -> NDArray[np.float32]:
+    rng = np.random.default_rng(seed)
+    mixing = rng.normal(size=(dim, dim)) * np.linspace(3, 0.1, dim)
+    return np.abs(rng.normal(size=(n, dim)) @ mixing).astype(np.float32)
+
+
+def test_the_learned_whitening_gives_512_unit_vectors_of_real_photos(model_dir: Path, photos: list[Path]) -> None:
+    e = ImageEmbedder.from_settings(ExtractorSettings(model_dir=model_dir, intra_op_threads=1))
+    assert e.whitening is not None and e.whitening.input_dim == 1280
+    vectors = e.whitening.apply(raw_vectors(model_dir, photos))
+    assert vectors.shape == (len(photos), 512) and vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
+
+
+def test_whitening_keeps_a_photo_nearest_itself_and_spreads_the_others(model_dir: Path, photos: list[Path]) -> None:
+    raw = raw_vectors(model_dir, photos)
+    white = ImageEmbedder.from_settings(ExtractorSettings(model_dir=model_dir)).whitening
+    assert white is not None
+    sims_raw, sims_white = raw @ raw.T, white.apply(raw) @ white.apply(raw).T
+    off = ~np.eye(len(photos), dtype=bool)
+    # Raw GeM vectors are all positive, so unrelated photos look alike; whitening centres them.
+    assert sims_white[off].mean() < sims_raw[off].mean() / 2
+    assert np.all(np.argmax(sims_white, axis=1) == np.arange(len(photos)))
+
+
+def test_full_whitening_decorrelates_its_training_rows() -> None:
+    rows = correlated_rows()
+    learned = Whitening.fit(rows, dim=8, shrink=0.0, power=1.0)
+    x = rows / np.linalg.norm(rows, axis=1, keepdims=True)
+    projected = (x - learned.mean) @ learned.projection
+    np.testing.assert_allclose(np.cov(projected.T), np.eye(8), atol=0.02)
+
+
+def test_shrinkage_keeps_more_of_the_leading_directions() -> None:
+    rows = correlated_rows()
+    full, shrunk = (Whitening.fit(rows, dim=8, shrink=s) for s in (0.0, 0.5))
+    ratio = lambda w: np.linalg.norm(w.projection[:, -1]) / np.linalg.norm(w.projection[:, 0])  # noqa: E731
+    assert ratio(shrunk) < ratio(full)
+
+
+def test_fitting_needs_more_rows_than_dimensions() -> None:
+    with pytest.raises(ValueError, match="cannot learn"):
+        Whitening.fit(correlated_rows(n=16), dim=16)
+
+
+def test_a_saved_whitening_loads_back_verified(tmp_path: Path) -> None:
+    learned = Whitening.fit(correlated_rows(), dim=8)
+    whitening.save(learned, tmp_path, "w", {"pipeline": "net/gem3/320/aspect"})
+    loaded, sha = whitening.load_verified(tmp_path, "w", "net/gem3/320/aspect")
+    np.testing.assert_array_equal(loaded.projection, learned.projection)
+    assert sha == json.loads((tmp_path / "w.json").read_text())["sha256"]
+
+
+def test_a_changed_whitening_file_is_refused(tmp_path: Path) -> None:
+    whitening.save(Whitening.fit(correlated_rows(), dim=8), tmp_path, "w", {"pipeline": "p"})
+    whitening.save(Whitening.fit(correlated_rows(seed=1), dim=8), tmp_path / "other", "w", {"pipeline": "p"})
+    (tmp_path / "w.npz").write_bytes((tmp_path / "other" / "w.npz").read_bytes())
+    with pytest.raises(ModelFileError, match="sha256"):
+        whitening.load_verified(tmp_path, "w", "p")
+
+
+def test_a_whitening_learned_for_another_pipeline_is_refused(tmp_path: Path) -> None:
+    whitening.save(Whitening.fit(correlated_rows(), dim=8), tmp_path, "w", {"pipeline": "net/gem3/224/squash"})
+    with pytest.raises(ModelFileError, match="learned for"):
+        whitening.load_verified(tmp_path, "w", "net/gem3/320/aspect")
+
+
+def test_a_missing_whitening_says_how_to_make_it(tmp_path: Path) -> None:
+    with pytest.raises(ModelFileError, match=r"setup\.sh"):
+        ImageEmbedder.from_settings(ExtractorSettings(model_dir=tmp_path, whiten_dim=512))
+
+
+def test_the_file_name_names_the_pipeline() -> None:
+    name = whitening.whitening_name("efficientnet-lite0", "efficientnet-lite0/gem3/320+224/aspect", 512)
+    assert name == "efficientnet-lite0-gem3-320+224-aspect-whiten512"
