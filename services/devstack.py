@@ -88,6 +88,8 @@ class ManagedProcess:
     env: dict[str, str] = field(default_factory=dict)
     cwd: Path = ROOT
     stop_signal: int = signal.SIGTERM
+    # Signal the process's children instead (for a wrapper that would stop its child too abruptly).
+    signal_children: bool = False
     proc: subprocess.Popen[bytes] | None = None
     log_offset: int = 0
 
@@ -137,8 +139,13 @@ class ManagedProcess:
             return
         pgid = self.proc.pid
         if self.proc.poll() is None or _group_alive(pgid):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pgid, self.stop_signal)
+            targets = _children(pgid) if self.signal_children else []
+            for pid in targets:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, self.stop_signal)
+            if not targets:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pgid, self.stop_signal)
             deadline = time.monotonic() + timeout_s
             while (self.proc.poll() is None or _group_alive(pgid)) and time.monotonic() < deadline:
                 time.sleep(0.1)
@@ -148,6 +155,13 @@ class ManagedProcess:
                     os.killpg(pgid, signal.SIGKILL)
                 self.proc.wait(5)
         self.proc = None
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
 
 
 def _group_alive(pgid: int) -> bool:
@@ -238,13 +252,18 @@ class Stack:
         proc = ManagedProcess(
             name="milvus",
             argv=[_bin("milvus-server"), "--data", str(data), "--proxy-port", str(self.ports.milvus),
-                  "--etcd-port", str(self.ports.milvus_etcd), *internal],
+                  "--etcd-port", str(self.ports.milvus_etcd), *internal,
+                  # Its default, 1800 s, lets a connected client hold up a stop for half an hour.
+                  "--extra-config", "common.gracefulStopTimeout=10"],
             env={"ETCD_CONFIG_PATH": str(self._etcd_config(data))},
             log_path=self.logs / "milvus.log",
             # The banner says its health endpoint is up; the proxy answering says it serves clients.
             ready=lambda: "Ctrl+C to exit" in proc.output() and milvus_answers(proxy, timeout_s=2),
-            # SIGINT makes the wrapper stop its child; SIGTERM would orphan it.
-            stop_signal=signal.SIGINT,
+            # SIGTERM to the milvus binary itself: it stops gracefully (revoking its etcd sessions)
+            # and the wrapper then exits. The wrapper's own stop SIGKILLs it after 1 s, which, with a
+            # client connected, left a data directory that a restarted server never served again.
+            stop_signal=signal.SIGTERM,
+            signal_children=True,
         )
         return proc
 
@@ -338,8 +357,14 @@ class Stack:
                 proc.stop()
 
     def restart(self, name: str) -> None:
-        self.stop((name,))
-        self.start((name,))
+        """Restarts one part; restarting Milvus also restarts the search service around it.
+
+        A client connection held open across a restart of the standalone Milvus server keeps the
+        restarted server from ever serving (seen with 2.3.5), so its one client goes away first.
+        """
+        dependents = ("search",) if name == "milvus" and "search" in self.processes else ()
+        self.stop((name, *dependents))  # stops in reverse: the search service first
+        self.start((name, *dependents))
 
     @property
     def http_url(self) -> str:

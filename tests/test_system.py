@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -66,7 +67,14 @@ def test_albums_and_images_survive_a_restart_of_everything(stack: Stack, photos:
     stack.stop()
     stack.ensure(("milvus", "s3", "redis", "extractor", "search", "gateway"))
     with httpx.Client(base_url=stack.http_url, timeout=60) as client:
-        assert client.get(f"/v1/albums/{album}").json()["image_count"] == 4
+        # Milvus reloads the album's collection after a restart; until then reads answer 503.
+        deadline = time.monotonic() + 180
+        answer = client.get(f"/v1/albums/{album}")
+        while answer.status_code == 503 and time.monotonic() < deadline:
+            time.sleep(2)
+            answer = client.get(f"/v1/albums/{album}")
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["image_count"] == 4
         hits = client.post(f"/v1/albums/{album}/search", params={"top_k": 2},
                            files={"file": photos[1].read_bytes()}).json()["results"]
         assert hits[0]["name"] == photos[1].name
