@@ -70,7 +70,7 @@ def test_albums_and_images_survive_a_restart_of_everything(stack: Stack, photos:
         # Milvus reloads the album's collection after a restart; until then reads answer 503.
         deadline = time.monotonic() + 180
         answer = client.get(f"/v1/albums/{album}")
-        while answer.status_code == 503 and time.monotonic() < deadline:
+        while (answer.status_code == 503 or answer.json().get("image_count") != 4) and time.monotonic() < deadline:
             time.sleep(2)
             answer = client.get(f"/v1/albums/{album}")
         assert answer.status_code == 200, answer.text

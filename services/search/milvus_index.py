@@ -299,7 +299,7 @@ class MilvusIndex:
     def get_collection(self, name: str) -> Collection:
         """One album with its image count."""
         cname, info = self._album(name)
-        return _with_count(info, self._count(cname, name, "Strong"))
+        return _with_count(info, self._count(cname, name, self.settings.read_consistency))
 
     def count(self, name: str) -> int:
         """Number of images (rows with ordinal 0)."""
@@ -483,8 +483,9 @@ class MilvusIndex:
         self._loaded.discard(cname)
 
     def _count(self, cname: str, album: str, consistency: str) -> int:
-        # Album counts read at Strong (~200 ms; not on the search path): at Session a count right
-        # after a restart reloaded the collection was seen to miss the rows still being replayed.
+        # The Count RPC reads at Strong (~200 ms): at Session a count right after a restart reloaded
+        # the collection was seen to miss rows still being replayed. get_collection, which the
+        # gateway calls on every search, counts at the read consistency.
         rows = self._read(
             cname,
             album,
