@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from services.devstack import Ports, Stack
+from services.devstack import Ports, Stack, child_pids
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -64,10 +64,7 @@ def percentiles(samples_ms: list[float]) -> dict[str, float]:
 def rss_mb(pid: int) -> float:
     """Resident memory of a process and its children, in MB."""
     total = 0
-    pids = [pid]
-    with contextlib.suppress(OSError):
-        pids += [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    for p in pids:
+    for p in [pid, *child_pids(pid)]:
         with contextlib.suppress(OSError):
             for line in Path(f"/proc/{p}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):

@@ -139,7 +139,7 @@ class ManagedProcess:
             return
         pgid = self.proc.pid
         if self.proc.poll() is None or _group_alive(pgid):
-            targets = _children(pgid) if self.signal_children else []
+            targets = child_pids(pgid) if self.signal_children else []
             for pid in targets:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, self.stop_signal)
@@ -157,7 +157,8 @@ class ManagedProcess:
         self.proc = None
 
 
-def _children(pid: int) -> list[int]:
+def child_pids(pid: int) -> list[int]:
+    """The direct children of a process (none if it is gone)."""
     try:
         return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
     except OSError:

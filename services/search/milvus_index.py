@@ -433,7 +433,6 @@ class MilvusIndex:
                 client.close()
             except Exception:  # closing a broken channel may fail; it is gone either way
                 log.debug("closing the Milvus client failed", exc_info=True)
-        _drop_connection(self._alias)
 
     def _index_and_load(self, client: MilvusClient, cname: str, kind: IndexType) -> None:
         params = client.prepare_index_params()
