@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from PIL import Image
 
 from services.devstack import Ports, Stack
 
@@ -20,6 +22,16 @@ def _album(client: httpx.Client) -> str:
 
 def _add(client: httpx.Client, album: str, path: Path) -> httpx.Response:
     return client.post(f"/v1/albums/{album}/images", files=[("file", (path.name, path.read_bytes()))])
+
+
+def _fresh_query(path: Path) -> bytes:
+    """The photo with one pixel changed: bytes no earlier test searched, so no cached embedding answers."""
+    with Image.open(path) as image:
+        pixels = image.convert("RGB")
+    pixels.putpixel((0, 0), tuple(int(b) for b in uuid.uuid4().bytes[:3]))
+    out = io.BytesIO()
+    pixels.save(out, format="PNG")
+    return out.getvalue()
 
 
 def _count(client: httpx.Client, album: str) -> int:
@@ -41,7 +53,7 @@ def test_search_and_add_answer_503_while_the_extractor_is_down_and_work_again_af
     assert _add(client, album, photos[0]).status_code == 201
     stack.stop(("extractor",))
     try:
-        search = client.post(f"/v1/albums/{album}/search", files={"file": photos[1].read_bytes()})
+        search = client.post(f"/v1/albums/{album}/search", files={"file": _fresh_query(photos[1])})
         assert search.status_code == 503
         assert search.json()["error"]["reason"] == "extractor_unavailable"
         add = _add(client, album, photos[1])
@@ -62,7 +74,7 @@ def test_calls_answer_503_while_the_search_service_is_down(
     assert _add(client, album, photos[0]).status_code == 201
     stack.stop(("search",))
     try:
-        search = client.post(f"/v1/albums/{album}/search", files={"file": photos[0].read_bytes()})
+        search = client.post(f"/v1/albums/{album}/search", files={"file": _fresh_query(photos[0])})
         assert search.status_code == 503
         assert search.json()["error"]["reason"] == "search_unavailable"
         assert client.get("/readyz").status_code == 503
@@ -71,9 +83,7 @@ def test_calls_answer_503_while_the_search_service_is_down(
     assert _count(client, album) == 1
 
 
-def test_calls_answer_503_while_milvus_is_down_and_the_album_survives(
-    photos: list[Path], tmp_path: Path
-) -> None:
+def test_calls_answer_503_while_milvus_is_down_and_the_album_survives(photos: list[Path], tmp_path: Path) -> None:
     # Its own stack: a standalone Milvus 2.3.5 restarted after an outage during which the search
     # service kept calling it was seen, now and then, never to serve again; that must not take the
     # session's shared stack down with it.
