@@ -252,8 +252,9 @@ class Stack:
         proxy = f"127.0.0.1:{self.ports.milvus}"
         proc = ManagedProcess(
             name="milvus",
-            argv=[_bin("milvus-server"), "--data", str(data), "--proxy-port", str(self.ports.milvus),
-                  "--etcd-port", str(self.ports.milvus_etcd), *internal,
+            # Our launcher of the package's server: the ports asked for or a failed start, never others.
+            argv=[sys.executable, "-m", "services.milvus_server", "--data", str(data),
+                  "--proxy-port", str(self.ports.milvus), "--etcd-port", str(self.ports.milvus_etcd), *internal,
                   # Its default, 1800 s, lets a connected client hold up a stop for half an hour.
                   "--extra-config", "common.gracefulStopTimeout=10"],
             env={"ETCD_CONFIG_PATH": str(self._etcd_config(data))},
@@ -358,14 +359,9 @@ class Stack:
                 proc.stop()
 
     def restart(self, name: str) -> None:
-        """Restarts one part; restarting Milvus also restarts the search service around it.
-
-        A client connection held open across a restart of the standalone Milvus server keeps the
-        restarted server from ever serving (seen with 2.3.5), so its one client goes away first.
-        """
-        dependents = ("search",) if name == "milvus" and "search" in self.processes else ()
-        self.stop((name, *dependents))  # stops in reverse: the search service first
-        self.start((name, *dependents))
+        """Stops and starts one part (the others keep running and must find it again by themselves)."""
+        self.stop((name,))
+        self.start((name,))
 
     @property
     def http_url(self) -> str:

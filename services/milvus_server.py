@@ -1,0 +1,62 @@
+"""Runs the standalone Milvus server of the `milvus` package (milvus-lite) on exactly the ports asked for.
+
+    python -m services.milvus_server --data DIR --proxy-port P --etcd-port E --root-coord-port R ...
+
+The same command line as the package's `milvus-server`, with two of its port habits removed:
+
+* Every `--*-port` is only a *starting point* there: a port it cannot bind is silently replaced by the
+  next free one. Its probe binds without SO_REUSEADDR, so right after a restart, while the old
+  connections to a port linger in TIME_WAIT, the proxy moved from the port clients use to the next
+  one (and the embedded etcd's endpoint away from where etcd listens): the restarted server ran and
+  never answered. Here a port is probed the way the server binds it (SO_REUSEADDR, as Go listeners
+  do), and a port that is really taken fails the start with a message instead of moving.
+* So a restarted server comes back exactly where its clients, and its own etcd sessions, expect it.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+from typing import Any
+
+import milvus
+
+_PORT_SUFFIX = "_port"
+
+
+def _bind_like_the_server(self: Any, port: int) -> socket.socket | None:
+    """A listening socket on 127.0.0.1:port, or None if another process holds the port."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(("127.0.0.1", port))
+        sock.listen()
+        return sock
+    except OSError:
+        sock.close()
+        return None
+
+
+_resolve_all_listen_ports = milvus.MilvusServerConfig.resolve_all_listen_ports
+
+
+def _resolve_strictly(self: Any) -> None:
+    """Marks every port as given (the package then raises if it cannot bind it) before resolving."""
+    for key, (_, value) in self.configurable_items.items():
+        if key.endswith(_PORT_SUFFIX) and value is not None:
+            self.configs[key] = value
+    try:
+        _resolve_all_listen_ports(self)
+    except RuntimeError as exc:  # the package reports it only as "Milvus server already stopped."
+        print(f"milvus: cannot start: {exc} (another process holds the port)", file=sys.stderr, flush=True)
+        raise
+
+
+def main() -> None:
+    milvus.MilvusServerConfig.try_bind_port = _bind_like_the_server
+    milvus.MilvusServerConfig.resolve_all_listen_ports = _resolve_strictly
+    milvus.main()
+
+
+if __name__ == "__main__":
+    main()
