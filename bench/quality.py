@@ -5,8 +5,10 @@
 Ingests the gallery through the gateway into a fresh album, sends every query through the
 gateway's search, and prints the tables of eval_retrieval.py: copy detection per edit, natural
 queries per kind (when gt_natural.csv has rows), category mAP and P@10 (each labelled photo
-queries the album by its image id; the album returns every other image ranked). Without --url it
-starts its own stack on free ports. The last line is a JSON object of the figures.
+queries the album by its image id; the album returns every other image ranked). Copy and natural
+queries search in mode "copy"; category queries in --category-mode, "similar" by default (upright
+rows, query expansion), "copy" to measure them as before. Without --url it starts its own stack on
+free ports. The last line is a JSON object of the figures.
 """
 
 from __future__ import annotations
@@ -119,19 +121,20 @@ def natural_queries(client: GatewayClient, album: str, root: Path, image_of: dic
 
 
 def category_retrieval(client: GatewayClient, album: str, gallery: list[dict[str, str]], image_of: dict[str, str],
-                       workers: int) -> tuple[float, float]:
+                       workers: int, mode: str) -> tuple[float, float]:
     labels = {image_of[r["id"]]: f"{r['coarse']}/{r['fine']}" for r in gallery if r["fine"] and r["id"] in image_of}
     counts = collections.Counter(labels.values())
     queries = [i for i, label in labels.items() if counts[label] >= 3]
     top_k = len(image_of)
-    ranked = rankings([_id_query(client, album, i, top_k) for i in queries], workers)
+    ranked = rankings([_id_query(client, album, i, top_k, mode) for i in queries], workers)
     per_class: dict[str, list[tuple[float, float]]] = collections.defaultdict(list)
     for query, ranking in zip(queries, ranked, strict=True):
         label = labels[query]
         hits = np.array([labels.get(i) == label for i in ranking], dtype=np.float32)
         per_class[label].append((ap_at(hits, counts[label] - 1), float(hits[:10].mean())))
     m = np.mean([np.mean(v, axis=0) for v in per_class.values()], axis=0)
-    print(f"\nCATEGORY ({len(per_class)} classes, {len(queries)} queries): macro mAP {m[0]:.3f}  macro P@10 {m[1]:.3f}")
+    print(f"\nCATEGORY ({len(per_class)} classes, {len(queries)} queries, mode {mode}): "
+          f"macro mAP {m[0]:.3f}  macro P@10 {m[1]:.3f}")
     return float(m[0]), float(m[1])
 
 
@@ -139,11 +142,12 @@ def _upload_query(client: GatewayClient, album: str, path: Path, top_k: int) -> 
     return lambda: client.search(album, image=path.read_bytes(), top_k=top_k)
 
 
-def _id_query(client: GatewayClient, album: str, image_id: str, top_k: int) -> Callable[[], dict[str, Any]]:
-    return lambda: client.search(album, image_id=image_id, top_k=top_k)
+def _id_query(client: GatewayClient, album: str, image_id: str, top_k: int,
+              mode: str) -> Callable[[], dict[str, Any]]:
+    return lambda: client.search(album, image_id=image_id, top_k=top_k, mode=mode)
 
 
-def evaluate(client: GatewayClient, root: Path, workers: int) -> dict[str, Any]:
+def evaluate(client: GatewayClient, root: Path, workers: int, category_mode: str) -> dict[str, Any]:
     gallery = read_csv(root / "manifest.csv")
     album = f"quality-{uuid.uuid4().hex[:8]}"
     client.create_album(album)
@@ -153,14 +157,14 @@ def evaluate(client: GatewayClient, root: Path, workers: int) -> dict[str, Any]:
     try:
         copies = copy_detection(client, album, root, image_of, workers)
         natural = natural_queries(client, album, root, image_of, workers)
-        cat_map, cat_p10 = category_retrieval(client, album, gallery, image_of, workers)
+        cat_map, cat_p10 = category_retrieval(client, album, gallery, image_of, workers, category_mode)
         model = (client.get_album(album) or {}).get("model")
     finally:
         client.delete_album(album)
     r1 = [v[0] for v in copies.values()]
     return {"copy_r1_mean": round(float(np.mean(r1)), 4), "copy_r1_min": round(min(r1), 4),
             "copy_r1": {k: round(v[0], 4) for k, v in copies.items()}, "category_map": round(cat_map, 4),
-            "category_p10": round(cat_p10, 4), "natural": natural, "model": model}
+            "category_p10": round(cat_p10, 4), "category_mode": category_mode, "natural": natural, "model": model}
 
 
 def main() -> None:
@@ -168,12 +172,14 @@ def main() -> None:
     parser.add_argument("--set", type=Path, required=True, help="evaluation set built by make_evalset.sh")
     parser.add_argument("--url", help="a running gateway; default: start a fresh stack")
     parser.add_argument("--workers", type=int, default=4, help="queries in flight")
+    parser.add_argument("--category-mode", choices=["similar", "copy"], default="similar",
+                        help="search mode of the category queries (default: similar)")
     args = parser.parse_args()
     if args.url:
-        figures = evaluate(GatewayClient(args.url), args.set, args.workers)
+        figures = evaluate(GatewayClient(args.url), args.set, args.workers, args.category_mode)
     else:
         with running_stack() as stack:
-            figures = evaluate(GatewayClient(stack.http_url), args.set, args.workers)
+            figures = evaluate(GatewayClient(stack.http_url), args.set, args.workers, args.category_mode)
     print_json_line({"bench": "quality", **figures})
 
 

@@ -2,7 +2,7 @@
 
     imagesearch up [--data DIR] [--port 8000]        run servers + services, load the demo album
     imagesearch ingest PATH|URL... --album A         add files, folders (recursively) or URLs
-    imagesearch search IMAGE|URL --album A           print the nearest images
+    imagesearch search IMAGE|URL --album A [--similar]  print the nearest images (copies, or similar ones)
     imagesearch albums | delete-album A
     imagesearch reembed --album A                    re-embed an album with the current model
 """
@@ -130,10 +130,12 @@ def cmd_ingest(args: argparse.Namespace, client: GatewayClient) -> int:
 
 def cmd_search(args: argparse.Namespace, client: GatewayClient) -> int:
     filter_doc = json.loads(args.filter) if args.filter else None
+    mode = "similar" if args.similar else "copy"
     if args.query.startswith(("http://", "https://")):
-        answer = client.search(args.album, url=args.query, top_k=args.top_k, filter=filter_doc)
+        answer = client.search(args.album, url=args.query, top_k=args.top_k, filter=filter_doc, mode=mode)
     else:
-        answer = client.search(args.album, image=Path(args.query).read_bytes(), top_k=args.top_k, filter=filter_doc)
+        answer = client.search(args.album, image=Path(args.query).read_bytes(), top_k=args.top_k, filter=filter_doc,
+                               mode=mode)
     print(f"{len(answer['results'])} results in {answer['took_ms']:.1f} ms (distance: {answer['metric']})")
     for rank, hit in enumerate(answer["results"], 1):
         attrs = json.dumps(hit.get("attributes") or {})
@@ -232,6 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--album", required=True)
     search.add_argument("--top-k", type=int, default=5)
     search.add_argument("--filter", help='a JSON filter, e.g. \'{"kind": "photo"}\'')
+    search.add_argument("--similar", action="store_true",
+                        help="find images like the query rather than copies of it (search mode 'similar')")
     sub.add_parser("albums", help="list albums")
     reembed = sub.add_parser("reembed", help="re-embed an album's images with the extractor's current model")
     reembed.add_argument("--album", required=True)

@@ -112,9 +112,11 @@ class GatewayClient:
         image_id: str | None = None,
         top_k: int = 10,
         filter: dict[str, Any] | None = None,
+        mode: str = "copy",
     ) -> dict[str, Any]:
-        """Finds the album's images nearest to an image given by bytes, URL or id."""
-        params: dict[str, Any] = {"top_k": top_k}
+        """Finds the album's images nearest to an image given by bytes, URL or id: its copies ("copy"), or
+        images like it ("similar")."""
+        params: dict[str, Any] = {"top_k": top_k, "mode": mode}
         if filter:
             params["filter"] = json.dumps(filter)
         files = {"file": ("query", image, "application/octet-stream")} if image is not None else None

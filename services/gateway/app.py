@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -26,7 +26,7 @@ from services.common.metrics import observe_request
 from services.gateway import schemas
 from services.gateway.jobs import JobStore
 from services.gateway.pipelines import Pipelines, check_album_name
-from services.gateway.records import AddResult, AddStatus, NewImage
+from services.gateway.records import AddResult, AddStatus, NewImage, SearchMode
 from services.gateway.records import Query as SearchQuery
 from services.gateway.settings import GatewaySettings
 
@@ -37,6 +37,9 @@ WEB_DIR = Path(__file__).parent / "web"
 FORM_OVERHEAD_BYTES = 1024 * 1024
 HealthCheck = Callable[[], Awaitable[None]]
 
+MODE_DESCRIPTION = ('"copy" (default): copies of the query, edited, cropped, rotated or mirrored; "similar": '
+                    "images like it (upright descriptors only, with query expansion).")
+MODE_SCHEMA: dict[str, Any] = {"enum": [m.value for m in SearchMode]}
 _HTTP_REASONS = {400: "invalid_argument", 404: "not_found", 405: "method_not_allowed", 413: "image_too_large"}
 
 
@@ -312,15 +315,20 @@ def _add_search_routes(app: FastAPI, settings: GatewaySettings, pipelines: Pipel
         album: str,
         top_k: Annotated[int | None, Query(description="1 to the configured maximum.")] = None,
         filter: Annotated[str | None, Query(description='A JSON filter on attributes, e.g. {"color": "red"}.')] = None,
+        mode: Annotated[str | None, Query(description=MODE_DESCRIPTION, json_schema_extra=MODE_SCHEMA)] = None,
         file: Annotated[UploadFile | None, File(description="The query image.")] = None,
         url: Annotated[str | None, Form(description="Or: the URL of the query image.")] = None,
         image_id: Annotated[str | None, Form(description="Or: the id of an image of the album.")] = None,
         filter_form: Annotated[str | None, Form(alias="filter", description="The filter, as a form field.")] = None,
+        mode_form: Annotated[str | None, Form(alias="mode", description="The mode, as a form field.",
+                                              json_schema_extra=MODE_SCHEMA)] = None,
     ) -> schemas.SearchOut:
-        """The album's images nearest the query, nearest first; give exactly one of file, url, image_id."""
+        """The album's images nearest the query, nearest first; give exactly one of file, url, image_id.
+        `mode` "copy" (default) finds copies of the query, "similar" images like it."""
         content = await _read_upload(file, settings.max_image_bytes) if file is not None else None
         query = SearchQuery(image=content, url=url or None, image_id=image_id or None)
-        outcome = await pipelines.search(album, query, top_k, filter or filter_form or "")
+        outcome = await pipelines.search(album, query, top_k, filter or filter_form or "",
+                                         mode or mode_form or SearchMode.COPY.value)
         return schemas.SearchOut.of(outcome)
 
 

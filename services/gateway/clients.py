@@ -51,8 +51,17 @@ class VectorSearch(Protocol):
     async def insert(self, collection: str, items: Sequence[Item]) -> list[str]: ...
 
     async def search(
-        self, collection: str, vector: Sequence[float], top_k: int, filter_json: str, exclude_ids: Sequence[str]
-    ) -> list[Hit]: ...
+        self,
+        collection: str,
+        vector: Sequence[float],
+        top_k: int,
+        filter_json: str,
+        exclude_ids: Sequence[str],
+        primary_only: bool = False,
+        expand_k: int = 0,
+    ) -> list[Hit]:
+        """Nearest images; `primary_only`: by their upright global row only; `expand_k`: query expansion."""
+        ...
 
     async def get(self, collection: str, ids: Sequence[str], with_vectors: bool = False) -> list[Item]: ...
 
@@ -161,10 +170,18 @@ class GrpcVectorSearch:
         return list(reply.ids)
 
     async def search(
-        self, collection: str, vector: Sequence[float], top_k: int, filter_json: str, exclude_ids: Sequence[str]
+        self,
+        collection: str,
+        vector: Sequence[float],
+        top_k: int,
+        filter_json: str,
+        exclude_ids: Sequence[str],
+        primary_only: bool = False,
+        expand_k: int = 0,
     ) -> list[Hit]:
         request = search_pb2.SearchRequest(collection=collection, vector=list(vector), top_k=top_k,
-                                           filter_json=filter_json, exclude_ids=list(exclude_ids))
+                                           filter_json=filter_json, exclude_ids=list(exclude_ids),
+                                           primary_only=primary_only, expand_k=expand_k)
         reply = await self._call(self.stub.Search, request)
         return [Hit(id=h.id, name=h.name, distance=h.distance, attributes_json=h.attributes_json,
                     content_hash=h.content_hash, created_at_ms=h.created_at_ms)

@@ -49,6 +49,7 @@ from services.gateway.records import (
     Query,
     ReembedReport,
     ScoredImage,
+    SearchMode,
     SearchOutcome,
 )
 from services.gateway.settings import GatewaySettings
@@ -75,6 +76,14 @@ def check_album_name(name: str) -> str:
             f"invalid album name {name[:80]!r}: use 1-63 of a-z, 0-9, '_' and '-', starting with a letter or digit"
         )
     return name
+
+
+def check_search_mode(mode: str) -> SearchMode:
+    try:
+        return SearchMode(mode)
+    except ValueError:
+        allowed = ", ".join(repr(m.value) for m in SearchMode)
+        raise InvalidArgument(f"search mode {mode[:80]!r} is not one of {allowed}") from None
 
 
 def parse_attributes(text: str) -> JsonObject:
@@ -401,11 +410,15 @@ class Pipelines:
         return done, failed
 
     # --- searching ----------------------------------------------------------------------------------
-    async def search(self, album: str, query: Query, top_k: int | None = None, filter_json: str = "") -> SearchOutcome:
-        """The album's images nearest to the query image, nearest first."""
+    async def search(
+        self, album: str, query: Query, top_k: int | None = None, filter_json: str = "", mode: str = "copy"
+    ) -> SearchOutcome:
+        """The album's images nearest to the query image, nearest first: copies of it ("copy") or images
+        like it ("similar"; see `SearchMode`)."""
         started = time.perf_counter()
         top_k = self._check_top_k(top_k)
         filter_text = normalise_filter(filter_json)
+        primary_only, expand_k = self._search_options(check_search_mode(mode))
         given = [v for v in (query.image, query.url, query.image_id) if v is not None]
         if len(given) != 1:
             raise InvalidArgument("give exactly one of: an image file, a url, an image_id")
@@ -419,11 +432,18 @@ class Pipelines:
             model = await self._check_model(collection)
             content = query.image if query.image is not None else await self.fetch_url(query.url or "")
             vector = await self.embed_query(content, model, album)
-        hits = await self.search_service.search(album, vector, top_k, filter_text, exclude)
+        hits = await self.search_service.search(album, vector, top_k, filter_text, exclude, primary_only=primary_only,
+                                                expand_k=expand_k)
         scored = [ScoredImage(self._record(album, h.id, h.name, h.content_hash, h.attributes_json, h.created_at_ms),
                               h.distance) for h in hits]
         took_ms = (time.perf_counter() - started) * 1000
         return SearchOutcome(album=album, metric=collection.metric, model=model, took_ms=took_ms, hits=scored)
+
+    def _search_options(self, mode: SearchMode) -> tuple[bool, int]:
+        """(primary_only, expand_k) of the search service for a mode."""
+        if mode is SearchMode.SIMILAR:
+            return True, self.settings.similar_expand_k
+        return False, 0
 
     def _check_top_k(self, top_k: int | None) -> int:
         value = self.settings.default_top_k if top_k is None else top_k

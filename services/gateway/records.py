@@ -157,6 +157,15 @@ class SearchOutcome:
     hits: list[ScoredImage]
 
 
+class SearchMode(enum.StrEnum):
+    """What a search looks for."""
+
+    # Copies of the query (edited, cropped, rotated, mirrored): every stored row of an image counts.
+    COPY = "copy"
+    # Images like the query: upright global rows only, with query expansion.
+    SIMILAR = "similar"
+
+
 @dataclass(frozen=True)
 class Query:
     """Exactly one of: the bytes of an image, a URL to fetch one from, an image of the album."""

@@ -11,7 +11,7 @@ import grpc
 from imagesearch.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 
 from services.gateway.pipelines import Pipelines
-from services.gateway.records import Album, ImageRecord, NewImage, Query
+from services.gateway.records import Album, ImageRecord, NewImage, Query, SearchMode
 
 SERVICE_NAME = gateway_pb2.DESCRIPTOR.services_by_name["Gateway"].full_name
 
@@ -82,7 +82,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         self, request: gateway_pb2.SearchImagesRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.SearchImagesResponse:
         top_k = request.top_k or None
-        outcome = await self.pipelines.search(request.album, search_query(request), top_k, request.filter_json)
+        outcome = await self.pipelines.search(request.album, search_query(request), top_k, request.filter_json,
+                                              request.mode or SearchMode.COPY.value)
         return gateway_pb2.SearchImagesResponse(
             hits=[gateway_pb2.SearchHit(image=image_message(h.image), distance=h.distance) for h in outcome.hits],
             metric=outcome.metric, model=outcome.model, took_ms=outcome.took_ms,

@@ -32,6 +32,9 @@ class GatewaySettings(ServiceSettings):
     # Fetching an image by URL (search by URL, ingest from URLs).
     url_fetch_timeout_s: float = 10.0
     default_top_k: int = 10
+    # Neighbours a "similar" search expands its query with (0 to 50; 0 = none). 3 was the study's best
+    # (bench/research/RESULTS.md, COMBO D): more neighbours drift from the query's category.
+    similar_expand_k: int = 3
     max_top_k: int = 1000
     thumbnail_size: int = 256
     # Seconds for one Redis call (the embedding cache and the job queue); Redis down must not stall a search.

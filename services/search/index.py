@@ -7,8 +7,13 @@ same validation (the helpers below), so the same test bodies can run against bot
 Vectors are L2-normalised on the way in (stored and query vectors alike), so inner product is cosine
 similarity; every hit reports `distance = 1 - similarity` under the metric name "cosine" (0 means the
 same direction). An item may carry several vectors: the first is the image's global descriptor, the
-others regional ones; a search ranks each image by its best-matching vector and returns one hit per
-image.
+others (the image rotated, mirrored, its regions) extra rows; a search ranks each image by its
+best-matching vector and returns one hit per image.
+
+That suits copy detection (a rotated copy finds its original). For "similar images" a search may be
+`primary_only`: it matches each image's first vector only, so the rotated rows of unrelated images
+do not compete with upright ones. `search_expanded` adds alpha query expansion over any
+`VectorIndex`, written once for both implementations.
 """
 
 from __future__ import annotations
@@ -37,6 +42,10 @@ MAX_VECTORS_PER_ITEM = 64
 MAX_DIM = 32768
 MAX_LIST_LIMIT = 1000
 DEFAULT_LIST_LIMIT = 100
+# Query expansion: at most this many neighbours, each weighted by its similarity to the power
+# EXPAND_ALPHA (alpha 3 was the best of bench/research's sweep: near neighbours count, far ones barely).
+MAX_EXPAND_K = 50
+EXPAND_ALPHA = 3.0
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 
 Vector = NDArray[np.float32]
@@ -117,8 +126,10 @@ class VectorIndex(Protocol):
         top_k: int,
         filter: AttributeFilter | None = None,
         exclude_ids: Sequence[str] = (),
+        primary_only: bool = False,
     ) -> list[Hit]:
-        """The `top_k` images nearest to `vector` (one hit each), nearest first."""
+        """The `top_k` images nearest to `vector` (one hit each), nearest first; by their first vector
+        only when `primary_only`, else by their best one."""
         ...
 
     def get(self, name: str, ids: Sequence[str], with_vectors: bool = False) -> list[Item]:
@@ -170,6 +181,12 @@ def check_top_k(top_k: int, max_top_k: int) -> int:
     if not 1 <= top_k <= max_top_k:
         raise InvalidArgument(f"top_k must be between 1 and {max_top_k}; got {top_k}")
     return top_k
+
+
+def check_expand_k(expand_k: int) -> int:
+    if not 0 <= expand_k <= MAX_EXPAND_K:
+        raise InvalidArgument(f"expand_k must be between 0 and {MAX_EXPAND_K}; got {expand_k}")
+    return expand_k
 
 
 def check_page(limit: int, offset: int) -> tuple[int, int]:
@@ -239,6 +256,51 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+# --- query expansion, over any index ---------------------------------------------------------------
+
+
+def expanded_query(
+    index: VectorIndex,
+    name: str,
+    vector: Sequence[float] | Vector,
+    k: int,
+    filter: AttributeFilter | None = None,
+    exclude_ids: Sequence[str] = (),
+    alpha: float = EXPAND_ALPHA,
+) -> Vector:
+    """Alpha query expansion: q' = L2(q + sum_i sim_i**alpha * v_i) over the query's `k` nearest images.
+
+    Neighbours are found and weighted by their first (upright, global) vector only, as the feature
+    study did (bench/research: `alpha_qe`); `sim_i` is clipped at 0, so an opposed image adds nothing.
+    The filter and excluded ids apply, so the query image searched by its id does not expand itself.
+    """
+    neighbours = index.search(name, vector, k, filter, exclude_ids, primary_only=True)
+    query = np.asarray(vector, dtype=np.float32).reshape(-1)
+    query = normalise(query, query.shape[0])  # the search above checked its size against the album
+    stored = {item.id: item for item in index.get(name, [hit.id for hit in neighbours], with_vectors=True)}
+    for hit in neighbours:
+        item = stored.get(hit.id)  # None if deleted since the search
+        if item is not None and item.vectors:
+            query = query + max(0.0, 1.0 - hit.distance) ** alpha * item.vectors[0]
+    return normalise(query, query.shape[0])
+
+
+def search_expanded(
+    index: VectorIndex,
+    name: str,
+    vector: Sequence[float] | Vector,
+    top_k: int,
+    filter: AttributeFilter | None = None,
+    exclude_ids: Sequence[str] = (),
+    primary_only: bool = False,
+    expand_k: int = 0,
+) -> list[Hit]:
+    """`index.search`, with the query first expanded by its `expand_k` nearest images (0: as given)."""
+    if check_expand_k(expand_k):
+        vector = expanded_query(index, name, vector, expand_k, filter, exclude_ids)
+    return index.search(name, vector, top_k, filter, exclude_ids, primary_only=primary_only)
+
+
 # --- the exact reference --------------------------------------------------------------------------
 
 
@@ -298,14 +360,15 @@ class ExactIndex:
         top_k: int,
         filter: AttributeFilter | None = None,
         exclude_ids: Sequence[str] = (),
+        primary_only: bool = False,
     ) -> list[Hit]:
-        """The `top_k` nearest images by their best vector, computed exactly."""
+        """The `top_k` nearest images by their best vector (or first, `primary_only`), computed exactly."""
         check_top_k(top_k, self.settings.max_top_k)
         album = self._album(name)
         query = normalise(vector, album.info.dim)
         excluded = set(check_ids(exclude_ids))
         scored = [
-            (float(np.max(np.stack(item.vectors) @ query)), item)
+            (_best_similarity(item, query, primary_only), item)
             for item in list(album.items.values())
             if item.id not in excluded and (filter is None or filter.matches(item.attributes))
         ]
@@ -341,6 +404,11 @@ class ExactIndex:
         if album is None:
             raise AlbumNotFound(f"album {name!r} not found")
         return album
+
+
+def _best_similarity(item: Item, query: Vector, primary_only: bool) -> float:
+    vectors = item.vectors[:1] if primary_only else item.vectors
+    return float(np.max(np.stack(vectors) @ query))
 
 
 def row_key(image_id: str, ordinal: int) -> str:

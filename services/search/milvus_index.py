@@ -4,7 +4,7 @@ Layout of an album's collection (one row per vector of an image):
 
     pk             VARCHAR   "<image_id>#<k>", k = position of the vector in the item (0 = global)
     image_id       VARCHAR   the image's id; get/delete/exclude work on it, so on all its rows
-    ordinal        INT64     k again: `ordinal == 0` selects one row per image (count, list)
+    ordinal        INT64     k again: `ordinal == 0` selects one row per image (count, list, primary_only)
     name, content_hash VARCHAR; attributes JSON; created_at_ms INT64   copied onto every row
     vector         FLOAT_VECTOR(dim), L2-normalised, indexed for inner product
 
@@ -325,14 +325,23 @@ class MilvusIndex:
         top_k: int,
         filter: AttributeFilter | None = None,
         exclude_ids: Sequence[str] = (),
+        primary_only: bool = False,
     ) -> list[Hit]:
-        """Nearest images, one hit per image: over-fetches rows until `top_k` distinct images are found."""
+        """Nearest images, one hit per image: over-fetches rows until `top_k` distinct images are found.
+
+        `primary_only` searches the rows with ordinal 0 alone (one per image), so no over-fetch is needed.
+        """
         check_top_k(top_k, self.settings.max_top_k)
         cname, info = self._album(name)
         query = normalise(vector, info.dim).tolist()
         excluded = check_ids(exclude_ids)
-        expr = all_of(filter.to_expr() if filter else "", ids_expr(excluded, negate=True) if excluded else "")
-        limit = min(top_k * max(1, self.settings.search_overfetch), MILVUS_MAX_WINDOW)
+        expr = all_of(
+            filter.to_expr() if filter else "",
+            ids_expr(excluded, negate=True) if excluded else "",
+            "ordinal == 0" if primary_only else "",
+        )
+        overfetch = 1 if primary_only else max(1, self.settings.search_overfetch)
+        limit = min(top_k * overfetch, MILVUS_MAX_WINDOW)
         while True:
             rows = self._search_rows(cname, name, info, query, expr, limit)
             hits = _best_per_image(rows)

@@ -16,7 +16,7 @@ from imagesearch.v1 import search_pb2, search_pb2_grpc
 
 from services.common.errors import InvalidAttributes
 from services.search.filters import parse_filter_json
-from services.search.index import Collection, Hit, Item, VectorIndex
+from services.search.index import Collection, Hit, Item, VectorIndex, search_expanded
 
 SERVICE_NAMES = (search_pb2.DESCRIPTOR.services_by_name["Search"].full_name,)
 Context: TypeAlias = grpc.aio.ServicerContext
@@ -54,7 +54,15 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
         query_filter = parse_filter_json(request.filter_json)
         vector = np.asarray(request.vector, dtype=np.float32)
         hits = await asyncio.to_thread(
-            self.index.search, request.collection, vector, request.top_k, query_filter, list(request.exclude_ids)
+            search_expanded,
+            self.index,
+            request.collection,
+            vector,
+            request.top_k,
+            query_filter,
+            list(request.exclude_ids),
+            primary_only=request.primary_only,
+            expand_k=request.expand_k,
         )
         return search_pb2.SearchResponse(hits=[hit_to_wire(h) for h in hits], metric="cosine")
 

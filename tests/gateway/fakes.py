@@ -132,9 +132,18 @@ class FakeSearch:
         return [i.id for i in items]
 
     async def search(
-        self, collection: str, vector: Sequence[float], top_k: int, filter_json: str, exclude_ids: Sequence[str]
+        self,
+        collection: str,
+        vector: Sequence[float],
+        top_k: int,
+        filter_json: str,
+        exclude_ids: Sequence[str],
+        primary_only: bool = False,
+        expand_k: int = 0,
     ) -> list[Hit]:
-        self.last_search = {"top_k": top_k, "filter_json": filter_json, "exclude_ids": list(exclude_ids)}
+        """Ranks by each item's first vector whatever `primary_only` says; `expand_k` is only recorded."""
+        self.last_search = {"top_k": top_k, "filter_json": filter_json, "exclude_ids": list(exclude_ids),
+                            "primary_only": primary_only, "expand_k": expand_k}
         flt = json.loads(filter_json) if filter_json else {}
         q = np.asarray(vector)
         hits = [

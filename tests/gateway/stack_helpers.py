@@ -29,6 +29,15 @@ def cropped_copy(path: Path, keep: float = 0.85, quality: int = 70) -> bytes:
     return out.getvalue()
 
 
+def rotated_copy(path: Path, degrees: int = 90) -> bytes:
+    """The photo turned by a multiple of 90 degrees, as PNG (no other change)."""
+    with Image.open(path) as image:
+        rgb = image.convert("RGB")
+    out = io.BytesIO()
+    rgb.rotate(degrees, expand=True).save(out, format="PNG")
+    return out.getvalue()
+
+
 def decompression_bomb() -> bytes:
     """A small PNG that decodes to 60 million pixels."""
     out = io.BytesIO()

@@ -129,7 +129,19 @@ async def test_search_by_image_id_as_a_form_field(client: httpx.AsyncClient) -> 
     assert [r["id"] for r in response.json()["results"]] == [added["results"][1]["id"]]
 
 
+async def test_search_mode_as_a_query_parameter_or_a_form_field(client: httpx.AsyncClient, fakes: Fakes) -> None:
+    await client.post("/v1/albums/demo/search", files=files(png(1)))
+    assert fakes.search.last_search["primary_only"] is False
+    await client.post("/v1/albums/demo/search", params={"mode": "similar"}, files=files(png(1)))
+    assert (fakes.search.last_search["primary_only"], fakes.search.last_search["expand_k"]) == (True, 3)
+    await client.post("/v1/albums/demo/search", files=files(png(1)), data={"mode": "copy"})
+    assert fakes.search.last_search["primary_only"] is False
+    await client.post("/v1/albums/demo/search", files=files(png(1)), data={"mode": "similar"})
+    assert fakes.search.last_search["primary_only"] is True
+
+
 @pytest.mark.parametrize(("params", "status", "reason"), [
+    ({"mode": "bogus"}, 400, "invalid_argument"),
     ({"top_k": 0}, 400, "invalid_argument"),
     ({"top_k": 100000}, 400, "invalid_argument"),
     ({"top_k": "many"}, 422, "invalid_argument"),
@@ -173,6 +185,9 @@ async def test_metrics_count_requests_by_route_template(client: httpx.AsyncClien
 async def test_openapi_document_and_web_page_are_served(client: httpx.AsyncClient) -> None:
     doc = (await client.get("/openapi.json")).json()
     assert "/v1/albums/{album}/search" in doc["paths"]
+    parameters = doc["paths"]["/v1/albums/{album}/search"]["post"]["parameters"]
+    mode = next(p for p in parameters if p["name"] == "mode")
+    assert mode["in"] == "query" and mode["schema"]["enum"] == ["copy", "similar"] and "similar" in mode["description"]
     page = await client.get("/")
     assert page.status_code == 200 and "<html" in page.text.lower()
 

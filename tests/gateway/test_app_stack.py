@@ -16,7 +16,7 @@ from PIL import Image
 
 from services.devstack import Stack, free_port
 from tests.conftest import SERVERS, SERVICES
-from tests.gateway.stack_helpers import cropped_copy, decompression_bomb, file_server, unique_album
+from tests.gateway.stack_helpers import cropped_copy, decompression_bomb, file_server, rotated_copy, unique_album
 
 pytestmark = pytest.mark.stack
 
@@ -127,6 +127,48 @@ def test_search_by_image_id_leaves_out_the_query_image(http: httpx.Client,
     assert query_id not in ids and len(ids) == 5
     missing = http.post(f"/v1/albums/{album}/search", data={"image_id": "0" * 32})
     assert (missing.status_code, missing.json()["error"]["reason"]) == (404, "image_not_found")
+
+
+def test_similar_mode_searches_by_image_id_as_a_query_parameter_or_a_form_field(
+        http: httpx.Client, filled: tuple[str, list[dict[str, Any]]]) -> None:
+    album, results = filled
+    query_id = results[0]["id"]
+    copies = http.post(f"/v1/albums/{album}/search", params={"top_k": 10}, data={"image_id": query_id})
+    for request in ({"params": {"top_k": 10, "mode": "similar"}, "data": {"image_id": query_id}},
+                    {"params": {"top_k": 10}, "data": {"image_id": query_id, "mode": "similar"}}):
+        response = http.post(f"/v1/albums/{album}/search", **request)  # type: ignore[arg-type]
+        assert response.status_code == 200, response.text
+        ids = [r["id"] for r in response.json()["results"]]
+        assert query_id not in ids and sorted(ids) == sorted(r["id"] for r in copies.json()["results"])
+
+
+def test_similar_mode_ignores_the_rotated_rows_that_find_a_rotated_copy(
+        http: httpx.Client, photos: list[Path], filled: tuple[str, list[dict[str, Any]]]) -> None:
+    album, results = filled
+    if "rot90" not in http.get(f"/v1/albums/{album}").json()["model"]:
+        pytest.skip("the extractor stores no rotated rows (EXTRACTOR_INDEX_VARIANTS)")
+    original = results[3]["id"]
+    query = {"file": ("turned.png", rotated_copy(photos[3], 90), "image/png")}
+    distance = {}
+    for mode in ("copy", "similar"):
+        response = http.post(f"/v1/albums/{album}/search", params={"top_k": 6, "mode": mode}, files=query)
+        assert response.status_code == 200, response.text
+        distance[mode] = {r["id"]: r["distance"] for r in response.json()["results"]}
+    assert min(distance["copy"], key=distance["copy"].__getitem__) == original
+    assert distance["copy"][original] < 0.05
+    assert distance["similar"][original] > distance["copy"][original] + 0.1, distance
+
+
+def test_an_unknown_search_mode_is_a_400_naming_the_modes(http: httpx.Client,
+                                                          filled: tuple[str, list[dict[str, Any]]]) -> None:
+    album, results = filled
+    for request in ({"params": {"mode": "bogus"}, "data": {"image_id": results[0]["id"]}},
+                    {"data": {"image_id": results[0]["id"], "mode": "bogus"}}):
+        response = http.post(f"/v1/albums/{album}/search", **request)  # type: ignore[arg-type]
+        assert response.status_code == 400, response.text
+        error = response.json()["error"]
+        assert error["reason"] == "invalid_argument"
+        assert "'bogus'" in error["message"] and "'copy', 'similar'" in error["message"]
 
 
 def test_search_by_url_fetches_the_photo(http: httpx.Client, photos: list[Path],

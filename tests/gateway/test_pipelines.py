@@ -165,6 +165,26 @@ async def test_search_passes_the_filter_through(fakes: Fakes) -> None:
     assert fakes.search.last_search["filter_json"] == '{"color":"blue"}'
 
 
+async def test_copy_mode_searches_every_row_and_similar_mode_the_upright_rows_expanded(fakes: Fakes) -> None:
+    added = await fakes.pipelines.add_images("demo", [NewImage(png(i)) for i in range(3)])
+    await fakes.pipelines.search("demo", Query(image_id=added[0].id))
+    assert (fakes.search.last_search["primary_only"], fakes.search.last_search["expand_k"]) == (False, 0)
+    outcome = await fakes.pipelines.search("demo", Query(image_id=added[0].id), mode="similar")
+    assert (fakes.search.last_search["primary_only"], fakes.search.last_search["expand_k"]) == (True, 3)
+    assert fakes.search.last_search["exclude_ids"] == [added[0].id]
+    assert len(outcome.hits) == 2
+    tuned = Fakes(similar_expand_k=7)
+    await tuned.pipelines.create_album("demo")
+    await tuned.pipelines.search("demo", Query(image=png(1)), mode="similar")
+    assert tuned.search.last_search["expand_k"] == 7
+
+
+@pytest.mark.parametrize("mode", ["bogus", "", "Similar", "copies"])
+async def test_an_unknown_search_mode_is_invalid_argument_naming_the_modes(fakes: Fakes, mode: str) -> None:
+    with pytest.raises(InvalidArgument, match="'copy', 'similar'"):
+        await fakes.pipelines.search("demo", Query(image=png(1)), mode=mode)
+
+
 @pytest.mark.parametrize("top_k", [0, -1, 51])
 async def test_top_k_out_of_range_is_invalid_argument(fakes: Fakes, top_k: int) -> None:
     with pytest.raises(InvalidArgument, match="top_k"):

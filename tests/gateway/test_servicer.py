@@ -46,6 +46,14 @@ def test_grpc_round_trip_create_add_search_get_delete(gateway: gateway_pb2_grpc.
     by_id = gateway.SearchImages(gateway_pb2.SearchImagesRequest(album=name, image_id=added.results[2].id, top_k=10),
                                  timeout=30)
     assert added.results[2].id not in [h.image.id for h in by_id.hits]
+    similar = gateway.SearchImages(gateway_pb2.SearchImagesRequest(album=name, image_id=added.results[2].id, top_k=10,
+                                                                   mode="similar"), timeout=30)
+    assert sorted(h.image.id for h in similar.hits) == sorted(h.image.id for h in by_id.hits)
+    with pytest.raises(grpc.RpcError) as bad_mode:
+        gateway.SearchImages(gateway_pb2.SearchImagesRequest(album=name, image_id=added.results[2].id, mode="nope"),
+                             timeout=30)
+    assert bad_mode.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+    assert _reason(bad_mode.value) == "invalid_argument"
 
     image = gateway.GetImage(gateway_pb2.GetImageRequest(album=name, id=added.results[0].id), timeout=30)
     assert image.name == photos[0].stem and image.size_bytes == photos[0].stat().st_size

@@ -16,7 +16,15 @@ import pytest
 from services.common.errors import AlbumNotFound, AlreadyExists, InvalidArgument
 from services.devstack import Stack
 from services.search.filters import parse_filter
-from services.search.index import ExactIndex, Item, VectorIndex
+from services.search.index import (
+    EXPAND_ALPHA,
+    MAX_EXPAND_K,
+    ExactIndex,
+    Item,
+    VectorIndex,
+    expanded_query,
+    search_expanded,
+)
 from services.search.milvus_index import MilvusIndex, collection_name
 from services.search.settings import SearchSettings
 
@@ -130,6 +138,9 @@ def test_bad_parameters_are_invalid_arguments(index: VectorIndex, album: str) ->
         lambda: index.insert(album, [Item(id="x" * 257, vectors=(np.ones(DIM, np.float32),))]),
         lambda: index.list(album, limit=1001),
         lambda: index.list(album, offset=-1),
+        lambda: search_expanded(index, album, [1.0] * DIM, 3, expand_k=-1),
+        lambda: search_expanded(index, album, [1.0] * DIM, 3, expand_k=MAX_EXPAND_K + 1),
+        lambda: search_expanded(index, album, [1.0] * (DIM - 1), 3, expand_k=3),
     ]
     for call in bad:
         with pytest.raises(InvalidArgument):
@@ -255,6 +266,75 @@ def test_awkward_ids_and_strings_survive_storage_and_filters(index: VectorIndex,
     assert index.delete(album, wanted) == len(wanted)
     with pytest.raises(InvalidArgument):
         index.insert(album, [Item(id="new\nline", vectors=(vectors[0],))])
+
+
+# --- primary-only search and query expansion ------------------------------------------------------
+
+
+def test_primary_only_matches_an_image_by_its_first_vector_alone(index: VectorIndex, album: str) -> None:
+    rng = np.random.default_rng(20)
+    upright, query = unit(rng, 2)
+    near = query + 0.3 * unit(rng, 1)[0]
+    others = unit(rng, 6)
+    index.insert(album, [Item(id="rotated", vectors=(upright, query), attributes={"kind": "a"}),
+                         Item(id="near", vectors=(near,), attributes={"kind": "a"}),
+                         *(Item(id=f"img{i}", vectors=(v,), attributes={"kind": "b"}) for i, v in enumerate(others))])
+    every_row = index.search(album, query, 1)
+    assert ids(every_row) == ["rotated"] and every_row[0].distance == pytest.approx(0.0, abs=1e-5)
+    assert ids(index.search(album, query, 1, primary_only=True)) == ["near"]
+    by_first = {h.id: h.distance for h in index.search(album, query, 8, primary_only=True)}
+    assert len(by_first) == 8
+    assert by_first["rotated"] == pytest.approx(1.0 - float(upright @ query), abs=1e-4)
+    kind_a = index.search(album, query, 8, parse_filter({"kind": "a"}), exclude_ids=["near"], primary_only=True)
+    assert ids(kind_a) == ["rotated"] and kind_a[0].distance == pytest.approx(by_first["rotated"], abs=1e-4)
+
+
+def expansion_of(primary: np.ndarray, query: np.ndarray, k: int, excluded: list[int]) -> np.ndarray:
+    """alpha-QE as the feature study defines it: q' = L2(q + sum over the top k of max(sim, 0)^3 * v)."""
+    q = query / np.linalg.norm(query)
+    sims = primary @ q
+    sims[excluded] = -np.inf
+    top = np.argsort(-sims)[:k]
+    expanded = q + (np.clip(sims[top], 0, None)[:, None] ** EXPAND_ALPHA * primary[top]).sum(axis=0)
+    return expanded / np.linalg.norm(expanded)
+
+
+def test_query_expansion_adds_the_nearest_first_vectors_weighted_by_similarity_cubed() -> None:
+    index = ExactIndex(SearchSettings(max_top_k=100))
+    index.create_collection("qe", DIM, "m")
+    rng = np.random.default_rng(21)
+    primary, extra = unit(rng, 40), unit(rng, 40)
+    index.insert("qe", [Item(id=f"img{i}", vectors=(p, e)) for i, (p, e) in enumerate(zip(primary, extra,
+                                                                                          strict=True))])
+    query = primary[7] + 0.5 * unit(rng, 1)[0]
+    for k in (1, 3, 10):
+        expected = expansion_of(primary, query, k, excluded=[7])
+        np.testing.assert_allclose(expanded_query(index, "qe", query, k, exclude_ids=["img7"]), expected, atol=1e-5)
+        hits = search_expanded(index, "qe", query, 10, exclude_ids=["img7"], primary_only=True, expand_k=k)
+        truth = index.search("qe", expected, 10, exclude_ids=["img7"], primary_only=True)
+        assert ids(hits) == ids(truth)
+        np.testing.assert_allclose([h.distance for h in hits], [h.distance for h in truth], atol=1e-6)
+    assert search_expanded(index, "qe", query, 10, expand_k=0) == index.search("qe", query, 10)
+
+
+def test_exact_and_milvus_agree_on_expanded_primary_only_searches(milvus_index: MilvusIndex) -> None:
+    rng = np.random.default_rng(22)
+    n = 300
+    items = [Item(id=f"img{i}", vectors=tuple(unit(rng, 5)), attributes={"bucket": i % 3}) for i in range(n)]
+    exact = ExactIndex(SearchSettings(max_top_k=100))
+    name = f"qe-{uuid.uuid4().hex[:6]}"
+    for target in (exact, milvus_index):
+        target.create_collection(name, DIM, "m")
+        target.insert(name, items)
+    try:
+        for i, query in enumerate(unit(rng, 10)):
+            query_filter = parse_filter({"bucket": {"ne": 1}}) if i % 2 else None
+            args = (name, query, 10, query_filter, [f"img{i}"])
+            found, truth = (search_expanded(t, *args, primary_only=True, expand_k=3) for t in (milvus_index, exact))
+            assert ids(found) == ids(truth)
+            np.testing.assert_allclose([h.distance for h in found], [h.distance for h in truth], atol=1e-4)
+    finally:
+        milvus_index.drop_collection(name)
 
 
 # --- filters: the same answers as the exact index on heterogeneous attributes -------------------

@@ -145,6 +145,8 @@ def test_creating_an_album_twice_is_already_exists(stub: search_pb2_grpc.SearchS
         ({"top_k": 5, "vector": [1, 0]}, "invalid_argument"),
         ({"top_k": 5, "filter_json": '{"price": {"lt": "1", "oops": 2}}'}, "invalid_filter"),
         ({"top_k": 5, "filter_json": "{not json"}, "invalid_filter"),
+        ({"top_k": 5, "expand_k": 51}, "invalid_argument"),
+        ({"top_k": 5, "expand_k": -1}, "invalid_argument"),
     ],
 )
 def test_bad_search_requests_are_invalid_arguments_with_their_reason(
@@ -159,6 +161,25 @@ def test_bad_search_requests_are_invalid_arguments_with_their_reason(
         assert reason(caught.value) == expected_reason
     finally:
         stub.DropCollection(search_pb2.DropCollectionRequest(name="bad-requests"))
+
+
+def test_primary_only_and_expand_k_cross_the_wire(stub: search_pb2_grpc.SearchStub) -> None:
+    stub.CreateCollection(search_pb2.CreateCollectionRequest(name="similar", dim=4, model="m"))
+    try:
+        stub.Insert(search_pb2.InsertRequest(collection="similar", items=[
+            item("a", [1, 0, 0, 0]), item("b", [0, 1, 0, 0], [1, 0, 0, 0]), item("c", [0, 0, 1, 0])]))
+
+        def distances(query: list[float], **options: Any) -> dict[str, float]:
+            request = search_pb2.SearchRequest(collection="similar", vector=query, top_k=3, **options)
+            return {h.id: h.distance for h in stub.Search(request).hits}
+
+        assert distances([1, 0, 0, 0])["b"] == pytest.approx(0, abs=1e-5)
+        assert distances([1, 0, 0, 0], primary_only=True)["b"] == pytest.approx(1, abs=1e-5)
+        plain = distances([1, 0.5, 0, 0], primary_only=True)
+        expanded = distances([1, 0.5, 0, 0], primary_only=True, expand_k=1)
+        assert expanded["a"] < plain["a"] - 0.01  # the query moved towards its nearest image, a
+    finally:
+        stub.DropCollection(search_pb2.DropCollectionRequest(name="similar"))
 
 
 def test_attributes_that_are_not_a_json_object_are_refused(stub: search_pb2_grpc.SearchStub) -> None:
