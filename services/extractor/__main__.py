@@ -41,8 +41,11 @@ def build(settings: ExtractorSettings, embedder: ImageEmbedder | None = None) ->
     """Loads the model (so readiness means ready) and wires it into a server; call in the event loop."""
     embedder = embedder or ImageEmbedder.from_settings(settings)
     embedder.warm_up()
+    max_wait_ms = settings.max_wait_ms
+    if max_wait_ms is None:
+        max_wait_ms = 0.0 if embedder.provider == "CPUExecutionProvider" else 5.0
     batcher: VectorBatcher = DynamicBatcher(
-        embedder.embed_jobs, settings.max_batch, settings.max_wait_ms / 1000
+        embedder.embed_jobs, settings.max_batch, max_wait_ms / 1000, concurrency=settings.batch_concurrency
     )
     decode_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
     servicer = ExtractorServicer(embedder, batcher, decode_pool)

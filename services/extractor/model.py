@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 # Bump when the pipeline changes in a way the other parts of the id do not name.
 PIPELINE_VERSION = "v1"
-# Network inputs run together at most (bounds the activations' memory on CPU).
+# Network inputs run together at most (bounds the activations' memory).
 DEFAULT_MAX_RUN = 32
 
 Scales = tuple[Pixels, ...]  # one decoded image at each input size, the main size first
@@ -100,7 +100,10 @@ class ImageEmbedder:
             index_variants=tuple(settings.index_variants),
             index_region_levels=tuple(settings.index_region_levels),
         )
-        embedder = cls(OnnxSession.from_settings(settings), preprocess, descriptor, max_run=settings.max_batch)
+        session = OnnxSession.from_settings(settings)
+        on_cpu = session.provider == "CPUExecutionProvider"
+        max_run = settings.max_run or (1 if on_cpu else settings.max_batch)
+        embedder = cls(session, preprocess, descriptor, max_run=max_run)
         if with_whitening and settings.whiten_dim > 0:
             name = whitening_file.whitening_name(settings.model_name, embedder.raw_pipeline, settings.whiten_dim)
             learned, sha = whitening_file.load_verified(settings.model_dir, name, embedder.raw_pipeline)
@@ -159,7 +162,12 @@ class ImageEmbedder:
         ]
         wants_regions = [i.scale == 0 and bool(self.descriptor.regions(jobs[i.job].purpose)) for i in inputs]
         pooled, regions = self._pool(inputs, wants_regions)
-        return [self._rows(j, job, inputs, pooled, regions) for j, job in enumerate(jobs)]
+        raw = [self._rows(j, job, inputs, pooled, regions) for j, job in enumerate(jobs)]
+        if not self.whitening or not raw:
+            return raw
+        # One projection for the whole batch rather than one small product per image.
+        whitened = self.whitening.apply(np.concatenate(raw))
+        return np.split(whitened, np.cumsum([len(r) for r in raw])[:-1])
 
     def _pool(
         self, inputs: list[_Input], wants_regions: list[bool]
@@ -187,15 +195,14 @@ class ImageEmbedder:
         self, j: int, job: EmbedJob, inputs: list[_Input], pooled: list[NDArray[np.float32]],
         regions: dict[int, NDArray[np.float32]],
     ) -> NDArray[np.float32]:
-        """One job's rows: per variant, the sum of its scales' vectors; then its region rows; whitened."""
+        """One job's rows, not yet whitened: per variant, the sum of its scales' vectors; then its region rows."""
         mine = [k for k, item in enumerate(inputs) if item.job == j]
         n_variants = len(self.descriptor.variants(job.purpose))
         globals_ = [sum((pooled[k] for k in mine if inputs[k].variant == v), np.zeros_like(pooled[mine[0]]))
                     for v in range(n_variants)]
         rows = [l2_normalise(np.stack(globals_))]
         rows += [regions[k] for k in mine if k in regions]
-        stacked = np.concatenate(rows)
-        return self.whitening.apply(stacked) if self.whitening else stacked
+        return np.concatenate(rows)
 
     def warm_up(self) -> None:
         """Loads the model and runs one batch, so the first request pays neither cost."""

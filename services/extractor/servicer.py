@@ -1,8 +1,9 @@
 """The Extractor gRPC servicer: wire types <-> the embedder and the batcher.
 
 Each request's images are decoded concurrently in a thread pool; a bad image becomes an
-`ItemError` for that item alone. Good images go to the shared `DynamicBatcher` one by one, so
-concurrent requests fill the same batches. A request of purpose INDEX also gets every database row
+`ItemError` for that item alone. Each good image goes to the shared `DynamicBatcher` as soon as it
+is decoded, so the model starts on a request's first images while the rest decode, and concurrent
+requests fill the same batches. A request of purpose INDEX also gets every database row
 of each image (`EmbedResult.index_vectors`, first = the upright global vector).
 """
 
@@ -43,8 +44,7 @@ class ExtractorServicer(extractor_pb2_grpc.ExtractorServicer):
         if not request.images:
             raise InvalidArgument("EmbedRequest.images is empty: send at least one image")
         purpose = Purpose(request.purpose)
-        decoded = await asyncio.gather(*(self._decode(data) for data in request.images))
-        results = await asyncio.gather(*(self._embed(item, purpose) for item in decoded))
+        results = await asyncio.gather(*(self._decode_and_embed(data, purpose) for data in request.images))
         return extractor_pb2.EmbedResponse(results=results, model=self.embedder.model_id, dim=self.embedder.dim)
 
     async def GetModelInfo(
@@ -58,6 +58,9 @@ class ExtractorServicer(extractor_pb2_grpc.ExtractorServicer):
             max_batch=self.batcher.max_batch,
             index_rows=self.embedder.rows_per_image(Purpose.INDEX),
         )
+
+    async def _decode_and_embed(self, data: bytes, purpose: Purpose) -> extractor_pb2.EmbedResult:
+        return await self._embed(await self._decode(data), purpose)
 
     async def _decode(self, data: bytes) -> Decoded:
         """The decoded pixels, or the caller's error (InvalidImage, ImageTooLarge) for this item."""

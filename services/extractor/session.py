@@ -94,11 +94,13 @@ def provider_options(provider: str) -> dict[str, str]:
     return {}
 
 
-def session_options(intra_op_threads: int) -> ort.SessionOptions:
+def session_options(intra_op_threads: int, spinning: bool = False) -> ort.SessionOptions:
     """Full graph optimisation; one inter-op thread (the graph is a chain, parallelism is inside
     ops); intra-op threads from settings, because onnxruntime's default (all cores) oversubscribes a
-    machine shared with other processes or with our decode threads."""
+    machine shared with other processes or with our decode threads; no busy-waiting between
+    operators unless asked (it takes the cores from decoding and from a concurrent batch)."""
     options = ort.SessionOptions()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.inter_op_num_threads = 1
@@ -110,18 +112,22 @@ def session_options(intra_op_threads: int) -> ort.SessionOptions:
 class OnnxSession:
     """The feature-map network; loads on first use (or `load()`), once, thread-safely."""
 
-    def __init__(self, model_dir: Path, name: str, providers: Sequence[str], intra_op_threads: int = 0) -> None:
+    def __init__(
+        self, model_dir: Path, name: str, providers: Sequence[str], intra_op_threads: int = 0, spinning: bool = False
+    ) -> None:
         self.model_dir = model_dir
         self.name = name
         self.preferred_providers = list(providers)
         self.intra_op_threads = intra_op_threads
+        self.spinning = spinning
         self._session: ort.InferenceSession | None = None
         self._manifest: ModelManifest | None = None
         self._lock = threading.Lock()
 
     @classmethod
     def from_settings(cls, settings: ExtractorSettings) -> OnnxSession:
-        return cls(settings.model_dir, settings.model_name, settings.providers, settings.intra_op_threads)
+        return cls(settings.model_dir, settings.model_name, settings.providers, settings.intra_op_threads,
+                   settings.ort_spinning)
 
     def load(self) -> None:
         """Verifies the file and builds the session; later calls do nothing."""
@@ -133,7 +139,8 @@ class OnnxSession:
         path, manifest = verified_model_file(self.model_dir, self.name)
         providers = available_providers(self.preferred_providers)
         options: list[dict[str, Any]] = [provider_options(p) for p in providers]
-        session = ort.InferenceSession(str(path), session_options(self.intra_op_threads), providers, options)
+        settings = session_options(self.intra_op_threads, self.spinning)
+        session = ort.InferenceSession(str(path), settings, providers, options)
         log.info("loaded %s (sha256 %s...) on %s; providers available: %s", path, manifest.sha256[:12],
                  session.get_providers()[0], ", ".join(ort.get_available_providers()))
         return session, manifest

@@ -24,6 +24,10 @@ class ExtractorSettings(ServiceSettings):
     providers: list[str] = Field(default_factory=lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
     # 0 lets onnxruntime choose (all cores); set it when several processes share a machine.
     intra_op_threads: int = 0
+    # onnxruntime's worker threads busy-wait between operators by default; that steals the cores the
+    # decode threads and a second batch need (bench/extract.py, 2 cores: 82 -> 86 img/s off, and the
+    # second batch below only pays with it off). Turn on for a machine given to the model alone.
+    ort_spinning: bool = False
     # The defaults are the measured recipe of bench/README.md ("COMBO B"): aspect-kept 320 px, GeM 3,
     # PCA-whitened to 512 dimensions, and 5 database rows per image (upright, 3 rotations, mirror).
     # Longer side of the network input ("squash": side of the square).
@@ -46,9 +50,18 @@ class ExtractorSettings(ServiceSettings):
     # Database side only: region rows per variant, from grids of feature-map windows (2: the four
     # 2/3 x 2/3 corner windows); helps crops, costs rows (5 per level-2 variant).
     index_region_levels: list[int] = Field(default_factory=list)
-    # Dynamic batching: a batch leaves when it holds max_batch images or after max_wait_ms.
+    # Dynamic batching: a batch leaves when it holds max_batch images or after max_wait_ms
+    # (unset: 5 ms on a GPU, 0 on CPU, where waiting only adds latency: see max_run).
     max_batch: int = 32
-    max_wait_ms: float = 5.0
+    max_wait_ms: float | None = None
+    # Images per network run, at most; same-shape images of a batch run together. 0: max_batch on a
+    # GPU, 1 on CPU, where a larger run is no faster and every new input shape (batch size included)
+    # costs onnxruntime a memory plan that it keeps: bench/extract.py, 2 cores, 94 vs 100 img/s at
+    # RSS 260 MB vs 1,030 MB.
+    max_run: int = 0
+    # Batches run through the model at once (see batcher.py): 2 keeps the cores (or the GPU) busy
+    # while the other batch is in its Python steps.
+    batch_concurrency: int = 2
     # Threads decoding and resizing images (Pillow releases the GIL while decoding).
     decode_threads: int = 2
     # Bad-input limits: encoded size, and decoded pixels (decompression bombs).

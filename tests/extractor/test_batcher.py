@@ -217,3 +217,42 @@ def test_a_caller_that_gives_up_does_not_disturb_the_others() -> None:
 def test_a_batcher_needs_room_for_at_least_one_item() -> None:
     with pytest.raises(ValueError):
         make(Recorder(), 0, 0.01)
+
+
+def test_with_concurrency_two_batches_run_at_once_and_the_queue_fills_the_next() -> None:
+    both_running = threading.Barrier(2, timeout=10)
+    batches: list[list[int]] = []
+
+    def meet(items: list[int]) -> list[int]:
+        batches.append(list(items))
+        if len(batches) <= 2:
+            both_running.wait()  # raises BrokenBarrierError unless the first two batches overlap
+        return [2 * i for i in items]
+
+    async def scenario() -> list[int]:
+        batcher = DynamicBatcher(meet, max_batch=2, max_wait_s=0.01, concurrency=2)
+        results = await submit_all(batcher, range(7))
+        await batcher.close()
+        return results
+
+    assert run(scenario()) == [0, 2, 4, 6, 8, 10, 12]
+    assert sorted(i for batch in batches for i in batch) == list(range(7))
+
+
+def test_close_waits_for_every_batch_in_flight() -> None:
+    recorder = Recorder(delay_s=0.2)
+
+    async def scenario() -> list[asyncio.Task[int]]:
+        batcher = DynamicBatcher(recorder, max_batch=1, max_wait_s=0.0, concurrency=2)
+        tasks = [asyncio.create_task(batcher.submit(i)) for i in range(3)]
+        await asyncio.sleep(0.05)
+        await batcher.close()
+        return tasks
+
+    tasks = run(scenario())
+    assert [t.result() for t in tasks] == [0, 2, 4]
+
+
+def test_concurrency_below_one_is_refused() -> None:
+    with pytest.raises(ValueError, match="concurrency"):
+        DynamicBatcher(Recorder(), max_batch=1, max_wait_s=0.0, concurrency=0)

@@ -85,8 +85,13 @@ def test_the_old_pipeline_keeps_its_model_id(model_dir: Path) -> None:
     assert ImageEmbedder.from_settings(old).model_id == "efficientnet-lite0/gem3/224/squash/v1"
 
 
+def test_runs_are_one_image_on_cpu_unless_set(model_dir: Path) -> None:
+    assert ImageEmbedder.from_settings(ExtractorSettings(model_dir=model_dir)).max_run == 1
+    assert ImageEmbedder.from_settings(ExtractorSettings(model_dir=model_dir, max_run=8)).max_run == 8
+
+
 def test_a_batch_gives_the_same_vectors_as_one_image_at_a_time(model_dir: Path, photos: list[Path]) -> None:
-    e = ImageEmbedder.from_settings(ExtractorSettings(model_dir=model_dir, intra_op_threads=1))
+    e = ImageEmbedder.from_settings(ExtractorSettings(model_dir=model_dir, intra_op_threads=1, max_run=8))
     pixels = [e.decode(p.read_bytes()) for p in photos[:4]]
     together = e.embed(pixels)
     alone = np.concatenate([e.embed([p]) for p in pixels])
@@ -94,7 +99,7 @@ def test_a_batch_gives_the_same_vectors_as_one_image_at_a_time(model_dir: Path, 
 
 
 def test_images_of_different_shapes_embed_as_when_alone(model_dir: Path, photos: list[Path]) -> None:
-    e = ImageEmbedder.from_settings(ExtractorSettings(model_dir=model_dir, intra_op_threads=1))
+    e = ImageEmbedder.from_settings(ExtractorSettings(model_dir=model_dir, intra_op_threads=1, max_run=8))
     pixels = [e.decode(p.read_bytes()) for p in photos[:5]]
     assert len({p[0].shape for p in pixels}) > 1
     together = e.embed_jobs([EmbedJob(p, Purpose.INDEX) for p in pixels])
