@@ -11,12 +11,15 @@ The same command line as the package's `milvus-server`, with two of its port hab
   never answered. Here a port is probed the way the server binds it (SO_REUSEADDR, as Go listeners
   do), and a port that is really taken fails the start with a message instead of moving.
 * So a restarted server comes back exactly where its clients, and its own etcd sessions, expect it.
+* Its `wait()` only returns after its own `stop()`: once the server process had exited (stopped by
+  SIGTERM), the wrapper lingered until killed. Here it exits with the server.
 """
 
 from __future__ import annotations
 
 import socket
 import sys
+import time
 from typing import Any
 
 import milvus
@@ -52,9 +55,16 @@ def _resolve_strictly(self: Any) -> None:
         raise
 
 
+def _wait_for_the_server(self: Any) -> None:
+    """Returns when the server process has exited."""
+    while self.server_proc is not None and self.server_proc.poll() is None:
+        time.sleep(0.1)
+
+
 def main() -> None:
     milvus.MilvusServerConfig.try_bind_port = _bind_like_the_server
     milvus.MilvusServerConfig.resolve_all_listen_ports = _resolve_strictly
+    milvus.MilvusServer.wait = _wait_for_the_server
     milvus.main()
 
 
