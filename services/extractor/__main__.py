@@ -16,6 +16,7 @@ from services.common.metrics import start_metrics_server
 from services.extractor.batcher import DynamicBatcher
 from services.extractor.model import ImageEmbedder
 from services.extractor.servicer import SERVICE_NAMES, ExtractorServicer, VectorBatcher, registrar
+from services.extractor.session import CPU_PROVIDER
 from services.extractor.settings import ExtractorSettings
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ def build(settings: ExtractorSettings, embedder: ImageEmbedder | None = None) ->
     embedder.warm_up()
     max_wait_ms = settings.max_wait_ms
     if max_wait_ms is None:
-        max_wait_ms = 0.0 if embedder.provider == "CPUExecutionProvider" else 5.0
+        max_wait_ms = 0.0 if embedder.provider == CPU_PROVIDER else 5.0
     batcher: VectorBatcher = DynamicBatcher(
         embedder.embed_jobs, settings.max_batch, max_wait_ms / 1000, concurrency=settings.batch_concurrency
     )

@@ -20,7 +20,7 @@ from services.extractor import whitening as whitening_file
 from services.extractor.descriptors import DescriptorConfig, Pixels, Purpose, apply_variant
 from services.extractor.pooling import embed_fmap, l2_normalise, region_vectors
 from services.extractor.preprocess import PreprocessConfig, decode_image_scales
-from services.extractor.session import OnnxSession
+from services.extractor.session import CPU_PROVIDER, OnnxSession
 from services.extractor.settings import ExtractorSettings
 from services.extractor.whitening import Whitening
 
@@ -101,8 +101,7 @@ class ImageEmbedder:
             index_region_levels=tuple(settings.index_region_levels),
         )
         session = OnnxSession.from_settings(settings)
-        on_cpu = session.provider == "CPUExecutionProvider"
-        max_run = settings.max_run or (1 if on_cpu else settings.max_batch)
+        max_run = settings.max_run or (1 if session.provider == CPU_PROVIDER else settings.max_batch)
         embedder = cls(session, preprocess, descriptor, max_run=max_run)
         if with_whitening and settings.whiten_dim > 0:
             name = whitening_file.whitening_name(settings.model_name, embedder.raw_pipeline, settings.whiten_dim)

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 INPUT_NAME = "images"
 OUTPUT_NAME = "fmap"
+CPU_PROVIDER = "CPUExecutionProvider"
 
 
 class ModelFileError(RuntimeError):
@@ -80,8 +81,8 @@ def available_providers(preferred: Sequence[str]) -> list[str]:
     """
     have = set(ort.get_available_providers())
     chosen = [p for p in preferred if p in have]
-    if "CPUExecutionProvider" not in chosen:
-        chosen.append("CPUExecutionProvider")
+    if CPU_PROVIDER not in chosen:
+        chosen.append(CPU_PROVIDER)
     return chosen
 
 
