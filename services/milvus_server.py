@@ -50,9 +50,9 @@ def _resolve_strictly(self: Any) -> None:
             self.configs[key] = value
     try:
         _resolve_all_listen_ports(self)
-    except RuntimeError as exc:  # the package reports it only as "Milvus server already stopped."
+    except RuntimeError as exc:  # the package would report it only as "Milvus server already stopped."
         print(f"milvus: cannot start: {exc} (another process holds the port)", file=sys.stderr, flush=True)
-        raise
+        raise SystemExit(1) from exc
 
 
 def _wait_for_the_server(self: Any) -> None:
