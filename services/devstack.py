@@ -298,7 +298,9 @@ class Stack:
         return ManagedProcess(
             name="s3",
             argv=[_bin("weed"), "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-                  f"-s3.port={self.ports.s3}", "-webdav=false", "-admin.ui=false", "-s3.port.iceberg=0"],
+                  f"-s3.port={self.ports.s3}", "-webdav=false", "-admin.ui=false", "-s3.port.iceberg=0",
+                  # Its Lance listener defaults to 9101, the extractor's metrics port: off, like Iceberg's.
+                  "-s3.port.lance=0"],
             env={"AWS_ACCESS_KEY_ID": S3_ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": S3_SECRET_KEY},
             log_path=self.logs / "s3.log",
             ready=lambda: _http_ok(f"http://127.0.0.1:{self.ports.s3}/", accept=(403,)),
