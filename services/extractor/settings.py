@@ -25,8 +25,8 @@ class ExtractorSettings(ServiceSettings):
     # 0 lets onnxruntime choose (all cores); set it when several processes share a machine.
     intra_op_threads: int = 0
     # onnxruntime's worker threads busy-wait between operators by default; that steals the cores the
-    # decode threads and a second batch need (bench/extract.py, 2 cores: 82 -> 86 img/s off, and the
-    # second batch below only pays with it off). Turn on for a machine given to the model alone.
+    # decode threads and a second batch need (bench/extract_probe.py, 2 cores: one worker 48 -> 72
+    # img/s with it off). Turn on for a machine given to the model alone.
     ort_spinning: bool = False
     # The defaults are the measured recipe of bench/README.md ("COMBO B"): aspect-kept 320 px, GeM 3,
     # PCA-whitened to 512 dimensions, and 5 database rows per image (upright, 3 rotations, mirror).
@@ -56,8 +56,8 @@ class ExtractorSettings(ServiceSettings):
     max_wait_ms: float | None = None
     # Images per network run, at most; same-shape images of a batch run together. 0: max_batch on a
     # GPU, 1 on CPU, where a larger run is no faster and every new input shape (batch size included)
-    # costs onnxruntime a memory plan that it keeps: bench/extract.py, 2 cores, 94 vs 100 img/s at
-    # RSS 260 MB vs 1,030 MB.
+    # costs onnxruntime a memory plan that it keeps: bench/extract.py, 2 cores, 94 img/s at RSS 260 MB
+    # vs 100 img/s at 1,030 MB with EXTRACTOR_MAX_RUN=32.
     max_run: int = 0
     # Batches run through the model at once (see batcher.py): 2 keeps the cores (or the GPU) busy
     # while the other batch is in its Python steps.
