@@ -136,10 +136,13 @@ def cmd_search(args: argparse.Namespace, client: GatewayClient) -> int:
     else:
         answer = client.search(args.album, image=Path(args.query).read_bytes(), top_k=args.top_k, filter=filter_doc,
                                mode=mode)
-    print(f"{len(answer['results'])} results in {answer['took_ms']:.1f} ms (distance: {answer['metric']})")
+    print(f"{len(answer['results'])} results in {answer['took_ms']:.1f} ms "
+          f"(distance: {answer['metric']}; then matching points where verified)")
     for rank, hit in enumerate(answer["results"], 1):
         attrs = json.dumps(hit.get("attributes") or {})
-        print(f"{rank:3d}  {hit['distance']:.4f}  {hit['name']:<32s} {client.base_url}{hit['url']}  {attrs}")
+        matches = "" if hit.get("matches") is None else f"{hit['matches']:4d}"
+        link = f"{client.base_url}{hit['url']}"
+        print(f"{rank:3d}  {hit['distance']:.4f} {matches:>4s}  {hit['name']:<32s} {link}  {attrs}")
     return 0
 
 

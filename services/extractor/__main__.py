@@ -11,6 +11,7 @@ import grpc
 from grpc_health.v1 import health
 
 from services.common.grpc_server import create_server, serve
+from services.common.local_features import FeatureConfig
 from services.common.logs import configure_logging
 from services.common.metrics import start_metrics_server
 from services.extractor.batcher import DynamicBatcher
@@ -49,7 +50,8 @@ def build(settings: ExtractorSettings, embedder: ImageEmbedder | None = None) ->
         embedder.embed_jobs, settings.max_batch, max_wait_ms / 1000, concurrency=settings.batch_concurrency
     )
     decode_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
-    servicer = ExtractorServicer(embedder, batcher, decode_pool)
+    local = FeatureConfig(side=settings.local_features_side, max_keypoints=settings.local_features_max)
+    servicer = ExtractorServicer(embedder, batcher, decode_pool, local)
     server, health_servicer, port = create_server(settings, "extractor", registrar(servicer), SERVICE_NAMES)
     return Extractor(server, health_servicer, port, embedder, batcher, decode_pool)
 

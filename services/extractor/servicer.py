@@ -4,12 +4,15 @@ Each request's images are decoded concurrently in a thread pool; a bad image bec
 `ItemError` for that item alone. Each good image goes to the shared `DynamicBatcher` as soon as it
 is decoded, so the model starts on a request's first images while the rest decode, and concurrent
 requests fill the same batches. A request of purpose INDEX also gets every database row
-of each image (`EmbedResult.index_vectors`, first = the upright global vector).
+of each image (`EmbedResult.index_vectors`, first = the upright global vector). A request asking for
+local features gets each image's SIFT keypoints too (a query's also mirrored), described in the
+decode pool while the model runs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from concurrent.futures import Executor
 
@@ -19,9 +22,12 @@ from imagesearch.v1 import common_pb2, extractor_pb2, extractor_pb2_grpc
 from numpy.typing import NDArray
 
 from services.common.errors import InvalidArgument
+from services.common.local_features import FeatureConfig, describe_image
 from services.extractor.batcher import DynamicBatcher
 from services.extractor.descriptors import Purpose
 from services.extractor.model import EmbedJob, ImageEmbedder, Scales
+
+log = logging.getLogger(__name__)
 
 SERVICE_NAMES = (extractor_pb2.DESCRIPTOR.services_by_name["Extractor"].full_name,)
 
@@ -33,10 +39,12 @@ VectorBatcher = DynamicBatcher[EmbedJob, NDArray[np.float32]]
 class ExtractorServicer(extractor_pb2_grpc.ExtractorServicer):
     """Serves Embed and GetModelInfo over one embedder, batcher and decode pool."""
 
-    def __init__(self, embedder: ImageEmbedder, batcher: VectorBatcher, decode_pool: Executor) -> None:
+    def __init__(self, embedder: ImageEmbedder, batcher: VectorBatcher, decode_pool: Executor,
+                 local_features: FeatureConfig | None = None) -> None:
         self.embedder = embedder
         self.batcher = batcher
         self.decode_pool = decode_pool
+        self.local_features = local_features or FeatureConfig()
 
     async def Embed(
         self, request: extractor_pb2.EmbedRequest, context: grpc.aio.ServicerContext
@@ -44,7 +52,9 @@ class ExtractorServicer(extractor_pb2_grpc.ExtractorServicer):
         if not request.images:
             raise InvalidArgument("EmbedRequest.images is empty: send at least one image")
         purpose = Purpose(request.purpose)
-        results = await asyncio.gather(*(self._decode_and_embed(data, purpose) for data in request.images))
+        results = await asyncio.gather(
+            *(self._decode_and_embed(data, purpose, request.local_features) for data in request.images)
+        )
         return extractor_pb2.EmbedResponse(results=results, model=self.embedder.model_id, dim=self.embedder.dim)
 
     async def GetModelInfo(
@@ -59,8 +69,25 @@ class ExtractorServicer(extractor_pb2_grpc.ExtractorServicer):
             index_rows=self.embedder.rows_per_image(Purpose.INDEX),
         )
 
-    async def _decode_and_embed(self, data: bytes, purpose: Purpose) -> extractor_pb2.EmbedResult:
-        return await self._embed(await self._decode(data), purpose)
+    async def _decode_and_embed(self, data: bytes, purpose: Purpose, local: bool) -> extractor_pb2.EmbedResult:
+        decoded = await self._decode(data)
+        if not local or isinstance(decoded, InvalidArgument):
+            return await self._embed(decoded, purpose)
+        result, features = await asyncio.gather(self._embed(decoded, purpose), self._describe(data, purpose))
+        result.local_features.extend(features)
+        return result
+
+    async def _describe(self, data: bytes, purpose: Purpose) -> list[bytes]:
+        """The image's serialised local features (a query's also mirrored); none if they cannot be made:
+        the image still has its vectors and is only not verified."""
+        loop = asyncio.get_running_loop()
+        mirrored = purpose is Purpose.QUERY
+        try:
+            features = await loop.run_in_executor(self.decode_pool, describe_image, data, self.local_features, mirrored)
+        except Exception:
+            log.exception("local features of an image failed; it goes on without them")
+            return []
+        return [f.to_bytes() for f in features]
 
     async def _decode(self, data: bytes) -> Decoded:
         """The decoded pixels, or the caller's error (InvalidImage, ImageTooLarge) for this item."""

@@ -40,6 +40,11 @@ def thumbnail_key(album: str, size: int, content_hash: str) -> str:
     return f"albums/{album}/thumbs/{size}/{content_hash}.jpg"
 
 
+def features_key(album: str, content_hash: str) -> str:
+    """The image's local features (services.common.local_features), for verifying copies."""
+    return f"albums/{album}/features/{content_hash}"
+
+
 def album_prefix(album: str) -> str:
     return f"albums/{album}/"
 

@@ -1,4 +1,5 @@
-"""Query-embedding cache in Redis, keyed by model and content hash.
+"""Query-embedding cache in Redis: vectors keyed by model and content hash, and the query's local
+features (which depend on the image alone) keyed by content hash.
 
 The cache is an optimisation only: when Redis is down a search goes on uncached, and after a failure
 the cache stays off for a few seconds so a dead Redis does not add a timeout to every request.
@@ -24,9 +25,17 @@ class EmbeddingCache(Protocol):
 
     async def put(self, model: str, content_hash: str, vector: list[float]) -> None: ...
 
+    async def get_features(self, content_hash: str) -> bytes | None: ...
+
+    async def put_features(self, content_hash: str, features: bytes) -> None: ...
+
 
 def embedding_key(model: str, content_hash: str) -> str:
     return f"emb:{model}:{content_hash}"
+
+
+def features_key(content_hash: str) -> str:
+    return f"lf:{content_hash}"
 
 
 class RedisEmbeddingCache:
@@ -46,23 +55,33 @@ class RedisEmbeddingCache:
         self._off_until = time.monotonic() + self.backoff_s
 
     async def get(self, model: str, content_hash: str) -> list[float] | None:
+        raw = await self._get(embedding_key(model, content_hash))
+        return None if raw is None else list(np.frombuffer(raw, dtype="<f4").astype(float).tolist())
+
+    async def put(self, model: str, content_hash: str, vector: list[float]) -> None:
+        await self._set(embedding_key(model, content_hash), np.asarray(vector, dtype="<f4").tobytes())
+
+    async def get_features(self, content_hash: str) -> bytes | None:
+        return await self._get(features_key(content_hash))
+
+    async def put_features(self, content_hash: str, features: bytes) -> None:
+        await self._set(features_key(content_hash), features)
+
+    async def _get(self, key: str) -> bytes | None:
         if not self._available():
             return None
         try:
-            raw = await self.redis.get(embedding_key(model, content_hash))
+            raw = await self.redis.get(key)
         except (RedisError, OSError) as exc:
             self._failed("read", exc)
             return None
-        if not isinstance(raw, bytes) or not raw:
-            return None
-        return list(np.frombuffer(raw, dtype="<f4").astype(float).tolist())
+        return raw if isinstance(raw, bytes) and raw else None
 
-    async def put(self, model: str, content_hash: str, vector: list[float]) -> None:
+    async def _set(self, key: str, raw: bytes) -> None:
         if not self._available():
             return
-        raw = np.asarray(vector, dtype="<f4").tobytes()
         try:
-            await self.redis.set(embedding_key(model, content_hash), raw, ex=self.ttl_s)
+            await self.redis.set(key, raw, ex=self.ttl_s)
         except (RedisError, OSError) as exc:
             self._failed("write", exc)
 
@@ -74,4 +93,10 @@ class NoCache:
         return None
 
     async def put(self, model: str, content_hash: str, vector: list[float]) -> None:
+        return None
+
+    async def get_features(self, content_hash: str) -> bytes | None:
+        return None
+
+    async def put_features(self, content_hash: str, features: bytes) -> None:
         return None

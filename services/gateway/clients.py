@@ -34,7 +34,8 @@ class Extractor(Protocol):
 
     async def model_info(self) -> ModelInfo: ...
 
-    async def embed(self, images: Sequence[bytes], purpose: EmbedPurpose = EmbedPurpose.QUERY) -> EmbedBatch: ...
+    async def embed(self, images: Sequence[bytes], purpose: EmbedPurpose = EmbedPurpose.QUERY,
+                    local_features: bool = False) -> EmbedBatch: ...
 
 
 class VectorSearch(Protocol):
@@ -99,8 +100,10 @@ class GrpcExtractor:
                            unavailable=ExtractorUnavailable, peer=self.peer)
         return ModelInfo(model=reply.model, dim=reply.dim)
 
-    async def embed(self, images: Sequence[bytes], purpose: EmbedPurpose = EmbedPurpose.QUERY) -> EmbedBatch:
-        request = extractor_pb2.EmbedRequest(images=list(images), purpose=purpose.name)
+    async def embed(self, images: Sequence[bytes], purpose: EmbedPurpose = EmbedPurpose.QUERY,
+                    local_features: bool = False) -> EmbedBatch:
+        request = extractor_pb2.EmbedRequest(images=list(images), purpose=purpose.name,
+                                             local_features=local_features)
         reply = await call(self.stub.Embed, request, timeout=self.timeout_s, unavailable=ExtractorUnavailable,
                            peer=self.peer)
         results = [_embedding(r) for r in reply.results]
@@ -112,7 +115,8 @@ class GrpcExtractor:
 def _embedding(r: extractor_pb2.EmbedResult) -> Embedding:
     if r.WhichOneof("result") != "vector":
         return Embedding(error=ItemFailure(r.error.reason or "invalid_image", r.error.message))
-    return Embedding(vector=list(r.vector.values), rows=[list(v.values) for v in r.index_vectors])
+    return Embedding(vector=list(r.vector.values), rows=[list(v.values) for v in r.index_vectors],
+                     local_features=list(r.local_features))
 
 
 def _collection(c: search_pb2.Collection) -> Collection:

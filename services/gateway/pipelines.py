@@ -30,8 +30,9 @@ from services.common.errors import (
     NotFound,
     StoreUnavailable,
 )
+from services.common.local_features import LocalFeatures
 from services.gateway import imaging
-from services.gateway.blobstore import Blob, Blobs, album_prefix, image_key, thumbnail_key
+from services.gateway.blobstore import Blob, Blobs, album_prefix, features_key, image_key, thumbnail_key
 from services.gateway.cache import EmbeddingCache
 from services.gateway.clients import Extractor, VectorSearch
 from services.gateway.records import (
@@ -39,6 +40,7 @@ from services.gateway.records import (
     AddStatus,
     Album,
     Collection,
+    Embedding,
     EmbedPurpose,
     ImageRecord,
     Item,
@@ -54,6 +56,7 @@ from services.gateway.records import (
 )
 from services.gateway.settings import GatewaySettings
 from services.gateway.urlfetch import Fetcher
+from services.gateway.verification import CopyVerifier, parse_features
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +66,7 @@ MAX_NAME_CHARS = 512
 MAX_LIST_LIMIT = 1000
 # How long the extractor's model id is trusted before it is asked again.
 MODEL_INFO_TTL_S = 10.0
+FEATURES_CONTENT_TYPE = "application/octet-stream"
 
 
 def image_id_of(content_hash: str) -> str:
@@ -125,6 +129,20 @@ def _loads_object(text: str) -> JsonObject:
     return value if isinstance(value, dict) else {}
 
 
+def _join_features(parts: list[bytes]) -> bytes:
+    """Several serialised features as one cache value: each preceded by its length."""
+    return b"".join(len(p).to_bytes(4, "little") + p for p in parts)
+
+
+def _split_features(joined: bytes) -> list[bytes]:
+    parts, at = [], 0
+    while at + 4 <= len(joined):
+        size = int.from_bytes(joined[at:at + 4], "little")
+        parts.append(joined[at + 4:at + 4 + size])
+        at += 4 + size
+    return parts
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -171,6 +189,7 @@ class Pipelines:
         self.blobs = blobs
         self.cache = cache
         self.fetcher = fetcher
+        self.verifier = CopyVerifier(blobs, settings.verify_top, settings.verify_min_matches)
         self._model: tuple[float, ModelInfo] | None = None
 
     # --- albums -------------------------------------------------------------------------------------
@@ -290,29 +309,30 @@ class Pipelines:
             return []
         embeddings = await self._embed_for_album(collection, model, [i.content for i in images])
         results: list[AddResult] = []
-        items: list[tuple[_Accepted, Item]] = []
+        items: list[tuple[_Accepted, Item, bytes]] = []
         now = _now_ms()
         for image, embedding in zip(images, embeddings, strict=True):
             if isinstance(embedding, ItemFailure):
                 results.append(AddResult(image.index, image.name, AddStatus.FAILED, image.id, embedding))
             else:
-                items.append((image, Item(id=image.id, name=image.name, content_hash=image.content_hash,
-                                          attributes_json=image.attributes_json, created_at_ms=now,
-                                          vectors=embedding)))
+                item = Item(id=image.id, name=image.name, content_hash=image.content_hash,
+                            attributes_json=image.attributes_json, created_at_ms=now,
+                            vectors=embedding.stored_vectors)
+                items.append((image, item, embedding.local_features[0] if embedding.local_features else b""))
         if items:
             await self._write(collection.name, items)
-            results.extend(AddResult(i.index, i.name, AddStatus.ADDED, i.id) for i, _ in items)
+            results.extend(AddResult(i.index, i.name, AddStatus.ADDED, i.id) for i, _, _ in items)
         return results
 
     async def _embed_for_album(
         self, collection: Collection, model: str, contents: list[bytes]
-    ) -> list[list[list[float]] | ItemFailure]:
-        """Each image's rows to store (upright global vector first), or why it has none."""
-        batch = await self.extractor.embed(contents, EmbedPurpose.INDEX)
+    ) -> list[Embedding | ItemFailure]:
+        """Each image's rows to store (upright global vector first) and local features, or why it has none."""
+        batch = await self.extractor.embed(contents, EmbedPurpose.INDEX, local_features=True)
         if batch.model != model:
             raise ModelMismatch(f"the extractor embedded with {batch.model!r}, album {collection.name!r} "
                                 f"holds {model!r}; {reembed_hint(collection.name)}")
-        out: list[list[list[float]] | ItemFailure] = []
+        out: list[Embedding | ItemFailure] = []
         for embedding in batch.results:
             rows = embedding.stored_vectors
             if not rows:
@@ -321,19 +341,24 @@ class Pipelines:
                 raise ModelMismatch(f"the extractor gave {len(rows[0])} dimensions, album "
                                     f"{collection.name!r} holds {collection.dim}; {reembed_hint(collection.name)}")
             else:
-                out.append(rows)
+                out.append(embedding)
         return out
 
-    async def _write(self, album: str, items: list[tuple[_Accepted, Item]]) -> None:
-        keys = [image_key(album, image.content_hash) for image, _ in items]
+    async def _write(self, album: str, items: list[tuple[_Accepted, Item, bytes]]) -> None:
+        """Blobs (the image and its local features) first, then the vectors; undone on a failure."""
+        keys = [image_key(album, image.content_hash) for image, _, _ in items]
         puts = [self.blobs.put(key, image.content, image.content_type, image.name)
-                for key, (image, _) in zip(keys, items, strict=True)]
+                for key, (image, _, _) in zip(keys, items, strict=True)]
+        for image, _, features in items:
+            if features:
+                keys.append(features_key(album, image.content_hash))
+                puts.append(self.blobs.put(keys[-1], features, FEATURES_CONTENT_TYPE))
         outcomes = await asyncio.gather(*puts, return_exceptions=True)
         failed = next((o for o in outcomes if isinstance(o, BaseException)), None)
         try:
             if failed is not None:
                 raise failed
-            await self.search_service.insert(album, [item for _, item in items])
+            await self.search_service.insert(album, [item for _, item, _ in items])
         except Exception:
             await self._forget_blobs(keys)
             raise
@@ -361,11 +386,12 @@ class Pipelines:
         info = await self.model_info(fresh=True)
         target = Collection(name=name, dim=info.dim, metric=old.metric, model=info.model,
                             created_at_ms=old.created_at_ms, count=0)
-        items, failed = await self._reembedded_items(target, await self._all_items(name))
+        items, features, failed = await self._reembedded_items(target, await self._all_items(name))
         await self.search_service.drop_collection(name)
         await self.search_service.create_collection(name, info.dim, info.model)
         for start in range(0, len(items), self.settings.max_images_per_request):
             await self.search_service.insert(name, items[start:start + self.settings.max_images_per_request])
+        await self._put_features(name, features)
         log.info("re-embedded album %s: %d image(s) from %s to %s, %d failed", name, len(items), old.model,
                  info.model, len(failed))
         return ReembedReport(album=name, model=info.model, dim=info.dim, previous_model=old.model,
@@ -382,9 +408,11 @@ class Pipelines:
 
     async def _reembedded_items(
         self, target: Collection, items: list[Item]
-    ) -> tuple[list[Item], list[tuple[str, ItemFailure]]]:
-        """The items with their new vectors (a batch of blobs at a time), and those that failed."""
+    ) -> tuple[list[Item], dict[str, bytes], list[tuple[str, ItemFailure]]]:
+        """The items with their new vectors (a batch of blobs at a time), their local features by content
+        hash, and those that failed."""
         done: list[Item] = []
+        features: dict[str, bytes] = {}
         failed: list[tuple[str, ItemFailure]] = []
         batch_size = self.settings.ingest_batch_size  # one Embed call each, well inside the RPC timeout
         for start in range(0, len(items), batch_size):
@@ -402,12 +430,22 @@ class Pipelines:
             if not readable:
                 continue
             rows = await self._embed_for_album(target, target.model, [content for _, content in readable])
-            for (item, _), vectors in zip(readable, rows, strict=True):
-                if isinstance(vectors, ItemFailure):
-                    failed.append((item.id, vectors))
+            for (item, _), embedding in zip(readable, rows, strict=True):
+                if isinstance(embedding, ItemFailure):
+                    failed.append((item.id, embedding))
                 else:
-                    done.append(replace(item, vectors=vectors))
-        return done, failed
+                    done.append(replace(item, vectors=embedding.stored_vectors))
+                    if embedding.local_features:
+                        features[item.content_hash] = embedding.local_features[0]
+        return done, features, failed
+
+    async def _put_features(self, album: str, features: dict[str, bytes]) -> None:
+        """Stores re-made local features; one that cannot be written only leaves its image unverified."""
+        puts = [self.blobs.put(features_key(album, h), f, FEATURES_CONTENT_TYPE) for h, f in features.items()]
+        failed = [o for o in await asyncio.gather(*puts, return_exceptions=True) if isinstance(o, BaseException)]
+        if failed:
+            log.warning("album %s: %d image(s) re-embedded without stored local features: %s", album, len(failed),
+                        failed[0])
 
     # --- searching ----------------------------------------------------------------------------------
     async def search(
@@ -418,24 +456,34 @@ class Pipelines:
         started = time.perf_counter()
         top_k = self._check_top_k(top_k)
         filter_text = normalise_filter(filter_json)
-        primary_only, expand_k = self._search_options(check_search_mode(mode))
+        search_mode = check_search_mode(mode)
+        primary_only, expand_k = self._search_options(search_mode)
         given = [v for v in (query.image, query.url, query.image_id) if v is not None]
         if len(given) != 1:
             raise InvalidArgument("give exactly one of: an image file, a url, an image_id")
+        verify = search_mode is SearchMode.COPY and self.verifier.enabled
         collection = await self._collection(album)
         exclude: list[str] = []
+        features: list[LocalFeatures] = []
         if query.image_id is not None:
             # The album's own vector: right whatever model the extractor runs now.
-            vector, model = await self._stored_vector(album, query.image_id), collection.model
+            item = await self._stored_item(album, query.image_id)
+            vector, model = item.vectors[0], collection.model
             exclude.append(query.image_id)
+            stored = await self.verifier.stored(album, item.content_hash) if verify else None
+            features = [stored] if stored is not None else []
         else:
             model = await self._check_model(collection)
             content = query.image if query.image is not None else await self.fetch_url(query.url or "")
-            vector = await self.embed_query(content, model, album)
-        hits = await self.search_service.search(album, vector, top_k, filter_text, exclude, primary_only=primary_only,
-                                                expand_k=expand_k)
+            vector, features = await self.describe_query(content, model, album, with_features=verify)
+        fetch_k = max(top_k, self.verifier.top) if verify else top_k
+        hits = await self.search_service.search(album, vector, fetch_k, filter_text, exclude,
+                                                primary_only=primary_only, expand_k=expand_k)
         scored = [ScoredImage(self._record(album, h.id, h.name, h.content_hash, h.attributes_json, h.created_at_ms),
                               h.distance) for h in hits]
+        if verify:
+            scored = await self.verifier.rerank(album, features, scored)
+        scored = scored[:top_k]
         took_ms = (time.perf_counter() - started) * 1000
         return SearchOutcome(album=album, metric=collection.metric, model=model, took_ms=took_ms, hits=scored)
 
@@ -454,17 +502,20 @@ class Pipelines:
     async def fetch_url(self, url: str) -> bytes:
         return await self.fetcher.fetch(url)
 
-    async def embed_query(self, content: bytes, model: str, album: str = "") -> list[float]:
-        """The query image's vector, from the cache when the same bytes were asked for before."""
+    async def describe_query(self, content: bytes, model: str, album: str = "",
+                             with_features: bool = False) -> tuple[list[float], list[LocalFeatures]]:
+        """The query image's vector (and, when asked, its local features), from the cache when the same
+        bytes were asked for before."""
         if not content:
             raise InvalidImage("the query image is empty")
         if len(content) > self.settings.max_image_bytes:
             raise ImageTooLarge(f"{len(content)} bytes; the limit is {self.settings.max_image_bytes}")
         content_hash = hashlib.sha256(content).hexdigest()
         cached = await self.cache.get(model, content_hash)
-        if cached is not None:
-            return cached
-        batch = await self.extractor.embed([content])
+        cached_features = await self.cache.get_features(content_hash) if with_features else None
+        if cached is not None and (not with_features or cached_features is not None):
+            return cached, parse_features(_split_features(cached_features or b""))
+        batch = await self.extractor.embed([content], local_features=with_features)
         if batch.model != model:
             raise ModelMismatch(f"the extractor embedded with {batch.model!r}, the album holds {model!r}; "
                                 f"{reembed_hint(album or 'A')}")
@@ -472,13 +523,19 @@ class Pipelines:
         if result.vector is None:
             raise _item_error(result.error or ItemFailure("invalid_image", "the extractor gave no vector"))
         await self.cache.put(model, content_hash, result.vector)
-        return result.vector
+        if with_features and result.local_features:
+            await self.cache.put_features(content_hash, _join_features(result.local_features))
+        return result.vector, parse_features(result.local_features)
 
-    async def _stored_vector(self, album: str, image_id: str) -> list[float]:
+    async def embed_query(self, content: bytes, model: str, album: str = "") -> list[float]:
+        """The query image's vector, from the cache when the same bytes were asked for before."""
+        return (await self.describe_query(content, model, album))[0]
+
+    async def _stored_item(self, album: str, image_id: str) -> Item:
         items = await self._items(album, image_id, with_vectors=True)
         if not items[0].vectors:
             raise ImageNotFound(f"image {image_id} of album {album!r} has no stored vector")
-        return items[0].vectors[0]
+        return items[0]
 
     # --- single images ------------------------------------------------------------------------------
     async def _items(self, album: str, image_id: str, with_vectors: bool = False) -> list[Item]:
@@ -533,7 +590,7 @@ class Pipelines:
         """Deletes the vector, then the blobs (a blob left over is only logged: the image is gone)."""
         item = (await self._items(album, image_id))[0]
         await self.search_service.delete(album, [image_id])
-        keys = [image_key(album, item.content_hash),
+        keys = [image_key(album, item.content_hash), features_key(album, item.content_hash),
                 *(thumbnail_key(album, s, item.content_hash) for s in imaging.THUMBNAIL_SIZES)]
         try:
             await self.blobs.delete(*keys)

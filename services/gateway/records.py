@@ -41,6 +41,8 @@ class Embedding:
     vector: list[float] | None = None
     error: ItemFailure | None = None
     rows: list[list[float]] = field(default_factory=list)
+    # When asked for: serialised local features (a query's upright, then mirrored); see local_features.
+    local_features: list[bytes] = field(default_factory=list)
 
     @property
     def stored_vectors(self) -> list[list[float]]:
@@ -146,6 +148,8 @@ class ImageRecord:
 class ScoredImage:
     image: ImageRecord
     distance: float
+    # Copy search: the query keypoints one affine map carries onto this image (None: not verified).
+    matches: int | None = None
 
 
 @dataclass(frozen=True)

@@ -110,6 +110,11 @@ class SearchHitOut(BaseModel):
     id: str
     name: str
     distance: float = Field(description="In the album's metric; for cosine, 1 - similarity (0 = identical).")
+    matches: int | None = Field(
+        default=None,
+        description="Copy search: keypoints of the query that one affine map carries onto this image (geometric "
+                    "verification of the nearest few; a copy has dozens, images verified with enough come first). "
+                    "null when the image was not verified.")
     attributes: dict[str, Any]
     url: str
     thumbnail_url: str
@@ -124,7 +129,8 @@ class SearchOut(BaseModel):
 
     @classmethod
     def of(cls, outcome: SearchOutcome) -> SearchOut:
-        hits = [SearchHitOut(id=h.image.id, name=h.image.name, distance=h.distance, attributes=h.image.attributes,
+        hits = [SearchHitOut(id=h.image.id, name=h.image.name, distance=h.distance, matches=h.matches,
+                             attributes=h.image.attributes,
                              url=h.image.url, thumbnail_url=h.image.thumbnail_url) for h in outcome.hits]
         return cls(album=outcome.album, metric=outcome.metric, model=outcome.model,
                    took_ms=round(outcome.took_ms, 3), results=hits)

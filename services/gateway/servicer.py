@@ -85,7 +85,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         outcome = await self.pipelines.search(request.album, search_query(request), top_k, request.filter_json,
                                               request.mode or SearchMode.COPY.value)
         return gateway_pb2.SearchImagesResponse(
-            hits=[gateway_pb2.SearchHit(image=image_message(h.image), distance=h.distance) for h in outcome.hits],
+            hits=[gateway_pb2.SearchHit(image=image_message(h.image), distance=h.distance, matches=h.matches)
+                  for h in outcome.hits],
             metric=outcome.metric, model=outcome.model, took_ms=outcome.took_ms,
         )
 

@@ -20,6 +20,7 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from services.common.grpc_server import ERROR_REASON_KEY, set_serving
+from services.common.local_features import LocalFeatures, matched_inliers
 from services.extractor.__main__ import Extractor, build
 from services.extractor.batcher import BATCH_SIZE
 from services.extractor.servicer import SERVICE_NAMES
@@ -158,6 +159,24 @@ def test_a_query_gets_one_vector_and_an_indexed_image_all_its_rows(
     np.testing.assert_allclose(rows[0], vector(indexed), atol=1e-6)
     np.testing.assert_allclose(rows[0], vector(query), atol=1e-5)
     assert junk.error.reason == "invalid_image" and not junk.index_vectors
+
+
+def test_local_features_come_when_asked_for_a_query_also_mirrored(
+    stub: extractor_pb2_grpc.ExtractorStub, photos: list[Path]
+) -> None:
+    data = photos[0].read_bytes()
+    assert not embed(stub, [data]).results[0].local_features
+    query = stub.Embed(extractor_pb2.EmbedRequest(images=[data], local_features=True), timeout=60).results[0]
+    upright, mirrored = (LocalFeatures.from_bytes(f) for f in query.local_features)
+    assert len(upright) >= 100 and len(mirrored) >= 100
+    assert matched_inliers(upright, upright) == len(upright)
+    request = extractor_pb2.EmbedRequest(images=[data, b"junk"], purpose=extractor_pb2.EmbedRequest.INDEX,
+                                         local_features=True)
+    indexed, junk = stub.Embed(request, timeout=60).results
+    assert len(indexed.local_features) == 1 and indexed.local_features[0] == query.local_features[0]
+    assert junk.error.reason == "invalid_image" and not junk.local_features
+    # The vectors do not change for being asked for features too.
+    np.testing.assert_allclose(vector(query), vector(embed(stub, [data]).results[0]), atol=1e-6)
 
 
 def test_an_oversized_image_is_reported_as_too_large(stub: extractor_pb2_grpc.ExtractorStub) -> None:

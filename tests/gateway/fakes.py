@@ -20,6 +20,7 @@ from services.common.errors import (
     NotFound,
     UrlFetchFailed,
 )
+from services.common.local_features import FeatureConfig, describe_image
 from services.gateway.blobstore import Blob, BlobInfo
 from services.gateway.pipelines import Pipelines
 from services.gateway.records import (
@@ -62,6 +63,7 @@ class FakeExtractor:
         self.index_rows = index_rows
         self.calls: list[int] = []
         self.purposes: list[EmbedPurpose] = []
+        self.local_features: list[bool] = []
         self.error: ImageSearchError | None = None
 
     async def model_info(self) -> ModelInfo:
@@ -69,11 +71,13 @@ class FakeExtractor:
             raise self.error
         return ModelInfo(self.model, DIM)
 
-    async def embed(self, images: Sequence[bytes], purpose: EmbedPurpose = EmbedPurpose.QUERY) -> EmbedBatch:
+    async def embed(self, images: Sequence[bytes], purpose: EmbedPurpose = EmbedPurpose.QUERY,
+                    local_features: bool = False) -> EmbedBatch:
         if self.error:
             raise self.error
         self.calls.append(len(images))
         self.purposes.append(purpose)
+        self.local_features.append(local_features)
         results = []
         for content in images:
             try:
@@ -82,7 +86,10 @@ class FakeExtractor:
                 results.append(Embedding(error=ItemFailure("invalid_image", "cannot decode")))
                 continue
             rows = [vector_of(content + self.model.encode() * r) for r in range(self.index_rows)]
-            results.append(Embedding(vector=rows[0], rows=rows if purpose is EmbedPurpose.INDEX else []))
+            # Real keypoints (the verification code is not faked), a query's also mirrored.
+            features = describe_image(content, FeatureConfig(), purpose is EmbedPurpose.QUERY) if local_features else []
+            results.append(Embedding(vector=rows[0], rows=rows if purpose is EmbedPurpose.INDEX else [],
+                                     local_features=[f.to_bytes() for f in features]))
         return EmbedBatch(self.model, DIM, results)
 
 
@@ -206,12 +213,19 @@ class FakeBlobs:
 class FakeCache:
     def __init__(self) -> None:
         self.vectors: dict[tuple[str, str], list[float]] = {}
+        self.features: dict[str, bytes] = {}
 
     async def get(self, model: str, content_hash: str) -> list[float] | None:
         return self.vectors.get((model, content_hash))
 
     async def put(self, model: str, content_hash: str, vector: list[float]) -> None:
         self.vectors[(model, content_hash)] = vector
+
+    async def get_features(self, content_hash: str) -> bytes | None:
+        return self.features.get(content_hash)
+
+    async def put_features(self, content_hash: str, features: bytes) -> None:
+        self.features[content_hash] = features
 
 
 class FakeFetcher:

@@ -105,6 +105,19 @@ def test_a_cropped_recompressed_copy_finds_its_original_first(
         assert response.json()["results"][0]["id"] == results[index]["id"], photos[index].name
 
 
+def test_copy_search_verifies_the_nearest_images_and_similar_search_does_not(
+        http: httpx.Client, photos: list[Path], filled: tuple[str, list[dict[str, Any]]]) -> None:
+    album, results = filled
+    query = {"file": ("crop.jpg", cropped_copy(photos[0], keep=0.6, quality=50), "image/jpeg")}
+    hits = http.post(f"/v1/albums/{album}/search", params={"top_k": 6}, files=query).json()["results"]
+    assert hits[0]["id"] == results[0]["id"] and hits[0]["matches"] >= 40
+    assert all(h["matches"] is not None and h["matches"] < 20 for h in hits[1:5])  # the 5 nearest are verified
+    assert hits[5]["matches"] is None
+    query = {"file": ("crop.jpg", cropped_copy(photos[0], keep=0.6, quality=50), "image/jpeg")}
+    similar = http.post(f"/v1/albums/{album}/search", params={"top_k": 6, "mode": "similar"}, files=query).json()
+    assert all(h["matches"] is None for h in similar["results"])
+
+
 def test_the_documented_curl_command_works(stack: Stack, photos: list[Path],
                                            filled: tuple[str, list[dict[str, Any]]]) -> None:
     if not shutil.which("curl"):

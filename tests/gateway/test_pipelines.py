@@ -20,7 +20,7 @@ from services.common.errors import (
     StoreUnavailable,
     UrlFetchFailed,
 )
-from services.gateway.blobstore import image_key
+from services.gateway.blobstore import features_key, image_key
 from services.gateway.records import AddStatus, EmbedPurpose, NewImage, Query
 from tests.gateway.fakes import MODEL, Fakes, png, vector_of
 
@@ -64,6 +64,8 @@ async def test_add_images_embeds_the_batch_in_one_call_and_stores_blob_and_vecto
     digest = hashlib.sha256(png(0)).hexdigest()
     assert results[0].id == digest[:32]
     assert fakes.blobs.objects[image_key("demo", digest)] == (png(0), "image/png", "p0.png")
+    assert features_key("demo", digest) in fakes.blobs.objects
+    assert fakes.extractor.local_features == [True]
     assert (await fakes.pipelines.get_album("demo")).image_count == 3
 
 
@@ -96,7 +98,7 @@ async def test_bad_items_fail_alone_with_their_reason(fakes: Fakes) -> None:
     }
     assert [r.index for r in results] == list(range(6))
     assert await fakes.pipelines.count("demo") == 1
-    assert len(fakes.blobs.objects) == 1
+    assert len([k for k in fakes.blobs.objects if "/images/" in k]) == 1  # and its local features
 
 
 async def test_a_failed_vector_insert_leaves_no_blob_behind(fakes: Fakes) -> None:

@@ -42,6 +42,7 @@ def test_grpc_round_trip_create_add_search_get_delete(gateway: gateway_pb2_grpc.
                                  timeout=60)
     assert found.metric == "cosine" and len(found.hits) == 2
     assert found.hits[0].image.id == added.results[2].id and found.hits[0].distance < 0.01
+    assert found.hits[0].HasField("matches") and found.hits[0].matches >= 100  # verified: the same photo
     assert json.loads(found.hits[0].image.attributes_json) == {"i": 2}
     by_id = gateway.SearchImages(gateway_pb2.SearchImagesRequest(album=name, image_id=added.results[2].id, top_k=10),
                                  timeout=30)
@@ -49,6 +50,7 @@ def test_grpc_round_trip_create_add_search_get_delete(gateway: gateway_pb2_grpc.
     similar = gateway.SearchImages(gateway_pb2.SearchImagesRequest(album=name, image_id=added.results[2].id, top_k=10,
                                                                    mode="similar"), timeout=30)
     assert sorted(h.image.id for h in similar.hits) == sorted(h.image.id for h in by_id.hits)
+    assert not any(h.HasField("matches") for h in similar.hits)
     with pytest.raises(grpc.RpcError) as bad_mode:
         gateway.SearchImages(gateway_pb2.SearchImagesRequest(album=name, image_id=added.results[2].id, mode="nope"),
                              timeout=30)

@@ -1,0 +1,135 @@
+"""Feature-level study: does local-feature geometric verification of the system's top candidates
+lift copy detection?  Reads the system's top-20 per copy query (dumped by a run through the
+gateway) and re-ranks them by RANSAC inliers of local-feature matches.
+
+    .venv/bin/python bench/research/verify_experiment.py --rankings .cache/verify/rankings.json
+"""
+import argparse
+import collections
+import csv
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+
+cv2.setNumThreads(1)
+
+
+def load_gray(path, side):
+    im = Image.open(path).convert("L")
+    w, h = im.size
+    s = side / max(w, h)
+    if s < 1 or UPSCALE:
+        im = im.resize((max(8, round(w * s)), max(8, round(h * s))), Image.BILINEAR)
+    return np.asarray(im)
+
+
+def features(path, kind, side, n, mirror=False):
+    img = load_gray(path, side)
+    if mirror:
+        img = np.ascontiguousarray(img[:, ::-1])
+    if kind == "sift":
+        det = cv2.SIFT_create(nfeatures=n)
+    elif kind == "orb":
+        det = cv2.ORB_create(nfeatures=n, fastThreshold=10, edgeThreshold=15, patchSize=15)
+    elif kind == "akaze":
+        det = cv2.AKAZE_create()
+    kps, des = det.detectAndCompute(img, None)
+    if des is None:
+        return np.zeros((0, 2), np.float32), None
+    return np.array([k.pt for k in kps], np.float32), des
+
+
+def inliers(qf, gf, kind, ratio, thresh):
+    (qp, qd), (gp, gd) = qf, gf
+    if qd is None or gd is None or len(qd) < 3 or len(gd) < 3:
+        return 0
+    norm = cv2.NORM_L2 if kind == "sift" else cv2.NORM_HAMMING
+    m = cv2.BFMatcher(norm).knnMatch(qd, gd, k=2)
+    good = [a for a, *b in m if b and a.distance < ratio * b[0].distance]
+    if len(good) < 4:
+        return 0
+    src = qp[[g.queryIdx for g in good]]
+    dst = gp[[g.trainIdx for g in good]]
+    _, mask = cv2.estimateAffine2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=thresh, maxIters=500)
+    return int(mask.sum()) if mask is not None else 0
+
+
+def main():
+    global UPSCALE
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rankings", default=".cache/verify/rankings.json")
+    ap.add_argument("--set", default=".cache/evalset")
+    ap.add_argument("--kind", default="sift")
+    ap.add_argument("--side", type=int, default=512)
+    ap.add_argument("--n", type=int, default=1000)
+    ap.add_argument("--top", type=int, default=10)
+    ap.add_argument("--ratio", type=float, default=0.8)
+    ap.add_argument("--thresh", type=float, default=8.0)
+    ap.add_argument("--min-inliers", type=int, nargs="+", default=[8, 12, 15, 20, 30])
+    ap.add_argument("--upscale", action="store_true")
+    ap.add_argument("--mirror", action="store_true")
+    ap.add_argument("--diag", type=int, default=0)
+    args = ap.parse_args()
+    UPSCALE = args.upscale
+    root = Path(args.set)
+    d = json.load(open(args.rankings))
+    image_of, ranked = d["image_of"], d["ranked"]
+    gallery_file = {}
+    for r in csv.DictReader(open(root / "manifest.csv")):
+        if r["id"] in image_of:
+            gallery_file.setdefault(image_of[r["id"]], root / r["file"])
+    qs = list(csv.DictReader(open(root / "gt_copy.csv")))
+    t = time.time()
+    with ThreadPoolExecutor(2) as pool:
+        ids = list(gallery_file)
+        gfeat = dict(zip(ids, pool.map(lambda i: features(gallery_file[i], args.kind, args.side, args.n), ids)))
+        tg = time.time() - t
+        qfeat = list(pool.map(lambda q: features(root / q["file"], args.kind, args.side, args.n), qs))
+        if args.mirror:
+            qmir = list(pool.map(lambda q: features(root / q["file"], args.kind, args.side, args.n, True), qs))
+    tq = time.time() - t - tg
+    t = time.time()
+
+    def verify(i):
+        out = [inliers(qfeat[i], gfeat[c], args.kind, args.ratio, args.thresh) for c, _ in ranked[i][:args.top]]
+        if args.mirror:
+            out = [max(a, inliers(qmir[i], gfeat[c], args.kind, args.ratio, args.thresh))
+                   for a, (c, _) in zip(out, ranked[i][:args.top])]
+        return out
+
+    with ThreadPoolExecutor(2) as pool:
+        inl = list(pool.map(verify, range(len(qs))))
+    tv = time.time() - t
+    tag = f"{args.kind}_{args.side}_{args.n}_{int(args.mirror)}_{int(args.upscale)}_{args.ratio}_{args.thresh}"
+    np.save(Path(args.rankings).parent / f"inl_{tag}.npy", np.array(inl))
+    print(f"{args.kind} side {args.side} n {args.n}: gallery {tg/len(gfeat)*1000:.1f} ms/img, "
+          f"query {tq/len(qs)*1000:.1f} ms/img, verify top{args.top} {tv/len(qs)*1000:.1f} ms/query")
+    for T in [0] + args.min_inliers:
+        by = collections.defaultdict(list)
+        for i, q in enumerate(qs):
+            target = image_of.get(q["target_id"])
+            cands = [c for c, _ in ranked[i]]
+            if T:
+                top = cands[:args.top]
+                ver = sorted([j for j in range(len(top)) if inl[i][j] >= T], key=lambda j: -inl[i][j])
+                order = [top[j] for j in ver] + [c for j, c in enumerate(top) if j not in ver] + cands[args.top:]
+            else:
+                order = cands
+            by[q["transform"]].append(bool(order) and order[0] == target)
+            if T == args.diag and order and order[0] != target:
+                pos = cands.index(target) if target in cands else -1
+                print(f"  miss {q['qid'][:60]:60s} target pos {pos} inl {inl[i][pos] if 0 <= pos < args.top else '-'}"
+                      f" winner inl {inl[i][cands.index(order[0])] if order[0] in cands[:args.top] else '-'}"
+                      f" cnn top {cands[0] == target}")
+        r1 = {k: np.mean(v) for k, v in by.items()}
+        print(f"T={T:3d} mean {np.mean(list(r1.values())):.4f} min {min(r1.values()):.3f} "
+              + " ".join(f"{k[:8]}={v:.3f}" for k, v in r1.items()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,152 @@
+"""Local features (SIFT keypoints) and geometric verification of a candidate copy.
+
+The global vector finds the right image among the nearest few almost always; which of those few is
+the copy is best told by matching keypoints: an edited copy (cropped, rescaled, rotated, stretched,
+recompressed) of an image shares dozens of keypoints with it that one affine map explains, a
+different image of the same kind of thing does not. The extractor describes each image (and a query
+also mirrored, so a mirrored copy verifies too); the gateway stores an album image's features
+next to its bytes and re-ranks the nearest images of a copy search by `matched_inliers`.
+Measured in bench/research/verify_experiment.py and bench/quality.py.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+from PIL import Image
+
+# One OpenCV thread per call: the callers run many calls in their own thread pools.
+cv2.setNumThreads(1)
+
+_MAGIC = b"LF1\0"
+_HEADER = struct.Struct("<4sIHH")  # magic, keypoints, described width, described height
+DESCRIPTOR_BYTES = 128
+
+
+class LocalFeaturesError(ValueError):
+    """Bytes that are not serialised local features."""
+
+
+@dataclass(frozen=True, eq=False)
+class LocalFeatures:
+    """Keypoint positions [n, 2] (pixels of the described image) and SIFT descriptors [n, 128]."""
+
+    points: NDArray[np.float32]
+    descriptors: NDArray[np.uint8]
+    width: int = 0
+    height: int = 0
+
+    def __len__(self) -> int:
+        return len(self.points)
+
+    def to_bytes(self) -> bytes:
+        head = _HEADER.pack(_MAGIC, len(self.points), self.width, self.height)
+        return head + self.points.astype("<f4").tobytes() + self.descriptors.astype(np.uint8).tobytes()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> LocalFeatures:
+        if len(data) < _HEADER.size:
+            raise LocalFeaturesError("too short for local features")
+        magic, n, width, height = _HEADER.unpack_from(data)
+        if magic != _MAGIC or len(data) != _HEADER.size + n * (8 + DESCRIPTOR_BYTES):
+            raise LocalFeaturesError("not local features of this version")
+        points = np.frombuffer(data, "<f4", n * 2, _HEADER.size).reshape(n, 2)
+        descriptors = np.frombuffer(data, np.uint8, n * DESCRIPTOR_BYTES, _HEADER.size + n * 8)
+        return cls(points, descriptors.reshape(n, DESCRIPTOR_BYTES), width, height)
+
+    @classmethod
+    def empty(cls) -> LocalFeatures:
+        return cls(np.zeros((0, 2), np.float32), np.zeros((0, DESCRIPTOR_BYTES), np.uint8))
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """How images are described: the longer side they are brought down to, and at most how many
+    keypoints are kept (the strongest)."""
+
+    side: int = 512
+    max_keypoints: int = 1000
+
+
+def grey_for_features(data: bytes, side: int) -> NDArray[np.uint8]:
+    """The encoded image as 8-bit grey with its longer side at most `side` (smaller ones kept)."""
+    opened = Image.open(io.BytesIO(data))
+    opened.draft("L", (side, side))  # JPEG: decode at a reduced scale when that is still >= side
+    image: Image.Image = opened
+    if image.mode in ("RGBA", "LA", "P", "PA"):
+        rgba = image.convert("RGBA")
+        image = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
+    image = image.convert("L")
+    scale = side / max(image.size)
+    if scale < 1:
+        size = (max(8, round(image.width * scale)), max(8, round(image.height * scale)))
+        image = image.resize(size, Image.Resampling.BILINEAR)
+    return np.asarray(image)
+
+
+def describe(grey: NDArray[np.uint8], config: FeatureConfig) -> LocalFeatures:
+    """SIFT keypoints of a grey image (the strongest `config.max_keypoints`)."""
+    # OpenCV's defaults (3 layers per octave, contrast 0.04, edge 10, sigma 1.6), descriptors as bytes.
+    sift = cv2.SIFT.create(config.max_keypoints, 3, 0.04, 10.0, 1.6, cv2.CV_8U)
+    keypoints, descriptors = sift.detectAndCompute(np.ascontiguousarray(grey), None)
+    height, width = grey.shape[:2]
+    if descriptors is None or not keypoints:
+        return replace_size(LocalFeatures.empty(), width, height)
+    points = np.array([k.pt for k in keypoints], np.float32).reshape(-1, 2)
+    return LocalFeatures(points, descriptors.astype(np.uint8), width, height)
+
+
+def replace_size(features: LocalFeatures, width: int, height: int) -> LocalFeatures:
+    return LocalFeatures(features.points, features.descriptors, width, height)
+
+
+def describe_image(data: bytes, config: FeatureConfig, mirrored: bool = False) -> list[LocalFeatures]:
+    """The image's features, and with `mirrored` also those of its left-right mirror image."""
+    grey = grey_for_features(data, config.side)
+    out = [describe(grey, config)]
+    if mirrored:
+        out.append(describe(grey[:, ::-1], config))
+    return out
+
+
+def matched_inliers(query: LocalFeatures, candidate: LocalFeatures, ratio: float = 0.8,
+                    threshold_px: float = 8.0) -> int:
+    """How many of the query's keypoints match the candidate's under one affine map (RANSAC).
+
+    Matches are nearest descriptors passing Lowe's ratio test; the affine model covers crops,
+    rescaling, rotation and stretching. 0 when either side has too few keypoints.
+    """
+    if len(query) < 3 or len(candidate) < 3:
+        return 0
+    pairs = cv2.BFMatcher(cv2.NORM_L2).knnMatch(query.descriptors, candidate.descriptors, k=2)
+    good = [m[0] for m in pairs if len(m) == 2 and m[0].distance < ratio * m[1].distance]
+    if len(good) < 4:
+        return 0
+    source = query.points[[m.queryIdx for m in good]]
+    target = candidate.points[[m.trainIdx for m in good]]
+    _, mask = cv2.estimateAffine2D(source, target, method=cv2.RANSAC, ransacReprojThreshold=threshold_px,
+                                   maxIters=500, refineIters=0)
+    return int(mask.sum()) if mask is not None else 0
+
+
+def best_inliers(query: list[LocalFeatures], candidate: LocalFeatures, enough: int | None = None) -> int:
+    """The most inliers of any of the query's orientations (upright, mirrored) against the candidate;
+    the orientations after one with `enough` inliers are not tried."""
+    best = 0
+    for orientation in query:
+        best = max(best, matched_inliers(orientation, candidate))
+        if enough is not None and best >= enough:
+            break
+    return best
+
+
+def verified_order(inliers: list[int], min_inliers: int) -> list[int]:
+    """Positions of the candidates, re-ranked: those with at least `min_inliers` first (most inliers
+    first), then the rest in their given order."""
+    verified = sorted((i for i, n in enumerate(inliers) if n >= min_inliers), key=lambda i: -inliers[i])
+    return verified + [i for i, n in enumerate(inliers) if n < min_inliers]

@@ -1,0 +1,114 @@
+"""Local features and geometric verification, on real photos (scikit-image's samples)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from services.common.local_features import (
+    FeatureConfig,
+    LocalFeatures,
+    LocalFeaturesError,
+    best_inliers,
+    describe_image,
+    grey_for_features,
+    matched_inliers,
+    verified_order,
+)
+from tests.conftest import sample_photos
+
+CONFIG = FeatureConfig(side=384, max_keypoints=500)
+
+
+def jpeg(image: Image.Image, quality: int = 60) -> bytes:
+    out = io.BytesIO()
+    image.convert("RGB").save(out, "JPEG", quality=quality)
+    return out.getvalue()
+
+
+def edited(path: Path, mirror: bool = False) -> bytes:
+    """Cropped to 70 %, turned 15 degrees, shrunk to 3/4 and recompressed: a hard copy to find."""
+    with Image.open(path) as image:
+        rgb = image.convert("RGB")
+    w, h = rgb.size
+    rgb = rgb.crop((int(w * 0.2), int(h * 0.1), int(w * 0.9), int(h * 0.8))).rotate(15, expand=True)
+    rgb = rgb.resize((rgb.width * 3 // 4, rgb.height * 3 // 4))
+    if mirror:
+        rgb = rgb.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    return jpeg(rgb, 50)
+
+
+@pytest.fixture(scope="module")
+def photos() -> list[Path]:
+    # astronaut, chelsea, coffee, motorcycle: photos with texture enough to find a 70 % crop by
+    # (rocket.jpg, mostly sky, keeps ~16 matches under this edit)
+    return [p for p in sample_photos() if p.stem in ("astronaut", "chelsea", "coffee", "motorcycle_left")]
+
+
+@pytest.fixture(scope="module")
+def album(photos: list[Path]) -> list[LocalFeatures]:
+    return [describe_image(p.read_bytes(), CONFIG)[0] for p in photos]
+
+
+def test_an_edited_copy_matches_its_original_by_dozens_of_keypoints_and_no_other_photo(
+        photos: list[Path], album: list[LocalFeatures]) -> None:
+    for index, path in enumerate(photos):
+        query = describe_image(edited(path), CONFIG, mirrored=True)
+        counts = [best_inliers(query, stored) for stored in album]
+        assert counts[index] >= 40, (path.name, counts)
+        assert max(c for i, c in enumerate(counts) if i != index) < 20, (path.name, counts)
+
+
+def test_a_mirrored_copy_is_matched_through_the_mirrored_query_features(
+        photos: list[Path], album: list[LocalFeatures]) -> None:
+    upright, mirrored = describe_image(edited(photos[0], mirror=True), CONFIG, mirrored=True)
+    assert matched_inliers(upright, album[0]) < 15
+    assert matched_inliers(mirrored, album[0]) >= 30
+    assert best_inliers([upright, mirrored], album[0]) >= 30
+
+
+def test_features_are_capped_and_survive_serialisation(photos: list[Path]) -> None:
+    features = describe_image(photos[0].read_bytes(), CONFIG)[0]
+    assert 100 <= len(features) <= CONFIG.max_keypoints
+    assert max(features.width, features.height) == CONFIG.side
+    again = LocalFeatures.from_bytes(features.to_bytes())
+    assert np.array_equal(again.points, features.points)
+    assert np.array_equal(again.descriptors, features.descriptors)
+    assert (again.width, again.height) == (features.width, features.height)
+
+
+@pytest.mark.parametrize("data", [b"", b"LF1\0", b"something else entirely", b"LF1\0\x05\0\0\0\0\0\0\0"])
+def test_bytes_that_are_not_features_are_refused(data: bytes) -> None:
+    with pytest.raises(LocalFeaturesError):
+        LocalFeatures.from_bytes(data)
+
+
+def test_a_flat_image_has_no_keypoints_and_matches_nothing(album: list[LocalFeatures]) -> None:
+    flat = describe_image(jpeg(Image.new("RGB", (300, 200), (90, 120, 200))), CONFIG)[0]
+    assert len(flat) == 0
+    assert LocalFeatures.from_bytes(flat.to_bytes()).descriptors.shape == (0, 128)
+    assert matched_inliers(flat, album[0]) == 0
+    assert matched_inliers(album[0], flat) == 0
+
+
+def test_transparent_pixels_are_described_on_white() -> None:
+    rgba = Image.new("RGBA", (64, 32), (0, 0, 0, 0))
+    out = io.BytesIO()
+    rgba.save(out, "PNG")
+    grey = grey_for_features(out.getvalue(), 384)
+    assert grey.shape == (32, 64) and grey.min() == 255
+
+
+def test_large_images_are_brought_down_to_the_side_and_small_ones_kept() -> None:
+    assert grey_for_features(jpeg(Image.new("RGB", (1600, 900))), 384).shape == (216, 384)
+    assert grey_for_features(jpeg(Image.new("RGB", (100, 60))), 384).shape == (60, 100)
+
+
+def test_verified_candidates_come_first_most_matches_first_the_rest_keep_their_order() -> None:
+    assert verified_order([3, 40, 0, 25, 19], min_inliers=20) == [1, 3, 0, 2, 4]
+    assert verified_order([1, 2, 3], min_inliers=20) == [0, 1, 2]
+    assert verified_order([], min_inliers=20) == []
