@@ -66,13 +66,13 @@ class CopyVerifier:
         if not query or not head:
             return hits
         stored = await asyncio.gather(*(self.stored(album, h.image.content_hash) for h in head))
-        counts = await asyncio.gather(*(self._matches(query, s, self.min_matches) for s in stored))
+        counts = await asyncio.gather(*(self._matches(query, s) for s in stored))
         order = verified_order(list(counts), self.min_matches)
         checked = [replace(head[i], matches=counts[i] if stored[i] is not None else None) for i in order]
         return checked + tail
 
     @staticmethod
-    async def _matches(query: list[LocalFeatures], candidate: LocalFeatures | None, enough: int) -> int:
+    async def _matches(query: list[LocalFeatures], candidate: LocalFeatures | None) -> int:
         if candidate is None:
             return 0
-        return await asyncio.to_thread(best_inliers, query, candidate, enough)
+        return await asyncio.to_thread(best_inliers, query, candidate)
