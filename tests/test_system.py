@@ -37,9 +37,9 @@ def test_cli_ingests_a_folder_and_finds_a_photo_first(stack: Stack, photos: list
 
     search = _cli(stack, "search", str(photos[2]), "--album", album, "--top-k", "3")
     assert search.returncode == 0, search.stderr
-    first = search.stdout.splitlines()[1].split()
-    assert first[2] == photos[2].name
-    assert float(first[1]) < 0.01
+    first = search.stdout.splitlines()[1].split()  # rank, distance, verified matches, name, url, attributes
+    assert first[3] == photos[2].name
+    assert float(first[1]) < 0.01 and int(first[2]) >= 100
 
 
 def test_cli_reports_a_corrupt_file_and_keeps_the_rest(stack: Stack, photos: list[Path], tmp_path: Path) -> None:
