@@ -3,22 +3,21 @@
 The global vector finds the right image among the nearest few almost always; which of those few is
 the copy is best told by matching keypoints: an edited copy (cropped, rescaled, rotated, stretched,
 recompressed) of an image shares dozens of keypoints with it that one affine map explains, a
-different image of the same kind of thing does not. The extractor describes each image (and a query
-also mirrored, so a mirrored copy verifies too); the gateway stores an album image's features
-next to its bytes and re-ranks the nearest images of a copy search by `matched_inliers`.
+different image of the same kind of thing does not. The extractor describes each image
+(services/extractor/keypoints.py; a query also mirrored, so a mirrored copy verifies too); the
+gateway stores an album image's features next to its bytes and re-ranks the nearest images of a
+copy search by `matched_inliers`.
 Measured in bench/research/verify_experiment.py and bench/quality.py.
 """
 
 from __future__ import annotations
 
-import io
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
 from numpy.typing import NDArray
-from PIL import Image
 
 # One OpenCV thread per call: the callers run many calls in their own thread pools.
 cv2.setNumThreads(1)
@@ -73,22 +72,6 @@ class FeatureConfig:
     max_keypoints: int = 1000
 
 
-def grey_for_features(data: bytes, side: int) -> NDArray[np.uint8]:
-    """The encoded image as 8-bit grey with its longer side at most `side` (smaller ones kept)."""
-    opened = Image.open(io.BytesIO(data))
-    opened.draft("L", (side, side))  # JPEG: decode at a reduced scale when that is still >= side
-    image: Image.Image = opened
-    if image.mode in ("RGBA", "LA", "P", "PA"):
-        rgba = image.convert("RGBA")
-        image = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
-    image = image.convert("L")
-    scale = side / max(image.size)
-    if scale < 1:
-        size = (max(8, round(image.width * scale)), max(8, round(image.height * scale)))
-        image = image.resize(size, Image.Resampling.BILINEAR)
-    return np.asarray(image)
-
-
 def describe(grey: NDArray[np.uint8], config: FeatureConfig) -> LocalFeatures:
     """SIFT keypoints of a grey image (the strongest `config.max_keypoints`)."""
     # OpenCV's defaults (3 layers per octave, contrast 0.04, edge 10, sigma 1.6), descriptors as bytes.
@@ -96,22 +79,9 @@ def describe(grey: NDArray[np.uint8], config: FeatureConfig) -> LocalFeatures:
     keypoints, descriptors = sift.detectAndCompute(np.ascontiguousarray(grey), None)
     height, width = grey.shape[:2]
     if descriptors is None or not keypoints:
-        return replace_size(LocalFeatures.empty(), width, height)
+        return replace(LocalFeatures.empty(), width=width, height=height)
     points = np.array([k.pt for k in keypoints], np.float32).reshape(-1, 2)
     return LocalFeatures(points, descriptors.astype(np.uint8), width, height)
-
-
-def replace_size(features: LocalFeatures, width: int, height: int) -> LocalFeatures:
-    return LocalFeatures(features.points, features.descriptors, width, height)
-
-
-def describe_image(data: bytes, config: FeatureConfig, mirrored: bool = False) -> list[LocalFeatures]:
-    """The image's features, and with `mirrored` also those of its left-right mirror image."""
-    grey = grey_for_features(data, config.side)
-    out = [describe(grey, config)]
-    if mirrored:
-        out.append(describe(grey[:, ::-1], config))
-    return out
 
 
 def matched_inliers(query: LocalFeatures, candidate: LocalFeatures, ratio: float = 0.8,

@@ -65,14 +65,20 @@ def decode_image(data: bytes, config: PreprocessConfig) -> NDArray[np.uint8]:
 
 def decode_image_scales(data: bytes, config: PreprocessConfig, sizes: tuple[int, ...]) -> list[NDArray[np.uint8]]:
     """Decodes once and resizes to each size (multi-scale descriptors); same errors as `decode_image`."""
+    rgb = decode_rgb(data, config, max(sizes))
+    return [np.asarray(resize(rgb, size, config.resize), dtype=np.uint8) for size in sizes]
+
+
+def decode_rgb(data: bytes, config: PreprocessConfig, min_side: int) -> Image.Image:
+    """Decodes and orients one image as 8-bit RGB (transparency on white), JPEGs at a reduced scale
+    while both sides stay >= min_side; same errors as `decode_image`."""
     check_byte_size(data, config.max_image_bytes)
     try:
         with _open(data) as image:
             check_pixel_count(image.size, pixel_limit(config))
-            _prefer_reduced_jpeg(image, max(sizes))
+            _prefer_reduced_jpeg(image, min_side)
             image.load()
-            rgb = to_rgb(ImageOps.exif_transpose(image))
-            return [np.asarray(resize(rgb, size, config.resize), dtype=np.uint8) for size in sizes]
+            return to_rgb(ImageOps.exif_transpose(image))  # a new image: outlives the closed file
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageTooLarge(f"image has too many pixels: {exc}") from exc
     except _DECODE_ERRORS as exc:

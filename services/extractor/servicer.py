@@ -22,9 +22,10 @@ from imagesearch.v1 import common_pb2, extractor_pb2, extractor_pb2_grpc
 from numpy.typing import NDArray
 
 from services.common.errors import InvalidArgument
-from services.common.local_features import FeatureConfig, describe_image
+from services.common.local_features import FeatureConfig
 from services.extractor.batcher import DynamicBatcher
 from services.extractor.descriptors import Purpose
+from services.extractor.keypoints import describe_image
 from services.extractor.model import EmbedJob, ImageEmbedder, Scales
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,8 @@ class ExtractorServicer(extractor_pb2_grpc.ExtractorServicer):
         loop = asyncio.get_running_loop()
         mirrored = purpose is Purpose.QUERY
         try:
-            features = await loop.run_in_executor(self.decode_pool, describe_image, data, self.local_features, mirrored)
+            features = await loop.run_in_executor(self.decode_pool, describe_image, data, self.embedder.preprocess,
+                                                  self.local_features, mirrored)
         except Exception:
             log.exception("local features of an image failed; it goes on without them")
             return []

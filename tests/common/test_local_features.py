@@ -14,14 +14,18 @@ from services.common.local_features import (
     LocalFeatures,
     LocalFeaturesError,
     best_inliers,
-    describe_image,
-    grey_for_features,
     matched_inliers,
     verified_order,
 )
+from services.extractor.keypoints import describe_image as describe_with
+from services.extractor.preprocess import PreprocessConfig
 from tests.conftest import sample_photos
 
 CONFIG = FeatureConfig(side=384, max_keypoints=500)
+
+
+def describe_image(data: bytes, config: FeatureConfig, mirrored: bool = False) -> list[LocalFeatures]:
+    return describe_with(data, PreprocessConfig(), config, mirrored)
 
 
 def jpeg(image: Image.Image, quality: int = 60) -> bytes:
@@ -93,19 +97,6 @@ def test_a_flat_image_has_no_keypoints_and_matches_nothing(album: list[LocalFeat
     assert LocalFeatures.from_bytes(flat.to_bytes()).descriptors.shape == (0, 128)
     assert matched_inliers(flat, album[0]) == 0
     assert matched_inliers(album[0], flat) == 0
-
-
-def test_transparent_pixels_are_described_on_white() -> None:
-    rgba = Image.new("RGBA", (64, 32), (0, 0, 0, 0))
-    out = io.BytesIO()
-    rgba.save(out, "PNG")
-    grey = grey_for_features(out.getvalue(), 384)
-    assert grey.shape == (32, 64) and grey.min() == 255
-
-
-def test_large_images_are_brought_down_to_the_side_and_small_ones_kept() -> None:
-    assert grey_for_features(jpeg(Image.new("RGB", (1600, 900))), 384).shape == (216, 384)
-    assert grey_for_features(jpeg(Image.new("RGB", (100, 60))), 384).shape == (60, 100)
 
 
 def test_verified_candidates_come_first_most_matches_first_the_rest_keep_their_order() -> None:

@@ -20,7 +20,9 @@ from services.common.errors import (
     NotFound,
     UrlFetchFailed,
 )
-from services.common.local_features import FeatureConfig, describe_image
+from services.common.local_features import FeatureConfig
+from services.extractor.keypoints import describe_image
+from services.extractor.preprocess import PreprocessConfig
 from services.gateway.blobstore import Blob, BlobInfo
 from services.gateway.pipelines import Pipelines
 from services.gateway.records import (
@@ -87,7 +89,8 @@ class FakeExtractor:
                 continue
             rows = [vector_of(content + self.model.encode() * r) for r in range(self.index_rows)]
             # Real keypoints (the verification code is not faked), a query's also mirrored.
-            features = describe_image(content, FeatureConfig(), purpose is EmbedPurpose.QUERY) if local_features else []
+            features = describe_image(content, PreprocessConfig(), FeatureConfig(),
+                                      purpose is EmbedPurpose.QUERY) if local_features else []
             results.append(Embedding(vector=rows[0], rows=rows if purpose is EmbedPurpose.INDEX else [],
                                      local_features=[f.to_bytes() for f in features]))
         return EmbedBatch(self.model, DIM, results)
