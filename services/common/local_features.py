@@ -49,14 +49,32 @@ class LocalFeatures:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> LocalFeatures:
-        if len(data) < _HEADER.size:
-            raise LocalFeaturesError("too short for local features")
-        magic, n, width, height = _HEADER.unpack_from(data)
-        if magic != _MAGIC or len(data) != _HEADER.size + n * (8 + DESCRIPTOR_BYTES):
+        features, end = cls._read(data, 0)
+        if end != len(data):
             raise LocalFeaturesError("not local features of this version")
-        points = np.frombuffer(data, "<f4", n * 2, _HEADER.size).reshape(n, 2)
-        descriptors = np.frombuffer(data, np.uint8, n * DESCRIPTOR_BYTES, _HEADER.size + n * 8)
-        return cls(points, descriptors.reshape(n, DESCRIPTOR_BYTES), width, height)
+        return features
+
+    @classmethod
+    def all_from_bytes(cls, data: bytes) -> list[LocalFeatures]:
+        """Several features serialised one after the other (each `to_bytes` knows its own length)."""
+        out, at = [], 0
+        while at < len(data):
+            features, at = cls._read(data, at)
+            out.append(features)
+        return out
+
+    @classmethod
+    def _read(cls, data: bytes, at: int) -> tuple[LocalFeatures, int]:
+        """The features serialised at offset `at`, and the offset after them."""
+        if len(data) - at < _HEADER.size:
+            raise LocalFeaturesError("too short for local features")
+        magic, n, width, height = _HEADER.unpack_from(data, at)
+        end = at + _HEADER.size + n * (8 + DESCRIPTOR_BYTES)
+        if magic != _MAGIC or len(data) < end:
+            raise LocalFeaturesError("not local features of this version")
+        points = np.frombuffer(data, "<f4", n * 2, at + _HEADER.size).reshape(n, 2)
+        descriptors = np.frombuffer(data, np.uint8, n * DESCRIPTOR_BYTES, at + _HEADER.size + n * 8)
+        return cls(points, descriptors.reshape(n, DESCRIPTOR_BYTES), width, height), end
 
     @classmethod
     def empty(cls) -> LocalFeatures:

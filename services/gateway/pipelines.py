@@ -129,20 +129,6 @@ def _loads_object(text: str) -> JsonObject:
     return value if isinstance(value, dict) else {}
 
 
-def _join_features(parts: list[bytes]) -> bytes:
-    """Several serialised features as one cache value: each preceded by its length."""
-    return b"".join(len(p).to_bytes(4, "little") + p for p in parts)
-
-
-def _split_features(joined: bytes) -> list[bytes]:
-    parts, at = [], 0
-    while at + 4 <= len(joined):
-        size = int.from_bytes(joined[at:at + 4], "little")
-        parts.append(joined[at + 4:at + 4 + size])
-        at += 4 + size
-    return parts
-
-
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -514,7 +500,7 @@ class Pipelines:
         cached = await self.cache.get(model, content_hash)
         cached_features = await self.cache.get_features(content_hash) if with_features else None
         if cached is not None and (not with_features or cached_features is not None):
-            return cached, parse_features(_split_features(cached_features or b""))
+            return cached, parse_features(cached_features or b"")
         batch = await self.extractor.embed([content], local_features=with_features)
         if batch.model != model:
             raise ModelMismatch(f"the extractor embedded with {batch.model!r}, the album holds {model!r}; "
@@ -523,9 +509,10 @@ class Pipelines:
         if result.vector is None:
             raise _item_error(result.error or ItemFailure("invalid_image", "the extractor gave no vector"))
         await self.cache.put(model, content_hash, result.vector)
-        if with_features and result.local_features:
-            await self.cache.put_features(content_hash, _join_features(result.local_features))
-        return result.vector, parse_features(result.local_features)
+        features = b"".join(result.local_features)  # upright, mirrored: each serialisation knows its length
+        if with_features and features:
+            await self.cache.put_features(content_hash, features)
+        return result.vector, parse_features(features)
 
     async def embed_query(self, content: bytes, model: str, album: str = "") -> list[float]:
         """The query image's vector, from the cache when the same bytes were asked for before."""

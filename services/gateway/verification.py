@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
 from dataclasses import replace
 
 from services.common.errors import ImageSearchError
@@ -28,15 +27,14 @@ from services.gateway.records import ScoredImage
 log = logging.getLogger(__name__)
 
 
-def parse_features(serialised: Sequence[bytes]) -> list[LocalFeatures]:
-    """The query's features (upright, mirrored) from the extractor's bytes; unreadable ones left out."""
-    out = []
-    for data in serialised:
-        try:
-            out.append(LocalFeatures.from_bytes(data))
-        except LocalFeaturesError as exc:
-            log.warning("query features ignored: %s", exc)
-    return out
+def parse_features(serialised: bytes) -> list[LocalFeatures]:
+    """The query's features (upright, mirrored), serialised one after the other; none if unreadable
+    (the search then goes on unverified)."""
+    try:
+        return LocalFeatures.all_from_bytes(serialised)
+    except LocalFeaturesError as exc:
+        log.warning("query features ignored: %s", exc)
+        return []
 
 
 class CopyVerifier:

@@ -85,6 +85,15 @@ def test_features_are_capped_and_survive_serialisation(photos: list[Path]) -> No
     assert (again.width, again.height) == (features.width, features.height)
 
 
+def test_features_serialised_one_after_the_other_are_read_back_in_order(photos: list[Path]) -> None:
+    upright, mirrored = describe_image(photos[1].read_bytes(), CONFIG, mirrored=True)
+    both = LocalFeatures.all_from_bytes(upright.to_bytes() + mirrored.to_bytes())
+    assert [np.array_equal(a.points, b.points) for a, b in zip(both, (upright, mirrored), strict=True)] == [True] * 2
+    assert LocalFeatures.all_from_bytes(b"") == []
+    with pytest.raises(LocalFeaturesError):
+        LocalFeatures.all_from_bytes(upright.to_bytes() + b"LF1")
+
+
 @pytest.mark.parametrize("data", [b"", b"LF1\0", b"something else entirely", b"LF1\0\x05\0\0\0\0\0\0\0"])
 def test_bytes_that_are_not_features_are_refused(data: bytes) -> None:
     with pytest.raises(LocalFeaturesError):
