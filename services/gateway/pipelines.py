@@ -361,8 +361,9 @@ class Pipelines:
         """Re-embeds every image of the album from its stored bytes with the extractor's current model,
         then recreates the album's vectors under that model (names, attributes and times kept).
 
-        Nothing is changed until every image is embedded, so a failure (extractor down, model changed
-        under us) leaves the album as it was. Images whose bytes cannot be read or embedded are left
+        No vector is changed until every image is embedded, so a failure (extractor down, model changed
+        under us) leaves the album searchable as it was (local features, which depend on the image
+        alone, are rewritten batch by batch). Images whose bytes cannot be read or embedded are left
         out of the new album and reported. While the old model's album is refused by add_images, no
         image can be added meanwhile; re-embedding an album already of the current model is allowed
         but should not run alongside adds to it.
@@ -372,12 +373,11 @@ class Pipelines:
         info = await self.model_info(fresh=True)
         target = Collection(name=name, dim=info.dim, metric=old.metric, model=info.model,
                             created_at_ms=old.created_at_ms, count=0)
-        items, features, failed = await self._reembedded_items(target, await self._all_items(name))
+        items, failed = await self._reembedded_items(target, await self._all_items(name))
         await self.search_service.drop_collection(name)
         await self.search_service.create_collection(name, info.dim, info.model)
         for start in range(0, len(items), self.settings.max_images_per_request):
             await self.search_service.insert(name, items[start:start + self.settings.max_images_per_request])
-        await self._put_features(name, features)
         log.info("re-embedded album %s: %d image(s) from %s to %s, %d failed", name, len(items), old.model,
                  info.model, len(failed))
         return ReembedReport(album=name, model=info.model, dim=info.dim, previous_model=old.model,
@@ -394,11 +394,11 @@ class Pipelines:
 
     async def _reembedded_items(
         self, target: Collection, items: list[Item]
-    ) -> tuple[list[Item], dict[str, bytes], list[tuple[str, ItemFailure]]]:
-        """The items with their new vectors (a batch of blobs at a time), their local features by content
-        hash, and those that failed."""
+    ) -> tuple[list[Item], list[tuple[str, ItemFailure]]]:
+        """The items with their new vectors (a batch of blobs at a time), and those that failed. Each
+        batch's local features are stored as it is embedded: they depend on the image alone, so the
+        album as it is keeps working with them, and only a batch of them is held at a time."""
         done: list[Item] = []
-        features: dict[str, bytes] = {}
         failed: list[tuple[str, ItemFailure]] = []
         batch_size = self.settings.ingest_batch_size  # one Embed call each, well inside the RPC timeout
         for start in range(0, len(items), batch_size):
@@ -416,6 +416,7 @@ class Pipelines:
             if not readable:
                 continue
             rows = await self._embed_for_album(target, target.model, [content for _, content in readable])
+            features: dict[str, bytes] = {}
             for (item, _), embedding in zip(readable, rows, strict=True):
                 if isinstance(embedding, ItemFailure):
                     failed.append((item.id, embedding))
@@ -423,7 +424,8 @@ class Pipelines:
                     done.append(replace(item, vectors=embedding.stored_vectors))
                     if embedding.local_features:
                         features[item.content_hash] = embedding.local_features[0]
-        return done, features, failed
+            await self._put_features(target.name, features)
+        return done, failed
 
     async def _put_features(self, album: str, features: dict[str, bytes]) -> None:
         """Stores re-made local features; one that cannot be written only leaves its image unverified."""
