@@ -317,15 +317,22 @@ def test_query_expansion_adds_the_nearest_first_vectors_weighted_by_similarity_c
     assert search_expanded(index, "qe", query, 10, expand_k=0) == index.search("qe", query, 10)
 
 
+def same_album_in_both(milvus_index: MilvusIndex, prefix: str, dim: int,
+                       items: list[Item]) -> tuple[ExactIndex, str]:
+    """A fresh exact index and the Milvus one, each given a new album of the same items; the album's name."""
+    exact = ExactIndex(SearchSettings(max_top_k=100))
+    name = f"{prefix}-{uuid.uuid4().hex[:6]}"
+    for target in (exact, milvus_index):
+        target.create_collection(name, dim, "m")
+        target.insert(name, items)
+    return exact, name
+
+
 def test_exact_and_milvus_agree_on_expanded_primary_only_searches(milvus_index: MilvusIndex) -> None:
     rng = np.random.default_rng(22)
     n = 300
     items = [Item(id=f"img{i}", vectors=tuple(unit(rng, 5)), attributes={"bucket": i % 3}) for i in range(n)]
-    exact = ExactIndex(SearchSettings(max_top_k=100))
-    name = f"qe-{uuid.uuid4().hex[:6]}"
-    for target in (exact, milvus_index):
-        target.create_collection(name, DIM, "m")
-        target.insert(name, items)
+    exact, name = same_album_in_both(milvus_index, "qe", DIM, items)
     try:
         for i, query in enumerate(unit(rng, 10)):
             query_filter = parse_filter({"bucket": {"ne": 1}}) if i % 2 else None
@@ -392,11 +399,7 @@ def test_milvus_top_10_agrees_with_the_exact_index_on_random_data(milvus_index: 
     vectors = unit(rng, n, dim)
     attributes = [{"bucket": i % 5} for i in range(n)]
     items = items_from(vectors, attributes)
-    exact = ExactIndex(SearchSettings(max_top_k=100))
-    name = f"recall-{uuid.uuid4().hex[:6]}"
-    for target in (exact, milvus_index):
-        target.create_collection(name, dim, "m")
-        target.insert(name, items)
+    exact, name = same_album_in_both(milvus_index, "recall", dim, items)
     try:
         queries = unit(rng, 50, dim)
         for query_filter in (None, parse_filter({"bucket": {"in": [1, 3]}})):
