@@ -102,3 +102,13 @@ async def test_reembedding_rewrites_the_features(photos: list[Path]) -> None:
         del fakes.blobs.objects[key]
     await fakes.pipelines.reembed_album("demo")
     assert sorted(k for k in fakes.blobs.objects if "/features/" in k) == sorted(keys)
+
+
+async def test_unreadable_cached_query_features_leave_the_search_unverified_not_failed(photos: list[Path]) -> None:
+    fakes, ids = await album_of(photos, verify_top=10)
+    query = edited(photos[1])
+    await fakes.pipelines.search("demo", Query(image=query))
+    fakes.cache.features[hashlib.sha256(query).hexdigest()] = b"LF1\0 truncated"
+    outcome = await fakes.pipelines.search("demo", Query(image=query))
+    assert sorted(h.image.id for h in outcome.hits) == sorted(ids)
+    assert all(h.matches is None for h in outcome.hits)
