@@ -20,13 +20,13 @@ SERVICES = ("extractor", "search", "gateway")
 logging.getLogger("services.devstack").setLevel(logging.INFO)
 
 
-def sample_photos() -> list[Path]:
-    """Real photos shipped by scikit-image (no network needed)."""
+def sample_photos(extra: tuple[str, ...] = ()) -> list[Path]:
+    """Real photos shipped by scikit-image (no network needed), and any `extra` of its samples."""
     import skimage
 
     data = Path(skimage.__file__).parent / "data"
     names = ["astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png",
-             "hubble_deep_field.jpg", "brick.png", "grass.png", "gravel.png", "color.png"]
+             "hubble_deep_field.jpg", "brick.png", "grass.png", "gravel.png", "color.png", *extra]
     return [data / n for n in names if (data / n).exists()]
 
 

@@ -3,11 +3,18 @@ lift copy detection?  Reads the system's top-20 per copy query (dumped by a run 
 gateway) and re-ranks them by RANSAC inliers of local-feature matches.
 
     .venv/bin/python bench/research/verify_experiment.py --rankings .cache/verify/rankings.json
+
+The system's setting (SIFT 384 px / 500 keypoints, mirrored query, the 5 nearest, matches one to one,
+plausible maps only):
+
+    .venv/bin/python bench/research/verify_experiment.py --side 384 --n 500 --top 5 --mirror \
+        --one-to-one --plausible --min-inliers 5 6 8 10 20
 """
 import argparse
 import collections
 import csv
 import json
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -15,6 +22,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from services.common.local_features import plausible_affine
 
 cv2.setNumThreads(1)
 
@@ -44,19 +54,27 @@ def features(path, kind, side, n, mirror=False):
     return np.array([k.pt for k in kps], np.float32), des
 
 
-def inliers(qf, gf, kind, ratio, thresh):
+def inliers(qf, gf, kind, ratio, thresh, one_to_one=False, plausible=False):
     (qp, qd), (gp, gd) = qf, gf
     if qd is None or gd is None or len(qd) < 3 or len(gd) < 3:
         return 0
     norm = cv2.NORM_L2 if kind == "sift" else cv2.NORM_HAMMING
     m = cv2.BFMatcher(norm).knnMatch(qd, gd, k=2)
     good = [a for a, *b in m if b and a.distance < ratio * b[0].distance]
+    if one_to_one:  # the closest match per gallery keypoint only
+        best = {}
+        for g in good:
+            if g.trainIdx not in best or g.distance < best[g.trainIdx].distance:
+                best[g.trainIdx] = g
+        good = list(best.values())
     if len(good) < 4:
         return 0
     src = qp[[g.queryIdx for g in good]]
     dst = gp[[g.trainIdx for g in good]]
-    _, mask = cv2.estimateAffine2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=thresh, maxIters=500)
-    return int(mask.sum()) if mask is not None else 0
+    affine, mask = cv2.estimateAffine2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=thresh, maxIters=500)
+    if mask is None or affine is None or (plausible and not plausible_affine(affine)):
+        return 0
+    return int(mask.sum())
 
 
 def main():
@@ -74,6 +92,10 @@ def main():
     ap.add_argument("--upscale", action="store_true")
     ap.add_argument("--mirror", action="store_true")
     ap.add_argument("--diag", type=int, default=0)
+    ap.add_argument("--one-to-one", action="store_true",
+                    help="keep the closest match per gallery keypoint before RANSAC (as the system does)")
+    ap.add_argument("--plausible", action="store_true",
+                    help="count no inliers for a mirroring, collapsing or extremely stretched affine map (as the system does)")
     args = ap.parse_args()
     UPSCALE = args.upscale
     root = Path(args.set)
@@ -96,16 +118,16 @@ def main():
     t = time.time()
 
     def verify(i):
-        out = [inliers(qfeat[i], gfeat[c], args.kind, args.ratio, args.thresh) for c, _ in ranked[i][:args.top]]
+        out = [inliers(qfeat[i], gfeat[c], args.kind, args.ratio, args.thresh, args.one_to_one, args.plausible) for c, _ in ranked[i][:args.top]]
         if args.mirror:
-            out = [max(a, inliers(qmir[i], gfeat[c], args.kind, args.ratio, args.thresh))
+            out = [max(a, inliers(qmir[i], gfeat[c], args.kind, args.ratio, args.thresh, args.one_to_one, args.plausible))
                    for a, (c, _) in zip(out, ranked[i][:args.top])]
         return out
 
     with ThreadPoolExecutor(2) as pool:
         inl = list(pool.map(verify, range(len(qs))))
     tv = time.time() - t
-    tag = f"{args.kind}_{args.side}_{args.n}_{int(args.mirror)}_{int(args.upscale)}_{args.ratio}_{args.thresh}"
+    tag = f"{args.kind}_{args.side}_{args.n}_{int(args.mirror)}_{int(args.upscale)}_{args.ratio}_{args.thresh}{'_1to1' * args.one_to_one}{'_plaus' * args.plausible}"
     np.save(Path(args.rankings).parent / f"inl_{tag}.npy", np.array(inl))
     print(f"{args.kind} side {args.side} n {args.n}: gallery {tg/len(gfeat)*1000:.1f} ms/img, "
           f"query {tq/len(qs)*1000:.1f} ms/img, verify top{args.top} {tv/len(qs)*1000:.1f} ms/query")

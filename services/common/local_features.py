@@ -111,10 +111,14 @@ def describe(grey: NDArray[np.uint8], config: FeatureConfig) -> LocalFeatures:
 
 def matched_inliers(query: LocalFeatures, candidate: LocalFeatures, ratio: float = 0.8,
                     threshold_px: float = 8.0) -> int:
-    """How many of the query's keypoints match the candidate's under one affine map (RANSAC).
+    """How many of the query's keypoints match the candidate's under one plausible affine map (RANSAC).
 
-    Matches are nearest descriptors passing Lowe's ratio test; the affine model covers crops,
-    rescaling, rotation and stretching. 0 when either side has too few keypoints.
+    Matches are nearest descriptors passing Lowe's ratio test, kept one to one (the closest match of
+    each candidate keypoint: straight edges, such as the fill around a rotated photo, give many query
+    keypoints the same nearest candidate keypoint, and an affine fit takes them all). The affine
+    model covers crops, rescaling, rotation and stretching; a fitted map that mirrors, collapses or
+    stretches one way more than `MAX_ANISOTROPY` times the other is no copy (0). 0 when either side
+    has too few keypoints.
     """
     if len(query) < 3 or len(candidate) < 3:
         return 0
@@ -122,11 +126,42 @@ def matched_inliers(query: LocalFeatures, candidate: LocalFeatures, ratio: float
     good = [m[0] for m in pairs if len(m) == 2 and m[0].distance < ratio * m[1].distance]
     if len(good) < 4:
         return 0
-    source = query.points[[m.queryIdx for m in good]]
-    target = candidate.points[[m.trainIdx for m in good]]
-    _, mask = cv2.estimateAffine2D(source, target, method=cv2.RANSAC, ransacReprojThreshold=threshold_px,
-                                   maxIters=500, refineIters=0)
-    return int(mask.sum()) if mask is not None else 0
+    query_idx, train_idx = _one_to_one(good)
+    if len(query_idx) < 4:
+        return 0
+    source, target = query.points[query_idx], candidate.points[train_idx]
+    affine, mask = cv2.estimateAffine2D(source, target, method=cv2.RANSAC, ransacReprojThreshold=threshold_px,
+                                        maxIters=500, refineIters=0)
+    if affine is None or mask is None or not plausible_affine(affine):
+        return 0
+    return int(mask.sum())
+
+
+def _one_to_one(matches: list[cv2.DMatch]) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
+    """Query and candidate indices of the matches, only the closest one per candidate keypoint."""
+    distance = np.array([m.distance for m in matches], np.float32)
+    query_idx = np.array([m.queryIdx for m in matches], np.intp)
+    train_idx = np.array([m.trainIdx for m in matches], np.intp)
+    order = np.argsort(distance, kind="stable")
+    _, first = np.unique(train_idx[order], return_index=True)
+    keep = order[first]
+    return query_idx[keep], train_idx[keep]
+
+
+# The most one axis of a copy's affine map may be stretched relative to the other, and the most
+# either may scale (edits stretch by 1.5x, crops magnify by ~3x, small images are not upscaled).
+MAX_ANISOTROPY = 4.0
+MAX_SCALE = 12.0
+
+
+def plausible_affine(affine: NDArray[np.float64]) -> bool:
+    """Whether a 2x3 affine map (query -> candidate pixels) could be an edit of a copy: no mirroring
+    (a mirrored copy matches the query's mirrored features), no collapse, no extreme stretch."""
+    linear = affine[:, :2]
+    if np.linalg.det(linear) <= 0:
+        return False
+    largest, smallest = np.linalg.svd(linear, compute_uv=False)
+    return bool(largest <= MAX_SCALE and smallest >= 1 / MAX_SCALE and largest <= MAX_ANISOTROPY * smallest)
 
 
 def best_inliers(query: list[LocalFeatures], candidate: LocalFeatures) -> int:

@@ -35,12 +35,13 @@ class GatewaySettings(ServiceSettings):
     # Neighbours a "similar" search expands its query with (0 to 50; 0 = none). 3 was the study's best
     # (bench/research/RESULTS.md, COMBO D): more neighbours drift from the query's category.
     similar_expand_k: int = 3
-    # A copy search verifies its nearest images geometrically (keypoints that one affine map carries
-    # from the query onto the image) and puts those with at least verify_min_matches first, most
-    # matches first. 0 turns it off. bench/research/verify_experiment.py on the evaluation set: the 5
-    # nearest and 20 matches lift copy R@1 from 0.984 to 0.991 (10 nearest: no better, twice the work).
+    # A copy search verifies its nearest images geometrically (keypoints that one plausible affine map
+    # carries, one to one, from the query onto the image) and puts those with at least
+    # verify_min_matches first, most matches first. 0 turns it off. bench/research/verify_experiment.py
+    # on the evaluation set: the 5 nearest and 6 matches lift copy R@1 from 0.984 to 0.994, the worst
+    # edit from 0.920 to 0.970 (10 nearest: no better, twice the work; 8 matches: worst 0.955).
     verify_top: int = 5
-    verify_min_matches: int = 20
+    verify_min_matches: int = 6
     max_top_k: int = 1000
     thumbnail_size: int = 256
     # Seconds for one Redis call (the embedding cache and the job queue); Redis down must not stall a search.

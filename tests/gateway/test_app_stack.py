@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from services.devstack import Stack, free_port
+from tests.common.test_local_features import MIN_MATCHES
 from tests.conftest import SERVERS, SERVICES
 from tests.gateway.stack_helpers import cropped_copy, decompression_bomb, file_server, rotated_copy, unique_album
 
@@ -111,7 +112,7 @@ def test_copy_search_verifies_the_nearest_images_and_similar_search_does_not(
     query = {"file": ("crop.jpg", cropped_copy(photos[0], keep=0.6, quality=50), "image/jpeg")}
     hits = http.post(f"/v1/albums/{album}/search", params={"top_k": 6}, files=query).json()["results"]
     assert hits[0]["id"] == results[0]["id"] and hits[0]["matches"] >= 40
-    assert all(h["matches"] is not None and h["matches"] < 20 for h in hits[1:5])  # the 5 nearest are verified
+    assert all(h["matches"] is not None and h["matches"] < MIN_MATCHES for h in hits[1:5])  # the 5 nearest are verified
     assert hits[5]["matches"] is None
     query = {"file": ("crop.jpg", cropped_copy(photos[0], keep=0.6, quality=50), "image/jpeg")}
     similar = http.post(f"/v1/albums/{album}/search", params={"top_k": 6, "mode": "similar"}, files=query).json()

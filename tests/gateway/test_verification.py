@@ -10,7 +10,7 @@ import pytest
 
 from services.gateway.blobstore import features_key
 from services.gateway.records import NewImage, Query, SearchMode
-from tests.common.test_local_features import edited
+from tests.common.test_local_features import MIN_MATCHES, edited
 from tests.conftest import sample_photos
 from tests.gateway.fakes import Fakes
 
@@ -38,7 +38,7 @@ async def test_a_copy_search_puts_the_verified_original_first_with_its_matches(p
         first, *rest = outcome.hits
         assert first.image.id == ids[index], path.name
         assert first.matches is not None and first.matches >= 40
-        assert all(h.matches is not None and h.matches < 20 for h in rest)
+        assert all(h.matches is not None and h.matches < MIN_MATCHES for h in rest)
 
 
 async def test_verification_looks_at_the_nearest_few_even_for_top_1(photos: list[Path]) -> None:
