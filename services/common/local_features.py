@@ -154,7 +154,7 @@ MAX_ANISOTROPY = 4.0
 MAX_SCALE = 12.0
 
 
-def plausible_affine(affine: NDArray[np.float64]) -> bool:
+def plausible_affine(affine: NDArray[np.floating | np.integer]) -> bool:
     """Whether a 2x3 affine map (query -> candidate pixels) could be an edit of a copy: no mirroring
     (a mirrored copy matches the query's mirrored features), no collapse, no extreme stretch."""
     linear = affine[:, :2]

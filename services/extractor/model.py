@@ -19,7 +19,7 @@ from numpy.typing import NDArray
 from services.extractor import whitening as whitening_file
 from services.extractor.descriptors import DescriptorConfig, Pixels, Purpose, apply_variant
 from services.extractor.pooling import embed_fmap, l2_normalise, region_vectors
-from services.extractor.preprocess import PreprocessConfig, decode_image_scales
+from services.extractor.preprocess import Decoded, PreprocessConfig, decode_oriented, network_inputs
 from services.extractor.session import CPU_PROVIDER, OnnxSession
 from services.extractor.settings import ExtractorSettings
 from services.extractor.whitening import Whitening
@@ -142,7 +142,12 @@ class ImageEmbedder:
 
     def decode(self, data: bytes) -> Scales:
         """Bytes -> the network's uint8 HWC input at each size; raises InvalidImage / ImageTooLarge."""
-        return tuple(decode_image_scales(data, self.preprocess, self.sizes))
+        return self.decode_keeping_image(data)[0]
+
+    def decode_keeping_image(self, data: bytes) -> tuple[Scales, Decoded]:
+        """`decode`, and the decoded image it was made from (for local features: one decode serves both)."""
+        decoded = decode_oriented(data, self.preprocess, max(self.sizes))
+        return tuple(network_inputs(decoded.image, self.preprocess, self.sizes)), decoded
 
     def embed(self, images: Sequence[Scales]) -> NDArray[np.float32]:
         """Decoded images -> [N, dim] query vectors (one per image)."""

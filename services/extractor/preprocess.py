@@ -65,20 +65,41 @@ def decode_image(data: bytes, config: PreprocessConfig) -> NDArray[np.uint8]:
 
 def decode_image_scales(data: bytes, config: PreprocessConfig, sizes: tuple[int, ...]) -> list[NDArray[np.uint8]]:
     """Decodes once and resizes to each size (multi-scale descriptors); same errors as `decode_image`."""
-    rgb = decode_rgb(data, config, max(sizes))
+    return network_inputs(decode_oriented(data, config, max(sizes)).image, config, sizes)
+
+
+def network_inputs(rgb: Image.Image, config: PreprocessConfig, sizes: tuple[int, ...]) -> list[NDArray[np.uint8]]:
+    """A decoded image resized to each of the network's input sizes."""
     return [np.asarray(resize(rgb, size, config.resize), dtype=np.uint8) for size in sizes]
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """An image decoded as 8-bit RGB, oriented; `reduced` when a JPEG was decoded at a reduced scale
+    (the bytes hold finer detail than `image`)."""
+
+    image: Image.Image
+    reduced: bool
 
 
 def decode_rgb(data: bytes, config: PreprocessConfig, min_side: int) -> Image.Image:
     """Decodes and orients one image as 8-bit RGB (transparency on white), JPEGs at a reduced scale
     while both sides stay >= min_side; same errors as `decode_image`."""
+    return decode_oriented(data, config, min_side).image
+
+
+def decode_oriented(data: bytes, config: PreprocessConfig, min_side: int) -> Decoded:
+    """`decode_rgb`, saying whether the image was decoded at a reduced scale."""
     check_byte_size(data, config.max_image_bytes)
     try:
         with _open(data) as image:
             check_pixel_count(image.size, pixel_limit(config))
+            full_size = image.size
             _prefer_reduced_jpeg(image, min_side)
             image.load()
-            return to_rgb(ImageOps.exif_transpose(image))  # a new image: outlives the closed file
+            reduced = image.size != full_size
+            # exif_transpose and to_rgb make a new image: it outlives the closed file
+            return Decoded(to_rgb(ImageOps.exif_transpose(image)), reduced)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageTooLarge(f"image has too many pixels: {exc}") from exc
     except _DECODE_ERRORS as exc:

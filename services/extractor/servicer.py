@@ -6,7 +6,7 @@ is decoded, so the model starts on a request's first images while the rest decod
 requests fill the same batches. A request of purpose INDEX also gets every database row
 of each image (`EmbedResult.index_vectors`, first = the upright global vector). A request asking for
 local features gets each image's SIFT keypoints too (a query's also mirrored), described in the
-decode pool while the model runs.
+decode pool from the same decoded image while the model runs.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from concurrent.futures import Executor
+from typing import TypeVar
 
 import grpc
 import numpy as np
@@ -27,12 +28,13 @@ from services.extractor.batcher import DynamicBatcher
 from services.extractor.descriptors import Purpose
 from services.extractor.keypoints import describe_image
 from services.extractor.model import EmbedJob, ImageEmbedder, Scales
+from services.extractor.preprocess import Decoded
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAMES = (extractor_pb2.DESCRIPTOR.services_by_name["Extractor"].full_name,)
 
-Decoded = Scales | InvalidArgument
+T = TypeVar("T")
 # Items are decoded images with their purpose; results are each image's rows [R, dim].
 VectorBatcher = DynamicBatcher[EmbedJob, NDArray[np.float32]]
 
@@ -71,35 +73,39 @@ class ExtractorServicer(extractor_pb2_grpc.ExtractorServicer):
         )
 
     async def _decode_and_embed(self, data: bytes, purpose: Purpose, local: bool) -> extractor_pb2.EmbedResult:
-        decoded = await self._decode(data)
-        if not local or isinstance(decoded, InvalidArgument):
+        if not local:
+            return await self._embed(await self._decode(data, self.embedder.decode), purpose)
+        decoded = await self._decode(data, self.embedder.decode_keeping_image)
+        if isinstance(decoded, InvalidArgument):
             return await self._embed(decoded, purpose)
-        result, features = await asyncio.gather(self._embed(decoded, purpose), self._describe(data, purpose))
+        scales, image = decoded
+        result, features = await asyncio.gather(self._embed(scales, purpose), self._describe(data, image, purpose))
         result.local_features.extend(features)
         return result
 
-    async def _describe(self, data: bytes, purpose: Purpose) -> list[bytes]:
-        """The image's serialised local features (a query's also mirrored); none if they cannot be made:
-        the image still has its vectors and is only not verified."""
+    async def _describe(self, data: bytes, image: Decoded, purpose: Purpose) -> list[bytes]:
+        """The image's serialised local features (a query's also mirrored), from the image decoded for
+        the network; none if they cannot be made: the image still has its vectors and is only not
+        verified."""
         loop = asyncio.get_running_loop()
         mirrored = purpose is Purpose.QUERY
         try:
             features = await loop.run_in_executor(self.decode_pool, describe_image, data, self.embedder.preprocess,
-                                                  self.local_features, mirrored)
+                                                  self.local_features, mirrored, image)
         except Exception:
             log.exception("local features of an image failed; it goes on without them")
             return []
         return [f.to_bytes() for f in features]
 
-    async def _decode(self, data: bytes) -> Decoded:
-        """The decoded pixels, or the caller's error (InvalidImage, ImageTooLarge) for this item."""
+    async def _decode(self, data: bytes, decode: Callable[[bytes], T]) -> T | InvalidArgument:
+        """`decode(data)` in the decode pool, or the caller's error (InvalidImage, ImageTooLarge) for this item."""
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self.decode_pool, self.embedder.decode, data)
+            return await loop.run_in_executor(self.decode_pool, decode, data)
         except InvalidArgument as exc:
             return exc
 
-    async def _embed(self, item: Decoded, purpose: Purpose) -> extractor_pb2.EmbedResult:
+    async def _embed(self, item: Scales | InvalidArgument, purpose: Purpose) -> extractor_pb2.EmbedResult:
         if isinstance(item, InvalidArgument):
             return extractor_pb2.EmbedResult(error=common_pb2.ItemError(reason=item.reason, message=item.message))
         rows = await self.batcher.submit(EmbedJob(item, purpose))

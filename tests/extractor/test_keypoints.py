@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pytest
 from PIL import Image
 
 from services.common.errors import ImageTooLarge, InvalidImage
 from services.common.local_features import FeatureConfig
 from services.extractor.keypoints import describe_image, grey_for_features
-from services.extractor.preprocess import PreprocessConfig
+from services.extractor.preprocess import Decoded, PreprocessConfig, decode_oriented
 from tests.extractor.images import encode, exif_rotated_jpeg, grey16_gradient
 
 CONFIG = PreprocessConfig()
@@ -49,3 +52,16 @@ def test_a_query_is_described_upright_and_mirrored() -> None:
     assert len(upright) > 20 and len(mirrored) > 20
     assert (upright.width, upright.height) == (mirrored.width, mirrored.height) == (256, 192)
     assert len(describe_image(encode(image, "PNG"), CONFIG, FeatureConfig())) == 1
+
+
+@pytest.mark.parametrize("size", [(1600, 900), (2800, 2800), (700, 500)])
+def test_the_image_decoded_for_the_network_serves_the_features_unless_decoded_too_coarse(
+        photos: list[Path], size: tuple[int, int]) -> None:
+    # The network decodes a JPEG at a reduced scale (1/2 ... 1/8) while both sides stay >= 320 px.
+    # 1600x900 decodes at 800x450 (fine enough: used); 2800x2800 at 350x350 (< 384: decoded again).
+    with Image.open(photos[0]) as image:
+        data = encode(image.convert("RGB").resize(size), "JPEG")
+    decoded: Decoded = decode_oriented(data, CONFIG, 320)
+    assert decoded.reduced is (size != (700, 500))
+    shared = grey_for_features(data, CONFIG, 384, decoded)
+    assert np.array_equal(shared, grey_for_features(data, CONFIG, 384))
