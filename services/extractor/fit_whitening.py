@@ -9,7 +9,9 @@ Debian packages of wallpapers, clip art and photos (no install; unpacked with `d
 real pictures (min side >= 96 px, the largest file of each wallpaper theme, byte duplicates
 dropped), compute each one's raw descriptor rows (the global vector and 13 grid-region vectors:
 regions add variety, 10k rows for 715 images) and fit the whitening (whitening.py). Writes
-`<model_dir>/<model>-<pipeline>-whiten<dim>.npz` and its `.json` manifest (sha256, sources).
+`<model_dir>/<model>-<pipeline>-whiten<dim>.npz` and its `.json` manifest (sha256; what it was
+learned from: the network file's sha256, the packages' versions, the parameters; see
+whitening.identity).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from services.common.errors import InvalidArgument
 from services.extractor import whitening
 from services.extractor.descriptors import Purpose
 from services.extractor.model import EmbedJob, ImageEmbedder, Scales
-from services.extractor.session import ModelFileError
+from services.extractor.session import ModelFileError, verified_model_file
 from services.extractor.settings import ExtractorSettings
 
 log = logging.getLogger("fit_whitening")
@@ -58,21 +60,21 @@ POWER = 0.5
 CHUNK = 32
 
 
-def fetch_package(package: str, work: Path) -> Path:
-    """Downloads (once) and unpacks (once) a Debian package; returns the unpacked root."""
-    root = work / "unpacked" / package
-    if root.is_dir():
-        return root
+def fetch_package(package: str, work: Path) -> tuple[Path, str]:
+    """Downloads (once) and unpacks (once) a Debian package; returns the unpacked root and the .deb's
+    file name (it names the version)."""
     debs = work / "debs"
     debs.mkdir(parents=True, exist_ok=True)
     if not list(debs.glob(f"{package}_*.deb")):
         subprocess.run(["apt-get", "download", package], cwd=debs, check=True)
     deb = sorted(debs.glob(f"{package}_*.deb"))[-1]
-    tmp = root.with_name(root.name + ".tmp")
-    tmp.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["dpkg-deb", "-x", str(deb), str(tmp)], check=True)
-    tmp.rename(root)
-    return root
+    root = work / "unpacked" / package
+    if not root.is_dir():
+        tmp = root.with_name(root.name + ".tmp")
+        tmp.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["dpkg-deb", "-x", str(deb), str(tmp)], check=True)
+        tmp.rename(root)
+    return root, deb.name
 
 
 def pictures_of(root: Path, patterns: tuple[str, ...]) -> list[Path]:
@@ -86,21 +88,24 @@ def pictures_of(root: Path, patterns: tuple[str, ...]) -> list[Path]:
     return [Path(f) for f in sorted(best.values())]
 
 
-def select_images(work: Path) -> tuple[list[Path], dict[str, int]]:
-    """Every usable picture of every package (byte duplicates and small ones dropped), and counts."""
+def select_images(work: Path) -> tuple[list[Path], dict[str, int], dict[str, str]]:
+    """Every usable picture of every package (byte duplicates and small ones dropped), the count per
+    package and the .deb file (version) each came from."""
     seen: set[str] = set()
     chosen: list[Path] = []
     counts: dict[str, int] = {}
+    debs: dict[str, str] = {}
     for package, patterns in PACKAGES.items():
         before = len(chosen)
-        for path in pictures_of(fetch_package(package, work), patterns):
+        root, debs[package] = fetch_package(package, work)
+        for path in pictures_of(root, patterns):
             digest = hashlib.md5(path.read_bytes()).hexdigest()
             if digest not in seen and _big_enough(path):
                 seen.add(digest)
                 chosen.append(path)
         counts[package] = len(chosen) - before
         log.info("%s: %d pictures", package, counts[package])
-    return chosen, counts
+    return chosen, counts, debs
 
 
 def _big_enough(path: Path) -> bool:
@@ -149,12 +154,15 @@ def fit(settings: ExtractorSettings, work: Path) -> Path:
     if settings.whiten_dim <= 0:
         raise SystemExit("EXTRACTOR_WHITEN_DIM is 0: no whitening to learn")
     embedder = training_embedder(settings)
-    paths, counts = select_images(work)
+    paths, counts, debs = select_images(work)
     rows = training_rows(embedder, paths, settings.decode_threads)
     learned = whitening.Whitening.fit(rows, settings.whiten_dim, SHRINK, POWER)
     name = whitening.whitening_name(settings.model_name, embedder.raw_pipeline, settings.whiten_dim)
-    manifest = {"pipeline": embedder.raw_pipeline, "shrink": SHRINK, "images": len(paths), "rows": len(rows),
-                "train_region_levels": list(TRAIN_REGION_LEVELS), "packages": counts}
+    _, network = verified_model_file(settings.model_dir, settings.model_name)
+    # Everything the result depends on: its identity (whitening.identity) is a digest of these.
+    manifest = {"pipeline": embedder.raw_pipeline, "model_sha256": network.sha256, "shrink": SHRINK,
+                "images": len(paths), "rows": len(rows), "train_region_levels": list(TRAIN_REGION_LEVELS),
+                "packages": counts, "debs": debs}
     return whitening.save(learned, settings.model_dir, name, manifest)
 
 

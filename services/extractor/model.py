@@ -105,8 +105,8 @@ class ImageEmbedder:
         embedder = cls(session, preprocess, descriptor, max_run=max_run)
         if with_whitening and settings.whiten_dim > 0:
             name = whitening_file.whitening_name(settings.model_name, embedder.raw_pipeline, settings.whiten_dim)
-            learned, sha = whitening_file.load_verified(settings.model_dir, name, embedder.raw_pipeline)
-            embedder.whitening, embedder.whitening_tag = learned, f"w{learned.dim}-{sha[:8]}"
+            learned, identity = whitening_file.load_verified(settings.model_dir, name, embedder.raw_pipeline)
+            embedder.whitening, embedder.whitening_tag = learned, f"w{learned.dim}-{identity[:8]}"
         return embedder
 
     @property

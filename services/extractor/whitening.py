@@ -10,6 +10,13 @@ full whitening (shrink 0) over-weights noisy directions and hurts category searc
 The learned arrays live in `<name>.npz` next to `<name>.json`, a manifest holding the file's
 sha256 and the descriptor pipeline it was learned on; the extractor refuses a file that does not
 match either, so a vector is never whitened by a projection learned for other vectors.
+
+The whitening's identity (part of the model id every album records) is a digest of what it was
+learned from and how (the manifest less its file fields: the network file's sha256, the source
+packages' versions, the pipeline, the parameters), not of its bytes: two installs fitting from the
+same inputs get projections equal to the last float bit or so (onnxruntime's sums are not
+bit-reproducible), and must give albums the same id. Manifests written before `model_sha256`
+was recorded keep the file's sha256 as their identity.
 """
 
 from __future__ import annotations
@@ -106,7 +113,8 @@ def save(whitening: Whitening, directory: Path, name: str, manifest: dict[str, A
 
 
 def load_verified(directory: Path, name: str, pipeline: str) -> tuple[Whitening, str]:
-    """The whitening and its sha256, after checking the file against its manifest and the pipeline."""
+    """The whitening and its identity (a sha256 hex digest, see the module's doc), after checking the
+    file against its manifest and the pipeline."""
     manifest_path = directory / f"{name}.json"
     try:
         manifest = json.loads(manifest_path.read_text())
@@ -125,7 +133,20 @@ def load_verified(directory: Path, name: str, pipeline: str) -> tuple[Whitening,
     if actual != expected:
         raise ModelFileError(f"whitening file {path} has sha256 {actual[:12]}..., its manifest says "
                              f"{expected[:12]}...; refit it (scripts/setup.sh)")
-    return Whitening.from_file(path), actual
+    return Whitening.from_file(path), identity(manifest)
+
+
+# Manifest fields that describe the file rather than what it was learned from.
+_FILE_FIELDS = frozenset({"file", "sha256"})
+
+
+def identity(manifest: dict[str, Any]) -> str:
+    """What a whitening was learned from and how, as a sha256 hex digest; the file's sha256 for a
+    manifest that does not name the network file it was learned with."""
+    if "model_sha256" not in manifest:
+        return str(manifest["sha256"])
+    recipe = {k: v for k, v in manifest.items() if k not in _FILE_FIELDS}
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
 
 
 def _write_atomically(path: Path, data: bytes) -> None:

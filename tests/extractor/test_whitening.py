@@ -68,9 +68,23 @@ def test_fitting_needs_more_rows_than_dimensions() -> None:
 def test_a_saved_whitening_loads_back_verified(tmp_path: Path) -> None:
     learned = Whitening.fit(correlated_rows(), dim=8)
     whitening.save(learned, tmp_path, "w", {"pipeline": "net/gem3/320/aspect"})
-    loaded, sha = whitening.load_verified(tmp_path, "w", "net/gem3/320/aspect")
+    loaded, identity = whitening.load_verified(tmp_path, "w", "net/gem3/320/aspect")
     np.testing.assert_array_equal(loaded.projection, learned.projection)
-    assert sha == json.loads((tmp_path / "w.json").read_text())["sha256"]
+    # an older manifest, without the network file's sha256: the file's own sha256 names it
+    assert identity == json.loads((tmp_path / "w.json").read_text())["sha256"]
+
+
+def test_refits_from_the_same_inputs_share_an_identity_though_their_bytes_differ(tmp_path: Path) -> None:
+    rows = correlated_rows()
+    noise = np.random.default_rng(3).normal(scale=1e-7, size=rows.shape).astype(np.float32)
+    recipe = {"pipeline": "p", "model_sha256": "ab" * 32, "debs": {"pkg": "pkg_1.0_all.deb"}}
+    whitening.save(Whitening.fit(rows, dim=8), tmp_path / "a", "w", recipe)
+    whitening.save(Whitening.fit(rows + noise, dim=8), tmp_path / "b", "w", recipe)
+    whitening.save(Whitening.fit(rows, dim=8), tmp_path / "c", "w", {**recipe, "debs": {"pkg": "pkg_1.1_all.deb"}})
+    (_, a), (_, b), (_, c) = (whitening.load_verified(tmp_path / d, "w", "p") for d in "abc")
+    assert (tmp_path / "a" / "w.npz").read_bytes() != (tmp_path / "b" / "w.npz").read_bytes()
+    assert a == b
+    assert c != a  # learned from another version of the pictures
 
 
 def test_a_changed_whitening_file_is_refused(tmp_path: Path) -> None:
