@@ -13,10 +13,11 @@ match either, so a vector is never whitened by a projection learned for other ve
 
 The whitening's identity (part of the model id every album records) is a digest of what it was
 learned from and how (the manifest less its file fields: the network file's sha256, the source
-packages' versions, the pipeline, the parameters), not of its bytes: two installs fitting from the
-same inputs get projections equal to the last float bit or so (onnxruntime's sums are not
-bit-reproducible), and must give albums the same id. Manifests written before `model_sha256`
-was recorded keep the file's sha256 as their identity.
+packages' versions, the pipeline, the parameters), not of its bytes: fits from the same inputs agree
+to the last float bit or so, but not necessarily bit for bit (another CPU can take other
+instruction paths in onnxruntime and BLAS; two fits here made by different versions of this code
+differed by at most 6e-8), and such installs must give albums the same id. Manifests written
+before `model_sha256` was recorded keep the file's sha256 as their identity.
 """
 
 from __future__ import annotations
