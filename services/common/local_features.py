@@ -122,11 +122,11 @@ def matched_inliers(query: LocalFeatures, candidate: LocalFeatures, ratio: float
     """
     if len(query) < 3 or len(candidate) < 3:
         return 0
-    pairs = cv2.BFMatcher(cv2.NORM_L2).knnMatch(query.matchable, candidate.matchable, k=2)
-    good = [m[0] for m in pairs if len(m) == 2 and m[0].distance < ratio * m[1].distance]
-    if len(good) < 4:
+    nearest, distance = nearest_two(query.matchable, candidate.matchable)
+    passed = np.flatnonzero(distance[:, 0] < ratio * distance[:, 1])  # Lowe's ratio test
+    if len(passed) < 4:
         return 0
-    query_idx, train_idx = _one_to_one(good)
+    query_idx, train_idx = _one_to_one(passed, nearest[passed, 0], distance[passed, 0])
     if len(query_idx) < 4:
         return 0
     source, target = query.points[query_idx], candidate.points[train_idx]
@@ -137,11 +137,24 @@ def matched_inliers(query: LocalFeatures, candidate: LocalFeatures, ratio: float
     return int(mask.sum())
 
 
-def _one_to_one(matches: list[cv2.DMatch]) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
-    """Query and candidate indices of the matches, only the closest one per candidate keypoint."""
-    distance = np.array([m.distance for m in matches], np.float32)
-    query_idx = np.array([m.queryIdx for m in matches], np.intp)
-    train_idx = np.array([m.trainIdx for m in matches], np.intp)
+def nearest_two(query: NDArray[np.float32], candidate: NDArray[np.float32]
+                ) -> tuple[NDArray[np.intp], NDArray[np.float32]]:
+    """For each query descriptor, the indices [n, 2] and L2 distances [n, 2] of its two nearest
+    candidate descriptors (nearest first); the candidate needs at least two. One matrix product:
+    SIFT's byte-valued descriptors make every dot product an integer below 2^24, exact in float32,
+    so the distances are exact too (and this is faster than OpenCV's brute-force knnMatch)."""
+    squared = (candidate * candidate).sum(axis=1)[None, :] - 2.0 * (query @ candidate.T)  # less |q|^2
+    two = np.argpartition(squared, 1, axis=1)[:, :2]
+    pair = np.take_along_axis(squared, two, axis=1)
+    order = np.argsort(pair, axis=1)
+    two, pair = np.take_along_axis(two, order, axis=1), np.take_along_axis(pair, order, axis=1)
+    pair += (query * query).sum(axis=1)[:, None]
+    return two, np.sqrt(np.maximum(pair, 0.0))
+
+
+def _one_to_one(query_idx: NDArray[np.intp], train_idx: NDArray[np.intp], distance: NDArray[np.float32]
+                ) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
+    """The matches (query_idx[i] -> train_idx[i]) less all but the closest one per candidate keypoint."""
     order = np.argsort(distance, kind="stable")
     _, first = np.unique(train_idx[order], return_index=True)
     keep = order[first]

@@ -15,6 +15,7 @@ from services.common.local_features import (
     LocalFeaturesError,
     best_inliers,
     matched_inliers,
+    nearest_two,
     plausible_affine,
     verified_order,
 )
@@ -85,6 +86,19 @@ def test_a_photo_turned_with_filled_corners_matches_its_original_and_no_unrelate
     assert counts.pop("coffee.png") >= 40
     assert len(counts) >= 8
     assert max(counts.values()) < MIN_MATCHES, counts
+
+
+def test_the_two_nearest_descriptors_and_their_distances_are_exact() -> None:
+    rng = np.random.default_rng(0)
+    query = rng.integers(0, 256, (300, 128)).astype(np.float32)
+    candidate = rng.integers(0, 256, (200, 128)).astype(np.float32)
+    candidate[7] = query[0]  # an exact match: distance 0
+    nearest, distance = nearest_two(query, candidate)
+    exact = np.linalg.norm(query[:, None, :].astype(np.float64) - candidate[None, :, :], axis=2)
+    expected = np.argsort(exact, axis=1, kind="stable")[:, :2]
+    np.testing.assert_array_equal(nearest, expected)
+    np.testing.assert_allclose(distance, np.take_along_axis(exact, expected, axis=1), rtol=1e-6)
+    assert nearest[0, 0] == 7 and distance[0, 0] == 0
 
 
 def test_only_an_affine_map_an_edit_could_make_is_plausible() -> None:
