@@ -14,17 +14,20 @@ import argparse
 import collections
 import csv
 import json
+import os
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as in the gateway: matchings run in threads
 
 import cv2
 import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from services.common.local_features import plausible_affine
+from services.common.local_features import LocalFeatures, Match, match, plausible_affine
 
 cv2.setNumThreads(1)
 
@@ -91,9 +94,11 @@ def main():
     ap.add_argument("--min-inliers", type=int, nargs="+", default=[8, 12, 15, 20, 30])
     ap.add_argument("--upscale", action="store_true")
     ap.add_argument("--mirror", action="store_true")
-    ap.add_argument("--diag", type=int, default=0)
+    ap.add_argument("--diag", type=int, default=-1, help="list the misses at this T (0: the vector order)")
     ap.add_argument("--one-to-one", action="store_true",
                     help="keep the closest match per gallery keypoint before RANSAC (as the system does)")
+    ap.add_argument("--system", action="store_true",
+                    help="match with the system's code and score its verification rule too (implies the two below)")
     ap.add_argument("--plausible", action="store_true",
                     help="count no inliers for a mirroring, collapsing or extremely stretched affine map (as the system does)")
     args = ap.parse_args()
@@ -117,29 +122,37 @@ def main():
     tq = time.time() - t - tg
     t = time.time()
 
+    def pair(qf, gf):
+        if args.system:
+            return match(as_features(qf), as_features(gf), args.ratio, args.thresh)
+        return Match(inliers(qf, gf, args.kind, args.ratio, args.thresh, args.one_to_one, args.plausible))
+
     def verify(i):
-        out = [inliers(qfeat[i], gfeat[c], args.kind, args.ratio, args.thresh, args.one_to_one, args.plausible) for c, _ in ranked[i][:args.top]]
+        out = [pair(qfeat[i], gfeat[c]) for c, _ in ranked[i][:args.top]]
         if args.mirror:
-            out = [max(a, inliers(qmir[i], gfeat[c], args.kind, args.ratio, args.thresh, args.one_to_one, args.plausible))
-                   for a, (c, _) in zip(out, ranked[i][:args.top])]
+            out = [max(a, pair(qmir[i], gfeat[c]), key=lambda m: m.inliers) for a, (c, _) in zip(out, ranked[i][:args.top])]
         return out
 
     with ThreadPoolExecutor(2) as pool:
-        inl = list(pool.map(verify, range(len(qs))))
+        found = list(pool.map(verify, range(len(qs))))
     tv = time.time() - t
-    tag = f"{args.kind}_{args.side}_{args.n}_{int(args.mirror)}_{int(args.upscale)}_{args.ratio}_{args.thresh}{'_1to1' * args.one_to_one}{'_plaus' * args.plausible}"
-    np.save(Path(args.rankings).parent / f"inl_{tag}.npy", np.array(inl))
+    inl = [[m.inliers for m in row] for row in found]
+    tag = f"{args.kind}_{args.side}_{args.n}_{int(args.mirror)}_{int(args.upscale)}_{args.ratio}_{args.thresh}{'_1to1' * args.one_to_one}{'_plaus' * args.plausible}{'_system' * args.system}"
+    np.save(Path(args.rankings).parent / f"inl_{tag}.npy", np.array([[(m.inliers, m.tentative) for m in row] for row in found]))
     print(f"{args.kind} side {args.side} n {args.n}: gallery {tg/len(gfeat)*1000:.1f} ms/img, "
           f"query {tq/len(qs)*1000:.1f} ms/img, verify top{args.top} {tv/len(qs)*1000:.1f} ms/query")
-    for T in [0] + args.min_inliers:
+
+    def report(label, T, verified):
         by = collections.defaultdict(list)
+        chance = 0
         for i, q in enumerate(qs):
             target = image_of.get(q["target_id"])
             cands = [c for c, _ in ranked[i]]
             if T:
                 top = cands[:args.top]
-                ver = sorted([j for j in range(len(top)) if inl[i][j] >= T], key=lambda j: -inl[i][j])
+                ver = sorted([j for j in range(len(top)) if verified(found[i][j])], key=lambda j: -inl[i][j])
                 order = [top[j] for j in ver] + [c for j, c in enumerate(top) if j not in ver] + cands[args.top:]
+                chance += any(top[j] != target and inl[i][j] < 40 for j in ver)
             else:
                 order = cands
             by[q["transform"]].append(bool(order) and order[0] == target)
@@ -149,8 +162,21 @@ def main():
                       f" winner inl {inl[i][cands.index(order[0])] if order[0] in cands[:args.top] else '-'}"
                       f" cnn top {cands[0] == target}")
         r1 = {k: np.mean(v) for k, v in by.items()}
-        print(f"T={T:3d} mean {np.mean(list(r1.values())):.4f} min {min(r1.values()):.3f} "
-              + " ".join(f"{k[:8]}={v:.3f}" for k, v in r1.items()))
+        print(f"{label:>9s} mean {np.mean(list(r1.values())):.4f} min {min(r1.values()):.3f} "
+              f"chance {chance / len(qs):.3f} " + " ".join(f"{k[:8]}={v:.3f}" for k, v in r1.items()))
+
+    report("T=0", 0, None)
+    for T in args.min_inliers:
+        report(f"T={T}", T, lambda m, T=T: m.inliers >= T)
+        if args.system:
+            report(f"rule T={T}", T, lambda m, T=T: m.verified(T))
+
+
+def as_features(f):
+    points, descriptors = f
+    if descriptors is None:
+        return LocalFeatures.empty()
+    return LocalFeatures(points.astype(np.float32), descriptors.astype(np.uint8))
 
 
 if __name__ == "__main__":

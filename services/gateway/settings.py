@@ -36,10 +36,13 @@ class GatewaySettings(ServiceSettings):
     # (bench/research/RESULTS.md, COMBO D): more neighbours drift from the query's category.
     similar_expand_k: int = 3
     # A copy search verifies its nearest images geometrically (keypoints that one plausible affine map
-    # carries, one to one, from the query onto the image) and puts those with at least
-    # verify_min_matches first, most matches first. 0 turns it off. bench/research/verify_experiment.py
-    # on the evaluation set: the 5 nearest and 6 matches lift copy R@1 from 0.984 to 0.994, the worst
-    # edit from 0.920 to 0.970 (10 nearest: no better, twice the work; 8 matches: worst 0.955).
+    # carries, one to one, from the query onto the image) and puts the verified ones first, most
+    # matches first: at least verify_min_matches, and below 20 only when they are most of the
+    # tentative matches (services/common/local_features.Match.verified). 0 turns it off.
+    # bench/research/verify_experiment.py --system on the evaluation set: the 5 nearest and 6 matches
+    # lift copy R@1 from 0.984 to 0.994, the worst edit from 0.920 to 0.970, with 3.4 % of queries
+    # getting an unrelated image verified by chance (10 nearest: no better, twice the work; 8 matches:
+    # worst 0.955).
     verify_top: int = 5
     verify_min_matches: int = 6
     max_top_k: int = 1000

@@ -3,7 +3,8 @@
 The search service ranks by global vectors; among the few nearest, the copy of the query is the
 image whose stored keypoints the query's keypoints match under one affine map. `CopyVerifier`
 reads those images' local features from the object store, counts the matches in worker threads
-(OpenCV releases the GIL) and re-ranks: images with at least `min_matches` first, most first, then
+(OpenCV and numpy release the GIL) and re-ranks: verified images first (at least `min_matches`
+inliers, and a majority of their tentative matches below 20: `Match.verified`), most first, then
 the rest in the search service's order. An image without stored features (added before they
 existed, or its blob unreadable) is simply not verified; the search never fails for it.
 """
@@ -18,7 +19,8 @@ from services.common.errors import ImageSearchError
 from services.common.local_features import (
     LocalFeatures,
     LocalFeaturesError,
-    best_inliers,
+    Match,
+    best_match,
     verified_order,
 )
 from services.gateway.blobstore import Blobs, features_key
@@ -64,13 +66,13 @@ class CopyVerifier:
         if not query or not head:
             return hits
         stored = await asyncio.gather(*(self.stored(album, h.image.content_hash) for h in head))
-        counts = await asyncio.gather(*(self._matches(query, s) for s in stored))
-        order = verified_order(list(counts), self.min_matches)
-        checked = [replace(head[i], matches=counts[i] if stored[i] is not None else None) for i in order]
+        matches = await asyncio.gather(*(self._match(query, s) for s in stored))
+        order = verified_order(list(matches), self.min_matches)
+        checked = [replace(head[i], matches=matches[i].inliers if stored[i] is not None else None) for i in order]
         return checked + tail
 
     @staticmethod
-    async def _matches(query: list[LocalFeatures], candidate: LocalFeatures | None) -> int:
+    async def _match(query: list[LocalFeatures], candidate: LocalFeatures | None) -> Match:
         if candidate is None:
-            return 0
-        return await asyncio.to_thread(best_inliers, query, candidate)
+            return Match()
+        return await asyncio.to_thread(best_match, query, candidate)

@@ -13,8 +13,9 @@ from services.common.local_features import (
     FeatureConfig,
     LocalFeatures,
     LocalFeaturesError,
-    best_inliers,
-    matched_inliers,
+    Match,
+    best_match,
+    match,
     nearest_two,
     plausible_affine,
     verified_order,
@@ -67,7 +68,7 @@ def test_an_edited_copy_matches_its_original_by_dozens_of_keypoints_and_no_other
         photos: list[Path], album: list[LocalFeatures]) -> None:
     for index, path in enumerate(photos):
         query = describe_image(edited(path), CONFIG, mirrored=True)
-        counts = [best_inliers(query, stored) for stored in album]
+        counts = [best_match(query, stored).inliers for stored in album]
         assert counts[index] >= 40, (path.name, counts)
         assert max(c for i, c in enumerate(counts) if i != index) < MIN_MATCHES, (path.name, counts)
 
@@ -82,7 +83,7 @@ def test_a_photo_turned_with_filled_corners_matches_its_original_and_no_unrelate
     w, h = rgb.size
     turned = rgb.crop((w // 10, h // 10, w * 9 // 10, h * 9 // 10)).rotate(12, expand=True, fillcolor=fill)
     query = describe_image(jpeg(turned, 80), CONFIG, mirrored=True)
-    counts = {name: best_inliers(query, describe_image(d, CONFIG)[0]) for name, d in data.items()}
+    counts = {name: best_match(query, describe_image(d, CONFIG)[0]).inliers for name, d in data.items()}
     assert counts.pop("coffee.png") >= 40
     assert len(counts) >= 8
     assert max(counts.values()) < MIN_MATCHES, counts
@@ -116,9 +117,9 @@ def test_only_an_affine_map_an_edit_could_make_is_plausible() -> None:
 def test_a_mirrored_copy_is_matched_through_the_mirrored_query_features(
         photos: list[Path], album: list[LocalFeatures]) -> None:
     upright, mirrored = describe_image(edited(photos[0], mirror=True), CONFIG, mirrored=True)
-    assert matched_inliers(upright, album[0]) < 15
-    assert matched_inliers(mirrored, album[0]) >= 30
-    assert best_inliers([upright, mirrored], album[0]) >= 30
+    assert match(upright, album[0]).inliers < 15
+    assert match(mirrored, album[0]).inliers >= 30
+    assert best_match([upright, mirrored], album[0]).inliers >= 30
 
 
 def test_features_are_capped_and_survive_serialisation(photos: list[Path]) -> None:
@@ -150,11 +151,21 @@ def test_a_flat_image_has_no_keypoints_and_matches_nothing(album: list[LocalFeat
     flat = describe_image(jpeg(Image.new("RGB", (300, 200), (90, 120, 200))), CONFIG)[0]
     assert len(flat) == 0
     assert LocalFeatures.from_bytes(flat.to_bytes()).descriptors.shape == (0, 128)
-    assert matched_inliers(flat, album[0]) == 0
-    assert matched_inliers(album[0], flat) == 0
+    assert match(flat, album[0]).inliers == 0
+    assert match(album[0], flat).inliers == 0
 
 
 def test_verified_candidates_come_first_most_matches_first_the_rest_keep_their_order() -> None:
-    assert verified_order([3, 40, 0, 25, 19], min_inliers=20) == [1, 3, 0, 2, 4]
-    assert verified_order([1, 2, 3], min_inliers=20) == [0, 1, 2]
+    matches = [Match(3, 50), Match(40, 60), Match(0, 0), Match(25, 200), Match(19, 100)]
+    assert verified_order(matches, min_inliers=20) == [1, 3, 0, 2, 4]
+    assert verified_order([Match(1, 3), Match(2, 3), Match(3, 3)], min_inliers=20) == [0, 1, 2]
     assert verified_order([], min_inliers=20) == []
+
+
+def test_few_inliers_verify_only_as_most_of_the_tentative_matches() -> None:
+    assert Match(20, 400).verified(6)  # confident, whatever the share
+    assert Match(8, 12).verified(6)  # a small image's copy: few keypoints, most in the fit
+    assert not Match(8, 40).verified(6)  # a chance fit: a few of many tentative matches
+    assert not Match(5, 5).verified(6)
+    assert not Match(25, 30).verified(30)  # a higher threshold holds for confident counts too
+    assert verified_order([Match(9, 60), Match(7, 10)], min_inliers=6) == [1, 0]

@@ -20,7 +20,7 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from services.common.grpc_server import ERROR_REASON_KEY, set_serving
-from services.common.local_features import LocalFeatures, matched_inliers
+from services.common.local_features import LocalFeatures, match
 from services.extractor.__main__ import Extractor, build
 from services.extractor.batcher import BATCH_SIZE
 from services.extractor.servicer import SERVICE_NAMES
@@ -169,7 +169,7 @@ def test_local_features_come_when_asked_for_a_query_also_mirrored(
     query = stub.Embed(extractor_pb2.EmbedRequest(images=[data], local_features=True), timeout=60).results[0]
     upright, mirrored = (LocalFeatures.from_bytes(f) for f in query.local_features)
     assert len(upright) >= 100 and len(mirrored) >= 100
-    assert matched_inliers(upright, upright) == len(upright)
+    assert match(upright, upright).inliers == len(upright)
     request = extractor_pb2.EmbedRequest(images=[data, b"junk"], purpose=extractor_pb2.EmbedRequest.INDEX,
                                          local_features=True)
     indexed, junk = stub.Embed(request, timeout=60).results
