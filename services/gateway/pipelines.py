@@ -30,6 +30,7 @@ from services.common.errors import (
     NotFound,
     StoreUnavailable,
 )
+from services.common.json_text import json_object
 from services.common.local_features import LocalFeatures
 from services.gateway import imaging
 from services.gateway.blobstore import Blob, Blobs, album_prefix, features_key, image_key, thumbnail_key
@@ -92,27 +93,12 @@ def check_search_mode(mode: str) -> SearchMode:
 
 def parse_attributes(text: str) -> JsonObject:
     """A JSON object of attributes; empty text means {}."""
-    if not text or not text.strip():
-        return {}
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InvalidAttributes(f"attributes are not valid JSON: {exc.msg} at position {exc.pos}") from exc
-    if not isinstance(value, dict):
-        raise InvalidAttributes(f"attributes must be a JSON object, not {type(value).__name__}")
-    return value
+    return json_object(text, "attributes", InvalidAttributes)
 
 
 def normalise_filter(text: str) -> str:
     """The filter as compact JSON text, '' for none; it must be a JSON object."""
-    if not text or not text.strip():
-        return ""
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InvalidFilter(f"filter is not valid JSON: {exc.msg} at position {exc.pos}") from exc
-    if not isinstance(value, dict):
-        raise InvalidFilter(f"filter must be a JSON object, not {type(value).__name__}")
+    value = json_object(text, "filter", InvalidFilter)
     return json.dumps(value, separators=(",", ":")) if value else ""
 
 

@@ -23,7 +23,6 @@ Semantics (the ones Milvus 2.3 applies to a JSON field, checked against a real s
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -32,6 +31,7 @@ from enum import StrEnum
 from typing import Any
 
 from services.common.errors import InvalidFilter
+from services.common.json_text import json_kind, json_object
 
 KEY_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 # Bounds the size of the expression a caller can make Milvus parse.
@@ -127,13 +127,7 @@ class AttributeFilter:
 
 def parse_filter_json(text: str) -> AttributeFilter:
     """Parses the wire form (a JSON object, or "" for no filter)."""
-    if not text.strip():
-        return AttributeFilter()
-    try:
-        spec = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InvalidFilter(f"filter is not valid JSON: {exc.msg} at position {exc.pos}") from exc
-    return parse_filter(spec)
+    return parse_filter(json_object(text, "filter", InvalidFilter))
 
 
 def parse_filter(spec: object) -> AttributeFilter:
@@ -141,7 +135,7 @@ def parse_filter(spec: object) -> AttributeFilter:
     if spec is None:
         return AttributeFilter()
     if not isinstance(spec, Mapping):
-        raise InvalidFilter(f"filter must be a JSON object, not {_kind(spec)}")
+        raise InvalidFilter(f"filter must be a JSON object, not {json_kind(spec)}")
     conditions: list[Condition] = []
     for key, rule in spec.items():
         conditions.extend(_parse_rule(_check_key(key), rule))
@@ -171,13 +165,13 @@ def _parse_operator(key: str, name: object, value: object) -> Condition:
     op = Op(str(name))
     if op is Op.EXISTS:
         if not isinstance(value, bool):
-            raise InvalidFilter(f"filter on {key!r}: 'exists' takes true or false, not {_kind(value)}")
+            raise InvalidFilter(f"filter on {key!r}: 'exists' takes true or false, not {json_kind(value)}")
         return Condition(key, op, value)
     if op in (Op.IN, Op.NIN):
         return Condition(key, op, _check_list(key, op, value))
     scalar = _check_scalar(key, value)
     if op in _ORDERING_OPS and isinstance(scalar, bool):
-        raise InvalidFilter(f"filter on {key!r}: '{op}' compares numbers or strings, not a bool")
+        raise InvalidFilter(f"filter on {key!r}: '{op}' compares numbers or strings, not a boolean")
     return Condition(key, op, scalar)
 
 
@@ -194,7 +188,7 @@ def _check_scalar(key: str, value: object) -> Scalar:
         return value
     if isinstance(value, str):
         return _check_string(key, value)
-    raise InvalidFilter(f"filter on {key!r}: value must be a string, number or bool, not {_kind(value)}")
+    raise InvalidFilter(f"filter on {key!r}: value must be a string, number or bool, not {json_kind(value)}")
 
 
 def _check_string(key: str, value: str) -> str:
@@ -207,7 +201,7 @@ def _check_string(key: str, value: str) -> str:
 
 def _check_list(key: str, op: Op, value: object) -> tuple[Scalar, ...]:
     if not isinstance(value, Sequence) or isinstance(value, str):
-        raise InvalidFilter(f"filter on {key!r}: '{op}' takes a list, not {_kind(value)}")
+        raise InvalidFilter(f"filter on {key!r}: '{op}' takes a list, not {json_kind(value)}")
     if len(value) > MAX_LIST_VALUES:
         raise InvalidFilter(f"filter on {key!r}: '{op}' list has more than {MAX_LIST_VALUES} values")
     values = tuple(_check_scalar(key, v) for v in value)
@@ -215,12 +209,6 @@ def _check_list(key: str, op: Op, value: object) -> tuple[Scalar, ...]:
         # Milvus 2.3 fails the whole query on a mixed list, so refuse it up front.
         raise InvalidFilter(f"filter on {key!r}: '{op}' list mixes strings, numbers and bools")
     return values
-
-
-def _kind(value: object) -> str:
-    if value is None:
-        return "null"
-    return {dict: "an object", list: "a list", str: "a string", bool: "a bool"}.get(type(value), type(value).__name__)
 
 
 def _value_kind(value: Scalar) -> str:

@@ -15,6 +15,7 @@ import numpy as np
 from imagesearch.v1 import search_pb2, search_pb2_grpc
 
 from services.common.errors import InvalidAttributes
+from services.common.json_text import json_object
 from services.search.filters import parse_filter_json
 from services.search.index import Collection, Hit, Item, VectorIndex, search_expanded
 
@@ -104,15 +105,7 @@ def collection_to_wire(info: Collection) -> Any:
 
 def attributes_from_json(text: str, item_id: str) -> dict[str, Any]:
     """An item's attributes: a JSON object, or {} for ""."""
-    if not text.strip():
-        return {}
-    try:
-        attributes = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InvalidAttributes(f"item {item_id!r}: attributes are not valid JSON ({exc.msg})") from exc
-    if not isinstance(attributes, dict):
-        raise InvalidAttributes(f"item {item_id!r}: attributes must be a JSON object")
-    return attributes
+    return json_object(text, f"item {item_id!r}: attributes", InvalidAttributes)
 
 
 def item_from_wire(item: Any) -> Item:
