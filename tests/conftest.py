@@ -39,7 +39,10 @@ def photos() -> list[Path]:
 
 @pytest.fixture(scope="session")
 def _stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    stack = Stack(tmp_path_factory.mktemp("stack"), Ports.free())
+    # The URL tests serve images from 127.0.0.1 (tests.gateway.stack_helpers.file_server): that host
+    # is allowed; any other private or local address stays refused, as in a deployment.
+    stack = Stack(tmp_path_factory.mktemp("stack"), Ports.free(),
+                  service_env={"GATEWAY_URL_ALLOWED_HOSTS": '["127.0.0.1"]'})
     yield stack
     stack.stop()
 

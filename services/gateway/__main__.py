@@ -30,7 +30,7 @@ from services.gateway.jobs import IngestWorker, JobStore
 from services.gateway.pipelines import Pipelines
 from services.gateway.servicer import SERVICE_NAME, GatewayServicer
 from services.gateway.settings import GatewaySettings
-from services.gateway.urlfetch import UrlFetcher
+from services.gateway.urlfetch import AddressPolicy, UrlFetcher
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,8 @@ async def main() -> None:
                                     headers={"User-Agent": "imagesearch-gateway/1.0"})
     pipelines = Pipelines(
         settings, extractor, search, blobs, RedisEmbeddingCache(redis, settings.embedding_cache_ttl_s),
-        UrlFetcher(http_client, settings.max_image_bytes, settings.url_fetch_timeout_s),
+        UrlFetcher(http_client, settings.max_image_bytes, settings.url_fetch_timeout_s,
+                   AddressPolicy(settings.url_allow_private, frozenset(h.lower() for h in settings.url_allowed_hosts))),
     )
     jobs = JobStore(redis)
     checks = {"extractor": extractor.health, "search": search.health, "object_store": blobs.ping, "redis": jobs.ping}

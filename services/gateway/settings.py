@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from services.common.settings import ServiceSettings
@@ -29,8 +30,13 @@ class GatewaySettings(ServiceSettings):
     embedding_cache_ttl_s: int = 7 * 24 * 3600
     max_image_bytes: int = 20 * 1024 * 1024
     max_images_per_request: int = 256
-    # Fetching an image by URL (search by URL, ingest from URLs).
+    # Fetching an image by URL (search by URL, ingest from URLs). Only hosts that resolve to public
+    # addresses are fetched from (no Redis, Milvus, MinIO or cloud metadata through the gateway),
+    # but those listed in url_allowed_hosts (e.g. ["images.internal"]) or, with url_allow_private,
+    # any host (a single-user machine, tests). See services/gateway/urlfetch.py.
     url_fetch_timeout_s: float = 10.0
+    url_allow_private: bool = False
+    url_allowed_hosts: list[str] = Field(default_factory=list)
     default_top_k: int = 10
     # Neighbours a "similar" search expands its query with (0 to 50; 0 = none). 3 was the study's best
     # (bench/research/RESULTS.md, COMBO D): more neighbours drift from the query's category.

@@ -198,6 +198,20 @@ def test_search_by_url_fetches_the_photo(http: httpx.Client, photos: list[Path],
     assert (unreachable.status_code, unreachable.json()["error"]["reason"]) == (422, "url_fetch_failed")
 
 
+def test_urls_of_private_or_local_hosts_are_not_fetched(http: httpx.Client, photos: list[Path],
+                                                        filled: tuple[str, list[dict[str, Any]]]) -> None:
+    # The same server by a name the stack does not allow (only 127.0.0.1 is), and the metadata
+    # endpoint of cloud machines: refused before any request is made.
+    album, _ = filled
+    with file_server(photos[4].parent) as base:
+        local = base.replace("127.0.0.1", "localhost")
+        for url in (f"{local}/{photos[4].name}", "http://169.254.169.254/latest/meta-data/",
+                    f"http://[::1]:{free_port()}/x.jpg", "http://10.0.0.1/x.jpg"):
+            response = http.post(f"/v1/albums/{album}/search", data={"url": url})
+            assert (response.status_code, response.json()["error"]["reason"]) == (422, "url_fetch_failed"), url
+            assert "private or local address" in response.json()["error"]["message"]
+
+
 def test_filters_on_attributes(http: httpx.Client, photos: list[Path],
                                filled: tuple[str, list[dict[str, Any]]]) -> None:
     album, results = filled
