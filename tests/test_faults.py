@@ -47,6 +47,15 @@ def _when_served(call: Callable[[], httpx.Response], timeout_s: float = 180) -> 
         time.sleep(2)
 
 
+def _when(call: Callable[[], httpx.Response], status: int, timeout_s: float = 30) -> httpx.Response:
+    """The first answer of `call` with this status, asked every half second."""
+    deadline = time.monotonic() + timeout_s
+    while (answer := call()).status_code != status:
+        assert time.monotonic() < deadline, f"still {answer.status_code} after {timeout_s} s: {answer.text}"
+        time.sleep(0.5)
+    return answer
+
+
 def _count(client: httpx.Client, album: str) -> int:
     answer = client.get(f"/v1/albums/{album}")
     assert answer.status_code == 200, answer.text
@@ -112,11 +121,15 @@ def test_calls_answer_503_while_milvus_is_down_and_the_album_survives(photos: li
             add = _add(client, album, photos[1])
             assert add.status_code == 503
             assert add.json()["error"]["reason"] == "store_unavailable"
+            not_ready = _when(lambda: client.get("/readyz"), 503)  # the search service checks Milvus every 5 s
+            assert "vector store" in not_ready.json()["checks"]["search"], not_ready.text
+            assert not_ready.json()["checks"]["extractor"] == "ok"
             private.ensure(("milvus",))
             answer = _when_served(
                 lambda: client.post(f"/v1/albums/{album}/search", files={"file": photos[0].read_bytes()})
             )
             assert [h["name"] for h in answer.json()["results"]] == [photos[0].name]
             assert _count(client, album) == 1
+            _when(lambda: client.get("/readyz"), 200)
     finally:
         private.stop()

@@ -102,9 +102,11 @@ def create_server(
     return server, health_servicer, port
 
 
-async def set_serving(health_servicer: health.aio.HealthServicer, names: Sequence[str], serving: bool) -> None:
+async def set_serving(health_servicer: health.aio.HealthServicer, names: Sequence[str], serving: bool,
+                      include_server: bool = True) -> None:
+    """Sets the health of the named services, and of the server as a whole ("") with `include_server`."""
     status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
-    for name in ("", *names):
+    for name in ("", *names) if include_server else names:
         await health_servicer.set(name, status)
 
 
@@ -113,8 +115,10 @@ async def serve(
     health_servicer: health.aio.HealthServicer,
     service_full_names: Sequence[str],
     grace_s: float,
+    watchers: Sequence[asyncio.Task[None]] = (),
 ) -> None:
-    """Starts the server, marks it SERVING, and on SIGTERM/SIGINT marks it NOT_SERVING and stops."""
+    """Starts the server, marks it SERVING, and on SIGTERM/SIGINT cancels the `watchers` (tasks that
+    change the health while running), marks it NOT_SERVING and stops."""
     await server.start()
     await set_serving(health_servicer, service_full_names, True)
     stop = asyncio.Event()
@@ -123,5 +127,7 @@ async def serve(
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("shutting down (grace %.1fs)", grace_s)
+    for watcher in watchers:
+        watcher.cancel()
     await set_serving(health_servicer, service_full_names, False)
     await server.stop(grace_s)

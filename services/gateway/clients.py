@@ -73,13 +73,15 @@ class VectorSearch(Protocol):
     async def count(self, collection: str) -> int: ...
 
 
-async def check_health(channel: grpc.aio.Channel, unavailable: type[Unavailable], peer: str, timeout: float) -> None:
-    """Raises `unavailable` unless the peer's gRPC health service says SERVING."""
+async def check_health(channel: grpc.aio.Channel, unavailable: type[Unavailable], peer: str, timeout: float,
+                       service: str = "", why: str = "") -> None:
+    """Raises `unavailable` unless the peer's gRPC health service says `service` ("": the server) is
+    SERVING; `why` says what NOT_SERVING means for it."""
     stub = health_pb2_grpc.HealthStub(channel)
-    reply = await call(stub.Check, health_pb2.HealthCheckRequest(), timeout=timeout, unavailable=unavailable,
-                       peer=peer)
+    reply = await call(stub.Check, health_pb2.HealthCheckRequest(service=service), timeout=timeout,
+                       unavailable=unavailable, peer=peer)
     if reply.status != health_pb2.HealthCheckResponse.SERVING:
-        raise unavailable(f"{peer} is not serving")
+        raise unavailable(f"{peer} is not serving{f' ({why})' if why else ''}")
 
 
 class GrpcExtractor:
@@ -135,6 +137,10 @@ def _wire_item(i: Item) -> search_pb2.Item:
                            vectors=[search_pb2.Descriptor(values=v) for v in i.vectors])
 
 
+# The search service's gRPC service name, whose health follows its vector store.
+SEARCH_SERVICE = search_pb2.DESCRIPTOR.services_by_name["Search"].full_name
+
+
 class GrpcVectorSearch:
     """The search service over gRPC."""
 
@@ -149,7 +155,9 @@ class GrpcVectorSearch:
         return await call(method, request, timeout=self.timeout_s, unavailable=SearchUnavailable, peer=self.peer)
 
     async def health(self, timeout_s: float = 2.0) -> None:
-        await check_health(self.channel, SearchUnavailable, self.peer, timeout_s)
+        """The Search service's own health: NOT_SERVING while its vector store does not answer."""
+        await check_health(self.channel, SearchUnavailable, self.peer, timeout_s, SEARCH_SERVICE,
+                           "its vector store does not answer, or it is shutting down")
 
     async def create_collection(self, name: str, dim: int, model: str) -> Collection:
         reply = await self._call(self.stub.CreateCollection,

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from typing import Protocol
 
 import grpc
 from grpc_health.v1 import health
 
-from services.common.grpc_server import create_server, serve
+from services.common.errors import StoreUnavailable
+from services.common.grpc_server import create_server, serve, set_serving
 from services.common.logs import configure_logging
 from services.common.metrics import start_metrics_server
 from services.search.index import VectorIndex
@@ -37,10 +39,55 @@ def build(settings: SearchSettings, index: VectorIndex | None = None) -> SearchS
     return SearchService(server, health_servicer, port, index)
 
 
+class Pingable(Protocol):
+    def ping(self) -> None: ...
+
+
+async def watch_store(index: Pingable, health_servicer: health.aio.HealthServicer, interval_s: float,
+                      timeout_s: float = 15.0) -> None:
+    """Keeps the Search service's health (the server's own, "", stays as it is) SERVING while the store
+    answers and NOT_SERVING while it does not (any error, or no answer within `timeout_s`); logs each
+    change. Runs until cancelled."""
+    serving = True
+    pending: asyncio.Future[None] | None = None
+    while True:
+        if pending is None or pending.done():  # a ping stuck in its thread is not started again
+            pending = asyncio.ensure_future(asyncio.to_thread(index.ping))
+        try:
+            await asyncio.wait_for(asyncio.shield(pending), timeout_s)
+            answers, why = True, ""
+        except StoreUnavailable as exc:
+            answers, why = False, exc.message
+        except TimeoutError:
+            answers, why = False, f"no answer in {timeout_s:.0f} s"
+        except Exception as exc:  # whatever the store's client raises, it did not answer
+            answers, why = False, f"{type(exc).__name__}: {exc}"
+        if answers != serving:
+            if answers:
+                log.info("vector store answers again, Search marked SERVING")
+            else:
+                log.warning("vector store unreachable, Search marked NOT_SERVING: %s", why)
+            serving = answers
+            await set_serving(health_servicer, SERVICE_NAMES, serving, include_server=False)
+        await asyncio.sleep(interval_s)
+
+
 async def run(settings: SearchSettings) -> None:
     service = build(settings)
     log.info("search listening on %s:%d, Milvus at %s", settings.host, service.port, settings.milvus_uri)
-    await serve(service.server, service.health, SERVICE_NAMES, settings.shutdown_grace_s)
+    interval = settings.store_check_interval_s
+    watchers = []
+    if interval > 0:
+        watcher = asyncio.create_task(watch_store(service.index, service.health, interval,
+                                                  settings.milvus_timeout_s + 5))
+        watcher.add_done_callback(_report_crash)
+        watchers.append(watcher)
+    await serve(service.server, service.health, SERVICE_NAMES, settings.shutdown_grace_s, watchers)
+
+
+def _report_crash(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("the vector store watcher stopped: %r", task.exception())
 
 
 def main() -> None:

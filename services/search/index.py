@@ -111,6 +111,10 @@ class VectorIndex(Protocol):
         """Every album, by name."""
         ...
 
+    def ping(self) -> None:
+        """Returns when the store answers; raises `StoreUnavailable` when it does not."""
+        ...
+
     def get_collection(self, name: str) -> Collection:
         """One album with its image count; `AlbumNotFound` if missing."""
         ...
@@ -334,6 +338,9 @@ class ExactIndex:
         check_album_name(name)
         with self._lock:
             return self._albums.pop(name, None) is not None
+
+    def ping(self) -> None:
+        """In process: always there."""
 
     def list_collections(self) -> list[Collection]:
         """Every album with its count, by name."""

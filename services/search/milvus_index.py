@@ -206,6 +206,12 @@ def map_error(exc: BaseException, album: str) -> ImageSearchError | None:
     return None
 
 
+# What Milvus says while one of its own parts is down, starting or stopping (seen through a restart:
+# "empty grpc client: failed to connect 192.0.2.2:57607, reason: connection error"): unavailable, not a bug.
+_UNAVAILABLE_MARKERS = ("failed to connect", "empty grpc client", "service unavailable", "not healthy",
+                        "is not ready", "stopping")
+
+
 def _map_milvus(exc: MilvusException, album: str) -> ImageSearchError:
     message = str(exc.message)
     if exc.code == _COLLECTION_NOT_FOUND or "collection not found" in message:
@@ -216,6 +222,8 @@ def _map_milvus(exc: MilvusException, album: str) -> ImageSearchError:
     if isinstance(code, grpc.StatusCode) or code == Status.CONNECT_FAILED:
         return StoreUnavailable(f"vector store is unavailable: {message}")
     if isinstance(exc, MilvusUnavailableException) or isinstance(exc.__cause__, grpc.RpcError):
+        return StoreUnavailable(f"vector store is unavailable: {message}")
+    if any(marker in message.lower() for marker in _UNAVAILABLE_MARKERS):
         return StoreUnavailable(f"vector store is unavailable: {message}")
     if isinstance(exc, ParamError | DataNotMatchException | DataTypeNotMatchException):
         return InvalidArgument(f"vector store rejected the request: {message}")
@@ -283,6 +291,10 @@ class MilvusIndex:
         self._call(name, lambda c: c.drop_collection(cname, **self._kw()))
         log.info("dropped album %s", name)
         return True
+
+    def ping(self) -> None:
+        """Lists the collection names (cheap); `StoreUnavailable` when Milvus does not answer."""
+        self._call("", lambda c: c.list_collections(**self._kw()))
 
     def list_collections(self) -> list[Collection]:
         """Every album of this service, by name, with counts read at Bounded consistency."""

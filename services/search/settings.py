@@ -16,6 +16,9 @@ class SearchSettings(ServiceSettings):
     milvus_token: str = ""
     # Seconds for one Milvus call before the service reports it unavailable.
     milvus_timeout_s: float = 10.0
+    # Seconds between checks of Milvus; the Search service's gRPC health (not the server's, "")
+    # is NOT_SERVING while Milvus does not answer, so the gateway's /readyz says so. 0 = no checks.
+    store_check_interval_s: float = 5.0
     # Every collection this service creates gets this prefix, so a shared Milvus stays tidy.
     collection_prefix: str = "imagesearch_"
     # Default index for new collections; IVF_PQ suits albums of millions of images.

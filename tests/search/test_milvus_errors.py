@@ -1,0 +1,29 @@
+"""How Milvus' errors become ours (the paths through a real Milvus are in test_index.py and
+tests/test_faults.py; these are the messages seen there, and the rules for them)."""
+
+from __future__ import annotations
+
+import pytest
+from pymilvus.exceptions import MilvusException, ParamError
+
+from services.common.errors import AlbumNotFound, ImageSearchError, InvalidArgument, StoreUnavailable
+from services.search.milvus_index import map_error
+
+
+@pytest.mark.parametrize("message", [
+    # while a restarted Milvus standalone brings its parts up (tests/test_faults.py's outage)
+    "empty grpc client: failed to connect 192.0.2.2:57607, reason: connection error: desc",
+    "proxy not healthy, StateCode=Initializing",
+    "service unavailable: internal: Milvus Proxy is not ready yet",
+])
+def test_milvus_saying_a_part_of_it_is_down_is_unavailable(message: str) -> None:
+    error = map_error(MilvusException(code=65535, message=message), "shoes")
+    assert type(error) is StoreUnavailable
+
+
+def test_other_errors_keep_their_meaning() -> None:
+    assert type(map_error(MilvusException(code=100, message="collection not found[x]"), "shoes")) is AlbumNotFound
+    assert type(map_error(ParamError(message="bad dim"), "shoes")) is InvalidArgument
+    odd = map_error(MilvusException(code=65535, message="something no rule knows"), "shoes")
+    assert type(odd) is ImageSearchError and "something no rule knows" in odd.message
+    assert map_error(KeyError("a bug"), "shoes") is None
