@@ -206,8 +206,13 @@ def map_error(exc: BaseException, album: str) -> ImageSearchError | None:
     return None
 
 
-# What Milvus says while one of its own parts is down, starting or stopping (seen through a restart:
-# "empty grpc client: failed to connect 192.0.2.2:57607, reason: connection error"): unavailable, not a bug.
+class StorePartDown(StoreUnavailable):
+    """Milvus answers, saying one of its own parts is down, starting or stopping (seen through a
+    restart: "empty grpc client: failed to connect 192.0.2.2:57607, reason: connection error"):
+    unavailable for the caller, but our connection is fine, so it is not remade (which, with Milvus
+    half stopped, can take the whole timeout while every other call waits for it)."""
+
+
 _UNAVAILABLE_MARKERS = ("failed to connect", "empty grpc client", "service unavailable", "not healthy",
                         "is not ready", "stopping")
 
@@ -224,7 +229,7 @@ def _map_milvus(exc: MilvusException, album: str) -> ImageSearchError:
     if isinstance(exc, MilvusUnavailableException) or isinstance(exc.__cause__, grpc.RpcError):
         return StoreUnavailable(f"vector store is unavailable: {message}")
     if any(marker in message.lower() for marker in _UNAVAILABLE_MARKERS):
-        return StoreUnavailable(f"vector store is unavailable: {message}")
+        return StorePartDown(f"vector store is unavailable: {message}")
     if isinstance(exc, ParamError | DataNotMatchException | DataTypeNotMatchException):
         return InvalidArgument(f"vector store rejected the request: {message}")
     return ImageSearchError(f"vector store error: {message}")

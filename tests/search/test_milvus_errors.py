@@ -18,7 +18,8 @@ from services.search.milvus_index import map_error
 ])
 def test_milvus_saying_a_part_of_it_is_down_is_unavailable(message: str) -> None:
     error = map_error(MilvusException(code=65535, message=message), "shoes")
-    assert type(error) is StoreUnavailable
+    assert isinstance(error, StoreUnavailable) and error.reason == "store_unavailable"
+    assert type(error) is not StoreUnavailable  # answered: the connection is not remade (MilvusIndex._call)
 
 
 def test_other_errors_keep_their_meaning() -> None:
