@@ -34,7 +34,7 @@ def embedding_key(model: str, content_hash: str) -> str:
     return f"emb:{model}:{content_hash}"
 
 
-def features_key(content_hash: str) -> str:
+def query_features_key(content_hash: str) -> str:
     return f"lf:{content_hash}"
 
 
@@ -62,10 +62,10 @@ class RedisEmbeddingCache:
         await self._set(embedding_key(model, content_hash), np.asarray(vector, dtype="<f4").tobytes())
 
     async def get_features(self, content_hash: str) -> bytes | None:
-        return await self._get(features_key(content_hash))
+        return await self._get(query_features_key(content_hash))
 
     async def put_features(self, content_hash: str, features: bytes) -> None:
-        await self._set(features_key(content_hash), features)
+        await self._set(query_features_key(content_hash), features)
 
     async def _get(self, key: str) -> bytes | None:
         if not self._available():

@@ -486,9 +486,10 @@ class Pipelines:
             raise ImageTooLarge(f"{len(content)} bytes; the limit is {self.settings.max_image_bytes}")
         content_hash = hashlib.sha256(content).hexdigest()
         cached = await self.cache.get(model, content_hash)
-        cached_features = await self.cache.get_features(content_hash) if with_features else None
-        if cached is not None and (not with_features or cached_features is not None):
-            return cached, parse_features(cached_features or b"")
+        if cached is not None:
+            cached_features = await self.cache.get_features(content_hash) if with_features else b""
+            if cached_features is not None:
+                return cached, parse_features(cached_features)
         batch = await self.extractor.embed([content], local_features=with_features)
         if batch.model != model:
             raise ModelMismatch(f"the extractor embedded with {batch.model!r}, the album holds {model!r}; "
