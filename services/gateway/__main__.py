@@ -81,7 +81,7 @@ async def main() -> None:
     pipelines = Pipelines(
         settings, extractor, search, blobs, RedisEmbeddingCache(redis, settings.embedding_cache_ttl_s),
         UrlFetcher(http_client, settings.max_image_bytes, settings.url_fetch_timeout_s,
-                   AddressPolicy(settings.url_allow_private, frozenset(h.lower() for h in settings.url_allowed_hosts))),
+                   AddressPolicy(settings.url_allow_private, frozenset(settings.url_allowed_hosts))),
     )
     jobs = JobStore(redis)
     checks = {"extractor": extractor.health, "search": search.health, "object_store": blobs.ping, "redis": jobs.ping}

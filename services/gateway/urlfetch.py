@@ -39,6 +39,10 @@ class AddressPolicy:
     allow_private: bool = False
     allowed_hosts: frozenset[str] = field(default_factory=frozenset)
 
+    def __post_init__(self) -> None:
+        # Host names compare case-insensitively (a URL's is lower-cased before the check).
+        object.__setattr__(self, "allowed_hosts", frozenset(h.lower() for h in self.allowed_hosts))
+
     async def check(self, host: str, port: int) -> None:
         """Raises UrlFetchFailed unless the host may be fetched from."""
         if self.allow_private or host.lower() in self.allowed_hosts:

@@ -78,7 +78,7 @@ async def test_allowed_hosts_and_allow_private_open_them(tmp_path: Path) -> None
     async with httpx.AsyncClient() as client:
         with file_server(tmp_path) as base:
             by_name = base.replace("127.0.0.1", "localhost")
-            allowed = UrlFetcher(client, 1000, 5, AddressPolicy(allowed_hosts=frozenset({"localhost"})))
+            allowed = UrlFetcher(client, 1000, 5, AddressPolicy(allowed_hosts=frozenset({"LocalHost"})))
             assert await allowed.fetch(f"{by_name}/a.bin") == b"abc"
             with pytest.raises(UrlFetchFailed, match="private or local address"):
                 await allowed.fetch(f"{base}/a.bin")  # 127.0.0.1 is not listed
