@@ -35,25 +35,22 @@ def _fresh_query(path: Path) -> bytes:
     return out.getvalue()
 
 
-def _when_served(call: Callable[[], httpx.Response], timeout_s: float = 180) -> httpx.Response:
-    """The first 200 answer of `call`; 503s are expected while a restarted Milvus loads the album."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        answer = call()
-        if answer.status_code == 200:
-            return answer
-        assert answer.status_code == 503, answer.text
-        assert time.monotonic() < deadline, f"still {answer.status_code} after {timeout_s} s: {answer.text}"
-        time.sleep(2)
-
-
-def _when(call: Callable[[], httpx.Response], status: int, timeout_s: float = 30) -> httpx.Response:
-    """The first answer of `call` with this status, asked every half second."""
+def _when(call: Callable[[], httpx.Response], status: int, timeout_s: float = 30, every_s: float = 0.5,
+          meanwhile: int | None = None) -> httpx.Response:
+    """The first answer of `call` with this status; the answers before it must have status `meanwhile`
+    when one is given."""
     deadline = time.monotonic() + timeout_s
     while (answer := call()).status_code != status:
+        if meanwhile is not None:
+            assert answer.status_code == meanwhile, answer.text
         assert time.monotonic() < deadline, f"still {answer.status_code} after {timeout_s} s: {answer.text}"
-        time.sleep(0.5)
+        time.sleep(every_s)
     return answer
+
+
+def _when_served(call: Callable[[], httpx.Response]) -> httpx.Response:
+    """The first 200 answer of `call`; 503s are expected while a restarted Milvus loads the album."""
+    return _when(call, 200, timeout_s=180, every_s=2, meanwhile=503)
 
 
 def _count(client: httpx.Client, album: str) -> int:

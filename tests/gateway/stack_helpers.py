@@ -6,9 +6,9 @@ import functools
 import io
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from PIL import Image
@@ -53,7 +53,13 @@ class _QuietHandler(SimpleHTTPRequestHandler):
 @contextmanager
 def file_server(directory: Path) -> Iterator[str]:
     """Serves the directory over HTTP on a free loopback port; yields its base URL."""
-    handler = functools.partial(_QuietHandler, directory=str(directory))
+    with http_server(functools.partial(_QuietHandler, directory=str(directory))) as base:
+        yield base
+
+
+@contextmanager
+def http_server(handler: Callable[..., BaseHTTPRequestHandler]) -> Iterator[str]:
+    """Runs an HTTP server with this request handler on a free loopback port; yields its base URL."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

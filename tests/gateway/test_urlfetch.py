@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import httpx
@@ -14,7 +13,7 @@ import pytest
 from services.common.errors import ImageTooLarge, UrlFetchFailed
 from services.devstack import free_port
 from services.gateway.urlfetch import MAX_REDIRECTS, AddressPolicy, UrlFetcher
-from tests.gateway.stack_helpers import file_server
+from tests.gateway.stack_helpers import file_server, http_server
 
 pytestmark = pytest.mark.anyio
 LOOPBACK_ALLOWED = AddressPolicy(allowed_hosts=frozenset({"127.0.0.1"}))
@@ -35,13 +34,8 @@ def redirector(target: str) -> Iterator[str]:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with http_server(Redirect) as base:
+        yield base
 
 
 async def test_fetch_returns_the_bytes_and_maps_failures(tmp_path: Path) -> None:
