@@ -97,6 +97,8 @@ def main():
     ap.add_argument("--diag", type=int, default=-1, help="list the misses at this T (0: the vector order)")
     ap.add_argument("--one-to-one", action="store_true",
                     help="keep the closest match per gallery keypoint before RANSAC (as the system does)")
+    ap.add_argument("--splits", type=int, default=0,
+                    help="also choose T (of --min-inliers) on half the images and score it on the other half, N times")
     ap.add_argument("--system", action="store_true",
                     help="match with the system's code and score its verification rule too (implies the two below)")
     ap.add_argument("--plausible", action="store_true",
@@ -142,10 +144,14 @@ def main():
     print(f"{args.kind} side {args.side} n {args.n}: gallery {tg/len(gfeat)*1000:.1f} ms/img, "
           f"query {tq/len(qs)*1000:.1f} ms/img, verify top{args.top} {tv/len(qs)*1000:.1f} ms/query")
 
-    def report(label, T, verified):
+    def score(T, verified, subset=None, label=None):
+        """Copy R@1 mean over edits (and the worst, the chance-verification share) of the queries in
+        `subset` (all by default) re-ranked at T; printed with `label`."""
         by = collections.defaultdict(list)
         chance = 0
-        for i, q in enumerate(qs):
+        chosen = range(len(qs)) if subset is None else subset
+        for i in chosen:
+            q = qs[i]
             target = image_of.get(q["target_id"])
             cands = [c for c, _ in ranked[i]]
             if T:
@@ -156,20 +162,37 @@ def main():
             else:
                 order = cands
             by[q["transform"]].append(bool(order) and order[0] == target)
-            if T == args.diag and order and order[0] != target:
+            if label and T == args.diag and order and order[0] != target:
                 pos = cands.index(target) if target in cands else -1
                 print(f"  miss {q['qid'][:60]:60s} target pos {pos} inl {inl[i][pos] if 0 <= pos < args.top else '-'}"
                       f" winner inl {inl[i][cands.index(order[0])] if order[0] in cands[:args.top] else '-'}"
                       f" cnn top {cands[0] == target}")
         r1 = {k: np.mean(v) for k, v in by.items()}
-        print(f"{label:>9s} mean {np.mean(list(r1.values())):.4f} min {min(r1.values()):.3f} "
-              f"chance {chance / len(qs):.3f} " + " ".join(f"{k[:8]}={v:.3f}" for k, v in r1.items()))
+        mean = float(np.mean(list(r1.values())))
+        if label:
+            print(f"{label:>9s} mean {mean:.4f} min {min(r1.values()):.3f} "
+                  f"chance {chance / len(chosen):.3f} " + " ".join(f"{k[:8]}={v:.3f}" for k, v in r1.items()))
+        return mean
 
-    report("T=0", 0, None)
+    def rule(T):
+        return (lambda m: m.verified(T)) if args.system else (lambda m: m.inliers >= T)
+
+    score(0, None, label="T=0")
     for T in args.min_inliers:
-        report(f"T={T}", T, lambda m, T=T: m.inliers >= T)
+        score(T, lambda m, T=T: m.inliers >= T, label=f"T={T}")
         if args.system:
-            report(f"rule T={T}", T, lambda m, T=T: m.verified(T))
+            score(T, rule(T), label=f"rule T={T}")
+    # Is T over-fitted to this set? Pick it on half the gallery images' queries, score the other half.
+    targets = sorted({q["target_id"] for q in qs})
+    rng = np.random.default_rng(0)
+    for split in range(args.splits):
+        half = set(rng.permutation(targets)[:len(targets) // 2])
+        a = [i for i, q in enumerate(qs) if q["target_id"] in half]
+        b = [i for i, q in enumerate(qs) if q["target_id"] not in half]
+        best = max(args.min_inliers, key=lambda T: (score(T, rule(T), a), -T))
+        print(f"split {split}: T {best} chosen on half A ({score(best, rule(best), a):.4f}); held-out half B at T "
+              f"{best}: {score(best, rule(best), b):.4f}, at T 20: {score(20, rule(20), b):.4f}, "
+              f"vector order: {score(0, None, b):.4f}")
 
 
 def as_features(f):
