@@ -26,8 +26,8 @@ from services.gateway.app import create_app
 from services.gateway.blobstore import BlobStore
 from services.gateway.cache import RedisEmbeddingCache
 from services.gateway.clients import GrpcExtractor, GrpcVectorSearch
+from services.gateway.deps import Deps
 from services.gateway.jobs import IngestWorker, JobStore
-from services.gateway.pipelines import Pipelines
 from services.gateway.servicer import SERVICE_NAME, GatewayServicer
 from services.gateway.settings import GatewaySettings
 from services.gateway.urlfetch import AddressPolicy, UrlFetcher
@@ -78,21 +78,21 @@ async def main() -> None:
                            socket_connect_timeout=settings.redis_timeout_s)
     http_client = httpx.AsyncClient(timeout=settings.url_fetch_timeout_s,
                                     headers={"User-Agent": "imagesearch-gateway/1.0"})
-    pipelines = Pipelines(
+    deps = Deps(
         settings, extractor, search, blobs, RedisEmbeddingCache(redis, settings.embedding_cache_ttl_s),
         UrlFetcher(http_client, settings.max_image_bytes, settings.url_fetch_timeout_s,
                    AddressPolicy(settings.url_allow_private, frozenset(settings.url_allowed_hosts))),
     )
     jobs = JobStore(redis)
     checks = {"extractor": extractor.health, "search": search.health, "object_store": blobs.ping, "redis": jobs.ping}
-    app = create_app(settings, pipelines, jobs, checks)
+    app = create_app(settings, deps, jobs, checks)
 
     def register(server: grpc.aio.Server) -> None:
-        gateway_pb2_grpc.add_GatewayServicer_to_server(GatewayServicer(pipelines), server)
+        gateway_pb2_grpc.add_GatewayServicer_to_server(GatewayServicer(deps), server)
 
     grpc_server, health, grpc_port = create_server(settings, "gateway", register, [SERVICE_NAME])
     await grpc_server.start()
-    worker = asyncio.create_task(IngestWorker(jobs, pipelines, settings.ingest_batch_size).run(), name="ingest") \
+    worker = asyncio.create_task(IngestWorker(jobs, deps, settings.ingest_batch_size).run(), name="ingest") \
         if settings.ingest_worker else None
 
     def not_serving() -> None:

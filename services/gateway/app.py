@@ -24,11 +24,12 @@ from services.common.errors import ERRORS_BY_REASON, ImageSearchError, InvalidAr
 from services.common.logs import REQUEST_ID_HEADER, new_request_id, request_id_var
 from services.common.metrics import observe_request
 from services.gateway import schemas
+from services.gateway.deps import Deps, check_album_name
 from services.gateway.jobs import JobStore
-from services.gateway.pipelines import Pipelines, check_album_name
 from services.gateway.records import AddResult, AddStatus, NewImage, SearchMode
 from services.gateway.records import Query as SearchQuery
 from services.gateway.settings import GatewaySettings
+from services.gateway.usecases import albums, images, ingest, reembed, search
 
 log = logging.getLogger(__name__)
 
@@ -181,9 +182,9 @@ async def _run_checks(checks: Mapping[str, HealthCheck], timeout_s: float) -> di
 
 
 def create_app(
-    settings: GatewaySettings, pipelines: Pipelines, jobs: JobStore, checks: Mapping[str, HealthCheck]
+    settings: GatewaySettings, deps: Deps, jobs: JobStore, checks: Mapping[str, HealthCheck]
 ) -> FastAPI:
-    """The gateway's HTTP application over the given pipelines, job store and readiness checks."""
+    """The gateway's HTTP application over the given use-case dependencies, job store and readiness checks."""
     app = FastAPI(
         title="Image search gateway",
         version="1.0.0",
@@ -195,10 +196,10 @@ def create_app(
     app.add_middleware(RequestContext, settings=settings)
     _install_error_handlers(app)
     _add_operational_routes(app, checks)
-    _add_album_routes(app, pipelines)
-    _add_image_routes(app, settings, pipelines)
-    _add_search_routes(app, settings, pipelines)
-    _add_job_routes(app, pipelines, jobs)
+    _add_album_routes(app, deps)
+    _add_image_routes(app, settings, deps)
+    _add_search_routes(app, settings, deps)
+    _add_job_routes(app, deps, jobs)
     return app
 
 
@@ -227,35 +228,35 @@ def _add_operational_routes(app: FastAPI, checks: Mapping[str, HealthCheck]) -> 
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
-def _add_album_routes(app: FastAPI, pipelines: Pipelines) -> None:
+def _add_album_routes(app: FastAPI, deps: Deps) -> None:
     @app.post("/v1/albums", status_code=201, tags=["albums"], response_model=schemas.AlbumOut,
               responses={409: {"model": schemas.ErrorBody}})
     async def create_album(body: schemas.AlbumCreate) -> schemas.AlbumOut:
         """Creates an empty album; it records the extractor's model and vector length."""
-        return schemas.AlbumOut.of(await pipelines.create_album(body.name))
+        return schemas.AlbumOut.of(await albums.create(deps, body.name))
 
     @app.get("/v1/albums", tags=["albums"], response_model=schemas.AlbumList)
     async def list_albums() -> schemas.AlbumList:
-        return schemas.AlbumList(albums=[schemas.AlbumOut.of(a) for a in await pipelines.list_albums()])
+        return schemas.AlbumList(albums=[schemas.AlbumOut.of(a) for a in await albums.list_all(deps)])
 
     @app.get("/v1/albums/{album}", tags=["albums"], response_model=schemas.AlbumOut)
     async def get_album(album: str) -> schemas.AlbumOut:
-        return schemas.AlbumOut.of(await pipelines.get_album(album))
+        return schemas.AlbumOut.of(await albums.get(deps, album))
 
     @app.post("/v1/albums/{album}/reembed", tags=["albums"], response_model=schemas.ReembedOut,
               responses={404: {"model": schemas.ErrorBody}, 503: {"model": schemas.ErrorBody}})
     async def reembed_album(album: str) -> schemas.ReembedOut:
         """Re-embeds every image from its stored bytes with the extractor's current model (after a model
         or pipeline change, when searches answer 409 model_mismatch). Runs to the end before answering."""
-        return schemas.ReembedOut.of(await pipelines.reembed_album(album))
+        return schemas.ReembedOut.of(await reembed.reembed_album(deps, album))
 
     @app.delete("/v1/albums/{album}", tags=["albums"], response_model=schemas.Deleted)
     async def delete_album(album: str) -> schemas.Deleted:
         """Deletes the album: its vectors, then its images and thumbnails."""
-        return schemas.Deleted(deleted=await pipelines.delete_album(album))
+        return schemas.Deleted(deleted=await albums.delete(deps, album))
 
 
-def _add_image_routes(app: FastAPI, settings: GatewaySettings, pipelines: Pipelines) -> None:
+def _add_image_routes(app: FastAPI, settings: GatewaySettings, deps: Deps) -> None:
     @app.post("/v1/albums/{album}/images", status_code=201, tags=["images"], response_model=schemas.AddImagesOut,
               responses={207: {"model": schemas.AddImagesOut, "description": "Some images failed."},
                          413: {"model": schemas.ErrorBody}})
@@ -272,46 +273,46 @@ def _add_image_routes(app: FastAPI, settings: GatewaySettings, pipelines: Pipeli
             raise InvalidArgument(f"{len(file)} files; the limit is {settings.max_images_per_request} a request")
         names = _aligned(name, len(file), "name")
         attrs = _aligned(attributes, len(file), "attributes")
-        images = [
+        new = [
             NewImage(content=await _read_upload(f, settings.max_image_bytes), name=n or f.filename or "",
                      attributes_json=a, content_type=f.content_type or "")
             for f, n, a in zip(file, names, attrs, strict=True)
         ]
-        results = await pipelines.add_images(album, images)
+        results = await ingest.add_images(deps, album, new)
         body = schemas.AddImagesOut.of(results)
         return JSONResponse(body.model_dump(mode="json"), status_code=add_status(results))
 
     @app.get("/v1/albums/{album}/images", tags=["images"], response_model=schemas.ImageList)
     async def list_images(album: str, limit: int = 50, offset: int = 0) -> schemas.ImageList:
-        images = await pipelines.list_images(album, limit, offset)
-        return schemas.ImageList(images=[schemas.ImageOut.of(i) for i in images], limit=limit, offset=offset)
+        listed = await images.list_images(deps, album, limit, offset)
+        return schemas.ImageList(images=[schemas.ImageOut.of(i) for i in listed], limit=limit, offset=offset)
 
     @app.get("/v1/albums/{album}/images/{image_id}", tags=["images"], response_model=schemas.ImageOut)
     async def get_image(album: str, image_id: str) -> schemas.ImageOut:
-        return schemas.ImageOut.of(await pipelines.get_image(album, image_id))
+        return schemas.ImageOut.of(await images.get_image(deps, album, image_id))
 
     @app.get("/v1/albums/{album}/images/{image_id}/content", tags=["images"], response_class=Response)
     async def get_content(album: str, image_id: str) -> Response:
         """The image's original bytes, with the content type it was stored with."""
-        blob = await pipelines.get_content(album, image_id)
+        blob = await images.get_content(deps, album, image_id)
         return Response(blob.content, media_type=blob.content_type,
                         headers={"Cache-Control": "private, max-age=3600", "ETag": f'"{image_id}"'})
 
     @app.get("/v1/albums/{album}/images/{image_id}/thumbnail", tags=["images"], response_class=Response)
     async def get_thumbnail(album: str, image_id: str, size: int | None = None) -> Response:
         """A JPEG thumbnail; the size is rounded up to one of 64, 128, 256, 512, 1024."""
-        blob = await pipelines.get_thumbnail(album, image_id, size)
+        blob = await images.get_thumbnail(deps, album, image_id, size)
         return Response(blob.content, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
 
     @app.delete("/v1/albums/{album}/images/{image_id}", tags=["images"], response_model=schemas.Deleted)
     async def delete_image(album: str, image_id: str) -> schemas.Deleted:
-        return schemas.Deleted(deleted=await pipelines.delete_image(album, image_id))
+        return schemas.Deleted(deleted=await images.delete_image(deps, album, image_id))
 
 
-def _add_search_routes(app: FastAPI, settings: GatewaySettings, pipelines: Pipelines) -> None:
+def _add_search_routes(app: FastAPI, settings: GatewaySettings, deps: Deps) -> None:
     @app.post("/v1/albums/{album}/search", tags=["search"], response_model=schemas.SearchOut,
               responses={409: {"model": schemas.ErrorBody}, 413: {"model": schemas.ErrorBody}})
-    async def search(
+    async def search_album(
         album: str,
         top_k: Annotated[int | None, Query(description="1 to the configured maximum.")] = None,
         filter: Annotated[str | None, Query(description='A JSON filter on attributes, e.g. {"color": "red"}.')] = None,
@@ -327,16 +328,16 @@ def _add_search_routes(app: FastAPI, settings: GatewaySettings, pipelines: Pipel
         `mode` "copy" (default) finds copies of the query, "similar" images like it."""
         content = await _read_upload(file, settings.max_image_bytes) if file is not None else None
         query = SearchQuery(image=content, url=url or None, image_id=image_id or None)
-        outcome = await pipelines.search(album, query, top_k, filter or filter_form or "",
-                                         mode or mode_form or SearchMode.COPY.value)
+        outcome = await search.search(deps, album, query, top_k, filter or filter_form or "",
+                                      mode or mode_form or SearchMode.COPY.value)
         return schemas.SearchOut.of(outcome)
 
 
-def _add_job_routes(app: FastAPI, pipelines: Pipelines, jobs: JobStore) -> None:
+def _add_job_routes(app: FastAPI, deps: Deps, jobs: JobStore) -> None:
     @app.post("/v1/albums/{album}/jobs", status_code=202, tags=["jobs"], response_model=schemas.JobCreated)
     async def create_job(album: str, body: schemas.JobCreate) -> schemas.JobCreated:
         """Queues the URLs to be fetched and added to the album in the background."""
-        await pipelines.get_album(album)
+        await albums.get(deps, album)
         job_id = await jobs.submit(album, body.urls, body.attributes)
         return schemas.JobCreated(job_id=job_id, status_url=f"/v1/jobs/{job_id}")
 

@@ -84,7 +84,7 @@ def default_http_client(timeout_s: float = 10.0) -> urllib3.PoolManager:
 
 
 class Blobs(Protocol):
-    """What the pipelines need of an object store."""
+    """What the use cases need of an object store."""
 
     async def put(self, key: str, content: bytes, content_type: str, name: str = "") -> None: ...
 

@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 
 class EmbeddingCache(Protocol):
-    """What the pipelines need of a cache of query vectors."""
+    """What the use cases need of a cache of query vectors."""
 
     async def get(self, model: str, content_hash: str) -> list[float] | None: ...
 

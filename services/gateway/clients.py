@@ -1,4 +1,4 @@
-"""The extractor and search services as the pipelines see them: protocols, and their gRPC clients.
+"""The extractor and search services as the use cases see them: protocols, and their gRPC clients.
 
 The gRPC clients turn wire messages into `records` and statuses into our errors (via
 `grpc_client.call`), so nothing above this module sees protobuf or grpc.

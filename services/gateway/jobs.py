@@ -5,7 +5,7 @@
     job:<id>:results        a list of JSON results, one per URL, in the order they finished
 
 A worker task in each gateway process takes jobs one at a time and runs their URLs, a batch at a
-time, through the same add-images pipeline as an upload. Redis errors become `StoreUnavailable`.
+time, through the same add-images use case as an upload. Redis errors become `StoreUnavailable`.
 """
 
 from __future__ import annotations
@@ -27,8 +27,9 @@ from redis.typing import EncodableT, FieldT
 
 from services.common.errors import ImageSearchError, InvalidArgument, NotFound, StoreUnavailable
 from services.common.logs import request_id_var
-from services.gateway.pipelines import Pipelines
+from services.gateway.deps import Deps
 from services.gateway.records import AddStatus, JsonObject, NewImage
+from services.gateway.usecases import ingest
 
 log = logging.getLogger(__name__)
 
@@ -167,11 +168,11 @@ def _text(value: Any) -> str:
 
 
 class IngestWorker:
-    """Takes jobs off the queue and runs them through `Pipelines.add_images`, a batch of URLs at a time."""
+    """Takes jobs off the queue and runs them through `ingest.add_images`, a batch of URLs at a time."""
 
-    def __init__(self, store: JobStore, pipelines: Pipelines, batch_size: int = 16, poll_s: float = 1.0) -> None:
+    def __init__(self, store: JobStore, deps: Deps, batch_size: int = 16, poll_s: float = 1.0) -> None:
         self.store = store
-        self.pipelines = pipelines
+        self.deps = deps
         self.batch_size = batch_size
         self.poll_s = poll_s
 
@@ -220,7 +221,7 @@ class IngestWorker:
             log.warning("cannot mark job %s failed: %s", job_id, exc.message)
 
     async def _run_batch(self, album: str, start: int, urls: list[str], attributes_json: str) -> list[JsonObject]:
-        fetched = await asyncio.gather(*(self.pipelines.fetch_url(u) for u in urls), return_exceptions=True)
+        fetched = await asyncio.gather(*(self.deps.fetch_url(u) for u in urls), return_exceptions=True)
         results: dict[int, JsonObject] = {}
         images: list[NewImage] = []
         positions: list[int] = []
@@ -233,7 +234,7 @@ class IngestWorker:
                 images.append(NewImage(content=outcome, name=name_from_url(url), attributes_json=attributes_json))
                 positions.append(offset)
         if images:
-            for offset, added in zip(positions, await self.pipelines.add_images(album, images), strict=True):
+            for offset, added in zip(positions, await ingest.add_images(self.deps, album, images), strict=True):
                 error = added.error
                 results[offset] = _result(start + offset, urls[offset], added.status, added.id,
                                           error.reason if error else "", error.message if error else "")

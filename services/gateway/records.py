@@ -1,4 +1,4 @@
-"""The gateway's domain records: what the pipelines take and return, free of HTTP and gRPC types."""
+"""The gateway's domain records: what the use cases take and return, free of HTTP and gRPC types."""
 
 from __future__ import annotations
 

@@ -24,7 +24,7 @@ from services.common.local_features import FeatureConfig
 from services.extractor.keypoints import describe_image
 from services.extractor.preprocess import PreprocessConfig
 from services.gateway.blobstore import Blob, BlobInfo
-from services.gateway.pipelines import Pipelines
+from services.gateway.deps import Deps
 from services.gateway.records import (
     Collection,
     EmbedBatch,
@@ -242,7 +242,7 @@ class FakeFetcher:
 
 
 class Fakes:
-    """Pipelines over fresh fakes, with the fakes at hand for the test to look into."""
+    """The use cases' dependencies over fresh fakes, with the fakes at hand for the test to look into."""
 
     def __init__(self, **settings: Any) -> None:
         self.settings = GatewaySettings(**settings)
@@ -251,4 +251,4 @@ class Fakes:
         self.blobs = FakeBlobs()
         self.cache = FakeCache()
         self.fetcher = FakeFetcher()
-        self.pipelines = Pipelines(self.settings, self.extractor, self.search, self.blobs, self.cache, self.fetcher)
+        self.deps = Deps(self.settings, self.extractor, self.search, self.blobs, self.cache, self.fetcher)

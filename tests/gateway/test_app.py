@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 from services.common.errors import SearchUnavailable
 from services.gateway.app import create_app
 from services.gateway.jobs import JobStore
+from services.gateway.usecases import albums
 from tests.gateway.fakes import Fakes, png
 
 pytestmark = pytest.mark.anyio
@@ -28,7 +29,7 @@ async def _down() -> None:
 @pytest.fixture()
 async def fakes() -> Fakes:
     f = Fakes(max_image_bytes=100_000, max_images_per_request=4)
-    await f.pipelines.create_album("demo")
+    await albums.create(f.deps, "demo")
     return f
 
 
@@ -36,7 +37,7 @@ async def fakes() -> Fakes:
 async def client(fakes: Fakes) -> AsyncIterator[httpx.AsyncClient]:
     # Nothing listens on port 1: the job routes are not under test here.
     jobs = JobStore(Redis(port=1, socket_connect_timeout=0.2))
-    app = create_app(fakes.settings, fakes.pipelines, jobs, {"search": _down, "extractor": _ok})
+    app = create_app(fakes.settings, fakes.deps, jobs, {"search": _down, "extractor": _ok})
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://gw") as c:
         yield c

@@ -10,6 +10,7 @@ import pytest
 
 from services.gateway.blobstore import features_key
 from services.gateway.records import NewImage, Query, SearchMode
+from services.gateway.usecases import albums, images, ingest, reembed, search
 from tests.common.test_local_features import MIN_MATCHES, edited
 from tests.conftest import sample_photos
 from tests.gateway.fakes import Fakes
@@ -26,15 +27,15 @@ def photos() -> list[Path]:
 
 async def album_of(photos: list[Path], **settings: object) -> tuple[Fakes, list[str]]:
     fakes = Fakes(**settings)
-    await fakes.pipelines.create_album("demo")
-    results = await fakes.pipelines.add_images("demo", [NewImage(p.read_bytes(), name=p.stem) for p in photos])
+    await albums.create(fakes.deps, "demo")
+    results = await ingest.add_images(fakes.deps, "demo", [NewImage(p.read_bytes(), name=p.stem) for p in photos])
     return fakes, [r.id or "" for r in results]
 
 
 async def test_a_copy_search_puts_the_verified_original_first_with_its_matches(photos: list[Path]) -> None:
     fakes, ids = await album_of(photos, verify_top=10)
     for index, path in enumerate(photos):
-        outcome = await fakes.pipelines.search("demo", Query(image=edited(path)), top_k=4)
+        outcome = await search.search(fakes.deps, "demo", Query(image=edited(path)), top_k=4)
         first, *rest = outcome.hits
         assert first.image.id == ids[index], path.name
         assert first.matches is not None and first.matches >= 40
@@ -43,7 +44,7 @@ async def test_a_copy_search_puts_the_verified_original_first_with_its_matches(p
 
 async def test_verification_looks_at_the_nearest_few_even_for_top_1(photos: list[Path]) -> None:
     fakes, ids = await album_of(photos, verify_top=4)
-    outcome = await fakes.pipelines.search("demo", Query(image=edited(photos[2], mirror=True)), top_k=1)
+    outcome = await search.search(fakes.deps, "demo", Query(image=edited(photos[2], mirror=True)), top_k=1)
     assert [h.image.id for h in outcome.hits] == [ids[2]]
     assert (outcome.hits[0].matches or 0) >= 40
 
@@ -51,27 +52,27 @@ async def test_verification_looks_at_the_nearest_few_even_for_top_1(photos: list
 async def test_a_repeated_query_is_verified_from_the_cache_without_the_extractor(photos: list[Path]) -> None:
     fakes, ids = await album_of(photos, verify_top=10)
     query = edited(photos[1])
-    await fakes.pipelines.search("demo", Query(image=query))
+    await search.search(fakes.deps, "demo", Query(image=query))
     calls = len(fakes.extractor.calls)
-    again = await fakes.pipelines.search("demo", Query(image=query))
+    again = await search.search(fakes.deps, "demo", Query(image=query))
     assert len(fakes.extractor.calls) == calls
     assert again.hits[0].image.id == ids[1] and (again.hits[0].matches or 0) >= 40
 
 
 async def test_search_by_image_id_is_verified_with_its_stored_features(photos: list[Path]) -> None:
     fakes, ids = await album_of(photos, verify_top=10)
-    await fakes.pipelines.add_images("demo", [NewImage(edited(photos[3]), name="copy")])
-    outcome = await fakes.pipelines.search("demo", Query(image_id=ids[3]))
+    await ingest.add_images(fakes.deps, "demo", [NewImage(edited(photos[3]), name="copy")])
+    outcome = await search.search(fakes.deps, "demo", Query(image_id=ids[3]))
     assert outcome.hits[0].image.name == "copy" and (outcome.hits[0].matches or 0) >= 40
 
 
 async def test_similar_search_and_verification_off_leave_the_order_to_the_vectors(photos: list[Path]) -> None:
     fakes, _ = await album_of(photos, verify_top=10)
-    similar = await fakes.pipelines.search("demo", Query(image=edited(photos[0])), mode=SearchMode.SIMILAR.value)
+    similar = await search.search(fakes.deps, "demo", Query(image=edited(photos[0])), mode=SearchMode.SIMILAR.value)
     assert all(h.matches is None for h in similar.hits)
     assert fakes.extractor.local_features[-1] is False
     off, _ = await album_of(photos, verify_top=0)
-    outcome = await off.pipelines.search("demo", Query(image=edited(photos[0])))
+    outcome = await search.search(off.deps, "demo", Query(image=edited(photos[0])))
     assert all(h.matches is None for h in outcome.hits)
     assert off.extractor.local_features[-1] is False
 
@@ -81,7 +82,7 @@ async def test_an_image_without_stored_features_is_found_unverified(photos: list
     digest = hashlib.sha256(photos[0].read_bytes()).hexdigest()
     fakes.blobs.objects[features_key("demo", digest)] = (b"not features", "application/octet-stream", "")
     del fakes.blobs.objects[features_key("demo", hashlib.sha256(photos[1].read_bytes()).hexdigest())]
-    outcome = await fakes.pipelines.search("demo", Query(image=edited(photos[0])), top_k=4)
+    outcome = await search.search(fakes.deps, "demo", Query(image=edited(photos[0])), top_k=4)
     matches = {h.image.id: h.matches for h in outcome.hits}
     assert matches[ids[0]] is None and matches[ids[1]] is None
     assert matches[ids[2]] is not None
@@ -91,7 +92,7 @@ async def test_deleting_an_image_deletes_its_features(photos: list[Path]) -> Non
     fakes, ids = await album_of(photos)
     digest = hashlib.sha256(photos[0].read_bytes()).hexdigest()
     assert features_key("demo", digest) in fakes.blobs.objects
-    await fakes.pipelines.delete_image("demo", ids[0])
+    await images.delete_image(fakes.deps, "demo", ids[0])
     assert features_key("demo", digest) not in fakes.blobs.objects
 
 
@@ -100,15 +101,15 @@ async def test_reembedding_rewrites_the_features(photos: list[Path]) -> None:
     keys = [k for k in fakes.blobs.objects if "/features/" in k]
     for key in keys:
         del fakes.blobs.objects[key]
-    await fakes.pipelines.reembed_album("demo")
+    await reembed.reembed_album(fakes.deps, "demo")
     assert sorted(k for k in fakes.blobs.objects if "/features/" in k) == sorted(keys)
 
 
 async def test_unreadable_cached_query_features_leave_the_search_unverified_not_failed(photos: list[Path]) -> None:
     fakes, ids = await album_of(photos, verify_top=10)
     query = edited(photos[1])
-    await fakes.pipelines.search("demo", Query(image=query))
+    await search.search(fakes.deps, "demo", Query(image=query))
     fakes.cache.features[hashlib.sha256(query).hexdigest()] = b"LF1\0 truncated"
-    outcome = await fakes.pipelines.search("demo", Query(image=query))
+    outcome = await search.search(fakes.deps, "demo", Query(image=query))
     assert sorted(h.image.id for h in outcome.hits) == sorted(ids)
     assert all(h.matches is None for h in outcome.hits)

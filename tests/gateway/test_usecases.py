@@ -1,4 +1,4 @@
-"""The pipelines over in-memory fakes of the extractor, search service, object store, cache and fetcher."""
+"""The use cases over in-memory fakes of the extractor, search service, object store, cache and fetcher."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from services.common.errors import (
 )
 from services.gateway.blobstore import features_key, image_key
 from services.gateway.records import AddStatus, EmbedPurpose, NewImage, Query
+from services.gateway.usecases import albums, images, ingest, reembed, search
 from tests.gateway.fakes import MODEL, Fakes, png, vector_of
 
 pytestmark = pytest.mark.anyio
@@ -30,35 +31,35 @@ pytestmark = pytest.mark.anyio
 @pytest.fixture()
 async def fakes() -> Fakes:
     f = Fakes(max_image_bytes=100_000, max_top_k=50)
-    await f.pipelines.create_album("demo")
+    await albums.create(f.deps, "demo")
     return f
 
 
 async def test_create_album_records_the_extractors_model(fakes: Fakes) -> None:
-    album = await fakes.pipelines.get_album("demo")
+    album = await albums.get(fakes.deps, "demo")
     assert (album.model, album.dim, album.metric, album.image_count) == (MODEL, 8, "cosine", 0)
 
 
 @pytest.mark.parametrize("name", ["", "Demo", "-x", "a/b", "../etc", "x" * 64, "été"])
 async def test_create_album_refuses_invalid_names(fakes: Fakes, name: str) -> None:
     with pytest.raises(InvalidArgument):
-        await fakes.pipelines.create_album(name)
+        await albums.create(fakes.deps, name)
 
 
 async def test_create_album_twice_is_already_exists(fakes: Fakes) -> None:
     with pytest.raises(AlreadyExists):
-        await fakes.pipelines.create_album("demo")
+        await albums.create(fakes.deps, "demo")
 
 
 async def test_unknown_album_is_album_not_found(fakes: Fakes) -> None:
     with pytest.raises(AlbumNotFound):
-        await fakes.pipelines.get_album("nope")
+        await albums.get(fakes.deps, "nope")
     with pytest.raises(AlbumNotFound):
-        await fakes.pipelines.add_images("nope", [NewImage(png(1))])
+        await ingest.add_images(fakes.deps, "nope", [NewImage(png(1))])
 
 
 async def test_add_images_embeds_the_batch_in_one_call_and_stores_blob_and_vector(fakes: Fakes) -> None:
-    results = await fakes.pipelines.add_images("demo", [NewImage(png(i), name=f"p{i}.png") for i in range(3)])
+    results = await ingest.add_images(fakes.deps, "demo", [NewImage(png(i), name=f"p{i}.png") for i in range(3)])
     assert [r.status for r in results] == [AddStatus.ADDED] * 3
     assert fakes.extractor.calls == [3]
     digest = hashlib.sha256(png(0)).hexdigest()
@@ -66,19 +67,19 @@ async def test_add_images_embeds_the_batch_in_one_call_and_stores_blob_and_vecto
     assert fakes.blobs.objects[image_key("demo", digest)] == (png(0), "image/png", "p0.png")
     assert features_key("demo", digest) in fakes.blobs.objects
     assert fakes.extractor.local_features == [True]
-    assert (await fakes.pipelines.get_album("demo")).image_count == 3
+    assert (await albums.get(fakes.deps, "demo")).image_count == 3
 
 
 async def test_same_bytes_again_are_a_duplicate_with_no_new_write(fakes: Fakes) -> None:
-    await fakes.pipelines.add_images("demo", [NewImage(png(1))])
-    results = await fakes.pipelines.add_images("demo", [NewImage(png(1)), NewImage(png(1)), NewImage(png(2))])
+    await ingest.add_images(fakes.deps, "demo", [NewImage(png(1))])
+    results = await ingest.add_images(fakes.deps, "demo", [NewImage(png(1)), NewImage(png(1)), NewImage(png(2))])
     assert [r.status for r in results] == [AddStatus.DUPLICATE, AddStatus.DUPLICATE, AddStatus.ADDED]
     assert fakes.extractor.calls == [1, 1]
-    assert await fakes.pipelines.count("demo") == 2
+    assert await images.count(fakes.deps, "demo") == 2
 
 
 async def test_bad_items_fail_alone_with_their_reason(fakes: Fakes) -> None:
-    images = [
+    batch = [
         NewImage(png(1), name="good"),
         NewImage(b"", name="empty"),
         NewImage(b"not an image", name="text"),
@@ -86,7 +87,7 @@ async def test_bad_items_fail_alone_with_their_reason(fakes: Fakes) -> None:
         NewImage(png(2), name="attrs", attributes_json="[1, 2]"),
         NewImage(png(3), name="broken-json", attributes_json="{oops"),
     ]
-    results = await fakes.pipelines.add_images("demo", images)
+    results = await ingest.add_images(fakes.deps, "demo", batch)
     reasons = {r.name: (r.status, r.error.reason if r.error else None) for r in results}
     assert reasons == {
         "good": (AddStatus.ADDED, None),
@@ -97,222 +98,222 @@ async def test_bad_items_fail_alone_with_their_reason(fakes: Fakes) -> None:
         "broken-json": (AddStatus.FAILED, "invalid_attributes"),
     }
     assert [r.index for r in results] == list(range(6))
-    assert await fakes.pipelines.count("demo") == 1
+    assert await images.count(fakes.deps, "demo") == 1
     assert len([k for k in fakes.blobs.objects if "/images/" in k]) == 1  # and its local features
 
 
 async def test_a_failed_vector_insert_leaves_no_blob_behind(fakes: Fakes) -> None:
     fakes.search.insert_error = SearchUnavailable("down")
     with pytest.raises(SearchUnavailable):
-        await fakes.pipelines.add_images("demo", [NewImage(png(1)), NewImage(png(2))])
+        await ingest.add_images(fakes.deps, "demo", [NewImage(png(1)), NewImage(png(2))])
     assert fakes.blobs.objects == {}
 
 
 async def test_a_failed_blob_write_inserts_no_vector(fakes: Fakes) -> None:
     fakes.blobs.put_error = StoreUnavailable("down")
     with pytest.raises(StoreUnavailable):
-        await fakes.pipelines.add_images("demo", [NewImage(png(1))])
-    assert await fakes.pipelines.count("demo") == 0
+        await ingest.add_images(fakes.deps, "demo", [NewImage(png(1))])
+    assert await images.count(fakes.deps, "demo") == 0
 
 
 async def test_an_album_of_another_model_is_refused_with_a_hint_to_re_embed(fakes: Fakes) -> None:
     fakes.extractor.model = "other-model"
     with pytest.raises(ModelMismatch, match="re-embed"):
-        await fakes.pipelines.add_images("demo", [NewImage(png(1))])
+        await ingest.add_images(fakes.deps, "demo", [NewImage(png(1))])
     with pytest.raises(ModelMismatch):
-        await fakes.pipelines.search("demo", Query(image=png(1)))
+        await search.search(fakes.deps, "demo", Query(image=png(1)))
 
 
 async def test_search_by_bytes_finds_the_same_image_first_and_caches_the_query(fakes: Fakes) -> None:
-    await fakes.pipelines.add_images("demo", [NewImage(png(i), name=f"p{i}") for i in range(4)])
-    outcome = await fakes.pipelines.search("demo", Query(image=png(2)), top_k=3)
+    await ingest.add_images(fakes.deps, "demo", [NewImage(png(i), name=f"p{i}") for i in range(4)])
+    outcome = await search.search(fakes.deps, "demo", Query(image=png(2)), top_k=3)
     assert outcome.hits[0].image.name == "p2"
     assert outcome.hits[0].distance == pytest.approx(0, abs=1e-6)
     assert outcome.metric == "cosine" and outcome.model == MODEL
     assert len(outcome.hits) == 3
     assert outcome.hits[0].image.url == f"/v1/albums/demo/images/{outcome.hits[0].image.id}/content"
     calls = len(fakes.extractor.calls)
-    await fakes.pipelines.search("demo", Query(image=png(2)), top_k=3)
+    await search.search(fakes.deps, "demo", Query(image=png(2)), top_k=3)
     assert len(fakes.extractor.calls) == calls
 
 
 async def test_search_by_image_id_uses_the_stored_vector_and_excludes_the_query(fakes: Fakes) -> None:
-    added = await fakes.pipelines.add_images("demo", [NewImage(png(i)) for i in range(3)])
+    added = await ingest.add_images(fakes.deps, "demo", [NewImage(png(i)) for i in range(3)])
     calls = len(fakes.extractor.calls)
-    outcome = await fakes.pipelines.search("demo", Query(image_id=added[0].id), top_k=5)
+    outcome = await search.search(fakes.deps, "demo", Query(image_id=added[0].id), top_k=5)
     assert added[0].id not in [h.image.id for h in outcome.hits]
     assert len(outcome.hits) == 2
     assert len(fakes.extractor.calls) == calls
     with pytest.raises(ImageNotFound):
-        await fakes.pipelines.search("demo", Query(image_id="0" * 32))
+        await search.search(fakes.deps, "demo", Query(image_id="0" * 32))
 
 
 async def test_search_by_url_fetches_the_image(fakes: Fakes) -> None:
-    await fakes.pipelines.add_images("demo", [NewImage(png(1), name="one")])
+    await ingest.add_images(fakes.deps, "demo", [NewImage(png(1), name="one")])
     fakes.fetcher.pages["http://x/one.png"] = png(1)
-    outcome = await fakes.pipelines.search("demo", Query(url="http://x/one.png"))
+    outcome = await search.search(fakes.deps, "demo", Query(url="http://x/one.png"))
     assert outcome.hits[0].image.name == "one"
     with pytest.raises(UrlFetchFailed):
-        await fakes.pipelines.search("demo", Query(url="http://x/missing.png"))
+        await search.search(fakes.deps, "demo", Query(url="http://x/missing.png"))
 
 
 async def test_search_passes_the_filter_through(fakes: Fakes) -> None:
-    await fakes.pipelines.add_images("demo", [
+    await ingest.add_images(fakes.deps, "demo", [
         NewImage(png(1), name="red", attributes_json='{"color": "red"}'),
         NewImage(png(2), name="blue", attributes_json='{"color": "blue"}'),
     ])
-    outcome = await fakes.pipelines.search("demo", Query(image=png(1)), filter_json='{"color": "blue"}')
+    outcome = await search.search(fakes.deps, "demo", Query(image=png(1)), filter_json='{"color": "blue"}')
     assert [h.image.name for h in outcome.hits] == ["blue"]
     assert outcome.hits[0].image.attributes == {"color": "blue"}
     assert fakes.search.last_search["filter_json"] == '{"color":"blue"}'
 
 
 async def test_copy_mode_searches_every_row_and_similar_mode_the_upright_rows_expanded(fakes: Fakes) -> None:
-    added = await fakes.pipelines.add_images("demo", [NewImage(png(i)) for i in range(3)])
-    await fakes.pipelines.search("demo", Query(image_id=added[0].id))
+    added = await ingest.add_images(fakes.deps, "demo", [NewImage(png(i)) for i in range(3)])
+    await search.search(fakes.deps, "demo", Query(image_id=added[0].id))
     assert (fakes.search.last_search["primary_only"], fakes.search.last_search["expand_k"]) == (False, 0)
-    outcome = await fakes.pipelines.search("demo", Query(image_id=added[0].id), mode="similar")
+    outcome = await search.search(fakes.deps, "demo", Query(image_id=added[0].id), mode="similar")
     assert (fakes.search.last_search["primary_only"], fakes.search.last_search["expand_k"]) == (True, 3)
     assert fakes.search.last_search["exclude_ids"] == [added[0].id]
     assert len(outcome.hits) == 2
     tuned = Fakes(similar_expand_k=7)
-    await tuned.pipelines.create_album("demo")
-    await tuned.pipelines.search("demo", Query(image=png(1)), mode="similar")
+    await albums.create(tuned.deps, "demo")
+    await search.search(tuned.deps, "demo", Query(image=png(1)), mode="similar")
     assert tuned.search.last_search["expand_k"] == 7
 
 
 @pytest.mark.parametrize("mode", ["bogus", "", "Similar", "copies"])
 async def test_an_unknown_search_mode_is_invalid_argument_naming_the_modes(fakes: Fakes, mode: str) -> None:
     with pytest.raises(InvalidArgument, match="'copy', 'similar'"):
-        await fakes.pipelines.search("demo", Query(image=png(1)), mode=mode)
+        await search.search(fakes.deps, "demo", Query(image=png(1)), mode=mode)
 
 
 @pytest.mark.parametrize("top_k", [0, -1, 51])
 async def test_top_k_out_of_range_is_invalid_argument(fakes: Fakes, top_k: int) -> None:
     with pytest.raises(InvalidArgument, match="top_k"):
-        await fakes.pipelines.search("demo", Query(image=png(1)), top_k=top_k)
+        await search.search(fakes.deps, "demo", Query(image=png(1)), top_k=top_k)
 
 
 @pytest.mark.parametrize("flt", ["{oops", "[1]", '"x"'])
 async def test_a_filter_that_is_not_a_json_object_is_invalid_filter(fakes: Fakes, flt: str) -> None:
     with pytest.raises(InvalidFilter):
-        await fakes.pipelines.search("demo", Query(image=png(1)), filter_json=flt)
+        await search.search(fakes.deps, "demo", Query(image=png(1)), filter_json=flt)
 
 
 async def test_search_needs_exactly_one_query(fakes: Fakes) -> None:
     with pytest.raises(InvalidArgument):
-        await fakes.pipelines.search("demo", Query())
+        await search.search(fakes.deps, "demo", Query())
     with pytest.raises(InvalidArgument):
-        await fakes.pipelines.search("demo", Query(image=png(1), url="http://x/y"))
+        await search.search(fakes.deps, "demo", Query(image=png(1), url="http://x/y"))
 
 
 async def test_search_with_an_undecodable_query_is_invalid_image(fakes: Fakes) -> None:
     with pytest.raises(InvalidImage):
-        await fakes.pipelines.search("demo", Query(image=b"hello"))
+        await search.search(fakes.deps, "demo", Query(image=b"hello"))
     with pytest.raises(ImageTooLarge):
-        await fakes.pipelines.search("demo", Query(image=b"x" * 100_001))
+        await search.search(fakes.deps, "demo", Query(image=b"x" * 100_001))
 
 
 async def test_an_unreachable_extractor_fails_the_call_with_its_error(fakes: Fakes) -> None:
     fakes.extractor.error = ExtractorUnavailable("extractor is unavailable")
     with pytest.raises(ExtractorUnavailable):
-        await fakes.pipelines.create_album("other")
+        await albums.create(fakes.deps, "other")
 
 
 async def test_get_image_content_and_thumbnail(fakes: Fakes) -> None:
-    added = await fakes.pipelines.add_images("demo", [NewImage(png(1, size=150), name="big.png",
+    added = await ingest.add_images(fakes.deps, "demo", [NewImage(png(1, size=150), name="big.png",
                                                                attributes_json='{"a": 1}')])
-    image = await fakes.pipelines.get_image("demo", added[0].id)
+    image = await images.get_image(fakes.deps, "demo", added[0].id)
     assert (image.name, image.attributes, image.content_type) == ("big.png", {"a": 1}, "image/png")
     assert image.size_bytes == len(png(1, size=150))
-    assert (await fakes.pipelines.get_content("demo", added[0].id)).content == png(1, size=150)
-    thumb = await fakes.pipelines.get_thumbnail("demo", added[0].id, 100)
+    assert (await images.get_content(fakes.deps, "demo", added[0].id)).content == png(1, size=150)
+    thumb = await images.get_thumbnail(fakes.deps, "demo", added[0].id, 100)
     assert thumb.content_type == "image/jpeg" and thumb.content.startswith(b"\xff\xd8")
     assert any("/thumbs/128/" in k for k in fakes.blobs.objects)
     with pytest.raises(InvalidArgument):
-        await fakes.pipelines.get_thumbnail("demo", added[0].id, 5000)
+        await images.get_thumbnail(fakes.deps, "demo", added[0].id, 5000)
 
 
 async def test_delete_image_removes_vector_blob_and_thumbnails(fakes: Fakes) -> None:
-    added = await fakes.pipelines.add_images("demo", [NewImage(png(1)), NewImage(png(2))])
-    await fakes.pipelines.get_thumbnail("demo", added[0].id)
-    assert await fakes.pipelines.delete_image("demo", added[0].id)
-    assert await fakes.pipelines.count("demo") == 1
+    added = await ingest.add_images(fakes.deps, "demo", [NewImage(png(1)), NewImage(png(2))])
+    await images.get_thumbnail(fakes.deps, "demo", added[0].id)
+    assert await images.delete_image(fakes.deps, "demo", added[0].id)
+    assert await images.count(fakes.deps, "demo") == 1
     assert not any(hashlib.sha256(png(1)).hexdigest() in k for k in fakes.blobs.objects)
     with pytest.raises(ImageNotFound):
-        await fakes.pipelines.delete_image("demo", added[0].id)
+        await images.delete_image(fakes.deps, "demo", added[0].id)
     with pytest.raises(ImageNotFound):
-        await fakes.pipelines.get_image("demo", "not-an-id")
+        await images.get_image(fakes.deps, "demo", "not-an-id")
 
 
 async def test_list_images_pages_through_the_album(fakes: Fakes) -> None:
-    await fakes.pipelines.add_images("demo", [NewImage(png(i)) for i in range(5)])
-    first = await fakes.pipelines.list_images("demo", limit=3)
-    rest = await fakes.pipelines.list_images("demo", limit=3, offset=3)
+    await ingest.add_images(fakes.deps, "demo", [NewImage(png(i)) for i in range(5)])
+    first = await images.list_images(fakes.deps, "demo", limit=3)
+    rest = await images.list_images(fakes.deps, "demo", limit=3, offset=3)
     assert len(first) == 3 and len(rest) == 2
     assert {i.id for i in first}.isdisjoint({i.id for i in rest})
     with pytest.raises(InvalidArgument):
-        await fakes.pipelines.list_images("demo", limit=0)
+        await images.list_images(fakes.deps, "demo", limit=0)
 
 
 async def test_delete_album_drops_vectors_and_blobs(fakes: Fakes) -> None:
-    await fakes.pipelines.add_images("demo", [NewImage(png(1))])
-    await fakes.pipelines.create_album("keep")
-    await fakes.pipelines.add_images("keep", [NewImage(png(1))])
-    assert await fakes.pipelines.delete_album("demo")
-    assert [a.name for a in await fakes.pipelines.list_albums()] == ["keep"]
+    await ingest.add_images(fakes.deps, "demo", [NewImage(png(1))])
+    await albums.create(fakes.deps, "keep")
+    await ingest.add_images(fakes.deps, "keep", [NewImage(png(1))])
+    assert await albums.delete(fakes.deps, "demo")
+    assert [a.name for a in await albums.list_all(fakes.deps)] == ["keep"]
     assert all(k.startswith("albums/keep/") for k in fakes.blobs.objects)
     with pytest.raises(AlbumNotFound):
-        await fakes.pipelines.delete_album("demo")
+        await albums.delete(fakes.deps, "demo")
 
 
 async def test_an_added_image_stores_every_index_row_upright_first(fakes: Fakes) -> None:
     fakes.extractor.index_rows = 5
-    (result,) = await fakes.pipelines.add_images("demo", [NewImage(png(1))])
+    (result,) = await ingest.add_images(fakes.deps, "demo", [NewImage(png(1))])
     (item,) = await fakes.search.get("demo", [result.id], with_vectors=True)
     assert len(item.vectors) == 5 and fakes.extractor.purposes == [EmbedPurpose.INDEX]
     assert item.vectors[0] == vector_of(png(1))
 
 
 async def test_a_query_is_embedded_as_one_vector(fakes: Fakes) -> None:
-    await fakes.pipelines.add_images("demo", [NewImage(png(1))])
-    await fakes.pipelines.search("demo", Query(image=png(2)))
+    await ingest.add_images(fakes.deps, "demo", [NewImage(png(1))])
+    await search.search(fakes.deps, "demo", Query(image=png(2)))
     assert fakes.extractor.purposes == [EmbedPurpose.INDEX, EmbedPurpose.QUERY]
 
 
 async def test_reembed_moves_the_album_to_the_new_model_keeping_names_attributes_and_times(fakes: Fakes) -> None:
-    added = await fakes.pipelines.add_images(
+    added = await ingest.add_images(fakes.deps,
         "demo", [NewImage(png(i), name=f"p{i}", attributes_json=f'{{"n": {i}}}') for i in range(3)])
     before = {i.id: i for i in await fakes.search.get("demo", [r.id for r in added], with_vectors=True)}
     fakes.extractor.model = "new-model"
     with pytest.raises(ModelMismatch, match="reembed"):
-        await fakes.pipelines.search("demo", Query(image=png(0)))
-    report = await fakes.pipelines.reembed_album("demo")
+        await search.search(fakes.deps, "demo", Query(image=png(0)))
+    report = await reembed.reembed_album(fakes.deps, "demo")
     assert (report.model, report.previous_model, report.images, report.failed) == ("new-model", MODEL, 3, [])
-    assert (await fakes.pipelines.get_album("demo")).model == "new-model"
+    assert (await albums.get(fakes.deps, "demo")).model == "new-model"
     after = await fakes.search.get("demo", list(before), with_vectors=True)
     for item in after:
         old = before[item.id]
         assert (item.name, item.attributes_json, item.created_at_ms) == (old.name, old.attributes_json,
                                                                          old.created_at_ms)
         assert item.vectors[1] != old.vectors[1]
-    hits = (await fakes.pipelines.search("demo", Query(image=png(0)))).hits
+    hits = (await search.search(fakes.deps, "demo", Query(image=png(0)))).hits
     assert hits[0].image.name == "p0"
 
 
 async def test_reembed_leaves_the_album_as_it_was_when_the_extractor_is_down(fakes: Fakes) -> None:
-    await fakes.pipelines.add_images("demo", [NewImage(png(1))])
+    await ingest.add_images(fakes.deps, "demo", [NewImage(png(1))])
     fakes.extractor.model = "new-model"
     fakes.extractor.error = ExtractorUnavailable("down")
     with pytest.raises(ExtractorUnavailable):
-        await fakes.pipelines.reembed_album("demo")
-    album = await fakes.pipelines.get_album("demo")
+        await reembed.reembed_album(fakes.deps, "demo")
+    album = await albums.get(fakes.deps, "demo")
     assert (album.model, album.image_count) == (MODEL, 1)
 
 
 async def test_reembed_reports_images_whose_bytes_are_gone(fakes: Fakes) -> None:
-    added = await fakes.pipelines.add_images("demo", [NewImage(png(1)), NewImage(png(2))])
+    added = await ingest.add_images(fakes.deps, "demo", [NewImage(png(1)), NewImage(png(2))])
     await fakes.blobs.delete(image_key("demo", hashlib.sha256(png(2)).hexdigest()))
-    report = await fakes.pipelines.reembed_album("demo")
+    report = await reembed.reembed_album(fakes.deps, "demo")
     assert report.images == 1 and [i for i, _ in report.failed] == [added[1].id]
     assert report.failed[0][1].reason == "image_not_found"

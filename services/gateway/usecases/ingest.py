@@ -1,0 +1,163 @@
+"""Adding images to an album: checked, embedded in one extractor call, then blobs, then vectors.
+
+Writes are ordered so that no half state remains: an image's blob (and its local features) is written
+before its vector (a blob without a vector is deleted again), and deleted after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from services.common.errors import (
+    ImageSearchError,
+    ImageTooLarge,
+    InvalidArgument,
+    InvalidAttributes,
+    InvalidImage,
+)
+from services.common.json_text import json_object
+from services.gateway import imaging
+from services.gateway.blobstore import features_key, image_key
+from services.gateway.deps import Deps
+from services.gateway.records import AddResult, AddStatus, Collection, Item, ItemFailure, JsonObject, NewImage
+from services.gateway.usecases.shared import (
+    FEATURES_CONTENT_TYPE,
+    embed_for_album,
+    failure,
+    image_id_of,
+    now_ms,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_NAME_CHARS = 512
+
+
+def parse_attributes(text: str) -> JsonObject:
+    """A JSON object of attributes; empty text means {}."""
+    return json_object(text, "attributes", InvalidAttributes)
+
+
+@dataclass(frozen=True)
+class _Accepted:
+    """An image that passed the gateway's checks and awaits its vector."""
+
+    index: int
+    name: str
+    content_hash: str
+    attributes_json: str
+    content: bytes
+    content_type: str
+
+    @property
+    def id(self) -> str:
+        return image_id_of(self.content_hash)
+
+
+async def add_images(deps: Deps, album: str, images: Sequence[NewImage]) -> list[AddResult]:
+    """Adds each image or reports why not; the batch is embedded in one call to the extractor."""
+    if not images:
+        raise InvalidArgument("no images given")
+    if len(images) > deps.settings.max_images_per_request:
+        raise InvalidArgument(f"{len(images)} images in one request; the limit is "
+                              f"{deps.settings.max_images_per_request}")
+    collection = await deps.collection(album)
+    model = await deps.check_model(collection)
+    results: dict[int, AddResult] = {}
+    accepted: list[_Accepted] = []
+    seen: set[str] = set()
+    for index, image in enumerate(images):
+        try:
+            item = _accept(deps, index, image)
+        except ImageSearchError as exc:
+            results[index] = AddResult(index, image.name, AddStatus.FAILED, error=failure(exc))
+            continue
+        if item.id in seen:
+            results[index] = AddResult(index, item.name, AddStatus.DUPLICATE, item.id)
+        else:
+            seen.add(item.id)
+            accepted.append(item)
+    stored = {i.id for i in await deps.search.get(album, [a.id for a in accepted])} if accepted else set()
+    fresh = []
+    for item in accepted:
+        if item.id in stored:
+            results[item.index] = AddResult(item.index, item.name, AddStatus.DUPLICATE, item.id)
+        else:
+            fresh.append(item)
+    for result in await _store(deps, collection, model, fresh):
+        results[result.index] = result
+    return [results[i] for i in range(len(images))]
+
+
+def _accept(deps: Deps, index: int, image: NewImage) -> _Accepted:
+    if not image.content:
+        raise InvalidImage("the file is empty")
+    if len(image.content) > deps.settings.max_image_bytes:
+        raise ImageTooLarge(f"{len(image.content)} bytes; the limit is {deps.settings.max_image_bytes}")
+    if len(image.name) > MAX_NAME_CHARS:
+        raise InvalidArgument(f"name is longer than {MAX_NAME_CHARS} characters")
+    attributes = parse_attributes(image.attributes_json)
+    content_hash = hashlib.sha256(image.content).hexdigest()
+    return _Accepted(
+        index=index,
+        name=image.name or content_hash,
+        content_hash=content_hash,
+        attributes_json=json.dumps(attributes, separators=(",", ":"), ensure_ascii=False),
+        content=image.content,
+        content_type=imaging.sniff_content_type(image.content, image.content_type),
+    )
+
+
+async def _store(deps: Deps, collection: Collection, model: str, images: list[_Accepted]) -> list[AddResult]:
+    """Embeds, then writes blobs, then vectors; on a failed write, what was written is undone."""
+    if not images:
+        return []
+    embeddings = await embed_for_album(deps, collection, model, [i.content for i in images])
+    results: list[AddResult] = []
+    items: list[tuple[_Accepted, Item, bytes]] = []
+    now = now_ms()
+    for image, embedding in zip(images, embeddings, strict=True):
+        if isinstance(embedding, ItemFailure):
+            results.append(AddResult(image.index, image.name, AddStatus.FAILED, image.id, embedding))
+        else:
+            item = Item(id=image.id, name=image.name, content_hash=image.content_hash,
+                        attributes_json=image.attributes_json, created_at_ms=now,
+                        vectors=embedding.stored_vectors)
+            items.append((image, item, embedding.local_features[0] if embedding.local_features else b""))
+    if items:
+        await _write(deps, collection.name, items)
+        results.extend(AddResult(i.index, i.name, AddStatus.ADDED, i.id) for i, _, _ in items)
+    return results
+
+
+async def _write(deps: Deps, album: str, items: list[tuple[_Accepted, Item, bytes]]) -> None:
+    """Blobs (the image and its local features) first, then the vectors; undone on a failure."""
+    keys = [image_key(album, image.content_hash) for image, _, _ in items]
+    puts = [deps.blobs.put(key, image.content, image.content_type, image.name)
+            for key, (image, _, _) in zip(keys, items, strict=True)]
+    for image, _, features in items:
+        if features:
+            keys.append(features_key(album, image.content_hash))
+            puts.append(deps.blobs.put(keys[-1], features, FEATURES_CONTENT_TYPE))
+    outcomes = await asyncio.gather(*puts, return_exceptions=True)
+    failed = next((o for o in outcomes if isinstance(o, BaseException)), None)
+    try:
+        if failed is not None:
+            raise failed
+        await deps.search.insert(album, [item for _, item, _ in items])
+    except Exception:
+        await _forget_blobs(deps, keys)
+        raise
+    log.info("added %d image(s) to album %s", len(items), album)
+
+
+async def _forget_blobs(deps: Deps, keys: list[str]) -> None:
+    try:
+        await deps.blobs.delete(*keys)
+    except ImageSearchError as exc:
+        log.warning("could not delete %d blob(s) of a failed add: %s", len(keys), exc.message)

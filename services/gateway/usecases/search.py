@@ -1,0 +1,131 @@
+"""Searching an album by image: copies of the query ("copy") or images like it ("similar")."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+
+from services.common.errors import (
+    ImageNotFound,
+    ImageTooLarge,
+    InvalidArgument,
+    InvalidFilter,
+    InvalidImage,
+    ModelMismatch,
+)
+from services.common.json_text import json_object
+from services.common.local_features import LocalFeatures
+from services.gateway.deps import Deps, reembed_hint
+from services.gateway.records import Item, ItemFailure, Query, ScoredImage, SearchMode, SearchOutcome
+from services.gateway.usecases.images import stored_items
+from services.gateway.usecases.shared import image_record, item_error
+from services.gateway.verification import parse_features
+
+
+def check_search_mode(mode: str) -> SearchMode:
+    try:
+        return SearchMode(mode)
+    except ValueError:
+        allowed = ", ".join(repr(m.value) for m in SearchMode)
+        raise InvalidArgument(f"search mode {mode[:80]!r} is not one of {allowed}") from None
+
+
+def normalise_filter(text: str) -> str:
+    """The filter as compact JSON text, '' for none; it must be a JSON object."""
+    value = json_object(text, "filter", InvalidFilter)
+    return json.dumps(value, separators=(",", ":")) if value else ""
+
+
+async def search(
+    deps: Deps, album: str, query: Query, top_k: int | None = None, filter_json: str = "", mode: str = "copy"
+) -> SearchOutcome:
+    """The album's images nearest to the query image, nearest first: copies of it ("copy") or images
+    like it ("similar"; see `SearchMode`)."""
+    started = time.perf_counter()
+    top_k = _check_top_k(deps, top_k)
+    filter_text = normalise_filter(filter_json)
+    search_mode = check_search_mode(mode)
+    primary_only, expand_k = _search_options(deps, search_mode)
+    given = [v for v in (query.image, query.url, query.image_id) if v is not None]
+    if len(given) != 1:
+        raise InvalidArgument("give exactly one of: an image file, a url, an image_id")
+    verify = search_mode is SearchMode.COPY and deps.verifier.enabled
+    collection = await deps.collection(album)
+    exclude: list[str] = []
+    features: list[LocalFeatures] = []
+    if query.image_id is not None:
+        # The album's own vector: right whatever model the extractor runs now.
+        item = await _stored_item(deps, album, query.image_id)
+        vector, model = item.vectors[0], collection.model
+        exclude.append(query.image_id)
+        stored = await deps.verifier.stored(album, item.content_hash) if verify else None
+        features = [stored] if stored is not None else []
+    else:
+        model = await deps.check_model(collection)
+        content = query.image if query.image is not None else await deps.fetch_url(query.url or "")
+        vector, features = await describe_query(deps, content, model, album, with_features=verify)
+    fetch_k = max(top_k, deps.verifier.top) if verify else top_k
+    hits = await deps.search.search(album, vector, fetch_k, filter_text, exclude,
+                                    primary_only=primary_only, expand_k=expand_k)
+    scored = [ScoredImage(image_record(album, h.id, h.name, h.content_hash, h.attributes_json, h.created_at_ms),
+                          h.distance) for h in hits]
+    if verify:
+        scored = await deps.verifier.rerank(album, features, scored)
+    scored = scored[:top_k]
+    took_ms = (time.perf_counter() - started) * 1000
+    return SearchOutcome(album=album, metric=collection.metric, model=model, took_ms=took_ms, hits=scored)
+
+
+def _search_options(deps: Deps, mode: SearchMode) -> tuple[bool, int]:
+    """(primary_only, expand_k) of the search service for a mode."""
+    if mode is SearchMode.SIMILAR:
+        return True, deps.settings.similar_expand_k
+    return False, 0
+
+
+def _check_top_k(deps: Deps, top_k: int | None) -> int:
+    value = deps.settings.default_top_k if top_k is None else top_k
+    if not 1 <= value <= deps.settings.max_top_k:
+        raise InvalidArgument(f"top_k must be between 1 and {deps.settings.max_top_k}, not {value}")
+    return value
+
+
+async def describe_query(deps: Deps, content: bytes, model: str, album: str = "",
+                         with_features: bool = False) -> tuple[list[float], list[LocalFeatures]]:
+    """The query image's vector (and, when asked, its local features), from the cache when the same
+    bytes were asked for before."""
+    if not content:
+        raise InvalidImage("the query image is empty")
+    if len(content) > deps.settings.max_image_bytes:
+        raise ImageTooLarge(f"{len(content)} bytes; the limit is {deps.settings.max_image_bytes}")
+    content_hash = hashlib.sha256(content).hexdigest()
+    cached = await deps.cache.get(model, content_hash)
+    if cached is not None:
+        cached_features = await deps.cache.get_features(content_hash) if with_features else b""
+        if cached_features is not None:
+            return cached, parse_features(cached_features)
+    batch = await deps.extractor.embed([content], local_features=with_features)
+    if batch.model != model:
+        raise ModelMismatch(f"the extractor embedded with {batch.model!r}, the album holds {model!r}; "
+                            f"{reembed_hint(album or 'A')}")
+    result = batch.results[0]
+    if result.vector is None:
+        raise item_error(result.error or ItemFailure("invalid_image", "the extractor gave no vector"))
+    await deps.cache.put(model, content_hash, result.vector)
+    features = b"".join(result.local_features)  # upright, mirrored: each serialisation knows its length
+    if with_features and features:
+        await deps.cache.put_features(content_hash, features)
+    return result.vector, parse_features(features)
+
+
+async def embed_query(deps: Deps, content: bytes, model: str, album: str = "") -> list[float]:
+    """The query image's vector, from the cache when the same bytes were asked for before."""
+    return (await describe_query(deps, content, model, album))[0]
+
+
+async def _stored_item(deps: Deps, album: str, image_id: str) -> Item:
+    items = await stored_items(deps, album, image_id, with_vectors=True)
+    if not items[0].vectors:
+        raise ImageNotFound(f"image {image_id} of album {album!r} has no stored vector")
+    return items[0]

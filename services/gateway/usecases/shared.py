@@ -1,0 +1,68 @@
+"""Pieces more than one use case needs: image ids, records as the API shows them, album embeddings."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from services.common.errors import ERRORS_BY_REASON, ImageSearchError, InvalidImage, ModelMismatch
+from services.gateway.deps import Deps, reembed_hint
+from services.gateway.records import Collection, Embedding, EmbedPurpose, ImageRecord, ItemFailure, JsonObject
+
+# Stored local features are opaque bytes to the object store.
+FEATURES_CONTENT_TYPE = "application/octet-stream"
+
+
+def image_id_of(content_hash: str) -> str:
+    """An image's id: the first 32 hex digits (128 bits) of the SHA-256 of its bytes."""
+    return content_hash[:32]
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def failure(exc: ImageSearchError) -> ItemFailure:
+    return ItemFailure(exc.reason, exc.message)
+
+
+def item_error(failed: ItemFailure) -> ImageSearchError:
+    """The error an item's failure stands for (invalid_image when its reason is unknown)."""
+    return ERRORS_BY_REASON.get(failed.reason, InvalidImage)(failed.message)
+
+
+def _loads_object(text: str) -> JsonObject:
+    try:
+        value = json.loads(text) if text else {}
+    except json.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def image_record(album: str, image_id: str, name: str, content_hash: str, attributes_json: str,
+                 created_at_ms: int) -> ImageRecord:
+    """An album's image as the API shows it, with the gateway paths of its bytes and thumbnail."""
+    base = f"/v1/albums/{album}/images/{image_id}"
+    return ImageRecord(album=album, id=image_id, name=name, content_hash=content_hash,
+                       attributes=_loads_object(attributes_json), created_at_ms=created_at_ms,
+                       url=f"{base}/content", thumbnail_url=f"{base}/thumbnail")
+
+
+async def embed_for_album(deps: Deps, collection: Collection, model: str,
+                          contents: list[bytes]) -> list[Embedding | ItemFailure]:
+    """Each image's rows to store (upright global vector first) and local features, or why it has none."""
+    batch = await deps.extractor.embed(contents, EmbedPurpose.INDEX, local_features=True)
+    if batch.model != model:
+        raise ModelMismatch(f"the extractor embedded with {batch.model!r}, album {collection.name!r} "
+                            f"holds {model!r}; {reembed_hint(collection.name)}")
+    out: list[Embedding | ItemFailure] = []
+    for embedding in batch.results:
+        rows = embedding.stored_vectors
+        if not rows:
+            out.append(embedding.error or ItemFailure("invalid_image", "the extractor gave no vector"))
+        elif any(len(row) != collection.dim for row in rows):
+            raise ModelMismatch(f"the extractor gave {len(rows[0])} dimensions, album "
+                                f"{collection.name!r} holds {collection.dim}; {reembed_hint(collection.name)}")
+        else:
+            out.append(embedding)
+    return out
