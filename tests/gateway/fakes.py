@@ -1,32 +1,30 @@
-"""In-memory stand-ins for the extractor, search service, object store, cache and URL fetcher."""
+"""In-memory stand-ins for the extractor, object store, cache and URL fetcher, and the real search service
+(over the exact index) in process."""
 
 from __future__ import annotations
 
 import hashlib
 import io
-import json
-import time
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any
 
+import grpc
 import numpy as np
 from PIL import Image
 
 from services.common.errors import (
-    AlreadyExists,
     ImageNotFound,
     ImageSearchError,
-    NotFound,
     UrlFetchFailed,
 )
+from services.common.grpc_server import create_server
 from services.common.local_features import FeatureConfig
 from services.extractor.keypoints import describe_image
 from services.extractor.preprocess import PreprocessConfig
 from services.gateway.blobstore import Blob, BlobInfo
+from services.gateway.clients import GrpcVectorSearch
 from services.gateway.deps import Deps
 from services.gateway.records import (
-    Collection,
     EmbedBatch,
     Embedding,
     EmbedPurpose,
@@ -36,6 +34,9 @@ from services.gateway.records import (
     ModelInfo,
 )
 from services.gateway.settings import GatewaySettings
+from services.search.index import ExactIndex
+from services.search.servicer import SERVICE_NAMES, SearchServicer, registrar
+from services.search.settings import SearchSettings
 
 MODEL = "fake-model-v1"
 DIM = 8
@@ -96,50 +97,48 @@ class FakeExtractor:
         return EmbedBatch(self.model, DIM, results)
 
 
-def _matches(attributes: dict[str, Any], flt: dict[str, Any]) -> bool:
-    return all(attributes.get(k) == v for k, v in flt.items())
-
-
-class FakeSearch:
-    """Exact cosine search over dicts; equality-only filters."""
+class LoopbackSearch:
+    """The real search service in process: `SearchServicer` over the exact numpy index (`ExactIndex`,
+    the reference the Milvus index is tested against), served by gRPC on a loopback port and reached
+    through the gateway's real client. Not an engine of its own: the only additions are the last
+    search's arguments, recorded, and a write failure to inject."""
 
     def __init__(self) -> None:
-        self.collections: dict[str, Collection] = {}
-        self.items: dict[str, dict[str, Item]] = {}
+        self.index = ExactIndex(SearchSettings())
         self.insert_error: ImageSearchError | None = None
         self.last_search: dict[str, Any] = {}
+        self._server: grpc.aio.Server | None = None
+        self._channel: grpc.aio.Channel | None = None
+        self._client: GrpcVectorSearch | None = None
 
-    def _items(self, name: str) -> dict[str, Item]:
-        if name not in self.items:
-            raise NotFound(f"no collection {name}")
-        return self.items[name]
+    async def client(self) -> GrpcVectorSearch:
+        """The gateway's gRPC client of the service, started on first use in the running event loop."""
+        if self._client is None:
+            settings = SearchSettings(host="127.0.0.1", port=0)
+            self._server, _, port = create_server(settings, "search", registrar(SearchServicer(self.index)),
+                                                  SERVICE_NAMES)
+            await self._server.start()
+            self._channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+            self._client = GrpcVectorSearch(self._channel, timeout_s=10)
+        return self._client
 
-    async def create_collection(self, name: str, dim: int, model: str) -> Collection:
-        if name in self.collections:
-            raise AlreadyExists(f"collection {name} exists")
-        self.collections[name] = Collection(name, dim, "cosine", model, int(time.time() * 1000), 0)
-        self.items[name] = {}
-        return self.collections[name]
+    async def aclose(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()
+        if self._server is not None:
+            await self._server.stop(None)
+        self._server = self._channel = self._client = None
 
-    async def drop_collection(self, name: str) -> bool:
-        self._items(name)
-        del self.collections[name], self.items[name]
-        return True
+    def __getattr__(self, name: str) -> Any:
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            return await getattr(await self.client(), name)(*args, **kwargs)
 
-    async def list_collections(self) -> list[Collection]:
-        return [await self.get_collection(n) for n in self.collections]
-
-    async def get_collection(self, name: str) -> Collection:
-        store = self._items(name)
-        return replace(self.collections[name], count=len(store))
+        return call
 
     async def insert(self, collection: str, items: Sequence[Item]) -> list[str]:
-        store = self._items(collection)
         if self.insert_error:
             raise self.insert_error
-        for item in items:
-            store[item.id] = item
-        return [i.id for i in items]
+        return await (await self.client()).insert(collection, items)
 
     async def search(
         self,
@@ -151,34 +150,10 @@ class FakeSearch:
         primary_only: bool = False,
         expand_k: int = 0,
     ) -> list[Hit]:
-        """Ranks by each item's first vector whatever `primary_only` says; `expand_k` is only recorded."""
         self.last_search = {"top_k": top_k, "filter_json": filter_json, "exclude_ids": list(exclude_ids),
                             "primary_only": primary_only, "expand_k": expand_k}
-        flt = json.loads(filter_json) if filter_json else {}
-        q = np.asarray(vector)
-        hits = [
-            Hit(i.id, i.name, float(1 - q @ np.asarray(i.vectors[0])), i.attributes_json, i.content_hash,
-                i.created_at_ms)
-            for i in self._items(collection).values()
-            if i.id not in exclude_ids and _matches(json.loads(i.attributes_json or "{}"), flt)
-        ]
-        return sorted(hits, key=lambda h: h.distance)[:top_k]
-
-    async def get(self, collection: str, ids: Sequence[str], with_vectors: bool = False) -> list[Item]:
-        store = self._items(collection)
-        found = [store[i] for i in ids if i in store]
-        return found if with_vectors else [replace(i, vectors=[]) for i in found]
-
-    async def list_items(self, collection: str, limit: int, offset: int) -> list[Item]:
-        items = sorted(self._items(collection).values(), key=lambda i: i.id)
-        return [replace(i, vectors=[]) for i in items[offset:offset + limit]]
-
-    async def delete(self, collection: str, ids: Sequence[str]) -> int:
-        store = self._items(collection)
-        return sum(1 for i in ids if store.pop(i, None) is not None)
-
-    async def count(self, collection: str) -> int:
-        return len(self._items(collection))
+        return await (await self.client()).search(collection, vector, top_k, filter_json, exclude_ids,
+                                                   primary_only=primary_only, expand_k=expand_k)
 
 
 class FakeBlobs:
@@ -247,8 +222,11 @@ class Fakes:
     def __init__(self, **settings: Any) -> None:
         self.settings = GatewaySettings(**settings)
         self.extractor = FakeExtractor()
-        self.search = FakeSearch()
+        self.search = LoopbackSearch()
         self.blobs = FakeBlobs()
         self.cache = FakeCache()
         self.fetcher = FakeFetcher()
         self.deps = Deps(self.settings, self.extractor, self.search, self.blobs, self.cache, self.fetcher)
+
+    async def aclose(self) -> None:
+        await self.search.aclose()

@@ -13,6 +13,7 @@ from services.common.errors import SearchUnavailable
 from services.gateway.app import create_app
 from services.gateway.jobs import JobStore
 from services.gateway.usecases import albums
+from tests.gateway.conftest import MakeFakes
 from tests.gateway.fakes import Fakes, png
 
 pytestmark = pytest.mark.anyio
@@ -27,8 +28,8 @@ async def _down() -> None:
 
 
 @pytest.fixture()
-async def fakes() -> Fakes:
-    f = Fakes(max_image_bytes=100_000, max_images_per_request=4)
+async def fakes(make_fakes: MakeFakes) -> Fakes:
+    f = make_fakes(max_image_bytes=100_000, max_images_per_request=4)
     await albums.create(f.deps, "demo")
     return f
 

@@ -23,14 +23,15 @@ from services.common.errors import (
 from services.gateway.blobstore import features_key, image_key
 from services.gateway.records import AddStatus, EmbedPurpose, NewImage, Query
 from services.gateway.usecases import albums, images, ingest, reembed, search
+from tests.gateway.conftest import MakeFakes
 from tests.gateway.fakes import MODEL, Fakes, png, vector_of
 
 pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture()
-async def fakes() -> Fakes:
-    f = Fakes(max_image_bytes=100_000, max_top_k=50)
+async def fakes(make_fakes: MakeFakes) -> Fakes:
+    f = make_fakes(max_image_bytes=100_000, max_top_k=50)
     await albums.create(f.deps, "demo")
     return f
 
@@ -168,7 +169,10 @@ async def test_search_passes_the_filter_through(fakes: Fakes) -> None:
     assert fakes.search.last_search["filter_json"] == '{"color":"blue"}'
 
 
-async def test_copy_mode_searches_every_row_and_similar_mode_the_upright_rows_expanded(fakes: Fakes) -> None:
+async def test_copy_mode_searches_every_row_and_similar_mode_the_upright_rows_expanded(
+    make_fakes: MakeFakes,
+    fakes: Fakes,
+) -> None:
     added = await ingest.add_images(fakes.deps, "demo", [NewImage(png(i)) for i in range(3)])
     await search.search(fakes.deps, "demo", Query(image_id=added[0].id))
     assert (fakes.search.last_search["primary_only"], fakes.search.last_search["expand_k"]) == (False, 0)
@@ -176,7 +180,7 @@ async def test_copy_mode_searches_every_row_and_similar_mode_the_upright_rows_ex
     assert (fakes.search.last_search["primary_only"], fakes.search.last_search["expand_k"]) == (True, 3)
     assert fakes.search.last_search["exclude_ids"] == [added[0].id]
     assert len(outcome.hits) == 2
-    tuned = Fakes(similar_expand_k=7)
+    tuned = make_fakes(similar_expand_k=7)
     await albums.create(tuned.deps, "demo")
     await search.search(tuned.deps, "demo", Query(image=png(1)), mode="similar")
     assert tuned.search.last_search["expand_k"] == 7
@@ -272,7 +276,7 @@ async def test_an_added_image_stores_every_index_row_upright_first(fakes: Fakes)
     (result,) = await ingest.add_images(fakes.deps, "demo", [NewImage(png(1))])
     (item,) = await fakes.search.get("demo", [result.id], with_vectors=True)
     assert len(item.vectors) == 5 and fakes.extractor.purposes == [EmbedPurpose.INDEX]
-    assert item.vectors[0] == vector_of(png(1))
+    assert item.vectors[0] == pytest.approx(vector_of(png(1)), abs=1e-6)
 
 
 async def test_a_query_is_embedded_as_one_vector(fakes: Fakes) -> None:
