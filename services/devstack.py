@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent.parent
 S3_ACCESS_KEY = "imagesearch"
 S3_SECRET_KEY = "imagesearch-secret"
+# The search service's gRPC health name that follows its vector store (services.search.servicer.SERVICE_NAMES).
+SEARCH_HEALTH_SERVICE = "imagesearch.v1.Search"
 MILVUS_INTERNAL_PORTS = ("root-coord", "proxy-internal", "query-coord", "query-node", "index-coord",
                          "index-node", "data-coord", "data-node")
 
@@ -187,13 +189,15 @@ def _http_ok(url: str, accept: tuple[int, ...] = (200,)) -> bool:
         return False
 
 
-def _grpc_serving(port: int) -> bool:
+def _grpc_serving(port: int, service: str = "") -> bool:
+    """Whether the health service at the port says `service` ("": the server as a whole) is SERVING."""
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         try:
-            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service),
+                                                              timeout=1)
         except grpc.RpcError:
             return False
     return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
@@ -319,13 +323,13 @@ class Stack:
         )
 
     # --- services -----------------------------------------------------------------------------------
-    def service(self, name: str, grpc_port: int) -> ManagedProcess:
+    def service(self, name: str, grpc_port: int, health_service: str = "") -> ManagedProcess:
         return ManagedProcess(
             name=name,
             argv=[sys.executable, "-m", f"services.{name}"],
             env=self.env(),
             log_path=self.logs / f"{name}.log",
-            ready=lambda: _grpc_serving(grpc_port),
+            ready=lambda: _grpc_serving(grpc_port, health_service),
         )
 
     def start(self, names: tuple[str, ...] = ("milvus", "s3", "redis", "extractor", "search", "gateway")) -> None:
@@ -335,7 +339,9 @@ class Stack:
             "s3": self.s3,
             "redis": self.redis,
             "extractor": lambda: self.service("extractor", self.ports.extractor),
-            "search": lambda: self.service("search", self.ports.search),
+            # Ready when its Search service is SERVING: Milvus answers and serves every album (each
+            # loaded and caught up with its log, which takes up to ~30 s after a Milvus restart).
+            "search": lambda: self.service("search", self.ports.search, SEARCH_HEALTH_SERVICE),
             "gateway": lambda: self.service("gateway", self.ports.gateway),
         }
         started = []

@@ -116,11 +116,13 @@ async def serve(
     service_full_names: Sequence[str],
     grace_s: float,
     watchers: Sequence[asyncio.Task[None]] = (),
+    watched: Sequence[str] = (),
 ) -> None:
-    """Starts the server, marks it SERVING, and on SIGTERM/SIGINT cancels the `watchers` (tasks that
-    change the health while running), marks it NOT_SERVING and stops."""
+    """Starts the server, marks it SERVING (but the `watched` services, whose health the `watchers` set
+    once they know it), and on SIGTERM/SIGINT cancels the `watchers` (tasks that change the health
+    while running), marks it NOT_SERVING and stops."""
     await server.start()
-    await set_serving(health_servicer, service_full_names, True)
+    await set_serving(health_servicer, [n for n in service_full_names if n not in watched], True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -46,9 +46,11 @@ class Pingable(Protocol):
 async def watch_store(index: Pingable, health_servicer: health.aio.HealthServicer, interval_s: float,
                       timeout_s: float = 15.0) -> None:
     """Keeps the Search service's health (the server's own, "", stays as it is) SERVING while the store
-    answers and NOT_SERVING while it does not (any error, or no answer within `timeout_s`); logs each
-    change. Runs until cancelled."""
-    serving = True
+    serves and NOT_SERVING while it does not (any error, or no answer within `timeout_s`); logs each
+    change. The service starts NOT_SERVING (see `run`) and is SERVING after the first check that the
+    store passes; while it does not, the store is checked every second, so that comes soon after the
+    store serves. Runs until cancelled."""
+    serving: bool | None = None
     pending: asyncio.Future[None] | None = None
     while True:
         if pending is None or pending.done():  # a ping stuck in its thread is not started again
@@ -64,12 +66,12 @@ async def watch_store(index: Pingable, health_servicer: health.aio.HealthService
             answers, why = False, f"{type(exc).__name__}: {exc}"
         if answers != serving:
             if answers:
-                log.info("vector store answers again, Search marked SERVING")
+                log.info("vector store serves%s, Search marked SERVING", "" if serving is None else " again")
             else:
-                log.warning("vector store unreachable, Search marked NOT_SERVING: %s", why)
+                log.warning("vector store does not serve, Search marked NOT_SERVING: %s", why)
             serving = answers
             await set_serving(health_servicer, SERVICE_NAMES, serving, include_server=False)
-        await asyncio.sleep(interval_s)
+        await asyncio.sleep(interval_s if serving else min(interval_s, 1.0))
 
 
 async def run(settings: SearchSettings) -> None:
@@ -78,11 +80,15 @@ async def run(settings: SearchSettings) -> None:
     interval = settings.store_check_interval_s
     watchers = []
     if interval > 0:
+        # NOT_SERVING until the watcher's first check says the store serves (see watch_store).
+        await set_serving(service.health, SERVICE_NAMES, False, include_server=False)
         watcher = asyncio.create_task(watch_store(service.index, service.health, interval,
                                                   settings.milvus_timeout_s + 5))
         watcher.add_done_callback(_report_crash)
         watchers.append(watcher)
-    await serve(service.server, service.health, SERVICE_NAMES, settings.shutdown_grace_s, watchers)
+    # With a watcher, the Search service is SERVING only once the watcher has seen the store serve.
+    await serve(service.server, service.health, SERVICE_NAMES, settings.shutdown_grace_s, watchers,
+                watched=SERVICE_NAMES if watchers else ())
 
 
 def _report_crash(task: asyncio.Task[None]) -> None:

@@ -214,7 +214,9 @@ class StorePartDown(StoreUnavailable):
 
 
 _UNAVAILABLE_MARKERS = ("failed to connect", "empty grpc client", "service unavailable", "not healthy",
-                        "is not ready", "stopping")
+                        "is not ready", "stopping",
+                        # the call's time ran out inside Milvus ("proxy TaskCondition context Done")
+                        "context done", "context deadline exceeded")
 
 
 def _map_milvus(exc: MilvusException, album: str) -> ImageSearchError:
@@ -257,7 +259,10 @@ class MilvusIndex:
     Bounded: an overview that may lag the newest writes by a moment.
 
     Loading: collections are loaded on create and, on first use (or when Milvus says a collection is
-    not loaded, as after a restart), before being read.
+    not loaded, as after a restart), before being read; a collection counts as loaded once a Strong
+    read of it answers (`_check_caught_up`): after a Milvus restart that takes until Milvus has
+    replayed its log, up to ~30 s. `ping` does this for every album, so the service's health (and the
+    gateway's /readyz) says ready only when every album can be read in full.
     """
 
     def __init__(self, settings: SearchSettings) -> None:
@@ -298,8 +303,18 @@ class MilvusIndex:
         return True
 
     def ping(self) -> None:
-        """Lists the collection names (cheap); `StoreUnavailable` when Milvus does not answer."""
-        self._call("", lambda c: c.list_collections(**self._kw()))
+        """Returns when Milvus serves every album: answers, has each collection loaded and has caught up
+        with its log (see `_ensure_loaded`). `StoreUnavailable` otherwise (`CollectionNotLoaded` while an
+        album is loading or its log is being replayed, as for up to ~30 s after a Milvus restart).
+
+        Each album is checked once per connection, so once all are, a ping only lists the names."""
+        names = self._call("", lambda c: c.list_collections(**self._kw()))
+        for cname in sorted(n for n in names if n.startswith(self.settings.collection_prefix)):
+            if cname not in self._loaded:
+                try:
+                    self._call("", self._loader(cname))
+                except AlbumNotFound:
+                    continue  # dropped meanwhile
 
     def list_collections(self) -> list[Collection]:
         """Every album of this service, by name, with counts read at Bounded consistency."""
@@ -467,6 +482,9 @@ class MilvusIndex:
         client.load_collection(cname, timeout=self.settings.milvus_load_timeout_s, retry_times=RETRY_TIMES)
         self._loaded.add(cname)
 
+    def _loader(self, cname: str) -> Callable[[MilvusClient], None]:
+        return lambda c: self._ensure_loaded(c, cname)
+
     def _ensure_loaded(self, client: MilvusClient, cname: str) -> None:
         if cname in self._loaded:
             return
@@ -476,7 +494,28 @@ class MilvusIndex:
         if state != LoadState.Loaded:
             log.info("loading collection %s (state %s)", cname, state.name)
             client.load_collection(cname, timeout=self.settings.milvus_load_timeout_s, retry_times=RETRY_TIMES)
+        self._check_caught_up(client, cname)
         self._loaded.add(cname)
+
+    def _check_caught_up(self, client: MilvusClient, cname: str) -> None:
+        """One Strong read, answered once Milvus has consumed the collection's log up to now.
+
+        "Loaded" is not enough after a Milvus restart: the query node replays the log from the last
+        checkpoint, and its serviceable time only advances when Milvus' time ticks flow again, which
+        waits for the previous process's proxy session to expire (its etcd lease, common.session.ttl
+        = 30 s, is not revoked on stop). Until then a Bounded or Strong read waits (the 20 s
+        DEADLINE_EXCEEDED of the first album listing) and a Session read from a client with no write
+        of its own to wait for answers at once, without the rows not yet replayed (count 0, no hits).
+        So a collection counts as loaded only once this read answers; until then: `CollectionNotLoaded`.
+        """
+        try:
+            client.query(cname, filter="ordinal == 0", output_fields=["count(*)"], consistency_level="Strong",
+                         timeout=self.settings.milvus_catch_up_timeout_s, retry_times=RETRY_TIMES)
+        except Exception as exc:
+            if not _deadline_exceeded(exc):
+                raise
+            log.info("collection %s is loaded but Milvus has not caught up with its log yet", cname)
+            raise CollectionNotLoaded(f"collection {cname} is loading (Milvus is replaying its log)") from exc
 
     def _read(self, cname: str, album: str, operation: Callable[[MilvusClient], T]) -> T:
         """A read on a loaded collection; loads it again if Milvus has unloaded it (a restart)."""
@@ -634,6 +673,19 @@ def _item(rows: Sequence[dict[str, Any]]) -> Item:
 
 def _with_count(info: Collection, count: int) -> Collection:
     return replace(info, count=count)
+
+
+def _deadline_exceeded(exc: BaseException) -> bool:
+    """Whether a pymilvus call ran out of time: grpc's DEADLINE_EXCEEDED (raised as is, or its code
+    wrapped), or Milvus answering first that the call's context ended ("proxy TaskCondition context
+    Done", code 65535)."""
+    if isinstance(exc, grpc.RpcError) and callable(getattr(exc, "code", None)):
+        return bool(exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED)
+    if isinstance(exc, MilvusException):
+        code = exc.code() if callable(exc.code) else exc.code
+        message = str(exc.message).lower()
+        return code == grpc.StatusCode.DEADLINE_EXCEEDED or "context done" in message or "deadline exceeded" in message
+    return False
 
 
 def _drop_connection(alias: str) -> None:

@@ -43,5 +43,8 @@ class SearchSettings(ServiceSettings):
     search_overfetch: int = 2
     # Seconds to wait for a collection to load into memory (first use after a Milvus restart).
     milvus_load_timeout_s: float = 120.0
+    # Seconds a collection's first read after (re)connecting (one Strong count) may wait for Milvus to
+    # catch up with the collection's log; longer, and the album is reported as loading (503) meanwhile.
+    milvus_catch_up_timeout_s: float = 3.0
     # After a failed connect, fail fast with UNAVAILABLE for this long before trying again.
     milvus_reconnect_backoff_s: float = 1.0

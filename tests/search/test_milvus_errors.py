@@ -3,11 +3,12 @@ tests/test_faults.py; these are the messages seen there, and the rules for them)
 
 from __future__ import annotations
 
+import grpc
 import pytest
 from pymilvus.exceptions import MilvusException, ParamError
 
 from services.common.errors import AlbumNotFound, ImageSearchError, InvalidArgument, StoreUnavailable
-from services.search.milvus_index import map_error
+from services.search.milvus_index import _deadline_exceeded, map_error
 
 
 @pytest.mark.parametrize("message", [
@@ -15,6 +16,8 @@ from services.search.milvus_index import map_error
     "empty grpc client: failed to connect 192.0.2.2:57607, reason: connection error: desc",
     "proxy not healthy, StateCode=Initializing",
     "service unavailable: internal: Milvus Proxy is not ready yet",
+    # a read whose time ran out inside Milvus (a restarted Milvus not yet caught up with its log)
+    "proxy TaskCondition context Done",
 ])
 def test_milvus_saying_a_part_of_it_is_down_is_unavailable(message: str) -> None:
     error = map_error(MilvusException(code=65535, message=message), "shoes")
@@ -28,3 +31,11 @@ def test_other_errors_keep_their_meaning() -> None:
     odd = map_error(MilvusException(code=65535, message="something no rule knows"), "shoes")
     assert type(odd) is ImageSearchError and "something no rule knows" in odd.message
     assert map_error(KeyError("a bug"), "shoes") is None
+
+
+def test_a_read_that_ran_out_of_time_is_told_apart() -> None:
+    # Both ways a Strong read waiting for a restarted Milvus to catch up with its log ends.
+    assert _deadline_exceeded(MilvusException(code=65535, message="proxy TaskCondition context Done"))
+    assert _deadline_exceeded(MilvusException(code=grpc.StatusCode.DEADLINE_EXCEEDED, message="timeout"))
+    assert not _deadline_exceeded(MilvusException(code=101, message="collection not loaded"))
+    assert not _deadline_exceeded(KeyError("a bug"))
