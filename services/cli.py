@@ -2,8 +2,9 @@
 
     imagesearch up [--data DIR] [--port 8000]        run servers + services, load the demo album
     imagesearch ingest PATH|URL... --album A         add files, folders (recursively) or URLs
-    imagesearch search IMAGE|URL --album A [--similar]  print the nearest images (copies, or similar ones)
-    imagesearch albums | delete-album A
+    imagesearch search IMAGE|URL --album A [--similar] [--where TEXT]  print the nearest images
+    imagesearch sql "SELECT ... ORDER BY feature <-> image('q.jpg')"   run one SQL statement
+    imagesearch albums | create-album A --column price:float | delete-album A
     imagesearch reembed --album A                    re-embed an album with the current model
 """
 
@@ -13,15 +14,17 @@ import argparse
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from services.client import ApiError, GatewayClient, Upload
+from services.manifest import attributes_for, read_manifest
 
 DEFAULT_URL = os.environ.get("IMAGESEARCH_URL", "http://127.0.0.1:8000")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
@@ -67,9 +70,13 @@ def _batches(items: list[Path], size: int) -> Iterator[list[Path]]:
         yield items[start:start + size]
 
 
-def ingest_files(client: GatewayClient, album: str, files: list[Path], attributes: dict[str, Any] | None,
+AttributesOf = Callable[[Path], "dict[str, Any] | None"]
+
+
+def ingest_files(client: GatewayClient, album: str, files: list[Path], attributes: AttributesOf,
                  batch_size: int, progress: bool = True) -> dict[str, int]:
-    """Uploads files in batches with a progress bar; returns counts of added, duplicate and failed."""
+    """Uploads files in batches with a progress bar, each with its attributes; returns counts of added,
+    duplicate and failed."""
     from tqdm import tqdm
 
     totals = {"added": 0, "duplicate": 0, "failed": 0}
@@ -78,7 +85,7 @@ def ingest_files(client: GatewayClient, album: str, files: list[Path], attribute
             uploads, unreadable = [], []
             for path in batch:
                 try:
-                    uploads.append(Upload.from_path(path, attributes))
+                    uploads.append(Upload.from_path(path, attributes(path)))
                 except OSError as exc:
                     unreadable.append((path, exc))
             for path, error in unreadable:
@@ -115,27 +122,45 @@ def ingest_urls(
 
 
 def cmd_ingest(args: argparse.Namespace, client: GatewayClient) -> int:
-    attributes = json.loads(args.attributes) if args.attributes else None
     urls = [p for p in args.paths if p.startswith(("http://", "https://"))]
+    folders = [Path(p) for p in args.paths if p not in urls and Path(p).is_dir()]
     files = list(iter_image_files([p for p in args.paths if p not in urls]))
-    client.ensure_album(args.album)
+    album = client.ensure_album(args.album)
+    attributes, common = _attributes_source(args.attributes, album, folders[0] if len(folders) == 1 else None)
     totals = ingest_files(client, args.album, files, attributes, args.batch_size) if files else {}
     if urls:
-        status = ingest_urls(client, args.album, urls, attributes)
+        status = ingest_urls(client, args.album, urls, common)
         for result in status.get("results", []):
             totals[result["status"]] = totals.get(result["status"], 0) + 1
     print(f"album {args.album}: " + ", ".join(f"{v} {k}" for k, v in totals.items()))
     return 1 if totals.get("failed") else 0
 
 
+def _attributes_source(given: str | None, album: dict[str, Any],
+                       root: Path | None) -> tuple[AttributesOf, dict[str, Any] | None]:
+    """(each file's attributes, the attributes for URLs): from a JSON object given to every image, or
+    from a CSV/JSONL manifest with a row per file, typed by the album's columns."""
+    if not given:
+        return lambda _: None, None
+    if given.lstrip().startswith("{"):
+        common = json.loads(given)
+        if not isinstance(common, dict):
+            raise ValueError("--attributes takes a JSON object or a .csv/.jsonl manifest")
+        return lambda _: common, common
+    columns = {c["name"]: c["type"] for c in album.get("columns", [])}
+    manifest = read_manifest(Path(given), columns)
+    return lambda path: attributes_for(manifest, path, root), None
+
+
 def cmd_search(args: argparse.Namespace, client: GatewayClient) -> int:
     filter_doc = json.loads(args.filter) if args.filter else None
     mode = "similar" if args.similar else "copy"
+    options: dict[str, Any] = {"top_k": args.top_k, "filter": filter_doc, "mode": mode, "where": args.where,
+                               "max_distance": args.max_distance}
     if args.query.startswith(("http://", "https://")):
-        answer = client.search(args.album, url=args.query, top_k=args.top_k, filter=filter_doc, mode=mode)
+        answer = client.search(args.album, url=args.query, **options)
     else:
-        answer = client.search(args.album, image=Path(args.query).read_bytes(), top_k=args.top_k, filter=filter_doc,
-                               mode=mode)
+        answer = client.search(args.album, image=Path(args.query).read_bytes(), **options)
     print(f"{len(answer['results'])} results in {answer['took_ms']:.1f} ms "
           f"(distance: {answer['metric']}; then matching points where verified)")
     for rank, hit in enumerate(answer["results"], 1):
@@ -148,8 +173,72 @@ def cmd_search(args: argparse.Namespace, client: GatewayClient) -> int:
 
 def cmd_albums(args: argparse.Namespace, client: GatewayClient) -> int:
     for album in client.list_albums():
-        print(f"{album['name']:<24s} {album['image_count']:>8d} images  model {album['model']}")
+        columns = ", ".join(f"{c['name']} {c['type']}" for c in album.get("columns", []))
+        print(f"{album['name']:<24s} {album['image_count']:>8d} images  model {album['model']}"
+              + (f"  columns: {columns}" if columns else ""))
     return 0
+
+
+def cmd_create_album(args: argparse.Namespace, client: GatewayClient) -> int:
+    columns = []
+    for spec in args.column or []:
+        name, _, kind = spec.partition(":")
+        columns.append({"name": name.strip(), "type": kind.strip() or "string"})
+    album = client.create_album(args.album, columns)
+    print(f"created album {album['name']}" + (f" with columns {', '.join(c['name'] for c in columns)}" if columns
+                                              else ""))
+    return 0
+
+
+# A string literal of a SQL statement: 'it''s' (quotes doubled inside).
+_SQL_STRING = re.compile(r"'((?:[^']|'')*)'")
+
+
+def named_files(statement: str, given: Sequence[str]) -> dict[str, bytes]:
+    """The images a statement names as local files: `--file NAME=PATH` given, and every string literal of
+    the statement that is the path of a file here (uploaded under that name)."""
+    files: dict[str, bytes] = {}
+    for spec in given:
+        name, _, path = spec.partition("=")
+        files[name] = Path(path or name).read_bytes()
+    for match in _SQL_STRING.finditer(statement):
+        literal = match.group(1).replace("''", "'")
+        if literal not in files and not literal.startswith(("http://", "https://")) and Path(literal).is_file():
+            files[literal] = Path(literal).read_bytes()
+    return files
+
+
+def cmd_sql(args: argparse.Namespace, client: GatewayClient) -> int:
+    answer = client.sql(args.statement, named_files(args.statement, args.file or []), args.delete_all)
+    if args.json:
+        print(json.dumps(answer, indent=2))
+        return 0
+    print_sql_result(answer, client.base_url)
+    return 0
+
+
+def print_sql_result(answer: dict[str, Any], base_url: str) -> None:
+    """A statement's result as a table (SELECT), or what it changed."""
+    columns, rows = answer.get("columns") or [], answer.get("rows") or []
+    if columns:
+        cells = [[_cell_text(v) for v in row["values"]] for row in rows]
+        widths = [min(40, max([len(c), *(len(r[i]) for r in cells)])) for i, c in enumerate(columns)]
+        print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
+        print("  ".join("-" * w for w in widths))
+        for row, cell in zip(rows, cells, strict=True):
+            link = f"  {base_url}{row['image']['url']}" if row.get("image") else ""
+            print("  ".join(v[:40].ljust(w) for v, w in zip(cell, widths, strict=True)) + link)
+    summary = f"{answer['statement']} {answer['album']}: "
+    summary += f"{answer['affected']} affected" if answer.get("affected") is not None else f"{len(rows)} row(s)"
+    print(f"{summary} in {answer['took_ms']:.1f} ms")
+
+
+def _cell_text(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
 def cmd_reembed(args: argparse.Namespace, client: GatewayClient) -> int:
@@ -230,16 +319,30 @@ def build_parser() -> argparse.ArgumentParser:
     ingest = sub.add_parser("ingest", help="add image files, folders or URLs to an album")
     ingest.add_argument("paths", nargs="+")
     ingest.add_argument("--album", required=True)
-    ingest.add_argument("--attributes", help="a JSON object given to every image")
+    ingest.add_argument("--attributes", help="a JSON object given to every image, or a .csv/.jsonl manifest with a "
+                                             "row per file (a 'file' column, then the attributes)")
     ingest.add_argument("--batch-size", type=int, default=16)
     search = sub.add_parser("search", help="find an album's images nearest to an image file or URL")
     search.add_argument("query")
     search.add_argument("--album", required=True)
     search.add_argument("--top-k", type=int, default=5)
     search.add_argument("--filter", help='a JSON filter, e.g. \'{"kind": "photo"}\'')
+    search.add_argument("--where", help="a text filter, e.g. \"price < 50 and colour in ('red', 'blue')\"")
+    search.add_argument("--max-distance", type=float, help="no image farther than this (cosine distance)")
     search.add_argument("--similar", action="store_true",
                         help="find images like the query rather than copies of it (search mode 'similar')")
     sub.add_parser("albums", help="list albums")
+    create = sub.add_parser("create-album", help="create an album, with declared (typed) columns")
+    create.add_argument("album")
+    create.add_argument("--column", action="append", metavar="NAME:TYPE",
+                        help="a declared column; TYPE is string, int, float, bool, timestamp or string_list")
+    sql = sub.add_parser("sql", help="run one SQL statement (CREATE TABLE, INSERT, SELECT, UPDATE, DELETE, DROP)")
+    sql.add_argument("statement")
+    sql.add_argument("--file", action="append", metavar="NAME=PATH",
+                     help="an image the statement names as image('NAME'); local paths in the statement are sent "
+                          "by themselves")
+    sql.add_argument("--delete-all", action="store_true", help="let a DELETE without WHERE delete every image")
+    sql.add_argument("--json", action="store_true", help="print the answer as JSON")
     reembed = sub.add_parser("reembed", help="re-embed an album's images with the extractor's current model")
     reembed.add_argument("--album", required=True)
     delete = sub.add_parser("delete-album", help="delete an album and its images")
@@ -253,14 +356,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "up":
         return cmd_up(args)
     handlers = {"ingest": cmd_ingest, "search": cmd_search, "albums": cmd_albums, "delete-album": cmd_delete_album,
-                "reembed": cmd_reembed}
+                "reembed": cmd_reembed, "create-album": cmd_create_album, "sql": cmd_sql}
     client = GatewayClient(args.url)
     try:
         return handlers[args.command](args, client)
     except ApiError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     finally:

@@ -70,11 +70,22 @@ class GatewayClient:
                 return None
             raise
 
-    def create_album(self, album: str) -> dict[str, Any]:
-        return dict(self._json(self.http.post("/v1/albums", json={"name": album})))
+    def create_album(self, album: str, columns: Sequence[dict[str, str]] = ()) -> dict[str, Any]:
+        """Creates an album, with declared columns ([{"name": "price", "type": "float"}, ...]) if given."""
+        body = {"name": album, "columns": list(columns)}
+        return dict(self._json(self.http.post("/v1/albums", json=body)))
 
     def ensure_album(self, album: str) -> dict[str, Any]:
         return self.get_album(album) or self.create_album(album)
+
+    def sql(self, statement: str, files: dict[str, bytes] | None = None, delete_all: bool = False) -> dict[str, Any]:
+        """Runs one SQL statement; `files` are the images it names as image('name'), by name."""
+        if not files:
+            body = {"statement": statement, "delete_all": delete_all}
+            return dict(self._json(self.http.post("/v1/sql", json=body)))
+        parts = [("file", (name, content, "application/octet-stream")) for name, content in files.items()]
+        data = {"statement": statement, "delete_all": "true" if delete_all else "false"}
+        return dict(self._json(self.http.post("/v1/sql", data=data, files=parts)))
 
     def delete_album(self, album: str) -> None:
         self._json(self.http.delete(f"/v1/albums/{album}"))
@@ -113,12 +124,18 @@ class GatewayClient:
         top_k: int = 10,
         filter: dict[str, Any] | None = None,
         mode: str = "copy",
+        where: str | None = None,
+        max_distance: float | None = None,
     ) -> dict[str, Any]:
         """Finds the album's images nearest to an image given by bytes, URL or id: its copies ("copy"), or
-        images like it ("similar")."""
+        images like it ("similar"), among those matching the filter (JSON form or `where` text)."""
         params: dict[str, Any] = {"top_k": top_k, "mode": mode}
         if filter:
             params["filter"] = json.dumps(filter)
+        if where:
+            params["where"] = where
+        if max_distance is not None:
+            params["max_distance"] = max_distance
         files = {"file": ("query", image, "application/octet-stream")} if image is not None else None
         data = {k: v for k, v in {"url": url, "image_id": image_id}.items() if v}
         response = self.http.post(f"/v1/albums/{album}/search", params=params, files=files, data=data)

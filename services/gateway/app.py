@@ -14,22 +14,27 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import FastAPI, File, Form, Query, Request, UploadFile
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile as StarletteUpload
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.common.errors import ERRORS_BY_REASON, ImageSearchError, InvalidArgument
+from services.common.errors import ERRORS_BY_REASON, ImageSearchError, InvalidArgument, InvalidAttributes
 from services.common.logs import REQUEST_ID_HEADER, new_request_id, request_id_var
 from services.common.metrics import observe_request
 from services.gateway import schemas
 from services.gateway.deps import Deps, check_album_name
 from services.gateway.jobs import JobStore
-from services.gateway.records import AddResult, AddStatus, NewImage, SearchMode
+from services.gateway.records import AddResult, AddStatus, ImageFilter, JsonObject, Listing, NewImage, SearchMode
 from services.gateway.records import Query as SearchQuery
 from services.gateway.settings import GatewaySettings
-from services.gateway.usecases import albums, images, ingest, reembed, search
+from services.gateway.usecases import albums, images, ingest, reembed, search, sql
+from services.gateway.usecases.images import MAX_OFFSET
+from services.gateway.usecases.ingest import parse_attributes
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +46,9 @@ HealthCheck = Callable[[], Awaitable[None]]
 MODE_DESCRIPTION = ('"copy" (default): copies of the query, edited, cropped, rotated or mirrored; "similar": '
                     "images like it (upright descriptors only, with query expansion).")
 MODE_SCHEMA: dict[str, Any] = {"enum": [m.value for m in SearchMode]}
+# Method names a metric label may take: any other word a client sends is counted as OTHER, so that a
+# client cannot make a new time series per request.
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _HTTP_REASONS = {400: "invalid_argument", 404: "not_found", 405: "method_not_allowed", 413: "image_too_large"}
 
 
@@ -93,7 +101,8 @@ class RequestContext:
                 await error_response(500, "internal", "internal error")(scope, receive, send_with_id)
         finally:
             route = getattr(scope.get("route"), "path", None) or "unmatched"
-            observe_request("gateway", f"{scope['method']} {route}", str(status), time.perf_counter() - started)
+            method = scope["method"] if scope["method"] in HTTP_METHODS else "OTHER"
+            observe_request("gateway", f"{method} {route}", str(status), time.perf_counter() - started)
 
     def _too_large(self, scope: Scope, headers: dict[str, str]) -> JSONResponse | None:
         """Refuses an upload by its Content-Length before its body is read."""
@@ -160,7 +169,7 @@ def _aligned(values: list[str], count: int, field: str) -> list[str]:
     return values + [""] * (count - len(values))
 
 
-async def _read_upload(upload: UploadFile, limit: int) -> bytes:
+async def _read_upload(upload: StarletteUpload, limit: int) -> bytes:
     """At most limit + 1 bytes: enough to tell the pipeline the file is too large."""
     return await upload.read(limit + 1)
 
@@ -199,6 +208,7 @@ def create_app(
     _add_album_routes(app, deps)
     _add_image_routes(app, settings, deps)
     _add_search_routes(app, settings, deps)
+    _add_sql_routes(app, settings, deps)
     _add_job_routes(app, deps, jobs)
     return app
 
@@ -228,99 +238,204 @@ def _add_operational_routes(app: FastAPI, checks: Mapping[str, HealthCheck]) -> 
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
+ALBUM_PATH = PathParam(description="The album's name.", json_schema_extra=schemas.ALBUM_NAME_SCHEMA)
+IMAGE_ID_SCHEMA = {"pattern": "^[0-9a-f]{32}$"}
+WHERE_DESCRIPTION = ("The filter in its text form, as SQL's WHERE: price < 50 and colour in ('red', 'blue') and "
+                     "in_stock (see the README for the language).")
+FILTER_DESCRIPTION = 'The filter in its JSON form: {"price": {"lt": 50}, "colour": {"in": ["red", "blue"]}}.'
+AlbumName = Annotated[str, ALBUM_PATH]
+ImageId = Annotated[str, PathParam(description="The image's id (32 hex digits).", json_schema_extra=IMAGE_ID_SCHEMA)]
+Where = Annotated[str | None, Query(description=WHERE_DESCRIPTION)]
+FilterJson = Annotated[str | None, Query(description=FILTER_DESCRIPTION)]
+
+
 def _add_album_routes(app: FastAPI, deps: Deps) -> None:
     @app.post("/v1/albums", status_code=201, tags=["albums"], response_model=schemas.AlbumOut,
               responses={409: {"model": schemas.ErrorBody}})
     async def create_album(body: schemas.AlbumCreate) -> schemas.AlbumOut:
-        """Creates an empty album; it records the extractor's model and vector length."""
-        return schemas.AlbumOut.of(await albums.create(deps, body.name))
+        """Creates an empty album, optionally with declared (typed) columns; it records the extractor's model
+        and vector length."""
+        return schemas.AlbumOut.of(await albums.create(deps, body.name, body.schema_of()))
 
     @app.get("/v1/albums", tags=["albums"], response_model=schemas.AlbumList)
     async def list_albums() -> schemas.AlbumList:
         return schemas.AlbumList(albums=[schemas.AlbumOut.of(a) for a in await albums.list_all(deps)])
 
     @app.get("/v1/albums/{album}", tags=["albums"], response_model=schemas.AlbumOut)
-    async def get_album(album: str) -> schemas.AlbumOut:
+    async def get_album(album: AlbumName) -> schemas.AlbumOut:
+        """The album: its image count, model and declared columns."""
         return schemas.AlbumOut.of(await albums.get(deps, album))
 
     @app.post("/v1/albums/{album}/reembed", tags=["albums"], response_model=schemas.ReembedOut,
               responses={404: {"model": schemas.ErrorBody}, 503: {"model": schemas.ErrorBody}})
-    async def reembed_album(album: str) -> schemas.ReembedOut:
+    async def reembed_album(album: AlbumName) -> schemas.ReembedOut:
         """Re-embeds every image from its stored bytes with the extractor's current model (after a model
         or pipeline change, when searches answer 409 model_mismatch). Runs to the end before answering."""
         return schemas.ReembedOut.of(await reembed.reembed_album(deps, album))
 
     @app.delete("/v1/albums/{album}", tags=["albums"], response_model=schemas.Deleted)
-    async def delete_album(album: str) -> schemas.Deleted:
+    async def delete_album(album: AlbumName) -> schemas.Deleted:
         """Deletes the album: its vectors, then its images and thumbnails."""
         return schemas.Deleted(deleted=await albums.delete(deps, album))
 
 
+def _filter(where: str | None, filter_json: str | None) -> ImageFilter:
+    return ImageFilter(json=filter_json or "", where=where or "")
+
+
 def _add_image_routes(app: FastAPI, settings: GatewaySettings, deps: Deps) -> None:
+    add_failed = {"model": schemas.AddImagesOut | schemas.ErrorBody,
+                  "description": "Every image failed (AddImagesOut, each with its reason), or the request itself "
+                                 "was refused (ErrorBody)."}
+
     @app.post("/v1/albums/{album}/images", status_code=201, tags=["images"], response_model=schemas.AddImagesOut,
               responses={207: {"model": schemas.AddImagesOut, "description": "Some images failed."},
-                         413: {"model": schemas.ErrorBody}})
+                         413: add_failed, 422: add_failed})
     async def add_images(
-        album: str,
+        album: AlbumName,
         file: Annotated[list[UploadFile], File(description="One part per image.")],
         name: Annotated[list[str], Form(default_factory=list, description="Names aligned with the files.")],
         attributes: Annotated[list[str], Form(default_factory=list, description="JSON objects aligned with the "
                                                                                 "files, or one for all.")],
     ) -> JSONResponse:
-        """Adds images: 201 when all are stored (added or duplicate), 207 when some failed, 422 when all did."""
+        """Adds images: 201 when all are stored (added or duplicate), 207 when some failed, 422 when all did.
+        Declared attributes must have their column's type (an image with a wrong one fails alone)."""
         check_album_name(album)
         if len(file) > settings.max_images_per_request:
             raise InvalidArgument(f"{len(file)} files; the limit is {settings.max_images_per_request} a request")
         names = _aligned(name, len(file), "name")
         attrs = _aligned(attributes, len(file), "attributes")
-        new = [
-            NewImage(content=await _read_upload(f, settings.max_image_bytes), name=n or f.filename or "",
-                     attributes_json=a, content_type=f.content_type or "")
-            for f, n, a in zip(file, names, attrs, strict=True)
-        ]
-        results = await ingest.add_images(deps, album, new)
+        new = []
+        for f, n, a in zip(file, names, attrs, strict=True):
+            content = await _read_upload(f, settings.max_image_bytes)
+            new.append((content, n or f.filename or "", a, f.content_type or ""))
+        results = await ingest.add_images(deps, album, [_new_image(*fields) for fields in new])
         body = schemas.AddImagesOut.of(results)
         return JSONResponse(body.model_dump(mode="json"), status_code=add_status(results))
 
     @app.get("/v1/albums/{album}/images", tags=["images"], response_model=schemas.ImageList)
-    async def list_images(album: str, limit: int = 50, offset: int = 0) -> schemas.ImageList:
-        listed = await images.list_images(deps, album, limit, offset)
-        return schemas.ImageList(images=[schemas.ImageOut.of(i) for i in listed], limit=limit, offset=offset)
+    async def list_images(
+        album: AlbumName,
+        where: Where = None,
+        filter: FilterJson = None,
+        limit: Annotated[int, Query(description="1 to 1000.", json_schema_extra={"minimum": 1, "maximum": 1000})] = 50,
+        offset: Annotated[int, Query(description="Images to skip (with order_by; by id, at most 16384 together "
+                                                 "with limit: page on with `after`).",
+                                     json_schema_extra={"minimum": 0, "maximum": MAX_OFFSET})] = 0,
+        after: Annotated[str | None, Query(description="Ordered by id: the page after this id (the previous page's "
+                                                       "next_after).", json_schema_extra=IMAGE_ID_SCHEMA)] = None,
+        order_by: Annotated[str | None, Query(description="A column to order by: id, name, content_hash, "
+                                                          "created_at or a declared one (nulls last).")] = None,
+        desc: Annotated[bool, Query(description="Order descending (nulls first).")] = False,
+    ) -> schemas.ImageList:
+        """A page of the album's images matching the filter, by id or ordered by a column."""
+        listing = Listing(filter=_filter(where, filter), limit=limit, offset=offset, after=after or "",
+                          order_by=order_by or "", descending=desc)
+        listed = await images.list_images(deps, album, listing)
+        next_after = listed[-1].id if len(listed) == limit and not order_by else None
+        return schemas.ImageList(images=[schemas.ImageOut.of(i) for i in listed], limit=limit, offset=offset,
+                                 next_after=next_after)
+
+    @app.get("/v1/albums/{album}/images/count", tags=["images"], response_model=schemas.CountOut)
+    async def count_images(album: AlbumName, where: Where = None, filter: FilterJson = None) -> schemas.CountOut:
+        """How many images the album has, or how many match the filter."""
+        return schemas.CountOut(count=await images.count(deps, album, _filter(where, filter)))
+
+    @app.get("/v1/albums/{album}/images/groups", tags=["images"], response_model=schemas.GroupsOut)
+    async def group_images(
+        album: AlbumName,
+        by: Annotated[list[str], Query(description="Columns to group by (built-in or declared).")],
+        where: Where = None,
+        filter: FilterJson = None,
+    ) -> schemas.GroupsOut:
+        """How many (matching) images have each combination of the columns' values, most first."""
+        groups = await images.count_groups(deps, album, by, _filter(where, filter))
+        return schemas.GroupsOut(columns=by, groups=[schemas.GroupOut.of(g) for g in groups])
+
+    @app.patch("/v1/albums/{album}/images", tags=["images"], response_model=schemas.UpdatedOut)
+    async def update_images(
+        album: AlbumName,
+        body: schemas.ImageChanges,
+        where: Where = None,
+        filter: FilterJson = None,
+        all: Annotated[bool, Query(description="Every image: required when no filter is given.")] = False,
+    ) -> schemas.UpdatedOut:
+        """Changes the attributes of the images matching the filter, without re-embedding them."""
+        updated = await images.update_images(deps, album, body.changes(), _filter(where, filter), all=all)
+        return schemas.UpdatedOut(updated=updated)
+
+    @app.delete("/v1/albums/{album}/images", tags=["images"], response_model=schemas.DeletedCount)
+    async def delete_images(
+        album: AlbumName,
+        where: Where = None,
+        filter: FilterJson = None,
+        all: Annotated[bool, Query(description="Every image: required when no filter is given.")] = False,
+    ) -> schemas.DeletedCount:
+        """Deletes the images matching the filter with their bytes, local features and thumbnails."""
+        return schemas.DeletedCount(deleted=await images.delete_images(deps, album, _filter(where, filter), all=all))
 
     @app.get("/v1/albums/{album}/images/{image_id}", tags=["images"], response_model=schemas.ImageOut)
-    async def get_image(album: str, image_id: str) -> schemas.ImageOut:
+    async def get_image(album: AlbumName, image_id: ImageId) -> schemas.ImageOut:
         return schemas.ImageOut.of(await images.get_image(deps, album, image_id))
 
+    @app.patch("/v1/albums/{album}/images/{image_id}", tags=["images"], response_model=schemas.ImageOut)
+    async def update_image(album: AlbumName, image_id: ImageId, body: schemas.ImageChanges) -> schemas.ImageOut:
+        """Changes the image's attributes (merged: the others stay) and name; vectors, bytes and local features
+        are untouched."""
+        return schemas.ImageOut.of(await images.update_image(deps, album, image_id, body.changes()))
+
     @app.get("/v1/albums/{album}/images/{image_id}/content", tags=["images"], response_class=Response)
-    async def get_content(album: str, image_id: str) -> Response:
+    async def get_content(album: AlbumName, image_id: ImageId) -> Response:
         """The image's original bytes, with the content type it was stored with."""
         blob = await images.get_content(deps, album, image_id)
         return Response(blob.content, media_type=blob.content_type,
                         headers={"Cache-Control": "private, max-age=3600", "ETag": f'"{image_id}"'})
 
     @app.get("/v1/albums/{album}/images/{image_id}/thumbnail", tags=["images"], response_class=Response)
-    async def get_thumbnail(album: str, image_id: str, size: int | None = None) -> Response:
+    async def get_thumbnail(
+        album: AlbumName,
+        image_id: ImageId,
+        size: int = Query(settings.thumbnail_size, description="1 to 1024, rounded up to 64, 128, 256, 512 or 1024.",
+                          json_schema_extra={"minimum": 1, "maximum": 1024}),
+    ) -> Response:
         """A JPEG thumbnail; the size is rounded up to one of 64, 128, 256, 512, 1024."""
         blob = await images.get_thumbnail(deps, album, image_id, size)
         return Response(blob.content, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
 
     @app.delete("/v1/albums/{album}/images/{image_id}", tags=["images"], response_model=schemas.Deleted)
-    async def delete_image(album: str, image_id: str) -> schemas.Deleted:
+    async def delete_image(album: AlbumName, image_id: ImageId) -> schemas.Deleted:
         return schemas.Deleted(deleted=await images.delete_image(deps, album, image_id))
 
 
+def _new_image(content: bytes, name: str, attributes: str, content_type: str) -> NewImage:
+    """An uploaded image; attributes that are not a JSON object fail that image alone."""
+    try:
+        parsed: JsonObject | InvalidAttributes = parse_attributes(attributes)
+    except InvalidAttributes as exc:
+        parsed = exc
+    return NewImage(content=content, name=name, attributes=parsed, content_type=content_type)
+
+
 def _add_search_routes(app: FastAPI, settings: GatewaySettings, deps: Deps) -> None:
+    top_k_schema = {"minimum": 1, "maximum": settings.max_top_k}
+
     @app.post("/v1/albums/{album}/search", tags=["search"], response_model=schemas.SearchOut,
               responses={409: {"model": schemas.ErrorBody}, 413: {"model": schemas.ErrorBody}})
     async def search_album(
-        album: str,
-        top_k: Annotated[int | None, Query(description="1 to the configured maximum.")] = None,
-        filter: Annotated[str | None, Query(description='A JSON filter on attributes, e.g. {"color": "red"}.')] = None,
+        album: AlbumName,
+        top_k: int = Query(settings.default_top_k, description=f"1 to {settings.max_top_k}.",
+                           json_schema_extra=top_k_schema),
+        filter: Annotated[str | None, Query(description=FILTER_DESCRIPTION)] = None,
+        where: Where = None,
+        max_distance: Annotated[float | None, Query(description="Only images at most this far (cosine distance): "
+                                                                "no match rather than unrelated images.",
+                                                    json_schema_extra={"minimum": 0})] = None,
         mode: Annotated[str | None, Query(description=MODE_DESCRIPTION, json_schema_extra=MODE_SCHEMA)] = None,
         file: Annotated[UploadFile | None, File(description="The query image.")] = None,
         url: Annotated[str | None, Form(description="Or: the URL of the query image.")] = None,
         image_id: Annotated[str | None, Form(description="Or: the id of an image of the album.")] = None,
         filter_form: Annotated[str | None, Form(alias="filter", description="The filter, as a form field.")] = None,
+        where_form: Annotated[str | None, Form(alias="where", description="The text filter, as a form field.")] = None,
         mode_form: Annotated[str | None, Form(alias="mode", description="The mode, as a form field.",
                                               json_schema_extra=MODE_SCHEMA)] = None,
     ) -> schemas.SearchOut:
@@ -328,9 +443,51 @@ def _add_search_routes(app: FastAPI, settings: GatewaySettings, deps: Deps) -> N
         `mode` "copy" (default) finds copies of the query, "similar" images like it."""
         content = await _read_upload(file, settings.max_image_bytes) if file is not None else None
         query = SearchQuery(image=content, url=url or None, image_id=image_id or None)
-        outcome = await search.search(deps, album, query, top_k, filter or filter_form or "",
-                                      mode or mode_form or SearchMode.COPY.value)
+        outcome = await search.search(deps, album, query, top_k, _filter(where or where_form, filter or filter_form),
+                                      mode or mode_form or SearchMode.COPY.value, max_distance)
         return schemas.SearchOut.of(outcome)
+
+
+SQL_REQUEST_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": {"$ref": "#/components/schemas/SqlIn"}},
+    "multipart/form-data": {"schema": {"type": "object", "required": ["statement"], "properties": {
+        "statement": {"type": "string", "description": "One SQL statement."},
+        "delete_all": {"type": "boolean"},
+        "file": {"type": "array", "items": {"type": "string", "format": "binary"},
+                 "description": "Images the statement names as image('file name')."}}}},
+}}}
+
+
+def _add_sql_routes(app: FastAPI, settings: GatewaySettings, deps: Deps) -> None:
+    @app.post("/v1/sql", tags=["sql"], response_model=schemas.SqlOut, openapi_extra=SQL_REQUEST_BODY,
+              responses={409: {"model": schemas.ErrorBody}, 413: {"model": schemas.ErrorBody}})
+    async def run_sql(request: Request) -> schemas.SqlOut:
+        """Runs one SQL statement: CREATE TABLE, DROP TABLE, INSERT, SELECT (with ORDER BY feature <-> image(...)
+        for the nearest images), UPDATE, DELETE. JSON `{"statement": ...}`, or multipart with a `statement` field
+        and the images it names as image('file name') as `file` parts."""
+        statement, delete_all, parts = await _sql_request(request, settings)
+        return schemas.SqlOut.of(await sql.execute(deps, statement, parts, delete_all))
+
+
+async def _sql_request(request: Request, settings: GatewaySettings) -> tuple[str, bool, dict[str, bytes]]:
+    """(statement, delete_all, uploaded images by file name) from a JSON or multipart body."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind == "multipart/form-data":
+        form = await request.form(max_files=settings.max_images_per_request)
+        statement = form.get("statement")
+        if not isinstance(statement, str):
+            raise InvalidArgument("the form needs a statement field")
+        parts: dict[str, bytes] = {}
+        for upload in form.getlist("file"):
+            if isinstance(upload, StarletteUpload):
+                parts[upload.filename or f"file{len(parts) + 1}"] = await _read_upload(upload, settings.max_image_bytes)
+        return statement, str(form.get("delete_all", "")).lower() in ("1", "true", "on"), parts
+    try:
+        body = schemas.SqlIn.model_validate_json(await request.body())
+    except ValidationError as exc:
+        problem = exc.errors()[0].get("msg", "invalid body") if exc.errors() else "invalid body"
+        raise InvalidArgument(f'send JSON {{"statement": "..."}} or a multipart form: {problem}') from None
+    return body.statement, body.delete_all, {}
 
 
 def _add_job_routes(app: FastAPI, deps: Deps, jobs: JobStore) -> None:

@@ -6,20 +6,31 @@ The gRPC clients turn wire messages into `records` and statuses into our errors 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from imagesearch.v1 import extractor_pb2, extractor_pb2_grpc, search_pb2, search_pb2_grpc
+from imagesearch.v1 import common_pb2, extractor_pb2, extractor_pb2_grpc, search_pb2, search_pb2_grpc
 
 from services.common.errors import ExtractorUnavailable, SearchUnavailable, Unavailable
+from services.common.filtering import Expr
 from services.common.grpc_client import call
+from services.common.schema import NO_COLUMNS, AlbumSchema
+from services.common.wire import (
+    attributes_from_wire,
+    attributes_to_wire,
+    columns_from_wire,
+    columns_to_wire,
+    filter_to_wire,
+    value_from_wire,
+)
 from services.gateway.records import (
     Collection,
     EmbedBatch,
     Embedding,
     EmbedPurpose,
+    GroupCount,
     Hit,
     Item,
     ItemFailure,
@@ -39,9 +50,11 @@ class Extractor(Protocol):
 
 
 class VectorSearch(Protocol):
-    """Collections (albums) of items with vectors and attributes."""
+    """Collections (albums) of items with vectors and attributes. Filters are trees of the filter
+    language (services.common.filtering), checked by the service against the album's columns."""
 
-    async def create_collection(self, name: str, dim: int, model: str) -> Collection: ...
+    async def create_collection(self, name: str, dim: int, model: str, schema: AlbumSchema = NO_COLUMNS) -> Collection:
+        ...
 
     async def drop_collection(self, name: str) -> bool: ...
 
@@ -56,21 +69,34 @@ class VectorSearch(Protocol):
         collection: str,
         vector: Sequence[float],
         top_k: int,
-        filter_json: str,
-        exclude_ids: Sequence[str],
+        filter: Expr | None = None,
+        exclude_ids: Sequence[str] = (),
         primary_only: bool = False,
         expand_k: int = 0,
+        max_distance: float | None = None,
     ) -> list[Hit]:
-        """Nearest images; `primary_only`: by their upright global row only; `expand_k`: query expansion."""
+        """Nearest images; `primary_only`: by their upright global row only; `expand_k`: query expansion;
+        `max_distance`: none farther."""
         ...
 
     async def get(self, collection: str, ids: Sequence[str], with_vectors: bool = False) -> list[Item]: ...
 
-    async def list_items(self, collection: str, limit: int, offset: int) -> list[Item]: ...
+    async def query(self, collection: str, filter: Expr | None = None, limit: int = 100, offset: int = 0,
+                    after_id: str = "", order_by: str = "", descending: bool = False) -> list[Item]:
+        """A page of the items matching the filter, by id (after `after_id`) or by a column."""
+        ...
 
     async def delete(self, collection: str, ids: Sequence[str]) -> int: ...
 
-    async def count(self, collection: str) -> int: ...
+    async def count(self, collection: str, filter: Expr | None = None) -> int: ...
+
+    async def update(self, collection: str, changes: Mapping[str, Any], ids: Sequence[str] = (),
+                     filter: Expr | None = None, all: bool = False) -> int:
+        """Sets attributes of the images of these ids, or matching the filter, or all; returns how many."""
+        ...
+
+    async def count_groups(self, collection: str, columns: Sequence[str],
+                           filter: Expr | None = None) -> list[GroupCount]: ...
 
 
 async def check_health(channel: grpc.aio.Channel, unavailable: type[Unavailable], peer: str, timeout: float,
@@ -123,18 +149,22 @@ def _embedding(r: extractor_pb2.EmbedResult) -> Embedding:
 
 def _collection(c: search_pb2.Collection) -> Collection:
     return Collection(name=c.name, dim=c.dim, metric=c.metric or "cosine", model=c.model,
-                      created_at_ms=c.created_at_ms, count=c.count)
+                      created_at_ms=c.created_at_ms, count=c.count, schema=columns_from_wire(c.columns))
 
 
 def _item(i: search_pb2.Item) -> Item:
-    return Item(id=i.id, name=i.name, content_hash=i.content_hash, attributes_json=i.attributes_json,
+    return Item(id=i.id, name=i.name, content_hash=i.content_hash, attributes=attributes_from_wire(i.attributes),
                 created_at_ms=i.created_at_ms, vectors=[list(d.values) for d in i.vectors])
 
 
 def _wire_item(i: Item) -> search_pb2.Item:
-    return search_pb2.Item(id=i.id, name=i.name, content_hash=i.content_hash, attributes_json=i.attributes_json,
-                           created_at_ms=i.created_at_ms,
+    return search_pb2.Item(id=i.id, name=i.name, content_hash=i.content_hash,
+                           attributes=attributes_to_wire(i.attributes), created_at_ms=i.created_at_ms,
                            vectors=[search_pb2.Descriptor(values=v) for v in i.vectors])
+
+
+def _wire_filter(expr: Expr | None) -> common_pb2.Filter | None:
+    return filter_to_wire(expr) if expr is not None else None
 
 
 # The search service's gRPC service name, whose health follows its vector store.
@@ -159,9 +189,9 @@ class GrpcVectorSearch:
         await check_health(self.channel, SearchUnavailable, self.peer, timeout_s, SEARCH_SERVICE,
                            "its vector store does not answer, or it is shutting down")
 
-    async def create_collection(self, name: str, dim: int, model: str) -> Collection:
-        reply = await self._call(self.stub.CreateCollection,
-                                 search_pb2.CreateCollectionRequest(name=name, dim=dim, model=model))
+    async def create_collection(self, name: str, dim: int, model: str, schema: AlbumSchema = NO_COLUMNS) -> Collection:
+        reply = await self._call(self.stub.CreateCollection, search_pb2.CreateCollectionRequest(
+            name=name, dim=dim, model=model, columns=columns_to_wire(schema)))
         return _collection(reply)
 
     async def drop_collection(self, name: str) -> bool:
@@ -186,16 +216,17 @@ class GrpcVectorSearch:
         collection: str,
         vector: Sequence[float],
         top_k: int,
-        filter_json: str,
-        exclude_ids: Sequence[str],
+        filter: Expr | None = None,
+        exclude_ids: Sequence[str] = (),
         primary_only: bool = False,
         expand_k: int = 0,
+        max_distance: float | None = None,
     ) -> list[Hit]:
         request = search_pb2.SearchRequest(collection=collection, vector=list(vector), top_k=top_k,
-                                           filter_json=filter_json, exclude_ids=list(exclude_ids),
-                                           primary_only=primary_only, expand_k=expand_k)
+                                           filter=_wire_filter(filter), exclude_ids=list(exclude_ids),
+                                           primary_only=primary_only, expand_k=expand_k, max_distance=max_distance)
         reply = await self._call(self.stub.Search, request)
-        return [Hit(id=h.id, name=h.name, distance=h.distance, attributes_json=h.attributes_json,
+        return [Hit(id=h.id, name=h.name, distance=h.distance, attributes=attributes_from_wire(h.attributes),
                     content_hash=h.content_hash, created_at_ms=h.created_at_ms)
                 for h in reply.hits]
 
@@ -204,15 +235,31 @@ class GrpcVectorSearch:
         reply = await self._call(self.stub.Get, request)
         return [_item(i) for i in reply.items]
 
-    async def list_items(self, collection: str, limit: int, offset: int) -> list[Item]:
-        reply = await self._call(self.stub.List, search_pb2.ListRequest(collection=collection, limit=limit,
-                                                                        offset=offset))
+    async def query(self, collection: str, filter: Expr | None = None, limit: int = 100, offset: int = 0,
+                    after_id: str = "", order_by: str = "", descending: bool = False) -> list[Item]:
+        request = search_pb2.QueryRequest(collection=collection, filter=_wire_filter(filter), limit=limit,
+                                          offset=offset, after_id=after_id, order_by=order_by, descending=descending)
+        reply = await self._call(self.stub.Query, request)
         return [_item(i) for i in reply.items]
 
     async def delete(self, collection: str, ids: Sequence[str]) -> int:
         reply = await self._call(self.stub.Delete, search_pb2.DeleteRequest(collection=collection, ids=list(ids)))
         return int(reply.deleted)
 
-    async def count(self, collection: str) -> int:
-        reply = await self._call(self.stub.Count, search_pb2.CountRequest(collection=collection))
+    async def count(self, collection: str, filter: Expr | None = None) -> int:
+        reply = await self._call(self.stub.Count, search_pb2.CountRequest(collection=collection,
+                                                                          filter=_wire_filter(filter)))
         return int(reply.count)
+
+    async def update(self, collection: str, changes: Mapping[str, Any], ids: Sequence[str] = (),
+                     filter: Expr | None = None, all: bool = False) -> int:
+        request = search_pb2.UpdateRequest(collection=collection, ids=list(ids), filter=_wire_filter(filter),
+                                           all=all, set=attributes_to_wire(changes))
+        return int((await self._call(self.stub.Update, request)).updated)
+
+    async def count_groups(self, collection: str, columns: Sequence[str],
+                           filter: Expr | None = None) -> list[GroupCount]:
+        request = search_pb2.CountGroupsRequest(collection=collection, columns=list(columns),
+                                                filter=_wire_filter(filter))
+        reply = await self._call(self.stub.CountGroups, request)
+        return [GroupCount(tuple(value_from_wire(v) for v in g.key), int(g.count)) for g in reply.groups]

@@ -10,25 +10,28 @@ import re
 import time
 from dataclasses import dataclass, field
 
-from services.common.errors import AlbumNotFound, InvalidArgument, ModelMismatch, NotFound
+from services.common.errors import AlbumNotFound, InvalidArgument, InvalidFilter, ModelMismatch, NotFound
+from services.common.filtering import Expr, bind, from_json_text
 from services.gateway.blobstore import Blobs
 from services.gateway.cache import EmbeddingCache
 from services.gateway.clients import Extractor, VectorSearch
-from services.gateway.records import Collection, ModelInfo
+from services.gateway.records import Collection, ImageFilter, ModelInfo
 from services.gateway.settings import GatewaySettings
+from services.gateway.sql.dialect import SqlError
+from services.gateway.sql.where import parse_where
 from services.gateway.urlfetch import Fetcher
 from services.gateway.verification import CopyVerifier
 
-ALBUM_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+ALBUM_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 # How long the extractor's model id is trusted before it is asked again.
 MODEL_INFO_TTL_S = 10.0
 
 
 def check_album_name(name: str) -> str:
     """The album name, or `InvalidArgument` saying what a name may be."""
-    if not ALBUM_NAME.match(name or ""):
+    if not isinstance(name, str) or not ALBUM_NAME.fullmatch(name):
         raise InvalidArgument(
-            f"invalid album name {name[:80]!r}: use 1-63 of a-z, 0-9, '_' and '-', starting with a letter or digit"
+            f"invalid album name {str(name)[:80]!r}: use 1-63 of a-z, 0-9, '_' and '-', starting with a letter or digit"
         )
     return name
 
@@ -80,6 +83,22 @@ class Deps:
                 f"{info.model!r}; {reembed_hint(collection.name)} or run the old model"
             )
         return info.model
+
+    def filter_of(self, collection: Collection, given: ImageFilter) -> Expr | None:
+        """The filter given in one of its forms, checked against the album's columns (None: no filter)."""
+        forms = [f for f in (given.json.strip(), given.where.strip(), given.tree) if f]
+        if len(forms) > 1:
+            raise InvalidArgument("give the filter in one form: filter (JSON), where (text) or the tree")
+        if given.tree is not None:
+            expr: Expr | None = given.tree
+        elif given.where.strip():
+            try:
+                expr = parse_where(given.where, collection.name)
+            except SqlError as exc:
+                raise InvalidFilter(f"where: {exc.message}") from None
+        else:
+            expr = from_json_text(given.json, collection.schema)
+        return bind(expr, collection.schema) if expr is not None else None
 
     async def fetch_url(self, url: str) -> bytes:
         """An image named by URL (only from hosts the address policy allows)."""

@@ -19,7 +19,6 @@ import uuid
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
-from urllib.parse import unquote, urlsplit
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -29,6 +28,7 @@ from services.common.errors import ImageSearchError, InvalidArgument, NotFound, 
 from services.common.logs import request_id_var
 from services.gateway.deps import Deps
 from services.gateway.records import AddStatus, JsonObject, NewImage
+from services.gateway.urlfetch import name_from_url
 from services.gateway.usecases import ingest
 
 log = logging.getLogger(__name__)
@@ -73,12 +73,6 @@ def _results_key(job_id: str) -> str:
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def name_from_url(url: str) -> str:
-    """The last segment of the URL's path, else the URL itself."""
-    segment = unquote(urlsplit(url).path.rsplit("/", 1)[-1])
-    return segment or url
 
 
 class JobStore:
@@ -199,12 +193,11 @@ class IngestWorker:
             log.warning("cannot read job %s: %s", job_id, exc.message)
             return
         request_id_var.set(request_id)
-        attributes_json = json.dumps(attributes)
         try:
             await self.store.set_status(job_id, JobStatus.RUNNING)
             for start in range(0, len(urls), self.batch_size):
                 batch = urls[start:start + self.batch_size]
-                await self.store.record(job_id, await self._run_batch(album, start, batch, attributes_json))
+                await self.store.record(job_id, await self._run_batch(album, start, batch, attributes))
             await self.store.set_status(job_id, JobStatus.DONE)
             log.info("job %s done: %d URL(s) into album %s", job_id, len(urls), album)
         except ImageSearchError as exc:
@@ -220,7 +213,7 @@ class IngestWorker:
         except StoreUnavailable as exc:
             log.warning("cannot mark job %s failed: %s", job_id, exc.message)
 
-    async def _run_batch(self, album: str, start: int, urls: list[str], attributes_json: str) -> list[JsonObject]:
+    async def _run_batch(self, album: str, start: int, urls: list[str], attributes: JsonObject) -> list[JsonObject]:
         fetched = await asyncio.gather(*(self.deps.fetch_url(u) for u in urls), return_exceptions=True)
         results: dict[int, JsonObject] = {}
         images: list[NewImage] = []
@@ -231,7 +224,7 @@ class IngestWorker:
             elif isinstance(outcome, BaseException):
                 raise outcome
             else:
-                images.append(NewImage(content=outcome, name=name_from_url(url), attributes_json=attributes_json))
+                images.append(NewImage(content=outcome, name=name_from_url(url), attributes=dict(attributes)))
                 positions.append(offset)
         if images:
             for offset, added in zip(positions, await ingest.add_images(self.deps, album, images), strict=True):

@@ -6,6 +6,10 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
+from services.common.errors import InvalidAttributes
+from services.common.filtering import Expr
+from services.common.schema import NO_COLUMNS, AlbumSchema
+
 JsonObject = dict[str, Any]
 
 
@@ -67,16 +71,18 @@ class Collection:
     model: str
     created_at_ms: int
     count: int
+    schema: AlbumSchema = NO_COLUMNS
 
 
 @dataclass(frozen=True)
 class Item:
-    """One stored image as the search service holds it: metadata and, when asked, its vectors."""
+    """One stored image as the search service holds it: metadata (declared attributes typed, every one
+    present, None when null) and, when asked, its vectors."""
 
     id: str
     name: str
     content_hash: str
-    attributes_json: str
+    attributes: JsonObject
     created_at_ms: int
     vectors: list[list[float]] = field(default_factory=list)
 
@@ -86,7 +92,7 @@ class Hit:
     id: str
     name: str
     distance: float
-    attributes_json: str
+    attributes: JsonObject
     content_hash: str
     created_at_ms: int
 
@@ -99,17 +105,36 @@ class Album:
     dim: int
     metric: str
     created_at_ms: int
+    schema: AlbumSchema = NO_COLUMNS
 
 
 @dataclass(frozen=True)
 class NewImage:
-    """An image to add: its bytes, an optional name, and its attributes as sent (JSON text)."""
+    """An image to add: its bytes, an optional name, and its attributes (a JSON object's values; declared
+    ones are checked against the album's columns)."""
 
     content: bytes
     name: str = ""
-    attributes_json: str = ""
+    # The attributes, or why the ones sent could not be read (that image then fails alone).
+    attributes: JsonObject | InvalidAttributes = field(default_factory=dict)
     # What the caller said the bytes are; sniffed from the bytes when they tell more.
     content_type: str = ""
+
+
+@dataclass(frozen=True)
+class ImageFilter:
+    """Which images, in one of the filter language's three forms (at most one given): the JSON form
+    (`{"price": {"lt": 50}}`), the text form (`price < 50 and colour in ('red', 'blue')`), or a tree."""
+
+    json: str = ""
+    where: str = ""
+    tree: Expr | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.json.strip() or self.where.strip() or self.tree is not None)
+
+
+NO_FILTER = ImageFilter()
 
 
 class AddStatus(enum.StrEnum):
@@ -190,3 +215,49 @@ class ReembedReport:
     images: int
     failed: list[tuple[str, ItemFailure]]
     took_s: float
+
+
+@dataclass(frozen=True)
+class Listing:
+    """What a list of an album's images asks for: which, in which order, which page."""
+
+    filter: ImageFilter = NO_FILTER
+    limit: int = 50
+    offset: int = 0
+    # Ordered by id: only images after this id (keyset paging, for albums of any size).
+    after: str = ""
+    # A built-in or declared column to order by ("" orders by id).
+    order_by: str = ""
+    descending: bool = False
+
+
+FIRST_PAGE = Listing()
+
+
+@dataclass(frozen=True)
+class GroupCount:
+    """How many of an album's images have one combination of column values."""
+
+    key: tuple[Any, ...]
+    count: int
+
+
+@dataclass(frozen=True)
+class SqlRow:
+    """One row of a SQL result: its values, in the order of the result's columns, and the image it is
+    about (none for counts)."""
+
+    values: tuple[Any, ...]
+    image: ImageRecord | None = None
+
+
+@dataclass(frozen=True)
+class SqlResult:
+    """What a SQL statement did: the rows it selected, or how many images it changed."""
+
+    statement: str
+    album: str
+    columns: tuple[str, ...] = ()
+    rows: tuple[SqlRow, ...] = ()
+    affected: int | None = None
+    took_ms: float = 0.0

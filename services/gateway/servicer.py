@@ -1,4 +1,4 @@
-"""The gRPC Gateway service: wire messages to pipeline calls and back, nothing more.
+"""The gRPC Gateway service: wire messages to use-case calls and back, nothing more.
 
 Errors raised by the use cases become status codes in `grpc_server.ServiceInterceptor`.
 """
@@ -6,28 +6,51 @@ Errors raised by the use cases become status codes in `grpc_server.ServiceInterc
 from __future__ import annotations
 
 import json
+from typing import Any, TypeAlias
 
 import grpc
 from imagesearch.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 
+from services.common.errors import InvalidAttributes
+from services.common.schema import to_json
+from services.common.wire import (
+    attributes_from_wire,
+    attributes_to_wire,
+    columns_from_wire,
+    columns_to_wire,
+    filter_from_wire,
+    value_to_wire,
+)
 from services.gateway.deps import Deps
-from services.gateway.records import Album, ImageRecord, NewImage, Query, SearchMode
-from services.gateway.usecases import albums, images, ingest, search
+from services.gateway.records import (
+    Album,
+    ImageFilter,
+    ImageRecord,
+    Listing,
+    NewImage,
+    Query,
+    SearchMode,
+    SqlResult,
+)
+from services.gateway.usecases import albums, images, ingest, search, sql
+from services.gateway.usecases.ingest import parse_attributes
 
 SERVICE_NAME = gateway_pb2.DESCRIPTOR.services_by_name["Gateway"].full_name
+Context: TypeAlias = grpc.aio.ServicerContext
 
 
 def album_message(album: Album) -> gateway_pb2.Album:
     return gateway_pb2.Album(name=album.name, image_count=album.image_count, model=album.model, dim=album.dim,
-                             metric=album.metric, created_at_ms=album.created_at_ms)
+                             metric=album.metric, created_at_ms=album.created_at_ms,
+                             columns=columns_to_wire(album.schema))
 
 
 def image_message(image: ImageRecord) -> gateway_pb2.Image:
     return gateway_pb2.Image(
         album=image.album, id=image.id, name=image.name, content_hash=image.content_hash,
-        attributes_json=json.dumps(image.attributes), created_at_ms=image.created_at_ms,
-        content_type=image.content_type, size_bytes=image.size_bytes, url=image.url,
-        thumbnail_url=image.thumbnail_url,
+        attributes_json=json.dumps(to_json(image.attributes)), attributes=attributes_to_wire(image.attributes),
+        created_at_ms=image.created_at_ms, content_type=image.content_type, size_bytes=image.size_bytes,
+        url=image.url, thumbnail_url=image.thumbnail_url,
     )
 
 
@@ -40,37 +63,53 @@ def search_query(request: gateway_pb2.SearchImagesRequest) -> Query:
     )
 
 
+def image_filter(request: Any) -> ImageFilter:
+    """The filter of a request with the three fields `filter_json`, `where` and `filter`."""
+    tree = filter_from_wire(request.filter) if request.HasField("filter") else None
+    return ImageFilter(json=request.filter_json, where=request.where, tree=tree)
+
+
+def new_image(message: gateway_pb2.NewImage) -> NewImage:
+    if message.attributes and message.attributes_json:
+        raise InvalidAttributes("give the attributes as a map or as JSON text, not both")
+    attributes = attributes_from_wire(message.attributes) if message.attributes else \
+        parse_attributes(message.attributes_json)
+    return NewImage(content=message.content, name=message.name, attributes=attributes)
+
+
+def sql_message(result: SqlResult) -> gateway_pb2.SqlResponse:
+    rows = [gateway_pb2.SqlRow(values=[value_to_wire(v) for v in row.values],
+                               image=image_message(row.image) if row.image else None) for row in result.rows]
+    return gateway_pb2.SqlResponse(statement=result.statement, album=result.album, columns=list(result.columns),
+                                   rows=rows, affected=result.affected, took_ms=result.took_ms)
+
+
 class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
     """Each RPC calls the use case of the same name."""
 
     def __init__(self, deps: Deps) -> None:
         self.deps = deps
 
-    async def CreateAlbum(
-        self, request: gateway_pb2.CreateAlbumRequest, context: grpc.aio.ServicerContext
-    ) -> gateway_pb2.Album:
-        return album_message(await albums.create(self.deps, request.name))
+    async def CreateAlbum(self, request: gateway_pb2.CreateAlbumRequest, context: Context) -> gateway_pb2.Album:
+        return album_message(await albums.create(self.deps, request.name, columns_from_wire(request.columns)))
 
     async def ListAlbums(
-        self, request: gateway_pb2.ListAlbumsRequest, context: grpc.aio.ServicerContext
+        self, request: gateway_pb2.ListAlbumsRequest, context: Context
     ) -> gateway_pb2.ListAlbumsResponse:
         return gateway_pb2.ListAlbumsResponse(albums=[album_message(a) for a in await albums.list_all(self.deps)])
 
-    async def GetAlbum(
-        self, request: gateway_pb2.GetAlbumRequest, context: grpc.aio.ServicerContext
-    ) -> gateway_pb2.Album:
+    async def GetAlbum(self, request: gateway_pb2.GetAlbumRequest, context: Context) -> gateway_pb2.Album:
         return album_message(await albums.get(self.deps, request.name))
 
     async def DeleteAlbum(
-        self, request: gateway_pb2.DeleteAlbumRequest, context: grpc.aio.ServicerContext
+        self, request: gateway_pb2.DeleteAlbumRequest, context: Context
     ) -> gateway_pb2.DeleteAlbumResponse:
         return gateway_pb2.DeleteAlbumResponse(deleted=await albums.delete(self.deps, request.name))
 
     async def AddImages(
-        self, request: gateway_pb2.AddImagesRequest, context: grpc.aio.ServicerContext
+        self, request: gateway_pb2.AddImagesRequest, context: Context
     ) -> gateway_pb2.AddImagesResponse:
-        new = [NewImage(content=i.content, name=i.name, attributes_json=i.attributes_json) for i in request.images]
-        results = await ingest.add_images(self.deps, request.album, new)
+        results = await ingest.add_images(self.deps, request.album, [new_image(i) for i in request.images])
         return gateway_pb2.AddImagesResponse(results=[
             gateway_pb2.AddedImage(
                 index=r.index, name=r.name, status=r.status.value, id=r.id,
@@ -80,41 +119,77 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         ])
 
     async def SearchImages(
-        self, request: gateway_pb2.SearchImagesRequest, context: grpc.aio.ServicerContext
+        self, request: gateway_pb2.SearchImagesRequest, context: Context
     ) -> gateway_pb2.SearchImagesResponse:
         top_k = request.top_k or None
-        outcome = await search.search(self.deps, request.album, search_query(request), top_k, request.filter_json,
-                                      request.mode or SearchMode.COPY.value)
+        max_distance = request.max_distance if request.HasField("max_distance") else None
+        outcome = await search.search(self.deps, request.album, search_query(request), top_k, image_filter(request),
+                                      request.mode or SearchMode.COPY.value, max_distance)
         return gateway_pb2.SearchImagesResponse(
             hits=[gateway_pb2.SearchHit(image=image_message(h.image), distance=h.distance, matches=h.matches)
                   for h in outcome.hits],
             metric=outcome.metric, model=outcome.model, took_ms=outcome.took_ms,
         )
 
-    async def GetImage(
-        self, request: gateway_pb2.GetImageRequest, context: grpc.aio.ServicerContext
-    ) -> gateway_pb2.Image:
+    async def GetImage(self, request: gateway_pb2.GetImageRequest, context: Context) -> gateway_pb2.Image:
         return image_message(await images.get_image(self.deps, request.album, request.id))
 
     async def GetImageContent(
-        self, request: gateway_pb2.GetImageContentRequest, context: grpc.aio.ServicerContext
+        self, request: gateway_pb2.GetImageContentRequest, context: Context
     ) -> gateway_pb2.ImageContent:
         blob = await images.get_content(self.deps, request.album, request.id)
         return gateway_pb2.ImageContent(content=blob.content, content_type=blob.content_type)
 
     async def GetThumbnail(
-        self, request: gateway_pb2.GetThumbnailRequest, context: grpc.aio.ServicerContext
+        self, request: gateway_pb2.GetThumbnailRequest, context: Context
     ) -> gateway_pb2.ImageContent:
         blob = await images.get_thumbnail(self.deps, request.album, request.id, request.size or None)
         return gateway_pb2.ImageContent(content=blob.content, content_type=blob.content_type)
 
     async def ListImages(
-        self, request: gateway_pb2.ListImagesRequest, context: grpc.aio.ServicerContext
+        self, request: gateway_pb2.ListImagesRequest, context: Context
     ) -> gateway_pb2.ListImagesResponse:
-        listed = await images.list_images(self.deps, request.album, request.limit or 50, request.offset)
+        listing = Listing(filter=image_filter(request), limit=request.limit or 50, offset=request.offset,
+                          after=request.after, order_by=request.order_by, descending=request.descending)
+        listed = await images.list_images(self.deps, request.album, listing)
         return gateway_pb2.ListImagesResponse(images=[image_message(i) for i in listed])
 
+    async def CountImages(
+        self, request: gateway_pb2.CountImagesRequest, context: Context
+    ) -> gateway_pb2.CountImagesResponse:
+        return gateway_pb2.CountImagesResponse(count=await images.count(self.deps, request.album,
+                                                                        image_filter(request)))
+
+    async def GroupImages(
+        self, request: gateway_pb2.GroupImagesRequest, context: Context
+    ) -> gateway_pb2.GroupImagesResponse:
+        groups = await images.count_groups(self.deps, request.album, list(request.columns), image_filter(request))
+        return gateway_pb2.GroupImagesResponse(groups=[
+            gateway_pb2.ImageGroup(key=[value_to_wire(v) for v in g.key], count=g.count) for g in groups])
+
     async def DeleteImage(
-        self, request: gateway_pb2.DeleteImageRequest, context: grpc.aio.ServicerContext
+        self, request: gateway_pb2.DeleteImageRequest, context: Context
     ) -> gateway_pb2.DeleteImageResponse:
-        return gateway_pb2.DeleteImageResponse(deleted=await images.delete_image(self.deps, request.album, request.id))
+        return gateway_pb2.DeleteImageResponse(deleted=await images.delete_image(self.deps, request.album,
+                                                                                 request.id))
+
+    async def UpdateImage(self, request: gateway_pb2.UpdateImageRequest, context: Context) -> gateway_pb2.Image:
+        changes = attributes_from_wire(request.set)
+        return image_message(await images.update_image(self.deps, request.album, request.id, changes))
+
+    async def UpdateImages(
+        self, request: gateway_pb2.UpdateImagesRequest, context: Context
+    ) -> gateway_pb2.UpdateImagesResponse:
+        updated = await images.update_images(self.deps, request.album, attributes_from_wire(request.set),
+                                             image_filter(request), all=request.all)
+        return gateway_pb2.UpdateImagesResponse(updated=updated)
+
+    async def DeleteImages(
+        self, request: gateway_pb2.DeleteImagesRequest, context: Context
+    ) -> gateway_pb2.DeleteImagesResponse:
+        deleted = await images.delete_images(self.deps, request.album, image_filter(request), all=request.all)
+        return gateway_pb2.DeleteImagesResponse(deleted=deleted)
+
+    async def Sql(self, request: gateway_pb2.SqlRequest, context: Context) -> gateway_pb2.SqlResponse:
+        parts = {image.name: image.content for image in request.images}
+        return sql_message(await sql.execute(self.deps, request.statement, parts, request.delete_all))

@@ -18,7 +18,7 @@ import logging
 import socket
 from dataclasses import dataclass, field
 from typing import Protocol
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import unquote, urljoin, urlsplit
 
 import httpx
 
@@ -120,3 +120,9 @@ class UrlFetcher:
                     raise ImageTooLarge(f"{url[:200]} is larger than the limit of {self.max_bytes} bytes")
                 chunks.append(chunk)
         return b"".join(chunks)
+
+
+def name_from_url(url: str) -> str:
+    """The last segment of the URL's path, else the URL itself."""
+    segment = unquote(urlsplit(url).path.rsplit("/", 1)[-1])
+    return segment or url

@@ -1,283 +1,144 @@
-"""Attribute filters: parsed once, then rendered as a Milvus expression or evaluated on a dict.
+"""The filter language evaluated on one stored image: the exact index's side of the semantics.
 
-A filter is a JSON object whose keys are attribute names and whose values are either a plain value
-(equality) or an object of operators, all of which must hold:
+`truth(expr, row)` is True, False or None (unknown), with SQL's three-valued logic; a row matches
+when it is True. Each predicate's truth is defined so that `milvus_filter` can write both "it is
+true" and "it is false" as Milvus expressions (checked against a real server by the congruence
+tests in tests/search):
 
-    {"category": "shoes", "price": {"gte": 10, "lt": 50}, "in_stock": true, "color": {"in": ["red", "blue"]}}
-
-renders as
-
-    attributes["category"] == "shoes" and attributes["price"] >= 10 and attributes["price"] < 50
-    and attributes["in_stock"] == true and attributes["color"] in ["red", "blue"]
-
-Semantics (the ones Milvus 2.3 applies to a JSON field, checked against a real server, and the ones
-`AttributeFilter.matches` implements for the exact index):
-
-- `eq` / `in` hold only where the attribute exists and has the same kind of value: a string equals a
-  string, a number a number (10 == 10.0), a bool a bool (true is not 1).
-- `ne` / `nin` are their negations, so they also hold where the attribute is missing.
-- `lt` / `lte` / `gt` / `gte` compare numbers with numbers and strings with strings (by code point);
-  any other pairing, or a missing attribute, does not match.
-- `exists: true` holds where the key is present (even with a null value); `exists: false` where not.
+- a declared column or a built-in one: null (None) makes every test but IS NULL unknown; else the
+  plain comparison (strings by code point, numbers as numbers, timestamps in time, lists by their
+  items);
+- an undeclared attribute (any JSON): missing makes every test but IS NULL unknown; `=`, `in` and
+  `contains*` are then true or false (a value of another kind is simply not equal); `<`, `<=`, `>`,
+  `>=`, `between` and `prefix` are unknown unless the value is of the literal's kind (numbers with
+  numbers, strings with strings), as Milvus' own comparisons of JSON values are;
+- `created_at` is kept in milliseconds: a timestamp compared with it is cut to the millisecond.
 """
 
 from __future__ import annotations
 
-import math
-import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from enum import StrEnum
+from datetime import datetime
 from typing import Any
 
-from services.common.errors import InvalidFilter
-from services.common.json_text import json_kind, json_object
+from services.common.filtering import And, Expr, Kind, Not, Op, Predicate, attribute_key, kind_of
+from services.common.schema import Scalar, timestamp_us
 
-KEY_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
-# Bounds the size of the expression a caller can make Milvus parse.
-MAX_CONDITIONS = 64
-MAX_LIST_VALUES = 1024
-MAX_STRING_CHARS = 1024
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
-# C0 controls and DEL, except the three that have a plain escape in Milvus' grammar.
-_FORBIDDEN_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
-
-Scalar = str | int | float | bool
-
-
-class Op(StrEnum):
-    """The operators a filter may use on one attribute."""
-
-    EQ = "eq"
-    NE = "ne"
-    LT = "lt"
-    LTE = "lte"
-    GT = "gt"
-    GTE = "gte"
-    IN = "in"
-    NIN = "nin"
-    EXISTS = "exists"
-
-
-_OP_NAMES = tuple(o.value for o in Op)
-_ORDERING_OPS = frozenset({Op.LT, Op.LTE, Op.GT, Op.GTE})
-_COMPARISON_SYMBOLS = {Op.EQ: "==", Op.NE: "!=", Op.LT: "<", Op.LTE: "<=", Op.GT: ">", Op.GTE: ">="}
+Truth = bool | None
 
 
 @dataclass(frozen=True)
-class Condition:
-    """One test on one attribute, e.g. `price lt 50`."""
+class Row:
+    """What a filter can read of one image: its built-in columns and its attributes (declared ones
+    typed, None when null; undeclared ones as stored)."""
 
-    key: str
-    op: Op
-    value: Scalar | tuple[Scalar, ...]
+    id: str
+    name: str
+    content_hash: str
+    created_at_ms: int
+    attributes: Mapping[str, Any]
 
-    def to_expr(self, field: str) -> str:
-        target = f"{field}[{quote_string(self.key)}]"
-        if self.op is Op.EXISTS:
-            return f"exists {target}" if self.value else f"not exists {target}"
-        if self.op in (Op.IN, Op.NIN):
-            keyword = "in" if self.op is Op.IN else "not in"
-            return f"{target} {keyword} {render_list(self._values())}"
-        return f"{target} {_COMPARISON_SYMBOLS[self.op]} {render_scalar(self._scalar())}"
-
-    def matches(self, attributes: Mapping[str, Any]) -> bool:
-        if self.op is Op.EXISTS:
-            return (self.key in attributes) == self.value
-        present = self.key in attributes
-        actual = attributes.get(self.key)
-        if self.op is Op.NE:
-            return not (present and same_value(actual, self._scalar()))
-        if self.op is Op.IN:
-            return present and any(same_value(actual, v) for v in self._values())
-        if self.op is Op.NIN:
-            return not (present and any(same_value(actual, v) for v in self._values()))
-        return present and _VALUE_TESTS[self.op](actual, self._scalar())
-
-    def _scalar(self) -> Scalar:
-        assert not isinstance(self.value, tuple)
-        return self.value
-
-    def _values(self) -> tuple[Scalar, ...]:
-        assert isinstance(self.value, tuple)
-        return self.value
+    def builtin(self, column: str) -> Any:
+        if column == "created_at":
+            return self.created_at_ms
+        return getattr(self, column)
 
 
-@dataclass(frozen=True)
-class AttributeFilter:
-    """All conditions must hold (AND). An empty filter matches everything."""
-
-    conditions: tuple[Condition, ...] = ()
-
-    def __bool__(self) -> bool:
-        return bool(self.conditions)
-
-    def to_expr(self, field: str = "attributes") -> str:
-        """The Milvus boolean expression over the JSON field `field`; "" when empty."""
-        return " and ".join(c.to_expr(field) for c in self.conditions)
-
-    def matches(self, attributes: Mapping[str, Any]) -> bool:
-        """Evaluates the filter on one item's attributes, with Milvus' semantics."""
-        return all(c.matches(attributes) for c in self.conditions)
+def matches(expr: Expr | None, row: Row) -> bool:
+    """Whether the row matches (no filter matches everything)."""
+    return expr is None or truth(expr, row) is True
 
 
-# --- parsing ---------------------------------------------------------------------------------------
+def truth(expr: Expr, row: Row) -> Truth:
+    if isinstance(expr, Predicate):
+        return predicate_truth(expr, row)
+    if isinstance(expr, Not):
+        inner = truth(expr.part, row)
+        return None if inner is None else not inner
+    results = [truth(part, row) for part in expr.parts]
+    if isinstance(expr, And):
+        if False in results:
+            return False
+        return None if None in results else True
+    if True in results:
+        return True
+    return None if None in results else False
 
 
-def parse_filter_json(text: str) -> AttributeFilter:
-    """Parses the wire form (a JSON object, or "" for no filter)."""
-    return parse_filter(json_object(text, "filter", InvalidFilter))
+def predicate_truth(p: Predicate, row: Row) -> Truth:
+    kind = kind_of(p.column)
+    if kind is Kind.ATTRIBUTE:
+        key = attribute_key(p.column)
+        present = key in row.attributes
+        if p.op is Op.IS_NULL:
+            return not present
+        return attribute_truth(p.op, row.attributes[key], p.values) if present else None
+    value = row.builtin(p.column) if kind is Kind.BUILTIN else row.attributes.get(p.column)
+    if p.op is Op.IS_NULL:
+        return value is None
+    if value is None:
+        return None
+    values = tuple(created_at_ms(v) for v in p.values) if p.column == "created_at" else p.values
+    return typed_truth(p.op, value, values)
 
 
-def parse_filter(spec: object) -> AttributeFilter:
-    """Validates a decoded filter object and builds its conditions."""
-    if spec is None:
-        return AttributeFilter()
-    if not isinstance(spec, Mapping):
-        raise InvalidFilter(f"filter must be a JSON object, not {json_kind(spec)}")
-    conditions: list[Condition] = []
-    for key, rule in spec.items():
-        conditions.extend(_parse_rule(_check_key(key), rule))
-    if len(conditions) > MAX_CONDITIONS:
-        raise InvalidFilter(f"filter has {len(conditions)} conditions; at most {MAX_CONDITIONS} are allowed")
-    return AttributeFilter(tuple(conditions))
+def created_at_ms(value: Scalar) -> Scalar:
+    """A timestamp as `created_at` compares it: milliseconds, cut."""
+    return timestamp_us(value) // 1000 if isinstance(value, datetime) else value
 
 
-def _check_key(key: object) -> str:
-    if not isinstance(key, str) or not KEY_PATTERN.match(key):
-        raise InvalidFilter(f"filter key {key!r} is not a valid attribute name (letters, digits, _; at most 64)")
-    return key
+def typed_truth(op: Op, value: Any, values: tuple[Scalar, ...]) -> bool:
+    """A declared or built-in column's non-null value tested (the values are of its type)."""
+    return _TESTS[op](value, values)
 
 
-def _parse_rule(key: str, rule: object) -> list[Condition]:
-    if isinstance(rule, Mapping):
-        if not rule:
-            raise InvalidFilter(f"filter on {key!r} has no operators")
-        return [_parse_operator(key, op, value) for op, value in rule.items()]
-    return [Condition(key, Op.EQ, _check_scalar(key, rule))]
+_TESTS: dict[Op, Callable[[Any, tuple[Any, ...]], bool]] = {
+    Op.EQ: lambda v, xs: bool(v == xs[0]),
+    Op.LT: lambda v, xs: bool(v < xs[0]),
+    Op.LE: lambda v, xs: bool(v <= xs[0]),
+    Op.GT: lambda v, xs: bool(v > xs[0]),
+    Op.GE: lambda v, xs: bool(v >= xs[0]),
+    Op.IN: lambda v, xs: v in xs,
+    Op.BETWEEN: lambda v, xs: bool(xs[0] <= v <= xs[1]),
+    Op.PREFIX: lambda v, xs: str(v).startswith(str(xs[0])),
+    Op.CONTAINS: lambda v, xs: xs[0] in v,
+    Op.CONTAINS_ALL: lambda v, xs: all(x in v for x in xs),
+    Op.CONTAINS_ANY: lambda v, xs: any(x in v for x in xs),
+}
 
 
-def _parse_operator(key: str, name: object, value: object) -> Condition:
-    if name not in _OP_NAMES:
-        allowed = ", ".join(_OP_NAMES)
-        raise InvalidFilter(f"filter on {key!r} uses unknown operator {name!r} (allowed: {allowed})")
-    op = Op(str(name))
-    if op is Op.EXISTS:
-        if not isinstance(value, bool):
-            raise InvalidFilter(f"filter on {key!r}: 'exists' takes true or false, not {json_kind(value)}")
-        return Condition(key, op, value)
-    if op in (Op.IN, Op.NIN):
-        return Condition(key, op, _check_list(key, op, value))
-    scalar = _check_scalar(key, value)
-    if op in _ORDERING_OPS and isinstance(scalar, bool):
-        raise InvalidFilter(f"filter on {key!r}: '{op}' compares numbers or strings, not a boolean")
-    return Condition(key, op, scalar)
-
-
-def _check_scalar(key: str, value: object) -> Scalar:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int):
-        if not _INT64_MIN <= value <= _INT64_MAX:
-            raise InvalidFilter(f"filter on {key!r}: integer {value} is outside the 64-bit range")
-        return value
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise InvalidFilter(f"filter on {key!r}: number {value} is not finite")
-        return value
-    if isinstance(value, str):
-        return _check_string(key, value)
-    raise InvalidFilter(f"filter on {key!r}: value must be a string, number or bool, not {json_kind(value)}")
-
-
-def _check_string(key: str, value: str) -> str:
-    if len(value) > MAX_STRING_CHARS:
-        raise InvalidFilter(f"filter on {key!r}: string longer than {MAX_STRING_CHARS} characters")
-    if _FORBIDDEN_CHARS.search(value):
-        raise InvalidFilter(f"filter on {key!r}: string contains a control character")
-    return value
-
-
-def _check_list(key: str, op: Op, value: object) -> tuple[Scalar, ...]:
-    if not isinstance(value, Sequence) or isinstance(value, str):
-        raise InvalidFilter(f"filter on {key!r}: '{op}' takes a list, not {json_kind(value)}")
-    if len(value) > MAX_LIST_VALUES:
-        raise InvalidFilter(f"filter on {key!r}: '{op}' list has more than {MAX_LIST_VALUES} values")
-    values = tuple(_check_scalar(key, v) for v in value)
-    if len({_value_kind(v) for v in values}) > 1:
-        # Milvus 2.3 fails the whole query on a mixed list, so refuse it up front.
-        raise InvalidFilter(f"filter on {key!r}: '{op}' list mixes strings, numbers and bools")
-    return values
-
-
-def _value_kind(value: Scalar) -> str:
-    if isinstance(value, bool):
-        return "bool"
-    return "str" if isinstance(value, str) else "number"
-
-
-# --- rendering -------------------------------------------------------------------------------------
-
-
-def quote_string(value: str) -> str:
-    """A double-quoted Milvus string literal; quotes, backslashes and line breaks are escaped."""
-    if _FORBIDDEN_CHARS.search(value):
-        raise InvalidFilter("string contains a control character")
-    return '"' + "".join(_ESCAPES.get(ch, ch) for ch in value) + '"'
-
-
-def render_scalar(value: Scalar) -> str:
-    """A Milvus literal for one value: true/false, an integer, a float, or a quoted string."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return repr(value)
-    return quote_string(value)
-
-
-def render_list(values: Sequence[Scalar]) -> str:
-    """A Milvus list literal; numbers are all written as floats if any is one (Milvus needs one type)."""
-    if any(isinstance(v, float) for v in values):
-        return "[" + ", ".join(repr(float(v)) for v in values) + "]"
-    return "[" + ", ".join(render_scalar(v) for v in values) + "]"
-
-
-# --- evaluation (the exact index) -----------------------------------------------------------------
+def attribute_truth(op: Op, actual: Any, values: tuple[Scalar, ...]) -> Truth:
+    """An undeclared attribute's present value tested (see the module doc)."""
+    if op is Op.EQ:
+        return same_value(actual, values[0])
+    if op is Op.IN:
+        return any(same_value(actual, v) for v in values)
+    if op in (Op.CONTAINS, Op.CONTAINS_ALL, Op.CONTAINS_ANY):
+        items = actual if isinstance(actual, list) else []
+        held = [any(same_value(item, v) for item in items) for v in values]
+        return any(held) if op is Op.CONTAINS_ANY else all(held)
+    if not all(comparable(actual, v) for v in values):
+        return None
+    return _TESTS[op](actual, values)
 
 
 def same_value(actual: object, expected: Scalar) -> bool:
-    """Milvus' JSON equality: same kind of value (string, number, bool) and equal."""
+    """JSON equality as Milvus has it: same kind of value (string, number, bool) and equal."""
     if isinstance(expected, bool) or isinstance(actual, bool):
         return isinstance(expected, bool) and isinstance(actual, bool) and actual == expected
-    if _is_number(expected):
-        return _is_number(actual) and actual == expected
+    if is_number(expected):
+        return is_number(actual) and actual == expected
     return isinstance(actual, str) and actual == expected
 
 
-def _is_number(value: object) -> bool:
+def is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _comparable(actual: object, expected: Scalar) -> bool:
-    if _is_number(expected):
-        return _is_number(actual)
+def comparable(actual: object, expected: Scalar) -> bool:
+    """Whether an undeclared attribute's value orders against the literal: numbers with numbers, strings
+    with strings."""
+    if is_number(expected):
+        return is_number(actual)
     return isinstance(expected, str) and isinstance(actual, str)
-
-
-def _ordered(test: Callable[[Any, Any], bool]) -> Callable[[object, Scalar], bool]:
-    def check(actual: object, expected: Scalar) -> bool:
-        return _comparable(actual, expected) and test(actual, expected)
-
-    return check
-
-
-_VALUE_TESTS: dict[Op, Callable[[object, Scalar], bool]] = {
-    Op.EQ: same_value,
-    Op.LT: _ordered(lambda a, b: a < b),
-    Op.LTE: _ordered(lambda a, b: a <= b),
-    Op.GT: _ordered(lambda a, b: a > b),
-    Op.GTE: _ordered(lambda a, b: a >= b),
-}

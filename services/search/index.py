@@ -2,7 +2,8 @@
 
 `VectorIndex` is the interface; `ExactIndex` (here) is the in-process reference that computes exact
 answers with numpy, and `MilvusIndex` (in `milvus_index`) is the one the service runs. Both apply the
-same validation (the helpers below), so the same test bodies can run against both and must agree.
+same validation and ordering (the helpers below) and the same filter semantics (`filters` evaluates
+what `milvus_filter` compiles), so the same test bodies run against both and must agree.
 
 Vectors are L2-normalised on the way in (stored and query vectors alike), so inner product is cosine
 similarity; every hit reports `distance = 1 - similarity` under the metric name "cosine" (0 means the
@@ -14,6 +15,9 @@ That suits copy detection (a rotated copy finds its original). For "similar imag
 `primary_only`: it matches each image's first vector only, so the rotated rows of unrelated images
 do not compete with upright ones. `search_expanded` adds alpha query expansion over any
 `VectorIndex`, written once for both implementations.
+
+An album may declare typed columns (`AlbumSchema`); an item's `attributes` then hold a value (or
+None) for each, checked on every write, beside any undeclared attributes.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, Protocol
@@ -29,12 +33,21 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from services.common.errors import AlbumNotFound, AlreadyExists, InvalidArgument
-from services.search.filters import AttributeFilter
+from services.common.errors import AlbumNotFound, AlreadyExists, InvalidArgument, InvalidAttributes
+from services.common.filtering import Expr, bind
+from services.common.schema import (
+    BUILTIN_COLUMNS,
+    NO_COLUMNS,
+    AlbumSchema,
+    ColumnType,
+    check_attribute_key,
+    coerce,
+)
+from services.search.filters import Row, matches
 from services.search.settings import SearchSettings
 
 METRIC = "cosine"
-ALBUM_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+ALBUM_NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 MAX_ID_BYTES = 256
 MAX_NAME_BYTES = 1024
 MAX_HASH_BYTES = 256
@@ -61,7 +74,7 @@ class IndexType(StrEnum):
 
 @dataclass(frozen=True)
 class Collection:
-    """One album: what its vectors are and how many images it holds."""
+    """One album: what its vectors are, its declared columns, and how many images it holds."""
 
     name: str
     dim: int
@@ -70,6 +83,7 @@ class Collection:
     created_at_ms: int
     metric: str = METRIC
     count: int = 0
+    schema: AlbumSchema = NO_COLUMNS
 
 
 @dataclass(frozen=True)
@@ -82,6 +96,10 @@ class Item:
     content_hash: str = ""
     attributes: dict[str, Any] = field(default_factory=dict)
     created_at_ms: int = 0
+
+    def row(self) -> Row:
+        """What a filter reads of the item."""
+        return Row(self.id, self.name, self.content_hash, self.created_at_ms, self.attributes)
 
 
 @dataclass(frozen=True)
@@ -96,10 +114,28 @@ class Hit:
     created_at_ms: int = 0
 
 
-class VectorIndex(Protocol):
-    """Albums of images searched by vector. Every method blocks; call it from a thread in async code."""
+@dataclass(frozen=True)
+class Selection:
+    """Which items an update applies to: exactly one of some ids, a filter, or all of them."""
 
-    def create_collection(self, name: str, dim: int, model: str, index_type: str = "") -> Collection:
+    ids: tuple[str, ...] = ()
+    filter: Expr | None = None
+    all: bool = False
+
+    def check(self) -> Selection:
+        given = sum((bool(self.ids), self.filter is not None, self.all))
+        if given != 1:
+            raise InvalidArgument("say which images: ids, a filter, or all (exactly one)")
+        return replace(self, ids=tuple(check_ids(self.ids)))
+
+
+class VectorIndex(Protocol):
+    """Albums of images searched by vector. Every method blocks; call it from a thread in async code.
+
+    Filters are trees of the filter language, checked here against the album's columns."""
+
+    def create_collection(self, name: str, dim: int, model: str, index_type: str = "",
+                          schema: AlbumSchema = NO_COLUMNS) -> Collection:
         """Creates an empty album; `AlreadyExists` if it exists. "" index type means the default."""
         ...
 
@@ -120,7 +156,8 @@ class VectorIndex(Protocol):
         ...
 
     def insert(self, name: str, items: Sequence[Item]) -> list[str]:
-        """Inserts items, replacing any stored under the same id; returns their ids."""
+        """Inserts items, replacing any stored under the same id; returns their ids. A declared attribute
+        of the wrong type fails the call (`InvalidAttributes`) before anything is written."""
         ...
 
     def search(
@@ -128,7 +165,7 @@ class VectorIndex(Protocol):
         name: str,
         vector: Sequence[float] | Vector,
         top_k: int,
-        filter: AttributeFilter | None = None,
+        filter: Expr | None = None,
         exclude_ids: Sequence[str] = (),
         primary_only: bool = False,
     ) -> list[Hit]:
@@ -140,16 +177,27 @@ class VectorIndex(Protocol):
         """The stored items among `ids`, in the order asked; missing ids are left out."""
         ...
 
-    def list(self, name: str, limit: int = DEFAULT_LIST_LIMIT, offset: int = 0) -> list[Item]:
-        """A page of items (without vectors), ordered by id."""
+    def query(self, name: str, filter: Expr | None = None, limit: int = DEFAULT_LIST_LIMIT, offset: int = 0,
+              after_id: str = "", order_by: str = "", descending: bool = False) -> list[Item]:
+        """A page of the items matching the filter (without vectors): ordered by id, from after
+        `after_id`, or by a column (`order_by`; nulls last ascending, first descending, ties by id)."""
+        ...
+
+    def count(self, name: str, filter: Expr | None = None) -> int:
+        """Number of images (not vectors) in the album, or of those matching the filter."""
+        ...
+
+    def count_groups(self, name: str, columns: Sequence[str], filter: Expr | None = None) -> list[Group]:
+        """How many matching images have each combination of the columns' values (most first)."""
+        ...
+
+    def update(self, name: str, selection: Selection, changes: Mapping[str, Any]) -> int:
+        """Sets attributes (and names) of the selected images, vectors untouched; returns how many.
+        Checked in full before anything is written; a store failure midway puts the written back."""
         ...
 
     def delete(self, name: str, ids: Sequence[str]) -> int:
         """Deletes images and all their vectors; returns how many of them existed."""
-        ...
-
-    def count(self, name: str) -> int:
-        """Number of images (not vectors) in the album."""
         ...
 
 
@@ -158,8 +206,8 @@ class VectorIndex(Protocol):
 
 def check_album_name(name: str) -> str:
     """An album name as the gateway allows it, or `InvalidArgument`."""
-    if not ALBUM_NAME_PATTERN.match(name):
-        raise InvalidArgument(f"album name {name!r} must match {ALBUM_NAME_PATTERN.pattern}")
+    if not isinstance(name, str) or not ALBUM_NAME_PATTERN.fullmatch(name):
+        raise InvalidArgument(f"album name {str(name)[:80]!r} must match {ALBUM_NAME_PATTERN.pattern}")
     return name
 
 
@@ -228,27 +276,119 @@ def normalise(vector: Sequence[float] | Vector, dim: int) -> Vector:
     return (array / norm).astype(np.float32)
 
 
-def prepare_items(items: Sequence[Item], dim: int, now_ms: int) -> list[Item]:
-    """Validated items with unit vectors and a creation time; a repeated id keeps its last item."""
-    prepared = {item.id: _prepare_item(item, dim, now_ms) for item in items}
+def prepare_items(items: Sequence[Item], dim: int, now_ms: int, schema: AlbumSchema = NO_COLUMNS) -> list[Item]:
+    """Validated items with unit vectors, checked attributes and a creation time; a repeated id keeps its
+    last item."""
+    prepared = {item.id: _prepare_item(item, dim, now_ms, schema) for item in items}
     return list(prepared.values())
 
 
-def _prepare_item(item: Item, dim: int, now_ms: int) -> Item:
+def _prepare_item(item: Item, dim: int, now_ms: int, schema: AlbumSchema) -> Item:
     check_id(item.id)
     if not 1 <= len(item.vectors) <= MAX_VECTORS_PER_ITEM:
         raise InvalidArgument(f"item {item.id!r} must have 1-{MAX_VECTORS_PER_ITEM} vectors; got {len(item.vectors)}")
     _check_text(item.id, "name", item.name, MAX_NAME_BYTES)
     _check_text(item.id, "content_hash", item.content_hash, MAX_HASH_BYTES)
-    if not isinstance(item.attributes, dict):
-        raise InvalidArgument(f"item {item.id!r}: attributes must be an object")
+    if not isinstance(item.attributes, Mapping):
+        raise InvalidAttributes(f"item {item.id!r}: attributes must be an object")
+    attributes = schema.check(item.attributes, what=f"image {item.name or item.id!r}")
     vectors = tuple(normalise(v, dim) for v in item.vectors)
-    return replace(item, vectors=vectors, created_at_ms=item.created_at_ms or now_ms)
+    return replace(item, vectors=vectors, attributes=attributes, created_at_ms=item.created_at_ms or now_ms)
 
 
 def _check_text(item_id: str, what: str, value: str, max_bytes: int) -> None:
     if len(value.encode()) > max_bytes:
         raise InvalidArgument(f"item {item_id!r}: {what} is longer than {max_bytes} bytes")
+    if _CONTROL_CHARS.search(value):
+        raise InvalidArgument(f"item {item_id!r}: {what} contains a control character")
+
+
+# --- updates, ordering and grouping, the same for every implementation ---------------------------------
+
+# Built-in columns an update may set (the others are the image's identity).
+UPDATABLE_BUILTINS = frozenset({"name"})
+
+
+def check_changes(changes: Mapping[str, Any], schema: AlbumSchema) -> dict[str, Any]:
+    """An update's changes, checked: declared columns typed, `name` a string, undeclared attributes any
+    JSON (None removes one); the image's id, hash and creation time cannot change."""
+    if not changes:
+        raise InvalidArgument("an update needs at least one attribute to set")
+    checked: dict[str, Any] = {}
+    for key, value in changes.items():
+        column = schema.get(key)
+        if key in UPDATABLE_BUILTINS:
+            if not isinstance(value, str) or not value:
+                raise InvalidAttributes(f"{key} must be a non-empty string, not {value!r}")
+            _check_text("", key, value, MAX_NAME_BYTES)
+            checked[key] = value
+        elif key in BUILTIN_COLUMNS:
+            raise InvalidAttributes(f"{key} is the image's own and cannot be changed")
+        elif column is not None:
+            checked[key] = coerce(column.type, value, key)
+        else:
+            checked[check_attribute_key(key)] = value
+    return checked
+
+
+def apply_changes(item: Item, changes: Mapping[str, Any], schema: AlbumSchema) -> Item:
+    """The item with checked changes made (an undeclared attribute set to None is removed)."""
+    attributes = dict(item.attributes)
+    name = item.name
+    for key, value in changes.items():
+        if key in UPDATABLE_BUILTINS:
+            name = value
+        elif value is None and schema.get(key) is None:
+            attributes.pop(key, None)
+        else:
+            attributes[key] = value
+    return replace(item, name=name, attributes=attributes)
+
+
+def order_column(order_by: str, schema: AlbumSchema) -> ColumnType:
+    """The type of a column results can be ordered or grouped by (built-in or declared, not a list)."""
+    kind = BUILTIN_COLUMNS.get(order_by) or (column.type if (column := schema.get(order_by)) else None)
+    if kind is None:
+        names = ", ".join([*BUILTIN_COLUMNS, *schema.names])
+        raise InvalidArgument(f"cannot order or group by {order_by[:80]!r}: not a column of the album ({names})")
+    if kind is ColumnType.STRING_LIST:
+        raise InvalidArgument(f"cannot order or group by {order_by!r}: it is a list")
+    return kind
+
+
+def column_value(item: Item, column: str) -> Any:
+    """A built-in or declared column's value of an item (None when null)."""
+    if column == "created_at":
+        return item.created_at_ms
+    if column in BUILTIN_COLUMNS:
+        return item.id if column == "id" else getattr(item, column)
+    return item.attributes.get(column)
+
+
+def ordered_ids(pairs: Iterable[tuple[Any, str]], descending: bool) -> list[str]:
+    """Ids of (value, id) pairs in SQL order: nulls last ascending and first descending, ties by id."""
+    by_id = sorted(pairs, key=lambda pair: pair[1])
+    nulls = [i for v, i in by_id if v is None]
+    values = sorted(((v, i) for v, i in by_id if v is not None), key=lambda pair: pair[0], reverse=descending)
+    ordered = [i for _, i in values]
+    return nulls + ordered if descending else ordered + nulls
+
+
+@dataclass(frozen=True)
+class Group:
+    """One combination of column values and how many images have it."""
+
+    key: tuple[Any, ...]
+    count: int
+
+
+def group_counts(keys: Iterable[tuple[Any, ...]]) -> list[Group]:
+    """Counts of each key, most first, then by key (nulls last)."""
+    counts: dict[tuple[Any, ...], int] = {}
+    for key in keys:
+        counts[key] = counts.get(key, 0) + 1
+    return sorted((Group(k, n) for k, n in counts.items()),
+                  key=lambda g: (-g.count, [(v is None, v if v is not None else 0) for v in g.key]))
 
 
 def distance_of(similarity: float) -> float:
@@ -260,7 +400,7 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-# --- query expansion, over any index ---------------------------------------------------------------
+# --- query expansion and distance limit, over any index ------------------------------------------------
 
 
 def expanded_query(
@@ -268,7 +408,7 @@ def expanded_query(
     name: str,
     vector: Sequence[float] | Vector,
     k: int,
-    filter: AttributeFilter | None = None,
+    filter: Expr | None = None,
     exclude_ids: Sequence[str] = (),
     alpha: float = EXPAND_ALPHA,
 ) -> Vector:
@@ -294,15 +434,20 @@ def search_expanded(
     name: str,
     vector: Sequence[float] | Vector,
     top_k: int,
-    filter: AttributeFilter | None = None,
+    filter: Expr | None = None,
     exclude_ids: Sequence[str] = (),
     primary_only: bool = False,
     expand_k: int = 0,
+    max_distance: float | None = None,
 ) -> list[Hit]:
-    """`index.search`, with the query first expanded by its `expand_k` nearest images (0: as given)."""
+    """`index.search`, with the query first expanded by its `expand_k` nearest images (0: as given), and
+    only hits at most `max_distance` away (None: any)."""
+    if max_distance is not None and not (np.isfinite(max_distance) and max_distance >= 0):
+        raise InvalidArgument(f"max_distance must be a number at least 0, not {max_distance}")
     if check_expand_k(expand_k):
         vector = expanded_query(index, name, vector, expand_k, filter, exclude_ids)
-    return index.search(name, vector, top_k, filter, exclude_ids, primary_only=primary_only)
+    hits = index.search(name, vector, top_k, filter, exclude_ids, primary_only=primary_only)
+    return hits if max_distance is None else [h for h in hits if h.distance <= max_distance]
 
 
 # --- the exact reference --------------------------------------------------------------------------
@@ -322,11 +467,13 @@ class ExactIndex:
         self._albums: dict[str, _Album] = {}
         self._lock = threading.Lock()
 
-    def create_collection(self, name: str, dim: int, model: str, index_type: str = "") -> Collection:
+    def create_collection(self, name: str, dim: int, model: str, index_type: str = "",
+                          schema: AlbumSchema = NO_COLUMNS) -> Collection:
         """Creates an empty album; `AlreadyExists` if it exists."""
         check_album_name(name)
         kind = check_index_type(index_type, self.settings.index_type, check_dim(dim), self.settings.ivf_pq_m)
-        info = Collection(name=name, dim=dim, model=model, index_type=kind, created_at_ms=now_ms())
+        info = Collection(name=name, dim=dim, model=model, index_type=kind, created_at_ms=now_ms(),
+                          schema=AlbumSchema.of(schema.columns))
         with self._lock:
             if name in self._albums:
                 raise AlreadyExists(f"album {name!r} already exists")
@@ -355,7 +502,7 @@ class ExactIndex:
     def insert(self, name: str, items: Sequence[Item]) -> list[str]:
         """Inserts or replaces items by id."""
         album = self._album(name)
-        prepared = prepare_items(items, album.info.dim, now_ms())
+        prepared = prepare_items(items, album.info.dim, now_ms(), album.info.schema)
         with self._lock:
             album.items.update((item.id, item) for item in prepared)
         return [item.id for item in items]
@@ -365,7 +512,7 @@ class ExactIndex:
         name: str,
         vector: Sequence[float] | Vector,
         top_k: int,
-        filter: AttributeFilter | None = None,
+        filter: Expr | None = None,
         exclude_ids: Sequence[str] = (),
         primary_only: bool = False,
     ) -> list[Hit]:
@@ -374,11 +521,8 @@ class ExactIndex:
         album = self._album(name)
         query = normalise(vector, album.info.dim)
         excluded = set(check_ids(exclude_ids))
-        scored = [
-            (_best_similarity(item, query, primary_only), item)
-            for item in list(album.items.values())
-            if item.id not in excluded and (filter is None or filter.matches(item.attributes))
-        ]
+        scored = [(_best_similarity(item, query, primary_only), item)
+                  for item in self._matching(album, filter) if item.id not in excluded]
         scored.sort(key=lambda pair: (-pair[0], pair[1].id))
         return [_hit(item, similarity) for similarity, item in scored[:top_k]]
 
@@ -388,12 +532,42 @@ class ExactIndex:
         found = [album.items[i] for i in check_ids(ids) if i in album.items]
         return found if with_vectors else [replace(item, vectors=()) for item in found]
 
-    def list(self, name: str, limit: int = DEFAULT_LIST_LIMIT, offset: int = 0) -> list[Item]:
-        """A page of items ordered like Milvus orders them (by the global row's key)."""
+    def query(self, name: str, filter: Expr | None = None, limit: int = DEFAULT_LIST_LIMIT, offset: int = 0,
+              after_id: str = "", order_by: str = "", descending: bool = False) -> list[Item]:
+        """A page of matching items, ordered like Milvus orders them (by id) or by a column."""
         limit, offset = check_page(limit, offset)
         album = self._album(name)
-        ordered = sorted(album.items.values(), key=lambda item: row_key(item.id, 0))
-        return [replace(item, vectors=()) for item in ordered[offset : offset + limit]]
+        found = {item.id: item for item in self._matching(album, filter) if item.id > after_id}
+        if order_by:
+            order_column(order_by, album.info.schema)
+            ids = ordered_ids(((column_value(i, order_by), i.id) for i in found.values()), descending)
+        else:
+            ids = sorted(found)
+        return [replace(found[i], vectors=()) for i in ids[offset:offset + limit]]
+
+    def count(self, name: str, filter: Expr | None = None) -> int:
+        """Number of images in the album (matching the filter)."""
+        album = self._album(name)
+        return len(album.items) if filter is None else len(self._matching(album, filter))
+
+    def count_groups(self, name: str, columns: Sequence[str], filter: Expr | None = None) -> list[Group]:
+        album = self._album(name)
+        for column in columns:
+            order_column(column, album.info.schema)
+        return group_counts(tuple(column_value(i, c) for c in columns) for i in self._matching(album, filter))
+
+    def update(self, name: str, selection: Selection, changes: Mapping[str, Any]) -> int:
+        album = self._album(name)
+        selection = selection.check()
+        checked = check_changes(changes, album.info.schema)
+        if selection.ids:
+            chosen = [album.items[i] for i in selection.ids if i in album.items]
+        else:
+            chosen = self._matching(album, selection.filter)
+        with self._lock:
+            for item in chosen:
+                album.items[item.id] = apply_changes(item, checked, album.info.schema)
+        return len(chosen)
 
     def delete(self, name: str, ids: Sequence[str]) -> int:
         """Deletes images; returns how many existed."""
@@ -401,16 +575,17 @@ class ExactIndex:
         with self._lock:
             return sum(album.items.pop(i, None) is not None for i in check_ids(ids))
 
-    def count(self, name: str) -> int:
-        """Number of images in the album."""
-        return len(self._album(name).items)
-
     def _album(self, name: str) -> _Album:
         check_album_name(name)
         album = self._albums.get(name)
         if album is None:
             raise AlbumNotFound(f"album {name!r} not found")
         return album
+
+    @staticmethod
+    def _matching(album: _Album, filter: Expr | None) -> list[Item]:
+        bound = bind(filter, album.info.schema) if filter is not None else None
+        return [item for item in list(album.items.values()) if matches(bound, item.row())]
 
 
 def _best_similarity(item: Item, query: Vector, primary_only: bool) -> float:

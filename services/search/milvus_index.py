@@ -6,10 +6,17 @@ Layout of an album's collection (one row per vector of an image):
     image_id       VARCHAR   the image's id; get/delete/exclude work on it, so on all its rows
     ordinal        INT64     k again: `ordinal == 0` selects one row per image (count, list, primary_only)
     name, content_hash VARCHAR; attributes JSON; created_at_ms INT64   copied onto every row
+    c_<column>     one scalar field per declared column (services.common.schema), with a scalar index
+                   where Milvus 2.3 has one (STL_SORT on numbers and timestamps, Trie on strings)
+    nulls          ARRAY of VARCHAR: the declared columns the image has no value for
     vector         FLOAT_VECTOR(dim), L2-normalised, indexed for inner product
 
+`attributes` holds the undeclared attributes; a null declared value is a placeholder in its field
+and its column's name in `nulls` (see `milvus_filter`, which compiles filters for this layout).
+Albums made before columns existed (layout 1) have neither `c_` fields nor `nulls`.
+
 The collection's description holds the album's metadata as JSON (real name, model, dim, metric,
-index type, creation time, schema version): it is the only record of which albums exist.
+index type, creation time, columns, layout version): it is the only record of which albums exist.
 
 Collection names are `prefix + encoded album name`, where the encoding maps "_" to "__" and "-" to
 "_h" (Milvus allows only letters, digits and "_"). No two album names encode alike, since "_" in the
@@ -26,8 +33,8 @@ import threading
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import replace
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import grpc
@@ -49,7 +56,20 @@ from services.common.errors import (
     InvalidArgument,
     StoreUnavailable,
 )
-from services.search.filters import AttributeFilter, quote_string
+from services.common.filtering import Expr, bind
+from services.common.schema import (
+    MAX_COLUMNS,
+    MAX_LIST_ITEM_BYTES,
+    MAX_LIST_ITEMS,
+    MAX_STRING_BYTES,
+    NO_COLUMNS,
+    AlbumSchema,
+    Column,
+    ColumnType,
+    column_type,
+    from_timestamp_us,
+    timestamp_us,
+)
 from services.search.index import (
     DEFAULT_LIST_LIMIT,
     MAX_HASH_BYTES,
@@ -57,21 +77,35 @@ from services.search.index import (
     MAX_NAME_BYTES,
     METRIC,
     Collection,
+    Group,
     Hit,
     IndexType,
     Item,
+    Selection,
     Vector,
+    apply_changes,
     check_album_name,
+    check_changes,
     check_dim,
     check_ids,
     check_index_type,
     check_page,
     check_top_k,
     distance_of,
+    group_counts,
     normalise,
     now_ms,
+    order_column,
+    ordered_ids,
     prepare_items,
     row_key,
+)
+from services.search.milvus_filter import (
+    NULLS_FIELD,
+    PLACEHOLDERS,
+    compile_filter,
+    field_of,
+    quote_string,
 )
 from services.search.settings import SearchSettings
 
@@ -80,11 +114,14 @@ T = TypeVar("T")
 Row = dict[str, Any]
 Rows = list[Row]
 
-SCHEMA_VERSION = 1
+# Layout 1: no declared columns; layout 2: `c_` fields and `nulls` (see the module doc).
+SCHEMA_VERSION = 2
 # Milvus 2.3 caps a search's limit, and a query's offset + limit, at 16384.
 MILVUS_MAX_WINDOW = 16384
 # Ids per `in [...]` expression, to keep expressions small.
 IDS_PER_EXPR = 1000
+# Images read back (with all their rows and vectors) per step of an update.
+UPDATE_BATCH = 200
 # Bytes of vectors per insert call (Milvus' default gRPC limit is 64 MiB).
 INSERT_BATCH_BYTES = 16 * 1024 * 1024
 # pymilvus retries UNAVAILABLE up to 75 times unless told otherwise; fail fast and let callers retry.
@@ -92,10 +129,38 @@ RETRY_TIMES = 2
 _HIT_FIELDS = ["image_id", "name", "content_hash", "attributes", "created_at_ms"]
 _ITEM_FIELDS = [*_HIT_FIELDS, "ordinal"]
 _COLLECTION_NOT_FOUND, _COLLECTION_NOT_LOADED = 100, 101
+# Milvus field types of declared columns, and the scalar index each gets (none where 2.3 has none).
+_FIELD_TYPES = {
+    ColumnType.STRING: DataType.VARCHAR,
+    ColumnType.INT: DataType.INT64,
+    ColumnType.FLOAT: DataType.DOUBLE,
+    ColumnType.BOOL: DataType.BOOL,
+    ColumnType.TIMESTAMP: DataType.INT64,
+    ColumnType.STRING_LIST: DataType.ARRAY,
+}
+_SCALAR_INDEXES = {
+    ColumnType.STRING: "Trie",
+    ColumnType.INT: "STL_SORT",
+    ColumnType.FLOAT: "STL_SORT",
+    ColumnType.TIMESTAMP: "STL_SORT",
+}
 
 
 class CollectionNotLoaded(StoreUnavailable):
     """Milvus holds the collection but has not loaded it into memory (e.g. just restarted)."""
+
+
+@dataclass(frozen=True)
+class Stored:
+    """An album as this index keeps it: its metadata and its collection's layout version."""
+
+    info: Collection
+    layout: int
+
+    def fields(self) -> list[str]:
+        """The scalar fields an item is read back from."""
+        typed = [field_of(c.name) for c in self.info.schema.columns]
+        return [*_ITEM_FIELDS, *typed, NULLS_FIELD] if self.layout >= 2 else _ITEM_FIELDS
 
 
 # --- names and metadata ----------------------------------------------------------------------------
@@ -117,31 +182,35 @@ def describe_album(info: Collection) -> str:
             "metric": info.metric,
             "index_type": info.index_type.value,
             "created_at_ms": info.created_at_ms,
+            "columns": [[c.name, c.type.value] for c in info.schema.columns],
         },
         sort_keys=True,
     )
 
 
-def parse_album(description: str) -> Collection | None:
+def parse_album(description: str) -> Stored | None:
     """The album metadata in a collection description; None if the collection is not one of ours."""
     try:
         meta = json.loads(description)
-        if not isinstance(meta, dict) or meta.get("imagesearch_schema") != SCHEMA_VERSION:
+        if not isinstance(meta, dict) or meta.get("imagesearch_schema") not in (1, SCHEMA_VERSION):
             return None
-        return Collection(
+        columns = [Column(str(name), column_type(kind)) for name, kind in meta.get("columns", [])]
+        info = Collection(
             name=str(meta["album"]),
             dim=int(meta["dim"]),
             model=str(meta["model"]),
             index_type=IndexType(meta["index_type"]),
             created_at_ms=int(meta["created_at_ms"]),
             metric=str(meta.get("metric", METRIC)),
+            schema=AlbumSchema(tuple(columns)),
         )
-    except (ValueError, KeyError, TypeError):
+        return Stored(info, int(meta["imagesearch_schema"]))
+    except (ValueError, KeyError, TypeError, ImageSearchError):
         return None
 
 
 def build_schema(info: Collection) -> Any:
-    """The collection schema of an album (see the module docstring)."""
+    """The collection schema of an album (see the module doc)."""
     schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False, description=describe_album(info))
     schema.add_field("pk", DataType.VARCHAR, is_primary=True, max_length=MAX_ID_BYTES + 8)
     schema.add_field("image_id", DataType.VARCHAR, max_length=MAX_ID_BYTES)
@@ -150,8 +219,20 @@ def build_schema(info: Collection) -> Any:
     schema.add_field("content_hash", DataType.VARCHAR, max_length=MAX_HASH_BYTES)
     schema.add_field("attributes", DataType.JSON)
     schema.add_field("created_at_ms", DataType.INT64)
+    for column in info.schema.columns:
+        schema.add_field(field_of(column.name), _FIELD_TYPES[column.type], **_field_options(column.type))
+    schema.add_field(NULLS_FIELD, DataType.ARRAY, element_type=DataType.VARCHAR, max_capacity=MAX_COLUMNS,
+                     max_length=64)
     schema.add_field("vector", DataType.FLOAT_VECTOR, dim=info.dim)
     return schema
+
+
+def _field_options(kind: ColumnType) -> dict[str, Any]:
+    if kind is ColumnType.STRING:
+        return {"max_length": MAX_STRING_BYTES}
+    if kind is ColumnType.STRING_LIST:
+        return {"element_type": DataType.VARCHAR, "max_capacity": MAX_LIST_ITEMS, "max_length": MAX_LIST_ITEM_BYTES}
+    return {}
 
 
 def index_params(index_type: IndexType, settings: SearchSettings) -> dict[str, Any]:
@@ -271,25 +352,28 @@ class MilvusIndex:
         self._client: MilvusClient | None = None
         self._lock = threading.Lock()
         self._retry_at = 0.0
-        self._albums: dict[str, Collection] = {}
+        self._albums: dict[str, Stored] = {}
         self._loaded: set[str] = set()
 
     # --- albums ------------------------------------------------------------------------------
-    def create_collection(self, name: str, dim: int, model: str, index_type: str = "") -> Collection:
+    def create_collection(self, name: str, dim: int, model: str, index_type: str = "",
+                          schema: AlbumSchema = NO_COLUMNS) -> Collection:
         """Creates, indexes and loads an album's collection; `AlreadyExists` if it exists."""
         cname = collection_name(self.settings.collection_prefix, name)
         kind = check_index_type(index_type, self.settings.index_type, check_dim(dim), self.settings.ivf_pq_m)
-        info = Collection(name=name, dim=dim, model=model, index_type=kind, created_at_ms=now_ms())
+        info = Collection(name=name, dim=dim, model=model, index_type=kind, created_at_ms=now_ms(),
+                          schema=AlbumSchema.of(schema.columns))
         if self._call(name, lambda c: c.has_collection(cname, **self._kw())):
             raise AlreadyExists(f"album {name!r} already exists")
         self._call(name, lambda c: c.create_collection(cname, schema=build_schema(info), **self._kw()))
         try:
-            self._call(name, lambda c: self._index_and_load(c, cname, kind))
+            self._call(name, lambda c: self._index_and_load(c, cname, info))
         except ImageSearchError:
             self._call(name, lambda c: c.drop_collection(cname, **self._kw()))
             raise
-        self._albums[cname] = info
-        log.info("created album %s (%s, dim %d, %s)", name, cname, dim, kind.value)
+        self._albums[cname] = Stored(info, SCHEMA_VERSION)
+        log.info("created album %s (%s, dim %d, %s, %d column(s))", name, cname, dim, kind.value,
+                 len(info.schema.columns))
         return info
 
     def drop_collection(self, name: str) -> bool:
@@ -322,32 +406,28 @@ class MilvusIndex:
         albums = []
         for cname in sorted(n for n in names if n.startswith(self.settings.collection_prefix)):
             try:
-                info = self._describe(cname, "")
-                albums.append(_with_count(info, self._count(cname, info.name, "Bounded")))
+                stored = self._describe(cname, "")
+                albums.append(_with_count(stored.info, self._count(cname, stored.info.name, "Bounded")))
             except AlbumNotFound:
                 continue  # dropped meanwhile, or not one of ours
         return sorted(albums, key=lambda a: a.name)
 
     def get_collection(self, name: str) -> Collection:
         """One album with its image count."""
-        cname, info = self._album(name)
-        return _with_count(info, self._count(cname, name, self.settings.read_consistency))
+        cname, stored = self._album(name)
+        return _with_count(stored.info, self._count(cname, name, self.settings.read_consistency))
 
-    def count(self, name: str) -> int:
-        """Number of images (rows with ordinal 0)."""
-        cname, _ = self._album(name)
-        return self._count(cname, name, "Strong")
+    def count(self, name: str, filter: Expr | None = None) -> int:
+        """Number of images (rows with ordinal 0), of those matching the filter if one is given."""
+        cname, stored = self._album(name)
+        return self._count(cname, name, "Strong", self._filter_expr(stored, filter))
 
     # --- items -------------------------------------------------------------------------------
     def insert(self, name: str, items: Sequence[Item]) -> list[str]:
         """Upserts one row per vector, then deletes rows left over from a replaced item's extra vectors."""
-        cname, info = self._album(name)
-        prepared = prepare_items(items, info.dim, now_ms())
-        rows = [row for item in prepared for row in _rows(item)]
-        per_batch = max(1, INSERT_BATCH_BYTES // (info.dim * 4 + 4096))
-        for batch in chunks(rows, per_batch):
-            self._upsert(cname, name, batch)
-        self._delete_stale_rows(cname, name, prepared)
+        cname, stored = self._album(name)
+        prepared = prepare_items(items, stored.info.dim, now_ms(), stored.info.schema)
+        self._write_items(cname, name, stored, prepared)
         return [item.id for item in items]
 
     def search(
@@ -355,7 +435,7 @@ class MilvusIndex:
         name: str,
         vector: Sequence[float] | Vector,
         top_k: int,
-        filter: AttributeFilter | None = None,
+        filter: Expr | None = None,
         exclude_ids: Sequence[str] = (),
         primary_only: bool = False,
     ) -> list[Hit]:
@@ -364,42 +444,87 @@ class MilvusIndex:
         `primary_only` searches the rows with ordinal 0 alone (one per image), so no over-fetch is needed.
         """
         check_top_k(top_k, self.settings.max_top_k)
-        cname, info = self._album(name)
-        query = normalise(vector, info.dim).tolist()
+        cname, stored = self._album(name)
+        query = normalise(vector, stored.info.dim).tolist()
         excluded = check_ids(exclude_ids)
         expr = all_of(
-            filter.to_expr() if filter else "",
+            self._filter_expr(stored, filter),
             ids_expr(excluded, negate=True) if excluded else "",
             "ordinal == 0" if primary_only else "",
         )
         overfetch = 1 if primary_only else max(1, self.settings.search_overfetch)
         limit = min(top_k * overfetch, MILVUS_MAX_WINDOW)
         while True:
-            rows = self._search_rows(cname, name, info, query, expr, limit)
-            hits = _best_per_image(rows)
+            rows = self._search_rows(cname, name, stored, query, expr, limit)
+            hits = _best_per_image(rows, stored.info.schema)
             if len(hits) >= top_k or len(rows) < limit or limit >= MILVUS_MAX_WINDOW:
                 return hits[:top_k]
             limit = min(limit * 4, MILVUS_MAX_WINDOW)
 
     def get(self, name: str, ids: Sequence[str], with_vectors: bool = False) -> list[Item]:
         """Stored items among `ids` in the order asked, vectors in their original order if asked for."""
-        cname, _ = self._album(name)
+        cname, stored = self._album(name)
         wanted = check_ids(ids)
-        fields = [*_ITEM_FIELDS, "vector"] if with_vectors else _ITEM_FIELDS
+        fields = [*stored.fields(), "vector"] if with_vectors else stored.fields()
         rows: Rows = []
         for part in chunks(wanted, IDS_PER_EXPR):
             rows.extend(self._query(cname, name, ids_expr(part), fields))
-        items = _items_from_rows(rows)
+        items = _items_from_rows(rows, stored.info.schema)
         return [items[i] for i in wanted if i in items]
 
-    def list(self, name: str, limit: int = DEFAULT_LIST_LIMIT, offset: int = 0) -> list[Item]:
-        """A page of items without vectors, ordered by key (Milvus orders query pages by primary key)."""
+    def query(self, name: str, filter: Expr | None = None, limit: int = DEFAULT_LIST_LIMIT, offset: int = 0,
+              after_id: str = "", order_by: str = "", descending: bool = False) -> list[Item]:
+        """A page of matching items without vectors. By id: Milvus orders a query's rows by primary key,
+        and `image_id > after_id` walks albums of any size. By a column: every match's value is read
+        (only that field) and sorted here, then the page's items are fetched."""
         limit, offset = check_page(limit, offset)
+        cname, stored = self._album(name)
+        expr = all_of("ordinal == 0", self._filter_expr(stored, filter),
+                      f"image_id > {quote_string(after_id)}" if after_id else "")
+        if order_by:
+            order_column(order_by, stored.info.schema)
+            field = field_of(order_by)
+            fields = ["image_id", field, *([NULLS_FIELD] if stored.layout >= 2 else [])]
+            pairs = ((_column_of_row(row, order_by, stored.info.schema), str(row["image_id"]))
+                     for row in self._scan(cname, name, expr, fields))
+            ids = ordered_ids(pairs, descending)[offset:offset + limit]
+            return self.get(name, ids)
         if offset + limit > MILVUS_MAX_WINDOW:
-            raise InvalidArgument(f"offset + limit must be at most {MILVUS_MAX_WINDOW}")
-        cname, _ = self._album(name)
-        rows = self._query(cname, name, "ordinal == 0", _ITEM_FIELDS, limit=limit, offset=offset)
-        return sorted(_items_from_rows(rows).values(), key=lambda item: row_key(item.id, 0))
+            raise InvalidArgument(f"offset + limit must be at most {MILVUS_MAX_WINDOW}; page on with after_id "
+                                  "(the last id of the page before) instead")
+        rows = self._query(cname, name, expr, stored.fields(), limit=limit, offset=offset)
+        return sorted(_items_from_rows(rows, stored.info.schema).values(), key=lambda item: item.id)
+
+    def count_groups(self, name: str, columns: Sequence[str], filter: Expr | None = None) -> list[Group]:
+        """How many matching images have each combination of the columns' values (read field by field)."""
+        cname, stored = self._album(name)
+        for column in columns:
+            order_column(column, stored.info.schema)
+        expr = all_of("ordinal == 0", self._filter_expr(stored, filter))
+        fields = ["image_id", *{field_of(c) for c in columns}, *([NULLS_FIELD] if stored.layout >= 2 else [])]
+        return group_counts(tuple(_column_of_row(row, c, stored.info.schema) for c in columns)
+                            for row in self._scan(cname, name, expr, fields))
+
+    def update(self, name: str, selection: Selection, changes: Mapping[str, Any]) -> int:
+        """Reads the selected images back (every row, vectors included), changes their attributes and
+        writes them again, a batch at a time; if a write fails, the batches written are put back."""
+        cname, stored = self._album(name)
+        selection = selection.check()
+        checked = check_changes(changes, stored.info.schema)
+        ids = list(selection.ids) if selection.ids else self._matching_ids(cname, name, stored, selection.filter)
+        written: list[Item] = []
+        try:
+            for part in chunks(ids, UPDATE_BATCH):
+                originals = self.get(name, part, with_vectors=True)
+                changed = [apply_changes(item, checked, stored.info.schema) for item in originals]
+                self._write_items(cname, name, stored, changed)
+                written.extend(originals)
+        except ImageSearchError:
+            if written:
+                log.warning("update of album %s failed after %d image(s); putting them back", name, len(written))
+                self._write_items(cname, name, stored, written)
+            raise
+        return len(written)
 
     def delete(self, name: str, ids: Sequence[str]) -> int:
         """Deletes every row of the images; returns how many of the images existed."""
@@ -415,6 +540,31 @@ class MilvusIndex:
     def close(self) -> None:
         """Closes the connection (a later call opens a new one)."""
         self._reset()
+
+    def _filter_expr(self, stored: Stored, filter: Expr | None) -> str:
+        return compile_filter(bind(filter, stored.info.schema), stored.info.schema) if filter is not None else ""
+
+    def _matching_ids(self, cname: str, album: str, stored: Stored, filter: Expr | None) -> list[str]:
+        expr = all_of("ordinal == 0", self._filter_expr(stored, filter))
+        return [str(row["image_id"]) for row in self._scan(cname, album, expr, ["image_id"])]
+
+    def _scan(self, cname: str, album: str, expr: str, fields: Sequence[str]) -> Iterator[Row]:
+        """Every row matching `expr` (which keeps one row per image), a window at a time by image id."""
+        after = ""
+        while True:
+            window = all_of(expr, f"image_id > {quote_string(after)}" if after else "")
+            rows = self._query(cname, album, window, fields, limit=MILVUS_MAX_WINDOW)
+            yield from rows
+            if len(rows) < MILVUS_MAX_WINDOW:
+                return
+            after = max(str(row["image_id"]) for row in rows)
+
+    def _write_items(self, cname: str, album: str, stored: Stored, items: Sequence[Item]) -> None:
+        rows = [row for item in items for row in _rows(item, stored)]
+        per_batch = max(1, INSERT_BATCH_BYTES // (stored.info.dim * 4 + 4096))
+        for batch in chunks(rows, per_batch):
+            self._upsert(cname, album, batch)
+        self._delete_stale_rows(cname, album, items)
 
     # --- Milvus calls ------------------------------------------------------------------------
     def _kw(self) -> dict[str, Any]:
@@ -475,10 +625,18 @@ class MilvusIndex:
             except Exception:  # closing a broken channel may fail; it is gone either way
                 log.debug("closing the Milvus client failed", exc_info=True)
 
-    def _index_and_load(self, client: MilvusClient, cname: str, kind: IndexType) -> None:
+    def _index_and_load(self, client: MilvusClient, cname: str, info: Collection) -> None:
+        kind = info.index_type
         params = client.prepare_index_params()
         params.add_index("vector", index_type=kind.value, metric_type="IP", params=index_params(kind, self.settings))
         client.create_index(cname, params, **self._kw())
+        scalars = client.prepare_index_params()
+        for column in info.schema.columns:
+            if column.type in _SCALAR_INDEXES:
+                scalars.add_index(field_of(column.name), index_type=_SCALAR_INDEXES[column.type])
+        if list(scalars):
+            # An empty collection's scalar indexes need no waiting for (`sync=False`): loading waits for them.
+            client.create_index(cname, scalars, sync=False, **self._kw())
         client.load_collection(cname, timeout=self.settings.milvus_load_timeout_s, retry_times=RETRY_TIMES)
         self._loaded.add(cname)
 
@@ -529,24 +687,24 @@ class MilvusIndex:
                     raise
         raise AssertionError("unreachable")
 
-    def _album(self, name: str) -> tuple[str, Collection]:
+    def _album(self, name: str) -> tuple[str, Stored]:
         cname = collection_name(self.settings.collection_prefix, name)
-        info = self._albums.get(cname) or self._describe(cname, name)
-        self._albums[cname] = info
-        return cname, info
+        stored = self._albums.get(cname) or self._describe(cname, name)
+        self._albums[cname] = stored
+        return cname, stored
 
-    def _describe(self, cname: str, album: str) -> Collection:
+    def _describe(self, cname: str, album: str) -> Stored:
         described = self._call(album, lambda c: c.describe_collection(cname, **self._kw()))
-        info = parse_album(str(described.get("description", "")))
-        if info is None:
+        stored = parse_album(str(described.get("description", "")))
+        if stored is None:
             raise AlbumNotFound(f"album {album!r} not found")
-        return info
+        return stored
 
     def _forget(self, cname: str) -> None:
         self._albums.pop(cname, None)
         self._loaded.discard(cname)
 
-    def _count(self, cname: str, album: str, consistency: str) -> int:
+    def _count(self, cname: str, album: str, consistency: str, expr: str = "") -> int:
         # The Count RPC reads at Strong (~200 ms): at Session a count right after a restart reloaded
         # the collection was seen to miss rows still being replayed. get_collection, which the
         # gateway calls on every search, counts at the read consistency.
@@ -554,7 +712,8 @@ class MilvusIndex:
             cname,
             album,
             lambda c: c.query(
-                cname, filter="ordinal == 0", output_fields=["count(*)"], consistency_level=consistency, **self._kw()
+                cname, filter=all_of("ordinal == 0", expr), output_fields=["count(*)"], consistency_level=consistency,
+                **self._kw()
             ),
         )
         return int(rows[0]["count(*)"]) if rows else 0
@@ -571,9 +730,9 @@ class MilvusIndex:
         return [*found]
 
     def _search_rows(
-        self, cname: str, album: str, info: Collection, query: Sequence[float], expr: str, limit: int
+        self, cname: str, album: str, stored: Stored, query: Sequence[float], expr: str, limit: int
     ) -> Rows:
-        params = search_params(info.index_type, limit, self.settings)
+        params = search_params(stored.info.index_type, limit, self.settings)
         level = self.settings.read_consistency
         found = self._read(
             cname,
@@ -583,7 +742,7 @@ class MilvusIndex:
                 [[*query]],
                 filter=expr,
                 limit=limit,
-                output_fields=_HIT_FIELDS,
+                output_fields=[f for f in stored.fields() if f != "ordinal"],
                 search_params=params,
                 anns_field="vector",
                 consistency_level=level,
@@ -617,7 +776,14 @@ class MilvusIndex:
 # --- rows <-> records ------------------------------------------------------------------------------
 
 
-def _rows(item: Item) -> list[dict[str, Any]]:
+def _rows(item: Item, stored: Stored) -> list[dict[str, Any]]:
+    """The item's rows: one per vector, its metadata copied onto each."""
+    scalars: dict[str, Any] = {"attributes": item.attributes}
+    if stored.layout >= 2:
+        typed, extra = stored.info.schema.split(item.attributes)
+        scalars = {"attributes": extra, NULLS_FIELD: [name for name, value in typed.items() if value is None]}
+        for column in stored.info.schema.columns:
+            scalars[field_of(column.name)] = _field_value(column.type, typed[column.name])
     return [
         {
             "pk": row_key(item.id, k),
@@ -625,15 +791,47 @@ def _rows(item: Item) -> list[dict[str, Any]]:
             "ordinal": k,
             "name": item.name,
             "content_hash": item.content_hash,
-            "attributes": item.attributes,
             "created_at_ms": item.created_at_ms,
+            **scalars,
             "vector": vector.tolist(),
         }
         for k, vector in enumerate(item.vectors)
     ]
 
 
-def _best_per_image(rows: Sequence[dict[str, Any]]) -> list[Hit]:
+def _field_value(kind: ColumnType, value: Any) -> Any:
+    """A declared value as its field stores it (a null as its placeholder, a timestamp in us)."""
+    stored: Any = PLACEHOLDERS[kind] if value is None else value
+    return timestamp_us(stored) if kind is ColumnType.TIMESTAMP else stored
+
+
+def _attributes_of(entity: Mapping[str, Any], schema: AlbumSchema) -> dict[str, Any]:
+    """An image's attributes from its row: the undeclared ones, then every declared column (None if null)."""
+    attributes = dict(entity.get("attributes") or {})
+    nulls = set(entity.get(NULLS_FIELD) or ())
+    for column in schema.columns:
+        attributes[column.name] = _column_of_row(entity, column.name, schema, nulls)
+    return attributes
+
+
+def _column_of_row(entity: Mapping[str, Any], column: str, schema: AlbumSchema,
+                   nulls: set[str] | None = None) -> Any:
+    """A built-in or declared column's value in a row (declared: None when null, timestamps as datetimes)."""
+    declared = schema.get(column)
+    if declared is None:
+        value = entity[field_of(column)]
+        return str(value) if isinstance(value, str) else value
+    if column in (nulls if nulls is not None else set(entity.get(NULLS_FIELD) or ())):
+        return None
+    value = entity.get(field_of(column))
+    if declared.type is ColumnType.TIMESTAMP:
+        return from_timestamp_us(int(value or 0))
+    if declared.type is ColumnType.STRING_LIST:
+        return list(value or [])
+    return value
+
+
+def _best_per_image(rows: Sequence[dict[str, Any]], schema: AlbumSchema) -> list[Hit]:
     """One hit per image from rows ordered by similarity: the first (best) row of each image."""
     best: dict[str, Hit] = {}
     for row in rows:
@@ -645,20 +843,21 @@ def _best_per_image(rows: Sequence[dict[str, Any]]) -> list[Hit]:
                 distance=distance_of(row["distance"]),
                 name=entity.get("name", ""),
                 content_hash=entity.get("content_hash", ""),
-                attributes=entity.get("attributes") or {},
+                attributes=_attributes_of(entity, schema),
                 created_at_ms=int(entity.get("created_at_ms", 0)),
             )
     return sorted(best.values(), key=lambda hit: (hit.distance, hit.id))
 
 
-def _items_from_rows(rows: Sequence[dict[str, Any]]) -> dict[str, Item]:
+def _items_from_rows(rows: Sequence[dict[str, Any]], schema: AlbumSchema) -> dict[str, Item]:
     grouped: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         grouped[str(row["image_id"])].append(row)
-    return {image_id: _item(sorted(parts, key=lambda r: int(r["ordinal"]))) for image_id, parts in grouped.items()}
+    return {image_id: _item(sorted(parts, key=lambda r: int(r["ordinal"])), schema)
+            for image_id, parts in grouped.items()}
 
 
-def _item(rows: Sequence[dict[str, Any]]) -> Item:
+def _item(rows: Sequence[dict[str, Any]], schema: AlbumSchema) -> Item:
     first = rows[0]
     vectors = tuple(np.asarray(r["vector"], dtype=np.float32) for r in rows if "vector" in r)
     return Item(
@@ -666,7 +865,7 @@ def _item(rows: Sequence[dict[str, Any]]) -> Item:
         vectors=vectors,
         name=first.get("name", ""),
         content_hash=first.get("content_hash", ""),
-        attributes=first.get("attributes") or {},
+        attributes=_attributes_of(first, schema),
         created_at_ms=int(first.get("created_at_ms", 0)),
     )
 

@@ -6,7 +6,6 @@ The index blocks (pymilvus is synchronous), so every call runs in a worker threa
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable
 from typing import Any, TypeAlias
 
@@ -15,9 +14,15 @@ import numpy as np
 from imagesearch.v1 import search_pb2, search_pb2_grpc
 
 from services.common.errors import InvalidAttributes
-from services.common.json_text import json_object
-from services.search.filters import parse_filter_json
-from services.search.index import Collection, Hit, Item, VectorIndex, search_expanded
+from services.common.wire import (
+    attributes_from_wire,
+    attributes_to_wire,
+    columns_from_wire,
+    columns_to_wire,
+    filter_from_wire,
+    value_to_wire,
+)
+from services.search.index import Collection, Hit, Item, Selection, VectorIndex, search_expanded
 
 SERVICE_NAMES = (search_pb2.DESCRIPTOR.services_by_name["Search"].full_name,)
 Context: TypeAlias = grpc.aio.ServicerContext
@@ -30,9 +35,8 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
         self.index = index
 
     async def CreateCollection(self, request: search_pb2.CreateCollectionRequest, context: Context) -> Any:
-        info = await asyncio.to_thread(
-            self.index.create_collection, request.name, request.dim, request.model, request.index_type
-        )
+        info = await asyncio.to_thread(self.index.create_collection, request.name, request.dim, request.model,
+                                       request.index_type, columns_from_wire(request.columns))
         return collection_to_wire(info)
 
     async def DropCollection(self, request: search_pb2.DropCollectionRequest, context: Context) -> Any:
@@ -52,7 +56,6 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
         return search_pb2.InsertResponse(ids=ids)
 
     async def Search(self, request: search_pb2.SearchRequest, context: Context) -> Any:
-        query_filter = parse_filter_json(request.filter_json)
         vector = np.asarray(request.vector, dtype=np.float32)
         hits = await asyncio.to_thread(
             search_expanded,
@@ -60,10 +63,11 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
             request.collection,
             vector,
             request.top_k,
-            query_filter,
+            filter_from_wire(request.filter),
             list(request.exclude_ids),
             primary_only=request.primary_only,
             expand_k=request.expand_k,
+            max_distance=request.max_distance if request.HasField("max_distance") else None,
         )
         return search_pb2.SearchResponse(hits=[hit_to_wire(h) for h in hits], metric="cosine")
 
@@ -71,16 +75,31 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
         items = await asyncio.to_thread(self.index.get, request.collection, list(request.ids), request.with_vectors)
         return search_pb2.GetResponse(items=[item_to_wire(i) for i in items])
 
-    async def List(self, request: search_pb2.ListRequest, context: Context) -> Any:
-        items = await asyncio.to_thread(self.index.list, request.collection, request.limit, request.offset)
-        return search_pb2.ListResponse(items=[item_to_wire(i) for i in items])
+    async def Query(self, request: search_pb2.QueryRequest, context: Context) -> Any:
+        items = await asyncio.to_thread(self.index.query, request.collection, filter_from_wire(request.filter),
+                                        request.limit, request.offset, request.after_id, request.order_by,
+                                        request.descending)
+        return search_pb2.QueryResponse(items=[item_to_wire(i) for i in items])
 
     async def Delete(self, request: search_pb2.DeleteRequest, context: Context) -> Any:
         deleted = await asyncio.to_thread(self.index.delete, request.collection, list(request.ids))
         return search_pb2.DeleteResponse(deleted=deleted)
 
     async def Count(self, request: search_pb2.CountRequest, context: Context) -> Any:
-        return search_pb2.CountResponse(count=await asyncio.to_thread(self.index.count, request.collection))
+        count = await asyncio.to_thread(self.index.count, request.collection, filter_from_wire(request.filter))
+        return search_pb2.CountResponse(count=count)
+
+    async def Update(self, request: search_pb2.UpdateRequest, context: Context) -> Any:
+        selection = Selection(tuple(request.ids), filter_from_wire(request.filter), request.all)
+        changes = attributes_from_wire(request.set)
+        updated = await asyncio.to_thread(self.index.update, request.collection, selection, changes)
+        return search_pb2.UpdateResponse(updated=updated)
+
+    async def CountGroups(self, request: search_pb2.CountGroupsRequest, context: Context) -> Any:
+        groups = await asyncio.to_thread(self.index.count_groups, request.collection, list(request.columns),
+                                         filter_from_wire(request.filter))
+        return search_pb2.CountGroupsResponse(groups=[
+            search_pb2.Group(key=[value_to_wire(v) for v in g.key], count=g.count) for g in groups])
 
 
 def registrar(servicer: SearchServicer) -> Callable[[grpc.aio.Server], None]:
@@ -100,21 +119,20 @@ def collection_to_wire(info: Collection) -> Any:
         created_at_ms=info.created_at_ms,
         count=info.count,
         index_type=info.index_type.value,
+        columns=columns_to_wire(info.schema),
     )
 
 
-def attributes_from_json(text: str, item_id: str) -> dict[str, Any]:
-    """An item's attributes: a JSON object, or {} for ""."""
-    return json_object(text, f"item {item_id!r}: attributes", InvalidAttributes)
-
-
 def item_from_wire(item: Any) -> Item:
+    attributes = attributes_from_wire(item.attributes)
+    if not isinstance(attributes, dict):
+        raise InvalidAttributes(f"item {item.id!r}: attributes must be an object")
     return Item(
         id=item.id,
         vectors=tuple(np.asarray(d.values, dtype=np.float32) for d in item.vectors),
         name=item.name,
         content_hash=item.content_hash,
-        attributes=attributes_from_json(item.attributes_json, item.id),
+        attributes=attributes,
         created_at_ms=item.created_at_ms,
     )
 
@@ -124,7 +142,7 @@ def item_to_wire(item: Item) -> Any:
         id=item.id,
         name=item.name,
         content_hash=item.content_hash,
-        attributes_json=json.dumps(item.attributes),
+        attributes=attributes_to_wire(item.attributes),
         created_at_ms=item.created_at_ms,
         vectors=[search_pb2.Descriptor(values=v.tolist()) for v in item.vectors],
     )
@@ -135,7 +153,7 @@ def hit_to_wire(hit: Hit) -> Any:
         id=hit.id,
         name=hit.name,
         distance=hit.distance,
-        attributes_json=json.dumps(hit.attributes),
+        attributes=attributes_to_wire(hit.attributes),
         content_hash=hit.content_hash,
         created_at_ms=hit.created_at_ms,
     )

@@ -17,6 +17,7 @@ from services.common.errors import (
     ImageSearchError,
     UrlFetchFailed,
 )
+from services.common.filtering import Expr
 from services.common.grpc_server import create_server
 from services.common.local_features import FeatureConfig
 from services.extractor.keypoints import describe_image
@@ -145,15 +146,17 @@ class LoopbackSearch:
         collection: str,
         vector: Sequence[float],
         top_k: int,
-        filter_json: str,
-        exclude_ids: Sequence[str],
+        filter: Expr | None = None,
+        exclude_ids: Sequence[str] = (),
         primary_only: bool = False,
         expand_k: int = 0,
+        max_distance: float | None = None,
     ) -> list[Hit]:
-        self.last_search = {"top_k": top_k, "filter_json": filter_json, "exclude_ids": list(exclude_ids),
-                            "primary_only": primary_only, "expand_k": expand_k}
-        return await (await self.client()).search(collection, vector, top_k, filter_json, exclude_ids,
-                                                   primary_only=primary_only, expand_k=expand_k)
+        self.last_search = {"top_k": top_k, "filter": filter, "exclude_ids": list(exclude_ids),
+                            "primary_only": primary_only, "expand_k": expand_k, "max_distance": max_distance}
+        return await (await self.client()).search(collection, vector, top_k, filter, exclude_ids,
+                                                   primary_only=primary_only, expand_k=expand_k,
+                                                   max_distance=max_distance)
 
 
 class FakeBlobs:

@@ -198,3 +198,181 @@ async def test_unknown_route_is_a_json_404(client: httpx.AsyncClient) -> None:
     response = await client.get("/v2/nothing")
     assert response.status_code == 404
     assert json.loads(response.text)["error"]["reason"] == "not_found"
+
+
+# --- typed albums, filters, updates, SQL over HTTP ---------------------------------------------------
+
+SHOE_COLUMNS = [{"name": "price", "type": "float"}, {"name": "colour", "type": "string"},
+                {"name": "sizes", "type": "string_list"}, {"name": "listed_at", "type": "timestamp"}]
+
+
+async def _shop(client: httpx.AsyncClient) -> list[str]:
+    created = await client.post("/v1/albums", json={"name": "shoes", "columns": SHOE_COLUMNS})
+    assert created.status_code == 201, created.text
+    assert created.json()["columns"] == SHOE_COLUMNS
+    rows = [{"price": 30, "colour": "red", "sizes": ["41"], "listed_at": "2024-01-02T03:04:05Z"},
+            {"price": 45.5, "colour": "blue", "sizes": ["42"]}, {"colour": "red", "kind": "promo"}]
+    added = await client.post("/v1/albums/shoes/images", files=files(png(1), png(2), png(3)),
+                              data={"attributes": [json.dumps(r) for r in rows]})
+    assert added.status_code == 201, added.text
+    return [r["id"] for r in added.json()["results"]]
+
+
+async def test_a_typed_album_shows_its_columns_and_typed_values(client: httpx.AsyncClient) -> None:
+    ids = await _shop(client)
+    assert (await client.get("/v1/albums/shoes")).json()["columns"] == SHOE_COLUMNS
+    first = (await client.get(f"/v1/albums/shoes/images/{ids[0]}")).json()
+    assert first["attributes"] == {"price": 30.0, "colour": "red", "sizes": ["41"],
+                                   "listed_at": "2024-01-02T03:04:05Z"}
+    third = (await client.get(f"/v1/albums/shoes/images/{ids[2]}")).json()
+    assert third["attributes"] == {"price": None, "colour": "red", "sizes": None, "listed_at": None, "kind": "promo"}
+
+
+async def test_a_wrong_type_fails_that_image_naming_image_attribute_and_value(client: httpx.AsyncClient) -> None:
+    await _shop(client)
+    response = await client.post("/v1/albums/shoes/images", files=files(png(4), png(5)),
+                                 data={"name": ["good.png", "bad.png"],
+                                       "attributes": ['{"price": 3}', '{"price": "cheap"}']})
+    assert response.status_code == 207
+    failed = response.json()["results"][1]
+    assert failed["error"]["reason"] == "invalid_attributes"
+    assert all(word in failed["error"]["message"] for word in ("bad.png", "price", "cheap"))
+
+
+async def test_list_count_and_group_with_a_where_filter(client: httpx.AsyncClient) -> None:
+    await _shop(client)
+    listed = await client.get("/v1/albums/shoes/images", params={"where": "colour = 'red'", "order_by": "price"})
+    assert [i["attributes"]["price"] for i in listed.json()["images"]] == [30.0, None]
+    count = await client.get("/v1/albums/shoes/images/count", params={"filter": '{"price": {"lt": 40}}'})
+    assert count.json() == {"count": 1}
+    groups = await client.get("/v1/albums/shoes/images/groups", params={"by": "colour"})
+    assert groups.json() == {"columns": ["colour"], "groups": [{"key": ["red"], "count": 2},
+                                                               {"key": ["blue"], "count": 1}]}
+    bad = await client.get("/v1/albums/shoes/images", params={"where": "price <"})
+    assert (bad.status_code, bad.json()["error"]["reason"]) == (422, "invalid_filter")
+    assert "position" in bad.json()["error"]["message"]
+    unknown = await client.get("/v1/albums/shoes/images/count", params={"where": "prcie < 3"})
+    assert unknown.status_code == 422 and "prcie" in unknown.json()["error"]["message"]
+
+
+async def test_search_takes_a_where_filter_and_a_max_distance(client: httpx.AsyncClient) -> None:
+    ids = await _shop(client)
+    found = await client.post("/v1/albums/shoes/search", params={"where": "colour = 'red'"}, files=files(png(2)))
+    assert {r["id"] for r in found.json()["results"]} == {ids[0], ids[2]}
+    exact = await client.post("/v1/albums/shoes/search", params={"max_distance": 0.0001}, files=files(png(2)))
+    assert [r["id"] for r in exact.json()["results"]] == [ids[1]]
+    negative = await client.post("/v1/albums/shoes/search", params={"max_distance": -1}, files=files(png(2)))
+    assert negative.status_code == 400
+
+
+async def test_patch_changes_attributes_without_re_embedding(client: httpx.AsyncClient, fakes: Fakes) -> None:
+    ids = await _shop(client)
+    calls = len(fakes.extractor.calls)
+    one = await client.patch(f"/v1/albums/shoes/images/{ids[0]}", json={"attributes": {"price": 39.5, "x": 1}})
+    assert one.status_code == 200 and one.json()["attributes"]["price"] == 39.5 and one.json()["attributes"]["x"] == 1
+    many = await client.patch("/v1/albums/shoes/images", params={"where": "colour = 'red'"},
+                              json={"attributes": {"colour": "crimson"}})
+    assert many.json() == {"updated": 2}
+    wrong = await client.patch("/v1/albums/shoes/images", params={"all": "true"}, json={"attributes": {"price": "x"}})
+    assert wrong.status_code == 422 and wrong.json()["error"]["reason"] == "invalid_attributes"
+    nowhere = await client.patch("/v1/albums/shoes/images", json={"attributes": {"price": 1}})
+    assert nowhere.status_code == 400 and "explicitly" in nowhere.json()["error"]["message"]
+    assert len(fakes.extractor.calls) == calls
+    prices = {i["id"]: i["attributes"]["price"] for i in (await client.get("/v1/albums/shoes/images")).json()["images"]}
+    assert prices == {ids[0]: 39.5, ids[1]: 45.5, ids[2]: None}
+
+
+async def test_delete_by_filter_needs_a_filter_or_all(client: httpx.AsyncClient, fakes: Fakes) -> None:
+    await _shop(client)
+    refused = await client.delete("/v1/albums/shoes/images")
+    assert refused.status_code == 400
+    deleted = await client.delete("/v1/albums/shoes/images", params={"where": "price > 40"})
+    assert deleted.json() == {"deleted": 1}
+    assert (await client.delete("/v1/albums/shoes/images", params={"all": "true"})).json() == {"deleted": 2}
+    assert not [k for k in fakes.blobs.objects if k.startswith("albums/shoes/")]
+
+
+async def test_sql_over_json_and_multipart(client: httpx.AsyncClient) -> None:
+    created = await client.post("/v1/sql", json={"statement": "CREATE TABLE hats (price DOUBLE, brand VARCHAR)"})
+    assert created.status_code == 200 and created.json()["affected"] == 1
+    insert = "INSERT INTO hats (name, image, price) VALUES ('a.png', image('a.png'), 10), ('b.png', image('b.png'), 20)"
+    uploads = [("file", ("a.png", png(1), "image/png")), ("file", ("b.png", png(2), "image/png"))]
+    inserted = await client.post("/v1/sql", data={"statement": insert}, files=uploads)
+    assert inserted.status_code == 200, inserted.text
+    assert inserted.json()["affected"] == 2
+    nearest = "SELECT name, price, distance FROM hats WHERE price < 15 ORDER BY feature <-> image('q.png') LIMIT 5"
+    query = [("file", ("q.png", png(1), "image/png"))]
+    selected = await client.post("/v1/sql", data={"statement": nearest}, files=query)
+    body = selected.json()
+    assert body["columns"] == ["name", "price", "distance"]
+    assert body["rows"][0]["values"][:2] == ["a.png", 10.0] and body["rows"][0]["image"]["thumbnail_url"]
+    assert body["rows"][0]["values"][2] == pytest.approx(0, abs=1e-3)
+    counted = await client.post("/v1/sql", json={"statement": "SELECT count(*) FROM hats"})
+    assert counted.json()["rows"] == [{"values": [2], "image": None}]
+
+
+@pytest.mark.parametrize(("body", "status", "reason"), [
+    ({"statement": "SELEC 1"}, 400, "invalid_sql"),
+    ({"statement": "SELECT * FROM demo; DROP TABLE demo"}, 400, "invalid_sql"),
+    ({"statement": "SELECT * FROM nope"}, 404, "album_not_found"),
+    ({"statement": "SELECT * FROM demo WHERE kind = 1 AND kind < 'x' AND x"}, 200, None),
+    ({"statement": "DELETE FROM demo"}, 400, "invalid_argument"),
+    ({"sql": "SELECT 1"}, 400, "invalid_argument"),
+])
+async def test_bad_sql_requests_get_the_right_status(client: httpx.AsyncClient, body: dict[str, str], status: int,
+                                                      reason: str | None) -> None:
+    response = await client.post("/v1/sql", json=body)
+    assert response.status_code == status, response.text
+    if reason:
+        assert response.json()["error"]["reason"] == reason
+
+
+async def test_a_name_ending_in_a_newline_is_refused_everywhere(client: httpx.AsyncClient) -> None:
+    assert (await client.post("/v1/albums", json={"name": "demo\n"})).status_code == 400
+    assert (await client.get("/v1/albums/demo%0A")).status_code == 400
+    listed = [a["name"] for a in (await client.get("/v1/albums")).json()["albums"]]
+    assert listed == ["demo"]
+    filtered = await client.post("/v1/albums/demo/search", params={"filter": '{"kind\\n": 1}'}, files=files(png(1)))
+    assert filtered.status_code == 422
+
+
+async def test_huge_offsets_and_a_zero_thumbnail_are_refused_not_failed(client: httpx.AsyncClient) -> None:
+    added = (await client.post("/v1/albums/demo/images", files=files(png(1)))).json()["results"][0]["id"]
+    far = await client.get("/v1/albums/demo/images", params={"offset": 2147483648})
+    assert far.status_code == 200 and far.json()["images"] == []  # (Milvus answers 400: page with `after`)
+    for offset in (2**63, 10**30):
+        response = await client.get("/v1/albums/demo/images", params={"offset": offset})
+        assert response.status_code == 400, (offset, response.text)
+    assert (await client.get(f"/v1/albums/demo/images/{added}/thumbnail", params={"size": 0})).status_code == 400
+
+
+async def test_an_unknown_http_method_is_counted_under_one_label(client: httpx.AsyncClient) -> None:
+    for word in ("ANYTOKEN", "BREW", "X1"):
+        await client.request(word, "/healthz")
+    text = (await client.get("/metrics")).text
+    assert "ANYTOKEN" not in text and "BREW" not in text and 'method="OTHER unmatched"' in text.replace(
+        'method="OTHER /healthz"', 'method="OTHER unmatched"')
+
+
+async def test_the_openapi_document_says_what_the_server_enforces(client: httpx.AsyncClient, fakes: Fakes) -> None:
+    doc = (await client.get("/openapi.json")).json()
+    add = doc["paths"]["/v1/albums/{album}/images"]["post"]["responses"]
+    for status in ("413", "422"):
+        schema = add[status]["content"]["application/json"]["schema"]
+        refs = {s.get("$ref", "").rsplit("/", 1)[-1] for s in schema.get("anyOf", [schema])}
+        assert refs == {"AddImagesOut", "ErrorBody"}, (status, schema)
+    album = next(p for p in doc["paths"]["/v1/albums/{album}"]["get"]["parameters"] if p["name"] == "album")
+    assert album["schema"]["pattern"] == "^[a-z0-9][a-z0-9_-]{0,62}$"
+    assert doc["components"]["schemas"]["AlbumCreate"]["properties"]["name"]["pattern"] == album["schema"]["pattern"]
+    search_params = {p["name"]: p for p in doc["paths"]["/v1/albums/{album}/search"]["post"]["parameters"]}
+    top_k = search_params["top_k"]["schema"]
+    assert top_k["maximum"] == fakes.settings.max_top_k
+    listing = {p["name"]: p["schema"] for p in doc["paths"]["/v1/albums/{album}/images"]["get"]["parameters"]}
+    assert listing["limit"]["maximum"] == 1000 and listing["offset"]["minimum"] == 0
+    thumb = {p["name"]: p["schema"] for p in doc["paths"]["/v1/albums/{album}/images/{image_id}/thumbnail"]["get"][
+        "parameters"]}
+    assert (thumb["size"]["minimum"], thumb["size"]["maximum"]) == (1, 1024)
+    assert doc["components"]["schemas"]["ColumnType"]["enum"] == ["string", "int", "float", "bool", "timestamp",
+                                                                  "string_list"]
+    assert "/v1/sql" in doc["paths"] and "multipart/form-data" in doc["paths"]["/v1/sql"]["post"]["requestBody"][
+        "content"]

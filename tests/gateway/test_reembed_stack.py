@@ -32,7 +32,7 @@ async def _as_old_model(stack: Stack, album: str) -> None:
     async with open_channel(f"127.0.0.1:{stack.ports.search}") as channel:
         search = GrpcVectorSearch(channel, 30)
         info = await search.get_collection(album)
-        items = await search.list_items(album, 100, 0)
+        items = await search.query(album, None, 100)
         await search.drop_collection(album)
         await search.create_collection(album, info.dim, OLD_MODEL)
         await search.insert(album, [replace(i, vectors=[[1.0] + [0.0] * (info.dim - 1)]) for i in items])

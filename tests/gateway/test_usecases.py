@@ -13,6 +13,7 @@ from services.common.errors import (
     ImageNotFound,
     ImageTooLarge,
     InvalidArgument,
+    InvalidAttributes,
     InvalidFilter,
     InvalidImage,
     ModelMismatch,
@@ -20,8 +21,9 @@ from services.common.errors import (
     StoreUnavailable,
     UrlFetchFailed,
 )
+from services.common.filtering import Op, Predicate
 from services.gateway.blobstore import features_key, image_key
-from services.gateway.records import AddStatus, EmbedPurpose, NewImage, Query
+from services.gateway.records import AddStatus, EmbedPurpose, ImageFilter, Listing, NewImage, Query
 from services.gateway.usecases import albums, images, ingest, reembed, search
 from tests.gateway.conftest import MakeFakes
 from tests.gateway.fakes import MODEL, Fakes, png, vector_of
@@ -85,8 +87,8 @@ async def test_bad_items_fail_alone_with_their_reason(fakes: Fakes) -> None:
         NewImage(b"", name="empty"),
         NewImage(b"not an image", name="text"),
         NewImage(b"x" * 100_001, name="huge"),
-        NewImage(png(2), name="attrs", attributes_json="[1, 2]"),
-        NewImage(png(3), name="broken-json", attributes_json="{oops"),
+        NewImage(png(2), name="attrs", attributes=InvalidAttributes("attributes must be a JSON object")),
+        NewImage(png(3), name="broken-json", attributes={"bad key \u0000": 1}),
     ]
     results = await ingest.add_images(fakes.deps, "demo", batch)
     reasons = {r.name: (r.status, r.error.reason if r.error else None) for r in results}
@@ -160,13 +162,13 @@ async def test_search_by_url_fetches_the_image(fakes: Fakes) -> None:
 
 async def test_search_passes_the_filter_through(fakes: Fakes) -> None:
     await ingest.add_images(fakes.deps, "demo", [
-        NewImage(png(1), name="red", attributes_json='{"color": "red"}'),
-        NewImage(png(2), name="blue", attributes_json='{"color": "blue"}'),
+        NewImage(png(1), name="red", attributes={"color": "red"}),
+        NewImage(png(2), name="blue", attributes={"color": "blue"}),
     ])
-    outcome = await search.search(fakes.deps, "demo", Query(image=png(1)), filter_json='{"color": "blue"}')
+    outcome = await search.search(fakes.deps, "demo", Query(image=png(1)), filter=ImageFilter(json='{"color": "blue"}'))
     assert [h.image.name for h in outcome.hits] == ["blue"]
     assert outcome.hits[0].image.attributes == {"color": "blue"}
-    assert fakes.search.last_search["filter_json"] == '{"color":"blue"}'
+    assert fakes.search.last_search["filter"] == Predicate("attributes.color", Op.EQ, ("blue",))
 
 
 async def test_copy_mode_searches_every_row_and_similar_mode_the_upright_rows_expanded(
@@ -201,7 +203,7 @@ async def test_top_k_out_of_range_is_invalid_argument(fakes: Fakes, top_k: int) 
 @pytest.mark.parametrize("flt", ["{oops", "[1]", '"x"'])
 async def test_a_filter_that_is_not_a_json_object_is_invalid_filter(fakes: Fakes, flt: str) -> None:
     with pytest.raises(InvalidFilter):
-        await search.search(fakes.deps, "demo", Query(image=png(1)), filter_json=flt)
+        await search.search(fakes.deps, "demo", Query(image=png(1)), filter=ImageFilter(json=flt))
 
 
 async def test_search_needs_exactly_one_query(fakes: Fakes) -> None:
@@ -226,7 +228,7 @@ async def test_an_unreachable_extractor_fails_the_call_with_its_error(fakes: Fak
 
 async def test_get_image_content_and_thumbnail(fakes: Fakes) -> None:
     added = await ingest.add_images(fakes.deps, "demo", [NewImage(png(1, size=150), name="big.png",
-                                                               attributes_json='{"a": 1}')])
+                                                               attributes={"a": 1})])
     image = await images.get_image(fakes.deps, "demo", added[0].id)
     assert (image.name, image.attributes, image.content_type) == ("big.png", {"a": 1}, "image/png")
     assert image.size_bytes == len(png(1, size=150))
@@ -252,12 +254,12 @@ async def test_delete_image_removes_vector_blob_and_thumbnails(fakes: Fakes) -> 
 
 async def test_list_images_pages_through_the_album(fakes: Fakes) -> None:
     await ingest.add_images(fakes.deps, "demo", [NewImage(png(i)) for i in range(5)])
-    first = await images.list_images(fakes.deps, "demo", limit=3)
-    rest = await images.list_images(fakes.deps, "demo", limit=3, offset=3)
+    first = await images.list_images(fakes.deps, "demo", Listing(limit=3))
+    rest = await images.list_images(fakes.deps, "demo", Listing(limit=3, offset=3))
     assert len(first) == 3 and len(rest) == 2
     assert {i.id for i in first}.isdisjoint({i.id for i in rest})
     with pytest.raises(InvalidArgument):
-        await images.list_images(fakes.deps, "demo", limit=0)
+        await images.list_images(fakes.deps, "demo", Listing(limit=0))
 
 
 async def test_delete_album_drops_vectors_and_blobs(fakes: Fakes) -> None:
@@ -287,7 +289,7 @@ async def test_a_query_is_embedded_as_one_vector(fakes: Fakes) -> None:
 
 async def test_reembed_moves_the_album_to_the_new_model_keeping_names_attributes_and_times(fakes: Fakes) -> None:
     added = await ingest.add_images(fakes.deps,
-        "demo", [NewImage(png(i), name=f"p{i}", attributes_json=f'{{"n": {i}}}') for i in range(3)])
+        "demo", [NewImage(png(i), name=f"p{i}", attributes={"n": i}) for i in range(3)])
     before = {i.id: i for i in await fakes.search.get("demo", [r.id for r in added], with_vectors=True)}
     fakes.extractor.model = "new-model"
     with pytest.raises(ModelMismatch, match="reembed"):
@@ -298,8 +300,7 @@ async def test_reembed_moves_the_album_to_the_new_model_keeping_names_attributes
     after = await fakes.search.get("demo", list(before), with_vectors=True)
     for item in after:
         old = before[item.id]
-        assert (item.name, item.attributes_json, item.created_at_ms) == (old.name, old.attributes_json,
-                                                                         old.created_at_ms)
+        assert (item.name, item.attributes, item.created_at_ms) == (old.name, old.attributes, old.created_at_ms)
         assert item.vectors[1] != old.vectors[1]
     hits = (await search.search(fakes.deps, "demo", Query(image=png(0)))).hits
     assert hits[0].image.name == "p0"

@@ -1,110 +1,29 @@
-"""Attribute filters: their Milvus expressions, escaping, evaluation, and every way to get one wrong."""
+"""The filter language evaluated on one image (the exact index's side): SQL's three-valued logic,
+nulls of declared columns, and Milvus' semantics for undeclared JSON attributes."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from services.common.errors import InvalidFilter
-from services.search.filters import AttributeFilter, parse_filter, parse_filter_json, quote_string
+from services.common.filtering import FALSE, TRUE, And, Expr, Not, Op, Or, Predicate, bind, from_json
+from services.common.schema import NO_COLUMNS, AlbumSchema, Column, ColumnType
+from services.search.filters import Row, matches, truth
+
+SCHEMA = AlbumSchema.of([Column("price", ColumnType.FLOAT), Column("colour", ColumnType.STRING),
+                         Column("sizes", ColumnType.STRING_LIST), Column("when", ColumnType.TIMESTAMP)])
+ATTRS: dict[str, Any] = {"s": "shoes", "n": 10, "f": 2.5, "b": True, "one": 1, "nothing": None, "tags": ["x", 1],
+                         "obj": {"x": 1}}
 
 
-def expr(spec: Any) -> str:
-    return parse_filter(spec).to_expr()
+def row(**attributes: Any) -> Row:
+    return Row("id1", "photo.jpg", "hash", 1_700_000_000_000, attributes)
 
 
-def test_the_documented_example_translates_to_an_and_of_json_field_tests() -> None:
-    assert expr({"category": "shoes", "price": {"lt": 50}, "in_stock": True}) == (
-        'attributes["category"] == "shoes" and attributes["price"] < 50 and attributes["in_stock"] == true'
-    )
-
-
-@pytest.mark.parametrize(
-    ("spec", "expected"),
-    [
-        ({"a": {"eq": 1}}, 'attributes["a"] == 1'),
-        ({"a": {"ne": "x"}}, 'attributes["a"] != "x"'),
-        ({"a": {"lte": 2.5}}, 'attributes["a"] <= 2.5'),
-        ({"a": {"gt": -3}}, 'attributes["a"] > -3'),
-        ({"a": {"gte": 1e-05}}, 'attributes["a"] >= 1e-05'),
-        ({"a": {"in": ["x", "y"]}}, 'attributes["a"] in ["x", "y"]'),
-        ({"a": {"nin": [1, 2]}}, 'attributes["a"] not in [1, 2]'),
-        ({"a": {"in": [True]}}, 'attributes["a"] in [true]'),
-        ({"a": {"exists": True}}, 'exists attributes["a"]'),
-        ({"a": {"exists": False}}, 'not exists attributes["a"]'),
-        ({"a": False}, 'attributes["a"] == false'),
-        ({"a": {"gte": 10, "lt": 50}}, 'attributes["a"] >= 10 and attributes["a"] < 50'),
-    ],
-)
-def test_each_operator_translates_to_its_milvus_form(spec: Any, expected: str) -> None:
-    assert expr(spec) == expected
-
-
-def test_a_list_mixing_ints_and_floats_is_written_all_as_floats_because_milvus_needs_one_type() -> None:
-    assert expr({"p": {"in": [10, 2.5]}}) == 'attributes["p"] in [10.0, 2.5]'
-
-
-def test_quotes_backslashes_and_line_breaks_in_strings_are_escaped() -> None:
-    assert quote_string('a"b\\c\nd\te\r') == '"a\\"b\\\\c\\nd\\te\\r"'
-    assert expr({"s": '" or 1 == 1 or "'}) == 'attributes["s"] == "\\" or 1 == 1 or \\""'
-
-
-def test_non_ascii_strings_pass_through_unchanged() -> None:
-    assert expr({"s": "é😀"}) == 'attributes["s"] == "é😀"'
-
-
-def test_an_empty_filter_matches_everything_and_renders_nothing() -> None:
-    for empty in (parse_filter_json(""), parse_filter_json("  "), parse_filter({}), parse_filter(None)):
-        assert not empty
-        assert empty.to_expr() == ""
-        assert empty.matches({"anything": 1})
-
-
-@pytest.mark.parametrize(
-    ("text", "problem"),
-    [
-        ("{", "not valid JSON"),
-        ("[1]", "must be a JSON object"),
-        ('"x"', "must be a JSON object"),
-        ('{"1bad": 1}', "not a valid attribute name"),
-        ('{"a b": 1}', "not a valid attribute name"),
-        ('{"a]\\"": 1}', "not a valid attribute name"),
-        ('{"' + "k" * 65 + '": 1}', "not a valid attribute name"),
-        ('{"a": null}', "not null"),
-        ('{"a": [1, 2]}', "not an array"),
-        ('{"a": {"eq": {"x": 1}}}', "not an object"),
-        ('{"a": {}}', "has no operators"),
-        ('{"a": {"like": "x%"}}', "unknown operator"),
-        ('{"a": {"lt": true}}', "not a boolean"),
-        ('{"a": {"lt": [1]}}', "not an array"),
-        ('{"a": {"in": "abc"}}', "takes a list"),
-        ('{"a": {"in": 3}}', "takes a list"),
-        ('{"a": {"in": ["x", 1]}}', "mixes"),
-        ('{"a": {"nin": [true, 1]}}', "mixes"),
-        ('{"a": {"in": [[1]]}}', "not an array"),
-        ('{"a": {"exists": 1}}', "takes true or false"),
-        ('{"a": 1e400}', "not finite"),
-        ('{"a": NaN}', "not finite"),
-        ('{"a": -Infinity}', "not finite"),
-        ('{"a": 9223372036854775808}', "64-bit"),
-        ('{"a": "bell\\u0007"}', "control character"),
-        ('{"a": "nul\\u0000"}', "control character"),
-    ],
-)
-def test_an_invalid_filter_is_refused_with_a_message_naming_the_problem(text: str, problem: str) -> None:
-    with pytest.raises(InvalidFilter) as caught:
-        parse_filter_json(text)
-    assert problem in caught.value.message
-
-
-def test_overlong_strings_lists_and_filters_are_refused() -> None:
-    for spec in ({"a": "x" * 1025}, {"a": {"in": list(range(1025))}}, {f"k{i}": i for i in range(65)}):
-        with pytest.raises(InvalidFilter):
-            parse_filter(spec)
-
-
-ATTRS: dict[str, Any] = {"s": "shoes", "n": 10, "f": 2.5, "b": True, "one": 1, "nothing": None, "tags": ["x"]}
+def p(column: str, op: Op, *values: Any) -> Predicate:
+    return Predicate(column, op, tuple(values))
 
 
 @pytest.mark.parametrize(
@@ -129,9 +48,66 @@ ATTRS: dict[str, Any] = {"s": "shoes", "n": 10, "f": 2.5, "b": True, "one": 1, "
         ({"tags": "x"}, False),
     ],
 )
-def test_evaluation_on_a_dict_follows_milvus_json_semantics(spec: Any, expected: bool) -> None:
-    assert parse_filter(spec).matches(ATTRS) is expected
+def test_the_json_form_keeps_its_meaning_on_undeclared_attributes(spec: Any, expected: bool) -> None:
+    assert matches(bind(from_json(spec, NO_COLUMNS), NO_COLUMNS), row(**ATTRS)) is expected
 
 
-def test_a_filter_is_a_plain_value_usable_as_a_default() -> None:
-    assert AttributeFilter().conditions == ()
+@pytest.mark.parametrize(
+    ("expr", "expected"),
+    [
+        (p("attributes.missing", Op.EQ, 1), None),
+        (Not(p("attributes.missing", Op.EQ, 1)), None),
+        (p("attributes.s", Op.EQ, 3), False),
+        (p("attributes.s", Op.LT, 3), None),
+        (Not(p("attributes.s", Op.LT, 3)), None),
+        (p("attributes.obj", Op.EQ, 1), False),
+        (p("attributes.tags", Op.CONTAINS, "x"), True),
+        (p("attributes.tags", Op.CONTAINS, 1.0), True),
+        (p("attributes.tags", Op.CONTAINS_ALL, "x", "y"), False),
+        (p("attributes.tags", Op.CONTAINS_ANY, "y", "x"), True),
+        (p("attributes.s", Op.CONTAINS, "s"), False),
+        (p("attributes.s", Op.PREFIX, "sho"), True),
+        (p("attributes.n", Op.PREFIX, "1"), None),
+        (p("attributes.n", Op.BETWEEN, 10, 20), True),
+        (p("attributes.nothing", Op.IS_NULL), False),
+    ],
+)
+def test_undeclared_attributes_are_unknown_when_missing_or_of_another_kind_to_order(expr: Expr, expected: Any) -> None:
+    assert truth(expr, row(**ATTRS)) is expected
+
+
+def test_and_or_not_follow_three_valued_logic() -> None:
+    unknown = p("attributes.missing", Op.EQ, 1)
+    yes, no = TRUE, FALSE
+    assert truth(And((yes, unknown)), row()) is None
+    assert truth(And((no, unknown)), row()) is False
+    assert truth(Or((yes, unknown)), row()) is True
+    assert truth(Or((no, unknown)), row()) is None
+    assert truth(Not(unknown), row()) is None
+    assert truth(TRUE, row()) is True and truth(FALSE, row()) is False
+
+
+def test_a_null_declared_value_makes_every_test_but_is_null_unknown() -> None:
+    empty = row(price=None, colour=None, sizes=None, when=None)
+    for expr in (p("price", Op.LT, 50.0), p("colour", Op.PREFIX, ""), p("sizes", Op.CONTAINS, "42"),
+                 p("when", Op.GE, datetime(2000, 1, 1, tzinfo=UTC))):
+        assert truth(expr, empty) is None
+        assert truth(Not(expr), empty) is None
+    assert truth(p("price", Op.IS_NULL), empty) is True
+
+
+def test_declared_values_compare_by_their_type() -> None:
+    shoe = row(price=39.5, colour="red", sizes=["42", "43"], when=datetime(2024, 5, 1, tzinfo=UTC))
+    assert truth(p("price", Op.BETWEEN, 30.0, 40.0), shoe) is True
+    assert truth(p("colour", Op.IN, "red", "blue"), shoe) is True
+    assert truth(p("sizes", Op.CONTAINS_ALL, "42", "43"), shoe) is True
+    assert truth(p("sizes", Op.CONTAINS_ANY, "44"), shoe) is False
+    assert truth(p("when", Op.LT, datetime(2024, 1, 1, tzinfo=UTC)), shoe) is False
+
+
+def test_created_at_compares_in_milliseconds() -> None:
+    made = datetime.fromtimestamp(1_700_000_000, tz=UTC)
+    assert truth(bind(p("created_at", Op.EQ, made), SCHEMA), row()) is True
+    assert truth(bind(p("created_at", Op.GT, made.replace(microsecond=999)), SCHEMA), row()) is False
+    assert truth(p("name", Op.PREFIX, "photo"), row()) is True
+    assert truth(p("id", Op.IS_NULL), row()) is False

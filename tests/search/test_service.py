@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 import time
 import uuid
@@ -13,9 +12,12 @@ from typing import Any
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from imagesearch.v1 import search_pb2, search_pb2_grpc
+from imagesearch.v1 import common_pb2, search_pb2, search_pb2_grpc
 
+from services.common.filtering import from_json
 from services.common.grpc_server import ERROR_REASON_KEY
+from services.common.schema import NO_COLUMNS
+from services.common.wire import attributes_from_wire, attributes_to_wire, filter_to_wire
 from services.devstack import Stack, free_port
 from services.search.__main__ import build
 from services.search.settings import SearchSettings
@@ -77,9 +79,14 @@ def reason(error: grpc.RpcError) -> str | None:
 
 def item(image_id: str, *vectors: list[float], **attributes: Any) -> search_pb2.Item:
     return search_pb2.Item(
-        id=image_id, name=f"{image_id}.jpg", content_hash=f"sha-{image_id}", attributes_json=json.dumps(attributes),
+        id=image_id, name=f"{image_id}.jpg", content_hash=f"sha-{image_id}", attributes=attributes_to_wire(attributes),
         created_at_ms=42, vectors=[search_pb2.Descriptor(values=v) for v in vectors],
     )
+
+
+def where(spec: dict[str, Any]) -> Any:
+    """A filter message from the JSON form."""
+    return filter_to_wire(from_json(spec, NO_COLUMNS))
 
 
 def test_an_album_round_trips_through_every_rpc(stub: search_pb2_grpc.SearchStub) -> None:
@@ -96,11 +103,11 @@ def test_an_album_round_trips_through_every_rpc(stub: search_pb2_grpc.SearchStub
     found = stub.Search(search_pb2.SearchRequest(collection="round-trip", vector=[0, 0, 2, 0], top_k=2))
     assert found.metric == "cosine"
     assert found.hits[0].id == "b" and found.hits[0].distance == pytest.approx(0, abs=1e-5)
-    assert json.loads(found.hits[0].attributes_json) == {"category": "hats", "price": 20}
+    assert attributes_from_wire(found.hits[0].attributes) == {"category": "hats", "price": 20}
     assert (found.hits[0].name, found.hits[0].content_hash, found.hits[0].created_at_ms) == ("b.jpg", "sha-b", 42)
     filtered = stub.Search(search_pb2.SearchRequest(
         collection="round-trip", vector=[1, 0, 0, 0], top_k=5,
-        filter_json='{"category": "shoes", "price": {"lt": 50}}'))
+        filter=where({"category": "shoes", "price": {"lt": 50}})))
     assert [h.id for h in filtered.hits] == ["a"]
     excluded = stub.Search(search_pb2.SearchRequest(collection="round-trip", vector=[1, 0, 0, 0], top_k=5,
                                                     exclude_ids=["a"]))
@@ -108,7 +115,7 @@ def test_an_album_round_trips_through_every_rpc(stub: search_pb2_grpc.SearchStub
 
     got = stub.Get(search_pb2.GetRequest(collection="round-trip", ids=["b", "zz"], with_vectors=True))
     assert [i.id for i in got.items] == ["b"] and len(got.items[0].vectors) == 2
-    listed = stub.List(search_pb2.ListRequest(collection="round-trip", limit=10))
+    listed = stub.Query(search_pb2.QueryRequest(collection="round-trip", limit=10))
     assert sorted(i.id for i in listed.items) == ["a", "b", "c"]
     assert stub.Count(search_pb2.CountRequest(collection="round-trip")).count == 3
     assert stub.GetCollection(search_pb2.GetCollectionRequest(name="round-trip")).count == 3
@@ -143,8 +150,12 @@ def test_creating_an_album_twice_is_already_exists(stub: search_pb2_grpc.SearchS
     [
         ({"top_k": 0}, "invalid_argument"),
         ({"top_k": 5, "vector": [1, 0]}, "invalid_argument"),
-        ({"top_k": 5, "filter_json": '{"price": {"lt": "1", "oops": 2}}'}, "invalid_filter"),
-        ({"top_k": 5, "filter_json": "{not json"}, "invalid_filter"),
+        ({"top_k": 5, "filter": common_pb2.Filter(predicate=common_pb2.Predicate(
+            column="attributes.price", op=2, values=[common_pb2.Value(bool_value=True)]))}, "invalid_filter"),
+        ({"top_k": 5, "filter": common_pb2.Filter(predicate=common_pb2.Predicate(column="a b", op=1, values=[
+            common_pb2.Value(int_value=1)]))}, "invalid_filter"),
+        ({"top_k": 5, "filter": common_pb2.Filter(predicate=common_pb2.Predicate(column="a", values=[
+            common_pb2.Value(int_value=1)]))}, "invalid_filter"),
         ({"top_k": 5, "expand_k": 51}, "invalid_argument"),
         ({"top_k": 5, "expand_k": -1}, "invalid_argument"),
     ],
@@ -182,11 +193,23 @@ def test_primary_only_and_expand_k_cross_the_wire(stub: search_pb2_grpc.SearchSt
         stub.DropCollection(search_pb2.DropCollectionRequest(name="similar"))
 
 
-def test_attributes_that_are_not_a_json_object_are_refused(stub: search_pb2_grpc.SearchStub) -> None:
-    bad = search_pb2.Item(id="x", attributes_json="[1, 2]", vectors=[search_pb2.Descriptor(values=[1, 0, 0, 0])])
-    with pytest.raises(grpc.RpcError) as caught:
-        stub.Insert(search_pb2.InsertRequest(collection="whatever", items=[bad]))
-    assert reason(caught.value) == "invalid_attributes"
+def test_a_declared_attribute_of_the_wrong_type_is_refused_naming_image_attribute_and_value(
+    stub: search_pb2_grpc.SearchStub,
+) -> None:
+    stub.CreateCollection(search_pb2.CreateCollectionRequest(name="typed", dim=4, model="m", columns=[
+        common_pb2.Column(name="price", type=common_pb2.COLUMN_TYPE_FLOAT)]))
+    try:
+        bad = item("x", [1, 0, 0, 0], price="cheap")
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.Insert(search_pb2.InsertRequest(collection="typed", items=[item("y", [0, 1, 0, 0], price=3), bad]))
+        assert reason(caught.value) == "invalid_attributes"
+        assert "'price'" in caught.value.details() and "cheap" in caught.value.details()  # type: ignore[attr-defined]
+        assert "x.jpg" in caught.value.details()  # type: ignore[attr-defined]
+        assert stub.Count(search_pb2.CountRequest(collection="typed")).count == 0
+        described = stub.GetCollection(search_pb2.GetCollectionRequest(name="typed"))
+        assert [(c.name, c.type) for c in described.columns] == [("price", common_pb2.COLUMN_TYPE_FLOAT)]
+    finally:
+        stub.DropCollection(search_pb2.DropCollectionRequest(name="typed"))
 
 
 def test_without_milvus_the_service_starts_and_answers_unavailable_quickly() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from services.common.errors import StoreUnavailable
+from services.common.schema import NO_COLUMNS, AlbumSchema
 from services.gateway.blobstore import album_prefix
 from services.gateway.deps import Deps, check_album_name
 from services.gateway.records import Album, Collection
@@ -14,15 +15,17 @@ log = logging.getLogger(__name__)
 
 def album_of(c: Collection) -> Album:
     return Album(name=c.name, image_count=c.count, model=c.model, dim=c.dim, metric=c.metric,
-                 created_at_ms=c.created_at_ms)
+                 created_at_ms=c.created_at_ms, schema=c.schema)
 
 
-async def create(deps: Deps, name: str) -> Album:
-    """Creates an empty album recording the extractor's model; AlreadyExists if the name is taken."""
+async def create(deps: Deps, name: str, schema: AlbumSchema = NO_COLUMNS) -> Album:
+    """Creates an empty album with these declared columns, recording the extractor's model; AlreadyExists
+    if the name is taken."""
     check_album_name(name)
+    schema = AlbumSchema.of(schema.columns)
     info = await deps.model_info(fresh=True)
-    collection = await deps.search.create_collection(name, info.dim, info.model)
-    log.info("created album %s (model %s, dim %d)", name, info.model, info.dim)
+    collection = await deps.search.create_collection(name, info.dim, info.model, schema)
+    log.info("created album %s (model %s, dim %d, columns %s)", name, info.model, info.dim, schema.names)
     return album_of(collection)
 
 

@@ -1,29 +1,41 @@
-"""An album's images one by one: metadata, bytes, thumbnail; listing, counting and deleting."""
+"""An album's images: one image's metadata, bytes and thumbnail; listing, counting and grouping them;
+changing their attributes without re-embedding; deleting them with their blobs."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from typing import Any
 
 from services.common.errors import ImageNotFound, InvalidArgument, StoreUnavailable
 from services.gateway import imaging
 from services.gateway.blobstore import Blob, features_key, image_key, thumbnail_key
 from services.gateway.deps import Deps
-from services.gateway.records import ImageRecord, Item
-from services.gateway.usecases.shared import image_record
+from services.gateway.records import FIRST_PAGE, NO_FILTER, GroupCount, ImageFilter, ImageRecord, Item, Listing
+from services.gateway.usecases.shared import record_of
 
 log = logging.getLogger(__name__)
 
-IMAGE_ID = re.compile(r"^[0-9a-f]{32}$")
+IMAGE_ID = re.compile(r"[0-9a-f]{32}")
 MAX_LIST_LIMIT = 1000
+# Offsets are 64-bit on the wire; ordering by a column sorts every match, so no real offset comes near.
+MAX_OFFSET = 2**62
+# Images deleted per step of a delete by filter (their vectors, then their blobs).
+DELETE_BATCH = 500
+
+
+def check_image_id(album: str, image_id: str) -> str:
+    if not isinstance(image_id, str) or not IMAGE_ID.fullmatch(image_id):
+        raise ImageNotFound(f"no image {str(image_id)[:80]!r} in album {album!r} (ids are 32 hex digits)")
+    return image_id
 
 
 async def stored_items(deps: Deps, album: str, image_id: str, with_vectors: bool = False) -> list[Item]:
     """The album's image of that id (a list of one); `ImageNotFound` if there is none."""
-    if not IMAGE_ID.match(image_id or ""):
-        raise ImageNotFound(f"no image {image_id[:80]!r} in album {album!r} (ids are 32 hex digits)")
+    check_image_id(album, image_id)
     await deps.collection(album)
     items = await deps.search.get(album, [image_id], with_vectors=with_vectors)
     if not items:
@@ -35,8 +47,7 @@ async def get_image(deps: Deps, album: str, image_id: str) -> ImageRecord:
     """The image's metadata, with the type and size of its stored bytes."""
     item = (await stored_items(deps, album, image_id))[0]
     info = await deps.blobs.stat(image_key(album, item.content_hash))
-    record = image_record(album, item.id, item.name, item.content_hash, item.attributes_json, item.created_at_ms)
-    return replace(record, content_type=info.content_type, size_bytes=info.size)
+    return replace(record_of(album, item), content_type=info.content_type, size_bytes=info.size)
 
 
 async def get_content(deps: Deps, album: str, image_id: str) -> Blob:
@@ -46,7 +57,7 @@ async def get_content(deps: Deps, album: str, image_id: str) -> Blob:
 
 async def get_thumbnail(deps: Deps, album: str, image_id: str, size: int | None = None) -> Blob:
     """A JPEG thumbnail, made on first request and kept in the store."""
-    requested = size or deps.settings.thumbnail_size
+    requested = deps.settings.thumbnail_size if size is None else size
     if not 1 <= requested <= imaging.THUMBNAIL_SIZES[-1]:
         raise InvalidArgument(f"thumbnail size must be between 1 and {imaging.THUMBNAIL_SIZES[-1]}")
     side = imaging.thumbnail_size(requested)
@@ -65,28 +76,91 @@ async def get_thumbnail(deps: Deps, album: str, image_id: str, size: int | None 
     return Blob(content, "image/jpeg")
 
 
-async def list_images(deps: Deps, album: str, limit: int = 50, offset: int = 0) -> list[ImageRecord]:
-    """A page of the album's images (content type and size are given by `get_image` only)."""
-    if not 1 <= limit <= MAX_LIST_LIMIT or offset < 0:
-        raise InvalidArgument(f"limit must be between 1 and {MAX_LIST_LIMIT} and offset at least 0")
-    await deps.collection(album)
-    items = await deps.search.list_items(album, limit, offset)
-    return [image_record(album, i.id, i.name, i.content_hash, i.attributes_json, i.created_at_ms) for i in items]
+async def list_images(deps: Deps, album: str, listing: Listing = FIRST_PAGE) -> list[ImageRecord]:
+    """A page of the album's images matching the filter, by id (from after `listing.after`, for albums of
+    any size) or ordered by a column (content type and size are given by `get_image` only)."""
+    if not 1 <= listing.limit <= MAX_LIST_LIMIT or not 0 <= listing.offset <= MAX_OFFSET:
+        raise InvalidArgument(f"limit must be between 1 and {MAX_LIST_LIMIT} and offset between 0 and {MAX_OFFSET}")
+    if listing.after:
+        check_image_id(album, listing.after)
+        if listing.order_by:
+            raise InvalidArgument("after pages by id; with order_by, page with offset")
+    collection = await deps.collection(album)
+    items = await deps.search.query(album, deps.filter_of(collection, listing.filter), listing.limit, listing.offset,
+                                    listing.after, listing.order_by, listing.descending)
+    return [record_of(album, i) for i in items]
+
+
+async def count(deps: Deps, album: str, filter: ImageFilter = NO_FILTER) -> int:
+    """How many images the album has, or how many match the filter."""
+    collection = await deps.collection(album)
+    return await deps.search.count(album, deps.filter_of(collection, filter))
+
+
+async def count_groups(deps: Deps, album: str, columns: Sequence[str],
+                       filter: ImageFilter = NO_FILTER) -> list[GroupCount]:
+    """How many (matching) images have each combination of the columns' values, most first."""
+    if not columns:
+        raise InvalidArgument("name at least one column to group by")
+    collection = await deps.collection(album)
+    return await deps.search.count_groups(album, columns, deps.filter_of(collection, filter))
+
+
+async def update_image(deps: Deps, album: str, image_id: str, changes: Mapping[str, Any]) -> ImageRecord:
+    """Changes one image's attributes (and name; None clears a declared column or removes an undeclared
+    attribute); its vectors, blobs and local features are untouched. Returns the image as it is now."""
+    await stored_items(deps, album, image_id)
+    await deps.search.update(album, changes, ids=[image_id])
+    return await get_image(deps, album, image_id)
+
+
+async def update_images(deps: Deps, album: str, changes: Mapping[str, Any], filter: ImageFilter = NO_FILTER,
+                        all: bool = False) -> int:
+    """Changes the attributes of the images matching the filter (or all of them, said explicitly with
+    `all`); returns how many. Nothing changes when a value does not suit its column."""
+    collection = await deps.collection(album)
+    selected = _selection(deps, collection, filter, all, "update")
+    updated = await deps.search.update(album, changes, filter=selected, all=selected is None)
+    log.info("updated %d image(s) of album %s: %s", updated, album, sorted(changes))
+    return updated
 
 
 async def delete_image(deps: Deps, album: str, image_id: str) -> bool:
     """Deletes the vector, then the blobs (a blob left over is only logged: the image is gone)."""
     item = (await stored_items(deps, album, image_id))[0]
     await deps.search.delete(album, [image_id])
-    keys = [image_key(album, item.content_hash), features_key(album, item.content_hash),
-            *(thumbnail_key(album, s, item.content_hash) for s in imaging.THUMBNAIL_SIZES)]
-    try:
-        await deps.blobs.delete(*keys)
-    except StoreUnavailable as exc:
-        log.warning("image %s deleted but its blobs were not: %s", image_id, exc.message)
+    await _delete_blobs(deps, album, [item])
     return True
 
 
-async def count(deps: Deps, album: str) -> int:
-    await deps.collection(album)
-    return await deps.search.count(album)
+async def delete_images(deps: Deps, album: str, filter: ImageFilter = NO_FILTER, all: bool = False) -> int:
+    """Deletes the images matching the filter (every image only when `all` says so), a batch at a time:
+    their vectors, then their blobs, local features and thumbnails. Returns how many."""
+    collection = await deps.collection(album)
+    selected = _selection(deps, collection, filter, all, "delete")
+    deleted = 0
+    while batch := await deps.search.query(album, selected, DELETE_BATCH):
+        deleted += await deps.search.delete(album, [i.id for i in batch])
+        await _delete_blobs(deps, album, batch)
+    log.info("deleted %d image(s) of album %s", deleted, album)
+    return deleted
+
+
+def _selection(deps: Deps, collection: Any, filter: ImageFilter, all: bool, what: str) -> Any:
+    """The bound filter of an update or delete; None for every image, which must be asked for with `all`."""
+    if filter and all:
+        raise InvalidArgument(f"{what}: give a filter or all, not both")
+    if not filter and not all:
+        raise InvalidArgument(f"{what} without a filter would touch every image of album {collection.name!r}; "
+                              "say so explicitly (all=true, or WHERE TRUE in SQL) or give a filter")
+    return deps.filter_of(collection, filter) if filter else None
+
+
+async def _delete_blobs(deps: Deps, album: str, items: Sequence[Item]) -> None:
+    keys = [key for item in items for key in (
+        image_key(album, item.content_hash), features_key(album, item.content_hash),
+        *(thumbnail_key(album, s, item.content_hash) for s in imaging.THUMBNAIL_SIZES))]
+    try:
+        await deps.blobs.delete(*keys)
+    except StoreUnavailable as exc:
+        log.warning("%d image(s) deleted but their blobs were not: %s", len(items), exc.message)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from services.common.errors import (
     InvalidImage,
 )
 from services.common.json_text import json_object
+from services.common.schema import CONTROL_CHARS
 from services.gateway import imaging
 from services.gateway.blobstore import features_key, image_key
 from services.gateway.deps import Deps
@@ -30,6 +30,7 @@ from services.gateway.usecases.shared import (
     embed_for_album,
     failure,
     image_id_of,
+    item_error,
     now_ms,
 )
 
@@ -39,7 +40,7 @@ MAX_NAME_CHARS = 512
 
 
 def parse_attributes(text: str) -> JsonObject:
-    """A JSON object of attributes; empty text means {}."""
+    """A JSON object of attributes given as text (a form field); empty text means {}."""
     return json_object(text, "attributes", InvalidAttributes)
 
 
@@ -50,7 +51,7 @@ class _Accepted:
     index: int
     name: str
     content_hash: str
-    attributes_json: str
+    attributes: JsonObject
     content: bytes
     content_type: str
 
@@ -59,8 +60,12 @@ class _Accepted:
         return image_id_of(self.content_hash)
 
 
-async def add_images(deps: Deps, album: str, images: Sequence[NewImage]) -> list[AddResult]:
-    """Adds each image or reports why not; the batch is embedded in one call to the extractor."""
+async def add_images(deps: Deps, album: str, images: Sequence[NewImage], atomic: bool = False) -> list[AddResult]:
+    """Adds each image or reports why not; the batch is embedded in one call to the extractor. Declared
+    attributes are checked against the album's columns (a wrong type fails that image alone).
+
+    `atomic` (SQL's INSERT): all or nothing; the first image that fails raises its error, naming it,
+    before anything is written."""
     if not images:
         raise InvalidArgument("no images given")
     if len(images) > deps.settings.max_images_per_request:
@@ -73,8 +78,10 @@ async def add_images(deps: Deps, album: str, images: Sequence[NewImage]) -> list
     seen: set[str] = set()
     for index, image in enumerate(images):
         try:
-            item = _accept(deps, index, image)
+            item = _accept(deps, collection, index, image)
         except ImageSearchError as exc:
+            if atomic:
+                raise type(exc)(f"image {index + 1} ({image.name or 'unnamed'}): {exc.message}") from exc
             results[index] = AddResult(index, image.name, AddStatus.FAILED, error=failure(exc))
             continue
         if item.id in seen:
@@ -89,31 +96,38 @@ async def add_images(deps: Deps, album: str, images: Sequence[NewImage]) -> list
             results[item.index] = AddResult(item.index, item.name, AddStatus.DUPLICATE, item.id)
         else:
             fresh.append(item)
-    for result in await _store(deps, collection, model, fresh):
+    for result in await _store(deps, collection, model, fresh, atomic):
         results[result.index] = result
     return [results[i] for i in range(len(images))]
 
 
-def _accept(deps: Deps, index: int, image: NewImage) -> _Accepted:
+def _accept(deps: Deps, collection: Collection, index: int, image: NewImage) -> _Accepted:
     if not image.content:
         raise InvalidImage("the file is empty")
     if len(image.content) > deps.settings.max_image_bytes:
         raise ImageTooLarge(f"{len(image.content)} bytes; the limit is {deps.settings.max_image_bytes}")
     if len(image.name) > MAX_NAME_CHARS:
         raise InvalidArgument(f"name is longer than {MAX_NAME_CHARS} characters")
-    attributes = parse_attributes(image.attributes_json)
+    if CONTROL_CHARS.search(image.name):
+        raise InvalidArgument("name contains a control character")
+    if isinstance(image.attributes, InvalidAttributes):
+        raise image.attributes
+    if not isinstance(image.attributes, dict):
+        raise InvalidAttributes("attributes must be a JSON object")
     content_hash = hashlib.sha256(image.content).hexdigest()
+    name = image.name or content_hash
     return _Accepted(
         index=index,
-        name=image.name or content_hash,
+        name=name,
         content_hash=content_hash,
-        attributes_json=json.dumps(attributes, separators=(",", ":"), ensure_ascii=False),
+        attributes=collection.schema.check(image.attributes, what=f"image {name!r}"),
         content=image.content,
         content_type=imaging.sniff_content_type(image.content, image.content_type),
     )
 
 
-async def _store(deps: Deps, collection: Collection, model: str, images: list[_Accepted]) -> list[AddResult]:
+async def _store(deps: Deps, collection: Collection, model: str, images: list[_Accepted],
+                 atomic: bool = False) -> list[AddResult]:
     """Embeds, then writes blobs, then vectors; on a failed write, what was written is undone."""
     if not images:
         return []
@@ -122,12 +136,14 @@ async def _store(deps: Deps, collection: Collection, model: str, images: list[_A
     items: list[tuple[_Accepted, Item, bytes]] = []
     now = now_ms()
     for image, embedding in zip(images, embeddings, strict=True):
+        if isinstance(embedding, ItemFailure) and atomic:
+            raise item_error(ItemFailure(embedding.reason, f"image {image.index + 1} ({image.name}): "
+                                                            f"{embedding.message}"))
         if isinstance(embedding, ItemFailure):
             results.append(AddResult(image.index, image.name, AddStatus.FAILED, image.id, embedding))
         else:
             item = Item(id=image.id, name=image.name, content_hash=image.content_hash,
-                        attributes_json=image.attributes_json, created_at_ms=now,
-                        vectors=embedding.stored_vectors)
+                        attributes=image.attributes, created_at_ms=now, vectors=embedding.stored_vectors)
             items.append((image, item, embedding.local_features[0] if embedding.local_features else b""))
     if items:
         await _write(deps, collection.name, items)

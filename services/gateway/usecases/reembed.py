@@ -34,10 +34,10 @@ async def reembed_album(deps: Deps, name: str) -> ReembedReport:
     old = await deps.collection(name)
     info = await deps.model_info(fresh=True)
     target = Collection(name=name, dim=info.dim, metric=old.metric, model=info.model,
-                        created_at_ms=old.created_at_ms, count=0)
+                        created_at_ms=old.created_at_ms, count=0, schema=old.schema)
     items, failed = await _reembedded_items(deps, target, await _all_items(deps, name))
     await deps.search.drop_collection(name)
-    await deps.search.create_collection(name, info.dim, info.model)
+    await deps.search.create_collection(name, info.dim, info.model, old.schema)
     for start in range(0, len(items), deps.settings.max_images_per_request):
         await deps.search.insert(name, items[start:start + deps.settings.max_images_per_request])
     log.info("re-embedded album %s: %d image(s) from %s to %s, %d failed", name, len(items), old.model,
@@ -47,13 +47,11 @@ async def reembed_album(deps: Deps, name: str) -> ReembedReport:
 
 
 async def _all_items(deps: Deps, album: str) -> list[Item]:
-    """Every item's metadata, a page at a time."""
-    items: dict[str, Item] = {}
-    while True:
-        page = await deps.search.list_items(album, PAGE, len(items))
-        items.update((i.id, i) for i in page)
-        if len(page) < PAGE:
-            return list(items.values())
+    """Every item's metadata, a page at a time by id (any number of them)."""
+    items: list[Item] = []
+    while page := await deps.search.query(album, None, PAGE, after_id=items[-1].id if items else ""):
+        items.extend(page)
+    return items
 
 
 async def _reembedded_items(

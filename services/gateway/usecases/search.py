@@ -3,23 +3,30 @@
 from __future__ import annotations
 
 import hashlib
-import json
+import math
 import time
 
 from services.common.errors import (
     ImageNotFound,
     ImageTooLarge,
     InvalidArgument,
-    InvalidFilter,
     InvalidImage,
     ModelMismatch,
 )
-from services.common.json_text import json_object
 from services.common.local_features import LocalFeatures
 from services.gateway.deps import Deps, reembed_hint
-from services.gateway.records import Item, ItemFailure, Query, ScoredImage, SearchMode, SearchOutcome
+from services.gateway.records import (
+    NO_FILTER,
+    ImageFilter,
+    Item,
+    ItemFailure,
+    Query,
+    ScoredImage,
+    SearchMode,
+    SearchOutcome,
+)
 from services.gateway.usecases.images import stored_items
-from services.gateway.usecases.shared import image_record, item_error
+from services.gateway.usecases.shared import item_error, record_of
 from services.gateway.verification import parse_features
 
 
@@ -31,27 +38,30 @@ def check_search_mode(mode: str) -> SearchMode:
         raise InvalidArgument(f"search mode {mode[:80]!r} is not one of {allowed}") from None
 
 
-def normalise_filter(text: str) -> str:
-    """The filter as compact JSON text, '' for none; it must be a JSON object."""
-    value = json_object(text, "filter", InvalidFilter)
-    return json.dumps(value, separators=(",", ":")) if value else ""
+def check_max_distance(value: float | None) -> float | None:
+    if value is not None and not (math.isfinite(value) and value >= 0):
+        raise InvalidArgument(f"max_distance must be a number at least 0, not {value}")
+    return value
 
 
 async def search(
-    deps: Deps, album: str, query: Query, top_k: int | None = None, filter_json: str = "", mode: str = "copy"
+    deps: Deps, album: str, query: Query, top_k: int | None = None, filter: ImageFilter = NO_FILTER,
+    mode: str = "copy", max_distance: float | None = None,
 ) -> SearchOutcome:
     """The album's images nearest to the query image, nearest first: copies of it ("copy") or images
-    like it ("similar"; see `SearchMode`)."""
+    like it ("similar"; see `SearchMode`), among those matching the filter and at most `max_distance`
+    away (cosine distance; None: any)."""
     started = time.perf_counter()
     top_k = _check_top_k(deps, top_k)
-    filter_text = normalise_filter(filter_json)
     search_mode = check_search_mode(mode)
+    check_max_distance(max_distance)
     primary_only, expand_k = _search_options(deps, search_mode)
     given = [v for v in (query.image, query.url, query.image_id) if v is not None]
     if len(given) != 1:
         raise InvalidArgument("give exactly one of: an image file, a url, an image_id")
     verify = search_mode is SearchMode.COPY and deps.verifier.enabled
     collection = await deps.collection(album)
+    condition = deps.filter_of(collection, filter)
     exclude: list[str] = []
     features: list[LocalFeatures] = []
     if query.image_id is not None:
@@ -66,10 +76,9 @@ async def search(
         content = query.image if query.image is not None else await deps.fetch_url(query.url or "")
         vector, features = await describe_query(deps, content, model, album, with_features=verify)
     fetch_k = max(top_k, deps.verifier.top) if verify else top_k
-    hits = await deps.search.search(album, vector, fetch_k, filter_text, exclude,
-                                    primary_only=primary_only, expand_k=expand_k)
-    scored = [ScoredImage(image_record(album, h.id, h.name, h.content_hash, h.attributes_json, h.created_at_ms),
-                          h.distance) for h in hits]
+    hits = await deps.search.search(album, vector, fetch_k, condition, exclude, primary_only=primary_only,
+                                    expand_k=expand_k, max_distance=max_distance)
+    scored = [ScoredImage(record_of(album, h), h.distance) for h in hits]
     if verify:
         scored = await deps.verifier.rerank(album, features, scored)
     scored = scored[:top_k]

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-import json
 import time
 
 from services.common.errors import ERRORS_BY_REASON, ImageSearchError, InvalidImage, ModelMismatch
 from services.gateway.deps import Deps, reembed_hint
-from services.gateway.records import Collection, Embedding, EmbedPurpose, ImageRecord, ItemFailure, JsonObject
+from services.gateway.records import (
+    Collection,
+    Embedding,
+    EmbedPurpose,
+    Hit,
+    ImageRecord,
+    Item,
+    ItemFailure,
+    JsonObject,
+)
 
 # Stored local features are opaque bytes to the object store.
 FEATURES_CONTENT_TYPE = "application/octet-stream"
@@ -31,21 +39,16 @@ def item_error(failed: ItemFailure) -> ImageSearchError:
     return ERRORS_BY_REASON.get(failed.reason, InvalidImage)(failed.message)
 
 
-def _loads_object(text: str) -> JsonObject:
-    try:
-        value = json.loads(text) if text else {}
-    except json.JSONDecodeError:
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-def image_record(album: str, image_id: str, name: str, content_hash: str, attributes_json: str,
+def image_record(album: str, image_id: str, name: str, content_hash: str, attributes: JsonObject,
                  created_at_ms: int) -> ImageRecord:
     """An album's image as the API shows it, with the gateway paths of its bytes and thumbnail."""
     base = f"/v1/albums/{album}/images/{image_id}"
-    return ImageRecord(album=album, id=image_id, name=name, content_hash=content_hash,
-                       attributes=_loads_object(attributes_json), created_at_ms=created_at_ms,
-                       url=f"{base}/content", thumbnail_url=f"{base}/thumbnail")
+    return ImageRecord(album=album, id=image_id, name=name, content_hash=content_hash, attributes=attributes,
+                       created_at_ms=created_at_ms, url=f"{base}/content", thumbnail_url=f"{base}/thumbnail")
+
+
+def record_of(album: str, item: Item | Hit) -> ImageRecord:
+    return image_record(album, item.id, item.name, item.content_hash, item.attributes, item.created_at_ms)
 
 
 async def embed_for_album(deps: Deps, collection: Collection, model: str,
