@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
+import httpx
 import pytest
-from imagesearch.v1 import gateway_pb2, gateway_pb2_grpc
+from imagesearch.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 
+from services.common.filtering import Op, Predicate
+from services.common.wire import attributes_from_wire, attributes_to_wire, filter_to_wire
 from services.devstack import Stack
 from tests.gateway.stack_helpers import unique_album
 
@@ -80,3 +84,72 @@ def test_grpc_errors_carry_status_and_reason(gateway: gateway_pb2_grpc.GatewaySt
     with pytest.raises(grpc.RpcError) as invalid:
         gateway.CreateAlbum(gateway_pb2.CreateAlbumRequest(name="Bad Name"), timeout=30)
     assert invalid.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+
+
+def test_grpc_typed_album_filters_updates_deletes_and_sql_match_http(
+    gateway: gateway_pb2_grpc.GatewayStub, stack: Stack, photos: list[Path]
+) -> None:
+    name = unique_album("typed")
+    columns = [common_pb2.Column(name="price", type=common_pb2.COLUMN_TYPE_FLOAT),
+               common_pb2.Column(name="colour", type=common_pb2.COLUMN_TYPE_STRING),
+               common_pb2.Column(name="listed_at", type=common_pb2.COLUMN_TYPE_TIMESTAMP)]
+    album = gateway.CreateAlbum(gateway_pb2.CreateAlbumRequest(name=name, columns=columns), timeout=30)
+    assert [(c.name, c.type) for c in album.columns] == [(c.name, c.type) for c in columns]
+    rows = [{"price": 30.0, "colour": "red", "listed_at": datetime(2024, 3, 1, tzinfo=UTC)},
+            {"price": 45.5, "colour": "blue"}, {"price": 60.0, "colour": "red"}, {"colour": "red", "kind": "x"}]
+    images = [gateway_pb2.NewImage(content=p.read_bytes(), name=p.stem, attributes=attributes_to_wire(r))
+              for p, r in zip(photos, rows, strict=False)]
+    images.append(gateway_pb2.NewImage(content=photos[5].read_bytes(), name="bad",
+                                       attributes=attributes_to_wire({"price": "cheap"})))
+    added = gateway.AddImages(gateway_pb2.AddImagesRequest(album=name, images=images), timeout=120)
+    assert [r.status for r in added.results] == ["added"] * 4 + ["failed"]
+    assert added.results[4].error.reason == "invalid_attributes" and "cheap" in added.results[4].error.message
+
+    first = gateway.GetImage(gateway_pb2.GetImageRequest(album=name, id=added.results[0].id), timeout=30)
+    assert attributes_from_wire(first.attributes) == rows[0]
+    assert json.loads(first.attributes_json)["listed_at"] == "2024-03-01T00:00:00Z"
+
+    where = "price < 50 and colour in ('red', 'blue')"
+    found = gateway.SearchImages(gateway_pb2.SearchImagesRequest(album=name, image=photos[1].read_bytes(), top_k=10,
+                                                                 where=where), timeout=60)
+    with httpx.Client(base_url=stack.http_url, timeout=60) as http:
+        via_http = http.post(f"/v1/albums/{name}/search", params={"where": where, "top_k": 10},
+                             files={"file": photos[1].read_bytes()}).json()
+        statement = f"SELECT id, distance FROM \"{name}\" WHERE {where} ORDER BY feature <=> image('q.png') LIMIT 10"
+        via_sql = http.post("/v1/sql", data={"statement": statement},
+                            files=[("file", ("q.png", photos[1].read_bytes(), "image/png"))]).json()
+    assert "rows" in via_sql, via_sql
+    assert [h.image.id for h in found.hits] == [r["id"] for r in via_http["results"]] == \
+        [r["values"][0] for r in via_sql["rows"]] == [added.results[1].id, added.results[0].id]
+    tree = filter_to_wire(Predicate("colour", Op.EQ, ("red",)))
+    counted = gateway.CountImages(gateway_pb2.CountImagesRequest(album=name, filter=tree), timeout=30)
+    assert counted.count == 3
+    groups = gateway.GroupImages(gateway_pb2.GroupImagesRequest(album=name, columns=["colour"]), timeout=30)
+    assert [(attributes_from_wire({"k": g.key[0]})["k"], g.count) for g in groups.groups] == [("red", 3), ("blue", 1)]
+    listed = gateway.ListImages(gateway_pb2.ListImagesRequest(album=name, order_by="price", descending=True,
+                                                              where="colour = 'red'"), timeout=30)
+    assert [i.name for i in listed.images] == [photos[3].stem, photos[2].stem, photos[0].stem]  # null first
+
+    updated = gateway.UpdateImages(gateway_pb2.UpdateImagesRequest(
+        album=name, where="price > 40", set=attributes_to_wire({"colour": "sale"})), timeout=60)
+    assert updated.updated == 2
+    one = gateway.UpdateImage(gateway_pb2.UpdateImageRequest(album=name, id=added.results[0].id,
+                                                             set=attributes_to_wire({"price": 39.5})), timeout=60)
+    assert attributes_from_wire(one.attributes)["price"] == 39.5
+    with pytest.raises(grpc.RpcError) as everything:
+        gateway.DeleteImages(gateway_pb2.DeleteImagesRequest(album=name), timeout=30)
+    assert everything.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+    deleted = gateway.DeleteImages(gateway_pb2.DeleteImagesRequest(album=name, filter_json='{"colour": "sale"}'),
+                                   timeout=60)
+    assert deleted.deleted == 2
+
+    result = gateway.Sql(gateway_pb2.SqlRequest(statement=f'SELECT name, price FROM "{name}" ORDER BY name'),
+                         timeout=60)
+    assert result.statement == "select" and list(result.columns) == ["name", "price"]
+    assert sorted(r.values[0].string_value for r in result.rows) == sorted([photos[0].stem, photos[3].stem])
+    with pytest.raises(grpc.RpcError) as bad_sql:
+        gateway.Sql(gateway_pb2.SqlRequest(statement=f'SELECT * FROM "{name}" WHERE price <'), timeout=30)
+    assert bad_sql.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+    assert _reason(bad_sql.value) == "invalid_sql" and "position" in bad_sql.value.details()  # type: ignore[attr-defined]
+    dropped = gateway.Sql(gateway_pb2.SqlRequest(statement=f'DROP TABLE "{name}"'), timeout=60)
+    assert dropped.affected == 1

@@ -1,0 +1,49 @@
+"""Attribute manifests of imports: CSV cells read by the album's column types, JSONL rows as they are."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from services.manifest import ManifestError, attributes_for, read_manifest
+
+COLUMNS = {"price": "float", "qty": "int", "in_stock": "bool", "sizes": "string_list", "listed_at": "timestamp"}
+
+
+def test_csv_cells_take_the_declared_types_and_empty_cells_are_left_out(tmp_path: Path) -> None:
+    path = tmp_path / "shoes.csv"
+    path.write_text("file,price,qty,in_stock,sizes,listed_at,note\n"
+                    "a.jpg,39.5,3,yes,41|42,2024-01-01,hello\n"
+                    "sub/b.jpg,,,false,,,\n")
+    manifest = read_manifest(path, COLUMNS)
+    assert manifest["a.jpg"] == {"price": 39.5, "qty": 3, "in_stock": True, "sizes": ["41", "42"],
+                                 "listed_at": "2024-01-01", "note": "hello"}
+    assert manifest["sub/b.jpg"] == {"in_stock": False}
+    assert attributes_for(manifest, tmp_path / "sub" / "b.jpg", tmp_path) == {"in_stock": False}
+    assert attributes_for(manifest, tmp_path / "x" / "a.jpg", tmp_path) == manifest["a.jpg"]
+    assert attributes_for(manifest, tmp_path / "c.jpg", tmp_path) is None
+
+
+def test_jsonl_rows_keep_their_json_values(tmp_path: Path) -> None:
+    path = tmp_path / "shoes.jsonl"
+    path.write_text('{"file": "a.jpg", "price": 39.5, "sizes": ["41"]}\n\n{"path": "b.jpg", "in_stock": true}\n')
+    assert read_manifest(path, COLUMNS) == {"a.jpg": {"price": 39.5, "sizes": ["41"]}, "b.jpg": {"in_stock": True}}
+
+
+@pytest.mark.parametrize(("name", "text", "words"), [
+    ("m.csv", "file,price\na.jpg,cheap\n", "line 2: price is a float column"),
+    ("m.csv", "file,qty\na.jpg,1.5\n", "qty is a int column"),
+    ("m.csv", "file,in_stock\na.jpg,maybe\n", "in_stock"),
+    ("m.csv", "price\n3\n", "names no file"),
+    ("m.csv", "file,price\na.jpg,1\na.jpg,2\n", "has a row already"),
+    ("m.csv", "file,price\na.jpg,1,2\n", "more cells"),
+    ("m.jsonl", '{"file": "a.jpg"}\n[1]\n', "line 2"),
+    ("m.jsonl", "{oops\n", "not JSON"),
+    ("m.txt", "file\n", ".csv or .jsonl"),
+])
+def test_a_bad_manifest_names_the_line_and_the_problem(tmp_path: Path, name: str, text: str, words: str) -> None:
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(ManifestError, match=words):
+        read_manifest(path, COLUMNS)
