@@ -329,6 +329,14 @@ def test_bad_requests_get_the_right_status(http: httpx.Client, photos: list[Path
     assert attrs.json()["results"][0]["error"]["reason"] == "invalid_attributes"
     assert http.post("/v1/albums", json={"name": album}).status_code == 409
     assert http.post("/v1/albums", json={"name": "Not Valid!"}).status_code == 400
+    assert http.post("/v1/albums", json={"name": f"{album}\n"}).status_code == 400
+    far = http.get(f"/v1/albums/{album}/images", params={"offset": 2147483648})
+    assert far.status_code == 400 and "after" in far.json()["error"]["message"]
+    image_id = http.get(f"/v1/albums/{album}/images").json()["images"][0]["id"]
+    assert http.get(f"/v1/albums/{album}/images/{image_id}/thumbnail", params={"size": 0}).status_code == 400
+    assert http.get(f"/v1/albums/{album}/images", params={"where": "n <"}).status_code == 422
+    assert http.request("ANYTOKEN", "/healthz").status_code in (404, 405)
+    assert "ANYTOKEN" not in http.get("/metrics").text
     assert count(http, album) == 6
 
 
