@@ -16,7 +16,6 @@ import pytest
 from services.common.errors import AlbumNotFound, AlreadyExists, InvalidArgument
 from services.common.filtering import Expr, bind, from_json
 from services.common.schema import NO_COLUMNS
-from services.devstack import Stack
 from services.search.filters import matches
 from services.search.index import (
     EXPAND_ALPHA,
@@ -36,30 +35,6 @@ DIM = 32
 def parse_filter(spec: Any) -> Expr:
     """A filter in the JSON form, for an album without declared columns."""
     return from_json(spec, NO_COLUMNS)
-
-
-def settings_for(milvus: Stack) -> SearchSettings:
-    return SearchSettings(
-        milvus_uri=f"http://127.0.0.1:{milvus.ports.milvus}",
-        collection_prefix=f"t{uuid.uuid4().hex[:6]}_",
-        milvus_timeout_s=30,
-        max_top_k=100,
-    )
-
-
-@pytest.fixture(scope="module")
-def milvus_index(milvus: Stack) -> Iterator[MilvusIndex]:
-    index = MilvusIndex(settings_for(milvus))
-    yield index
-    index.close()
-
-
-@pytest.fixture(params=["exact", "milvus"])
-def index(request: pytest.FixtureRequest) -> VectorIndex:
-    if request.param == "exact":
-        return ExactIndex(SearchSettings(max_top_k=100))
-    result: MilvusIndex = request.getfixturevalue("milvus_index")
-    return result
 
 
 @pytest.fixture()

@@ -12,7 +12,8 @@ import numpy as np
 from services.common.errors import StoreUnavailable
 from services.devstack import Stack
 from services.search.milvus_index import MilvusIndex
-from tests.search.test_index import DIM, ids, items_from, settings_for, unit
+from tests.search.conftest import settings_for
+from tests.search.test_index import DIM, ids, items_from, unit
 
 
 def wait_until_serving(index: MilvusIndex, timeout_s: float = 240) -> None:

@@ -18,9 +18,7 @@ from services.common.filtering import And, Expr, Not, Op, Or, Predicate
 from services.common.schema import AlbumSchema, Column, ColumnType
 from services.search.filters import matches
 from services.search.index import ExactIndex, Item, Selection, VectorIndex, ordered_ids
-from services.search.milvus_index import MilvusIndex
 from services.search.settings import SearchSettings
-from tests.search.test_index import settings_for
 
 DIM = 16
 SHOES = AlbumSchema.of([
@@ -31,21 +29,6 @@ SHOES = AlbumSchema.of([
 STRINGS = ["", "red", "reddish", "Red", "re%d", "re_d", "blue", "it's", 'say "hi"', "back\\slash", "café", "日本", "z"]
 NUMBERS = [0, 1, -1, 2.5, 39.5, 40, 50, 100, 1e9, -0.0]
 START = datetime(2024, 1, 1, tzinfo=UTC)
-
-
-@pytest.fixture(scope="module")
-def milvus_index(milvus: Any) -> Iterator[MilvusIndex]:
-    index = MilvusIndex(settings_for(milvus))
-    yield index
-    index.close()
-
-
-@pytest.fixture(params=["exact", "milvus"])
-def index(request: pytest.FixtureRequest) -> VectorIndex:
-    if request.param == "exact":
-        return ExactIndex(SearchSettings(max_top_k=100))
-    result: MilvusIndex = request.getfixturevalue("milvus_index")
-    return result
 
 
 @pytest.fixture()
