@@ -21,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile as StarletteUpload
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.common.errors import ERRORS_BY_REASON, ImageSearchError, InvalidArgument, InvalidAttributes
@@ -52,9 +53,9 @@ HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTI
 _HTTP_REASONS = {400: "invalid_argument", 404: "not_found", 405: "method_not_allowed", 413: "image_too_large"}
 
 
-def error_response(status: int, reason: str, message: str) -> JSONResponse:
+def error_response(status: int, reason: str, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
     body = {"error": {"reason": reason, "message": message, "request_id": request_id_var.get()}}
-    return JSONResponse(body, status_code=status)
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def _valid_request_id(value: str) -> bool:
@@ -143,7 +144,19 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         reason = _HTTP_REASONS.get(exc.status_code, "internal" if exc.status_code >= 500 else "invalid_argument")
-        return error_response(exc.status_code, reason, str(exc.detail))
+        headers = exc.headers
+        if exc.status_code == 405:
+            headers = {**(headers or {}), "Allow": _allowed_methods(request)}
+        return error_response(exc.status_code, reason, str(exc.detail), headers)
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method some route of this path takes (Starlette's 405 names only the first route's)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if isinstance(route, Route) and route.matches(request.scope)[0] != Match.NONE:
+            methods |= route.methods or set()
+    return ", ".join(sorted(methods))
 
 
 def add_status(results: list[AddResult]) -> int:

@@ -376,3 +376,10 @@ async def test_the_openapi_document_says_what_the_server_enforces(client: httpx.
                                                                   "string_list"]
     assert "/v1/sql" in doc["paths"] and "multipart/form-data" in doc["paths"]["/v1/sql"]["post"]["requestBody"][
         "content"]
+
+
+async def test_a_method_the_path_does_not_allow_is_405_naming_the_allowed_ones(client: httpx.AsyncClient) -> None:
+    response = await client.request("TRACE", "/v1/albums/demo")
+    assert response.status_code == 405
+    assert set(response.headers["allow"].split(", ")) == {"GET", "DELETE"}
+    assert response.json()["error"]["reason"] == "method_not_allowed"
