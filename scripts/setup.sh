@@ -24,7 +24,7 @@ apt_install() {
 }
 
 apt_install redis-server
-[ $dev -eq 1 ] && apt_install docker-compose
+[ $dev -eq 1 ] && apt_install docker-compose chromium fonts-dejavu-core
 
 # --- Python environment -------------------------------------------------------------------------
 req=requirements.txt
