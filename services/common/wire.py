@@ -15,9 +15,17 @@ from typing import Any
 from google.protobuf.struct_pb2 import NULL_VALUE
 from imagesearch.v1 import common_pb2
 
-from services.common.errors import InvalidArgument, InvalidFilter
+from services.common.errors import InvalidArgument, InvalidAttributes, InvalidFilter
 from services.common.filtering import And, Expr, Not, Op, Or, Predicate
-from services.common.schema import AlbumSchema, Column, ColumnType, from_timestamp_us, timestamp_us
+from services.common.schema import (
+    INT64_MAX,
+    INT64_MIN,
+    AlbumSchema,
+    Column,
+    ColumnType,
+    from_timestamp_us,
+    timestamp_us,
+)
 
 _TYPE_PREFIX = "COLUMN_TYPE_"
 # Nesting of JSON values on the wire (deeper is refused, as the HTTP API's JSON parser would).
@@ -33,6 +41,8 @@ def value_to_wire(value: Any, depth: int = 0) -> common_pb2.Value:
     if isinstance(value, bool):
         return common_pb2.Value(bool_value=value)
     if isinstance(value, int):
+        if not INT64_MIN <= value <= INT64_MAX:
+            raise InvalidAttributes(f"attribute value {value} is outside the 64-bit integer range")
         return common_pb2.Value(int_value=value)
     if isinstance(value, float):
         return common_pb2.Value(float_value=value)
