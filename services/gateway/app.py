@@ -18,7 +18,7 @@ from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import ValidationError
+from pydantic import ValidationError, WithJsonSchema
 from starlette.datastructures import UploadFile as StarletteUpload
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match, Route
@@ -47,6 +47,8 @@ HealthCheck = Callable[[], Awaitable[None]]
 MODE_DESCRIPTION = ('"copy" (default): copies of the query, edited, cropped, rotated or mirrored; "similar": '
                     "images like it (upright descriptors only, with query expansion).")
 MODE_SCHEMA: dict[str, Any] = {"enum": [m.value for m in SearchMode]}
+# An optional file part: left out when not given (multipart has no null, so the document offers none).
+BINARY_PART = WithJsonSchema({"type": "string", "contentMediaType": "application/octet-stream"})
 # Method names a metric label may take: any other word a client sends is counted as OTHER, so that a
 # client cannot make a new time series per request.
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -306,7 +308,7 @@ def _add_image_routes(app: FastAPI, settings: GatewaySettings, deps: Deps) -> No
                          413: add_failed, 422: add_failed})
     async def add_images(
         album: AlbumName,
-        file: Annotated[list[UploadFile], File(description="One part per image.")],
+        file: Annotated[list[UploadFile], File(description="One part per image.", min_length=1)],
         name: Annotated[list[str], Form(default_factory=list, description="Names aligned with the files.")],
         attributes: Annotated[list[str], Form(default_factory=list, description="JSON objects aligned with the "
                                                                                 "files, or one for all.")],
@@ -444,7 +446,7 @@ def _add_search_routes(app: FastAPI, settings: GatewaySettings, deps: Deps) -> N
                                                                 "no match rather than unrelated images.",
                                                     json_schema_extra={"minimum": 0})] = None,
         mode: Annotated[str | None, Query(description=MODE_DESCRIPTION, json_schema_extra=MODE_SCHEMA)] = None,
-        file: Annotated[UploadFile | None, File(description="The query image.")] = None,
+        file: Annotated[UploadFile | None, File(description="The query image."), BINARY_PART] = None,
         url: Annotated[str | None, Form(description="Or: the URL of the query image.")] = None,
         image_id: Annotated[str | None, Form(description="Or: the id of an image of the album.")] = None,
         filter_form: Annotated[str | None, Form(alias="filter", description="The filter, as a form field.")] = None,

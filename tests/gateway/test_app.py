@@ -393,3 +393,10 @@ async def test_an_attribute_integer_past_64_bits_is_422_not_a_server_error(clien
     for url in (f"/v1/albums/demo/images/{image_id}", "/v1/albums/demo/images?all=true"):
         changed = await client.patch(url, json={"attributes": json.loads(huge)})
         assert (changed.status_code, changed.json()["error"]["reason"]) == (422, "invalid_attributes"), url
+
+
+async def test_the_document_asks_for_a_file_part_and_offers_no_null_one(client: httpx.AsyncClient) -> None:
+    schemas = (await client.get("/openapi.json")).json()["components"]["schemas"]
+    add = next(v for k, v in schemas.items() if k.startswith("Body_add_images"))["properties"]["file"]
+    search = next(v for k, v in schemas.items() if k.startswith("Body_search_album"))["properties"]["file"]
+    assert add["minItems"] == 1 and "anyOf" not in search and search["type"] == "string"
