@@ -464,7 +464,8 @@ def _add_search_routes(app: FastAPI, settings: GatewaySettings, deps: Deps) -> N
 
 
 SQL_REQUEST_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {
-    "application/json": {"schema": {"$ref": "#/components/schemas/SqlIn"}},
+    # Inline: the route reads its body itself, so FastAPI puts no SqlIn among the components to refer to.
+    "application/json": {"schema": schemas.SqlIn.model_json_schema()},
     "multipart/form-data": {"schema": {"type": "object", "required": ["statement"], "properties": {
         "statement": {"type": "string", "description": "One SQL statement."},
         "delete_all": {"type": "boolean"},

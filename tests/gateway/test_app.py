@@ -400,3 +400,9 @@ async def test_the_document_asks_for_a_file_part_and_offers_no_null_one(client: 
     add = next(v for k, v in schemas.items() if k.startswith("Body_add_images"))["properties"]["file"]
     search = next(v for k, v in schemas.items() if k.startswith("Body_search_album"))["properties"]["file"]
     assert add["minItems"] == 1 and "anyOf" not in search and search["type"] == "string"
+
+
+async def test_the_sql_json_body_is_described_in_the_document_itself(client: httpx.AsyncClient) -> None:
+    doc = (await client.get("/openapi.json")).json()
+    body = doc["paths"]["/v1/sql"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert "$ref" not in json.dumps(body) and body["required"] == ["statement"]
