@@ -338,7 +338,8 @@ def _add_image_routes(app: FastAPI, settings: GatewaySettings, deps: Deps) -> No
                                                  "with limit: page on with `after`).",
                                      json_schema_extra={"minimum": 0, "maximum": MAX_OFFSET})] = 0,
         after: Annotated[str | None, Query(description="Ordered by id: the page after this id (the previous page's "
-                                                       "next_after).", json_schema_extra=IMAGE_ID_SCHEMA)] = None,
+                                                       "next_after); empty, like absent, is the first page.",
+                                           json_schema_extra={"pattern": "^([0-9a-f]{32})?$"})] = None,
         order_by: Annotated[str | None, Query(description="A column to order by: id, name, content_hash, "
                                                           "created_at or a declared one (nulls last).")] = None,
         desc: Annotated[bool, Query(description="Order descending (nulls first).")] = False,

@@ -406,3 +406,10 @@ async def test_the_sql_json_body_is_described_in_the_document_itself(client: htt
     doc = (await client.get("/openapi.json")).json()
     body = doc["paths"]["/v1/sql"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert "$ref" not in json.dumps(body) and body["required"] == ["statement"]
+
+
+async def test_an_empty_after_is_the_first_page_as_the_document_says(client: httpx.AsyncClient) -> None:
+    doc = (await client.get("/openapi.json")).json()
+    after = next(p for p in doc["paths"]["/v1/albums/{album}/images"]["get"]["parameters"] if p["name"] == "after")
+    assert after["schema"]["pattern"] == "^([0-9a-f]{32})?$"
+    assert (await client.get("/v1/albums/demo/images?after=")).status_code == 200
