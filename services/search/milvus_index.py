@@ -354,6 +354,7 @@ class MilvusIndex:
         self._retry_at = 0.0
         self._albums: dict[str, Stored] = {}
         self._loaded: set[str] = set()
+        self._creating: set[str] = set()
 
     # --- albums ------------------------------------------------------------------------------
     def create_collection(self, name: str, dim: int, model: str, index_type: str = "",
@@ -365,12 +366,16 @@ class MilvusIndex:
                           schema=AlbumSchema.of(schema.columns))
         if self._call(name, lambda c: c.has_collection(cname, **self._kw())):
             raise AlreadyExists(f"album {name!r} already exists")
-        self._call(name, lambda c: c.create_collection(cname, schema=build_schema(info), **self._kw()))
+        self._creating.add(cname)
         try:
-            self._call(name, lambda c: self._index_and_load(c, cname, info))
-        except ImageSearchError:
-            self._call(name, lambda c: c.drop_collection(cname, **self._kw()))
-            raise
+            self._call(name, lambda c: c.create_collection(cname, schema=build_schema(info), **self._kw()))
+            try:
+                self._call(name, lambda c: self._index_and_load(c, cname, info))
+            except ImageSearchError:
+                self._call(name, lambda c: c.drop_collection(cname, **self._kw()))
+                raise
+        finally:
+            self._creating.discard(cname)
         self._albums[cname] = Stored(info, SCHEMA_VERSION)
         log.info("created album %s (%s, dim %d, %s, %d column(s))", name, cname, dim, kind.value,
                  len(info.schema.columns))
@@ -394,7 +399,8 @@ class MilvusIndex:
         Each album is checked once per connection, so once all are, a ping only lists the names."""
         names = self._call("", lambda c: c.list_collections(**self._kw()))
         for cname in sorted(n for n in names if n.startswith(self.settings.collection_prefix)):
-            if cname not in self._loaded:
+            # One being created here is loaded by its creation, once its indexes are asked for.
+            if cname not in self._loaded and cname not in self._creating:
                 try:
                     self._call("", self._loader(cname))
                 except AlbumNotFound:
@@ -626,10 +632,8 @@ class MilvusIndex:
                 log.debug("closing the Milvus client failed", exc_info=True)
 
     def _index_and_load(self, client: MilvusClient, cname: str, info: Collection) -> None:
-        kind = info.index_type
-        params = client.prepare_index_params()
-        params.add_index("vector", index_type=kind.value, metric_type="IP", params=index_params(kind, self.settings))
-        client.create_index(cname, params, **self._kw())
+        """Scalar indexes, then the vector index, then load: Milvus refuses an index on a loaded collection,
+        so nothing may load it before the last index is asked for (see `ping`)."""
         scalars = client.prepare_index_params()
         for column in info.schema.columns:
             if column.type in _SCALAR_INDEXES:
@@ -637,6 +641,10 @@ class MilvusIndex:
         if list(scalars):
             # An empty collection's scalar indexes need no waiting for (`sync=False`): loading waits for them.
             client.create_index(cname, scalars, sync=False, **self._kw())
+        kind = info.index_type
+        params = client.prepare_index_params()
+        params.add_index("vector", index_type=kind.value, metric_type="IP", params=index_params(kind, self.settings))
+        client.create_index(cname, params, **self._kw())
         client.load_collection(cname, timeout=self.settings.milvus_load_timeout_s, retry_times=RETRY_TIMES)
         self._loaded.add(cname)
 
