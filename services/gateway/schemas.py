@@ -21,12 +21,13 @@ from services.gateway.records import (
 )
 
 # An attribute's value: one of the declared column types' JSON forms (services.common.schema), or any
-# JSON value for an undeclared attribute.
+# JSON value for an undeclared attribute (its strings and numbers unbounded: the plain types after the
+# declared ones say so).
 AttributeValue = Annotated[Any, WithJsonSchema({
     "description": "A declared column's value (string, integer, number, boolean, ISO 8601 timestamp, array of "
                    "strings; null when unset) or any JSON value of an undeclared attribute.",
     "anyOf": [{k: v for k, v in t.json_schema.items() if k != "nullable"} for t in ColumnType] + [
-        {"type": "object"}, {"type": "array"}, {"type": "null"}],
+        {"type": "string"}, {"type": "number"}, {"type": "object"}, {"type": "array"}, {"type": "null"}],
 })]
 Attributes = dict[str, AttributeValue]
 

@@ -413,3 +413,12 @@ async def test_an_empty_after_is_the_first_page_as_the_document_says(client: htt
     after = next(p for p in doc["paths"]["/v1/albums/{album}/images"]["get"]["parameters"] if p["name"] == "after")
     assert after["schema"]["pattern"] == "^([0-9a-f]{32})?$"
     assert (await client.get("/v1/albums/demo/images?after=")).status_code == 200
+
+
+async def test_an_undeclared_attribute_may_hold_a_long_string_as_the_document_says(client: httpx.AsyncClient) -> None:
+    schemas = (await client.get("/openapi.json")).json()["components"]["schemas"]
+    value = schemas["ImageChanges"]["properties"]["attributes"]["additionalProperties"]
+    assert {"type": "string"} in value["anyOf"]
+    image_id = (await client.post("/v1/albums/demo/images", files=files(png(1)))).json()["results"][0]["id"]
+    changed = await client.patch(f"/v1/albums/demo/images/{image_id}", json={"attributes": {"note": "x" * 5000}})
+    assert changed.status_code == 200 and changed.json()["attributes"]["note"] == "x" * 5000
