@@ -19,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError, WithJsonSchema
+from starlette.convertors import StringConvertor, register_url_convertor
 from starlette.datastructures import UploadFile as StarletteUpload
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match, Route
@@ -103,7 +104,7 @@ class RequestContext:
             if not response_started:
                 await error_response(500, "internal", "internal error")(scope, receive, send_with_id)
         finally:
-            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            route = getattr(scope.get("route"), "path_format", None) or "unmatched"
             method = scope["method"] if scope["method"] in HTTP_METHODS else "OTHER"
             observe_request("gateway", f"{method} {route}", str(status), time.perf_counter() - started)
 
@@ -253,6 +254,14 @@ def _add_operational_routes(app: FastAPI, checks: Mapping[str, HealthCheck]) -> 
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
+class ImageIdConvertor(StringConvertor):
+    """An image id in a path: any segment but the names of the image routes' own paths, so that PATCH or DELETE
+    of /images/count is 405 (GET is its only method), not a change to an image named 'count'."""
+
+    regex = "(?!(?:count|groups)(?:/|$))[^/]+"
+
+
+register_url_convertor("image_id", ImageIdConvertor())
 ALBUM_PATH = PathParam(description="The album's name.", json_schema_extra=schemas.ALBUM_NAME_SCHEMA)
 IMAGE_ID_SCHEMA = {"pattern": "^[0-9a-f]{32}$"}
 WHERE_DESCRIPTION = ("The filter in its text form, as SQL's WHERE: price < 50 and colour in ('red', 'blue') and "
@@ -390,24 +399,24 @@ def _add_image_routes(app: FastAPI, settings: GatewaySettings, deps: Deps) -> No
         """Deletes the images matching the filter with their bytes, local features and thumbnails."""
         return schemas.DeletedCount(deleted=await images.delete_images(deps, album, _filter(where, filter), all=all))
 
-    @app.get("/v1/albums/{album}/images/{image_id}", tags=["images"], response_model=schemas.ImageOut)
+    @app.get("/v1/albums/{album}/images/{image_id:image_id}", tags=["images"], response_model=schemas.ImageOut)
     async def get_image(album: AlbumName, image_id: ImageId) -> schemas.ImageOut:
         return schemas.ImageOut.of(await images.get_image(deps, album, image_id))
 
-    @app.patch("/v1/albums/{album}/images/{image_id}", tags=["images"], response_model=schemas.ImageOut)
+    @app.patch("/v1/albums/{album}/images/{image_id:image_id}", tags=["images"], response_model=schemas.ImageOut)
     async def update_image(album: AlbumName, image_id: ImageId, body: schemas.ImageChanges) -> schemas.ImageOut:
         """Changes the image's attributes (merged: the others stay) and name; vectors, bytes and local features
         are untouched."""
         return schemas.ImageOut.of(await images.update_image(deps, album, image_id, body.changes()))
 
-    @app.get("/v1/albums/{album}/images/{image_id}/content", tags=["images"], response_class=Response)
+    @app.get("/v1/albums/{album}/images/{image_id:image_id}/content", tags=["images"], response_class=Response)
     async def get_content(album: AlbumName, image_id: ImageId) -> Response:
         """The image's original bytes, with the content type it was stored with."""
         blob = await images.get_content(deps, album, image_id)
         return Response(blob.content, media_type=blob.content_type,
                         headers={"Cache-Control": "private, max-age=3600", "ETag": f'"{image_id}"'})
 
-    @app.get("/v1/albums/{album}/images/{image_id}/thumbnail", tags=["images"], response_class=Response)
+    @app.get("/v1/albums/{album}/images/{image_id:image_id}/thumbnail", tags=["images"], response_class=Response)
     async def get_thumbnail(
         album: AlbumName,
         image_id: ImageId,
@@ -418,7 +427,7 @@ def _add_image_routes(app: FastAPI, settings: GatewaySettings, deps: Deps) -> No
         blob = await images.get_thumbnail(deps, album, image_id, size)
         return Response(blob.content, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
 
-    @app.delete("/v1/albums/{album}/images/{image_id}", tags=["images"], response_model=schemas.Deleted)
+    @app.delete("/v1/albums/{album}/images/{image_id:image_id}", tags=["images"], response_model=schemas.Deleted)
     async def delete_image(album: AlbumName, image_id: ImageId) -> schemas.Deleted:
         return schemas.Deleted(deleted=await images.delete_image(deps, album, image_id))
 

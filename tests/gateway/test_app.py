@@ -422,3 +422,14 @@ async def test_an_undeclared_attribute_may_hold_a_long_string_as_the_document_sa
     image_id = (await client.post("/v1/albums/demo/images", files=files(png(1)))).json()["results"][0]["id"]
     changed = await client.patch(f"/v1/albums/demo/images/{image_id}", json={"attributes": {"note": "x" * 5000}})
     assert changed.status_code == 200 and changed.json()["attributes"]["note"] == "x" * 5000
+
+
+async def test_patch_or_delete_of_images_count_is_405_not_a_change_to_an_image_named_count(
+        client: httpx.AsyncClient) -> None:
+    for method, path in (("PATCH", "count"), ("DELETE", "count"), ("PATCH", "groups"), ("DELETE", "groups")):
+        response = await client.request(method, f"/v1/albums/demo/images/{path}", json={"attributes": {"k": 1}})
+        assert (response.status_code, response.headers.get("allow")) == (405, "GET"), (method, path)
+    doc = (await client.get("/openapi.json")).json()
+    assert "/v1/albums/{album}/images/{image_id}" in doc["paths"]
+    assert (await client.get("/v1/albums/demo/images/nope")).json()["error"]["reason"] == "image_not_found"
+    assert 'method="GET /v1/albums/{album}/images/{image_id}"' in (await client.get("/metrics")).text
