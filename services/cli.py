@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from services.client import ApiError, GatewayClient, Upload
-from services.manifest import attributes_for, read_manifest
+from services.common.manifest import attributes_for, read_manifest
 
 DEFAULT_URL = os.environ.get("IMAGESEARCH_URL", "http://127.0.0.1:8000")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}

@@ -3,10 +3,11 @@
     file,price,colour,sizes,in_stock,listed_at          {"file": "a.jpg", "price": 39.5, "sizes": ["41", "42"]}
     a.jpg,39.5,red,41|42,true,2024-05-01                {"file": "b.jpg", "colour": "blue"}
 
-A row names its image by `file` (or `path` or `name`): the file's name, or its path relative to the
-folder imported. CSV cells are text, so they are read by the album's declared column types (int, float,
-bool as true/false/1/0/yes/no, timestamp as ISO 8601, string_list split on `|`); an empty cell is null;
-an undeclared column stays text. JSONL values are JSON already. The gateway checks every value again.
+A row names its image by `file` (or `path`, `url` or `name`): the file's name, or its path relative to
+the folder or archive imported, or the URL to fetch it from. CSV cells are text, so they are read by the
+album's declared column types (int, float, bool as true/false/1/0/yes/no, timestamp as ISO 8601,
+string_list split on `|`); an empty cell is null; an undeclared column stays text. JSONL values are JSON
+already. The gateway checks every value again.
 """
 
 from __future__ import annotations
@@ -17,32 +18,42 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-FILE_KEYS = ("file", "path", "name")
+from services.common.errors import InvalidAttributes
+
+FILE_KEYS = ("file", "path", "url", "name")
 LIST_SEPARATOR = "|"
 _TRUE, _FALSE = {"true", "t", "1", "yes", "y"}, {"false", "f", "0", "no", "n"}
 
 
-class ManifestError(ValueError):
-    """A manifest that cannot be read; the message names the line."""
+class ManifestError(InvalidAttributes):
+    """A manifest that cannot be read (422); the message names the line."""
 
 
 def read_manifest(path: Path, columns: Mapping[str, str]) -> dict[str, dict[str, Any]]:
-    """Attributes by file key (name or relative path) from a .csv or .jsonl manifest; `columns` maps the
-    album's declared columns to their types."""
-    text = path.read_text(encoding="utf-8-sig")
-    if path.suffix.lower() in (".jsonl", ".ndjson"):
-        rows = _jsonl_rows(text)
-    elif path.suffix.lower() == ".csv":
-        rows = _csv_rows(text, columns)
+    """Attributes by file key (name or relative path) from a .csv or .jsonl manifest file; `columns`
+    maps the album's declared columns to their types."""
+    try:
+        return parse_manifest(path.read_text(encoding="utf-8-sig"), path.suffix, columns)
+    except ManifestError as exc:
+        raise ManifestError(f"{path}: {exc}") from None
+
+
+def parse_manifest(text: str, suffix: str, columns: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """Attributes by file key (a file's name or relative path, or a URL in a `url` column) from a
+    manifest's text; `suffix` (.csv, .jsonl) says its format."""
+    if suffix.lower() in (".jsonl", ".ndjson", ".json"):
+        rows = _jsonl_rows(text.lstrip("\ufeff"))
+    elif suffix.lower() == ".csv":
+        rows = _csv_rows(text.lstrip("\ufeff"), columns)
     else:
-        raise ManifestError(f"{path}: a manifest is a .csv or .jsonl file")
+        raise ManifestError("a manifest is a .csv or .jsonl file")
     manifest: dict[str, dict[str, Any]] = {}
     for line, row in rows:
         key = next((str(row.pop(k)) for k in FILE_KEYS if row.get(k) not in (None, "")), None)
         if key is None:
-            raise ManifestError(f"{path}:{line}: the row names no file (a 'file' column)")
+            raise ManifestError(f"line {line}: the row names no file (a 'file' or 'url' column)")
         if key in manifest:
-            raise ManifestError(f"{path}:{line}: {key!r} has a row already")
+            raise ManifestError(f"line {line}: {key!r} has a row already")
         manifest[key] = row
     return manifest
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from services.manifest import ManifestError, attributes_for, read_manifest
+from services.common.manifest import ManifestError, attributes_for, read_manifest
 
 COLUMNS = {"price": "float", "qty": "int", "in_stock": "bool", "sizes": "string_list", "listed_at": "timestamp"}
 
