@@ -169,7 +169,7 @@ class AlbumSchema:
             if column is not None:
                 typed[key] = coerce(column.type, value, key, what)
             elif value is not None:
-                extra[check_attribute_key(key, what)] = value
+                extra[check_attribute_key(key, what)] = check_json_value(value, key, what)
         return typed, extra
 
     def check(self, attributes: Mapping[str, Any], what: str = "") -> dict[str, Any]:
@@ -189,6 +189,34 @@ def check_attribute_key(key: object, what: str = "") -> str:
         raise InvalidAttributes(f"{_where(what)}attribute name {str(key)[:80]!r} must be 1-256 characters without "
                                 "control characters, quotes or backslashes")
     return key
+
+
+# Nesting of an undeclared attribute's JSON value, at most.
+MAX_JSON_DEPTH = 32
+
+
+def check_json_value(value: Any, key: str = "", what: str = "", depth: int = 0) -> Any:
+    """An undeclared attribute's value as the wire and the store can keep it: JSON with integers of 64
+    bits, finite numbers and at most MAX_JSON_DEPTH levels; `InvalidAttributes` names it otherwise."""
+    if depth > MAX_JSON_DEPTH:
+        raise InvalidAttributes(f"{_where(what)}attribute {key!r} nests deeper than {MAX_JSON_DEPTH} levels")
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        if not INT64_MIN <= value <= INT64_MAX:
+            raise InvalidAttributes(f"{_where(what)}attribute {key!r}: {value} is outside the 64-bit integer range")
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidAttributes(f"{_where(what)}attribute {key!r}: {value} is not a finite number")
+        return value
+    if isinstance(value, list | tuple):
+        return [check_json_value(v, key, what, depth + 1) for v in value]
+    if isinstance(value, dict):
+        return {str(k): check_json_value(v, key, what, depth + 1) for k, v in value.items()}
+    if isinstance(value, datetime | date):
+        return value
+    raise InvalidAttributes(f"{_where(what)}attribute {key!r}: a {type(value).__name__} is not a JSON value")
 
 
 def _where(what: str) -> str:

@@ -45,6 +45,15 @@ def features_key(album: str, content_hash: str) -> str:
     return f"albums/{album}/features/{content_hash}"
 
 
+def staging_key(job_id: str, index: int) -> str:
+    """An import's copy of an uploaded image, kept until the import has added it."""
+    return f"staging/{job_id}/{index}"
+
+
+def staging_prefix(job_id: str) -> str:
+    return f"staging/{job_id}/"
+
+
 def album_prefix(album: str) -> str:
     return f"albums/{album}/"
 

@@ -139,8 +139,21 @@ NO_FILTER = ImageFilter()
 
 class AddStatus(enum.StrEnum):
     ADDED = "added"
+    # The same bytes are in the album already.
     DUPLICATE = "duplicate"
+    # A near-duplicate of an image in the album (on_duplicate "skip"): not added.
+    SKIPPED = "skipped"
+    # Added in place of its near-duplicate (on_duplicate "replace").
+    REPLACED = "replaced"
     FAILED = "failed"
+
+
+class OnDuplicate(enum.StrEnum):
+    """What an add does with an image within the near-duplicate distance of one already in the album."""
+
+    KEEP = "keep"
+    SKIP = "skip"
+    REPLACE = "replace"
 
 
 @dataclass(frozen=True)
@@ -150,6 +163,8 @@ class AddResult:
     status: AddStatus
     id: str = ""
     error: ItemFailure | None = None
+    # Skipped or replaced: the image of the album it is a near-duplicate of.
+    near: str = ""
 
 
 @dataclass(frozen=True)

@@ -69,6 +69,15 @@ class FakeExtractor:
         self.purposes: list[EmbedPurpose] = []
         self.local_features: list[bool] = []
         self.error: ImageSearchError | None = None
+        # Content -> the content it is a near copy of: its vectors are that one's, nudged a little.
+        self.near_copies: dict[bytes, bytes] = {}
+
+    def _vector(self, content: bytes, row: int) -> list[float]:
+        original = self.near_copies.get(content)
+        if original is None:
+            return vector_of(content + self.model.encode() * row)
+        nudged = np.asarray(vector_of(original + self.model.encode() * row)) + 0.01 * np.asarray(vector_of(content))
+        return list((nudged / np.linalg.norm(nudged)).astype(float))
 
     async def model_info(self) -> ModelInfo:
         if self.error:
@@ -89,7 +98,7 @@ class FakeExtractor:
             except Exception:
                 results.append(Embedding(error=ItemFailure("invalid_image", "cannot decode")))
                 continue
-            rows = [vector_of(content + self.model.encode() * r) for r in range(self.index_rows)]
+            rows = [self._vector(content, r) for r in range(self.index_rows)]
             # Real keypoints (the verification code is not faked), a query's also mirrored.
             features = describe_image(content, PreprocessConfig(), FeatureConfig(),
                                       purpose is EmbedPurpose.QUERY) if local_features else []

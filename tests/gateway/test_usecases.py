@@ -23,7 +23,7 @@ from services.common.errors import (
 )
 from services.common.filtering import Op, Predicate
 from services.gateway.blobstore import features_key, image_key
-from services.gateway.records import AddStatus, EmbedPurpose, ImageFilter, Listing, NewImage, Query
+from services.gateway.records import AddStatus, EmbedPurpose, ImageFilter, Listing, NewImage, OnDuplicate, Query
 from services.gateway.usecases import albums, images, ingest, reembed, search
 from tests.gateway.conftest import MakeFakes
 from tests.gateway.fakes import MODEL, Fakes, png, vector_of
@@ -322,3 +322,41 @@ async def test_reembed_reports_images_whose_bytes_are_gone(fakes: Fakes) -> None
     report = await reembed.reembed_album(fakes.deps, "demo")
     assert report.images == 1 and [i for i, _ in report.failed] == [added[1].id]
     assert report.failed[0][1].reason == "image_not_found"
+
+
+# --- near-duplicates at import ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("policy", list(OnDuplicate))
+async def test_a_near_duplicate_is_kept_skipped_or_put_in_place_of_the_old_one(fakes: Fakes,
+                                                                               policy: OnDuplicate) -> None:
+    (old,) = await ingest.add_images(fakes.deps, "demo", [NewImage(png(1), name="old", attributes={"a": 1})])
+    fakes.extractor.near_copies[png(2)] = png(1)
+    (new, other) = await ingest.add_images(fakes.deps, "demo", [NewImage(png(2), name="new", attributes={"b": 2}),
+                                                                NewImage(png(3), name="other")], on_duplicate=policy)
+    assert other.status is AddStatus.ADDED
+    names = {i.name: i for i in await images.list_images(fakes.deps, "demo")}
+    if policy is OnDuplicate.KEEP:
+        assert new.status is AddStatus.ADDED and set(names) == {"old", "new", "other"}
+    elif policy is OnDuplicate.SKIP:
+        assert (new.status, new.near) == (AddStatus.SKIPPED, old.id) and set(names) == {"old", "other"}
+    else:
+        assert (new.status, new.near) == (AddStatus.REPLACED, old.id) and set(names) == {"new", "other"}
+        assert names["new"].attributes == {"a": 1, "b": 2}
+        assert not [k for k in fakes.blobs.objects if old.id[:16] in k]
+
+
+async def test_near_duplicates_within_one_batch_are_caught_too(fakes: Fakes) -> None:
+    fakes.extractor.near_copies[png(2)] = png(1)
+    results = await ingest.add_images(fakes.deps, "demo", [NewImage(png(1)), NewImage(png(2))],
+                                      on_duplicate=OnDuplicate.SKIP)
+    assert [r.status for r in results] == [AddStatus.ADDED, AddStatus.SKIPPED]
+    assert results[1].near == results[0].id
+
+
+async def test_an_undeclared_value_the_store_cannot_keep_fails_its_image_alone(fakes: Fakes) -> None:
+    batch = [NewImage(png(1), name="ok", attributes={"n": 1}), NewImage(png(2), name="huge", attributes={"n": 2**64}),
+             NewImage(png(3), name="nan", attributes={"x": float("nan")})]
+    results = await ingest.add_images(fakes.deps, "demo", batch)
+    assert [r.status for r in results] == [AddStatus.ADDED, AddStatus.FAILED, AddStatus.FAILED]
+    assert results[1].error is not None and "64-bit" in results[1].error.message

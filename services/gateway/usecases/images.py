@@ -127,10 +127,19 @@ async def update_images(deps: Deps, album: str, changes: Mapping[str, Any], filt
 
 async def delete_image(deps: Deps, album: str, image_id: str) -> bool:
     """Deletes the vector, then the blobs (a blob left over is only logged: the image is gone)."""
-    item = (await stored_items(deps, album, image_id))[0]
-    await deps.search.delete(album, [image_id])
-    await _delete_blobs(deps, album, [item])
+    await stored_items(deps, album, image_id)
+    await delete_stored(deps, album, [image_id])
     return True
+
+
+async def delete_stored(deps: Deps, album: str, ids: Sequence[str]) -> int:
+    """Deletes these images of the album: their vectors, then their blobs. Returns how many there were."""
+    items = await deps.search.get(album, ids) if ids else []
+    if not items:
+        return 0
+    deleted = await deps.search.delete(album, [i.id for i in items])
+    await _delete_blobs(deps, album, items)
+    return deleted
 
 
 async def delete_images(deps: Deps, album: str, filter: ImageFilter = NO_FILTER, all: bool = False) -> int:

@@ -10,7 +10,9 @@ import asyncio
 import hashlib
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+
+import numpy as np
 
 from services.common.errors import (
     ImageSearchError,
@@ -24,7 +26,17 @@ from services.common.schema import CONTROL_CHARS
 from services.gateway import imaging
 from services.gateway.blobstore import features_key, image_key
 from services.gateway.deps import Deps
-from services.gateway.records import AddResult, AddStatus, Collection, Item, ItemFailure, JsonObject, NewImage
+from services.gateway.records import (
+    AddResult,
+    AddStatus,
+    Collection,
+    Item,
+    ItemFailure,
+    JsonObject,
+    NewImage,
+    OnDuplicate,
+)
+from services.gateway.usecases.images import delete_stored
 from services.gateway.usecases.shared import (
     FEATURES_CONTENT_TYPE,
     embed_for_album,
@@ -60,9 +72,12 @@ class _Accepted:
         return image_id_of(self.content_hash)
 
 
-async def add_images(deps: Deps, album: str, images: Sequence[NewImage], atomic: bool = False) -> list[AddResult]:
+async def add_images(deps: Deps, album: str, images: Sequence[NewImage], atomic: bool = False,
+                     on_duplicate: OnDuplicate = OnDuplicate.KEEP) -> list[AddResult]:
     """Adds each image or reports why not; the batch is embedded in one call to the extractor. Declared
-    attributes are checked against the album's columns (a wrong type fails that image alone).
+    attributes are checked against the album's columns (a wrong type fails that image alone). The same
+    bytes twice are stored once; an image within `settings.near_duplicate_distance` of one in the album
+    (or earlier in the batch) is added, skipped or put in its place, as `on_duplicate` says.
 
     `atomic` (SQL's INSERT): all or nothing; the first image that fails raises its error, naming it,
     before anything is written."""
@@ -96,7 +111,7 @@ async def add_images(deps: Deps, album: str, images: Sequence[NewImage], atomic:
             results[item.index] = AddResult(item.index, item.name, AddStatus.DUPLICATE, item.id)
         else:
             fresh.append(item)
-    for result in await _store(deps, collection, model, fresh, atomic):
+    for result in await _store(deps, collection, model, fresh, atomic, on_duplicate):
         results[result.index] = result
     return [results[i] for i in range(len(images))]
 
@@ -127,7 +142,7 @@ def _accept(deps: Deps, collection: Collection, index: int, image: NewImage) -> 
 
 
 async def _store(deps: Deps, collection: Collection, model: str, images: list[_Accepted],
-                 atomic: bool = False) -> list[AddResult]:
+                 atomic: bool = False, on_duplicate: OnDuplicate = OnDuplicate.KEEP) -> list[AddResult]:
     """Embeds, then writes blobs, then vectors; on a failed write, what was written is undone."""
     if not images:
         return []
@@ -145,10 +160,58 @@ async def _store(deps: Deps, collection: Collection, model: str, images: list[_A
             item = Item(id=image.id, name=image.name, content_hash=image.content_hash,
                         attributes=image.attributes, created_at_ms=now, vectors=embedding.stored_vectors)
             items.append((image, item, embedding.local_features[0] if embedding.local_features else b""))
+    near = await near_duplicates(deps, collection.name, [item for _, item, _ in items]) \
+        if on_duplicate is not OnDuplicate.KEEP else {}
+    if on_duplicate is OnDuplicate.SKIP:
+        results.extend(AddResult(i.index, i.name, AddStatus.SKIPPED, i.id, near=near[i.id]) for i, _, _ in items
+                       if i.id in near)
+        items = [entry for entry in items if entry[0].id not in near]
+    replaced = await _take_over(deps, collection.name, items, near) if near else {}
     if items:
         await _write(deps, collection.name, items)
-        results.extend(AddResult(i.index, i.name, AddStatus.ADDED, i.id) for i, _, _ in items)
+        results.extend(AddResult(i.index, i.name, AddStatus.REPLACED if i.id in replaced else AddStatus.ADDED, i.id,
+                                 near=replaced.get(i.id, "")) for i, _, _ in items)
+    if replaced:
+        await delete_stored(deps, collection.name, [old for old in replaced.values() if old not in
+                                                    {i.id for i, _, _ in items}])
     return results
+
+
+async def near_duplicates(deps: Deps, album: str, items: Sequence[Item]) -> dict[str, str]:
+    """New image id -> the id of an image it is a near-duplicate of: one in the album within the
+    near-duplicate distance (by their upright rows), or one earlier in the batch."""
+    limit = deps.settings.near_duplicate_distance
+    found: dict[str, str] = {}
+    hits = await asyncio.gather(*(deps.search.search(album, item.vectors[0], 1, primary_only=True,
+                                                     max_distance=limit) for item in items))
+    for item, hit in zip(items, hits, strict=True):
+        if hit:
+            found[item.id] = hit[0].id
+    vectors = np.asarray([item.vectors[0] for item in items], dtype=np.float32)
+    if len(items) > 1:
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        similar = vectors @ vectors.T
+        for later in range(len(items)):
+            for earlier in range(later):
+                if items[later].id not in found and 1 - similar[later, earlier] <= limit and \
+                        items[earlier].id not in found:
+                    found[items[later].id] = items[earlier].id
+                    break
+    return found
+
+
+async def _take_over(deps: Deps, album: str, items: list[tuple[_Accepted, Item, bytes]],
+                     near: dict[str, str]) -> dict[str, str]:
+    """For images replacing a near-duplicate in the album: the new image keeps the old one's attributes
+    it does not set itself. Returns new id -> old id."""
+    replacing = {i.id: near[i.id] for i, _, _ in items if i.id in near}
+    old = {item.id: item for item in await deps.search.get(album, list(set(replacing.values())))}
+    for position, (image, item, features) in enumerate(items):
+        previous = old.get(replacing.get(image.id, ""))
+        if previous is not None:
+            merged = {**previous.attributes, **{k: v for k, v in item.attributes.items() if v is not None}}
+            items[position] = (image, replace(item, attributes=merged), features)
+    return {new: old_id for new, old_id in replacing.items() if old_id in old}
 
 
 async def _write(deps: Deps, album: str, items: list[tuple[_Accepted, Item, bytes]]) -> None:
