@@ -17,14 +17,15 @@ import os
 import re
 import signal
 import sys
+import tarfile
+import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from services.client import ApiError, GatewayClient, Upload
-from services.common.manifest import attributes_for, read_manifest
 
 DEFAULT_URL = os.environ.get("IMAGESEARCH_URL", "http://127.0.0.1:8000")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
@@ -65,91 +66,99 @@ def iter_image_files(paths: Sequence[str]) -> Iterator[Path]:
             yield path
 
 
-def _batches(items: list[Path], size: int) -> Iterator[list[Path]]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
+ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 
 
-AttributesOf = Callable[[Path], "dict[str, Any] | None"]
-
-
-def ingest_files(client: GatewayClient, album: str, files: list[Path], attributes: AttributesOf,
-                 batch_size: int, progress: bool = True) -> dict[str, int]:
-    """Uploads files in batches with a progress bar, each with its attributes; returns counts of added,
-    duplicate and failed."""
-    from tqdm import tqdm
-
-    totals = {"added": 0, "duplicate": 0, "failed": 0}
-    with tqdm(total=len(files), unit="img", disable=not progress, desc=f"ingest {album}") as bar:
-        for batch in _batches(files, batch_size):
-            uploads, unreadable = [], []
-            for path in batch:
+def pack_images(paths: Sequence[Path], out: IO[bytes]) -> tuple[int, list[str]]:
+    """Writes a tar (uncompressed: images are) of the image files under the folders and of the files
+    given; members are named by their path under their folder (a file given alone: its name), which is
+    what a manifest's `file` column names. Returns (how many, the files that could not be read)."""
+    unreadable: list[str] = []
+    count = 0
+    with tarfile.open(fileobj=out, mode="w|") as tar:
+        for path in paths:
+            root = path if path.is_dir() else path.parent
+            for file in iter_image_files([str(path)]):
                 try:
-                    uploads.append(Upload.from_path(path, attributes(path)))
+                    tar.add(str(file), arcname=file.relative_to(root).as_posix(), recursive=False)
+                    count += 1
                 except OSError as exc:
-                    unreadable.append((path, exc))
-            for path, error in unreadable:
-                totals["failed"] += 1
-                tqdm.write(f"failed {path}: cannot read: {error}")
-            if uploads:
-                _count_results(client.add_images(album, uploads), totals)
-            bar.update(len(batch))
-    return totals
+                    unreadable.append(f"{file}: {exc}")
+    return count, unreadable
 
 
-def _count_results(answer: dict[str, Any], totals: dict[str, int]) -> None:
+def follow_import(client: GatewayClient, job: dict[str, Any], progress: bool = True) -> dict[str, Any]:
+    """Waits for an import to finish, with a progress bar (rate and time left from the gateway)."""
     from tqdm import tqdm
 
-    for result in answer["results"]:
-        totals[result["status"]] = totals.get(result["status"], 0) + 1
-        if result["status"] == "failed":
-            error = result.get("error") or {}
-            tqdm.write(f"failed {result['name']}: {error.get('reason')}: {error.get('message')}")
-
-
-def ingest_urls(
-    client: GatewayClient, album: str, urls: list[str], attributes: dict[str, Any] | None
-) -> dict[str, Any]:
-    """Queues an ingest job for URLs and waits for it, printing progress."""
-    job = client.start_job(album, urls, attributes)
-    while True:
-        status = client.get_job(job["job_id"])
-        print(f"\rjob {job['job_id']}: {status['status']} {status.get('done', 0)}/{status.get('total', 0)}", end="")
-        if status["status"] in ("done", "failed"):
-            print()
-            return dict(status)
-        time.sleep(0.5)
+    with tqdm(total=job["total"], unit="img", disable=not progress, desc=f"import {job['album']}") as bar:
+        while True:
+            job = client.get_import(job["id"])
+            bar.update(job["processed"] - bar.n)
+            eta = f"{job['eta_s']:.0f}s" if job.get("eta_s") is not None else "-"
+            bar.set_postfix_str(f"{job['rate']:.1f} img/s, left {eta}, {job['counts']['failed']} failed")
+            if job["status"] in ("done", "failed", "cancelled"):
+                return job
+            time.sleep(0.5)
 
 
 def cmd_ingest(args: argparse.Namespace, client: GatewayClient) -> int:
     urls = [p for p in args.paths if p.startswith(("http://", "https://"))]
-    folders = [Path(p) for p in args.paths if p not in urls and Path(p).is_dir()]
-    files = list(iter_image_files([p for p in args.paths if p not in urls]))
-    album = client.ensure_album(args.album)
-    attributes, common = _attributes_source(args.attributes, album, folders[0] if len(folders) == 1 else None)
-    totals = ingest_files(client, args.album, files, attributes, args.batch_size) if files else {}
-    if urls:
-        status = ingest_urls(client, args.album, urls, common)
-        for result in status.get("results", []):
-            totals[result["status"]] = totals.get(result["status"], 0) + 1
-    print(f"album {args.album}: " + ", ".join(f"{v} {k}" for k, v in totals.items()))
-    return 1 if totals.get("failed") else 0
+    local = [Path(p) for p in args.paths if p not in urls]
+    client.ensure_album(args.album)
+    manifest, common = _attributes_source(args.attributes)
+    with tempfile.TemporaryDirectory(prefix="imagesearch-") as work:
+        archive: Path | None = None
+        unreadable: list[str] = []
+        if len(local) == 1 and local[0].is_file() and local[0].name.lower().endswith(ARCHIVE_SUFFIXES):
+            archive = local[0]
+        elif local:
+            archive = Path(work) / "images.tar"
+            with open(archive, "wb") as out:
+                packed, unreadable = pack_images(local, out)
+            print(f"sending {packed} image file(s) ...", file=sys.stderr)
+        job = client.start_import(args.album, archive=archive, urls=urls, manifest=manifest, attributes=common,
+                                  on_duplicate=args.on_duplicate)
+    job = follow_import(client, job, progress=not args.quiet)
+    for failure in client.import_results(job["id"], failed_only=True):
+        error = failure.get("error") or {}
+        print(f"failed {failure['name']}: {error.get('reason')}: {error.get('message')}")
+    for problem in unreadable:
+        print(f"failed {problem}")
+    counts = job["counts"]
+    counts["failed"] += len(unreadable)
+    words = {"added": "added", "duplicates": "duplicate", "skipped": "skipped (near-duplicate)",
+             "replaced": "replaced", "failed": "failed"}
+    summary = ", ".join(f"{counts[k]} {w}" for k, w in words.items() if counts[k] or k in ("added", "failed"))
+    print(f"album {args.album}: {summary}" + (f" (import {job['status']}: {job['error']})" if job.get("error") else ""))
+    return 1 if counts["failed"] or job["status"] != "done" else 0
 
 
-def _attributes_source(given: str | None, album: dict[str, Any],
-                       root: Path | None) -> tuple[AttributesOf, dict[str, Any] | None]:
-    """(each file's attributes, the attributes for URLs): from a JSON object given to every image, or
-    from a CSV/JSONL manifest with a row per file, typed by the album's columns."""
+def _attributes_source(given: str | None) -> tuple[Path | None, dict[str, Any] | None]:
+    """(a manifest to send, attributes for every image) from --attributes: a JSON object, or the path of a
+    CSV/JSONL manifest with a row per file (the gateway reads it by the album's column types)."""
     if not given:
-        return lambda _: None, None
+        return None, None
     if given.lstrip().startswith("{"):
         common = json.loads(given)
         if not isinstance(common, dict):
             raise ValueError("--attributes takes a JSON object or a .csv/.jsonl manifest")
-        return lambda _: common, common
-    columns = {c["name"]: c["type"] for c in album.get("columns", [])}
-    manifest = read_manifest(Path(given), columns)
-    return lambda path: attributes_for(manifest, path, root), None
+        return None, common
+    return Path(given), None
+
+
+def cmd_imports(args: argparse.Namespace, client: GatewayClient) -> int:
+    for job in client.list_imports(args.album):
+        counts = job["counts"]
+        print(f"{job['id']}  {job['album']:<20s} {job['status']:<9s} {job['processed']:>7d}/{job['total']:<7d} "
+              f"{counts['added']} added, {counts['failed']} failed  {job['rate']:.1f} img/s")
+    return 0
+
+
+def cmd_cancel_import(args: argparse.Namespace, client: GatewayClient) -> int:
+    job = client.cancel_import(args.id)
+    print(f"import {job['id']}: {job['status']} after {job['processed']} of {job['total']} image(s)")
+    return 0
 
 
 def cmd_search(args: argparse.Namespace, client: GatewayClient) -> int:
@@ -316,12 +325,20 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--data", default=os.environ.get("IMAGESEARCH_DATA", ".data"), help="where data is kept")
     up.add_argument("--port", type=int, default=8000, help="HTTP port of the API and web page")
     up.add_argument("--no-demo", action="store_true", help="do not load the demo album")
-    ingest = sub.add_parser("ingest", help="add image files, folders or URLs to an album")
+    ingest = sub.add_parser("ingest", help="import image files, folders (recursively), zip/tar archives or URLs into "
+                                           "an album, in the background, with a progress bar")
     ingest.add_argument("paths", nargs="+")
     ingest.add_argument("--album", required=True)
     ingest.add_argument("--attributes", help="a JSON object given to every image, or a .csv/.jsonl manifest with a "
                                              "row per file (a 'file' column, then the attributes)")
-    ingest.add_argument("--batch-size", type=int, default=16)
+    ingest.add_argument("--on-duplicate", choices=["keep", "skip", "replace"], default="keep",
+                        help="an image within the near-duplicate distance of one in the album: keep it too, skip "
+                             "it, or replace the old one")
+    ingest.add_argument("--quiet", action="store_true", help="no progress bar")
+    imports = sub.add_parser("imports", help="list imports, newest first")
+    imports.add_argument("--album")
+    cancel = sub.add_parser("cancel-import", help="stop an import (what it added stays)")
+    cancel.add_argument("id")
     search = sub.add_parser("search", help="find an album's images nearest to an image file or URL")
     search.add_argument("query")
     search.add_argument("--album", required=True)
@@ -356,7 +373,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "up":
         return cmd_up(args)
     handlers = {"ingest": cmd_ingest, "search": cmd_search, "albums": cmd_albums, "delete-album": cmd_delete_album,
-                "reembed": cmd_reembed, "create-album": cmd_create_album, "sql": cmd_sql}
+                "reembed": cmd_reembed, "create-album": cmd_create_album, "sql": cmd_sql, "imports": cmd_imports,
+                "cancel-import": cmd_cancel_import}
     client = GatewayClient(args.url)
     try:
         return handlers[args.command](args, client)

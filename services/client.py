@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import mimetypes
 from collections.abc import Sequence
@@ -106,13 +107,37 @@ class GatewayClient:
             return dict(response.json())  # every image failed; the body says why, image by image
         return dict(self._json(response))
 
-    def start_job(self, album: str, urls: list[str], attributes: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Queues the images at `urls` for adding to the album; returns {"job_id": ...}."""
-        response = self.http.post(f"/v1/albums/{album}/jobs", json={"urls": urls, "attributes": attributes or {}})
-        return dict(self._json(response))
+    def start_import(self, album: str, *, archive: Path | None = None, urls: Sequence[str] = (),
+                     manifest: Path | None = None, attributes: dict[str, Any] | None = None,
+                     on_duplicate: str = "keep", timeout_s: float = 3600.0) -> dict[str, Any]:
+        """Queues an import (an archive of images, URLs, a manifest); answers once it is staged."""
+        data = {"urls": "\n".join(urls), "attributes": json.dumps(attributes or {}), "on_duplicate": on_duplicate}
+        with contextlib.ExitStack() as files:
+            parts: list[tuple[str, tuple[str, Any, str]]] = []
+            if archive is not None:
+                parts.append(("archive", (archive.name, files.enter_context(open(archive, "rb")),
+                                          "application/octet-stream")))
+            if manifest is not None:
+                parts.append(("manifest", (manifest.name, files.enter_context(open(manifest, "rb")), "text/plain")))
+            if not parts:
+                return dict(self._json(self.http.post(f"/v1/albums/{album}/imports", timeout=timeout_s, json={
+                    "urls": list(urls), "attributes": attributes or {}, "on_duplicate": on_duplicate})))
+            return dict(self._json(self.http.post(f"/v1/albums/{album}/imports", data=data, files=parts,
+                                                  timeout=timeout_s)))
 
-    def get_job(self, job_id: str) -> dict[str, Any]:
-        return dict(self._json(self.http.get(f"/v1/jobs/{job_id}")))
+    def get_import(self, import_id: str) -> dict[str, Any]:
+        return dict(self._json(self.http.get(f"/v1/imports/{import_id}")))
+
+    def import_results(self, import_id: str, failed_only: bool = False) -> list[dict[str, Any]]:
+        answer = self._json(self.http.get(f"/v1/imports/{import_id}/results", params={"failed": failed_only}))
+        return list(answer["results"])
+
+    def list_imports(self, album: str | None = None) -> list[dict[str, Any]]:
+        params = {"album": album} if album else {}
+        return list(self._json(self.http.get("/v1/imports", params=params))["imports"])
+
+    def cancel_import(self, import_id: str) -> dict[str, Any]:
+        return dict(self._json(self.http.post(f"/v1/imports/{import_id}/cancel")))
 
     def search(
         self,

@@ -366,6 +366,16 @@ class Stack:
             if proc is not None:
                 proc.stop()
 
+    def kill(self, name: str) -> None:
+        """Ends one part at once (SIGKILL to its whole process group), as a crash or an OOM kill would."""
+        proc = self.processes.pop(name, None)
+        if proc is None or proc.proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.proc.pid, signal.SIGKILL)
+        proc.proc.wait(10)
+        log.info("killed %s", name)
+
     def restart(self, name: str) -> None:
         """Stops and starts one part (the others keep running and must find it again by themselves)."""
         self.stop((name,))

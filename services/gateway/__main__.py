@@ -1,4 +1,4 @@
-"""Runs the gateway: the gRPC API and the HTTP API + web page in one event loop, and the ingest worker.
+"""Runs the gateway: the gRPC API and the HTTP API + web page in one event loop, and the import workers.
 
 It starts whether or not the extractor, search service, object store and Redis are up; calls that
 need one that is down answer 503 until it is back.
@@ -27,7 +27,8 @@ from services.gateway.blobstore import BlobStore
 from services.gateway.cache import RedisEmbeddingCache
 from services.gateway.clients import GrpcExtractor, GrpcVectorSearch
 from services.gateway.deps import Deps
-from services.gateway.jobs import IngestWorker, JobStore
+from services.gateway.import_queue import ImportQueue
+from services.gateway.import_worker import ImportWorker
 from services.gateway.servicer import SERVICE_NAME, GatewayServicer
 from services.gateway.settings import GatewaySettings
 from services.gateway.urlfetch import AddressPolicy, UrlFetcher
@@ -83,17 +84,17 @@ async def main() -> None:
         UrlFetcher(http_client, settings.max_image_bytes, settings.url_fetch_timeout_s,
                    AddressPolicy(settings.url_allow_private, frozenset(settings.url_allowed_hosts))),
     )
-    jobs = JobStore(redis)
-    checks = {"extractor": extractor.health, "search": search.health, "object_store": blobs.ping, "redis": jobs.ping}
-    app = create_app(settings, deps, jobs, checks)
+    queue = ImportQueue(redis)
+    checks = {"extractor": extractor.health, "search": search.health, "object_store": blobs.ping, "redis": queue.ping}
+    app = create_app(settings, deps, queue, checks)
 
     def register(server: grpc.aio.Server) -> None:
-        gateway_pb2_grpc.add_GatewayServicer_to_server(GatewayServicer(deps), server)
+        gateway_pb2_grpc.add_GatewayServicer_to_server(GatewayServicer(deps, queue), server)
 
     grpc_server, health, grpc_port = create_server(settings, "gateway", register, [SERVICE_NAME])
     await grpc_server.start()
-    worker = asyncio.create_task(IngestWorker(jobs, deps, settings.ingest_batch_size).run(), name="ingest") \
-        if settings.ingest_worker else None
+    workers = [asyncio.create_task(ImportWorker(deps, queue, settings.import_visibility_s).run(), name=f"import-{n}")
+               for n in range(settings.import_workers)]
 
     def not_serving() -> None:
         asyncio.get_running_loop().create_task(set_serving(health, [SERVICE_NAME], False))
@@ -114,9 +115,9 @@ async def main() -> None:
     finally:
         await set_serving(health, [SERVICE_NAME], False)
         await grpc_server.stop(settings.shutdown_grace_s)
-        if worker is not None:
+        for worker in workers:
             worker.cancel()
-            await asyncio.gather(worker, return_exceptions=True)
+        await asyncio.gather(*workers, return_exceptions=True)
         await http_client.aclose()
         await redis.aclose()
         await extractor_channel.close()

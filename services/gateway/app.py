@@ -30,17 +30,29 @@ from services.common.logs import REQUEST_ID_HEADER, new_request_id, request_id_v
 from services.common.metrics import observe_request
 from services.gateway import schemas
 from services.gateway.deps import Deps, check_album_name
-from services.gateway.jobs import JobStore
-from services.gateway.records import AddResult, AddStatus, ImageFilter, JsonObject, Listing, NewImage, SearchMode
+from services.gateway.import_queue import ImportQueue
+from services.gateway.records import (
+    AddResult,
+    AddStatus,
+    ImageFilter,
+    JsonObject,
+    Listing,
+    NewImage,
+    OnDuplicate,
+    SearchMode,
+)
 from services.gateway.records import Query as SearchQuery
 from services.gateway.settings import GatewaySettings
-from services.gateway.usecases import albums, images, ingest, reembed, search, sql
+from services.gateway.usecases import albums, duplicates, images, imports, ingest, reembed, search, sql
 from services.gateway.usecases.images import MAX_OFFSET
+from services.gateway.usecases.imports import ImportSpec
 from services.gateway.usecases.ingest import parse_attributes
 
 log = logging.getLogger(__name__)
 
 WEB_DIR = Path(__file__).parent / "web"
+# A manifest sent with an import, at most (a million rows of a few attributes).
+MAX_MANIFEST_BYTES = 256 * 1024 * 1024
 # Multipart framing and form fields on top of the files themselves.
 FORM_OVERHEAD_BYTES = 1024 * 1024
 HealthCheck = Callable[[], Awaitable[None]]
@@ -207,7 +219,7 @@ async def _run_checks(checks: Mapping[str, HealthCheck], timeout_s: float) -> di
 
 
 def create_app(
-    settings: GatewaySettings, deps: Deps, jobs: JobStore, checks: Mapping[str, HealthCheck]
+    settings: GatewaySettings, deps: Deps, queue: ImportQueue, checks: Mapping[str, HealthCheck]
 ) -> FastAPI:
     """The gateway's HTTP application over the given use-case dependencies, job store and readiness checks."""
     app = FastAPI(
@@ -225,7 +237,7 @@ def create_app(
     _add_image_routes(app, settings, deps)
     _add_search_routes(app, settings, deps)
     _add_sql_routes(app, settings, deps)
-    _add_job_routes(app, deps, jobs)
+    _add_import_routes(app, settings, deps, queue)
     return app
 
 
@@ -321,6 +333,7 @@ def _add_image_routes(app: FastAPI, settings: GatewaySettings, deps: Deps) -> No
         name: Annotated[list[str], Form(default_factory=list, description="Names aligned with the files.")],
         attributes: Annotated[list[str], Form(default_factory=list, description="JSON objects aligned with the "
                                                                                 "files, or one for all.")],
+        on_duplicate: Annotated[OnDuplicate, Form(description=schemas.ON_DUPLICATE_DESCRIPTION)] = OnDuplicate.KEEP,
     ) -> JSONResponse:
         """Adds images: 201 when all are stored (added or duplicate), 207 when some failed, 422 when all did.
         Declared attributes must have their column's type (an image with a wrong one fails alone)."""
@@ -333,7 +346,8 @@ def _add_image_routes(app: FastAPI, settings: GatewaySettings, deps: Deps) -> No
         for f, n, a in zip(file, names, attrs, strict=True):
             content = await _read_upload(f, settings.max_image_bytes)
             new.append((content, n or f.filename or "", a, f.content_type or ""))
-        results = await ingest.add_images(deps, album, [_new_image(*fields) for fields in new])
+        results = await ingest.add_images(deps, album, [_new_image(*fields) for fields in new],
+                                          on_duplicate=on_duplicate)
         body = schemas.AddImagesOut.of(results)
         return JSONResponse(body.model_dump(mode="json"), status_code=add_status(results))
 
@@ -516,15 +530,101 @@ async def _sql_request(request: Request, settings: GatewaySettings) -> tuple[str
     return body.statement, body.delete_all, {}
 
 
-def _add_job_routes(app: FastAPI, deps: Deps, jobs: JobStore) -> None:
-    @app.post("/v1/albums/{album}/jobs", status_code=202, tags=["jobs"], response_model=schemas.JobCreated)
-    async def create_job(album: str, body: schemas.JobCreate) -> schemas.JobCreated:
-        """Queues the URLs to be fetched and added to the album in the background."""
-        await albums.get(deps, album)
-        job_id = await jobs.submit(album, body.urls, body.attributes)
-        return schemas.JobCreated(job_id=job_id, status_url=f"/v1/jobs/{job_id}")
+IMPORT_REQUEST_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": schemas.ImportCreate.model_json_schema(ref_template="#/components/schemas/{model}")},
+    "multipart/form-data": {"schema": {"type": "object", "properties": {
+        "archive": {"type": "string", "format": "binary",
+                    "description": "A zip or tar archive (gzip, bz2 or xz too) of images: a folder sent as one."},
+        "manifest": {"type": "string", "format": "binary",
+                     "description": "A CSV or JSONL manifest (by its file name's suffix): a row per file of the "
+                                    "archive (by path or name) or per URL, with its attributes."},
+        "urls": {"type": "string", "description": "URLs of images, one per line."},
+        "attributes": {"type": "string", "description": "A JSON object given to every image."},
+        "on_duplicate": {"type": "string", "enum": [o.value for o in OnDuplicate]}}}},
+}}}
+IMPORT_ID = Annotated[str, PathParam(description="The import's id.", json_schema_extra={"pattern": "^[0-9a-f]{32}$"})]
 
-    @app.get("/v1/jobs/{job_id}", tags=["jobs"], response_model=schemas.JobOut)
-    async def get_job(job_id: str) -> schemas.JobOut:
-        return schemas.JobOut.of(await jobs.get(job_id))
 
+def _add_import_routes(app: FastAPI, settings: GatewaySettings, deps: Deps, queue: ImportQueue) -> None:
+    @app.post("/v1/albums/{album}/imports", status_code=202, tags=["imports"], response_model=schemas.ImportOut,
+              openapi_extra=IMPORT_REQUEST_BODY, responses={409: {"model": schemas.ErrorBody}})
+    async def create_import(album: AlbumName, request: Request) -> schemas.ImportOut:
+        """Adds images in the background: URLs, an archive (a folder sent as a zip or tar), and/or a CSV/JSONL
+        manifest with a row of typed attributes per file or URL. Answers once the images are staged and
+        queued; GET the status_url for progress. Survives a killed gateway, extractor, Milvus or object store."""
+        spec = await _import_spec(request, settings)
+        return schemas.ImportOut.of(await imports.create(deps, queue, album, spec))
+
+    @app.get("/v1/imports", tags=["imports"], response_model=schemas.ImportList)
+    async def list_imports(
+        album: Annotated[str | None, Query(description="Only this album's imports.")] = None,
+        limit: Annotated[int, Query(json_schema_extra={"minimum": 1, "maximum": 500})] = 50,
+    ) -> schemas.ImportList:
+        """The newest imports first."""
+        found = await imports.list_all(queue, album or "", limit)
+        return schemas.ImportList(imports=[schemas.ImportOut.of(j) for j in found])
+
+    @app.get("/v1/imports/{import_id}", tags=["imports"], response_model=schemas.ImportOut)
+    async def get_import(import_id: IMPORT_ID) -> schemas.ImportOut:
+        """An import's progress: counts by outcome, rate and ETA."""
+        return schemas.ImportOut.of(await imports.get(queue, import_id))
+
+    @app.get("/v1/imports/{import_id}/results", tags=["imports"], response_model=schemas.ImportResults)
+    async def import_results(
+        import_id: IMPORT_ID,
+        failed: Annotated[bool, Query(description="Only the images that failed, with their reasons.")] = False,
+    ) -> schemas.ImportResults:
+        """What happened to each image processed so far, in the import's order."""
+        rows = await imports.results(queue, import_id, failed_only=failed)
+        return schemas.ImportResults(results=[schemas.ImportItemOut.model_validate(r) for r in rows])
+
+    @app.post("/v1/imports/{import_id}/cancel", tags=["imports"], response_model=schemas.ImportOut)
+    async def cancel_import(import_id: IMPORT_ID) -> schemas.ImportOut:
+        """Stops the import; the images it added stay."""
+        return schemas.ImportOut.of(await imports.cancel(deps, queue, import_id))
+
+    @app.get("/v1/albums/{album}/duplicates", tags=["images"], response_model=schemas.DuplicatesOut)
+    async def album_duplicates(
+        album: AlbumName,
+        max_distance: Annotated[float | None, Query(description="Near-duplicates: at most this far (cosine distance; "
+                                                                "default: the gateway's near-duplicate distance).",
+                                                    json_schema_extra={"minimum": 0, "maximum": 2})] = None,
+    ) -> schemas.DuplicatesOut:
+        """Groups of near-duplicate images of the album, the largest first."""
+        limit = settings.near_duplicate_distance if max_distance is None else max_distance
+        groups = await duplicates.groups(deps, album, limit)
+        return schemas.DuplicatesOut(album=album, max_distance=limit, groups=[
+            schemas.DuplicateGroup(images=[schemas.ImageOut.of(i) for i in g.images], distance=round(g.distance, 5))
+            for g in groups])
+
+
+async def _import_spec(request: Request, settings: GatewaySettings) -> ImportSpec:
+    """What to import, from a JSON body or a multipart form."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind != "multipart/form-data":
+        try:
+            body = schemas.ImportCreate.model_validate_json(await request.body())
+        except ValidationError as exc:
+            problem = exc.errors()[0].get("msg", "invalid body") if exc.errors() else "invalid body"
+            raise InvalidArgument(f"send JSON {{\"urls\": [...]}} or a multipart form with an archive: {problem}") \
+                from None
+        return ImportSpec(urls=body.urls, manifest=body.manifest, manifest_name=f"manifest.{body.manifest_format}",
+                          attributes=body.attributes, on_duplicate=body.on_duplicate)
+    form = await request.form(max_files=4, max_part_size=MAX_MANIFEST_BYTES)
+    archive, manifest = form.get("archive"), form.get("manifest")
+    manifest_text, manifest_name = "", ""
+    if isinstance(manifest, StarletteUpload):
+        raw = await manifest.read(MAX_MANIFEST_BYTES + 1)
+        if len(raw) > MAX_MANIFEST_BYTES:
+            raise InvalidArgument(f"the manifest is over {MAX_MANIFEST_BYTES} bytes")
+        manifest_text, manifest_name = raw.decode("utf-8", errors="replace"), manifest.filename or "manifest.csv"
+    elif isinstance(manifest, str):
+        manifest_text, manifest_name = manifest, "manifest.csv"
+    urls = [u.strip() for u in str(form.get("urls") or "").splitlines() if u.strip()]
+    try:
+        on_duplicate = OnDuplicate(str(form.get("on_duplicate") or OnDuplicate.KEEP.value))
+    except ValueError:
+        raise InvalidArgument(f"on_duplicate is one of {', '.join(o.value for o in OnDuplicate)}") from None
+    return ImportSpec(urls=urls, archive=archive.file if isinstance(archive, StarletteUpload) else None,
+                      manifest=manifest_text, manifest_name=manifest_name,
+                      attributes=parse_attributes(str(form.get("attributes") or "")), on_duplicate=on_duplicate)

@@ -8,17 +8,21 @@ from pydantic import BaseModel, Field, WithJsonSchema
 
 from services.common.schema import AlbumSchema, Column, ColumnType, to_json
 from services.gateway.deps import ALBUM_NAME
-from services.gateway.jobs import Job
+from services.gateway.import_queue import ImportJob, ImportStatus
 from services.gateway.records import (
     AddResult,
     AddStatus,
     Album,
     GroupCount,
     ImageRecord,
+    OnDuplicate,
     ReembedReport,
     SearchOutcome,
     SqlResult,
 )
+
+ON_DUPLICATE_DESCRIPTION = ("What to do with an image within the near-duplicate distance of one in the album: "
+                            "keep it too (default), skip it, or replace the old one with it.")
 
 # An attribute's value: one of the declared column types' JSON forms (services.common.schema), or any
 # JSON value for an undeclared attribute (its strings and numbers unbounded: the plain types after the
@@ -167,17 +171,21 @@ class AddedImage(BaseModel):
     status: AddStatus
     id: str | None = None
     error: ItemError | None = None
+    near: str | None = Field(default=None, description="Skipped or replaced: the near-duplicate in the album.")
 
     @classmethod
     def of(cls, result: AddResult) -> AddedImage:
         error = ItemError(reason=result.error.reason, message=result.error.message) if result.error else None
-        return cls(index=result.index, name=result.name, status=result.status, id=result.id or None, error=error)
+        return cls(index=result.index, name=result.name, status=result.status, id=result.id or None, error=error,
+                   near=result.near or None)
 
 
 class AddImagesOut(BaseModel):
     results: list[AddedImage]
     added: int
     duplicates: int
+    skipped: int = Field(description="Near-duplicates not added (on_duplicate skip).")
+    replaced: int = Field(description="Near-duplicates added in place of the old image (on_duplicate replace).")
     failed: int
 
     @classmethod
@@ -186,7 +194,8 @@ class AddImagesOut(BaseModel):
             return sum(1 for r in results if r.status == status)
 
         return cls(results=[AddedImage.of(r) for r in results], added=count(AddStatus.ADDED),
-                   duplicates=count(AddStatus.DUPLICATE), failed=count(AddStatus.FAILED))
+                   duplicates=count(AddStatus.DUPLICATE), skipped=count(AddStatus.SKIPPED),
+                   replaced=count(AddStatus.REPLACED), failed=count(AddStatus.FAILED))
 
 
 class SearchHitOut(BaseModel):
@@ -219,33 +228,85 @@ class SearchOut(BaseModel):
                    took_ms=round(outcome.took_ms, 3), results=hits)
 
 
-class JobCreate(BaseModel):
-    urls: list[str] = Field(min_length=1, description="http(s) URLs of images to add.")
-    attributes: dict[str, Any] = Field(default_factory=dict, description="Attributes given to every image.")
+class ImportCreate(BaseModel):
+    """An import by JSON: URLs, and/or a manifest's text whose rows name URLs (an archive is sent as a
+    multipart form)."""
+
+    urls: list[str] = Field(default_factory=list, description="http(s) URLs of images to add.",
+                            json_schema_extra={"maxItems": 1_000_000})
+    manifest: str = Field(default="", description="A CSV (header `url,...`) or JSONL manifest: a row per image "
+                                                 "with its attributes, typed by the album's columns.")
+    manifest_format: str = Field(default="csv", description="csv or jsonl.", json_schema_extra={
+        "enum": ["csv", "jsonl"]})
+    attributes: Attributes = Field(default_factory=dict, description="Attributes given to every image (a "
+                                                                     "manifest row's win).")
+    on_duplicate: OnDuplicate = Field(default=OnDuplicate.KEEP, description=ON_DUPLICATE_DESCRIPTION)
 
 
-class JobCreated(BaseModel):
-    job_id: str
-    status_url: str
-
-
-class JobOut(BaseModel):
-    job_id: str
-    album: str
-    status: str = Field(description="queued, running, done or failed.")
-    total: int
-    done: int
+class ImportCounts(BaseModel):
+    added: int
+    duplicates: int = Field(description="The same bytes were in the album already.")
+    skipped: int = Field(description="Near-duplicates not added (on_duplicate skip).")
+    replaced: int = Field(description="Near-duplicates added in place of the old image (on_duplicate replace).")
     failed: int
+
+
+class ImportOut(BaseModel):
+    id: str
+    album: str
+    kind: str = Field(description="urls, archive or manifest.")
+    status: ImportStatus
+    total: int
+    processed: int
+    counts: ImportCounts
+    rate: float = Field(description="Images per second since the import started.")
+    eta_s: float | None = Field(description="Seconds left at that rate (null when unknown or finished).")
+    on_duplicate: str
     error: str | None = None
     created_at_ms: int
-    updated_at_ms: int
-    results: list[dict[str, Any]]
+    started_at_ms: int | None = None
+    finished_at_ms: int | None = None
+    status_url: str
 
     @classmethod
-    def of(cls, job: Job) -> JobOut:
-        return cls(job_id=job.id, album=job.album, status=job.status.value, total=job.total, done=job.done,
-                   failed=job.failed, error=job.error or None, created_at_ms=job.created_at_ms,
-                   updated_at_ms=job.updated_at_ms, results=job.results)
+    def of(cls, job: ImportJob) -> ImportOut:
+        eta = job.eta_s()
+        return cls(id=job.id, album=job.album, kind=job.kind, status=job.status, total=job.total,
+                   processed=job.processed, counts=ImportCounts(**job.counts), rate=round(job.rate(), 3),
+                   eta_s=round(eta, 1) if eta is not None else None, on_duplicate=job.on_duplicate,
+                   error=job.error or None, created_at_ms=job.created_at_ms, started_at_ms=job.started_at_ms or None,
+                   finished_at_ms=job.finished_at_ms or None, status_url=f"/v1/imports/{job.id}")
+
+
+class ImportList(BaseModel):
+    imports: list[ImportOut]
+
+
+class ImportItemOut(BaseModel):
+    """What happened to one image of an import."""
+
+    index: int
+    name: str
+    status: AddStatus
+    id: str | None = None
+    url: str = ""
+    error: ItemError | None = None
+    near: str | None = Field(default=None, description="Skipped or replaced: the near-duplicate in the album.")
+
+
+class ImportResults(BaseModel):
+    results: list[ImportItemOut]
+
+
+class DuplicateGroup(BaseModel):
+    images: list[ImageOut]
+    distance: float = Field(description="The largest distance of an image of the group to its nearest one.")
+
+
+class DuplicatesOut(BaseModel):
+    album: str
+    max_distance: float
+    groups: list[DuplicateGroup]
 
 
 class ReembedFailure(BaseModel):

@@ -5,13 +5,14 @@ Errors raised by the use cases become status codes in `grpc_server.ServiceInterc
 
 from __future__ import annotations
 
+import io
 import json
 from typing import Any, TypeAlias
 
 import grpc
 from imagesearch.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 
-from services.common.errors import InvalidAttributes
+from services.common.errors import InvalidArgument, InvalidAttributes
 from services.common.schema import to_json
 from services.common.wire import (
     attributes_from_wire,
@@ -22,17 +23,20 @@ from services.common.wire import (
     value_to_wire,
 )
 from services.gateway.deps import Deps
+from services.gateway.import_queue import ImportJob, ImportQueue
 from services.gateway.records import (
     Album,
     ImageFilter,
     ImageRecord,
     Listing,
     NewImage,
+    OnDuplicate,
     Query,
     SearchMode,
     SqlResult,
 )
-from services.gateway.usecases import albums, images, ingest, search, sql
+from services.gateway.usecases import albums, duplicates, images, imports, ingest, search, sql
+from services.gateway.usecases.imports import ImportSpec
 from services.gateway.usecases.ingest import parse_attributes
 
 SERVICE_NAME = gateway_pb2.DESCRIPTOR.services_by_name["Gateway"].full_name
@@ -87,8 +91,9 @@ def sql_message(result: SqlResult) -> gateway_pb2.SqlResponse:
 class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
     """Each RPC calls the use case of the same name."""
 
-    def __init__(self, deps: Deps) -> None:
+    def __init__(self, deps: Deps, queue: ImportQueue) -> None:
         self.deps = deps
+        self.queue = queue
 
     async def CreateAlbum(self, request: gateway_pb2.CreateAlbumRequest, context: Context) -> gateway_pb2.Album:
         return album_message(await albums.create(self.deps, request.name, columns_from_wire(request.columns)))
@@ -109,10 +114,11 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
     async def AddImages(
         self, request: gateway_pb2.AddImagesRequest, context: Context
     ) -> gateway_pb2.AddImagesResponse:
-        results = await ingest.add_images(self.deps, request.album, [new_image(i) for i in request.images])
+        results = await ingest.add_images(self.deps, request.album, [new_image(i) for i in request.images],
+                                          on_duplicate=on_duplicate(request.on_duplicate))
         return gateway_pb2.AddImagesResponse(results=[
             gateway_pb2.AddedImage(
-                index=r.index, name=r.name, status=r.status.value, id=r.id,
+                index=r.index, name=r.name, status=r.status.value, id=r.id, near=r.near,
                 error=common_pb2.ItemError(reason=r.error.reason, message=r.error.message) if r.error else None,
             )
             for r in results
@@ -193,3 +199,57 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
     async def Sql(self, request: gateway_pb2.SqlRequest, context: Context) -> gateway_pb2.SqlResponse:
         parts = {image.name: image.content for image in request.images}
         return sql_message(await sql.execute(self.deps, request.statement, parts, request.delete_all))
+
+    async def CreateImport(self, request: gateway_pb2.CreateImportRequest, context: Context) -> gateway_pb2.ImportJob:
+        spec = ImportSpec(urls=list(request.urls), archive=io.BytesIO(request.archive) if request.archive else None,
+                          manifest=request.manifest, manifest_name=f"manifest.{request.manifest_format or 'csv'}",
+                          attributes=attributes_from_wire(request.attributes),
+                          on_duplicate=on_duplicate(request.on_duplicate))
+        return import_message(await imports.create(self.deps, self.queue, request.album, spec))
+
+    async def GetImport(self, request: gateway_pb2.GetImportRequest, context: Context) -> gateway_pb2.ImportJob:
+        return import_message(await imports.get(self.queue, request.id))
+
+    async def ListImports(
+        self, request: gateway_pb2.ListImportsRequest, context: Context
+    ) -> gateway_pb2.ListImportsResponse:
+        found = await imports.list_all(self.queue, request.album, request.limit or 50)
+        return gateway_pb2.ListImportsResponse(imports=[import_message(j) for j in found])
+
+    async def GetImportResults(
+        self, request: gateway_pb2.GetImportResultsRequest, context: Context
+    ) -> gateway_pb2.GetImportResultsResponse:
+        rows = await imports.results(self.queue, request.id, failed_only=request.failed_only)
+        return gateway_pb2.GetImportResultsResponse(results=[
+            gateway_pb2.ImportItem(index=r["index"], name=r["name"], status=r["status"], id=r.get("id") or "",
+                                   url=r.get("url") or "", near=r.get("near") or "",
+                                   error=common_pb2.ItemError(**r["error"]) if r.get("error") else None)
+            for r in rows])
+
+    async def CancelImport(self, request: gateway_pb2.CancelImportRequest, context: Context) -> gateway_pb2.ImportJob:
+        return import_message(await imports.cancel(self.deps, self.queue, request.id))
+
+    async def FindDuplicates(
+        self, request: gateway_pb2.FindDuplicatesRequest, context: Context
+    ) -> gateway_pb2.FindDuplicatesResponse:
+        limit = request.max_distance if request.HasField("max_distance") else \
+            self.deps.settings.near_duplicate_distance
+        found = await duplicates.groups(self.deps, request.album, limit)
+        return gateway_pb2.FindDuplicatesResponse(groups=[
+            gateway_pb2.DuplicateGroup(images=[image_message(i) for i in g.images], distance=g.distance)
+            for g in found])
+
+
+def on_duplicate(text: str) -> OnDuplicate:
+    try:
+        return OnDuplicate(text or OnDuplicate.KEEP.value)
+    except ValueError:
+        raise InvalidArgument(f"on_duplicate is one of {', '.join(o.value for o in OnDuplicate)}") from None
+
+
+def import_message(job: ImportJob) -> gateway_pb2.ImportJob:
+    return gateway_pb2.ImportJob(
+        id=job.id, album=job.album, kind=job.kind, status=job.status.value, total=job.total,
+        processed=job.processed, rate=job.rate(), eta_s=job.eta_s(), on_duplicate=job.on_duplicate, error=job.error,
+        created_at_ms=job.created_at_ms, started_at_ms=job.started_at_ms, finished_at_ms=job.finished_at_ms,
+        **job.counts)

@@ -63,7 +63,11 @@ class GatewaySettings(ServiceSettings):
     redis_timeout_s: float = 2.0
     # Seconds for one object store call.
     s3_timeout_s: float = 30.0
-    # URLs fetched at once by the ingest worker (one Embed call per batch).
+    # Images per batch of an import (one Embed call each) and of a re-embed.
     ingest_batch_size: int = 16
-    # Turns the ingest worker of this process off (e.g. to run workers apart from the API).
-    ingest_worker: bool = True
+    # Import workers in this process: two keep the extractor busy while a batch is written (0: none, e.g.
+    # to run workers apart from the API).
+    import_workers: int = 2
+    # Seconds a batch may go untouched before another worker takes it over (its worker died); a living
+    # worker touches its batch every third of it.
+    import_visibility_s: float = 60.0

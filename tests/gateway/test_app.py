@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 
 from services.common.errors import SearchUnavailable
 from services.gateway.app import create_app
-from services.gateway.jobs import JobStore
+from services.gateway.import_queue import ImportQueue
 from services.gateway.usecases import albums
 from tests.gateway.conftest import MakeFakes
 from tests.gateway.fakes import Fakes, png
@@ -36,9 +36,9 @@ async def fakes(make_fakes: MakeFakes) -> Fakes:
 
 @pytest.fixture()
 async def client(fakes: Fakes) -> AsyncIterator[httpx.AsyncClient]:
-    # Nothing listens on port 1: the job routes are not under test here.
-    jobs = JobStore(Redis(port=1, socket_connect_timeout=0.2))
-    app = create_app(fakes.settings, fakes.deps, jobs, {"search": _down, "extractor": _ok})
+    # Nothing listens on port 1: the import routes are not under test here.
+    queue = ImportQueue(Redis(port=1, socket_connect_timeout=0.2))
+    app = create_app(fakes.settings, fakes.deps, queue, {"search": _down, "extractor": _ok})
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://gw") as c:
         yield c

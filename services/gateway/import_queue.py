@@ -1,0 +1,374 @@
+"""Import jobs in Redis: each job's items and results, and a stream of batches that workers take with
+acknowledgement, so that a worker killed mid-batch leaves it to another (exactly-once in effect, with
+idempotent processing: see services.gateway.usecases.imports).
+
+    imports:jobs               ZSET  job id -> creation time (the listing)
+    import:<id>                HASH  album, kind, status, total, added, duplicates, skipped, failed, times, ...
+    import:<id>:items          HASH  item index -> JSON {"url" | "staged", "name", "attributes"}
+    import:<id>:claims         HASH  item index -> JSON {"id", "existed"}: what the item's image was found
+                                     as before anything of it was written (so a retry tells "added by
+                                     this job" from "there before")
+    import:<id>:results        HASH  item index -> JSON result, written once
+    imports:tasks              STREAM of batches {"job", "first", "last"}; consumer group "workers"
+
+A batch is read with XREADGROUP and removed with XACK + XDEL only once its results are written; one
+that stays pending longer than the visibility timeout (its worker died) is taken over with
+XAUTOCLAIM. Results are recorded by a Lua script that writes each result at most once and counts it
+then, and marks the job done when every item has one. Redis errors become `StoreUnavailable`.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError, ResponseError
+
+from services.common.errors import InvalidArgument, NotFound, StoreUnavailable
+from services.common.logs import request_id_var
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+JOBS_KEY = "imports:jobs"
+TASKS_KEY = "imports:tasks"
+GROUP = "workers"
+JOB_TTL_S = 14 * 24 * 3600
+MAX_ITEMS = 1_000_000
+# Results counted per status (the job hash's counters).
+COUNTERS = ("added", "duplicates", "skipped", "replaced", "failed")
+
+
+class ImportStatus(enum.StrEnum):
+    STAGING = "staging"
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (ImportStatus.DONE, ImportStatus.FAILED, ImportStatus.CANCELLED)
+
+
+@dataclass(frozen=True)
+class ImportJob:
+    """A job as GET /v1/imports/{id} shows it."""
+
+    id: str
+    album: str
+    kind: str
+    status: ImportStatus
+    total: int
+    counts: dict[str, int]
+    created_at_ms: int
+    updated_at_ms: int
+    started_at_ms: int = 0
+    finished_at_ms: int = 0
+    error: str = ""
+    on_duplicate: str = "skip"
+
+    @property
+    def processed(self) -> int:
+        return sum(self.counts.values())
+
+    def rate(self, now_ms: int | None = None) -> float:
+        """Items per second since the job started."""
+        if not self.started_at_ms:
+            return 0.0
+        end = self.finished_at_ms or (now_ms if now_ms is not None else _now_ms())
+        seconds = max(end - self.started_at_ms, 1) / 1000
+        return self.processed / seconds
+
+    def eta_s(self, now_ms: int | None = None) -> float | None:
+        """Seconds left at the rate so far (None before a rate is known or once finished)."""
+        rate = self.rate(now_ms)
+        if self.status.finished or rate <= 0:
+            return None
+        return (self.total - self.processed) / rate
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A stream entry: items first..last (inclusive) of a job, and how often it was delivered."""
+
+    entry_id: str
+    job_id: str
+    first: int
+    last: int
+    deliveries: int = 1
+
+    @property
+    def indexes(self) -> range:
+        return range(self.first, self.last + 1)
+
+
+@dataclass(frozen=True)
+class ItemSource:
+    """Where an item's bytes come from: a URL, or an object staged in the blob store; or why it has
+    none ("reason: message", e.g. a file over the size limit), which fails it."""
+
+    name: str
+    url: str = ""
+    staged: str = ""
+    attributes: dict[str, Any] = field(default_factory=dict)
+    error: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps({"name": self.name, "url": self.url, "staged": self.staged, "attributes": self.attributes,
+                           "error": self.error}, separators=(",", ":"), default=str)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> ItemSource:
+        raw = json.loads(text)
+        return cls(name=raw["name"], url=raw.get("url", ""), staged=raw.get("staged", ""),
+                   attributes=raw.get("attributes") or {}, error=raw.get("error", ""))
+
+
+def _job_key(job_id: str) -> str:
+    return f"import:{job_id}"
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+# Records results: KEYS = job hash, results hash; ARGV = now_ms, then (index, status counter, result JSON)
+# triples. Writes each result once, counts the new ones, marks the job done when every item has one.
+_RECORD = """
+local added = 0
+for i = 2, #ARGV, 3 do
+  if redis.call('HSETNX', KEYS[2], ARGV[i], ARGV[i + 2]) == 1 then
+    redis.call('HINCRBY', KEYS[1], ARGV[i + 1], 1)
+    added = added + 1
+  end
+end
+redis.call('HSET', KEYS[1], 'updated_at_ms', ARGV[1])
+local total = tonumber(redis.call('HGET', KEYS[1], 'total') or '0')
+local status = redis.call('HGET', KEYS[1], 'status')
+if redis.call('HLEN', KEYS[2]) >= total and (status == 'queued' or status == 'running') then
+  redis.call('HSET', KEYS[1], 'status', 'done', 'finished_at_ms', ARGV[1])
+end
+return added
+"""
+
+
+class ImportQueue:
+    """Import jobs and their batches in Redis."""
+
+    def __init__(self, redis: Redis, ttl_s: int = JOB_TTL_S) -> None:
+        self.redis = redis
+        self.ttl_s = ttl_s
+        self._record = redis.register_script(_RECORD)
+        self._group_ready = False
+
+    async def _run(self, operation: Awaitable[T]) -> T:
+        try:
+            return await operation
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"the job store (Redis) is unavailable: {exc}") from exc
+
+    async def ping(self) -> None:
+        """Raises StoreUnavailable unless Redis answers."""
+        await self._run(self.redis.ping())
+
+    async def _ensure_group(self) -> None:
+        if self._group_ready:
+            return
+        try:
+            await self._run(self.redis.xgroup_create(TASKS_KEY, GROUP, id="0", mkstream=True))
+        except StoreUnavailable as exc:
+            if not isinstance(exc.__cause__, ResponseError) or "BUSYGROUP" not in str(exc.__cause__):
+                raise
+        self._group_ready = True
+
+    # --- jobs -------------------------------------------------------------------------------------
+    async def create(self, album: str, kind: str, on_duplicate: str = "skip", status: ImportStatus =
+                     ImportStatus.STAGING) -> str:
+        """Records a new job (no items yet); returns its id."""
+        job_id = uuid.uuid4().hex
+        now = _now_ms()
+        fields: dict[Any, Any] = {"album": album, "kind": kind, "status": status.value, "total": 0,
+                                  "on_duplicate": on_duplicate, "created_at_ms": now, "updated_at_ms": now,
+                                  "started_at_ms": 0, "finished_at_ms": 0, "error": "",
+                                  "request_id": request_id_var.get(), **dict.fromkeys(COUNTERS, 0)}
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(_job_key(job_id), mapping=fields)
+            pipe.expire(_job_key(job_id), self.ttl_s)
+            pipe.zadd(JOBS_KEY, {job_id: now})
+            await self._run(pipe.execute())
+        return job_id
+
+    async def add_items(self, job_id: str, first: int, items: Sequence[ItemSource]) -> None:
+        """Stores items first, first+1, ... of a job (while it is staging)."""
+        if not items:
+            return
+        if first + len(items) > MAX_ITEMS:
+            raise InvalidArgument(f"an import holds at most {MAX_ITEMS} images")
+        key = f"{_job_key(job_id)}:items"
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hset(key, mapping={str(first + i): item.to_json() for i, item in enumerate(items)})
+            pipe.expire(key, self.ttl_s)
+            await self._run(pipe.execute())
+
+    async def start(self, job_id: str, total: int, batch_size: int) -> None:
+        """Queues the job's items, a batch per stream entry, and marks it queued."""
+        if total < 1:
+            raise InvalidArgument("the import holds no images")
+        await self._ensure_group()
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for first in range(0, total, batch_size):
+                last = min(first + batch_size, total) - 1
+                pipe.xadd(TASKS_KEY, {"job": job_id, "first": first, "last": last})
+            pipe.hset(_job_key(job_id), mapping={"status": ImportStatus.QUEUED.value, "total": total,
+                                                 "updated_at_ms": _now_ms()})
+            await self._run(pipe.execute())
+        log.info("import %s queued: %d image(s)", job_id, total)
+
+    async def get(self, job_id: str) -> ImportJob:
+        fields = await self._fields(job_id)
+        return ImportJob(
+            id=job_id, album=fields.get("album", ""), kind=fields.get("kind", ""),
+            status=ImportStatus(fields.get("status", "queued")), total=int(fields.get("total", 0)),
+            counts={c: int(fields.get(c, 0)) for c in COUNTERS}, created_at_ms=int(fields.get("created_at_ms", 0)),
+            updated_at_ms=int(fields.get("updated_at_ms", 0)), started_at_ms=int(fields.get("started_at_ms", 0)),
+            finished_at_ms=int(fields.get("finished_at_ms", 0)), error=fields.get("error", ""),
+            on_duplicate=fields.get("on_duplicate", "skip"),
+        )
+
+    async def _fields(self, job_id: str) -> dict[str, str]:
+        raw = await self._run(self.redis.hgetall(_job_key(job_id))) if job_id.isalnum() and len(job_id) <= 64 else {}
+        if not raw:
+            raise NotFound(f"no import {job_id[:80]!r}")
+        return {_text(k): _text(v) for k, v in raw.items()}
+
+    async def list(self, limit: int = 50, album: str = "") -> list[ImportJob]:
+        """The newest jobs first (of one album if given)."""
+        ids = [_text(i) for i in await self._run(self.redis.zrevrange(JOBS_KEY, 0, max(limit * 4, 200)))]
+        jobs = []
+        for job_id in ids:
+            try:
+                job = await self.get(job_id)
+            except NotFound:
+                await self._run(self.redis.zrem(JOBS_KEY, job_id))  # expired
+                continue
+            if not album or job.album == album:
+                jobs.append(job)
+            if len(jobs) >= limit:
+                break
+        return jobs
+
+    async def set_status(self, job_id: str, status: ImportStatus, error: str = "") -> None:
+        now = _now_ms()
+        fields: dict[Any, Any] = {"status": status.value, "updated_at_ms": now}
+        if error:
+            fields["error"] = error
+        if status.finished:
+            fields["finished_at_ms"] = now
+        await self._run(self.redis.hset(_job_key(job_id), mapping=fields))
+
+    async def mark_running(self, job_id: str) -> None:
+        """Queued -> running, with its start time (once)."""
+        key = _job_key(job_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hsetnx(key, "started_at_ms", _now_ms())
+            pipe.hget(key, "started_at_ms")
+            pipe.hget(key, "status")
+            _, started, status = await self._run(pipe.execute())
+        if status is not None and _text(status) == ImportStatus.QUEUED.value:
+            fields: dict[Any, Any] = {"status": ImportStatus.RUNNING.value}
+            if not started or _text(started) == "0":
+                fields["started_at_ms"] = str(_now_ms())
+            await self._run(self.redis.hset(key, mapping=fields))
+
+    # --- items ------------------------------------------------------------------------------------
+    async def items(self, job_id: str, indexes: Sequence[int]) -> dict[int, ItemSource]:
+        raw = await self._run(self.redis.hmget(f"{_job_key(job_id)}:items", [str(i) for i in indexes]))
+        return {i: ItemSource.from_json(r) for i, r in zip(indexes, raw, strict=True) if r is not None}
+
+    async def results(self, job_id: str, indexes: Sequence[int] | None = None) -> dict[int, dict[str, Any]]:
+        key = f"{_job_key(job_id)}:results"
+        if indexes is None:
+            raw = await self._run(self.redis.hgetall(key))
+            return {int(_text(k)): json.loads(v) for k, v in raw.items()}
+        values = await self._run(self.redis.hmget(key, [str(i) for i in indexes]))
+        return {i: json.loads(v) for i, v in zip(indexes, values, strict=True) if v is not None}
+
+    async def claim_images(self, job_id: str, claims: Mapping[int, tuple[str, bool]]) -> dict[int, tuple[str, bool]]:
+        """Records, once per item, the image id it makes and whether the album had it already; returns
+        what is recorded (the first attempt's, on a retry)."""
+        key = f"{_job_key(job_id)}:claims"
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for index, (image_id, existed) in claims.items():
+                pipe.hsetnx(key, str(index), json.dumps({"id": image_id, "existed": existed}))
+            pipe.hmget(key, [str(i) for i in claims])
+            pipe.expire(key, self.ttl_s)
+            replies = await self._run(pipe.execute())
+        recorded = replies[-2]
+        out = {}
+        for index, raw in zip(claims, recorded, strict=True):
+            value = json.loads(raw)
+            out[index] = (str(value["id"]), bool(value["existed"]))
+        return out
+
+    async def record(self, job_id: str, results: Mapping[int, tuple[str, dict[str, Any]]]) -> int:
+        """Writes results (index -> (counter, result)) not written before; returns how many were new."""
+        if not results:
+            return 0
+        args: list[Any] = [_now_ms()]
+        for index, (counter, result) in results.items():
+            args.extend([str(index), counter, json.dumps(result, separators=(",", ":"))])
+        keys = [_job_key(job_id), f"{_job_key(job_id)}:results"]
+        added = await self._run(self._record(keys=keys, args=args))
+        await self._run(self.redis.expire(keys[1], self.ttl_s))
+        return int(added)
+
+    # --- the stream -------------------------------------------------------------------------------
+    async def take(self, consumer: str, block_ms: int, visibility_ms: int) -> Batch | None:
+        """The next batch for this consumer: one whose worker stopped answering (pending longer than the
+        visibility timeout), else a new one (waiting up to block_ms); None if there is none."""
+        await self._ensure_group()
+        claimed: Any = await self._run(self.redis.xautoclaim(TASKS_KEY, GROUP, consumer, min_idle_time=visibility_ms,
+                                                             start_id="0-0", count=1))
+        entries: Any = claimed[1] if claimed else []
+        if not entries:
+            read: Any = await self._run(self.redis.xreadgroup(GROUP, consumer, {TASKS_KEY: ">"}, count=1,
+                                                              block=block_ms))
+            entries = read[0][1] if read else []
+        if not entries:
+            return None
+        entry_id, fields = entries[0]
+        if not fields:  # deleted meanwhile
+            await self.done(_text(entry_id))
+            return None
+        values = {_text(k): _text(v) for k, v in fields.items()}
+        deliveries = await self._deliveries(_text(entry_id))
+        return Batch(_text(entry_id), values["job"], int(values["first"]), int(values["last"]), deliveries)
+
+    async def _deliveries(self, entry_id: str) -> int:
+        pending = await self._run(self.redis.xpending_range(TASKS_KEY, GROUP, min=entry_id, max=entry_id, count=1))
+        return int(pending[0]["times_delivered"]) if pending else 1
+
+    async def touch(self, consumer: str, entry_id: str) -> None:
+        """Tells that the batch is still being worked on (resets its idle time)."""
+        await self._run(self.redis.xclaim(TASKS_KEY, GROUP, consumer, min_idle_time=0, message_ids=[entry_id],
+                                          justid=True))
+
+    async def done(self, entry_id: str) -> None:
+        """Acknowledges and removes a batch whose results are written."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xack(TASKS_KEY, GROUP, entry_id)
+            pipe.xdel(TASKS_KEY, entry_id)
+            await self._run(pipe.execute())

@@ -1,0 +1,319 @@
+"""Imports: many images added to an album in the background, surviving a killed process.
+
+An import names its images by URL, by an uploaded zip or tar archive (a folder is sent as one), or by
+a CSV/JSONL manifest (a row per file or URL, with typed attributes). Creating it stages an archive's
+images in the blob store and queues the items in batches (services.gateway.import_queue); workers
+(services.gateway.import_worker) add each batch through `ingest.add_images` and record each item's
+result once.
+
+Exactly once: an item's image id is the hash of its bytes, and before anything of a batch is written
+each item's id and whether the album had it already are recorded ("claims"). A batch taken over after
+a crash is processed again from the start: blobs are written again under the same keys, vectors are
+upserted by id, and an image found in the album that its claim says was not there before was added by
+this import: "added", not "duplicate". So a killed gateway, extractor, Milvus or object store leaves
+every image added once, and no blob without its vector once the import has finished.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import tarfile
+import zipfile
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import IO, Any
+
+from services.common.errors import (
+    ERRORS_BY_REASON,
+    ImageNotFound,
+    ImageSearchError,
+    ImageTooLarge,
+    InvalidArgument,
+    InvalidImage,
+    UrlFetchFailed,
+)
+from services.common.manifest import parse_manifest
+from services.gateway.blobstore import staging_key, staging_prefix
+from services.gateway.deps import Deps
+from services.gateway.import_queue import Batch, ImportJob, ImportQueue, ImportStatus, ItemSource
+from services.gateway.records import AddResult, AddStatus, JsonObject, NewImage, OnDuplicate
+from services.gateway.urlfetch import name_from_url
+from services.gateway.usecases import ingest
+from services.gateway.usecases.shared import failure, image_id_of
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
+# Items written to Redis per call while staging, and uploads to the blob store at once.
+ITEMS_PER_WRITE = 500
+STAGING_CONCURRENCY = 8
+# The counter of each add status in the job's counts.
+COUNTER_OF = {AddStatus.ADDED: "added", AddStatus.DUPLICATE: "duplicates", AddStatus.SKIPPED: "skipped",
+              AddStatus.REPLACED: "replaced", AddStatus.FAILED: "failed"}
+
+
+@dataclass
+class ImportSpec:
+    """What an import adds: URLs, an archive (a readable, seekable file), a manifest's text (its name's
+    suffix says .csv or .jsonl), attributes for every image, and what to do with near-duplicates."""
+
+    urls: Sequence[str] = ()
+    archive: IO[bytes] | None = None
+    manifest: str = ""
+    manifest_name: str = ""
+    attributes: JsonObject = field(default_factory=dict)
+    on_duplicate: OnDuplicate = OnDuplicate.KEEP
+
+    @property
+    def kind(self) -> str:
+        return "archive" if self.archive is not None else "manifest" if self.manifest else "urls"
+
+
+# --- creating -------------------------------------------------------------------------------------------
+
+
+async def create(deps: Deps, queue: ImportQueue, album: str, spec: ImportSpec) -> ImportJob:
+    """Stages the images and queues the import; answers once it is queued (or failed to stage)."""
+    collection = await deps.collection(album)
+    await deps.check_model(collection)
+    if not isinstance(spec.attributes, dict):
+        raise InvalidArgument("attributes must be a JSON object")
+    columns = {c.name: c.type.value for c in collection.schema.columns}
+    rows = parse_manifest(spec.manifest, PurePosixPath(spec.manifest_name or "m.csv").suffix, columns) \
+        if spec.manifest else {}
+    urls = list(dict.fromkeys([*spec.urls, *(key for key in rows if _is_url(key))]))
+    for url in urls:
+        if not _is_url(url):
+            raise InvalidArgument(f"{url[:80]!r} is not an http(s) URL")
+    if spec.archive is None and not urls:
+        raise InvalidArgument("an import needs URLs, an archive, or a manifest with a url column")
+    job_id = await queue.create(album, spec.kind, spec.on_duplicate.value)
+    try:
+        total = await _stage(deps, queue, job_id, spec, rows, urls)
+        await queue.start(job_id, total, deps.settings.ingest_batch_size)
+    except ImageSearchError as exc:
+        await queue.set_status(job_id, ImportStatus.FAILED, f"{exc.reason}: {exc.message}")
+        await _forget_staged(deps, job_id)
+        raise
+    return await queue.get(job_id)
+
+
+def _is_url(text: str) -> bool:
+    return text.startswith(("http://", "https://"))
+
+
+async def _stage(deps: Deps, queue: ImportQueue, job_id: str, spec: ImportSpec, rows: Mapping[str, JsonObject],
+                 urls: list[str]) -> int:
+    """Writes the items (uploading an archive's images to the blob store first); returns how many."""
+    items: list[ItemSource] = []
+    total = 0
+
+    async def flush() -> None:
+        nonlocal total, items
+        await queue.add_items(job_id, total, items)
+        total += len(items)
+        items = []
+
+    for url in urls:
+        items.append(ItemSource(name_from_url(url), url=url, attributes={**spec.attributes, **rows.get(url, {})}))
+        if len(items) >= ITEMS_PER_WRITE:
+            await flush()
+    found: set[str] = set()
+    if spec.archive is not None:
+        pending: list[tuple[int, str, bytes]] = []
+        for path, content in archive_images(spec.archive, deps.settings.max_image_bytes):
+            found.update((path, PurePosixPath(path).name))
+            attributes = {**spec.attributes, **rows.get(path, rows.get(PurePosixPath(path).name, {}))}
+            index = total + len(items)
+            if isinstance(content, ImageSearchError):
+                items.append(ItemSource(path, error=f"{content.reason}: {content.message}"))
+            else:
+                items.append(ItemSource(path, staged=staging_key(job_id, index), attributes=attributes))
+                pending.append((index, path, content))
+            if len(pending) >= STAGING_CONCURRENCY:
+                await _put_staged(deps, job_id, pending)
+                pending = []
+            if len(items) >= ITEMS_PER_WRITE:
+                await _put_staged(deps, job_id, pending)
+                pending = []
+                await flush()
+        await _put_staged(deps, job_id, pending)
+    for key in rows:
+        if not _is_url(key) and key not in found:
+            items.append(ItemSource(key, error="invalid_image: the manifest names it, but the import has no such "
+                                               "file"))
+    await flush()
+    return total
+
+
+async def _put_staged(deps: Deps, job_id: str, staged: list[tuple[int, str, bytes]]) -> None:
+    await asyncio.gather(*(deps.blobs.put(staging_key(job_id, index), content, "application/octet-stream", path)
+                           for index, path, content in staged))
+
+
+def archive_images(archive: IO[bytes], max_bytes: int) -> Iterator[tuple[str, bytes | ImageSearchError]]:
+    """(path, bytes) of every image file in a zip or tar archive (gzip, bz2 or xz compressed), by path
+    order; an image over `max_bytes` comes as its error. Other files, folders, links and hidden files
+    (`.x`, `__MACOSX/`) are left out."""
+    archive.seek(0)
+    magic = archive.read(4)
+    archive.seek(0)
+    if magic.startswith(b"PK\x03\x04") or magic.startswith(b"PK\x05\x06"):
+        yield from _zip_images(archive, max_bytes)
+        return
+    try:
+        with tarfile.open(fileobj=archive, mode="r:*") as tar:
+            members = sorted((m for m in tar.getmembers() if m.isfile() and _is_image_path(m.name)),
+                             key=lambda m: m.name)
+            for member in members:
+                if member.size > max_bytes:
+                    yield member.name, ImageTooLarge(f"{member.size} bytes; the limit is {max_bytes}")
+                    continue
+                handle = tar.extractfile(member)
+                yield member.name, handle.read() if handle is not None else b""
+    except tarfile.TarError as exc:
+        raise InvalidArgument(f"the archive is neither a zip nor a tar file ({exc})") from None
+
+
+def _zip_images(archive: IO[bytes], max_bytes: int) -> Iterator[tuple[str, bytes | ImageSearchError]]:
+    try:
+        with zipfile.ZipFile(archive) as bundle:
+            members = sorted((m for m in bundle.infolist() if not m.is_dir() and _is_image_path(m.filename)),
+                             key=lambda m: m.filename)
+            for member in members:
+                if member.file_size > max_bytes:
+                    yield member.filename, ImageTooLarge(f"{member.file_size} bytes; the limit is {max_bytes}")
+                    continue
+                with bundle.open(member) as handle:
+                    content = handle.read(max_bytes + 1)
+                yield member.filename, content if len(content) <= max_bytes else ImageTooLarge(
+                    f"more than {max_bytes} bytes")
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise InvalidArgument(f"the zip archive cannot be read ({exc})") from None
+
+
+def _is_image_path(path: str) -> bool:
+    parts = PurePosixPath(path).parts
+    return bool(parts) and not any(p.startswith(".") or p == "__MACOSX" for p in parts) and \
+        PurePosixPath(path).suffix.lower() in IMAGE_SUFFIXES
+
+
+# --- reading and cancelling -------------------------------------------------------------------------
+
+
+async def get(queue: ImportQueue, job_id: str) -> ImportJob:
+    return await queue.get(job_id)
+
+
+async def list_all(queue: ImportQueue, album: str = "", limit: int = 50) -> list[ImportJob]:
+    if not 1 <= limit <= 500:
+        raise InvalidArgument("limit must be between 1 and 500")
+    return await queue.list(limit, album)
+
+
+async def results(queue: ImportQueue, job_id: str, failed_only: bool = False) -> list[dict[str, Any]]:
+    """Each processed item's result, in item order (only the failures with `failed_only`)."""
+    await queue.get(job_id)
+    found = await queue.results(job_id)
+    return [found[i] for i in sorted(found) if not failed_only or found[i].get("status") == AddStatus.FAILED.value]
+
+
+async def cancel(deps: Deps, queue: ImportQueue, job_id: str) -> ImportJob:
+    """Stops an import: its batches not yet processed are dropped (what was added stays)."""
+    job = await queue.get(job_id)
+    if not job.status.finished:
+        await queue.set_status(job_id, ImportStatus.CANCELLED)
+        await _forget_staged(deps, job_id)
+        log.info("import %s cancelled after %d of %d image(s)", job_id, job.processed, job.total)
+    return await queue.get(job_id)
+
+
+async def _forget_staged(deps: Deps, job_id: str) -> None:
+    try:
+        await deps.blobs.delete_prefix(staging_prefix(job_id))
+    except ImageSearchError as exc:
+        log.warning("staged images of import %s not deleted: %s", job_id, exc.message)
+
+
+# --- processing a batch --------------------------------------------------------------------------------
+
+
+async def process_batch(deps: Deps, queue: ImportQueue, batch: Batch) -> None:
+    """Adds a batch's items not yet done and records their results. Raises an `Unavailable` while a
+    dependency is down (the batch is then tried again: everything here may run twice)."""
+    job = await queue.get(batch.job_id)
+    if job.status.finished:
+        return
+    await queue.mark_running(job.id)
+    done = await queue.results(job.id, list(batch.indexes))
+    todo = [i for i in batch.indexes if i not in done]
+    sources = await queue.items(job.id, todo)
+    fetched = await asyncio.gather(*(_bytes_of(deps, sources[i]) for i in todo if i in sources))
+    contents = dict(zip([i for i in todo if i in sources], fetched, strict=True))
+    outcome: dict[int, tuple[str, dict[str, Any]]] = {}
+    ready: dict[int, bytes] = {}
+    for index in todo:
+        source = sources.get(index)
+        content = contents.get(index)
+        if source is None or isinstance(content, ImageSearchError) or content is None:
+            error = content if isinstance(content, ImageSearchError) else ImageNotFound("the item was lost")
+            outcome[index] = _result(index, source, AddResult(index, source.name if source else "",
+                                                              AddStatus.FAILED, error=failure(error)))
+        else:
+            ready[index] = content
+    outcome.update(await _add(deps, queue, job, sources, ready))
+    await queue.record(job.id, outcome)
+    staged = [sources[i].staged for i in outcome if i in sources and sources[i].staged]
+    if staged:
+        try:
+            await deps.blobs.delete(*staged)
+        except ImageSearchError as exc:
+            log.debug("staged images of import %s left for the end: %s", job.id, exc.message)
+    if (await queue.get(job.id)).status is ImportStatus.DONE:
+        await _forget_staged(deps, job.id)
+        log.info("import %s into %s done", job.id, job.album)
+
+
+async def _bytes_of(deps: Deps, source: ItemSource) -> bytes | ImageSearchError:
+    """The item's bytes, or the error that fails it for good (a dependency down raises instead)."""
+    if source.error:
+        reason, _, message = source.error.partition(": ")
+        return ERRORS_BY_REASON.get(reason, InvalidImage)(message or reason)
+    if source.staged:
+        try:
+            return (await deps.blobs.get(source.staged)).content
+        except ImageNotFound:
+            return ImageNotFound("its staged copy is gone (the import was cancelled or expired)")
+    try:
+        return await deps.fetch_url(source.url)
+    except UrlFetchFailed as exc:
+        return exc
+
+
+async def _add(deps: Deps, queue: ImportQueue, job: ImportJob, sources: Mapping[int, ItemSource],
+               ready: dict[int, bytes]) -> dict[int, tuple[str, dict[str, Any]]]:
+    """Adds the fetched images; each item's result as this import sees it (see the module doc)."""
+    if not ready:
+        return {}
+    order = list(ready)
+    ids = {i: image_id_of(hashlib.sha256(ready[i]).hexdigest()) for i in order}
+    present = {item.id for item in await deps.search.get(job.album, list(set(ids.values())))}
+    claims = await queue.claim_images(job.id, {i: (ids[i], ids[i] in present) for i in order})
+    new = [NewImage(content=ready[i], name=sources[i].name, attributes=dict(sources[i].attributes)) for i in order]
+    added = await ingest.add_images(deps, job.album, new, on_duplicate=OnDuplicate(job.on_duplicate))
+    outcome = {}
+    for index, result in zip(order, added, strict=True):
+        if result.status is AddStatus.DUPLICATE and not claims[index][1] and claims[index][0] == result.id:
+            result = AddResult(result.index, result.name, AddStatus.ADDED, result.id)  # added by an earlier try
+        outcome[index] = _result(index, sources[index], result)
+    return outcome
+
+
+def _result(index: int, source: ItemSource | None, result: AddResult) -> tuple[str, dict[str, Any]]:
+    error = {"reason": result.error.reason, "message": result.error.message} if result.error else None
+    body = {"index": index, "name": result.name, "status": result.status.value, "id": result.id or None,
+            "url": source.url if source else "", "error": error, "near": result.near or None}
+    return COUNTER_OF[result.status], body

@@ -1,0 +1,166 @@
+"""Imports over the real stack: URLs, an archive with a manifest of typed attributes, progress, failures
+named per image, cancelling, near-duplicates, and the same over gRPC."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+import pytest
+from imagesearch.v1 import gateway_pb2, gateway_pb2_grpc
+
+from services.devstack import Stack
+from tests.gateway.stack_helpers import cropped_copy, file_server, unique_album
+
+pytestmark = pytest.mark.stack
+
+
+def wait_for(http: httpx.Client, job_id: str, timeout_s: float = 120) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        job = http.get(f"/v1/imports/{job_id}").json()
+        if job["status"] in ("done", "failed", "cancelled"):
+            return dict(job)
+        time.sleep(0.2)
+    raise AssertionError(f"import {job_id} not finished after {timeout_s}s")
+
+
+def zipped(files: dict[str, bytes]) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as bundle:
+        for name, content in files.items():
+            bundle.writestr(name, content)
+    return out.getvalue()
+
+
+@pytest.fixture()
+def http(stack: Stack) -> Any:
+    with httpx.Client(base_url=stack.http_url, timeout=120) as client:
+        yield client
+
+
+def test_an_import_of_urls_reaches_done_with_each_failure_named(http: httpx.Client, photos: list[Path]) -> None:
+    album = unique_album("urls")
+    assert http.post("/v1/albums", json={"name": album}).status_code == 201
+    with file_server(photos[0].parent) as base:
+        urls = [f"{base}/{p.name}" for p in photos[:3]] + [f"{base}/missing.png"]
+        created = http.post(f"/v1/albums/{album}/imports", json={"urls": urls, "attributes": {"source": "job"}})
+        assert created.status_code == 202, created.text
+        assert created.json()["status"] in ("queued", "running", "done") and created.json()["total"] == 4
+        job = wait_for(http, created.json()["id"])
+    assert (job["status"], job["processed"], job["counts"]["added"], job["counts"]["failed"]) == ("done", 4, 3, 1)
+    assert job["rate"] > 0 and job["eta_s"] is None
+    failures = http.get(f"/v1/imports/{job['id']}/results", params={"failed": True}).json()["results"]
+    assert [(f["url"], f["error"]["reason"]) for f in failures] == [(urls[3], "url_fetch_failed")]
+    assert http.get(f"/v1/albums/{album}").json()["image_count"] == 3
+    listed = http.get("/v1/imports", params={"album": album}).json()["imports"]
+    assert [j["id"] for j in listed] == [job["id"]]
+
+
+def test_an_archive_with_a_manifest_gets_typed_attributes(http: httpx.Client, photos: list[Path]) -> None:
+    album = unique_album("zip")
+    columns = [{"name": "price", "type": "float"}, {"name": "sizes", "type": "string_list"}]
+    assert http.post("/v1/albums", json={"name": album, "columns": columns}).status_code == 201
+    files = {f"shoes/{p.name}": p.read_bytes() for p in photos[:4]}
+    files["shoes/broken.jpg"] = b"\xff\xd8 not really a jpeg"
+    files["notes.txt"] = b"not an image, left out"
+    files["__MACOSX/._x.png"] = b"left out"
+    manifest = (f"file,price,sizes,kind\nshoes/{photos[0].name},39.5,41|42,promo\n{photos[1].name},12,,\n"
+                f"shoes/{photos[2].name},cheap,,\nshoes/gone.png,1,,\n")
+    created = http.post(f"/v1/albums/{album}/imports", files={
+        "archive": ("shoes.zip", zipped(files)), "manifest": ("shoes.csv", manifest.encode())})
+    assert created.status_code == 422 and "price is a float column" in created.json()["error"]["message"]
+    manifest = manifest.replace("cheap", "20")
+    created = http.post(f"/v1/albums/{album}/imports", files={
+        "archive": ("shoes.zip", zipped(files)), "manifest": ("shoes.csv", manifest.encode())},
+        data={"attributes": '{"source": "zip"}'})
+    assert created.status_code == 202, created.text
+    job = wait_for(http, created.json()["id"])
+    assert (job["total"], job["counts"]["added"], job["counts"]["failed"]) == (6, 4, 2)
+    failures = {f["name"]: f["error"]["reason"] for f in http.get(f"/v1/imports/{job['id']}/results",
+                                                                   params={"failed": True}).json()["results"]}
+    assert failures == {"shoes/broken.jpg": "invalid_image", "shoes/gone.png": "invalid_image"}
+    images = {i["name"]: i["attributes"] for i in http.get(f"/v1/albums/{album}/images").json()["images"]}
+    assert images[f"shoes/{photos[0].name}"] == {"price": 39.5, "sizes": ["41", "42"], "kind": "promo",
+                                                 "source": "zip"}
+    assert images[f"shoes/{photos[1].name}"] == {"price": 12.0, "sizes": None, "source": "zip"}
+
+
+def test_bad_imports_are_refused_before_anything_is_queued(http: httpx.Client) -> None:
+    album = unique_album("bad")
+    assert http.post("/v1/albums", json={"name": album}).status_code == 201
+    cases = [
+        ({"json": {}}, 400),
+        ({"json": {"urls": ["ftp://x/y.png"]}}, 400),
+        ({"json": {"urls": ["http://x/y.png"], "on_duplicate": "maybe"}}, 400),
+        ({"files": {"archive": ("x.zip", b"not an archive")}}, 400),
+        ({"files": {"archive": ("x.zip", zipped({"a.txt": b"x"}))}}, 400),
+    ]
+    for request, status in cases:
+        answer = http.post(f"/v1/albums/{album}/imports", **request)
+        assert answer.status_code == status, (request, answer.text)
+    assert http.post("/v1/albums/no-such-album/imports", json={"urls": ["http://x/y.png"]}).status_code == 404
+    assert http.get("/v1/imports/0123456789abcdef0123456789abcdef").status_code == 404
+    assert http.get(f"/v1/albums/{album}").json()["image_count"] == 0
+
+
+def test_a_cancelled_import_stops_and_keeps_what_it_added(http: httpx.Client, photos: list[Path]) -> None:
+    album = unique_album("cancel")
+    assert http.post("/v1/albums", json={"name": album}).status_code == 201
+    files = {f"{n}-{p.name}": cropped_copy(p, keep=0.5 + n / 100) for n in range(8) for p in photos[:4]}
+    created = http.post(f"/v1/albums/{album}/imports", files={"archive": ("many.zip", zipped(files))})
+    cancelled = http.post(f"/v1/imports/{created.json()['id']}/cancel").json()
+    assert cancelled["status"] in ("cancelled", "done")
+    time.sleep(2)
+    job = http.get(f"/v1/imports/{cancelled['id']}").json()
+    count = http.get(f"/v1/albums/{album}").json()["image_count"]
+    assert job["status"] == cancelled["status"] and count <= len(files)
+    time.sleep(2)
+    assert http.get(f"/v1/albums/{album}").json()["image_count"] == count  # nothing more after the cancel
+
+
+def test_near_duplicates_are_skipped_on_import_and_listed_in_the_album(http: httpx.Client,
+                                                                       photos: list[Path]) -> None:
+    album = unique_album("near")
+    assert http.post("/v1/albums", json={"name": album}).status_code == 201
+    originals = {p.name: p.read_bytes() for p in photos[:3]}
+    created = http.post(f"/v1/albums/{album}/imports", files={"archive": ("a.zip", zipped(originals))})
+    wait_for(http, created.json()["id"])
+    resaved = {f"again-{p.name}": cropped_copy(p, keep=1.0, quality=90) for p in photos[:3]}
+    created = http.post(f"/v1/albums/{album}/imports", files={"archive": ("b.zip", zipped(resaved))},
+                        data={"on_duplicate": "skip"})
+    job = wait_for(http, created.json()["id"])
+    assert job["counts"]["skipped"] == 3 and job["counts"]["added"] == 0
+    kept = http.post(f"/v1/albums/{album}/imports", files={"archive": ("c.zip", zipped(resaved))})
+    assert wait_for(http, kept.json()["id"])["counts"]["added"] == 3
+    groups = http.get(f"/v1/albums/{album}/duplicates").json()["groups"]
+    assert sorted(sorted(i["name"] for i in g["images"]) for g in groups) == sorted(
+        sorted([p.name, f"again-{p.name}"]) for p in photos[:3])
+
+
+def test_imports_over_grpc(stack: Stack, photos: list[Path]) -> None:
+    album = unique_album("grpc-import")
+    with grpc.insecure_channel(f"127.0.0.1:{stack.ports.gateway}") as channel:
+        gateway = gateway_pb2_grpc.GatewayStub(channel)
+        gateway.CreateAlbum(gateway_pb2.CreateAlbumRequest(name=album), timeout=30)
+        manifest = "\n".join(json.dumps({"file": p.name, "n": i}) for i, p in enumerate(photos[:2]))
+        job = gateway.CreateImport(gateway_pb2.CreateImportRequest(
+            album=album, archive=zipped({p.name: p.read_bytes() for p in photos[:2]}), manifest=manifest,
+            manifest_format="jsonl"), timeout=60)
+        deadline = time.monotonic() + 60
+        while job.status not in ("done", "failed") and time.monotonic() < deadline:
+            time.sleep(0.2)
+            job = gateway.GetImport(gateway_pb2.GetImportRequest(id=job.id), timeout=10)
+        assert (job.status, job.added) == ("done", 2)
+        listed = gateway.ListImports(gateway_pb2.ListImportsRequest(album=album), timeout=10)
+        assert [j.id for j in listed.imports] == [job.id]
+        results = gateway.GetImportResults(gateway_pb2.GetImportResultsRequest(id=job.id), timeout=10)
+        assert sorted(r.name for r in results.results) == sorted(p.name for p in photos[:2])
+        groups = gateway.FindDuplicates(gateway_pb2.FindDuplicatesRequest(album=album), timeout=30)
+        assert list(groups.groups) == []

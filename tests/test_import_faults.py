@@ -1,0 +1,117 @@
+"""An import survives its parts dying under it: the gateway killed, the extractor killed, the object store
+killed and Milvus stopped, each in the middle of one import, and started again. The import finishes by
+itself with every image in the album exactly once, and no blob, local features or staged copy left
+without its image."""
+
+from __future__ import annotations
+
+import io
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+from minio import Minio
+from PIL import Image
+
+from services.devstack import S3_ACCESS_KEY, S3_SECRET_KEY, Ports, Stack
+
+IMAGES = 160
+
+
+def distinct_images(photos: list[Path], count: int) -> list[tuple[str, bytes]]:
+    """Small, different images (random crops of real photos, each tinted its own way)."""
+    rng = random.Random(7)
+    sources = []
+    for path in photos:
+        with Image.open(path) as image:
+            sources.append(image.convert("RGB"))
+    made = []
+    for n in range(count):
+        source = sources[n % len(sources)]
+        w, h = source.size
+        side = rng.randint(min(w, h) // 3, min(w, h) // 2)
+        x, y = rng.randint(0, w - side), rng.randint(0, h - side)
+        tile = source.crop((x, y, x + side, y + side)).resize((160, 160))
+        tint = Image.new("RGB", tile.size, tuple(rng.randint(0, 255) for _ in range(3)))  # type: ignore[arg-type]
+        out = io.BytesIO()
+        Image.blend(tile, tint, 0.25).save(out, format="PNG")
+        made.append((f"img{n:03d}.png", out.getvalue()))
+    return made
+
+
+def _when(check: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, f"{what}: not after {timeout_s} s"
+        time.sleep(0.3)
+
+
+def test_an_import_finishes_exactly_once_through_a_dead_gateway_extractor_object_store_and_milvus(
+    photos: list[Path], tmp_path: Path
+) -> None:
+    stack = Stack(tmp_path / "stack", Ports.free(), service_env={"GATEWAY_IMPORT_VISIBILITY_S": "5",
+                                                                 "GATEWAY_INGEST_BATCH_SIZE": "8"})
+    images = distinct_images(photos, IMAGES)
+    archive = io.BytesIO()
+    import tarfile
+
+    with tarfile.open(fileobj=archive, mode="w") as tar:
+        for name, content in images:
+            info = tarfile.TarInfo(name)
+            info.size = len(content)
+            tar.addfile(info, io.BytesIO(content))
+    try:
+        stack.start()
+        with httpx.Client(base_url=stack.http_url, timeout=120) as http:
+            assert http.post("/v1/albums", json={"name": "faults"}).status_code == 201
+            created = http.post("/v1/albums/faults/imports", files={"archive": ("shots.tar", archive.getvalue())},
+                                data={"attributes": '{"source": "import"}'})
+            assert created.status_code == 202, created.text
+            job_id = created.json()["id"]
+
+            def processed() -> int:
+                try:
+                    return int(http.get(f"/v1/imports/{job_id}").json()["processed"])
+                except httpx.HTTPError:
+                    return -1
+
+            for part, after in (("gateway", 10), ("extractor", 45), ("s3", 80), ("milvus", 115)):
+                _when(lambda after=after: processed() >= after, 300, f"{after} processed before {part} dies")  # type: ignore[misc]
+                done_before = processed()
+                if part == "milvus":
+                    stack.stop(("milvus",))  # SIGKILL of a standalone Milvus may leave a store it cannot reopen
+                else:
+                    stack.kill(part)
+                time.sleep(3)
+                stack.ensure(("milvus", "s3", "redis", "extractor", "search", "gateway"))
+                assert done_before < IMAGES, f"the import ended before {part} died"
+
+            def finished() -> bool:
+                answer = http.get(f"/v1/imports/{job_id}")
+                return answer.status_code == 200 and answer.json()["status"] in ("done", "failed", "cancelled")
+
+            _when(finished, 600, "the import finishing")
+            job = http.get(f"/v1/imports/{job_id}").json()
+            assert (job["status"], job["total"], job["processed"]) == ("done", IMAGES, IMAGES), job
+            assert job["counts"] == {"added": IMAGES, "duplicates": 0, "skipped": 0, "replaced": 0, "failed": 0}
+            results = http.get(f"/v1/imports/{job_id}/results").json()["results"]
+            assert sorted(r["index"] for r in results) == list(range(IMAGES))
+            assert http.get("/v1/albums/faults").json()["image_count"] == IMAGES
+            ids, after = [], ""
+            while page := http.get("/v1/albums/faults/images", params={"limit": 100, "after": after}).json()["images"]:
+                ids.extend(i["id"] for i in page)
+                after = page[-1]["id"]
+            assert len(ids) == len(set(ids)) == IMAGES
+            assert {r["id"] for r in results} == set(ids)
+
+        store = Minio(f"127.0.0.1:{stack.ports.s3}", access_key=S3_ACCESS_KEY, secret_key=S3_SECRET_KEY, secure=False)
+        keys = [o.object_name for o in store.list_objects("imagesearch", recursive=True)]
+        assert len([k for k in keys if k.startswith("albums/faults/images/")]) == IMAGES
+        assert len([k for k in keys if k.startswith("albums/faults/features/")]) == IMAGES
+        assert not [k for k in keys if k.startswith("staging/")]
+        stored = {k.rsplit("/", 1)[-1][:32] for k in keys if k.startswith("albums/faults/images/")}
+        assert stored == set(ids)
+    finally:
+        stack.stop()
