@@ -251,13 +251,15 @@ def _cell_text(value: Any) -> str:
 
 
 def cmd_reembed(args: argparse.Namespace, client: GatewayClient) -> int:
-    print(f"re-embedding album {args.album} from its stored images (this takes a while for big albums) ...")
-    report = client.reembed(args.album)
-    print(f"album {report['album']}: {report['images']} images re-embedded in {report['took_s']:.1f} s, "
-          f"model {report['previous_model']} -> {report['model']} (dim {report['dim']})")
-    for failure in report["failed"]:
-        print(f"left out {failure['id']}: {failure['error']['reason']}: {failure['error']['message']}")
-    return 1 if report["failed"] else 0
+    print(f"re-embedding album {args.album} from its stored images; it answers searches as it is meanwhile ...")
+    job = follow_import(client, client.reembed(args.album), progress=True)
+    for failure in client.import_results(job["id"], failed_only=True):
+        error = failure.get("error") or {}
+        print(f"left out {failure['id']}: {error.get('reason')}: {error.get('message')}")
+    album = client.get_album(args.album) or {}
+    print(f"album {args.album}: {job['counts']['added']} images re-embedded ({job['status']}), model "
+          f"{album.get('model', '?')}" + (f": {job['error']}" if job.get("error") else ""))
+    return 0 if job["status"] == "done" and not job["counts"]["failed"] else 1
 
 
 def cmd_delete_album(args: argparse.Namespace, client: GatewayClient) -> int:

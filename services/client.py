@@ -91,9 +91,9 @@ class GatewayClient:
     def delete_album(self, album: str) -> None:
         self._json(self.http.delete(f"/v1/albums/{album}"))
 
-    def reembed(self, album: str, timeout_s: float = 3600.0) -> dict[str, Any]:
-        """Re-embeds the album with the extractor's current model; waits for the end (long for big albums)."""
-        return dict(self._json(self.http.post(f"/v1/albums/{album}/reembed", timeout=timeout_s)))
+    def reembed(self, album: str) -> dict[str, Any]:
+        """Starts re-embedding the album with the extractor's current model (or answers the one under way)."""
+        return dict(self._json(self.http.post(f"/v1/albums/{album}/reembed")))
 
     def add_images(self, album: str, uploads: Sequence[Upload]) -> dict[str, Any]:
         """Adds a batch; the answer lists each image as added, duplicate or failed (with why)."""

@@ -1,17 +1,21 @@
-"""An import survives its parts dying under it: the gateway killed, the extractor killed, the object store
-killed and Milvus stopped, each in the middle of one import, and started again. The import finishes by
-itself with every image in the album exactly once, and no blob, local features or staged copy left
-without its image."""
+"""Long work survives its parts dying under it. An import: the gateway killed, the extractor killed, the
+object store killed and Milvus stopped, each in the middle of one import, and started again; it finishes
+by itself with every image in the album exactly once, and no blob, local features or staged copy left
+without its image. A re-embed: the gateway killed in its middle; the album answers from its old vectors
+until the re-embed, gone on from where it stopped, puts the new ones in their place."""
 
 from __future__ import annotations
 
 import io
 import random
+import tarfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
+import pytest
 from minio import Minio
 from PIL import Image
 
@@ -48,70 +52,102 @@ def _when(check: Callable[[], bool], timeout_s: float, what: str) -> None:
         time.sleep(0.3)
 
 
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A stack of its own (its parts are killed), whose workers take over a dead one's batch after 5 s."""
+    private = Stack(tmp_path_factory.mktemp("faults"), Ports.free(),
+                    service_env={"GATEWAY_IMPORT_VISIBILITY_S": "5", "GATEWAY_INGEST_BATCH_SIZE": "8"})
+    try:
+        private.start()
+        yield private
+    finally:
+        private.stop()
+
+
 def test_an_import_finishes_exactly_once_through_a_dead_gateway_extractor_object_store_and_milvus(
-    photos: list[Path], tmp_path: Path
+    stack: Stack, photos: list[Path]
 ) -> None:
-    stack = Stack(tmp_path / "stack", Ports.free(), service_env={"GATEWAY_IMPORT_VISIBILITY_S": "5",
-                                                                 "GATEWAY_INGEST_BATCH_SIZE": "8"})
     images = distinct_images(photos, IMAGES)
     archive = io.BytesIO()
-    import tarfile
-
     with tarfile.open(fileobj=archive, mode="w") as tar:
         for name, content in images:
             info = tarfile.TarInfo(name)
             info.size = len(content)
             tar.addfile(info, io.BytesIO(content))
-    try:
-        stack.start()
-        with httpx.Client(base_url=stack.http_url, timeout=120) as http:
-            assert http.post("/v1/albums", json={"name": "faults"}).status_code == 201
-            created = http.post("/v1/albums/faults/imports", files={"archive": ("shots.tar", archive.getvalue())},
-                                data={"attributes": '{"source": "import"}'})
-            assert created.status_code == 202, created.text
-            job_id = created.json()["id"]
+    with httpx.Client(base_url=stack.http_url, timeout=120) as http:
+        assert http.post("/v1/albums", json={"name": "faults"}).status_code == 201
+        created = http.post("/v1/albums/faults/imports", files={"archive": ("shots.tar", archive.getvalue())},
+                            data={"attributes": '{"source": "import"}'})
+        assert created.status_code == 202, created.text
+        job_id = created.json()["id"]
 
-            def processed() -> int:
-                try:
-                    return int(http.get(f"/v1/imports/{job_id}").json()["processed"])
-                except httpx.HTTPError:
-                    return -1
+        def processed() -> int:
+            try:
+                return int(http.get(f"/v1/imports/{job_id}").json()["processed"])
+            except httpx.HTTPError:
+                return -1
 
-            for part, after in (("gateway", 10), ("extractor", 45), ("s3", 80), ("milvus", 115)):
-                _when(lambda after=after: processed() >= after, 300, f"{after} processed before {part} dies")  # type: ignore[misc]
-                done_before = processed()
-                if part == "milvus":
-                    stack.stop(("milvus",))  # SIGKILL of a standalone Milvus may leave a store it cannot reopen
-                else:
-                    stack.kill(part)
-                time.sleep(3)
-                stack.ensure(("milvus", "s3", "redis", "extractor", "search", "gateway"))
-                assert done_before < IMAGES, f"the import ended before {part} died"
+        for part, after in (("gateway", 10), ("extractor", 45), ("s3", 80), ("milvus", 115)):
+            _when(lambda after=after: processed() >= after, 300, f"{after} processed before {part} dies")  # type: ignore[misc]
+            done_before = processed()
+            if part == "milvus":
+                stack.stop(("milvus",))  # SIGKILL of a standalone Milvus may leave a store it cannot reopen
+            else:
+                stack.kill(part)
+            time.sleep(3)
+            stack.ensure(("milvus", "s3", "redis", "extractor", "search", "gateway"))
+            assert done_before < IMAGES, f"the import ended before {part} died"
 
-            def finished() -> bool:
-                answer = http.get(f"/v1/imports/{job_id}")
-                return answer.status_code == 200 and answer.json()["status"] in ("done", "failed", "cancelled")
+        def finished() -> bool:
+            answer = http.get(f"/v1/imports/{job_id}")
+            return answer.status_code == 200 and answer.json()["status"] in ("done", "failed", "cancelled")
 
-            _when(finished, 600, "the import finishing")
-            job = http.get(f"/v1/imports/{job_id}").json()
-            assert (job["status"], job["total"], job["processed"]) == ("done", IMAGES, IMAGES), job
-            assert job["counts"] == {"added": IMAGES, "duplicates": 0, "skipped": 0, "replaced": 0, "failed": 0}
-            results = http.get(f"/v1/imports/{job_id}/results").json()["results"]
-            assert sorted(r["index"] for r in results) == list(range(IMAGES))
-            assert http.get("/v1/albums/faults").json()["image_count"] == IMAGES
-            ids, after = [], ""
-            while page := http.get("/v1/albums/faults/images", params={"limit": 100, "after": after}).json()["images"]:
-                ids.extend(i["id"] for i in page)
-                after = page[-1]["id"]
-            assert len(ids) == len(set(ids)) == IMAGES
-            assert {r["id"] for r in results} == set(ids)
+        _when(finished, 600, "the import finishing")
+        job = http.get(f"/v1/imports/{job_id}").json()
+        assert (job["status"], job["total"], job["processed"]) == ("done", IMAGES, IMAGES), job
+        assert job["counts"] == {"added": IMAGES, "duplicates": 0, "skipped": 0, "replaced": 0, "failed": 0}
+        results = http.get(f"/v1/imports/{job_id}/results").json()["results"]
+        assert sorted(r["index"] for r in results) == list(range(IMAGES))
+        assert http.get("/v1/albums/faults").json()["image_count"] == IMAGES
+        ids, after = [], ""
+        while page := http.get("/v1/albums/faults/images", params={"limit": 100, "after": after}).json()["images"]:
+            ids.extend(i["id"] for i in page)
+            after = page[-1]["id"]
+        assert len(ids) == len(set(ids)) == IMAGES
+        assert {r["id"] for r in results} == set(ids)
 
-        store = Minio(f"127.0.0.1:{stack.ports.s3}", access_key=S3_ACCESS_KEY, secret_key=S3_SECRET_KEY, secure=False)
-        keys = [o.object_name for o in store.list_objects("imagesearch", recursive=True)]
-        assert len([k for k in keys if k.startswith("albums/faults/images/")]) == IMAGES
-        assert len([k for k in keys if k.startswith("albums/faults/features/")]) == IMAGES
-        assert not [k for k in keys if k.startswith("staging/")]
-        stored = {k.rsplit("/", 1)[-1][:32] for k in keys if k.startswith("albums/faults/images/")}
-        assert stored == set(ids)
-    finally:
-        stack.stop()
+    store = Minio(f"127.0.0.1:{stack.ports.s3}", access_key=S3_ACCESS_KEY, secret_key=S3_SECRET_KEY, secure=False)
+    keys = [o.object_name for o in store.list_objects("imagesearch", recursive=True)]
+    assert len([k for k in keys if k.startswith("albums/faults/images/")]) == IMAGES
+    assert len([k for k in keys if k.startswith("albums/faults/features/")]) == IMAGES
+    assert not [k for k in keys if k.startswith("staging/")]
+    stored = {k.rsplit("/", 1)[-1][:32] for k in keys if k.startswith("albums/faults/images/")}
+    assert stored == set(ids)
+
+
+def test_a_re_embed_goes_on_after_the_gateway_dies_and_the_album_answers_all_along(
+    stack: Stack, photos: list[Path]
+) -> None:
+    images = distinct_images(photos, 80)
+    with httpx.Client(base_url=stack.http_url, timeout=120) as http:
+        assert http.post("/v1/albums", json={"name": "again"}).status_code == 201
+        for start in range(0, len(images), 40):
+            files = [("file", (name, content, "image/png")) for name, content in images[start:start + 40]]
+            assert http.post("/v1/albums/again/images", files=files).status_code == 201
+        job_id = http.post("/v1/albums/again/reembed").json()["id"]
+
+        def progress() -> dict[str, Any]:
+            return dict(http.get(f"/v1/imports/{job_id}").json())
+
+        _when(lambda: progress()["counts"]["added"] >= 16, 300, "part of the re-embed done")
+        assert progress()["status"] == "running"
+        stack.kill("gateway")
+        stack.ensure(("gateway",))
+        answers = []
+        while (job := progress())["status"] not in ("done", "failed", "cancelled"):
+            found = http.post("/v1/albums/again/search", files={"file": images[3][1]})
+            answers.append((found.status_code, found.json()["results"][0]["name"] if found.status_code == 200 else ""))
+        assert (job["status"], job["total"], job["counts"]["added"], job["counts"]["failed"]) == ("done", 80, 80, 0)
+        assert all(a == (200, images[3][0]) for a in answers), answers
+        assert http.get("/v1/albums/again").json()["image_count"] == 80
+        assert [a["name"] for a in http.get("/v1/albums").json()["albums"]].count("again") == 1

@@ -233,7 +233,7 @@ def create_app(
     app.add_middleware(RequestContext, settings=settings)
     _install_error_handlers(app)
     _add_operational_routes(app, checks)
-    _add_album_routes(app, deps)
+    _add_album_routes(app, deps, queue)
     _add_image_routes(app, settings, deps)
     _add_search_routes(app, settings, deps)
     _add_sql_routes(app, settings, deps)
@@ -285,7 +285,7 @@ Where = Annotated[str | None, Query(description=WHERE_DESCRIPTION)]
 FilterJson = Annotated[str | None, Query(description=FILTER_DESCRIPTION)]
 
 
-def _add_album_routes(app: FastAPI, deps: Deps) -> None:
+def _add_album_routes(app: FastAPI, deps: Deps, queue: ImportQueue) -> None:
     @app.post("/v1/albums", status_code=201, tags=["albums"], response_model=schemas.AlbumOut,
               responses={409: {"model": schemas.ErrorBody}})
     async def create_album(body: schemas.AlbumCreate) -> schemas.AlbumOut:
@@ -302,12 +302,14 @@ def _add_album_routes(app: FastAPI, deps: Deps) -> None:
         """The album: its image count, model and declared columns."""
         return schemas.AlbumOut.of(await albums.get(deps, album))
 
-    @app.post("/v1/albums/{album}/reembed", tags=["albums"], response_model=schemas.ReembedOut,
+    @app.post("/v1/albums/{album}/reembed", status_code=202, tags=["albums"], response_model=schemas.ImportOut,
               responses={404: {"model": schemas.ErrorBody}, 503: {"model": schemas.ErrorBody}})
-    async def reembed_album(album: AlbumName) -> schemas.ReembedOut:
-        """Re-embeds every image from its stored bytes with the extractor's current model (after a model
-        or pipeline change, when searches answer 409 model_mismatch). Runs to the end before answering."""
-        return schemas.ReembedOut.of(await reembed.reembed_album(deps, album))
+    async def reembed_album(album: AlbumName) -> schemas.ImportOut:
+        """Re-embeds every image from its stored bytes with the extractor's current model (after a model or
+        pipeline change, when searches answer 409 model_mismatch), in the background: a new version of the
+        album is filled while the album answers from its current vectors, then takes its place at once.
+        Survives a killed process; GET the status_url for progress. A re-embed under way is answered as is."""
+        return schemas.ImportOut.of(await reembed.start(deps, queue, album))
 
     @app.delete("/v1/albums/{album}", tags=["albums"], response_model=schemas.Deleted)
     async def delete_album(album: AlbumName) -> schemas.Deleted:

@@ -62,7 +62,7 @@ class VectorSearch(Protocol):
 
     async def get_collection(self, name: str) -> Collection: ...
 
-    async def insert(self, collection: str, items: Sequence[Item]) -> list[str]: ...
+    async def insert(self, collection: str, items: Sequence[Item], version: int = 0) -> list[str]: ...
 
     async def search(
         self,
@@ -79,16 +79,26 @@ class VectorSearch(Protocol):
         `max_distance`: none farther."""
         ...
 
-    async def get(self, collection: str, ids: Sequence[str], with_vectors: bool = False) -> list[Item]: ...
+    async def get(self, collection: str, ids: Sequence[str], with_vectors: bool = False,
+                  version: int = 0) -> list[Item]: ...
 
     async def query(self, collection: str, filter: Expr | None = None, limit: int = 100, offset: int = 0,
-                    after_id: str = "", order_by: str = "", descending: bool = False) -> list[Item]:
+                    after_id: str = "", order_by: str = "", descending: bool = False,
+                    version: int = 0) -> list[Item]:
         """A page of the items matching the filter, by id (after `after_id`) or by a column."""
         ...
 
     async def delete(self, collection: str, ids: Sequence[str]) -> int: ...
 
-    async def count(self, collection: str, filter: Expr | None = None) -> int: ...
+    async def count(self, collection: str, filter: Expr | None = None, version: int = 0) -> int: ...
+
+    async def begin_version(self, collection: str, dim: int, model: str) -> int:
+        """A new, empty version of the album to fill (insert/get/query/count with `version`) beside it."""
+        ...
+
+    async def commit_version(self, collection: str, version: int) -> Collection: ...
+
+    async def abort_version(self, collection: str, version: int) -> bool: ...
 
     async def update(self, collection: str, changes: Mapping[str, Any], ids: Sequence[str] = (),
                      filter: Expr | None = None, all: bool = False) -> int:
@@ -206,8 +216,9 @@ class GrpcVectorSearch:
         reply = await self._call(self.stub.GetCollection, search_pb2.GetCollectionRequest(name=name))
         return _collection(reply)
 
-    async def insert(self, collection: str, items: Sequence[Item]) -> list[str]:
-        request = search_pb2.InsertRequest(collection=collection, items=[_wire_item(i) for i in items])
+    async def insert(self, collection: str, items: Sequence[Item], version: int = 0) -> list[str]:
+        request = search_pb2.InsertRequest(collection=collection, items=[_wire_item(i) for i in items],
+                                           version=version)
         reply = await self._call(self.stub.Insert, request)
         return list(reply.ids)
 
@@ -230,15 +241,19 @@ class GrpcVectorSearch:
                     content_hash=h.content_hash, created_at_ms=h.created_at_ms)
                 for h in reply.hits]
 
-    async def get(self, collection: str, ids: Sequence[str], with_vectors: bool = False) -> list[Item]:
-        request = search_pb2.GetRequest(collection=collection, ids=list(ids), with_vectors=with_vectors)
+    async def get(self, collection: str, ids: Sequence[str], with_vectors: bool = False,
+                  version: int = 0) -> list[Item]:
+        request = search_pb2.GetRequest(collection=collection, ids=list(ids), with_vectors=with_vectors,
+                                        version=version)
         reply = await self._call(self.stub.Get, request)
         return [_item(i) for i in reply.items]
 
     async def query(self, collection: str, filter: Expr | None = None, limit: int = 100, offset: int = 0,
-                    after_id: str = "", order_by: str = "", descending: bool = False) -> list[Item]:
+                    after_id: str = "", order_by: str = "", descending: bool = False,
+                    version: int = 0) -> list[Item]:
         request = search_pb2.QueryRequest(collection=collection, filter=_wire_filter(filter), limit=limit,
-                                          offset=offset, after_id=after_id, order_by=order_by, descending=descending)
+                                          offset=offset, after_id=after_id, order_by=order_by, descending=descending,
+                                          version=version)
         reply = await self._call(self.stub.Query, request)
         return [_item(i) for i in reply.items]
 
@@ -246,10 +261,22 @@ class GrpcVectorSearch:
         reply = await self._call(self.stub.Delete, search_pb2.DeleteRequest(collection=collection, ids=list(ids)))
         return int(reply.deleted)
 
-    async def count(self, collection: str, filter: Expr | None = None) -> int:
+    async def count(self, collection: str, filter: Expr | None = None, version: int = 0) -> int:
         reply = await self._call(self.stub.Count, search_pb2.CountRequest(collection=collection,
-                                                                          filter=_wire_filter(filter)))
+                                                                          filter=_wire_filter(filter), version=version))
         return int(reply.count)
+
+    async def begin_version(self, collection: str, dim: int, model: str) -> int:
+        request = search_pb2.BeginVersionRequest(collection=collection, dim=dim, model=model)
+        return int((await self._call(self.stub.BeginVersion, request)).version)
+
+    async def commit_version(self, collection: str, version: int) -> Collection:
+        request = search_pb2.VersionRequest(collection=collection, version=version)
+        return _collection(await self._call(self.stub.CommitVersion, request))
+
+    async def abort_version(self, collection: str, version: int) -> bool:
+        request = search_pb2.VersionRequest(collection=collection, version=version)
+        return bool((await self._call(self.stub.AbortVersion, request)).aborted)
 
     async def update(self, collection: str, changes: Mapping[str, Any], ids: Sequence[str] = (),
                      filter: Expr | None = None, all: bool = False) -> int:

@@ -237,6 +237,29 @@ class ImportQueue:
             await self._run(pipe.execute())
         log.info("import %s queued: %d image(s)", job_id, total)
 
+    async def start_whole(self, job_id: str, total: int) -> None:
+        """Queues a job that one worker runs whole (a re-embed), and marks it queued."""
+        await self._ensure_group()
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xadd(TASKS_KEY, {"job": job_id, "first": 0, "last": 0})
+            pipe.hset(_job_key(job_id), mapping={"status": ImportStatus.QUEUED.value, "total": total,
+                                                 "updated_at_ms": _now_ms()})
+            await self._run(pipe.execute())
+
+    async def fields(self, job_id: str) -> dict[str, str]:
+        """Every field of the job's record (a job keeps its own state there, e.g. a re-embed's cursor)."""
+        return await self._fields(job_id)
+
+    async def save_fields(self, job_id: str, fields: Mapping[str, str | int]) -> None:
+        mapping: dict[Any, Any] = {**fields, "updated_at_ms": _now_ms()}
+        await self._run(self.redis.hset(_job_key(job_id), mapping=mapping))
+
+    async def note_result(self, job_id: str, index: int, result: Mapping[str, Any]) -> None:
+        """Writes one item's result without counting it (a job that keeps its counts itself)."""
+        key = f"{_job_key(job_id)}:results"
+        await self._run(self.redis.hset(key, str(index), json.dumps(result, separators=(",", ":"))))
+        await self._run(self.redis.expire(key, self.ttl_s))
+
     async def get(self, job_id: str) -> ImportJob:
         fields = await self._fields(job_id)
         return ImportJob(

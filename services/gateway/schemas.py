@@ -16,7 +16,6 @@ from services.gateway.records import (
     GroupCount,
     ImageRecord,
     OnDuplicate,
-    ReembedReport,
     SearchOutcome,
     SqlResult,
 )
@@ -307,29 +306,6 @@ class DuplicatesOut(BaseModel):
     album: str
     max_distance: float
     groups: list[DuplicateGroup]
-
-
-class ReembedFailure(BaseModel):
-    id: str
-    error: ItemError
-
-
-class ReembedOut(BaseModel):
-    """The album after re-embedding: its new model, and the images left out (their bytes failed)."""
-
-    album: str
-    model: str
-    dim: int
-    previous_model: str
-    images: int
-    failed: list[ReembedFailure]
-    took_s: float
-
-    @classmethod
-    def of(cls, report: ReembedReport) -> ReembedOut:
-        failed = [ReembedFailure(id=i, error=ItemError(reason=f.reason, message=f.message)) for i, f in report.failed]
-        return cls(album=report.album, model=report.model, dim=report.dim, previous_model=report.previous_model,
-                   images=report.images, failed=failed, took_s=round(report.took_s, 3))
 
 
 class SqlIn(BaseModel):

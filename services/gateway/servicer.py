@@ -35,7 +35,7 @@ from services.gateway.records import (
     SearchMode,
     SqlResult,
 )
-from services.gateway.usecases import albums, duplicates, images, imports, ingest, search, sql
+from services.gateway.usecases import albums, duplicates, images, imports, ingest, reembed, search, sql
 from services.gateway.usecases.imports import ImportSpec
 from services.gateway.usecases.ingest import parse_attributes
 
@@ -238,6 +238,10 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         return gateway_pb2.FindDuplicatesResponse(groups=[
             gateway_pb2.DuplicateGroup(images=[image_message(i) for i in g.images], distance=g.distance)
             for g in found])
+
+
+    async def ReembedAlbum(self, request: gateway_pb2.ReembedAlbumRequest, context: Context) -> gateway_pb2.ImportJob:
+        return import_message(await reembed.start(self.deps, self.queue, request.album))
 
 
 def on_duplicate(text: str) -> OnDuplicate:

@@ -155,9 +155,10 @@ class VectorIndex(Protocol):
         """One album with its image count; `AlbumNotFound` if missing."""
         ...
 
-    def insert(self, name: str, items: Sequence[Item]) -> list[str]:
+    def insert(self, name: str, items: Sequence[Item], version: int = 0) -> list[str]:
         """Inserts items, replacing any stored under the same id; returns their ids. A declared attribute
-        of the wrong type fails the call (`InvalidAttributes`) before anything is written."""
+        of the wrong type fails the call (`InvalidAttributes`) before anything is written. `version`: into
+        a version in the making (see `begin_version`) rather than the album as it is."""
         ...
 
     def search(
@@ -173,18 +174,31 @@ class VectorIndex(Protocol):
         only when `primary_only`, else by their best one."""
         ...
 
-    def get(self, name: str, ids: Sequence[str], with_vectors: bool = False) -> list[Item]:
+    def get(self, name: str, ids: Sequence[str], with_vectors: bool = False, version: int = 0) -> list[Item]:
         """The stored items among `ids`, in the order asked; missing ids are left out."""
         ...
 
     def query(self, name: str, filter: Expr | None = None, limit: int = DEFAULT_LIST_LIMIT, offset: int = 0,
-              after_id: str = "", order_by: str = "", descending: bool = False) -> list[Item]:
+              after_id: str = "", order_by: str = "", descending: bool = False, version: int = 0) -> list[Item]:
         """A page of the items matching the filter (without vectors): ordered by id, from after
         `after_id`, or by a column (`order_by`; nulls last ascending, first descending, ties by id)."""
         ...
 
-    def count(self, name: str, filter: Expr | None = None) -> int:
+    def count(self, name: str, filter: Expr | None = None, version: int = 0) -> int:
         """Number of images (not vectors) in the album, or of those matching the filter."""
+        ...
+
+    def begin_version(self, name: str, dim: int, model: str) -> int:
+        """A new, empty version of the album (same columns; this model and dimension) to fill beside it
+        while the album answers as it is; any other version in the making is abandoned. Its number."""
+        ...
+
+    def commit_version(self, name: str, version: int) -> Collection:
+        """Makes the version the album's at once (the old one is dropped); returns the album."""
+        ...
+
+    def abort_version(self, name: str, version: int) -> bool:
+        """Drops a version in the making; False if there was none."""
         ...
 
     def count_groups(self, name: str, columns: Sequence[str], filter: Expr | None = None) -> list[Group]:
@@ -457,6 +471,9 @@ def search_expanded(
 class _Album:
     info: Collection
     items: dict[str, Item] = field(default_factory=dict)
+    version: int = 1
+    # Versions in the making, by number.
+    building: dict[int, _Album] = field(default_factory=dict)
 
 
 class ExactIndex:
@@ -499,9 +516,9 @@ class ExactIndex:
         album = self._album(name)
         return replace(album.info, count=len(album.items))
 
-    def insert(self, name: str, items: Sequence[Item]) -> list[str]:
+    def insert(self, name: str, items: Sequence[Item], version: int = 0) -> list[str]:
         """Inserts or replaces items by id."""
-        album = self._album(name)
+        album = self._album(name, version)
         prepared = prepare_items(items, album.info.dim, now_ms(), album.info.schema)
         with self._lock:
             album.items.update((item.id, item) for item in prepared)
@@ -526,17 +543,17 @@ class ExactIndex:
         scored.sort(key=lambda pair: (-pair[0], pair[1].id))
         return [_hit(item, similarity) for similarity, item in scored[:top_k]]
 
-    def get(self, name: str, ids: Sequence[str], with_vectors: bool = False) -> list[Item]:
+    def get(self, name: str, ids: Sequence[str], with_vectors: bool = False, version: int = 0) -> list[Item]:
         """Stored items among `ids`, in the order asked."""
-        album = self._album(name)
+        album = self._album(name, version)
         found = [album.items[i] for i in check_ids(ids) if i in album.items]
         return found if with_vectors else [replace(item, vectors=()) for item in found]
 
     def query(self, name: str, filter: Expr | None = None, limit: int = DEFAULT_LIST_LIMIT, offset: int = 0,
-              after_id: str = "", order_by: str = "", descending: bool = False) -> list[Item]:
+              after_id: str = "", order_by: str = "", descending: bool = False, version: int = 0) -> list[Item]:
         """A page of matching items, ordered like Milvus orders them (by id) or by a column."""
         limit, offset = check_page(limit, offset)
-        album = self._album(name)
+        album = self._album(name, version)
         found = {item.id: item for item in self._matching(album, filter) if item.id > after_id}
         if order_by:
             order_column(order_by, album.info.schema)
@@ -545,10 +562,31 @@ class ExactIndex:
             ids = sorted(found)
         return [replace(found[i], vectors=()) for i in ids[offset:offset + limit]]
 
-    def count(self, name: str, filter: Expr | None = None) -> int:
+    def count(self, name: str, filter: Expr | None = None, version: int = 0) -> int:
         """Number of images in the album (matching the filter)."""
-        album = self._album(name)
+        album = self._album(name, version)
         return len(album.items) if filter is None else len(self._matching(album, filter))
+
+    def begin_version(self, name: str, dim: int, model: str) -> int:
+        album = self._album(name)
+        number = 1 + max([album.version, *album.building])
+        with self._lock:
+            album.building = {number: _Album(replace(album.info, dim=check_dim(dim), model=model), version=number)}
+        return number
+
+    def commit_version(self, name: str, version: int) -> Collection:
+        album = self._album(name)
+        if version != album.version:
+            built = self._album(name, version)
+            with self._lock:
+                built.building = {}
+                self._albums[name] = built
+        return self.get_collection(name)
+
+    def abort_version(self, name: str, version: int) -> bool:
+        album = self._album(name)
+        with self._lock:
+            return album.building.pop(version, None) is not None
 
     def count_groups(self, name: str, columns: Sequence[str], filter: Expr | None = None) -> list[Group]:
         album = self._album(name)
@@ -575,11 +613,15 @@ class ExactIndex:
         with self._lock:
             return sum(album.items.pop(i, None) is not None for i in check_ids(ids))
 
-    def _album(self, name: str) -> _Album:
+    def _album(self, name: str, version: int = 0) -> _Album:
         check_album_name(name)
         album = self._albums.get(name)
         if album is None:
             raise AlbumNotFound(f"album {name!r} not found")
+        if version and version != album.version:
+            if version not in album.building:
+                raise AlbumNotFound(f"album {name!r} has no version {version}")
+            return album.building[version]
         return album
 
     @staticmethod

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 import uuid
@@ -152,10 +153,12 @@ class CollectionNotLoaded(StoreUnavailable):
 
 @dataclass(frozen=True)
 class Stored:
-    """An album as this index keeps it: its metadata and its collection's layout version."""
+    """An album (one version of it) as this index keeps it: its metadata, its collection's layout, and
+    the version's number (0: an album made before versions, whose collection has the album's name)."""
 
     info: Collection
     layout: int
+    version: int = 0
 
     def fields(self) -> list[str]:
         """The scalar fields an item is read back from."""
@@ -171,11 +174,17 @@ def collection_name(prefix: str, album: str) -> str:
     return prefix + check_album_name(album).replace("_", "__").replace("-", "_h")
 
 
-def describe_album(info: Collection) -> str:
+def version_name(cname: str, version: int) -> str:
+    """The collection of one version of an album ("_v" never occurs in an encoded name)."""
+    return f"{cname}_v{version}"
+
+
+def describe_album(info: Collection, version: int = 0) -> str:
     """The collection description: the album's metadata as JSON."""
     return json.dumps(
         {
             "imagesearch_schema": SCHEMA_VERSION,
+            "version": version,
             "album": info.name,
             "model": info.model,
             "dim": info.dim,
@@ -204,14 +213,15 @@ def parse_album(description: str) -> Stored | None:
             metric=str(meta.get("metric", METRIC)),
             schema=AlbumSchema(tuple(columns)),
         )
-        return Stored(info, int(meta["imagesearch_schema"]))
+        return Stored(info, int(meta["imagesearch_schema"]), int(meta.get("version", 0)))
     except (ValueError, KeyError, TypeError, ImageSearchError):
         return None
 
 
-def build_schema(info: Collection) -> Any:
+def build_schema(info: Collection, version: int = 0) -> Any:
     """The collection schema of an album (see the module doc)."""
-    schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False, description=describe_album(info))
+    schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False,
+                                        description=describe_album(info, version))
     schema.add_field("pk", DataType.VARCHAR, is_primary=True, max_length=MAX_ID_BYTES + 8)
     schema.add_field("image_id", DataType.VARCHAR, max_length=MAX_ID_BYTES)
     schema.add_field("ordinal", DataType.INT64)
@@ -359,37 +369,111 @@ class MilvusIndex:
     # --- albums ------------------------------------------------------------------------------
     def create_collection(self, name: str, dim: int, model: str, index_type: str = "",
                           schema: AlbumSchema = NO_COLUMNS) -> Collection:
-        """Creates, indexes and loads an album's collection; `AlreadyExists` if it exists."""
+        """Creates, indexes and loads an album's first version, named by an alias of the album's name;
+        `AlreadyExists` if the album exists."""
         cname = collection_name(self.settings.collection_prefix, name)
         kind = check_index_type(index_type, self.settings.index_type, check_dim(dim), self.settings.ivf_pq_m)
         info = Collection(name=name, dim=dim, model=model, index_type=kind, created_at_ms=now_ms(),
                           schema=AlbumSchema.of(schema.columns))
         if self._call(name, lambda c: c.has_collection(cname, **self._kw())):
             raise AlreadyExists(f"album {name!r} already exists")
-        self._creating.add(cname)
+        physical = version_name(cname, 1)
+        self._drop_alias(name, cname)  # one left pointing nowhere (Milvus 2.3 keeps it when its collection goes)
+        self._build(name, physical, info, 1)
         try:
-            self._call(name, lambda c: c.create_collection(cname, schema=build_schema(info), **self._kw()))
-            try:
-                self._call(name, lambda c: self._index_and_load(c, cname, info))
-            except ImageSearchError:
-                self._call(name, lambda c: c.drop_collection(cname, **self._kw()))
-                raise
-        finally:
-            self._creating.discard(cname)
-        self._albums[cname] = Stored(info, SCHEMA_VERSION)
-        log.info("created album %s (%s, dim %d, %s, %d column(s))", name, cname, dim, kind.value,
+            self._call(name, lambda c: c.create_alias(physical, cname, **self._kw()))
+        except ImageSearchError:
+            self._call(name, lambda c: c.drop_collection(physical, **self._kw()))
+            raise
+        self._albums[cname] = Stored(info, SCHEMA_VERSION, 1)
+        log.info("created album %s (%s, dim %d, %s, %d column(s))", name, physical, dim, kind.value,
                  len(info.schema.columns))
         return info
 
+    def _build(self, album: str, physical: str, info: Collection, version: int) -> None:
+        """Creates, indexes and loads one version's collection (dropped again if that fails)."""
+        self._creating.add(physical)
+        try:
+            self._call(album, lambda c: c.create_collection(physical, schema=build_schema(info, version),
+                                                            **self._kw()))
+            try:
+                self._call(album, lambda c: self._index_and_load(c, physical, info))
+            except ImageSearchError:
+                self._call(album, lambda c: c.drop_collection(physical, **self._kw()))
+                raise
+        finally:
+            self._creating.discard(physical)
+
     def drop_collection(self, name: str) -> bool:
-        """Drops an album; False if there was none."""
+        """Drops an album, every version of it; False if there was none."""
         cname = collection_name(self.settings.collection_prefix, name)
         self._forget(cname)
-        if not self._call(name, lambda c: c.has_collection(cname, **self._kw())):
+        existed = bool(self._call(name, lambda c: c.has_collection(cname, **self._kw())))
+        self._drop_alias(name, cname)
+        for physical in self._versions(name):
+            self._forget(physical)
+            self._call(name, lambda c, physical=physical: c.drop_collection(physical, **self._kw()))  # type: ignore[misc]
+        if self._call(name, lambda c: c.has_collection(cname, **self._kw())):
+            self._call(name, lambda c: c.drop_collection(cname, **self._kw()))  # a legacy album's own collection
+        if existed:
+            log.info("dropped album %s", name)
+        return existed
+
+    def _versions(self, name: str) -> list[str]:
+        """The collections of the album's versions (not a legacy album's own collection)."""
+        cname = collection_name(self.settings.collection_prefix, name)
+        pattern = re.compile(re.escape(cname) + r"_v[0-9]+")
+        names = self._call(name, lambda c: c.list_collections(**self._kw()))
+        return sorted(n for n in names if pattern.fullmatch(n))
+
+    # --- versions: re-embedding beside the album ---------------------------------------------------
+    def begin_version(self, name: str, dim: int, model: str) -> int:
+        """A new, empty version of the album (its columns and index type, this model and dim), filled
+        beside the album while the album answers from its current version; any other version in the
+        making is abandoned. Returns its number."""
+        cname, active = self._album(name)
+        number = 1 + max([active.version, *(int(p.rsplit("_v", 1)[1]) for p in self._versions(name))])
+        for physical in self._versions(name):
+            if physical != self._physical(cname, active):
+                self._forget(physical)
+                self._call(name, lambda c, physical=physical: c.drop_collection(physical, **self._kw()))  # type: ignore[misc]
+        info = replace(active.info, dim=check_dim(dim), model=model, count=0)
+        self._build(name, version_name(cname, number), info, number)
+        log.info("album %s: version %d begun (model %s)", name, number, model)
+        return number
+
+    def commit_version(self, name: str, version: int) -> Collection:
+        """Makes the version the album's: its alias moves there at once, the old version is dropped."""
+        cname, active = self._album(name)
+        target, _ = self._album(name, version)
+        if version == active.version:
+            return self.get_collection(name)
+        if active.version == 0:
+            # A legacy album's collection bears the album's name; an alias cannot, so it goes first.
+            self._call(name, lambda c: c.drop_collection(cname, **self._kw()))
+            self._call(name, lambda c: c.create_alias(target, cname, **self._kw()))
+        else:
+            old = self._physical(cname, active)
+            self._call(name, lambda c: c.alter_alias(target, cname, **self._kw()))
+            self._call(name, lambda c: c.drop_collection(old, **self._kw()))
+            self._forget(old)
+        self._forget(cname)
+        log.info("album %s: version %d is the album now", name, version)
+        return self.get_collection(name)
+
+    def abort_version(self, name: str, version: int) -> bool:
+        """Drops a version in the making; False if there was none (the album's own version stays)."""
+        cname, active = self._album(name)
+        physical = version_name(cname, version)
+        if version == active.version or physical not in self._versions(name):
             return False
-        self._call(name, lambda c: c.drop_collection(cname, **self._kw()))
-        log.info("dropped album %s", name)
+        self._forget(physical)
+        self._call(name, lambda c: c.drop_collection(physical, **self._kw()))
         return True
+
+    @staticmethod
+    def _physical(cname: str, stored: Stored) -> str:
+        return version_name(cname, stored.version) if stored.version else cname
 
     def ping(self) -> None:
         """Returns when Milvus serves every album: answers, has each collection loaded and has caught up
@@ -407,31 +491,46 @@ class MilvusIndex:
                     continue  # dropped meanwhile
 
     def list_collections(self) -> list[Collection]:
-        """Every album of this service, by name, with counts read at Bounded consistency."""
+        """Every album of this service (its current version), by name, with counts read at Bounded
+        consistency."""
         names = self._call("", lambda c: c.list_collections(**self._kw()))
-        albums = []
-        for cname in sorted(n for n in names if n.startswith(self.settings.collection_prefix)):
+        albums: dict[str, Collection] = {}
+        for physical in sorted(n for n in names if n.startswith(self.settings.collection_prefix)):
             try:
-                stored = self._describe(cname, "")
-                albums.append(_with_count(stored.info, self._count(cname, stored.info.name, "Bounded")))
-            except AlbumNotFound:
+                stored = self._describe(physical, "")
+                cname = collection_name(self.settings.collection_prefix, stored.info.name)
+                if stored.version and self._alias_target(cname) != physical:
+                    continue  # a version in the making, or one being replaced
+                albums[stored.info.name] = _with_count(stored.info, self._count(physical, stored.info.name,
+                                                                                "Bounded"))
+            except (AlbumNotFound, InvalidArgument):
                 continue  # dropped meanwhile, or not one of ours
-        return sorted(albums, key=lambda a: a.name)
+        return sorted(albums.values(), key=lambda a: a.name)
+
+    def _drop_alias(self, album: str, cname: str) -> None:
+        if self._alias_target(cname):
+            self._call(album, lambda c: c.drop_alias(cname, **self._kw()))
+
+    def _alias_target(self, cname: str) -> str:
+        try:
+            return str(self._call("", lambda c: c.describe_alias(cname, **self._kw()))["collection_name"])
+        except ImageSearchError:
+            return ""
 
     def get_collection(self, name: str) -> Collection:
         """One album with its image count."""
         cname, stored = self._album(name)
         return _with_count(stored.info, self._count(cname, name, self.settings.read_consistency))
 
-    def count(self, name: str, filter: Expr | None = None) -> int:
+    def count(self, name: str, filter: Expr | None = None, version: int = 0) -> int:
         """Number of images (rows with ordinal 0), of those matching the filter if one is given."""
-        cname, stored = self._album(name)
+        cname, stored = self._album(name, version)
         return self._count(cname, name, "Strong", self._filter_expr(stored, filter))
 
     # --- items -------------------------------------------------------------------------------
-    def insert(self, name: str, items: Sequence[Item]) -> list[str]:
+    def insert(self, name: str, items: Sequence[Item], version: int = 0) -> list[str]:
         """Upserts one row per vector, then deletes rows left over from a replaced item's extra vectors."""
-        cname, stored = self._album(name)
+        cname, stored = self._album(name, version)
         prepared = prepare_items(items, stored.info.dim, now_ms(), stored.info.schema)
         self._write_items(cname, name, stored, prepared)
         return [item.id for item in items]
@@ -467,9 +566,9 @@ class MilvusIndex:
                 return hits[:top_k]
             limit = min(limit * 4, MILVUS_MAX_WINDOW)
 
-    def get(self, name: str, ids: Sequence[str], with_vectors: bool = False) -> list[Item]:
+    def get(self, name: str, ids: Sequence[str], with_vectors: bool = False, version: int = 0) -> list[Item]:
         """Stored items among `ids` in the order asked, vectors in their original order if asked for."""
-        cname, stored = self._album(name)
+        cname, stored = self._album(name, version)
         wanted = check_ids(ids)
         fields = [*stored.fields(), "vector"] if with_vectors else stored.fields()
         rows: Rows = []
@@ -479,12 +578,12 @@ class MilvusIndex:
         return [items[i] for i in wanted if i in items]
 
     def query(self, name: str, filter: Expr | None = None, limit: int = DEFAULT_LIST_LIMIT, offset: int = 0,
-              after_id: str = "", order_by: str = "", descending: bool = False) -> list[Item]:
+              after_id: str = "", order_by: str = "", descending: bool = False, version: int = 0) -> list[Item]:
         """A page of matching items without vectors. By id: Milvus orders a query's rows by primary key,
         and `image_id > after_id` walks albums of any size. By a column: every match's value is read
         (only that field) and sorted here, then the page's items are fetched."""
         limit, offset = check_page(limit, offset)
-        cname, stored = self._album(name)
+        cname, stored = self._album(name, version)
         expr = all_of("ordinal == 0", self._filter_expr(stored, filter),
                       f"image_id > {quote_string(after_id)}" if after_id else "")
         if order_by:
@@ -494,7 +593,7 @@ class MilvusIndex:
             pairs = ((_column_of_row(row, order_by, stored.info.schema), str(row["image_id"]))
                      for row in self._scan(cname, name, expr, fields))
             ids = ordered_ids(pairs, descending)[offset:offset + limit]
-            return self.get(name, ids)
+            return self.get(name, ids, version=version)
         if offset + limit > MILVUS_MAX_WINDOW:
             raise InvalidArgument(f"offset + limit must be at most {MILVUS_MAX_WINDOW}; page on with after_id "
                                   "(the last id of the page before) instead")
@@ -695,9 +794,15 @@ class MilvusIndex:
                     raise
         raise AssertionError("unreachable")
 
-    def _album(self, name: str) -> tuple[str, Stored]:
+    def _album(self, name: str, version: int = 0) -> tuple[str, Stored]:
+        """(the collection to address, the album or version): the album's name (an alias, or a legacy
+        album's own collection) for its current version, the version's collection for another."""
         cname = collection_name(self.settings.collection_prefix, name)
+        if version:
+            cname = version_name(cname, version)
         stored = self._albums.get(cname) or self._describe(cname, name)
+        if version and (stored.version != version or stored.info.name != name):
+            raise AlbumNotFound(f"album {name!r} has no version {version}")
         self._albums[cname] = stored
         return cname, stored
 

@@ -52,7 +52,7 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
 
     async def Insert(self, request: search_pb2.InsertRequest, context: Context) -> Any:
         items = [item_from_wire(item) for item in request.items]
-        ids = await asyncio.to_thread(self.index.insert, request.collection, items)
+        ids = await asyncio.to_thread(self.index.insert, request.collection, items, request.version)
         return search_pb2.InsertResponse(ids=ids)
 
     async def Search(self, request: search_pb2.SearchRequest, context: Context) -> Any:
@@ -72,13 +72,14 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
         return search_pb2.SearchResponse(hits=[hit_to_wire(h) for h in hits], metric="cosine")
 
     async def Get(self, request: search_pb2.GetRequest, context: Context) -> Any:
-        items = await asyncio.to_thread(self.index.get, request.collection, list(request.ids), request.with_vectors)
+        items = await asyncio.to_thread(self.index.get, request.collection, list(request.ids), request.with_vectors,
+                                        request.version)
         return search_pb2.GetResponse(items=[item_to_wire(i) for i in items])
 
     async def Query(self, request: search_pb2.QueryRequest, context: Context) -> Any:
         items = await asyncio.to_thread(self.index.query, request.collection, filter_from_wire(request.filter),
                                         request.limit, request.offset, request.after_id, request.order_by,
-                                        request.descending)
+                                        request.descending, request.version)
         return search_pb2.QueryResponse(items=[item_to_wire(i) for i in items])
 
     async def Delete(self, request: search_pb2.DeleteRequest, context: Context) -> Any:
@@ -86,7 +87,8 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
         return search_pb2.DeleteResponse(deleted=deleted)
 
     async def Count(self, request: search_pb2.CountRequest, context: Context) -> Any:
-        count = await asyncio.to_thread(self.index.count, request.collection, filter_from_wire(request.filter))
+        count = await asyncio.to_thread(self.index.count, request.collection, filter_from_wire(request.filter),
+                                        request.version)
         return search_pb2.CountResponse(count=count)
 
     async def Update(self, request: search_pb2.UpdateRequest, context: Context) -> Any:
@@ -100,6 +102,19 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
                                          filter_from_wire(request.filter))
         return search_pb2.CountGroupsResponse(groups=[
             search_pb2.Group(key=[value_to_wire(v) for v in g.key], count=g.count) for g in groups])
+
+
+    async def BeginVersion(self, request: search_pb2.BeginVersionRequest, context: Context) -> Any:
+        number = await asyncio.to_thread(self.index.begin_version, request.collection, request.dim, request.model)
+        return search_pb2.BeginVersionResponse(version=number)
+
+    async def CommitVersion(self, request: search_pb2.VersionRequest, context: Context) -> Any:
+        info = await asyncio.to_thread(self.index.commit_version, request.collection, request.version)
+        return collection_to_wire(info)
+
+    async def AbortVersion(self, request: search_pb2.VersionRequest, context: Context) -> Any:
+        aborted = await asyncio.to_thread(self.index.abort_version, request.collection, request.version)
+        return search_pb2.AbortVersionResponse(aborted=aborted)
 
 
 def registrar(servicer: SearchServicer) -> Callable[[grpc.aio.Server], None]:

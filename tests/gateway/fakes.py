@@ -145,10 +145,10 @@ class LoopbackSearch:
 
         return call
 
-    async def insert(self, collection: str, items: Sequence[Item]) -> list[str]:
+    async def insert(self, collection: str, items: Sequence[Item], version: int = 0) -> list[str]:
         if self.insert_error:
             raise self.insert_error
-        return await (await self.client()).insert(collection, items)
+        return await (await self.client()).insert(collection, items, version)
 
     async def search(
         self,

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -48,6 +50,16 @@ def old_album(stack: Stack, http: httpx.Client, photos: list[Path]) -> str:
     return album
 
 
+def wait_for_job(http: httpx.Client, job_id: str, timeout_s: float = 120) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        job = http.get(f"/v1/imports/{job_id}").json()
+        if job["status"] in ("done", "failed", "cancelled"):
+            return dict(job)
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} not finished after {timeout_s}s")
+
+
 def search(http: httpx.Client, album: str, content: bytes) -> httpx.Response:
     return http.post(f"/v1/albums/{album}/search", files={"file": ("q.jpg", content, "image/jpeg")})
 
@@ -61,14 +73,36 @@ def test_an_album_of_another_model_is_refused_then_reembedded_and_found_again(
     assert refused.json()["error"]["reason"] == "model_mismatch"
     assert "reembed" in refused.json()["error"]["message"]
 
-    report = http.post(f"/v1/albums/{album}/reembed")
-    assert report.status_code == 200, report.text
-    body = report.json()
-    assert (body["previous_model"], body["images"], body["failed"]) == (OLD_MODEL, 4, [])
-    assert body["model"] == http.get(f"/v1/albums/{album}").json()["model"] != OLD_MODEL
+    started = http.post(f"/v1/albums/{album}/reembed")
+    assert started.status_code == 202, started.text
+    assert http.post(f"/v1/albums/{album}/reembed").json()["id"] == started.json()["id"]  # the one under way
+    job = wait_for_job(http, started.json()["id"])
+    assert (job["status"], job["kind"], job["total"], job["counts"]["added"], job["counts"]["failed"]) == (
+        "done", "reembed", 4, 4, 0)
+    assert http.get(f"/v1/albums/{album}").json()["model"] != OLD_MODEL
 
     found = search(http, album, cropped_copy(photos[2]))
     assert found.status_code == 200, found.text
     first = found.json()["results"][0]
     assert (first["name"], first["attributes"]) == (photos[2].stem, {"n": 2})
+    http.delete(f"/v1/albums/{album}")
+
+
+def test_an_album_answers_searches_while_it_is_re_embedded(stack: Stack, http: httpx.Client,
+                                                            photos: list[Path]) -> None:
+    album = unique_album("live")
+    assert http.post("/v1/albums", json={"name": album}).status_code == 201
+    files = [("file", (f"{n}-{p.name}", cropped_copy(p, keep=0.6 + n / 50), "image/jpeg"))
+             for n in range(6) for p in photos[:6]]
+    assert http.post(f"/v1/albums/{album}/images", files=files).status_code == 201
+    job = http.post(f"/v1/albums/{album}/reembed").json()
+    answers = []
+    while (job := http.get(f"/v1/imports/{job['id']}").json())["status"] not in ("done", "failed"):
+        answer = search(http, album, photos[0].read_bytes())
+        answers.append((answer.status_code, len(answer.json().get("results", []))))
+    assert job["status"] == "done" and job["counts"]["added"] == 36
+    assert answers and all(a == (200, 10) for a in answers), answers
+    assert http.get(f"/v1/albums/{album}").json()["image_count"] == 36
+    albums = [a["name"] for a in http.get("/v1/albums").json()["albums"]]
+    assert albums.count(album) == 1  # the new version took the album's place; no second album shows
     http.delete(f"/v1/albums/{album}")

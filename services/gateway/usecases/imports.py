@@ -41,7 +41,7 @@ from services.gateway.deps import Deps
 from services.gateway.import_queue import Batch, ImportJob, ImportQueue, ImportStatus, ItemSource
 from services.gateway.records import AddResult, AddStatus, JsonObject, NewImage, OnDuplicate
 from services.gateway.urlfetch import name_from_url
-from services.gateway.usecases import ingest
+from services.gateway.usecases import ingest, reembed
 from services.gateway.usecases.shared import failure, image_id_of
 
 log = logging.getLogger(__name__)
@@ -246,6 +246,9 @@ async def process_batch(deps: Deps, queue: ImportQueue, batch: Batch) -> None:
     dependency is down (the batch is then tried again: everything here may run twice)."""
     job = await queue.get(batch.job_id)
     if job.status.finished:
+        return
+    if job.kind == reembed.KIND:
+        await reembed.run_job(deps, queue, job)
         return
     await queue.mark_running(job.id)
     done = await queue.results(job.id, list(batch.indexes))
