@@ -147,6 +147,28 @@ def _attributes_source(given: str | None) -> tuple[Path | None, dict[str, Any] |
     return Path(given), None
 
 
+def cmd_export(args: argparse.Namespace, client: GatewayClient) -> int:
+    """Writes every image's metadata (id, name, attributes, creation time, content hash) as JSON lines,
+    walking the album by id pages (any size of album)."""
+    out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout  # noqa: SIM115 (stdout is not ours to close)
+    count, after = 0, ""
+    try:
+        while True:
+            page = client.list_images(args.album, limit=1000, after=after, where=args.where)
+            for image in page["images"]:
+                out.write(json.dumps({k: image[k] for k in ("id", "name", "attributes", "created_at_ms",
+                                                              "content_hash")}, ensure_ascii=False) + "\n")
+            count += len(page["images"])
+            if page.get("next_after") is None:
+                break
+            after = page["next_after"]
+    finally:
+        if args.out:
+            out.close()
+    print(f"exported {count} image(s) of album {args.album}", file=sys.stderr)
+    return 0
+
+
 def cmd_imports(args: argparse.Namespace, client: GatewayClient) -> int:
     for job in client.list_imports(args.album):
         counts = job["counts"]
@@ -337,6 +359,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="an image within the near-duplicate distance of one in the album: keep it too, skip "
                              "it, or replace the old one")
     ingest.add_argument("--quiet", action="store_true", help="no progress bar")
+    export = sub.add_parser("export", help="write every image's metadata as JSON lines (any size of album)")
+    export.add_argument("--album", required=True)
+    export.add_argument("--out", help="a file to write (default: standard output)")
+    export.add_argument("--where", help="only the images matching this filter")
     imports = sub.add_parser("imports", help="list imports, newest first")
     imports.add_argument("--album")
     cancel = sub.add_parser("cancel-import", help="stop an import (what it added stays)")
@@ -376,7 +402,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_up(args)
     handlers = {"ingest": cmd_ingest, "search": cmd_search, "albums": cmd_albums, "delete-album": cmd_delete_album,
                 "reembed": cmd_reembed, "create-album": cmd_create_album, "sql": cmd_sql, "imports": cmd_imports,
-                "cancel-import": cmd_cancel_import}
+                "cancel-import": cmd_cancel_import, "export": cmd_export}
     client = GatewayClient(args.url)
     try:
         return handlers[args.command](args, client)

@@ -107,6 +107,16 @@ class GatewayClient:
             return dict(response.json())  # every image failed; the body says why, image by image
         return dict(self._json(response))
 
+    def list_images(self, album: str, limit: int = 50, after: str = "", where: str | None = None,
+                    order_by: str | None = None) -> dict[str, Any]:
+        """A page of the album's images (by id after `after`, or ordered by a column)."""
+        params: dict[str, Any] = {"limit": limit, "after": after}
+        if where:
+            params["where"] = where
+        if order_by:
+            params["order_by"] = order_by
+        return dict(self._json(self.http.get(f"/v1/albums/{album}/images", params=params)))
+
     def start_import(self, album: str, *, archive: Path | None = None, urls: Sequence[str] = (),
                      manifest: Path | None = None, attributes: dict[str, Any] | None = None,
                      on_duplicate: str = "keep", timeout_s: float = 3600.0) -> dict[str, Any]:
