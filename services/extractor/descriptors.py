@@ -1,9 +1,13 @@
-"""What a descriptor recipe is: scales, pooling, and the extra rows an indexed image gets.
+"""What a descriptor recipe is: scales, pooling, and the transformed runs that find rotated and
+mirrored copies.
 
-A query is one vector. An image added to an album (purpose INDEX) is also re-run rotated and
-mirrored (`Variant`), and may add region rows; the search service keeps every row and ranks an
-image by its best one, so a rotated or mirrored copy of it, or a crop, still finds it. Row 0 of
-an indexed image is always its upright global vector, the same vector a query of it would get.
+A query is one vector. Rotated and mirrored copies are found from the query side by default: a copy
+search whose upright vector finds no verified copy asks for the query's variants (purpose
+QUERY_VARIANTS: the image re-run rotated and mirrored, `Variant`) and searches with each, so an
+album stores one row per image and ingest runs the network once per image. A recipe may instead
+store variants on the database side (`index_variants`, each image re-run at ingest) and region rows;
+the search service keeps every row and ranks an image by its best one. Row 0 of an indexed image is
+always its upright global vector, the same vector a query of it would get.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ class Purpose(IntEnum):
 
     QUERY = 0
     INDEX = 1
+    QUERY_VARIANTS = 2
 
 
 class Variant(StrEnum):
@@ -52,10 +57,15 @@ class DescriptorConfig:
     extra_scales: tuple[int, ...] = ()
     index_variants: tuple[Variant, ...] = ()
     index_region_levels: tuple[int, ...] = ()
+    query_variants: tuple[Variant, ...] = ()
 
     def variants(self, purpose: Purpose) -> tuple[Variant | None, ...]:
         """The transforms run for an image: upright (None) first."""
-        return (None, *self.index_variants) if purpose is Purpose.INDEX else (None,)
+        if purpose is Purpose.INDEX:
+            return (None, *self.index_variants)
+        if purpose is Purpose.QUERY_VARIANTS:
+            return (None, *self.query_variants)
+        return (None,)
 
     def regions(self, purpose: Purpose) -> tuple[int, ...]:
         return self.index_region_levels if purpose is Purpose.INDEX else ()

@@ -99,6 +99,7 @@ class ImageEmbedder:
             extra_scales=tuple(settings.extra_scales),
             index_variants=tuple(settings.index_variants),
             index_region_levels=tuple(settings.index_region_levels),
+            query_variants=tuple(settings.query_variants),
         )
         session = OnnxSession.from_settings(settings)
         max_run = settings.max_run or (1 if session.provider == CPU_PROVIDER else settings.max_batch)
@@ -121,8 +122,10 @@ class ImageEmbedder:
 
     @property
     def model_id(self) -> str:
-        """e.g. "efficientnet-lite0/gem3/320/aspect/w512-1a2b3c4d/db-rot90.rot180.rot270.hflip/v1":
-        network, pooling, input size(s), resize, whitening (with its file's hash), database rows, version."""
+        """e.g. "efficientnet-lite0/gem3/320/aspect/w512-1a2b3c4d/v1", or with database rows
+        ".../w512-1a2b3c4d/db-rot90.rot180.rot270.hflip/v1": network, pooling, input size(s), resize,
+        whitening (with its file's hash), database rows, version. Query variants are not part of it:
+        they change no stored vector."""
         parts = [self.raw_pipeline, self.whitening_tag if self.whitening else "", self.descriptor.index_tag]
         return "/".join([p for p in parts if p] + [PIPELINE_VERSION])
 

@@ -4,7 +4,8 @@ Each request's images are decoded concurrently in a thread pool; a bad image bec
 `ItemError` for that item alone. Each good image goes to the shared `DynamicBatcher` as soon as it
 is decoded, so the model starts on a request's first images while the rest decode, and concurrent
 requests fill the same batches. A request of purpose INDEX also gets every database row
-of each image (`EmbedResult.index_vectors`, first = the upright global vector). A request asking for
+of each image (`EmbedResult.index_vectors`, first = the upright global vector); one of purpose
+QUERY_VARIANTS the vectors of each image's query variants (`EmbedResult.variant_vectors`). A request asking for
 local features gets each image's SIFT keypoints too (a query's also mirrored), described in the
 decode pool from the same decoded image while the model runs.
 """
@@ -70,6 +71,7 @@ class ExtractorServicer(extractor_pb2_grpc.ExtractorServicer):
             image_size=self.embedder.preprocess.image_size,
             max_batch=self.batcher.max_batch,
             index_rows=self.embedder.rows_per_image(Purpose.INDEX),
+            query_variants=[v.value for v in self.embedder.descriptor.query_variants],
         )
 
     async def _decode_and_embed(self, data: bytes, purpose: Purpose, local: bool) -> extractor_pb2.EmbedResult:
@@ -88,7 +90,7 @@ class ExtractorServicer(extractor_pb2_grpc.ExtractorServicer):
         the network; none if they cannot be made: the image still has its vectors and is only not
         verified."""
         loop = asyncio.get_running_loop()
-        mirrored = purpose is Purpose.QUERY
+        mirrored = purpose is not Purpose.INDEX
         try:
             features = await loop.run_in_executor(self.decode_pool, describe_image, data, self.embedder.preprocess,
                                                   self.local_features, mirrored, image)
@@ -112,6 +114,8 @@ class ExtractorServicer(extractor_pb2_grpc.ExtractorServicer):
         vectors = [extractor_pb2.Vector(values=row.tolist()) for row in rows]
         if purpose is Purpose.INDEX:
             return extractor_pb2.EmbedResult(vector=vectors[0], index_vectors=vectors)
+        if purpose is Purpose.QUERY_VARIANTS:
+            return extractor_pb2.EmbedResult(vector=vectors[0], variant_vectors=vectors[1:])
         return extractor_pb2.EmbedResult(vector=vectors[0])
 
 

@@ -28,8 +28,9 @@ class ExtractorSettings(ServiceSettings):
     # decode threads and a second batch need (bench/extract_probe.py, 2 cores: one worker 48 -> 72
     # img/s with it off). Turn on for a machine given to the model alone.
     ort_spinning: bool = False
-    # The defaults are the measured recipe of bench/README.md ("COMBO B"): aspect-kept 320 px, GeM 3,
-    # PCA-whitened to 512 dimensions, and 5 database rows per image (upright, 3 rotations, mirror).
+    # The defaults are the measured recipe of bench/README.md: aspect-kept 320 px, GeM 3, PCA-whitened
+    # to 512 dimensions, one database row per image; rotated and mirrored copies are found from the
+    # query side (query_variants).
     # Longer side of the network input ("squash": side of the square).
     image_size: int = 320
     # How the image becomes the input: "aspect" keeps its shape (sides multiples of 32), "squash"
@@ -42,11 +43,17 @@ class ExtractorSettings(ServiceSettings):
     # PCA whitening to this many dimensions, learned at setup (0: none, vectors keep the network's
     # channels). The file is <model_dir>/<model>-<pipeline>-whiten<dim>.npz, see fit_whitening.py.
     whiten_dim: int = 512
-    # Database side only (images added to an album): extra rows of each image, made by re-running it
-    # transformed, so rotated and mirrored copies are found; queries stay one vector.
-    index_variants: list[Variant] = Field(
+    # Query side: the transforms a copy search tries when the query's upright vector finds no verified
+    # copy (EmbedRequest purpose QUERY_VARIANTS); they find rotated and mirrored copies at the cost of
+    # one network run each, for those searches only. Not part of the model id: albums do not change.
+    query_variants: list[Variant] = Field(
         default_factory=lambda: [Variant.ROT90, Variant.ROT180, Variant.ROT270, Variant.HFLIP]
     )
+    # Database side: extra rows of each image added to an album, made by re-running it transformed
+    # (e.g. the same four): rotated and mirrored copies are then found by the upright query alone, at
+    # one network run per row at ingest (bench/e2e.py: ingest 5x slower with all four) and that many
+    # rows in the album. Part of the model id ("db-...").
+    index_variants: list[Variant] = Field(default_factory=list)
     # Database side only: region rows per variant, from grids of feature-map windows (2: the four
     # 2/3 x 2/3 corner windows); helps crops, costs rows (5 per level-2 variant).
     index_region_levels: list[int] = Field(default_factory=list)

@@ -29,9 +29,17 @@ class EmbeddingCache(Protocol):
 
     async def put_features(self, content_hash: str, features: bytes) -> None: ...
 
+    async def get_variants(self, model: str, content_hash: str) -> list[list[float]] | None: ...
+
+    async def put_variants(self, model: str, content_hash: str, vectors: list[list[float]]) -> None: ...
+
 
 def embedding_key(model: str, content_hash: str) -> str:
     return f"emb:{model}:{content_hash}"
+
+
+def variants_key(model: str, content_hash: str) -> str:
+    return f"embv:{model}:{content_hash}"
 
 
 def query_features_key(content_hash: str) -> str:
@@ -67,6 +75,22 @@ class RedisEmbeddingCache:
     async def put_features(self, content_hash: str, features: bytes) -> None:
         await self._set(query_features_key(content_hash), features)
 
+    async def get_variants(self, model: str, content_hash: str) -> list[list[float]] | None:
+        """A query's variant vectors: a row count (uint32), then the rows as float32."""
+        raw = await self._get(variants_key(model, content_hash))
+        if raw is None or len(raw) < 4:
+            return None
+        rows = int(np.frombuffer(raw[:4], dtype="<u4")[0])
+        values = np.frombuffer(raw[4:], dtype="<f4")
+        if rows == 0 or len(values) % rows:
+            return None
+        return values.reshape(rows, -1).astype(float).tolist()
+
+    async def put_variants(self, model: str, content_hash: str, vectors: list[list[float]]) -> None:
+        if vectors:
+            raw = np.asarray([len(vectors)], dtype="<u4").tobytes() + np.asarray(vectors, dtype="<f4").tobytes()
+            await self._set(variants_key(model, content_hash), raw)
+
     async def _get(self, key: str) -> bytes | None:
         if not self._available():
             return None
@@ -99,4 +123,10 @@ class NoCache:
         return None
 
     async def put_features(self, content_hash: str, features: bytes) -> None:
+        return None
+
+    async def get_variants(self, model: str, content_hash: str) -> list[list[float]] | None:
+        return None
+
+    async def put_variants(self, model: str, content_hash: str, vectors: list[list[float]]) -> None:
         return None

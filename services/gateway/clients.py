@@ -136,7 +136,7 @@ class GrpcExtractor:
     async def model_info(self) -> ModelInfo:
         reply = await call(self.stub.GetModelInfo, extractor_pb2.GetModelInfoRequest(), timeout=self.timeout_s,
                            unavailable=ExtractorUnavailable, peer=self.peer)
-        return ModelInfo(model=reply.model, dim=reply.dim)
+        return ModelInfo(model=reply.model, dim=reply.dim, query_variants=tuple(reply.query_variants))
 
     async def embed(self, images: Sequence[bytes], purpose: EmbedPurpose = EmbedPurpose.QUERY,
                     local_features: bool = False) -> EmbedBatch:
@@ -154,7 +154,7 @@ def _embedding(r: extractor_pb2.EmbedResult) -> Embedding:
     if r.WhichOneof("result") != "vector":
         return Embedding(error=ItemFailure(r.error.reason or "invalid_image", r.error.message))
     return Embedding(vector=list(r.vector.values), rows=[list(v.values) for v in r.index_vectors],
-                     local_features=list(r.local_features))
+                     local_features=list(r.local_features), variants=[list(v.values) for v in r.variant_vectors])
 
 
 def _collection(c: search_pb2.Collection) -> Collection:

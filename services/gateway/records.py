@@ -19,6 +19,8 @@ class ModelInfo:
 
     model: str
     dim: int
+    # The transforms a copy search may try on a query (EmbedPurpose.QUERY_VARIANTS), e.g. "rot90".
+    query_variants: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -34,8 +36,11 @@ class EmbedPurpose(enum.IntEnum):
 
     # One vector per image.
     QUERY = 0
-    # Also every database row of each image (rotated, mirrored, regions): what an album stores.
+    # Also every database row of each image (one, or more in a recipe with rotated, mirrored or
+    # region rows): what an album stores.
     INDEX = 1
+    # Also the vector of each of the model's query variants (rotated, mirrored): `Embedding.variants`.
+    QUERY_VARIANTS = 2
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,8 @@ class Embedding:
     rows: list[list[float]] = field(default_factory=list)
     # When asked for: serialised local features (a query's upright, then mirrored); see local_features.
     local_features: list[bytes] = field(default_factory=list)
+    # For QUERY_VARIANTS: one vector per query variant of the model (ModelInfo.query_variants).
+    variants: list[list[float]] = field(default_factory=list)
 
     @property
     def stored_vectors(self) -> list[list[float]]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
@@ -51,6 +53,12 @@ class GatewaySettings(ServiceSettings):
     # worst 0.955).
     verify_top: int = 5
     verify_min_matches: int = 6
+    # When a copy search of an uploaded or fetched photo also searches with the photo rotated and
+    # mirrored (the extractor's query variants), to find rotated and mirrored copies: "unverified"
+    # when its upright vector's nearest images hold no verified copy (never with verification off),
+    # "always", or "never". A search that tries them costs one network run per variant more
+    # (bench/README.md).
+    copy_variants: Literal["unverified", "always", "never"] = "unverified"
     max_top_k: int = 1000
     # Two images at most this far apart (cosine distance of their upright vectors) are near-duplicates:
     # what an add's on_duplicate (keep, skip, replace) and GET /v1/albums/{album}/duplicates go by.

@@ -60,15 +60,32 @@ class CopyVerifier:
             log.debug("no local features for %s in %s: %s", content_hash, album, exc)
             return None
 
-    async def rerank(self, album: str, query: list[LocalFeatures], hits: list[ScoredImage]) -> list[ScoredImage]:
-        """The hits with the first `top` re-ranked by verification and given their match counts."""
-        head, tail = hits[:self.top], hits[self.top:]
-        if not query or not head:
-            return hits
-        stored = await asyncio.gather(*(self.stored(album, h.image.content_hash) for h in head))
-        matches = await asyncio.gather(*(self._match(query, s) for s in stored))
-        order = verified_order(list(matches), self.min_matches)
-        checked = [replace(head[i], matches=matches[i].inliers if stored[i] is not None else None) for i in order]
+    async def check(self, album: str, query: list[LocalFeatures], hits: list[ScoredImage],
+                    known: dict[str, Match | None] | None = None) -> dict[str, Match | None]:
+        """The matches of the first `top` hits by image id (None: the image has no readable features), those
+        in `known` taken from it rather than matched again."""
+        known = known or {}
+        head = hits[:self.top]
+        if not query:
+            return {h.image.id: known.get(h.image.id) for h in head}
+        todo = [h for h in head if h.image.id not in known]
+        stored = await asyncio.gather(*(self.stored(album, h.image.content_hash) for h in todo))
+        found = await asyncio.gather(*(self._match(query, s) for s in stored))
+        checked = {h.image.id: (m if s is not None else None) for h, s, m in zip(todo, stored, found, strict=True)}
+        return {h.image.id: known[h.image.id] if h.image.id in known else checked[h.image.id] for h in head}
+
+    def any_verified(self, matches: dict[str, Match | None]) -> bool:
+        return any(m is not None and m.verified(self.min_matches) for m in matches.values())
+
+    def rerank(self, hits: list[ScoredImage], matches: dict[str, Match | None]) -> list[ScoredImage]:
+        """The hits with those checked (`check`) re-ranked by verification, given their match counts, and
+        the rest after them in the search service's order."""
+        head = [h for h in hits if h.image.id in matches]
+        tail = [h for h in hits if h.image.id not in matches]
+        found = [matches[h.image.id] or Match() for h in head]
+        order = verified_order(found, self.min_matches)
+        checked = [replace(head[i], matches=found[i].inliers if matches[head[i].image.id] is not None else None)
+                   for i in order]
         return checked + tail
 
     @staticmethod

@@ -76,7 +76,8 @@ def test_settings_build_the_real_pipeline(model_dir: Path) -> None:
     e = ImageEmbedder.from_settings(ExtractorSettings(model_dir=model_dir))
     assert isinstance(e.session, OnnxSession)
     assert e.model_id.startswith("efficientnet-lite0/gem3/320/aspect/w512-")
-    assert e.dim == 512 and e.rows_per_image(Purpose.INDEX) == 5 and e.rows_per_image(Purpose.QUERY) == 1
+    assert e.dim == 512 and e.rows_per_image(Purpose.INDEX) == 1 and e.rows_per_image(Purpose.QUERY) == 1
+    assert e.rows_per_image(Purpose.QUERY_VARIANTS) == 5 and "/db-" not in e.model_id
 
 
 def test_the_old_pipeline_keeps_its_model_id(model_dir: Path) -> None:
@@ -108,7 +109,9 @@ def test_images_of_different_shapes_embed_as_when_alone(model_dir: Path, photos:
 
 
 def test_a_rotated_or_mirrored_photo_is_nearest_its_own_row(model_dir: Path, photos: list[Path]) -> None:
-    e = ImageEmbedder.from_settings(ExtractorSettings(model_dir=model_dir, intra_op_threads=1))
+    """The database-side recipe: each image stores its rotated and mirrored rows."""
+    e = ImageEmbedder.from_settings(ExtractorSettings(model_dir=model_dir, intra_op_threads=1,
+                                                      index_variants=list(ROTATIONS)))
     rows = e.embed_jobs([EmbedJob(e.decode(p.read_bytes()), Purpose.INDEX) for p in photos])
     for column, transpose in enumerate((Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_180,
                                         Image.Transpose.ROTATE_270, Image.Transpose.FLIP_LEFT_RIGHT), start=1):
@@ -117,6 +120,22 @@ def test_a_rotated_or_mirrored_photo_is_nearest_its_own_row(model_dir: Path, pho
             best = [float(np.max(r @ query)) for r in rows]
             assert int(np.argmax(best)) == i, f"{photo.name} {transpose.name}"
             assert float(rows[i][column] @ query) == pytest.approx(max(best), abs=1e-6)
+
+
+def test_a_rotated_or_mirrored_photo_turned_back_by_its_query_variant_is_nearest_the_photo(
+        model_dir: Path, photos: list[Path]) -> None:
+    """The default recipe: one row per image; the query's variant that undoes the edit finds it."""
+    e = ImageEmbedder.from_settings(ExtractorSettings(model_dir=model_dir, intra_op_threads=1))
+    stored = np.stack([e.embed_jobs([EmbedJob(e.decode(p.read_bytes()), Purpose.INDEX)])[0][0] for p in photos])
+    undo = {Image.Transpose.ROTATE_90: Variant.ROT270, Image.Transpose.ROTATE_180: Variant.ROT180,
+            Image.Transpose.ROTATE_270: Variant.ROT90, Image.Transpose.FLIP_LEFT_RIGHT: Variant.HFLIP}
+    for transpose, variant in undo.items():
+        for i, photo in enumerate(photos):
+            scales = e.decode(jpeg(Image.open(photo).convert("RGB").transpose(transpose)))
+            rows = e.embed_jobs([EmbedJob(scales, Purpose.QUERY_VARIANTS)])[0]
+            similarity = rows @ stored.T  # [upright + variants, photos]
+            best = np.unravel_index(np.argmax(similarity), similarity.shape)
+            assert best == (1 + e.descriptor.query_variants.index(variant), i), f"{photo.name} {transpose.name}"
 
 
 def test_a_corner_region_row_matches_a_crop_of_that_corner(model_dir: Path, photos: list[Path]) -> None:

@@ -99,14 +99,15 @@ def test_health_check_says_serving(channel: grpc.Channel) -> None:
     assert health_pb2_grpc.HealthStub(channel).Check(named, timeout=10).status == reply.status
 
 
-# The default pipeline: aspect-kept 320 px, GeM 3, whitened to 512, 5 database rows per image.
-MODEL_ID = re.compile(r"^efficientnet-lite0/gem3/320/aspect/w512-[0-9a-f]{8}/db-rot90\.rot180\.rot270\.hflip/v1$")
+# The default pipeline: aspect-kept 320 px, GeM 3, whitened to 512, one database row per image.
+MODEL_ID = re.compile(r"^efficientnet-lite0/gem3/320/aspect/w512-[0-9a-f]{8}/v1$")
 
 
 def test_model_info_describes_the_pipeline(stub: extractor_pb2_grpc.ExtractorStub) -> None:
     info = stub.GetModelInfo(extractor_pb2.GetModelInfoRequest(), timeout=10)
     assert MODEL_ID.match(info.model), info.model
-    assert (info.dim, info.image_size, info.max_batch, info.index_rows) == (512, 320, 16, 5)
+    assert (info.dim, info.image_size, info.max_batch, info.index_rows) == (512, 320, 16, 1)
+    assert list(info.query_variants) == ["rot90", "rot180", "rot270", "hflip"]
     assert info.provider == "CPUExecutionProvider"
 
 
@@ -155,10 +156,32 @@ def test_a_query_gets_one_vector_and_an_indexed_image_all_its_rows(
     request = extractor_pb2.EmbedRequest(images=[data, b"junk"], purpose=extractor_pb2.EmbedRequest.INDEX)
     indexed, junk = stub.Embed(request, timeout=60).results
     rows = np.array([v.values for v in indexed.index_vectors], dtype=np.float32)
-    assert len(query.index_vectors) == 0 and rows.shape == (5, 512)
+    assert len(query.index_vectors) == 0 and rows.shape == (1, 512)
     np.testing.assert_allclose(rows[0], vector(indexed), atol=1e-6)
     np.testing.assert_allclose(rows[0], vector(query), atol=1e-5)
     assert junk.error.reason == "invalid_image" and not junk.index_vectors
+
+
+def test_query_variants_turned_back_meet_the_upright_photo(
+    stub: extractor_pb2_grpc.ExtractorStub, photos: list[Path]
+) -> None:
+    """A photo saved a quarter turned: its rot90 variant turns it upright again, to the photo's own
+    vector; its mirror image's hflip variant likewise (pixel-exact, PNG)."""
+    with Image.open(photos[2]) as image:
+        rgb = image.convert("RGB")
+    upright = vector(embed(stub, [photos[2].read_bytes()]).results[0])
+    for edit, variant in ((Image.Transpose.ROTATE_270, 0), (Image.Transpose.FLIP_LEFT_RIGHT, 3)):
+        out = io.BytesIO()
+        rgb.transpose(edit).save(out, "PNG")
+        request = extractor_pb2.EmbedRequest(images=[out.getvalue(), b"junk"],
+                                             purpose=extractor_pb2.EmbedRequest.QUERY_VARIANTS)
+        result, junk = stub.Embed(request, timeout=60).results
+        variants = np.array([v.values for v in result.variant_vectors], dtype=np.float32)
+        assert variants.shape == (4, 512) and not result.index_vectors
+        similarity = variants @ upright
+        assert int(np.argmax(similarity)) == variant and similarity[variant] > 0.99, similarity
+        assert similarity[variant] > float(vector(result) @ upright)
+        assert junk.error.reason == "invalid_image" and not junk.variant_vectors
 
 
 def test_local_features_come_when_asked_for_a_query_also_mirrored(

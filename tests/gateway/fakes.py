@@ -58,13 +58,21 @@ def vector_of(content: bytes) -> list[float]:
     return list((v / np.linalg.norm(v)).astype(float))
 
 
+QUERY_VARIANTS = ("rot90", "rot180", "rot270", "hflip")
+
+
 class FakeExtractor:
     """Vectors from the content hash; anything Pillow cannot open fails as invalid_image. An INDEX
-    request also gets `index_rows` rows per image (the first is the image's vector)."""
+    request also gets `index_rows` rows per image (the first is the image's vector); a QUERY_VARIANTS
+    request one vector per query variant, the first being the upright vector of the content the image
+    is a turned copy of (`turned`), if any."""
 
     def __init__(self, model: str = MODEL, index_rows: int = 2) -> None:
         self.model = model
         self.index_rows = index_rows
+        self.query_variants = QUERY_VARIANTS
+        # Content -> the content it is a rotated copy of: turning it back gives that one's vector.
+        self.turned: dict[bytes, bytes] = {}
         self.calls: list[int] = []
         self.purposes: list[EmbedPurpose] = []
         self.local_features: list[bool] = []
@@ -82,7 +90,7 @@ class FakeExtractor:
     async def model_info(self) -> ModelInfo:
         if self.error:
             raise self.error
-        return ModelInfo(self.model, DIM)
+        return ModelInfo(self.model, DIM, self.query_variants)
 
     async def embed(self, images: Sequence[bytes], purpose: EmbedPurpose = EmbedPurpose.QUERY,
                     local_features: bool = False) -> EmbedBatch:
@@ -101,9 +109,12 @@ class FakeExtractor:
             rows = [self._vector(content, r) for r in range(self.index_rows)]
             # Real keypoints (the verification code is not faked), a query's also mirrored.
             features = describe_image(content, PreprocessConfig(), FeatureConfig(),
-                                      purpose is EmbedPurpose.QUERY) if local_features else []
+                                      purpose is not EmbedPurpose.INDEX) if local_features else []
+            variants = [self._vector(self.turned[content], 0) if n == 0 and content in self.turned
+                        else self._vector(content, 100 + n) for n in range(len(self.query_variants))]
             results.append(Embedding(vector=rows[0], rows=rows if purpose is EmbedPurpose.INDEX else [],
-                                     local_features=[f.to_bytes() for f in features]))
+                                     local_features=[f.to_bytes() for f in features],
+                                     variants=variants if purpose is EmbedPurpose.QUERY_VARIANTS else []))
         return EmbedBatch(self.model, DIM, results)
 
 
@@ -204,6 +215,7 @@ class FakeCache:
     def __init__(self) -> None:
         self.vectors: dict[tuple[str, str], list[float]] = {}
         self.features: dict[str, bytes] = {}
+        self.variants: dict[tuple[str, str], list[list[float]]] = {}
 
     async def get(self, model: str, content_hash: str) -> list[float] | None:
         return self.vectors.get((model, content_hash))
@@ -216,6 +228,12 @@ class FakeCache:
 
     async def put_features(self, content_hash: str, features: bytes) -> None:
         self.features[content_hash] = features
+
+    async def get_variants(self, model: str, content_hash: str) -> list[list[float]] | None:
+        return self.variants.get((model, content_hash))
+
+    async def put_variants(self, model: str, content_hash: str, vectors: list[list[float]]) -> None:
+        self.variants[(model, content_hash)] = vectors
 
 
 class FakeFetcher:

@@ -50,5 +50,5 @@ def test_the_gateway_starts_without_its_dependencies_and_answers_503(lonely_gate
         assert (created.status_code, created.json()["error"]["reason"]) == (503, "extractor_unavailable")
         found = http.post("/v1/albums/demo/search", data={"image_id": "0" * 32})
         assert (found.status_code, found.json()["error"]["reason"]) == (503, "search_unavailable")
-        job = http.get("/v1/jobs/abc")
+        job = http.get("/v1/imports/abc")
         assert (job.status_code, job.json()["error"]["reason"]) == (503, "store_unavailable")

@@ -281,10 +281,14 @@ async def test_an_added_image_stores_every_index_row_upright_first(fakes: Fakes)
     assert item.vectors[0] == pytest.approx(vector_of(png(1)), abs=1e-6)
 
 
-async def test_a_query_is_embedded_as_one_vector(fakes: Fakes) -> None:
+async def test_a_query_is_embedded_as_one_vector_and_its_variants_when_no_copy_is_found(fakes: Fakes) -> None:
     await ingest.add_images(fakes.deps, "demo", [NewImage(png(1))])
-    await search.search(fakes.deps, "demo", Query(image=png(2)))
+    await search.search(fakes.deps, "demo", Query(image=png(1)))  # the same bytes: a near-duplicate
     assert fakes.extractor.purposes == [EmbedPurpose.INDEX, EmbedPurpose.QUERY]
+    await search.search(fakes.deps, "demo", Query(image=png(2)))
+    assert fakes.extractor.purposes[2:] == [EmbedPurpose.QUERY, EmbedPurpose.QUERY_VARIANTS]
+    await search.search(fakes.deps, "demo", Query(image=png(2)))  # all from the cache
+    assert len(fakes.extractor.purposes) == 4
 
 
 async def test_reembed_moves_the_album_to_the_new_model_keeping_names_attributes_and_times(fakes: Fakes) -> None:

@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 import hashlib
+import io
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from services.gateway.blobstore import features_key
-from services.gateway.records import NewImage, Query, SearchMode
+from services.gateway.records import EmbedPurpose, ImageFilter, NewImage, Query, SearchMode
 from services.gateway.usecases import albums, images, ingest, reembed, search
 from tests.common.test_local_features import MIN_MATCHES, edited
 from tests.conftest import sample_photos
@@ -129,3 +131,74 @@ async def test_unreadable_cached_query_features_leave_the_search_unverified_not_
     outcome = await search.search(fakes.deps, "demo", Query(image=query))
     assert sorted(h.image.id for h in outcome.hits) == sorted(ids)
     assert all(h.matches is None for h in outcome.hits)
+
+
+def turned(path: Path) -> bytes:
+    """The photo turned a quarter (anticlockwise), as a camera held sideways saves it."""
+    out = io.BytesIO()
+    with Image.open(path) as image:
+        image.convert("RGB").transpose(Image.Transpose.ROTATE_90).save(out, "JPEG", quality=90)
+    return out.getvalue()
+
+
+async def turned_copy_album(make_fakes: MakeFakes, photos: list[Path], **settings: object
+                            ) -> tuple[Fakes, list[str], bytes]:
+    """The album, and a turned copy of its third photo whose upright vector ranks another photo first
+    (the fake's vectors are hashes), with verification of the nearest one only: only the query turned
+    back can find the copy."""
+    fakes, ids = await album_of(make_fakes, photos, verify_top=1, **settings)
+    query = turned(photos[2])
+    fakes.extractor.turned[query] = photos[2].read_bytes()
+    upright = await fakes.search.search("demo", fakes.extractor._vector(query, 0), 1)
+    assert upright[0].id != ids[2]  # so the test means something
+    return fakes, ids, query
+
+
+async def test_a_turned_copy_is_found_by_the_query_turned_back_and_verified(
+    make_fakes: MakeFakes, photos: list[Path]
+) -> None:
+    fakes, ids, query = await turned_copy_album(make_fakes, photos)
+    outcome = await search.search(fakes.deps, "demo", Query(image=query), top_k=2)
+    first = outcome.hits[0]
+    assert first.image.id == ids[2] and (first.matches or 0) >= 40
+    assert first.distance == pytest.approx(0.0, abs=1e-5)  # the turned-back vector is the photo's own
+    assert fakes.extractor.purposes[-2:] == [EmbedPurpose.QUERY, EmbedPurpose.QUERY_VARIANTS]
+
+
+async def test_the_variants_search_under_the_same_filter(make_fakes: MakeFakes, photos: list[Path]) -> None:
+    fakes, ids, query = await turned_copy_album(make_fakes, photos)
+    where = ImageFilter(where=f"name <> '{photos[2].stem}'")
+    outcome = await search.search(fakes.deps, "demo", Query(image=query), top_k=4, filter=where)
+    assert fakes.extractor.purposes[-1] == EmbedPurpose.QUERY_VARIANTS
+    assert ids[2] not in [h.image.id for h in outcome.hits] and len(outcome.hits) == 3
+
+
+async def test_a_verified_upright_copy_needs_no_variants(make_fakes: MakeFakes, photos: list[Path]) -> None:
+    fakes, ids = await album_of(make_fakes, photos, verify_top=10)
+    outcome = await search.search(fakes.deps, "demo", Query(image=edited(photos[1])))
+    assert outcome.hits[0].image.id == ids[1]
+    assert EmbedPurpose.QUERY_VARIANTS not in fakes.extractor.purposes
+
+
+async def test_copy_variants_never_leaves_a_turned_copy_unfound(make_fakes: MakeFakes, photos: list[Path]) -> None:
+    fakes, ids, query = await turned_copy_album(make_fakes, photos, copy_variants="never")
+    outcome = await search.search(fakes.deps, "demo", Query(image=query), top_k=1)
+    assert outcome.hits[0].image.id != ids[2]
+    assert EmbedPurpose.QUERY_VARIANTS not in fakes.extractor.purposes
+
+
+async def test_copy_variants_always_tries_them_beside_a_verified_copy(make_fakes: MakeFakes,
+                                                                     photos: list[Path]) -> None:
+    fakes, ids = await album_of(make_fakes, photos, verify_top=10, copy_variants="always")
+    outcome = await search.search(fakes.deps, "demo", Query(image=edited(photos[1])))
+    assert outcome.hits[0].image.id == ids[1] and (outcome.hits[0].matches or 0) >= 40
+    assert fakes.extractor.purposes[-1] == EmbedPurpose.QUERY_VARIANTS
+
+
+async def test_similar_searches_and_searches_by_image_id_try_no_variants(
+    make_fakes: MakeFakes, photos: list[Path]
+) -> None:
+    fakes, ids, query = await turned_copy_album(make_fakes, photos)
+    await search.search(fakes.deps, "demo", Query(image=query), mode=SearchMode.SIMILAR.value)
+    await search.search(fakes.deps, "demo", Query(image_id=ids[0]))
+    assert EmbedPurpose.QUERY_VARIANTS not in fakes.extractor.purposes

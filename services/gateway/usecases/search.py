@@ -1,10 +1,20 @@
-"""Searching an album by image: copies of the query ("copy") or images like it ("similar")."""
+"""Searching an album by image: copies of the query ("copy") or images like it ("similar").
+
+A copy search ranks the album by the query's upright vector and verifies the nearest few by their
+keypoints. An album stores one row per image, so a rotated or mirrored copy is found from the query's
+side: when no copy verifies, the query's variants (rotated a quarter, half and three quarters, and
+mirrored; one network run each) search too, each album image ranked by the nearest of them, and the
+nearest few are verified again. Keypoints need no variants: they match rotated copies, and a query's
+features include its mirror image's.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import math
 import time
+from dataclasses import dataclass
 
 from services.common.errors import (
     ImageNotFound,
@@ -13,10 +23,12 @@ from services.common.errors import (
     InvalidImage,
     ModelMismatch,
 )
-from services.common.local_features import LocalFeatures
+from services.common.filtering import Expr
+from services.common.local_features import LocalFeatures, Match
 from services.gateway.deps import Deps, reembed_hint
 from services.gateway.records import (
     NO_FILTER,
+    EmbedPurpose,
     ImageFilter,
     Item,
     ItemFailure,
@@ -64,6 +76,7 @@ async def search(
     condition = deps.filter_of(collection, filter)
     exclude: list[str] = []
     features: list[LocalFeatures] = []
+    content: bytes | None = None
     if query.image_id is not None:
         # The album's own vector: right whatever model the extractor runs now.
         item = await _stored_item(deps, album, query.image_id)
@@ -76,14 +89,78 @@ async def search(
         content = query.image if query.image is not None else await deps.fetch_url(query.url or "")
         vector, features = await describe_query(deps, content, model, album, with_features=verify)
     fetch_k = max(top_k, deps.verifier.top) if verify else top_k
+    nearest = Nearest(deps, album, fetch_k, condition, exclude, max_distance)
     hits = await deps.search.search(album, vector, fetch_k, condition, exclude, primary_only=primary_only,
                                     expand_k=expand_k, max_distance=max_distance)
     scored = [ScoredImage(record_of(album, h), h.distance) for h in hits]
+    matches: dict[str, Match | None] = {}
     if verify:
-        scored = await deps.verifier.rerank(album, features, scored)
+        matches = await deps.verifier.check(album, features, scored)
+    if content is not None and search_mode is SearchMode.COPY and _tries_variants(deps, verify, matches, scored):
+        variants = await _query_variants(deps, content, model, album)
+        if variants:
+            scored = await nearest.merged(scored, variants)
+            if verify:
+                matches = await deps.verifier.check(album, features, scored, known=matches)
+    if verify:
+        scored = deps.verifier.rerank(scored, matches)
     scored = scored[:top_k]
     took_ms = (time.perf_counter() - started) * 1000
     return SearchOutcome(album=album, metric=collection.metric, model=model, took_ms=took_ms, hits=scored)
+
+
+@dataclass(frozen=True)
+class Nearest:
+    """The nearest images of one search's album, filter and exclusions, for more query vectors."""
+
+    deps: Deps
+    album: str
+    k: int
+    condition: Expr | None
+    exclude: list[str]
+    max_distance: float | None
+
+    async def merged(self, first: list[ScoredImage], vectors: list[list[float]]) -> list[ScoredImage]:
+        """The `k` images nearest to any of the vectors or in `first`, each at its least distance: an
+        album image is ranked by the query's nearest variant, as it would be by its own nearest row."""
+        found = await asyncio.gather(*(
+            self.deps.search.search(self.album, v, self.k, self.condition, self.exclude, max_distance=self.max_distance)
+            for v in vectors))
+        best = {s.image.id: s for s in first}
+        for hit in (h for hits in found for h in hits):
+            if hit.id not in best or hit.distance < best[hit.id].distance:
+                best[hit.id] = ScoredImage(record_of(self.album, hit), hit.distance)
+        return sorted(best.values(), key=lambda s: s.distance)[:self.k]
+
+
+def _tries_variants(deps: Deps, verify: bool, matches: dict[str, Match | None], upright: list[ScoredImage]) -> bool:
+    """Whether a copy search also tries the query's rotated and mirrored variants (GatewaySettings.copy_variants):
+    by default when none of the upright vector's nearest images verifies and the nearest is no near-duplicate
+    (a copy too small or too blurred to have keypoints)."""
+    when = deps.settings.copy_variants
+    if when == "always":
+        return True
+    if when == "never" or not verify or deps.verifier.any_verified(matches):
+        return False
+    return not upright or upright[0].distance > deps.settings.near_duplicate_distance
+
+
+async def _query_variants(deps: Deps, content: bytes, model: str, album: str) -> list[list[float]]:
+    """The query's vectors rotated and mirrored (none if the model has no query variants), from the cache
+    when the same bytes were turned before."""
+    content_hash = hashlib.sha256(content).hexdigest()
+    cached = await deps.cache.get_variants(model, content_hash)
+    if cached is not None:
+        return cached
+    if not (await deps.model_info()).query_variants:
+        return []
+    batch = await deps.extractor.embed([content], EmbedPurpose.QUERY_VARIANTS)
+    if batch.model != model:
+        raise ModelMismatch(f"the extractor embedded with {batch.model!r}, the album holds {model!r}; "
+                            f"{reembed_hint(album or 'A')}")
+    variants = batch.results[0].variants
+    await deps.cache.put_variants(model, content_hash, variants)
+    return variants
 
 
 def _search_options(deps: Deps, mode: SearchMode) -> tuple[bool, int]:
