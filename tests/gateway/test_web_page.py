@@ -9,8 +9,13 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import threading
+import time
+import zipfile
 from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import httpx
@@ -19,7 +24,7 @@ from playwright.sync_api import Browser, Locator, Page, ViewportSize, expect, sy
 
 from services.devstack import ROOT, Stack
 from tests.conftest import SERVERS, SERVICES
-from tests.gateway.stack_helpers import unique_album
+from tests.gateway.stack_helpers import cropped_copy, file_server, http_server, unique_album
 
 pytestmark = pytest.mark.stack
 
@@ -278,3 +283,209 @@ def test_creating_an_album_with_declared_columns_from_the_page(page: Page, http:
         expect(page.locator("#sqlExamples")).to_contain_text("count by colour")
     finally:
         http.delete(f"/v1/albums/{album}")
+
+
+# --- imports and re-embeds ------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def empty_album(http: httpx.Client) -> Iterator[str]:
+    album = unique_album("web-import")
+    assert http.post("/v1/albums", json={"name": album}).status_code == 201
+    yield album
+    http.delete(f"/v1/albums/{album}")
+
+
+def open_album(page: Page, album: str, images: int) -> None:
+    """Reloads the album list (the album was made after the page opened) and shows the album."""
+    page.click("#refresh")
+    page.locator(f"#album option[value='{album}']").wait_for(state="attached")
+    page.select_option("#album", album)
+    expect(page.locator("#albumStats")).to_contain_text(re.compile(rf"^{images} images? "))
+
+
+def thumbnail_names(page: Page) -> list[str]:
+    return sorted(page.locator("#newest img").evaluate_all("images => images.map(i => i.alt)"))
+
+
+def wait_for_job(http: httpx.Client, job_id: str, timeout_s: float = 60) -> dict[str, object]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        job: dict[str, object] = http.get(f"/v1/imports/{job_id}").json()
+        if job["status"] in ("done", "failed", "cancelled"):
+            return job
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} not finished after {timeout_s}s")
+
+
+@contextmanager
+def held_urls(count: int) -> Iterator[list[str]]:
+    """URLs of images that answer (404) only at the end of the block, or when the gateway gives up on them
+    (GATEWAY_URL_FETCH_TIMEOUT_S, 10 s): import items that keep their batch running."""
+    release = threading.Event()
+
+    class Held(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            release.wait(timeout=60)
+            with suppress(OSError):  # the gateway gave up on it
+                self.send_error(404)
+
+        def log_message(self, format: str, *args: object) -> None:
+            return None
+
+    with http_server(Held) as base:
+        try:
+            yield [f"{base}/held.png?n={n}" for n in range(count)]
+        finally:
+            release.set()
+
+
+def test_importing_a_zip_archive_shows_its_progress_to_done_and_the_new_images(
+        page: Page, http: httpx.Client, empty_album: str, photos: list[Path], tmp_path: Path) -> None:
+    archive = tmp_path / "holiday.zip"
+    with zipfile.ZipFile(archive, "w") as bundle:
+        for photo in photos[:3]:
+            bundle.write(photo, f"holiday/{photo.name}")
+    open_album(page, empty_album, 0)
+    expect(page.locator("#newest .empty")).to_contain_text("No images yet")
+    expect(page.locator("#jobs .empty")).to_have_text("No imports or re-embeds yet.")
+
+    page.set_input_files("#importArchive", str(archive))
+    expect(page.locator("#archivePicked")).to_contain_text("holiday.zip")
+    page.select_option("#importOnDuplicate", "skip")
+    page.click("#startImport")
+    expect(page.locator("#importMsg")).to_have_text("Import of holiday.zip started: 3 images queued.")
+    job = page.locator("#jobs .job")
+    expect(job).to_have_count(1)
+    expect(job.locator(".jobtitle")).to_have_text("Archive import · holiday.zip")
+    expect(job.locator(".status")).to_have_text("done")
+    expect(job.locator(".counts")).to_have_text("3 of 3 · 3 added")
+    expect(job.locator(".bar")).to_have_attribute("aria-valuenow", "3")
+    expect(job.locator(".speed")).to_contain_text(re.compile(r"images/s · took \d+ s"))
+    expect(job.locator(".cancel")).to_be_hidden()
+
+    expect(page.locator("#albumStats")).to_contain_text("3 images")
+    expect(page.locator("#newest img")).to_have_count(3)
+    assert thumbnail_names(page) == sorted(f"holiday/{p.name}" for p in photos[:3])
+    listed = http.get("/v1/imports", params={"album": empty_album}).json()["imports"]
+    assert [(j["kind"], j["on_duplicate"]) for j in listed] == [("archive", "skip")]
+
+
+def test_importing_a_folder_sends_its_images_as_one_tar_named_by_path(
+        page: Page, http: httpx.Client, empty_album: str, photos: list[Path], tmp_path: Path) -> None:
+    folder = tmp_path / "trip"
+    long_name = "sub/" + "très-long-nom-" * 8 + ".png"  # past tar's 100 bytes, not ASCII: a pax header
+    for path, photo in ((f"sub/{photos[0].name}", photos[0]), (photos[1].name, photos[1]), (long_name, photos[2]),
+                        (".hidden.png", photos[3])):
+        (folder / path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(photo, folder / path)
+    (folder / "notes.txt").write_text("not an image")
+    manifest = tmp_path / "trip.csv"
+    manifest.write_text(f"file,place\n{photos[1].name},harbour\n{long_name},hills\n")
+    open_album(page, empty_album, 0)
+
+    page.click("#tabFolder")
+    page.set_input_files("#importFolder", str(folder))
+    picked = re.compile(r"^trip/ · 3 images, .* · 2 other files left out$")
+    expect(page.locator("#folderPicked")).to_contain_text(picked)
+    page.set_input_files("#importManifest", str(manifest))
+    page.click("#startImport")
+    job = page.locator("#jobs .job")
+    expect(job.locator(".jobtitle")).to_have_text("Archive import · trip/")
+    expect(job.locator(".status")).to_have_text("done")
+    expect(job.locator(".counts")).to_have_text("3 of 3 · 3 added")
+
+    images = {i["name"]: i["attributes"] for i in http.get(f"/v1/albums/{empty_album}/images").json()["images"]}
+    assert images == {f"sub/{photos[0].name}": {}, photos[1].name: {"place": "harbour"}, long_name: {"place": "hills"}}
+    expect(page.locator("#newest img")).to_have_count(3)
+
+
+def test_an_import_of_urls_lists_the_failed_one_with_its_reason(
+        page: Page, empty_album: str, photos: list[Path]) -> None:
+    page.set_viewport_size({"width": 400, "height": 860})  # a phone: every panel in one column
+    open_album(page, empty_album, 0)
+    page.click("#tabUrls")
+    page.fill("#importUrls", "ftp://example.com/a.png")
+    page.click("#startImport")
+    message = page.locator("#importMsg")
+    expect(message).to_have_class(re.compile(r"\berror\b"))
+    expect(message).to_contain_text("'ftp://example.com/a.png' is not an http(s) URL")
+    expect(message.locator(".meta")).to_contain_text("invalid_argument · HTTP 400")
+
+    with file_server(photos[0].parent) as base:
+        urls = [f"{base}/{p.name}" for p in photos[:2]] + [f"{base}/missing.png"]
+        page.fill("#importUrls", "\n".join(urls))
+        page.click("#startImport")
+        expect(message).to_have_text("Import of 3 URLs started: 3 images queued.")
+        job = page.locator("#jobs .job")
+        expect(job.locator(".status")).to_have_text("done")
+    expect(job.locator(".counts")).to_have_text("3 of 3 · 2 added · 1 failed")
+    toggle = job.locator(".show-failures")
+    expect(toggle).to_have_text("Show 1 failure")
+    toggle.click()
+    failure = job.locator(".failure")
+    expect(failure).to_have_count(1)
+    expect(failure.locator(".fname")).to_have_text("missing.png")
+    expect(failure.locator(".reason")).to_have_text("url_fetch_failed")
+    expect(failure.locator(".why")).to_have_text(f"{urls[2]} answered HTTP 404")
+    expect(toggle).to_have_text("Hide failures")
+    expect(page.locator("#albumStats")).to_contain_text("2 images")
+    expect(page.locator("#newest img")).to_have_count(2)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 400  # nothing wider than the phone
+
+
+def test_cancelling_a_running_import_shows_it_cancelled_with_what_it_did(
+        page: Page, http: httpx.Client, empty_album: str, photos: list[Path], tmp_path: Path,
+        request: pytest.FixtureRequest) -> None:
+    served = tmp_path / "served"
+    served.mkdir()
+    for n in range(16):
+        (served / f"crop-{n:02}.jpg").write_bytes(cropped_copy(photos[n % 4], keep=0.6 + n / 50))
+    open_album(page, empty_album, 0)
+    with file_server(served) as base, held_urls(48) as held:
+        # The first batch of 16 images is added; the three batches of held URLs keep the import running
+        # (two workers, 10 s a batch) until it is cancelled.
+        urls = [f"{base}/crop-{n:02}.jpg" for n in range(16)] + held
+        page.click("#tabUrls")
+        page.fill("#importUrls", "\n".join(urls))
+        page.click("#startImport")
+        job = page.locator("#jobs .job")
+        expect(job.locator(".counts")).to_contain_text("16 added")
+        expect(job.locator(".status")).to_have_text("running")
+        expect(job.locator(".counts")).to_contain_text(re.compile(r"^\d+ of 64 · 16 added"))
+        expect(job.locator(".speed")).to_contain_text(re.compile(r"images/s · about .+ left"))
+        screenshot(page, f"{request.node.name}-running", tmp_path)
+        job.locator(".cancel").click()
+        expect(job.locator(".status")).to_have_text("cancelled")
+        expect(job.locator(".cancel")).to_be_hidden()
+    assert http.get(f"/v1/imports/{job.get_attribute('data-id')}").json()["status"] == "cancelled"
+    expect(page.locator("#albumStats")).to_contain_text("16 images")
+
+
+def test_re_embedding_an_album_from_the_page_runs_to_done_beside_its_import(
+        page: Page, http: httpx.Client, empty_album: str, photos: list[Path], tmp_path: Path) -> None:
+    archive = tmp_path / "shoes.zip"
+    with zipfile.ZipFile(archive, "w") as bundle:
+        for photo in photos[:3]:
+            bundle.write(photo, photo.name)
+    created = http.post(f"/v1/albums/{empty_album}/imports", files={"archive": ("shoes.zip", archive.read_bytes())})
+    assert wait_for_job(http, created.json()["id"])["status"] == "done"
+    open_album(page, empty_album, 3)
+    expect(page.locator("#jobs .job")).to_have_count(1)
+
+    page.click("#reembed")
+    expect(page.locator("#reembedText")).to_contain_text(f'Re-embed the 3 images of "{empty_album}"')
+    page.click("#reembedNo")
+    expect(page.locator("#reembedConfirm")).to_be_hidden()
+    page.click("#reembed")
+    page.click("#reembedYes")
+    expect(page.locator("#reembedConfirm")).to_be_hidden()
+    jobs = page.locator("#jobs .job")
+    expect(jobs).to_have_count(2)
+    reembed = jobs.first
+    expect(reembed.locator(".jobtitle")).to_have_text("Re-embed")
+    expect(reembed.locator(".status")).to_have_text("done")
+    expect(reembed.locator(".counts")).to_have_text("3 of 3 · 3 re-embedded")
+    expect(jobs.nth(1).locator(".jobtitle")).to_have_text("Archive import")
+    expect(page.locator("#albumStats")).to_contain_text("3 images")
+    assert http.get("/v1/imports", params={"album": empty_album}).json()["imports"][0]["kind"] == "reembed"
