@@ -489,3 +489,15 @@ def test_re_embedding_an_album_from_the_page_runs_to_done_beside_its_import(
     expect(jobs.nth(1).locator(".jobtitle")).to_have_text("Archive import")
     expect(page.locator("#albumStats")).to_contain_text("3 images")
     assert http.get("/v1/imports", params={"album": empty_album}).json()["imports"][0]["kind"] == "reembed"
+
+
+def test_adding_images_from_the_page_counts_them_and_shows_them_newest_first(
+        page: Page, empty_album: str, photos: list[Path]) -> None:
+    open_album(page, empty_album, 0)
+    page.set_input_files("#addFiles", [str(p) for p in photos[:2]])
+    expect(page.locator("#addPicked")).to_contain_text("2 images")
+    page.click("#add")
+    expect(page.locator("#addMsg")).to_have_text("2 added, 0 duplicate(s), 0 failed.")
+    expect(page.locator("#albumStats")).to_contain_text("2 images")
+    expect(page.locator("#newest img")).to_have_count(2)
+    assert thumbnail_names(page) == sorted(p.name for p in photos[:2])
