@@ -45,9 +45,10 @@ def features_key(album: str, content_hash: str) -> str:
     return f"albums/{album}/features/{content_hash}"
 
 
-def staging_key(job_id: str, index: int) -> str:
-    """An import's copy of an uploaded image, kept until the import has added it."""
-    return f"staging/{job_id}/{index}"
+def staging_key(job_id: str, pack: int) -> str:
+    """An import's copy of the uploaded images of one of its batches (a pack: their bytes one after the
+    other), kept until the import has added them."""
+    return f"staging/{job_id}/{pack}"
 
 
 def staging_prefix(job_id: str) -> str:

@@ -4,7 +4,8 @@ idempotent processing: see services.gateway.usecases.imports).
 
     imports:jobs               ZSET  job id -> creation time (the listing)
     import:<id>                HASH  album, kind, status, total, added, duplicates, skipped, failed, times, ...
-    import:<id>:items          HASH  item index -> JSON {"url" | "staged", "name", "attributes"}
+    import:<id>:items          HASH  item index -> JSON {"url" | "staged" (+ "offset", "length"), "name",
+                                     "attributes"}
     import:<id>:claims         HASH  item index -> JSON {"id", "existed"}: what the item's image was found
                                      as before anything of it was written (so a retry tells "added by
                                      this job" from "there before")
@@ -113,24 +114,33 @@ class Batch:
 
 @dataclass(frozen=True)
 class ItemSource:
-    """Where an item's bytes come from: a URL, or an object staged in the blob store; or why it has
-    none ("reason: message", e.g. a file over the size limit), which fails it."""
+    """Where an item's bytes come from: a URL, or an object staged in the blob store (the whole object,
+    or `length` bytes at `offset` of a pack of several); or why it has none ("reason: message", e.g. a
+    file over the size limit), which fails it."""
 
     name: str
     url: str = ""
     staged: str = ""
     attributes: dict[str, Any] = field(default_factory=dict)
     error: str = ""
+    offset: int = -1
+    length: int = 0
 
     def to_json(self) -> str:
         return json.dumps({"name": self.name, "url": self.url, "staged": self.staged, "attributes": self.attributes,
-                           "error": self.error}, separators=(",", ":"), default=str)
+                           "error": self.error, "offset": self.offset, "length": self.length},
+                          separators=(",", ":"), default=str)
 
     @classmethod
     def from_json(cls, text: str | bytes) -> ItemSource:
         raw = json.loads(text)
         return cls(name=raw["name"], url=raw.get("url", ""), staged=raw.get("staged", ""),
-                   attributes=raw.get("attributes") or {}, error=raw.get("error", ""))
+                   attributes=raw.get("attributes") or {}, error=raw.get("error", ""),
+                   offset=int(raw.get("offset", -1)), length=int(raw.get("length", 0)))
+
+    def cut(self, staged: bytes) -> bytes:
+        """The item's bytes out of its staged object."""
+        return staged if self.offset < 0 else staged[self.offset:self.offset + self.length]
 
 
 def _job_key(job_id: str) -> str:

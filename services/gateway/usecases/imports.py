@@ -47,9 +47,9 @@ from services.gateway.usecases.shared import failure, image_id_of
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
-# Items written to Redis per call while staging, and uploads to the blob store at once.
+# Items written to Redis per call while staging, and staged packs uploaded to the blob store at once.
 ITEMS_PER_WRITE = 500
-STAGING_CONCURRENCY = 8
+STAGING_CONCURRENCY = 4
 # The counter of each add status in the job's counts.
 COUNTER_OF = {AddStatus.ADDED: "added", AddStatus.DUPLICATE: "duplicates", AddStatus.SKIPPED: "skipped",
               AddStatus.REPLACED: "replaced", AddStatus.FAILED: "failed"}
@@ -123,7 +123,7 @@ async def _stage(deps: Deps, queue: ImportQueue, job_id: str, spec: ImportSpec, 
             await flush()
     found: set[str] = set()
     if spec.archive is not None:
-        pending: list[tuple[int, str, bytes]] = []
+        packs = _Packs(deps, job_id, deps.settings.ingest_batch_size)
         for path, content in archive_images(spec.archive, deps.settings.max_image_bytes):
             found.update((path, PurePosixPath(path).name))
             attributes = {**spec.attributes, **rows.get(path, rows.get(PurePosixPath(path).name, {}))}
@@ -131,16 +131,11 @@ async def _stage(deps: Deps, queue: ImportQueue, job_id: str, spec: ImportSpec, 
             if isinstance(content, ImageSearchError):
                 items.append(ItemSource(path, error=f"{content.reason}: {content.message}"))
             else:
-                items.append(ItemSource(path, staged=staging_key(job_id, index), attributes=attributes))
-                pending.append((index, path, content))
-            if len(pending) >= STAGING_CONCURRENCY:
-                await _put_staged(deps, job_id, pending)
-                pending = []
+                key, offset = await packs.add(index, content)
+                items.append(ItemSource(path, staged=key, attributes=attributes, offset=offset, length=len(content)))
             if len(items) >= ITEMS_PER_WRITE:
-                await _put_staged(deps, job_id, pending)
-                pending = []
-                await flush()
-        await _put_staged(deps, job_id, pending)
+                await flush()  # the items' packs may follow: batches are queued once all is staged
+        await packs.flush()
     for key in rows:
         if not _is_url(key) and key not in found:
             items.append(ItemSource(key, error="invalid_image: the manifest names it, but the import has no such "
@@ -149,9 +144,43 @@ async def _stage(deps: Deps, queue: ImportQueue, job_id: str, spec: ImportSpec, 
     return total
 
 
-async def _put_staged(deps: Deps, job_id: str, staged: list[tuple[int, str, bytes]]) -> None:
-    await asyncio.gather(*(deps.blobs.put(staging_key(job_id, index), content, "application/octet-stream", path)
-                           for index, path, content in staged))
+class _Packs:
+    """Stages an archive's images one object per batch (the batch's images one after the other): a worker
+    reads its batch's images in one get and deletes them in one delete, rather than a get and a delete
+    per image (bench/e2e.py). Items are numbered as the queue batches them, so item i is in pack
+    i // batch_size; packs go up a few at once."""
+
+    def __init__(self, deps: Deps, job_id: str, batch_size: int) -> None:
+        self.deps = deps
+        self.job_id = job_id
+        self.batch_size = batch_size
+        self.filling: tuple[int, list[bytes], int] | None = None  # pack, contents, bytes so far
+        self.full: list[tuple[int, list[bytes]]] = []
+
+    async def add(self, index: int, content: bytes) -> tuple[str, int]:
+        """Stages the item's bytes; returns its pack's key and its offset there."""
+        pack = index // self.batch_size
+        if self.filling is not None and self.filling[0] != pack:
+            self.full.append(self.filling[:2])
+            self.filling = None
+            if len(self.full) >= STAGING_CONCURRENCY:
+                await self.flush(keep_filling=True)
+        if self.filling is None:
+            self.filling = (pack, [], 0)
+        number, contents, size = self.filling
+        contents.append(content)
+        self.filling = (number, contents, size + len(content))
+        return staging_key(self.job_id, pack), size
+
+    async def flush(self, keep_filling: bool = False) -> None:
+        """Uploads the full packs (and the one being filled, unless `keep_filling`)."""
+        if self.filling is not None and not keep_filling:
+            self.full.append(self.filling[:2])
+            self.filling = None
+        full, self.full = self.full, []
+        await asyncio.gather(*(self.deps.blobs.put(staging_key(self.job_id, pack), b"".join(contents),
+                                                   "application/octet-stream")
+                               for pack, contents in full))
 
 
 def archive_images(archive: IO[bytes], max_bytes: int) -> Iterator[tuple[str, bytes | ImageSearchError]]:
@@ -254,7 +283,8 @@ async def process_batch(deps: Deps, queue: ImportQueue, batch: Batch) -> None:
     done = await queue.results(job.id, list(batch.indexes))
     todo = [i for i in batch.indexes if i not in done]
     sources = await queue.items(job.id, todo)
-    fetched = await asyncio.gather(*(_bytes_of(deps, sources[i]) for i in todo if i in sources))
+    staged = await _staged_objects(deps, [sources[i] for i in todo if i in sources])
+    fetched = await asyncio.gather(*(_bytes_of(deps, sources[i], staged) for i in todo if i in sources))
     contents = dict(zip([i for i in todo if i in sources], fetched, strict=True))
     outcome: dict[int, tuple[str, dict[str, Any]]] = {}
     ready: dict[int, bytes] = {}
@@ -269,10 +299,10 @@ async def process_batch(deps: Deps, queue: ImportQueue, batch: Batch) -> None:
             ready[index] = content
     outcome.update(await _add(deps, queue, job, sources, ready))
     await queue.record(job.id, outcome)
-    staged = [sources[i].staged for i in outcome if i in sources and sources[i].staged]
-    if staged:
+    done_staged = sorted({sources[i].staged for i in outcome if i in sources and sources[i].staged})
+    if done_staged:
         try:
-            await deps.blobs.delete(*staged)
+            await deps.blobs.delete(*done_staged)
         except ImageSearchError as exc:
             log.debug("staged images of import %s left for the end: %s", job.id, exc.message)
     if (await queue.get(job.id)).status is ImportStatus.DONE:
@@ -280,16 +310,29 @@ async def process_batch(deps: Deps, queue: ImportQueue, batch: Batch) -> None:
         log.info("import %s into %s done", job.id, job.album)
 
 
-async def _bytes_of(deps: Deps, source: ItemSource) -> bytes | ImageSearchError:
+async def _staged_objects(deps: Deps, sources: Sequence[ItemSource]) -> dict[str, bytes | None]:
+    """The staged objects these items are in, each read once (None: gone)."""
+    keys = sorted({s.staged for s in sources if s.staged and not s.error})
+
+    async def read(key: str) -> bytes | None:
+        try:
+            return (await deps.blobs.get(key)).content
+        except ImageNotFound:
+            return None
+
+    return dict(zip(keys, await asyncio.gather(*(read(k) for k in keys)), strict=True))
+
+
+async def _bytes_of(deps: Deps, source: ItemSource, staged: Mapping[str, bytes | None]) -> bytes | ImageSearchError:
     """The item's bytes, or the error that fails it for good (a dependency down raises instead)."""
     if source.error:
         reason, _, message = source.error.partition(": ")
         return ERRORS_BY_REASON.get(reason, InvalidImage)(message or reason)
     if source.staged:
-        try:
-            return (await deps.blobs.get(source.staged)).content
-        except ImageNotFound:
+        content = staged.get(source.staged)
+        if content is None:
             return ImageNotFound("its staged copy is gone (the import was cancelled or expired)")
+        return source.cut(content)
     try:
         return await deps.fetch_url(source.url)
     except UrlFetchFailed as exc:
