@@ -71,6 +71,8 @@ from services.common.schema import (
     from_timestamp_us,
     timestamp_us,
 )
+from services.search.filters import Row as FilterRow
+from services.search.filters import matches
 from services.search.index import (
     DEFAULT_LIST_LIMIT,
     MAX_HASH_BYTES,
@@ -108,6 +110,7 @@ from services.search.milvus_filter import (
     field_of,
     quote_string,
 )
+from services.search.search_plan import FILTERED_SEARCHES, ExpiringCache, post_filter_depth
 from services.search.settings import SearchSettings
 
 log = logging.getLogger(__name__)
@@ -365,6 +368,8 @@ class MilvusIndex:
         self._albums: dict[str, Stored] = {}
         self._loaded: set[str] = set()
         self._creating: set[str] = set()
+        # Images matching each filter (and "": all of them) per collection, to plan filtered searches.
+        self._counts: ExpiringCache[tuple[str, str], int] = ExpiringCache(settings.filter_share_ttl_s)
 
     # --- albums ------------------------------------------------------------------------------
     def create_collection(self, name: str, dim: int, model: str, index_type: str = "",
@@ -547,24 +552,62 @@ class MilvusIndex:
         """Nearest images, one hit per image: over-fetches rows until `top_k` distinct images are found.
 
         `primary_only` searches the rows with ordinal 0 alone (one per image), so no over-fetch is needed.
+        A filter goes into the search, or is tested on the rows of a deeper unfiltered one, whichever
+        its share of the album says answers better (`search_plan`); the hits match it either way.
         """
         check_top_k(top_k, self.settings.max_top_k)
         cname, stored = self._album(name)
         query = normalise(vector, stored.info.dim).tolist()
         excluded = check_ids(exclude_ids)
-        expr = all_of(
-            self._filter_expr(stored, filter),
-            ids_expr(excluded, negate=True) if excluded else "",
-            "ordinal == 0" if primary_only else "",
-        )
+        bound = bind(filter, stored.info.schema) if filter is not None else None
+        filter_expr = compile_filter(bound, stored.info.schema)
+        scope = all_of(ids_expr(excluded, negate=True) if excluded else "", "ordinal == 0" if primary_only else "")
         overfetch = 1 if primary_only else max(1, self.settings.search_overfetch)
+        depth = self._post_filter_depth(cname, name, stored, filter_expr, top_k * overfetch)
+        if depth:
+            hits = self._post_filtered(cname, name, stored, query, scope, bound, top_k, depth)
+            FILTERED_SEARCHES.labels("post" if hits is not None else "post_then_pre").inc()
+            if hits is not None:
+                return hits
+        elif filter_expr:
+            FILTERED_SEARCHES.labels("pre").inc()
         limit = min(top_k * overfetch, MILVUS_MAX_WINDOW)
+        expr = all_of(filter_expr, scope)
         while True:
             rows = self._search_rows(cname, name, stored, query, expr, limit)
             hits = _best_per_image(rows, stored.info.schema)
             if len(hits) >= top_k or len(rows) < limit or limit >= MILVUS_MAX_WINDOW:
                 return hits[:top_k]
             limit = min(limit * 4, MILVUS_MAX_WINDOW)
+
+    def _post_filter_depth(self, cname: str, album: str, stored: Stored, expr: str, rows_wanted: int) -> int:
+        """How many rows of an unfiltered search to test the filter on; 0: the filter goes into the search
+        (see `search_plan`: no filter, an index other than HNSW, or a share of the album too small)."""
+        if not expr or stored.info.index_type is not IndexType.HNSW:
+            return 0
+        return post_filter_depth(self._filter_share(cname, album, expr), rows_wanted,
+                                 self.settings.post_filter_min_share, self.settings.post_filter_max_rows)
+
+    def _post_filtered(self, cname: str, album: str, stored: Stored, query: Sequence[float], scope: str,
+                       filter: Expr | None, top_k: int, depth: int) -> list[Hit] | None:
+        """The `top_k` images the bound filter matches among the nearest `depth` rows of a search without it;
+        None when fewer match there and the album has more rows."""
+        rows = self._search_rows(cname, album, stored, query, scope, depth)
+        hits = _best_per_image(rows, stored.info.schema, filter, top_k)
+        return hits[:top_k] if len(hits) >= top_k or len(rows) < depth else None
+
+    def _filter_share(self, cname: str, album: str, expr: str) -> float:
+        """The share of the album's images the filter keeps, from counts at most `filter_share_ttl_s` old
+        and read at Bounded consistency: a hint for choosing how to search, so it may lag the newest writes."""
+        total = self._bounded_count(cname, album, "")
+        return self._bounded_count(cname, album, expr) / total if total else 1.0
+
+    def _bounded_count(self, cname: str, album: str, expr: str) -> int:
+        count = self._counts.get((cname, expr))
+        if count is None:
+            count = self._count(cname, album, "Bounded", expr)
+            self._counts.put((cname, expr), count)
+        return count
 
     def get(self, name: str, ids: Sequence[str], with_vectors: bool = False, version: int = 0) -> list[Item]:
         """Stored items among `ids` in the order asked, vectors in their original order if asked for."""
@@ -865,12 +908,18 @@ class MilvusIndex:
         return [*found[0]] if found else []
 
     def _delete_stale_rows(self, cname: str, album: str, items: Sequence[Item]) -> None:
+        """Deletes the rows an item stored before has beyond its vectors now. Within one album version every
+        image has the same rows (the model id names them), so there are almost never any: a look at the read
+        consistency (one row at most) comes first, and only rows it sees are deleted (a delete costs a Strong
+        read, ~200 ms, which an import would otherwise pay per batch: bench/e2e.py)."""
         by_count: dict[int, list[str]] = defaultdict(list)
         for item in items:
             by_count[len(item.vectors)].append(item.id)
         for n, ids in by_count.items():
             for part in chunks(ids, IDS_PER_EXPR):
-                self._delete_where(cname, album, all_of(ids_expr(part), f"ordinal >= {n}"))
+                expr = all_of(ids_expr(part), f"ordinal >= {n}")
+                if self._query(cname, album, expr, ["pk"], limit=1):
+                    self._delete_where(cname, album, expr)
 
     def _upsert(self, cname: str, album: str, rows: Sequence[Row]) -> None:
         self._call(album, lambda c: c.upsert(cname, [*rows], **self._kw()))
@@ -944,21 +993,62 @@ def _column_of_row(entity: Mapping[str, Any], column: str, schema: AlbumSchema,
     return value
 
 
-def _best_per_image(rows: Sequence[dict[str, Any]], schema: AlbumSchema) -> list[Hit]:
-    """One hit per image from rows ordered by similarity: the first (best) row of each image."""
+class _RowAttributes(Mapping[str, Any]):
+    """An image's attributes as `_attributes_of` reads them from its row, each read when asked for: a
+    filter tested on many rows reads only the columns it names."""
+
+    def __init__(self, entity: Mapping[str, Any], schema: AlbumSchema) -> None:
+        self._entity = entity
+        self._schema = schema
+
+    def __getitem__(self, key: str) -> Any:
+        if self._schema.get(key) is not None:
+            return _column_of_row(self._entity, key, self._schema)
+        return (self._entity.get("attributes") or {})[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_attributes_of(self._entity, self._schema))
+
+    def __len__(self) -> int:
+        return len(_attributes_of(self._entity, self._schema))
+
+
+def _matches(filter: Expr | None, image_id: str, entity: Mapping[str, Any], schema: AlbumSchema) -> bool:
+    """Whether the row's image matches the bound filter (None: every image)."""
+    if filter is None:
+        return True
+    row = FilterRow(image_id, entity.get("name", ""), entity.get("content_hash", ""),
+                    int(entity.get("created_at_ms", 0)), _RowAttributes(entity, schema))
+    return matches(filter, row)
+
+
+def _best_per_image(rows: Sequence[dict[str, Any]], schema: AlbumSchema, filter: Expr | None = None,
+                    enough: int = 0) -> list[Hit]:
+    """One hit per image from rows ordered by similarity: the first (best) row of each image; of the images
+    the bound `filter` matches if one is given. With `enough`, the rows after the `enough`-th image found
+    are left unread, except those as near as it (ties are ordered by id)."""
     best: dict[str, Hit] = {}
+    seen: set[str] = set()
+    last = 0.0  # the distance of the last image found: the farthest, rows being ordered by distance
     for row in rows:
+        distance = distance_of(row["distance"])
+        if enough and len(best) >= enough and distance > last:
+            break
         entity = row["entity"]
         image_id = str(entity["image_id"])
-        if image_id not in best:
+        if image_id in seen:
+            continue
+        seen.add(image_id)
+        if _matches(filter, image_id, entity, schema):
             best[image_id] = Hit(
                 id=image_id,
-                distance=distance_of(row["distance"]),
+                distance=distance,
                 name=entity.get("name", ""),
                 content_hash=entity.get("content_hash", ""),
                 attributes=_attributes_of(entity, schema),
                 created_at_ms=int(entity.get("created_at_ms", 0)),
             )
+            last = distance
     return sorted(best.values(), key=lambda hit: (hit.distance, hit.id))
 
 
