@@ -175,3 +175,21 @@ class GatewayClient:
         data = {k: v for k, v in {"url": url, "image_id": image_id}.items() if v}
         response = self.http.post(f"/v1/albums/{album}/search", params=params, files=files, data=data)
         return dict(self._json(response))
+
+    def recognize(self, album: str, label: str, *, image: bytes | None = None, url: str | None = None,
+                  image_id: str | None = None, evidence: int = 5, threshold: float | None = None) -> dict[str, Any]:
+        """The label (of the album's `label` attribute) the image most likely has, with its calibrated
+        confidence and the nearest labelled images, or unknown."""
+        params: dict[str, Any] = {"label": label, "evidence": evidence}
+        if threshold is not None:
+            params["threshold"] = threshold
+        files = {"file": ("query", image, "application/octet-stream")} if image is not None else None
+        data = {k: v for k, v in {"url": url, "image_id": image_id}.items() if v}
+        response = self.http.post(f"/v1/albums/{album}/recognize", params=params, files=files, data=data)
+        return dict(self._json(response))
+
+    def update_images(self, album: str, attributes: dict[str, Any], where: str) -> int:
+        """Changes the attributes of the images matching the filter; returns how many."""
+        response = self.http.patch(f"/v1/albums/{album}/images", params={"where": where},
+                                   json={"attributes": attributes})
+        return int(self._json(response)["updated"])

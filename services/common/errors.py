@@ -6,6 +6,8 @@
     │   ├── ImageTooLarge              413                  "image_too_large"
     │   ├── InvalidAttributes          422                  "invalid_attributes"
     │   ├── InvalidFilter              422                  "invalid_filter"
+    │   ├── UnknownLabel               422                  "unknown_label"
+    │   ├── NoLabels                   422                  "no_labels"
     │   └── UrlFetchFailed             422                  "url_fetch_failed"
     ├── NotFound                       404 NOT_FOUND        "not_found"
     │   ├── AlbumNotFound              404                  "album_not_found"
@@ -67,6 +69,20 @@ class InvalidAttributes(InvalidArgument):
 
 class InvalidFilter(InvalidArgument):
     reason = "invalid_filter"
+    http_status = 422
+
+
+class UnknownLabel(InvalidArgument):
+    """Recognition by an attribute that no image of the album carries and the album does not declare."""
+
+    reason = "unknown_label"
+    http_status = 422
+
+
+class NoLabels(InvalidArgument):
+    """Recognition by a declared attribute that no image of the album has a value of yet."""
+
+    reason = "no_labels"
     http_status = 422
 
 

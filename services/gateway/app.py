@@ -43,7 +43,7 @@ from services.gateway.records import (
 )
 from services.gateway.records import Query as SearchQuery
 from services.gateway.settings import GatewaySettings
-from services.gateway.usecases import albums, duplicates, images, imports, ingest, reembed, search, sql
+from services.gateway.usecases import albums, duplicates, images, imports, ingest, recognize, reembed, search, sql
 from services.gateway.usecases.images import MAX_OFFSET
 from services.gateway.usecases.imports import ImportSpec
 from services.gateway.usecases.ingest import parse_attributes
@@ -129,7 +129,7 @@ class RequestContext:
         per_file = self.settings.max_image_bytes
         if path.endswith("/images"):
             limit = per_file * self.settings.max_images_per_request + FORM_OVERHEAD_BYTES
-        elif path.endswith("/search"):
+        elif path.endswith(("/search", "/recognize")):
             limit = per_file + FORM_OVERHEAD_BYTES
         else:
             return None
@@ -487,6 +487,33 @@ def _add_search_routes(app: FastAPI, settings: GatewaySettings, deps: Deps) -> N
         outcome = await search.search(deps, album, query, top_k, _filter(where or where_form, filter or filter_form),
                                       mode or mode_form or SearchMode.COPY.value, max_distance)
         return schemas.SearchOut.of(outcome)
+
+    @app.post("/v1/albums/{album}/recognize", tags=["search"], response_model=schemas.RecognizeOut,
+              responses={409: {"model": schemas.ErrorBody}, 413: {"model": schemas.ErrorBody}})
+    async def recognize_photo(
+        album: AlbumName,
+        label: Annotated[str | None, Query(description="The label attribute (a declared column or an undeclared "
+                                                       "attribute), e.g. category.")] = None,
+        evidence: Annotated[int, Query(description=f"Nearest labelled images to return, 0 to {recognize.MAX_EVIDENCE}.",
+                                       json_schema_extra={"minimum": 0, "maximum": recognize.MAX_EVIDENCE})] = \
+            recognize.DEFAULT_EVIDENCE,
+        threshold: Annotated[float | None, Query(description="Answer unknown below this known probability "
+                                                             "(default: the album's calibrated threshold).",
+                                                 json_schema_extra={"minimum": 0, "maximum": 1})] = None,
+        file: Annotated[UploadFile | None, File(description="The photo."), BINARY_PART] = None,
+        url: Annotated[str | None, Form(description="Or: the URL of the photo.")] = None,
+        image_id: Annotated[str | None, Form(description="Or: the id of an image of the album (left out of its "
+                                                         "own evidence).")] = None,
+        label_form: Annotated[str | None, Form(alias="label",
+                                               description="The label attribute, as a form field.")] = None,
+    ) -> schemas.RecognizeOut:
+        """The label the photo most likely has among the album's images' values of `label`, with a confidence
+        calibrated on the album and the nearest labelled images as evidence, or unknown when the photo is of
+        none of them; give exactly one of file, url, image_id."""
+        content = await _read_upload(file, settings.max_image_bytes) if file is not None else None
+        query = SearchQuery(image=content, url=url or None, image_id=image_id or None)
+        outcome = await recognize.recognize(deps, album, query, label or label_form or "", evidence, threshold)
+        return schemas.RecognizeOut.of(outcome)
 
 
 SQL_REQUEST_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {

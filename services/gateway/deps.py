@@ -15,6 +15,7 @@ from services.common.filtering import Expr, bind, from_json_text
 from services.gateway.blobstore import Blobs
 from services.gateway.cache import EmbeddingCache
 from services.gateway.clients import Extractor, VectorSearch
+from services.gateway.recognition import CalibrationCache
 from services.gateway.records import Collection, ImageFilter, ModelInfo
 from services.gateway.settings import GatewaySettings
 from services.gateway.sql.dialect import SqlError
@@ -52,6 +53,8 @@ class Deps:
     cache: EmbeddingCache
     fetcher: Fetcher
     verifier: CopyVerifier = field(init=False)
+    # Recognition's calibrations per album and label attribute (usecases/recognize.py).
+    calibrations: CalibrationCache = field(default_factory=CalibrationCache, init=False)
     _model: tuple[float, ModelInfo] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:

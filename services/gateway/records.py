@@ -283,3 +283,56 @@ class SqlResult:
     rows: tuple[SqlRow, ...] = ()
     affected: int | None = None
     took_ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class LabelScore:
+    """A label the query's nearest labelled images vote for: its calibrated confidence (the chance it is
+    right for a photo of one of the album's labels), its share of the votes, its nearest image's distance."""
+
+    label: str
+    confidence: float
+    share: float
+    nearest: float
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """A labelled image near the query, with its labels."""
+
+    image: ImageRecord
+    distance: float
+    labels: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class CalibrationReport:
+    """What the album's own labelled images measured (see services.gateway.recognition.Calibration)."""
+
+    images: int
+    labels: int
+    calibrated: bool
+    top1: float | None
+    known_rejected: float | None
+    unknown_rejected: float | None
+
+
+@dataclass(frozen=True)
+class RecognizeOutcome:
+    """A photo recognised by an album's label attribute: the label, or unknown when the photo is of none."""
+
+    album: str
+    attribute: str
+    model: str
+    took_ms: float
+    # None when unknown.
+    label: str | None
+    unknown: bool
+    # The top label's calibrated confidence (also when unknown).
+    confidence: float
+    # The chance the photo is of one of the album's labels at all; unknown below `threshold`.
+    known: float
+    threshold: float
+    candidates: list[LabelScore]
+    evidence: list[Evidence]
+    calibration: CalibrationReport

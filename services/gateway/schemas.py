@@ -16,6 +16,7 @@ from services.gateway.records import (
     GroupCount,
     ImageRecord,
     OnDuplicate,
+    RecognizeOutcome,
     SearchOutcome,
     SqlResult,
 )
@@ -225,6 +226,62 @@ class SearchOut(BaseModel):
                              url=h.image.url, thumbnail_url=h.image.thumbnail_url) for h in outcome.hits]
         return cls(album=outcome.album, metric=outcome.metric, model=outcome.model,
                    took_ms=round(outcome.took_ms, 3), results=hits)
+
+
+class LabelScoreOut(BaseModel):
+    label: str
+    confidence: float = Field(description="Calibrated on the album: the chance the label is right for a photo of "
+                                          "one of its labels.")
+    share: float = Field(description="The label's share of the nearest labelled images' distance-weighted votes.")
+    nearest: float = Field(description="Cosine distance of the nearest image with the label.")
+
+
+class EvidenceOut(BaseModel):
+    id: str
+    name: str
+    distance: float
+    labels: list[str]
+    url: str
+    thumbnail_url: str
+
+
+class CalibrationOut(BaseModel):
+    images: int = Field(description="Labelled images the calibration learned from.")
+    labels: int
+    calibrated: bool = Field(description="false: too few labelled images; confidence is then the vote share.")
+    top1: float | None = Field(description="Leave-one-out top-1 accuracy on the album's own labelled images.")
+    known_rejected: float | None = Field(description="Share of those queries the threshold answers unknown.")
+    unknown_rejected: float | None = Field(
+        description="Share answered unknown when each query's own label is held out of the album.")
+
+
+class RecognizeOut(BaseModel):
+    album: str
+    attribute: str = Field(description="The label attribute recognised by.")
+    model: str
+    took_ms: float
+    label: str | None = Field(description="The predicted label; null when unknown.")
+    unknown: bool = Field(description="The photo is of none of the album's labels (known below threshold).")
+    confidence: float = Field(description="The top candidate's calibrated confidence (also when unknown).")
+    known: float = Field(description="Calibrated chance that the photo is of one of the album's labels.")
+    threshold: float = Field(description="unknown when known is below it: the album's default, or the request's.")
+    candidates: list[LabelScoreOut] = Field(description="The labels voted for, most votes first (at most 5).")
+    evidence: list[EvidenceOut] = Field(description="The nearest labelled images, nearest first.")
+    calibration: CalibrationOut
+
+    @classmethod
+    def of(cls, o: RecognizeOutcome) -> RecognizeOut:
+        c = o.calibration
+        return cls(
+            album=o.album, attribute=o.attribute, model=o.model, took_ms=round(o.took_ms, 3), label=o.label,
+            unknown=o.unknown, confidence=round(o.confidence, 4), known=round(o.known, 4),
+            threshold=round(o.threshold, 4),
+            candidates=[LabelScoreOut(label=v.label, confidence=round(v.confidence, 4), share=round(v.share, 4),
+                                      nearest=round(v.nearest, 4)) for v in o.candidates],
+            evidence=[EvidenceOut(id=e.image.id, name=e.image.name, distance=e.distance, labels=list(e.labels),
+                                  url=e.image.url, thumbnail_url=e.image.thumbnail_url) for e in o.evidence],
+            calibration=CalibrationOut(images=c.images, labels=c.labels, calibrated=c.calibrated, top1=c.top1,
+                                       known_rejected=c.known_rejected, unknown_rejected=c.unknown_rejected))
 
 
 class ImportCreate(BaseModel):

@@ -111,6 +111,7 @@ async def update_image(deps: Deps, album: str, image_id: str, changes: Mapping[s
     attribute); its vectors, blobs and local features are untouched. Returns the image as it is now."""
     await stored_items(deps, album, image_id)
     await deps.search.update(album, changes, ids=[image_id])
+    deps.calibrations.changed(album)
     return await get_image(deps, album, image_id)
 
 
@@ -121,6 +122,7 @@ async def update_images(deps: Deps, album: str, changes: Mapping[str, Any], filt
     collection = await deps.collection(album)
     selected = _selection(deps, collection, filter, all, "update")
     updated = await deps.search.update(album, changes, filter=selected, all=selected is None)
+    deps.calibrations.changed(album)
     log.info("updated %d image(s) of album %s: %s", updated, album, sorted(changes))
     return updated
 
