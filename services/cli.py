@@ -3,6 +3,7 @@
     imagesearch up [--data DIR] [--port 8000]        run servers + services, load the demo album
     imagesearch ingest PATH|URL... --album A         add files, folders (recursively) or URLs
     imagesearch search IMAGE|URL --album A [--similar] [--where TEXT]  print the nearest images
+    imagesearch recognize IMAGE|URL --album A --label category          the label, or unknown
     imagesearch sql "SELECT ... ORDER BY feature <-> image('q.jpg')"   run one SQL statement
     imagesearch albums | create-album A --column price:float | delete-album A
     imagesearch reembed --album A                    re-embed an album with the current model
@@ -202,6 +203,32 @@ def cmd_search(args: argparse.Namespace, client: GatewayClient) -> int:
     return 0
 
 
+def cmd_recognize(args: argparse.Namespace, client: GatewayClient) -> int:
+    options: dict[str, Any] = {"evidence": args.evidence, "threshold": args.threshold}
+    if args.query.startswith(("http://", "https://")):
+        answer = client.recognize(args.album, args.label, url=args.query, **options)
+    else:
+        answer = client.recognize(args.album, args.label, image=Path(args.query).read_bytes(), **options)
+    top = answer["candidates"][0] if answer["candidates"] else None
+    if answer["unknown"]:
+        nearest = f" (nearest label {top['label']!r}, confidence {top['confidence']:.2f})" if top else ""
+        print(f"unknown: the photo is of none of album {args.album}'s {args.label} labels "
+              f"(known {answer['known']:.2f} < threshold {answer['threshold']:.2f}){nearest}")
+    else:
+        print(f"{answer['label']}  confidence {answer['confidence']:.2f}  "
+              f"(known {answer['known']:.2f}, threshold {answer['threshold']:.2f})")
+    for other in answer["candidates"][1:]:
+        print(f"  or {other['label']}  confidence {other['confidence']:.2f}")
+    calibration = answer["calibration"]
+    if calibration["top1"] is not None:
+        print(f"calibrated on {calibration['images']} labelled images, {calibration['labels']} labels "
+              f"(leave-one-out top-1 {calibration['top1']:.2f})")
+    for rank, e in enumerate(answer["evidence"], 1):
+        print(f"{rank:3d}  {e['distance']:.4f}  {', '.join(e['labels']):<24s} {e['name']:<32s} "
+              f"{client.base_url}{e['url']}")
+    return 0
+
+
 def cmd_albums(args: argparse.Namespace, client: GatewayClient) -> int:
     for album in client.list_albums():
         columns = ", ".join(f"{c['name']} {c['type']}" for c in album.get("columns", []))
@@ -376,6 +403,14 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--max-distance", type=float, help="no image farther than this (cosine distance)")
     search.add_argument("--similar", action="store_true",
                         help="find images like the query rather than copies of it (search mode 'similar')")
+    recognize = sub.add_parser("recognize", help="the label an image file or URL most likely has among an album's "
+                                                 "labelled images, or unknown")
+    recognize.add_argument("query")
+    recognize.add_argument("--album", required=True)
+    recognize.add_argument("--label", required=True, help="the label attribute, e.g. category")
+    recognize.add_argument("--evidence", type=int, default=5, help="nearest labelled images to show")
+    recognize.add_argument("--threshold", type=float,
+                           help="answer unknown below this known probability (default: the album's own)")
     sub.add_parser("albums", help="list albums")
     create = sub.add_parser("create-album", help="create an album, with declared (typed) columns")
     create.add_argument("album")
@@ -402,7 +437,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_up(args)
     handlers = {"ingest": cmd_ingest, "search": cmd_search, "albums": cmd_albums, "delete-album": cmd_delete_album,
                 "reembed": cmd_reembed, "create-album": cmd_create_album, "sql": cmd_sql, "imports": cmd_imports,
-                "cancel-import": cmd_cancel_import, "export": cmd_export}
+                "cancel-import": cmd_cancel_import, "export": cmd_export, "recognize": cmd_recognize}
     client = GatewayClient(args.url)
     try:
         return handlers[args.command](args, client)

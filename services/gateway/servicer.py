@@ -32,10 +32,11 @@ from services.gateway.records import (
     NewImage,
     OnDuplicate,
     Query,
+    RecognizeOutcome,
     SearchMode,
     SqlResult,
 )
-from services.gateway.usecases import albums, duplicates, images, imports, ingest, reembed, search, sql
+from services.gateway.usecases import albums, duplicates, images, imports, ingest, recognize, reembed, search, sql
 from services.gateway.usecases.imports import ImportSpec
 from services.gateway.usecases.ingest import parse_attributes
 
@@ -58,7 +59,7 @@ def image_message(image: ImageRecord) -> gateway_pb2.Image:
     )
 
 
-def search_query(request: gateway_pb2.SearchImagesRequest) -> Query:
+def search_query(request: gateway_pb2.SearchImagesRequest | gateway_pb2.RecognizeRequest) -> Query:
     which = request.WhichOneof("query")
     return Query(
         image=request.image if which == "image" else None,
@@ -79,6 +80,19 @@ def new_image(message: gateway_pb2.NewImage) -> NewImage:
     attributes = attributes_from_wire(message.attributes) if message.attributes else \
         parse_attributes(message.attributes_json)
     return NewImage(content=message.content, name=message.name, attributes=attributes)
+
+
+def recognize_message(o: RecognizeOutcome) -> gateway_pb2.RecognizeResponse:
+    c = o.calibration
+    return gateway_pb2.RecognizeResponse(
+        album=o.album, attribute=o.attribute, model=o.model, took_ms=o.took_ms, label=o.label, unknown=o.unknown,
+        confidence=o.confidence, known=o.known, threshold=o.threshold,
+        candidates=[gateway_pb2.LabelScore(label=v.label, confidence=v.confidence, share=v.share, nearest=v.nearest)
+                    for v in o.candidates],
+        evidence=[gateway_pb2.Evidence(image=image_message(e.image), distance=e.distance, labels=list(e.labels))
+                  for e in o.evidence],
+        calibration=gateway_pb2.Calibration(images=c.images, labels=c.labels, calibrated=c.calibrated, top1=c.top1,
+                                            known_rejected=c.known_rejected, unknown_rejected=c.unknown_rejected))
 
 
 def sql_message(result: SqlResult) -> gateway_pb2.SqlResponse:
@@ -136,6 +150,13 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
                   for h in outcome.hits],
             metric=outcome.metric, model=outcome.model, took_ms=outcome.took_ms,
         )
+
+    async def Recognize(self, request: gateway_pb2.RecognizeRequest, context: Context) -> gateway_pb2.RecognizeResponse:
+        evidence = request.evidence if request.HasField("evidence") else recognize.DEFAULT_EVIDENCE
+        threshold = request.threshold if request.HasField("threshold") else None
+        outcome = await recognize.recognize(self.deps, request.album, search_query(request), request.label, evidence,
+                                            threshold)
+        return recognize_message(outcome)
 
     async def GetImage(self, request: gateway_pb2.GetImageRequest, context: Context) -> gateway_pb2.Image:
         return image_message(await images.get_image(self.deps, request.album, request.id))

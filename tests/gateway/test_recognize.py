@@ -1,5 +1,5 @@
 """The recognise use case over the real search service in process: a label and its evidence, unknown, the
-calibration kept and learned again, and bad input refused with typed errors."""
+calibration kept and learned again, its SQL form, and bad input refused with typed errors."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import pytest
 from services.common.errors import AlbumNotFound, InvalidArgument, NoLabels, UnknownLabel
 from services.common.schema import AlbumSchema, Column, ColumnType
 from services.gateway.records import NewImage, Query
-from services.gateway.usecases import albums, images, ingest, recognize
+from services.gateway.sql.dialect import SqlError
+from services.gateway.usecases import albums, images, ingest, recognize, sql
 from tests.gateway.conftest import MakeFakes
 from tests.gateway.fakes import Fakes, png
 
@@ -127,3 +128,29 @@ async def test_out_of_range_options_are_refused(fakes: Fakes, evidence: int, thr
     ids = await labelled(fakes)
     with pytest.raises(InvalidArgument):
         await recognize.recognize(fakes.deps, "pets", Query(image_id=ids[0]), "kind", evidence, threshold)
+
+
+async def test_select_recognize_is_the_recognize_call(fakes: Fakes) -> None:
+    await labelled(fakes)
+    query = png(5000)
+    fakes.extractor.near_copies[query] = png(20 + 1)  # a bird
+    result = await sql.execute(fakes.deps, "SELECT recognize(image('q.png'), 'kind', threshold => 0) FROM pets",
+                               {"q.png": query})
+    outcome = await recognize.recognize(fakes.deps, "pets", Query(image=query), "kind", threshold=0.0)
+    assert result.columns == ("label", "confidence", "unknown", "known")
+    assert result.rows[0].values == ("bird", round(outcome.confidence, 4), False, round(outcome.known, 4))
+    assert result.rows[0].image is not None and result.rows[0].image.id == outcome.evidence[0].image.id
+
+
+@pytest.mark.parametrize("statement", [
+    "SELECT recognize(image('q.png'), 'kind'), name FROM pets",
+    "SELECT recognize(image('q.png'), 'kind') FROM pets WHERE name = 'x'",
+    "SELECT recognize(image('q.png')) FROM pets",
+    "SELECT recognize(image('q.png'), 3) FROM pets",
+    "SELECT recognize(image('q.png'), 'kind', top => 3) FROM pets",
+    "SELECT recognize('q.png', 'kind') FROM pets",
+])
+async def test_a_malformed_recognize_is_refused(fakes: Fakes, statement: str) -> None:
+    await labelled(fakes)
+    with pytest.raises(SqlError):
+        await sql.execute(fakes.deps, statement, {"q.png": png(1)})

@@ -8,6 +8,7 @@
     SELECT * FROM shoes WHERE in_stock ORDER BY price DESC LIMIT 20
     SELECT count(*) FROM shoes WHERE colour = 'red'
     SELECT colour, count(*) FROM shoes GROUP BY colour
+    SELECT recognize(image('query.jpg'), 'category') FROM shoes
     UPDATE shoes SET price = 39.5 WHERE name = 'a.jpg'
     DELETE FROM shoes WHERE listed_at < TIMESTAMP '2024-01-01'
 
@@ -16,7 +17,9 @@ with the statement (`image('query.jpg')`), or an image of the album (`image(imag
 `mode => 'similar'` asks for similar images rather than copies. `feature` is the images' vector; the
 distance operators are the dialect's (`<->` L2, `<=>` cosine, `<#>` negative inner product), or the
 functions l2_distance, cosine_distance and inner_product (DESC). `distance` is the ORDER BY's distance,
-`matches` the verified keypoints of a copy search.
+`matches` the verified keypoints of a copy search. `recognize(image(...), 'attribute')` (with an optional
+`threshold => 0.3`) answers one row: the label the image most likely has among the album's values of the
+attribute (null when unknown), its confidence, whether it is unknown, with the nearest labelled image.
 """
 
 from __future__ import annotations
@@ -45,8 +48,9 @@ MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
 MAX_INSERT_ROWS = 256
 SUPPORTED = ("CREATE TABLE, DROP TABLE, INSERT INTO ... VALUES, SELECT (columns, count(*), GROUP BY columns with "
-             "count(*), WHERE, ORDER BY feature <-> image(...) or a column, LIMIT, OFFSET), UPDATE ... SET ... "
-             "WHERE, DELETE FROM ... WHERE; one statement per request")
+             "count(*), WHERE, ORDER BY feature <-> image(...) or a column, LIMIT, OFFSET; or "
+             "recognize(image(...), 'attribute') alone), UPDATE ... SET ... WHERE, DELETE FROM ... WHERE; "
+             "one statement per request")
 DISTANCE_FUNCTIONS = {"l2_distance": "l2", "cosine_distance": "cosine", "inner_product": "inner_product",
                       "negative_inner_product": "negative_inner_product"}
 
@@ -135,6 +139,17 @@ class Select:
 
 
 @dataclass(frozen=True)
+class Recognize:
+    """SELECT recognize(image(...), 'attribute'[, threshold => x]) [AS label] FROM album."""
+
+    album: str
+    image: ImageRef
+    attribute: str
+    threshold: float | None = None
+    label: str = "recognize"
+
+
+@dataclass(frozen=True)
 class Update:
     album: str
     changes: dict[str, Any]
@@ -147,7 +162,7 @@ class Delete:
     filter: Expr | None = None
 
 
-Statement = CreateTable | DropTable | Insert | Select | Update | Delete
+Statement = CreateTable | DropTable | Insert | Select | Recognize | Update | Delete
 
 
 def parse_statement(text: str) -> Statement:
@@ -351,6 +366,8 @@ def _select(node: exp.Select) -> Statement:
     if node.args.get("joins"):
         raise SqlError(f"{at(node.args['joins'][0])}joins are not supported; a statement reads one album")
     album = _table(source.this)
+    if any(_is_recognize(item) for item in node.expressions):
+        return _recognize(node, album)
     vector = _vector_order(node)
     order_by, descending = _column_order(node, vector)
     condition, max_distance = _where(node.args.get("where"), album, vector)
@@ -361,6 +378,36 @@ def _select(node: exp.Select) -> Statement:
                     offset=_count_clause(node, "offset") or 0, group_by=group_by)
     _check_shape(select, node)
     return select
+
+
+def _is_recognize(item: exp.Expr) -> bool:
+    node = item.this if isinstance(item, exp.Alias) else item
+    return isinstance(node, exp.Anonymous) and str(node.this).lower() == "recognize"
+
+
+def _recognize(node: exp.Select, album: str) -> Recognize:
+    """`recognize(image(...), 'attribute'[, threshold => x])`, alone in its SELECT."""
+    extra = [k for k in ("where", "order", "limit", "offset", "group") if node.args.get(k)]
+    if len(node.expressions) != 1 or extra:
+        raise SqlError(f"{at(node)}recognize(image(...), 'attribute') goes alone: one output, no WHERE, ORDER BY, "
+                       "GROUP BY or LIMIT")
+    item = node.expressions[0]
+    call = item.this if isinstance(item, exp.Alias) else item
+    args = list(call.expressions)
+    keywords = {str(a.this.name).lower(): a.expression for a in args if isinstance(a, exp.Kwarg)}
+    positional = [a for a in args if not isinstance(a, exp.Kwarg)]
+    if len(positional) != 2 or set(keywords) - {"threshold"}:
+        raise SqlError(f"{at(call)}recognize takes an image and the label attribute's name, and optionally "
+                       "threshold => x: recognize(image('q.jpg'), 'category')")
+    attribute = literal(positional[1])
+    if not isinstance(attribute, str):
+        raise SqlError(f"{at(positional[1])}recognize: the label attribute's name is a string, as in 'category'")
+    threshold = literal(keywords["threshold"]) if "threshold" in keywords else None
+    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, int | float)):
+        raise SqlError(f"{at(call)}recognize: threshold is a number between 0 and 1")
+    label = str(item.alias) if isinstance(item, exp.Alias) else "recognize"
+    return Recognize(album, image_ref(positional[0]), attribute,
+                     float(threshold) if threshold is not None else None, label)
 
 
 def _check_shape(select: Select, node: exp.Select) -> None:

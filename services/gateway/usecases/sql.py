@@ -1,7 +1,8 @@
 """SQL statements run as the same use cases the API calls (services.gateway.sql parses them), so a
 statement and its API call give the same answer: CREATE TABLE is albums.create, SELECT ... ORDER BY
 feature <-> image(...) is search.search, SELECT ... ORDER BY a column is images.list_images, INSERT is
-ingest.add_images (all or nothing), UPDATE is images.update_images, DELETE is images.delete_images."""
+ingest.add_images (all or nothing), UPDATE is images.update_images, DELETE is images.delete_images,
+SELECT recognize(image(...), 'attribute') is recognize.recognize."""
 
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ from services.gateway.sql.statements import (
     ImageRef,
     Insert,
     Output,
+    Recognize,
     Select,
     Statement,
     Update,
@@ -41,7 +43,7 @@ from services.gateway.sql.statements import (
     parse_statement,
 )
 from services.gateway.urlfetch import name_from_url
-from services.gateway.usecases import albums, images, ingest, search
+from services.gateway.usecases import albums, images, ingest, recognize, search
 
 Parts = Mapping[str, bytes]
 
@@ -165,18 +167,34 @@ async def _select(deps: Deps, statement: Select, parts: Parts, delete_all: bool)
     return SqlResult("select", statement.album, labels, rows)
 
 
+def _query(ref: ImageRef, parts: Parts) -> Query:
+    """The image `image(...)` names."""
+    if ref.part is not None and ref.part not in parts:
+        raise InvalidArgument(f"no uploaded image named {ref.part!r}; send it with the statement "
+                              f"(uploaded: {', '.join(sorted(parts)) or 'none'})")
+    return Query(image=parts[ref.part] if ref.part is not None else None, url=ref.url, image_id=ref.image_id)
+
+
+async def _recognize(deps: Deps, statement: Recognize, parts: Parts, delete_all: bool) -> SqlResult:
+    """One row: the label (null when unknown), its confidence, unknown, with the nearest labelled image."""
+    outcome = await recognize.recognize(deps, statement.album, _query(statement.image, parts), statement.attribute,
+                                        evidence=1, threshold=statement.threshold)
+    nearest = outcome.evidence[0].image if outcome.evidence else None
+    row = SqlRow((outcome.label, round(outcome.confidence, 4), outcome.unknown, round(outcome.known, 4)), nearest)
+    label = statement.label
+    columns = (label, "confidence", "unknown", "known") if label != "recognize" else \
+        ("label", "confidence", "unknown", "known")
+    return SqlResult("select", statement.album, columns, (row,))
+
+
 async def _nearest(deps: Deps, statement: Select, collection: Collection, outputs: tuple[Output, ...],
                    parts: Parts) -> SqlResult:
     vector = statement.vector
     assert vector is not None
-    ref = vector.image
-    if ref.part is not None and ref.part not in parts:
-        raise InvalidArgument(f"no uploaded image named {ref.part!r}; send it with the statement "
-                              f"(uploaded: {', '.join(sorted(parts)) or 'none'})")
-    query = Query(image=parts[ref.part] if ref.part is not None else None, url=ref.url, image_id=ref.image_id)
+    query = _query(vector.image, parts)
     top_k = statement.offset + (deps.settings.default_top_k if statement.limit is None else statement.limit)
-    outcome = await search.search(deps, statement.album, query, top_k, _filter(statement.filter), ref.mode.value,
-                                  statement.max_distance)
+    outcome = await search.search(deps, statement.album, query, top_k, _filter(statement.filter),
+                                  vector.image.mode.value, statement.max_distance)
     hits = outcome.hits[statement.offset:]
     rows = tuple(SqlRow(tuple(_hit_value(o, hit, vector.metric, collection.schema) for o in outputs), hit.image)
                  for hit in hits)
@@ -234,6 +252,7 @@ _RUNNERS: dict[type[Statement], Callable[..., Awaitable[SqlResult]]] = {
     DropTable: _drop_table,
     Insert: _insert,
     Select: _select,
+    Recognize: _recognize,
     Update: _update,
     Delete: _delete,
 }
