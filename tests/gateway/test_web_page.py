@@ -501,3 +501,39 @@ def test_adding_images_from_the_page_counts_them_and_shows_them_newest_first(
     expect(page.locator("#albumStats")).to_contain_text("2 images")
     expect(page.locator("#newest img")).to_have_count(2)
     assert thumbnail_names(page) == sorted(p.name for p in photos[:2])
+
+
+# --- recognise -----------------------------------------------------------------------------------------
+
+
+def test_recognise_shows_the_label_its_confidence_and_the_nearest_labelled_images(
+        page: Page, shop: Shop, http: httpx.Client, tmp_path: Path) -> None:
+    choose_album(page, shop)
+    query = tmp_path / "query.jpg"
+    query.write_bytes(cropped_copy(shop.photos[2]))
+    expected = http.post(f"/v1/albums/{shop.album}/recognize", params={"label": "colour", "evidence": 6},
+                         files={"file": ("query.jpg", query.read_bytes(), "image/jpeg")}).json()
+    page.set_input_files("#queryFile", str(query))  # runs a search first, as ever
+    expect(page.locator("#results .card")).not_to_have_count(0)
+    assert page.locator("#labelColumns option[value='colour']").count() == 1  # the declared string columns
+
+    page.fill("#recognizeLabel", "colour")
+    page.click("#recognize")
+    box = page.locator("#recognition")
+    expect(box).to_be_visible()
+    expect(box.locator(".label")).to_have_text(expected["label"] or "unknown")
+    top = expected["candidates"][0]
+    expect(box.locator(".confidence")).to_contain_text(f"{round(top['confidence'] * 100)} %")
+    expect(box.locator(".why")).to_contain_text(f"unknown below {expected['threshold']:.2f}")
+    cards = box.locator(".card")
+    expect(cards).to_have_count(len(expected["evidence"]))
+    assert card_names(cards) == [e["name"] for e in expected["evidence"]]
+    assert card_names(cards)[0] == shop.name_of(2) and card_value(cards.first, "colour") == "red"
+    expect(page.locator("#results .card")).to_have_count(0)
+    expect(page.locator("#searchMsg")).to_contain_text("5 labelled images")
+    screenshot(page, "test_recognise_answer", tmp_path)  # the answer; the test's own screenshot shows the error
+
+    page.fill("#recognizeLabel", "nothing_here")
+    page.press("#recognizeLabel", "Enter")
+    expect(page.locator("#searchMsg")).to_contain_text("no image of album")
+    expect(box).to_be_hidden()
