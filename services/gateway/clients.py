@@ -60,7 +60,7 @@ class VectorSearch(Protocol):
 
     async def list_collections(self) -> list[Collection]: ...
 
-    async def get_collection(self, name: str) -> Collection: ...
+    async def get_collection(self, name: str, with_count: bool = True) -> Collection: ...
 
     async def insert(self, collection: str, items: Sequence[Item], version: int = 0) -> list[str]: ...
 
@@ -212,8 +212,9 @@ class GrpcVectorSearch:
         reply = await self._call(self.stub.ListCollections, search_pb2.ListCollectionsRequest())
         return [_collection(c) for c in reply.collections]
 
-    async def get_collection(self, name: str) -> Collection:
-        reply = await self._call(self.stub.GetCollection, search_pb2.GetCollectionRequest(name=name))
+    async def get_collection(self, name: str, with_count: bool = True) -> Collection:
+        request = search_pb2.GetCollectionRequest(name=name, without_count=not with_count)
+        reply = await self._call(self.stub.GetCollection, request)
         return _collection(reply)
 
     async def insert(self, collection: str, items: Sequence[Item], version: int = 0) -> list[str]:

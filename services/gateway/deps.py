@@ -67,11 +67,12 @@ class Deps:
             self._model = (now, await self.extractor.model_info())
         return self._model[1]
 
-    async def collection(self, album: str) -> Collection:
-        """The album as the search service holds it; `AlbumNotFound` if there is none."""
+    async def collection(self, album: str, with_count: bool = False) -> Collection:
+        """The album as the search service holds it, its image count 0 unless `with_count` (a query to
+        Milvus, which a search or an add need not wait for); `AlbumNotFound` if there is none."""
         check_album_name(album)
         try:
-            return await self.search.get_collection(album)
+            return await self.search.get_collection(album, with_count)
         except NotFound as exc:
             raise AlbumNotFound(f"album {album!r} does not exist") from exc
 

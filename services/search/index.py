@@ -151,8 +151,9 @@ class VectorIndex(Protocol):
         """Returns when the store answers; raises `StoreUnavailable` when it does not."""
         ...
 
-    def get_collection(self, name: str) -> Collection:
-        """One album with its image count; `AlbumNotFound` if missing."""
+    def get_collection(self, name: str, with_count: bool = True) -> Collection:
+        """One album with its image count (0 unless `with_count`: counting costs a query); `AlbumNotFound`
+        if missing."""
         ...
 
     def insert(self, name: str, items: Sequence[Item], version: int = 0) -> list[str]:
@@ -511,10 +512,10 @@ class ExactIndex:
         with self._lock:
             return [replace(a.info, count=len(a.items)) for _, a in sorted(self._albums.items())]
 
-    def get_collection(self, name: str) -> Collection:
-        """One album with its image count."""
+    def get_collection(self, name: str, with_count: bool = True) -> Collection:
+        """One album with its image count (0 unless `with_count`)."""
         album = self._album(name)
-        return replace(album.info, count=len(album.items))
+        return replace(album.info, count=len(album.items) if with_count else 0)
 
     def insert(self, name: str, items: Sequence[Item], version: int = 0) -> list[str]:
         """Inserts or replaces items by id."""

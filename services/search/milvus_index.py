@@ -522,10 +522,10 @@ class MilvusIndex:
         except ImageSearchError:
             return ""
 
-    def get_collection(self, name: str) -> Collection:
-        """One album with its image count."""
+    def get_collection(self, name: str, with_count: bool = True) -> Collection:
+        """One album with its image count (0 unless `with_count`: the count is a query to Milvus)."""
         cname, stored = self._album(name)
-        return _with_count(stored.info, self._count(cname, name, self.settings.read_consistency))
+        return _with_count(stored.info, self._count(cname, name, self.settings.read_consistency) if with_count else 0)
 
     def count(self, name: str, filter: Expr | None = None, version: int = 0) -> int:
         """Number of images (rows with ordinal 0), of those matching the filter if one is given."""

@@ -48,7 +48,8 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
         return search_pb2.ListCollectionsResponse(collections=[collection_to_wire(a) for a in albums])
 
     async def GetCollection(self, request: search_pb2.GetCollectionRequest, context: Context) -> Any:
-        return collection_to_wire(await asyncio.to_thread(self.index.get_collection, request.name))
+        return collection_to_wire(await asyncio.to_thread(self.index.get_collection, request.name,
+                                                          not request.without_count))
 
     async def Insert(self, request: search_pb2.InsertRequest, context: Context) -> Any:
         items = [item_from_wire(item) for item in request.items]

@@ -34,7 +34,7 @@ async def list_all(deps: Deps) -> list[Album]:
 
 
 async def get(deps: Deps, name: str) -> Album:
-    return album_of(await deps.collection(name))
+    return album_of(await deps.collection(name, with_count=True))
 
 
 async def delete(deps: Deps, name: str) -> bool:

@@ -72,22 +72,30 @@ async def search(
     if len(given) != 1:
         raise InvalidArgument("give exactly one of: an image file, a url, an image_id")
     verify = search_mode is SearchMode.COPY and deps.verifier.enabled
-    collection = await deps.collection(album)
-    condition = deps.filter_of(collection, filter)
-    exclude: list[str] = []
-    features: list[LocalFeatures] = []
-    content: bytes | None = None
-    if query.image_id is not None:
-        # The album's own vector: right whatever model the extractor runs now.
-        item = await _stored_item(deps, album, query.image_id)
-        vector, model = item.vectors[0], collection.model
-        exclude.append(query.image_id)
-        stored = await deps.verifier.stored(album, item.content_hash) if verify else None
-        features = [stored] if stored is not None else []
-    else:
-        model = await deps.check_model(collection)
-        content = query.image if query.image is not None else await deps.fetch_url(query.url or "")
-        vector, features = await describe_query(deps, content, model, album, with_features=verify)
+    # A new query image is embedded while the album is looked up (the extractor's model is checked
+    # against the album's once both are known); the album's errors come first.
+    described = asyncio.create_task(_describe(deps, query, album, verify)) if query.image_id is None else None
+    try:
+        collection = await deps.collection(album)
+        condition = deps.filter_of(collection, filter)
+        exclude: list[str] = []
+        features: list[LocalFeatures] = []
+        content: bytes | None = None
+        if described is None:
+            # The album's own vector: right whatever model the extractor runs now.
+            item = await _stored_item(deps, album, query.image_id or "")
+            vector, model = item.vectors[0], collection.model
+            exclude.append(query.image_id or "")
+            stored = await deps.verifier.stored(album, item.content_hash) if verify else None
+            features = [stored] if stored is not None else []
+        else:
+            model = await deps.check_model(collection)
+            content, vector, features = await described
+    finally:
+        if described is not None and not described.done():
+            described.cancel()
+        elif described is not None and not described.cancelled():
+            described.exception()  # an error the album's came before is not logged as never retrieved
     fetch_k = max(top_k, deps.verifier.top) if verify else top_k
     nearest = Nearest(deps, album, fetch_k, condition, exclude, max_distance)
     hits = await deps.search.search(album, vector, fetch_k, condition, exclude, primary_only=primary_only,
@@ -177,6 +185,20 @@ def _check_top_k(deps: Deps, top_k: int | None) -> int:
     return value
 
 
+async def _describe(deps: Deps, query: Query, album: str, with_features: bool
+                    ) -> tuple[bytes, list[float], list[LocalFeatures]]:
+    """A new query image's bytes, vector and (when asked) local features, embedded with the extractor's
+    model (whether it is the album's is checked by the caller)."""
+    content = query.image if query.image is not None else await deps.fetch_url(query.url or "")
+    try:
+        vector, features = await describe_query(deps, content, (await deps.model_info()).model, album,
+                                                with_features=with_features)
+    except ModelMismatch:  # the extractor runs another model than it did when last asked
+        vector, features = await describe_query(deps, content, (await deps.model_info(fresh=True)).model, album,
+                                                with_features=with_features)
+    return content, vector, features
+
+
 async def describe_query(deps: Deps, content: bytes, model: str, album: str = "",
                          with_features: bool = False) -> tuple[list[float], list[LocalFeatures]]:
     """The query image's vector (and, when asked, its local features), from the cache when the same
@@ -198,10 +220,10 @@ async def describe_query(deps: Deps, content: bytes, model: str, album: str = ""
     result = batch.results[0]
     if result.vector is None:
         raise item_error(result.error or ItemFailure("invalid_image", "the extractor gave no vector"))
-    await deps.cache.put(model, content_hash, result.vector)
     features = b"".join(result.local_features)  # upright, mirrored: each serialisation knows its length
-    if with_features and features:
-        await deps.cache.put_features(content_hash, features)
+    await asyncio.gather(deps.cache.put(model, content_hash, result.vector),
+                         deps.cache.put_features(content_hash, features) if with_features and features
+                         else asyncio.sleep(0))
     return result.vector, parse_features(features)
 
 
