@@ -92,6 +92,19 @@ def test_an_archive_with_a_manifest_gets_typed_attributes(http: httpx.Client, ph
     assert images[f"shoes/{photos[1].name}"] == {"price": 12.0, "sizes": None, "source": "zip"}
 
 
+def test_the_same_photo_twice_in_one_import_is_added_once(http: httpx.Client, photos: list[Path]) -> None:
+    album = unique_album("twice")
+    assert http.post("/v1/albums", json={"name": album}).status_code == 201
+    files = {"a.jpg": photos[0].read_bytes(), "copy-of-a.jpg": photos[0].read_bytes(), "b.jpg": photos[1].read_bytes()}
+    job = wait_for(http, http.post(f"/v1/albums/{album}/imports",
+                                   files={"archive": ("twice.zip", zipped(files))}).json()["id"])
+    assert (job["counts"]["added"], job["counts"]["duplicates"], job["processed"]) == (2, 1, 3)
+    results = http.get(f"/v1/imports/{job['id']}/results").json()["results"]
+    assert {r["name"]: r["status"] for r in results} == {"a.jpg": "added", "copy-of-a.jpg": "duplicate",
+                                                         "b.jpg": "added"}
+    assert http.get(f"/v1/albums/{album}").json()["image_count"] == 2
+
+
 def test_bad_imports_are_refused_before_anything_is_queued(http: httpx.Client) -> None:
     album = unique_album("bad")
     assert http.post("/v1/albums", json={"name": album}).status_code == 201

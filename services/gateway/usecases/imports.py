@@ -349,10 +349,16 @@ async def _add(deps: Deps, queue: ImportQueue, job: ImportJob, sources: Mapping[
     present = {item.id for item in await deps.search.get(job.album, list(set(ids.values())))}
     claims = await queue.claim_images(job.id, {i: (ids[i], ids[i] in present) for i in order})
     new = [NewImage(content=ready[i], name=sources[i].name, attributes=dict(sources[i].attributes)) for i in order]
-    added = await ingest.add_images(deps, job.album, new, on_duplicate=OnDuplicate(job.on_duplicate))
+    added = await ingest.add_images(deps, job.album, new, on_duplicate=OnDuplicate(job.on_duplicate), present=present)
+    # An image this job found absent was added by it: by this try, or by an earlier one (then it answers
+    # "duplicate" now), and counted once, for the first of the batch's items with its bytes.
+    owner: dict[str, int] = {}
+    for index in order:
+        owner.setdefault(ids[index], index)
     outcome = {}
     for index, result in zip(order, added, strict=True):
-        if result.status is AddStatus.DUPLICATE and not claims[index][1] and claims[index][0] == result.id:
+        if (result.status is AddStatus.DUPLICATE and not claims[index][1] and claims[index][0] == result.id
+                and owner[result.id] == index):
             result = AddResult(result.index, result.name, AddStatus.ADDED, result.id)  # added by an earlier try
         outcome[index] = _result(index, sources[index], result)
     return outcome

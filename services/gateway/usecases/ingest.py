@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -73,14 +73,16 @@ class _Accepted:
 
 
 async def add_images(deps: Deps, album: str, images: Sequence[NewImage], atomic: bool = False,
-                     on_duplicate: OnDuplicate = OnDuplicate.KEEP) -> list[AddResult]:
+                     on_duplicate: OnDuplicate = OnDuplicate.KEEP,
+                     present: Set[str] | None = None) -> list[AddResult]:
     """Adds each image or reports why not; the batch is embedded in one call to the extractor. Declared
     attributes are checked against the album's columns (a wrong type fails that image alone). The same
     bytes twice are stored once; an image within `settings.near_duplicate_distance` of one in the album
     (or earlier in the batch) is added, skipped or put in its place, as `on_duplicate` says.
 
     `atomic` (SQL's INSERT): all or nothing; the first image that fails raises its error, naming it,
-    before anything is written."""
+    before anything is written. `present`: which of the images' ids the album holds, when the caller has
+    just asked (an import's batch), rather than asked again."""
     if not images:
         raise InvalidArgument("no images given")
     if len(images) > deps.settings.max_images_per_request:
@@ -104,7 +106,10 @@ async def add_images(deps: Deps, album: str, images: Sequence[NewImage], atomic:
         else:
             seen.add(item.id)
             accepted.append(item)
-    stored = {i.id for i in await deps.search.get(album, [a.id for a in accepted])} if accepted else set()
+    if present is not None:
+        stored = {a.id for a in accepted if a.id in present}
+    else:
+        stored = {i.id for i in await deps.search.get(album, [a.id for a in accepted])} if accepted else set()
     fresh = []
     for item in accepted:
         if item.id in stored:
