@@ -8,8 +8,10 @@ fitted per album and label attribute on the album's own images, turn that into p
   the label's share and its nearest image's distance), fitted on every image queried against the others
   (leave one out).
 - `known`: the chance that the photo is of one of the album's labels at all, from the top label's share, the
-  nearest distance and the mean distance of the k nearest, fitted on the same leave-one-out queries against
-  the same images queried with every image of their own label held out (as if their label were unknown).
+  nearest distance, the mean distance of the k nearest and the top label's nearest distance relative to
+  that label's radius (how far its images usually are from their nearest of the same label), fitted on the
+  same leave-one-out queries against the same images queried with every image of their own label held out
+  (as if their label were unknown).
   The default threshold turns away `known_rejection` of the album's own leave-one-out queries; a photo
   below it is answered `unknown`.
 
@@ -19,8 +21,8 @@ Everything here is numpy over vectors and label lists: the use case (usecases/re
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
@@ -63,8 +65,9 @@ def labels_of(value: object) -> tuple[str, ...]:
     return tuple(out)
 
 
-def vote(neighbours: Sequence[Neighbour], tau: float) -> list[Vote]:
-    """The neighbours' distance-weighted votes per label, largest share first."""
+def vote(neighbours: Sequence[Neighbour], tau: float, scale: Mapping[str, float] | None = None) -> list[Vote]:
+    """The neighbours' distance-weighted votes per label, largest share first; a label's votes count
+    `scale[label]` times (1 when not given)."""
     if not neighbours:
         return []
     first = min(n.distance for n in neighbours)
@@ -73,12 +76,23 @@ def vote(neighbours: Sequence[Neighbour], tau: float) -> list[Vote]:
     total = 0.0
     for n in neighbours:
         w = math.exp(-(n.distance - first) / tau)
-        total += w
-        for label in n.labels:
-            weights[label] = weights.get(label, 0.0) + w
+        factors = [scale.get(label, 1.0) if scale else 1.0 for label in n.labels]
+        total += w * sum(factors) / max(1, len(factors))
+        for label, factor in zip(n.labels, factors, strict=True):
+            weights[label] = weights.get(label, 0.0) + w * factor
             nearest[label] = min(nearest.get(label, math.inf), n.distance)
     votes = [Vote(label, w / total, nearest[label]) for label, w in weights.items()]
     return sorted(votes, key=lambda v: (-v.share, v.nearest, v.label))
+
+
+def balancing(labels: Sequence[tuple[str, ...]], power: float) -> dict[str, float]:
+    """Each label's vote factor: 1 / (its number of images ** power), so that a large label does not
+    outvote a small one by its size alone (0: plain votes; 1: as if every label had as many images)."""
+    sizes: dict[str, int] = {}
+    for ls in labels:
+        for label in ls:
+            sizes[label] = sizes.get(label, 0) + 1
+    return {label: 1.0 / n ** power for label, n in sizes.items()}
 
 
 @dataclass(frozen=True)
@@ -113,9 +127,11 @@ def confidence_features(v: Vote) -> list[float]:
     return [v.share, v.nearest]
 
 
-def known_features(votes: Sequence[Vote], neighbours: Sequence[Neighbour]) -> list[float]:
+def known_features(votes: Sequence[Vote], neighbours: Sequence[Neighbour], radius: float) -> list[float]:
+    """The top label's share, the nearest and mean distance, and the top label's nearest distance relative
+    to `radius`, how far that label's images usually are from their nearest of the same label."""
     distances = [n.distance for n in neighbours]
-    return [votes[0].share, min(distances), float(np.mean(distances))]
+    return [votes[0].share, min(distances), float(np.mean(distances)), votes[0].nearest / radius]
 
 
 @dataclass(frozen=True)
@@ -133,6 +149,11 @@ class Calibration:
     top1: float | None
     known_rejected: float | None
     unknown_rejected: float | None
+    # Each label's vote factor (`balancing`); a label not in it counts 1.
+    scale: Mapping[str, float] = field(default_factory=dict)
+    # Each label's radius (`radii`), and the one of a label with a single image.
+    radius: Mapping[str, float] = field(default_factory=dict)
+    default_radius: float = 1.0
 
     def confidence_of(self, v: Vote) -> float:
         return v.share if self.confidence is None else self.confidence(confidence_features(v))
@@ -141,7 +162,10 @@ class Calibration:
         """How likely the photo is of one of the album's labels; `unknown` below `threshold`."""
         if self.known is None:
             return 1.0
-        return self.known(known_features(votes, neighbours))
+        return self.known(known_features(votes, neighbours, self.radius_of(votes[0].label)))
+
+    def radius_of(self, label: str) -> float:
+        return self.radius.get(label, self.default_radius)
 
 
 @dataclass(frozen=True)
@@ -162,7 +186,7 @@ def recognise(neighbours: Sequence[Neighbour], calibration: Calibration, tau: fl
               threshold: float | None = None) -> Recognition:
     """The labels the neighbours vote for, each with its calibrated confidence, and whether the photo is of
     none of them (below the calibration's threshold, or the given one)."""
-    votes = vote(neighbours, tau)
+    votes = vote(neighbours, tau, calibration.scale)
     if not votes:
         return Recognition([], [], 0.0, 1.0)
     cut = calibration.threshold if threshold is None else threshold
@@ -171,39 +195,56 @@ def recognise(neighbours: Sequence[Neighbour], calibration: Calibration, tau: fl
 
 
 def calibrate(vectors: NDArray[np.float32], labels: Sequence[tuple[str, ...]], k: int, tau: float,
-              known_rejection: float) -> Calibration:
+              known_rejection: float, balance: float = 0.0) -> Calibration:
     """Learns the confidence and open-set models from the album's labelled images (unit vectors, one row
-    each, and their labels): each image queries the others, and again with its own labels' images held out."""
+    each, and their labels): each image queries the others, and again with its own labels' images held out.
+    Votes are balanced by label size with the power `balance` (see `balancing`)."""
     n = len(labels)
     names = sorted({label for ls in labels for label in ls})
+    scale = balancing(labels, balance)
     if n < MIN_CALIBRATION_IMAGES:
-        return Calibration(n, len(names), None, None, 0.0, None, None, None)
+        return Calibration(n, len(names), None, None, 0.0, None, None, None, scale)
     sims = vectors.astype(np.float32) @ vectors.astype(np.float32).T
     np.fill_diagonal(sims, -np.inf)
-    loo = [_query(sims[i], labels, k, tau) for i in range(n)]
+    loo = [_query(sims[i], labels, k, tau, scale) for i in range(n)]
     correct = np.array([float(v[0].label in labels[i]) for i, (v, _) in enumerate(loo)])
     confidence = _fit_confidence(loo, labels)
     if len(names) < 2:
-        return Calibration(n, 1, confidence, None, 0.0, float(correct.mean()), None, None)
+        return Calibration(n, 1, confidence, None, 0.0, float(correct.mean()), None, None, scale)
     membership = _membership(labels, names)
     shares_label = (membership @ membership.T) > 0
-    held_out = [_query(np.where(shares_label[i], -np.inf, sims[i]), labels, k, tau) for i in range(n)]
+    held_out = [_query(np.where(shares_label[i], -np.inf, sims[i]), labels, k, tau, scale) for i in range(n)]
     held_out = [q for q in held_out if q[0]]
     if not held_out:  # every image shares a label with every other: no photo of an unknown label to learn from
-        return Calibration(n, len(names), confidence, None, 0.0, float(correct.mean()), None, None)
-    known_x = np.array([known_features(v, nb) for v, nb in loo])
-    unknown_x = np.array([known_features(v, nb) for v, nb in held_out])
+        return Calibration(n, len(names), confidence, None, 0.0, float(correct.mean()), None, None, scale)
+    radius = radii(sims, membership, names)
+    default_radius = float(np.median(list(radius.values()))) if radius else 1.0
+    known_x = np.array([known_features(v, nb, radius.get(v[0].label, default_radius)) for v, nb in loo])
+    unknown_x = np.array([known_features(v, nb, radius.get(v[0].label, default_radius)) for v, nb in held_out])
     known = fit_logistic(np.r_[known_x, unknown_x], np.r_[np.ones(len(known_x)), np.zeros(len(unknown_x))])
     known_scores = np.array([known(x) for x in known_x])
     threshold = float(np.quantile(known_scores, known_rejection))
     unknown_scores = np.array([known(x) for x in unknown_x])
     return Calibration(n, len(names), confidence, known, threshold, float(correct.mean()),
                        float((known_scores < threshold).mean()),
-                       float((unknown_scores < threshold).mean()) if len(unknown_scores) else None)
+                       float((unknown_scores < threshold).mean()) if len(unknown_scores) else None, scale,
+                       radius, default_radius)
 
 
-def _query(similarities: NDArray[np.float32], labels: Sequence[tuple[str, ...]], k: int,
-           tau: float) -> tuple[list[Vote], list[Neighbour]]:
+def radii(similarities: NDArray[np.float32], membership: NDArray[np.float32], names: list[str]) -> dict[str, float]:
+    """Each label's radius: the median over its images of the distance to their nearest image of the same
+    label (similarities with -inf on the diagonal); labels of one image have none."""
+    out: dict[str, float] = {}
+    for j, name in enumerate(names):
+        members = np.flatnonzero(membership[:, j])
+        if len(members) >= 2:
+            nearest = similarities[np.ix_(members, members)].max(axis=1)
+            out[name] = max(float(np.median(1.0 - nearest)), 1e-3)
+    return out
+
+
+def _query(similarities: NDArray[np.float32], labels: Sequence[tuple[str, ...]], k: int, tau: float,
+           scale: Mapping[str, float]) -> tuple[list[Vote], list[Neighbour]]:
     """The votes of the k most similar images (finite similarities only)."""
     available = int(np.isfinite(similarities).sum())
     take = min(k, available)
@@ -212,7 +253,7 @@ def _query(similarities: NDArray[np.float32], labels: Sequence[tuple[str, ...]],
     nearest = np.argpartition(-similarities, take - 1)[:take]
     nearest = nearest[np.argsort(-similarities[nearest])]
     neighbours = [Neighbour(float(1.0 - similarities[j]), labels[j]) for j in nearest]
-    return vote(neighbours, tau), neighbours
+    return vote(neighbours, tau, scale), neighbours
 
 
 def _fit_confidence(queries: list[tuple[list[Vote], list[Neighbour]]],

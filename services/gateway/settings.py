@@ -81,6 +81,10 @@ class GatewaySettings(ServiceSettings):
     recognize_calibration_images: int = 2000
     recognize_calibration_ttl_s: float = 300.0
     recognize_state_check_s: float = 5.0
+    # Votes balanced by label size: each label's votes divided by (its images ** balance). 0.5 lifts per-class
+    # top-1 on the evaluation set from 0.705 to 0.729 and lowers per-photo top-1 from 0.834 to 0.818 (a
+    # label with many images outvotes a small one less often, and is outvoted more).
+    recognize_balance: float = 0.0
     # Seconds for one Redis call (the embedding cache and the job queue); Redis down must not stall a search.
     redis_timeout_s: float = 2.0
     # Seconds for one object store call.

@@ -9,6 +9,7 @@ import pytest
 from services.gateway.recognition import (
     CalibrationCache,
     Neighbour,
+    balancing,
     calibrate,
     fit_logistic,
     labels_of,
@@ -125,3 +126,22 @@ def test_the_cache_keeps_a_calibration_while_the_album_is_unchanged() -> None:
     cache.changed("a")
     assert cache.recent("a", "kind", 2.0, within_s=5) is None
     assert cache.get("a", "kind", cache.state("a", "model", 6), 1.0, ttl_s=60) is None
+
+
+def test_balanced_votes_let_a_small_label_outvote_a_large_one() -> None:
+    neighbours = [Neighbour(0.10, ("rare",)), Neighbour(0.10, ("common",)), Neighbour(0.10, ("common",))]
+    assert vote(neighbours, tau=0.05)[0].label == "common"
+    balanced = vote(neighbours, tau=0.05, scale=balancing([("rare",)] * 2 + [("common",)] * 50, 1.0))
+    assert balanced[0].label == "rare"
+    assert sum(v.share for v in balanced) == pytest.approx(1.0)
+
+
+def test_a_labels_radius_is_its_images_median_nearest_distance() -> None:
+    vectors, labels, _ = clusters(per_label=6, labels=2, spread=0.2)
+    calibration = calibrate(vectors, labels, k=5, tau=0.05, known_rejection=0.05)
+    sims = vectors @ vectors.T
+    np.fill_diagonal(sims, -np.inf)
+    first = np.arange(6)
+    expected = float(np.median(1 - sims[np.ix_(first, first)].max(axis=1)))
+    assert calibration.radius_of("label0") == pytest.approx(expected, rel=1e-5)
+    assert calibration.radius_of("never") == calibration.default_radius

@@ -44,12 +44,11 @@ VECTOR_PAGE = 100
 async def recognize(deps: Deps, album: str, query: Query, label: str, evidence: int = DEFAULT_EVIDENCE,
                     threshold: float | None = None) -> RecognizeOutcome:
     """The label of the album's `label` attribute the query photo most likely has, with its calibrated
-    confidence and the nearest labelled images, or unknown (below the album's calibrated threshold, or
-    `threshold` when given: a `known` probability between 0 and 1)."""
+    confidence and the nearest labelled images (at most `recognize_k`), or unknown (below the album's
+    calibrated threshold, or `threshold` when given: a `known` probability between 0 and 1)."""
     started = time.perf_counter()
     _check_options(evidence, threshold)
-    given = [v for v in (query.image, query.url, query.image_id) if v is not None]
-    if len(given) != 1:
+    if sum(v is not None for v in (query.image, query.url, query.image_id)) != 1:
         raise InvalidArgument("give exactly one of: an image file, a url, an image_id")
     collection = await deps.collection(album)
     column, key = label_column(collection, label)
@@ -57,18 +56,16 @@ async def recognize(deps: Deps, album: str, query: Query, label: str, evidence: 
     calibration = await album_calibration(deps, collection, column, key, condition)
     vector, model, exclude = await _query_vector(deps, collection, query)
     hits = await deps.search.search(album, vector, deps.settings.recognize_k, condition, exclude, primary_only=True)
-    labelled = [(h, labels_of(h.attributes.get(key))) for h in hits]
-    labelled = [(h, ls) for h, ls in labelled if ls]
-    neighbours = [Neighbour(h.distance, ls) for h, ls in labelled]
-    answer = recognise(neighbours, calibration, deps.settings.recognize_tau, threshold)
+    labelled = [(h, ls) for h in hits if (ls := labels_of(h.attributes.get(key)))]
+    answer = recognise([Neighbour(h.distance, ls) for h, ls in labelled], calibration, deps.settings.recognize_tau,
+                       threshold)
     candidates = [LabelScore(v.label, c, v.share, v.nearest)
                   for v, c in zip(answer.votes, answer.confidences, strict=True)][:MAX_CANDIDATES]
-    top = candidates[0] if candidates else None
-    unknown = top is None or answer.unknown
+    unknown = not candidates or answer.unknown
     return RecognizeOutcome(
         album=album, attribute=label, model=model, took_ms=(time.perf_counter() - started) * 1000,
-        label=None if unknown or top is None else top.label, unknown=unknown,
-        confidence=top.confidence if top else 0.0, known=answer.known, threshold=answer.threshold,
+        label=None if unknown else candidates[0].label, unknown=unknown,
+        confidence=candidates[0].confidence if candidates else 0.0, known=answer.known, threshold=answer.threshold,
         candidates=candidates,
         evidence=[Evidence(record_of(album, h), h.distance, ls) for h, ls in labelled[:evidence]],
         calibration=_report(calibration))
@@ -110,7 +107,7 @@ async def album_calibration(deps: Deps, collection: Collection, column: str, key
     if not labels:
         raise _no_labels(collection, column, key)
     calibration = await asyncio.to_thread(calibrate, vectors, labels, settings.recognize_k, settings.recognize_tau,
-                                          settings.recognize_known_rejection)
+                                          settings.recognize_known_rejection, settings.recognize_balance)
     deps.calibrations.put(collection.name, column, state, now, calibration)
     return calibration
 
