@@ -46,12 +46,13 @@ ARG MODEL_NAME=efficientnet-lite0
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONPATH=/src
 WORKDIR /src
-COPY requirements-export.txt ./
-RUN pip install --extra-index-url "$TORCH_INDEX_URL" -r requirements-export.txt
+COPY requirements-export.txt requirements-export-labels.txt ./
+RUN pip install --extra-index-url "$TORCH_INDEX_URL" -r requirements-export.txt \
+    && pip install --no-deps -r requirements-export-labels.txt
 COPY services/ services/
 RUN python services/extractor/export.py --model "$MODEL_NAME" --out /tmp/models \
     && mkdir -p /models \
-    && cp /tmp/models/"$MODEL_NAME".onnx /tmp/models/"$MODEL_NAME".json /models/
+    && cp /tmp/models/"$MODEL_NAME".onnx /tmp/models/"$MODEL_NAME".json /tmp/models/"$MODEL_NAME"-head.npz /models/
 
 # --- whitening: learned once from pictures not in any evaluation set (services/extractor/fit_whitening.py) ---
 # EXTRACTOR_* build args are not needed: it learns for the default recipe, which the images run.

@@ -51,17 +51,30 @@ site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purel
 printf '%s\n%s\n' "$root" "$root/$gen" > "$site/imagesearch-project.pth"
 
 # --- model export (torch is needed only here, in its own environment) ------------------------------
+export_env() {
+  if [ ! -f .cache/export-venv/.installed ]; then
+    log "installing the model export environment (torch CPU) into .cache/export-venv"
+    python3 -m venv .cache/export-venv
+    .cache/export-venv/bin/python -m pip install -q --disable-pip-version-check -r requirements-export.txt
+    touch .cache/export-venv/.installed
+  fi
+  # The ImageNet label and WordNet lemma files ship in timm's wheel; its dependencies are not needed.
+  if [ ! -f .cache/export-venv/.installed-labels ]; then
+    .cache/export-venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -r requirements-export-labels.txt
+    touch .cache/export-venv/.installed-labels
+  fi
+}
 models=(${IMAGESEARCH_MODELS:-efficientnet-lite0})
 for model in "${models[@]}"; do
   if [ ! -f ".cache/models/$model.onnx" ] || [ ! -f ".cache/models/$model.json" ]; then
-    if [ ! -f .cache/export-venv/.installed ]; then
-      log "installing the model export environment (torch CPU) into .cache/export-venv"
-      python3 -m venv .cache/export-venv
-      .cache/export-venv/bin/python -m pip install -q --disable-pip-version-check -r requirements-export.txt
-      touch .cache/export-venv/.installed
-    fi
-    log "exporting $model to ONNX"
+    export_env
+    log "exporting $model to ONNX (and its classifier head)"
     .cache/export-venv/bin/python services/extractor/export.py --model "$model" --out .cache/models
+  elif [ ! -f ".cache/models/$model-head.npz" ]; then
+    # Only the head: a new ONNX file would change the model id of every album's vectors.
+    export_env
+    log "exporting $model's classifier head and ImageNet labels"
+    .cache/export-venv/bin/python services/extractor/export.py --model "$model" --out .cache/models --head-only
   fi
 done
 # --- whitening (learned once, with the runtime environment, for the extractor's settings) ----------

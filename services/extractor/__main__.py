@@ -47,7 +47,7 @@ def build(settings: ExtractorSettings, embedder: ImageEmbedder | None = None) ->
     if max_wait_ms is None:
         max_wait_ms = 0.0 if embedder.provider == CPU_PROVIDER else 5.0
     batcher: VectorBatcher = DynamicBatcher(
-        embedder.embed_jobs, settings.max_batch, max_wait_ms / 1000, concurrency=settings.batch_concurrency
+        embedder.embed_and_label, settings.max_batch, max_wait_ms / 1000, concurrency=settings.batch_concurrency
     )
     decode_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
     local = FeatureConfig(side=settings.local_features_side, max_keypoints=settings.local_features_max)

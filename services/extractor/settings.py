@@ -74,6 +74,10 @@ class ExtractorSettings(ServiceSettings):
     # keypoints reach copy R@1 0.991 re-ranking the 5 nearest (512 / 1000: 0.992 at 2.5x the time).
     local_features_side: int = 384
     local_features_max: int = 500
+    # Tags of an indexed image: the network's own ImageNet classifier (<model>-head.npz beside the ONNX
+    # file) gives its top_k classes of at least min_score probability (bench/tags.py measures the floor).
+    tags_top_k: int = 5
+    tags_min_score: float = 0.1
     # Threads decoding and resizing images (Pillow releases the GIL while decoding).
     decode_threads: int = 2
     # Bad-input limits: encoded size, and decoded pixels (decompression bombs).

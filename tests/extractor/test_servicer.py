@@ -226,3 +226,30 @@ def test_concurrent_requests_share_batches(stub: extractor_pb2_grpc.ExtractorStu
         replies = list(pool.map(lambda p: embed(stub, [p.read_bytes()]), (photos * 2)[:requests]))
     assert all(r.results[0].WhichOneof("result") == "vector" for r in replies)
     assert batches_so_far() - before < requests
+
+
+def jpeg_of(pixels: NDArray[np.uint8]) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, "JPEG", quality=90)
+    return out.getvalue()
+
+
+def test_an_indexed_photo_gets_the_networks_imagenet_labels_and_a_query_none(
+    stub: extractor_pb2_grpc.ExtractorStub,
+) -> None:
+    from skimage import data
+
+    images = [jpeg_of(data.coffee()), jpeg_of(data.chelsea())]
+    indexed = stub.Embed(extractor_pb2.EmbedRequest(images=images, purpose=extractor_pb2.EmbedRequest.INDEX),
+                         timeout=60).results
+    assert indexed[0].labels[0].name == "espresso" and indexed[0].labels[0].score > 0.5
+    assert {"Egyptian cat", "tiger cat", "tabby"} & {label.name for label in indexed[1].labels}
+    assert all(a.score >= b.score >= 0.1 for a, b in zip(indexed[1].labels, indexed[1].labels[1:], strict=False))
+    assert not embed(stub, images[:1]).results[0].labels
+
+
+def test_list_labels_gives_every_class_with_its_wordnet_lemmas(stub: extractor_pb2_grpc.ExtractorStub) -> None:
+    label_set = stub.ListLabels(extractor_pb2.ListLabelsRequest(), timeout=10)
+    assert len(label_set.labels) == 1000 and "timm" in label_set.source
+    tabby = next(label for label in label_set.labels if label.synset == "n02123045")
+    assert tabby.name == "tabby" and list(tabby.lemmas) == ["tabby", "tabby cat"]
