@@ -20,6 +20,7 @@ Everything here is numpy over vectors and label lists: the use case (usecases/re
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -293,6 +294,11 @@ class CalibrationCache:
         self.max_entries = max_entries
         self._kept: dict[tuple[str, str], _Kept] = {}
         self._changes: dict[str, int] = {}
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+
+    def lock(self, album: str, attribute: str) -> asyncio.Lock:
+        """Held while a calibration of the album and attribute is checked or learned: one at a time."""
+        return self._locks.setdefault((album, attribute), asyncio.Lock())
 
     def state(self, album: str, *parts: object) -> tuple[object, ...]:
         """The album's state as a key: the given parts and the changes seen through `changed`."""

@@ -3,12 +3,14 @@ calibration kept and learned again, its SQL form, and bad input refused with typ
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 
 from services.common.errors import AlbumNotFound, InvalidArgument, NoLabels, UnknownLabel
 from services.common.schema import AlbumSchema, Column, ColumnType
+from services.gateway.recognition import calibrate
 from services.gateway.records import NewImage, Query
 from services.gateway.sql.dialect import SqlError
 from services.gateway.usecases import albums, images, ingest, recognize, sql
@@ -80,6 +82,21 @@ async def test_the_calibration_is_kept_until_the_album_changes(fakes: Fakes) -> 
     await images.update_images(fakes.deps, "pets", {"kind": None}, all=True)
     with pytest.raises(UnknownLabel):
         await recognize.recognize(fakes.deps, "pets", Query(image_id=ids[1]), "kind")
+
+
+async def test_concurrent_first_answers_learn_the_calibration_once(fakes: Fakes,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    ids = await labelled(fakes)
+    learned: list[int] = []
+
+    def counted(*args: Any) -> Any:
+        learned.append(len(args[1]))
+        return calibrate(*args)
+
+    monkeypatch.setattr(recognize, "calibrate", counted)
+    answers = await asyncio.gather(*(recognize.recognize(fakes.deps, "pets", Query(image_id=i), "kind")
+                                     for i in ids[:4]))
+    assert learned == [12] and len({a.calibration for a in answers}) == 1
 
 
 async def test_new_images_are_learned_from_once_the_album_is_checked_again(fakes: Fakes) -> None:

@@ -92,12 +92,21 @@ async def album_calibration(deps: Deps, collection: Collection, column: str, key
                             condition: Expr) -> Calibration:
     """The album's calibration for the attribute: kept while the album is as it was (its model, how many
     labelled images it has, read at most every `recognize_state_check_s`; no update through this gateway),
-    else learned again."""
-    now = time.monotonic()
-    settings = deps.settings
-    kept = deps.calibrations.recent(collection.name, column, now, settings.recognize_state_check_s)
+    else learned again, by one request while the others wait for it."""
+    within_s = deps.settings.recognize_state_check_s
+    kept = deps.calibrations.recent(collection.name, column, time.monotonic(), within_s)
     if kept is not None:
         return kept
+    async with deps.calibrations.lock(collection.name, column):
+        kept = deps.calibrations.recent(collection.name, column, time.monotonic(), within_s)
+        return kept if kept is not None else await _checked_calibration(deps, collection, column, key, condition)
+
+
+async def _checked_calibration(deps: Deps, collection: Collection, column: str, key: str,
+                               condition: Expr) -> Calibration:
+    """The kept calibration if the album's state is the one it was learned on, else a new one."""
+    settings = deps.settings
+    now = time.monotonic()
     labelled = await deps.search.count(collection.name, condition)
     state = deps.calibrations.state(collection.name, collection.model, labelled)
     kept = deps.calibrations.get(collection.name, column, state, now, settings.recognize_calibration_ttl_s)
