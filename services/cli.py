@@ -2,8 +2,9 @@
 
     imagesearch up [--data DIR] [--port 8000]        run servers + services, load the demo album
     imagesearch ingest PATH|URL... --album A         add files, folders (recursively) or URLs
-    imagesearch search IMAGE|URL --album A [--similar] [--where TEXT]  print the nearest images
+    imagesearch search IMAGE|URL --album A [--similar] [--where TEXT] [--region X,Y,W,H]  the nearest images
     imagesearch recognize IMAGE|URL --album A --label category          the label, or unknown
+    imagesearch images --album A [--tag espresso] [--where TEXT]     list images (found by a word)
     imagesearch sql "SELECT ... ORDER BY feature <-> image('q.jpg')"   run one SQL statement
     imagesearch albums | create-album A --column price:float | delete-album A
     imagesearch reembed --album A                    re-embed an album with the current model
@@ -188,7 +189,7 @@ def cmd_search(args: argparse.Namespace, client: GatewayClient) -> int:
     filter_doc = json.loads(args.filter) if args.filter else None
     mode = "similar" if args.similar else "copy"
     options: dict[str, Any] = {"top_k": args.top_k, "filter": filter_doc, "mode": mode, "where": args.where,
-                               "max_distance": args.max_distance}
+                               "max_distance": args.max_distance, "region": args.region}
     if args.query.startswith(("http://", "https://")):
         answer = client.search(args.album, url=args.query, **options)
     else:
@@ -226,6 +227,21 @@ def cmd_recognize(args: argparse.Namespace, client: GatewayClient) -> int:
     for rank, e in enumerate(answer["evidence"], 1):
         print(f"{rank:3d}  {e['distance']:.4f}  {', '.join(e['labels']):<24s} {e['name']:<32s} "
               f"{client.base_url}{e['url']}")
+    return 0
+
+
+def cmd_images(args: argparse.Namespace, client: GatewayClient) -> int:
+    """Lists an album's images (those tagged with a word's labels, with --tag), a line each: id, name
+    and its tags with their probabilities."""
+    page = client.list_images(args.album, limit=args.limit, where=args.where, tag=args.tag)
+    for image in page["images"]:
+        attributes = image.get("attributes") or {}
+        tags, scores = attributes.get("tags") or [], attributes.get("tag_scores") or []
+        shown = ", ".join(f"{t} {s:.2f}" if isinstance(s, int | float) else str(t)
+                          for t, s in zip(tags, [*scores, *[None] * len(tags)], strict=False))
+        print(f"{image['id']}  {image['name']:<32s}  {shown}")
+    if not page["images"]:
+        print(f"no images{f' tagged {args.tag!r}' if args.tag else ''} in album {args.album}", file=sys.stderr)
     return 0
 
 
@@ -390,6 +406,12 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--album", required=True)
     export.add_argument("--out", help="a file to write (default: standard output)")
     export.add_argument("--where", help="only the images matching this filter")
+    listing = sub.add_parser("images", help="list an album's images with their tags; --tag finds them by a word")
+    listing.add_argument("--album", required=True)
+    listing.add_argument("--tag", help="a word: images whose ImageNet labels have it among their WordNet lemmas "
+                                       "(e.g. espresso, 'tabby cat'), or a tag set by hand")
+    listing.add_argument("--where", help="only the images matching this filter too")
+    listing.add_argument("--limit", type=int, default=50)
     imports = sub.add_parser("imports", help="list imports, newest first")
     imports.add_argument("--album")
     cancel = sub.add_parser("cancel-import", help="stop an import (what it added stays)")
@@ -403,6 +425,8 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--max-distance", type=float, help="no image farther than this (cosine distance)")
     search.add_argument("--similar", action="store_true",
                         help="find images like the query rather than copies of it (search mode 'similar')")
+    search.add_argument("--region", metavar="X,Y,W,H",
+                        help="search only this box of the query image, in its pixels (after EXIF orientation)")
     recognize = sub.add_parser("recognize", help="the label an image file or URL most likely has among an album's "
                                                  "labelled images, or unknown")
     recognize.add_argument("query")
@@ -437,7 +461,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_up(args)
     handlers = {"ingest": cmd_ingest, "search": cmd_search, "albums": cmd_albums, "delete-album": cmd_delete_album,
                 "reembed": cmd_reembed, "create-album": cmd_create_album, "sql": cmd_sql, "imports": cmd_imports,
-                "cancel-import": cmd_cancel_import, "export": cmd_export, "recognize": cmd_recognize}
+                "cancel-import": cmd_cancel_import, "export": cmd_export, "recognize": cmd_recognize,
+                "images": cmd_images}
     client = GatewayClient(args.url)
     try:
         return handlers[args.command](args, client)

@@ -108,9 +108,12 @@ class GatewayClient:
         return dict(self._json(response))
 
     def list_images(self, album: str, limit: int = 50, after: str = "", where: str | None = None,
-                    order_by: str | None = None) -> dict[str, Any]:
-        """A page of the album's images (by id after `after`, or ordered by a column)."""
+                    order_by: str | None = None, tag: str | None = None) -> dict[str, Any]:
+        """A page of the album's images (by id after `after`, or ordered by a column; only those tagged
+        with `tag`'s labels if given)."""
         params: dict[str, Any] = {"limit": limit, "after": after}
+        if tag:
+            params["tag"] = tag
         if where:
             params["where"] = where
         if order_by:
@@ -161,9 +164,11 @@ class GatewayClient:
         mode: str = "copy",
         where: str | None = None,
         max_distance: float | None = None,
+        region: str | None = None,
     ) -> dict[str, Any]:
         """Finds the album's images nearest to an image given by bytes, URL or id: its copies ("copy"), or
-        images like it ("similar"), among those matching the filter (JSON form or `where` text)."""
+        images like it ("similar"), among those matching the filter (JSON form or `where` text); with
+        `region` ("x,y,w,h" in the image's pixels) only for that box of the image."""
         params: dict[str, Any] = {"top_k": top_k, "mode": mode}
         if filter:
             params["filter"] = json.dumps(filter)
@@ -171,6 +176,8 @@ class GatewayClient:
             params["where"] = where
         if max_distance is not None:
             params["max_distance"] = max_distance
+        if region:
+            params["region"] = region
         files = {"file": ("query", image, "application/octet-stream")} if image is not None else None
         data = {k: v for k, v in {"url": url, "image_id": image_id}.items() if v}
         response = self.http.post(f"/v1/albums/{album}/search", params=params, files=files, data=data)

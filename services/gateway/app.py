@@ -42,6 +42,7 @@ from services.gateway.records import (
     SearchMode,
 )
 from services.gateway.records import Query as SearchQuery
+from services.gateway.regions import MIN_SIDE, REGION_FORMAT, REGION_PATTERN, parse_region
 from services.gateway.settings import GatewaySettings
 from services.gateway.usecases import albums, duplicates, images, imports, ingest, recognize, reembed, search, sql
 from services.gateway.usecases.images import MAX_OFFSET
@@ -60,6 +61,9 @@ HealthCheck = Callable[[], Awaitable[None]]
 MODE_DESCRIPTION = ('"copy" (default): copies of the query, edited, cropped, rotated or mirrored; "similar": '
                     "images like it (upright descriptors only, with query expansion).")
 MODE_SCHEMA: dict[str, Any] = {"enum": [m.value for m in SearchMode]}
+REGION_DESCRIPTION = f"Search only this box of the query image: {REGION_FORMAT}; inside the image, at least " \
+                     f"{MIN_SIDE} pixels a side. Not with image_id."
+REGION_SCHEMA: dict[str, Any] = {"pattern": REGION_PATTERN, "examples": ["10,20,200,150"]}
 # An optional file part: left out when not given (multipart has no null, so the document offers none).
 BINARY_PART = WithJsonSchema({"type": "string", "contentMediaType": "application/octet-stream"})
 # Method names a metric label may take: any other word a client sends is counted as OTHER, so that a
@@ -368,10 +372,15 @@ def _add_image_routes(app: FastAPI, settings: GatewaySettings, deps: Deps) -> No
         order_by: Annotated[str | None, Query(description="A column to order by: id, name, content_hash, "
                                                           "created_at or a declared one (nulls last).")] = None,
         desc: Annotated[bool, Query(description="Order descending (nulls first).")] = False,
+        tag: Annotated[str | None, Query(description="Only images tagged with this word: an ImageNet label whose "
+                                                     "WordNet lemmas include it (case-insensitive; e.g. espresso, "
+                                                     "tabby cat), or a tag set by hand. A word no image has "
+                                                     "answers no images; combines with where/filter.",
+                                         json_schema_extra={"maxLength": 256})] = None,
     ) -> schemas.ImageList:
-        """A page of the album's images matching the filter, by id or ordered by a column."""
+        """A page of the album's images matching the filter (and tag), by id or ordered by a column."""
         listing = Listing(filter=_filter(where, filter), limit=limit, offset=offset, after=after or "",
-                          order_by=order_by or "", descending=desc)
+                          order_by=order_by or "", descending=desc, tag=tag or "")
         listed = await images.list_images(deps, album, listing)
         next_after = listed[-1].id if len(listed) == limit and not order_by else None
         return schemas.ImageList(images=[schemas.ImageOut.of(i) for i in listed], limit=limit, offset=offset,
@@ -479,13 +488,18 @@ def _add_search_routes(app: FastAPI, settings: GatewaySettings, deps: Deps) -> N
         where_form: Annotated[str | None, Form(alias="where", description="The text filter, as a form field.")] = None,
         mode_form: Annotated[str | None, Form(alias="mode", description="The mode, as a form field.",
                                               json_schema_extra=MODE_SCHEMA)] = None,
+        region: Annotated[str | None, Query(description=REGION_DESCRIPTION, json_schema_extra=REGION_SCHEMA)] = None,
+        region_form: Annotated[str | None, Form(alias="region", description="The region, as a form field.",
+                                                json_schema_extra=REGION_SCHEMA)] = None,
     ) -> schemas.SearchOut:
         """The album's images nearest the query, nearest first; give exactly one of file, url, image_id.
-        `mode` "copy" (default) finds copies of the query, "similar" images like it."""
+        `mode` "copy" (default) finds copies of the query, "similar" images like it; `region` searches
+        only that box of the query image."""
+        box = parse_region(region or region_form)
         content = await _read_upload(file, settings.max_image_bytes) if file is not None else None
         query = SearchQuery(image=content, url=url or None, image_id=image_id or None)
         outcome = await search.search(deps, album, query, top_k, _filter(where or where_form, filter or filter_form),
-                                      mode or mode_form or SearchMode.COPY.value, max_distance)
+                                      mode or mode_form or SearchMode.COPY.value, max_distance, region=box)
         return schemas.SearchOut.of(outcome)
 
     @app.post("/v1/albums/{album}/recognize", tags=["search"], response_model=schemas.RecognizeOut,

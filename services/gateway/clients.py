@@ -34,7 +34,10 @@ from services.gateway.records import (
     Hit,
     Item,
     ItemFailure,
+    LabelInfo,
+    LabelSet,
     ModelInfo,
+    Tag,
 )
 
 T = TypeVar("T")
@@ -47,6 +50,10 @@ class Extractor(Protocol):
 
     async def embed(self, images: Sequence[bytes], purpose: EmbedPurpose = EmbedPurpose.QUERY,
                     local_features: bool = False) -> EmbedBatch: ...
+
+    async def labels(self) -> LabelSet:
+        """Every class the extractor's classifier gives indexed images, with its words."""
+        ...
 
 
 class VectorSearch(Protocol):
@@ -149,12 +156,19 @@ class GrpcExtractor:
             raise ExtractorUnavailable(f"extractor answered {len(results)} results for {len(images)} images")
         return EmbedBatch(model=reply.model, dim=reply.dim, results=results)
 
+    async def labels(self) -> LabelSet:
+        reply = await call(self.stub.ListLabels, extractor_pb2.ListLabelsRequest(), timeout=self.timeout_s,
+                           unavailable=ExtractorUnavailable, peer=self.peer)
+        return LabelSet(tuple(LabelInfo(label.name, tuple(label.lemmas), label.synset) for label in reply.labels),
+                        reply.source)
+
 
 def _embedding(r: extractor_pb2.EmbedResult) -> Embedding:
     if r.WhichOneof("result") != "vector":
         return Embedding(error=ItemFailure(r.error.reason or "invalid_image", r.error.message))
     return Embedding(vector=list(r.vector.values), rows=[list(v.values) for v in r.index_vectors],
-                     local_features=list(r.local_features), variants=[list(v.values) for v in r.variant_vectors])
+                     local_features=list(r.local_features), variants=[list(v.values) for v in r.variant_vectors],
+                     tags=[Tag(t.name, round(t.score, 4)) for t in r.labels])
 
 
 def _collection(c: search_pb2.Collection) -> Collection:

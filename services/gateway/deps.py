@@ -20,6 +20,7 @@ from services.gateway.records import Collection, ImageFilter, ModelInfo
 from services.gateway.settings import GatewaySettings
 from services.gateway.sql.dialect import SqlError
 from services.gateway.sql.where import parse_where
+from services.gateway.tags import Lexicon
 from services.gateway.urlfetch import Fetcher
 from services.gateway.verification import CopyVerifier
 
@@ -56,6 +57,7 @@ class Deps:
     # Recognition's calibrations per album and label attribute (usecases/recognize.py).
     calibrations: CalibrationCache = field(default_factory=CalibrationCache, init=False)
     _model: tuple[float, ModelInfo] | None = field(default=None, init=False, repr=False)
+    _lexicon: tuple[str, Lexicon] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.verifier = CopyVerifier(self.blobs, self.settings.verify_top, self.settings.verify_min_matches)
@@ -66,6 +68,14 @@ class Deps:
         if fresh or self._model is None or now - self._model[0] > MODEL_INFO_TTL_S:
             self._model = (now, await self.extractor.model_info())
         return self._model[1]
+
+    async def lexicon(self) -> Lexicon:
+        """The words of the extractor's labels, asked for again when its model changes."""
+        model = (await self.model_info()).model
+        if self._lexicon is None or self._lexicon[0] != model:
+            labels = await self.extractor.labels()
+            self._lexicon = (model, Lexicon(labels.labels, labels.source))
+        return self._lexicon[1]
 
     async def collection(self, album: str, with_count: bool = False) -> Collection:
         """The album as the search service holds it, its image count 0 unless `with_count` (a query to

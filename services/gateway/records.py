@@ -24,6 +24,31 @@ class ModelInfo:
 
 
 @dataclass(frozen=True)
+class Tag:
+    """A class the extractor's ImageNet classifier gives an image, with its probability."""
+
+    name: str
+    score: float
+
+
+@dataclass(frozen=True)
+class LabelInfo:
+    """A class the classifier can give: its name, its WordNet lemmas (the name first), its synset id."""
+
+    name: str
+    lemmas: tuple[str, ...]
+    synset: str = ""
+
+
+@dataclass(frozen=True)
+class LabelSet:
+    """Every class the extractor's classifier can give (none without one), and where they come from."""
+
+    labels: tuple[LabelInfo, ...] = ()
+    source: str = ""
+
+
+@dataclass(frozen=True)
 class ItemFailure:
     """Why one item of a batch failed; `reason` is one of the error tree's reasons."""
 
@@ -54,6 +79,8 @@ class Embedding:
     local_features: list[bytes] = field(default_factory=list)
     # For QUERY_VARIANTS: one vector per query variant of the model (ModelInfo.query_variants).
     variants: list[list[float]] = field(default_factory=list)
+    # For INDEX: the classifier's classes for the image, most probable first.
+    tags: list[Tag] = field(default_factory=list)
 
     @property
     def stored_vectors(self) -> list[list[float]]:
@@ -251,6 +278,8 @@ class Listing:
     # A built-in or declared column to order by ("" orders by id).
     order_by: str = ""
     descending: bool = False
+    # Only images tagged with this word's labels (services.gateway.tags), besides the filter.
+    tag: str = ""
 
 
 FIRST_PAGE = Listing()

@@ -36,6 +36,7 @@ from services.gateway.records import (
     SearchMode,
     SqlResult,
 )
+from services.gateway.regions import Region
 from services.gateway.usecases import albums, duplicates, images, imports, ingest, recognize, reembed, search, sql
 from services.gateway.usecases.imports import ImportSpec
 from services.gateway.usecases.ingest import parse_attributes
@@ -66,6 +67,10 @@ def search_query(request: gateway_pb2.SearchImagesRequest | gateway_pb2.Recogniz
         url=request.url if which == "url" else None,
         image_id=request.image_id if which == "image_id" else None,
     )
+
+
+def region_of(message: gateway_pb2.Region) -> Region:
+    return Region(message.x, message.y, message.width, message.height)
 
 
 def image_filter(request: Any) -> ImageFilter:
@@ -143,8 +148,9 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
     ) -> gateway_pb2.SearchImagesResponse:
         top_k = request.top_k or None
         max_distance = request.max_distance if request.HasField("max_distance") else None
+        region = region_of(request.region) if request.HasField("region") else None
         outcome = await search.search(self.deps, request.album, search_query(request), top_k, image_filter(request),
-                                      request.mode or SearchMode.COPY.value, max_distance)
+                                      request.mode or SearchMode.COPY.value, max_distance, region=region)
         return gateway_pb2.SearchImagesResponse(
             hits=[gateway_pb2.SearchHit(image=image_message(h.image), distance=h.distance, matches=h.matches)
                   for h in outcome.hits],
@@ -177,7 +183,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         self, request: gateway_pb2.ListImagesRequest, context: Context
     ) -> gateway_pb2.ListImagesResponse:
         listing = Listing(filter=image_filter(request), limit=request.limit or 50, offset=request.offset,
-                          after=request.after, order_by=request.order_by, descending=request.descending)
+                          after=request.after, order_by=request.order_by, descending=request.descending,
+                          tag=request.tag)
         listed = await images.list_images(self.deps, request.album, listing)
         return gateway_pb2.ListImagesResponse(images=[image_message(i) for i in listed])
 

@@ -32,6 +32,8 @@ from services.gateway.records import (
     Hit,
     Item,
     ItemFailure,
+    LabelInfo,
+    LabelSet,
     ModelInfo,
 )
 from services.gateway.settings import GatewaySettings
@@ -91,6 +93,9 @@ class FakeExtractor:
         if self.error:
             raise self.error
         return ModelInfo(self.model, DIM, self.query_variants)
+
+    async def labels(self) -> LabelSet:
+        return LabelSet((LabelInfo("espresso", ("espresso",)), LabelInfo("tabby", ("tabby", "tabby cat"))), "fake")
 
     async def embed(self, images: Sequence[bytes], purpose: EmbedPurpose = EmbedPurpose.QUERY,
                     local_features: bool = False) -> EmbedBatch:

@@ -10,12 +10,18 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
 
 def unique_album(prefix: str = "t") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def given_attributes(attributes: dict[str, Any]) -> dict[str, Any]:
+    """An image's attributes less the tags the extractor's classifier gave it (services.gateway.tags)."""
+    return {k: v for k, v in attributes.items() if k not in ("tags", "tag_scores")}
 
 
 def cropped_copy(path: Path, keep: float = 0.85, quality: int = 70) -> bytes:

@@ -11,10 +11,12 @@ from dataclasses import replace
 from typing import Any
 
 from services.common.errors import ImageNotFound, InvalidArgument, StoreUnavailable
+from services.common.filtering import bind, conjoin
 from services.gateway import imaging
 from services.gateway.blobstore import Blob, features_key, image_key, thumbnail_key
 from services.gateway.deps import Deps
 from services.gateway.records import FIRST_PAGE, NO_FILTER, GroupCount, ImageFilter, ImageRecord, Item, Listing
+from services.gateway.tags import check_word, tag_filter
 from services.gateway.usecases.shared import record_of
 
 log = logging.getLogger(__name__)
@@ -77,8 +79,9 @@ async def get_thumbnail(deps: Deps, album: str, image_id: str, size: int | None 
 
 
 async def list_images(deps: Deps, album: str, listing: Listing = FIRST_PAGE) -> list[ImageRecord]:
-    """A page of the album's images matching the filter, by id (from after `listing.after`, for albums of
-    any size) or ordered by a column (content type and size are given by `get_image` only)."""
+    """A page of the album's images matching the filter (and tagged with `listing.tag`'s labels), by id
+    (from after `listing.after`, for albums of any size) or ordered by a column (content type and size are
+    given by `get_image` only). A word no label has finds only images tagged with it by hand."""
     if not 1 <= listing.limit <= MAX_LIST_LIMIT or not 0 <= listing.offset <= MAX_OFFSET:
         raise InvalidArgument(f"limit must be between 1 and {MAX_LIST_LIMIT} and offset between 0 and {MAX_OFFSET}")
     if listing.after:
@@ -86,7 +89,13 @@ async def list_images(deps: Deps, album: str, listing: Listing = FIRST_PAGE) -> 
         if listing.order_by:
             raise InvalidArgument("after pages by id; with order_by, page with offset")
     collection = await deps.collection(album)
-    items = await deps.search.query(album, deps.filter_of(collection, listing.filter), listing.limit, listing.offset,
+    expr = deps.filter_of(collection, listing.filter)
+    if listing.tag:
+        found = tag_filter(collection.schema, (await deps.lexicon()).tag_values(check_word(listing.tag)))
+        if found is None:
+            return []
+        expr = conjoin(expr, bind(found, collection.schema))
+    items = await deps.search.query(album, expr, listing.limit, listing.offset,
                                     listing.after, listing.order_by, listing.descending)
     return [record_of(album, i) for i in items]
 

@@ -36,6 +36,7 @@ from services.gateway.records import (
     NewImage,
     OnDuplicate,
 )
+from services.gateway.tags import with_tags
 from services.gateway.usecases.images import delete_stored
 from services.gateway.usecases.shared import (
     FEATURES_CONTENT_TYPE,
@@ -162,8 +163,9 @@ async def _store(deps: Deps, collection: Collection, model: str, images: list[_A
         if isinstance(embedding, ItemFailure):
             results.append(AddResult(image.index, image.name, AddStatus.FAILED, image.id, embedding))
         else:
+            attributes = with_tags(collection.schema, image.attributes, embedding.tags)
             item = Item(id=image.id, name=image.name, content_hash=image.content_hash,
-                        attributes=image.attributes, created_at_ms=now, vectors=embedding.stored_vectors)
+                        attributes=attributes, created_at_ms=now, vectors=embedding.stored_vectors)
             items.append((image, item, embedding.local_features[0] if embedding.local_features else b""))
     near = await near_duplicates(deps, collection.name, [item for _, item, _ in items]) \
         if on_duplicate is not OnDuplicate.KEEP else {}

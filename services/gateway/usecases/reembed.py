@@ -23,6 +23,7 @@ from services.gateway.blobstore import features_key, image_key
 from services.gateway.deps import Deps
 from services.gateway.import_queue import ImportJob, ImportQueue, ImportStatus
 from services.gateway.records import Collection, Item, ItemFailure, ReembedReport
+from services.gateway.tags import with_tags
 from services.gateway.usecases.shared import FEATURES_CONTENT_TYPE, embed_for_album
 
 log = logging.getLogger(__name__)
@@ -167,7 +168,8 @@ async def _reembed_page(deps: Deps, target: Collection, items: list[Item],
             if isinstance(embedding, ItemFailure):
                 failed.append((item.id, embedding))
             else:
-                new.append(replace(item, vectors=embedding.stored_vectors))
+                attributes = with_tags(target.schema, item.attributes, embedding.tags, refresh=True)
+                new.append(replace(item, attributes=attributes, vectors=embedding.stored_vectors))
                 if embedding.local_features:
                     features[item.content_hash] = embedding.local_features[0]
         if new:
