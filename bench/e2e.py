@@ -1,14 +1,22 @@
 """End-to-end speed of the whole system on this machine: ingest rate and search latency.
 
-    .venv/bin/python bench/e2e.py [--images 200] [--queries 100] [--set .cache/evalset]
+    .venv/bin/python bench/e2e.py [--images 600] [--queries 100] [--set .cache/evalset]
 
 Starts a fresh stack (real Milvus, S3, Redis, the three services) on free ports, then measures,
 in the same run:
-  ingest     images/s added through the gateway (HTTP multipart, batches), against its peer:
-             the extractor alone embedding the same images over gRPC (the ceiling of ingest)
+  ingest     images/s of an import of the photos as a tar archive (what `imagesearch ingest FOLDER`
+             sends): from the upload to the job done, every image embedded, its blobs in the object
+             store and its row in Milvus (`ingest_img_s`); and images/s of the same photos added to a
+             second album by HTTP multipart batches, one request at a time (`add_img_s`)
+  its peer   the extractor alone doing the same work for the same photos over gRPC: database rows and
+             local features (purpose INDEX, local_features), in batches of the import's size, as many
+             at once as the gateway's import workers (`ingest_peer_img_s`): the ceiling of ingest
   search     latency of `POST /v1/albums/A/search` with a new (uncached) edited photo each time,
-             p50/p95, against its parts measured alone: one extractor Embed and one search-service
-             Search over gRPC; and the same queries again, answered from the embedding cache
+             p50/p95, against its parts measured alone: one extractor Embed of the query (with its
+             local features, as a copy search asks), one search-service Search over gRPC, and the
+             verification of the nearest 5 as the gateway runs it (their features read from the
+             object store and matched: `CopyVerifier.check`) (`search_parts_ms`); and the same queries
+             again, answered from the embedding cache
   memory     RSS of each process after the run
 The last line is a JSON object of the figures.
 """
@@ -17,18 +25,41 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import edited_copy, gallery_files, percentiles, print_json_line, running_stack, stack_rss
+from services.cli import pack_images
 from services.client import GatewayClient, Upload
 from services.devstack import Stack
+from services.gateway.settings import GatewaySettings
 
 
-def measure_ingest(client: GatewayClient, album: str, files: list[Path], batch: int) -> float:
+def measure_import(client: GatewayClient, album: str, files: list[Path]) -> float:
+    """Images/s of one import of the photos as a tar archive, from the upload to the job done."""
+    with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp:
+        archive = Path(tmp) / "photos.tar"
+        with open(archive, "wb") as out:
+            pack_images(files, out)
+        started = time.perf_counter()
+        job = client.start_import(album, archive=archive)
+        while job["status"] not in ("done", "failed", "cancelled"):
+            time.sleep(0.5)  # polling more often costs the gateway CPU the import needs
+            job = client.get_import(job["id"])
+        elapsed = time.perf_counter() - started
+    counts = job["counts"]
+    if job["status"] != "done" or counts["failed"]:
+        print(f"  import {job['status']}: {counts}", file=sys.stderr)
+    return counts["added"] / elapsed
+
+
+def measure_add(client: GatewayClient, album: str, files: list[Path], batch: int) -> float:
+    """Images/s added by HTTP multipart batches, one request at a time."""
     uploads = [Upload.from_path(p) for p in files]
     started = time.perf_counter()
     for i in range(0, len(uploads), batch):
@@ -38,22 +69,30 @@ def measure_ingest(client: GatewayClient, album: str, files: list[Path], batch: 
     return len(uploads) / (time.perf_counter() - started)
 
 
-async def measure_extractor(stack: Stack, contents: list[bytes], batch: int) -> tuple[float, list[float]]:
-    """Images/s of the extractor alone in batches, and single-image Embed latencies (ms)."""
+async def measure_extractor(stack: Stack, contents: list[bytes], batch: int, concurrency: int,
+                            queries: list[bytes]) -> tuple[float, list[float]]:
+    """Images/s of the extractor alone doing ingest's work (database rows and local features, batches of
+    `batch`, `concurrency` at once), and single-query Embed latencies (ms) as a copy search asks."""
     from imagesearch.v1 import extractor_pb2, extractor_pb2_grpc
 
     from services.common.grpc_client import open_channel
 
     async with open_channel(f"127.0.0.1:{stack.ports.extractor}") as channel:
         stub = extractor_pb2_grpc.ExtractorStub(channel)
+        batches = [contents[i:i + batch] for i in range(0, len(contents), batch)]
+
+        async def worker() -> None:
+            while batches:
+                await stub.Embed(extractor_pb2.EmbedRequest(images=batches.pop(0), local_features=True,
+                                                            purpose=extractor_pb2.EmbedRequest.INDEX))
+
         started = time.perf_counter()
-        for i in range(0, len(contents), batch):
-            await stub.Embed(extractor_pb2.EmbedRequest(images=contents[i:i + batch]))
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
         rate = len(contents) / (time.perf_counter() - started)
         singles = []
-        for content in contents[: min(50, len(contents))]:
+        for content in queries[: min(50, len(queries))]:
             t = time.perf_counter()
-            await stub.Embed(extractor_pb2.EmbedRequest(images=[content]))
+            await stub.Embed(extractor_pb2.EmbedRequest(images=[content], local_features=True))
             singles.append((time.perf_counter() - t) * 1000)
     return rate, singles
 
@@ -85,6 +124,38 @@ async def stored_vectors(stack: Stack, album: str, ids: list[str]) -> list[list[
     return [list(item.vectors[0].values) for item in reply.items]
 
 
+async def measure_verify(stack: Stack, album: str, queries: list[bytes]) -> list[float]:
+    """Latency (ms) of a copy search's verification alone, as the gateway runs it (`CopyVerifier.check`):
+    the 5 nearest images' stored features read from the object store and matched against the query's.
+    Each query's features and nearest images are fetched first, untimed."""
+    from imagesearch.v1 import extractor_pb2, extractor_pb2_grpc, search_pb2, search_pb2_grpc
+
+    from services.common.grpc_client import open_channel
+    from services.gateway.blobstore import BlobStore
+    from services.gateway.records import ScoredImage
+    from services.gateway.usecases.shared import image_record
+    from services.gateway.verification import CopyVerifier, parse_features
+
+    settings, env = GatewaySettings(), stack.env()
+    blobs = BlobStore.connect(env["GATEWAY_S3_ENDPOINT"], env["GATEWAY_S3_ACCESS_KEY"], env["GATEWAY_S3_SECRET_KEY"],
+                              env.get("GATEWAY_S3_BUCKET", settings.s3_bucket))
+    verifier = CopyVerifier(blobs, settings.verify_top, settings.verify_min_matches)
+    samples = []
+    async with open_channel(f"127.0.0.1:{stack.ports.extractor}") as ex, \
+            open_channel(f"127.0.0.1:{stack.ports.search}") as se:
+        for query in queries:
+            result = (await extractor_pb2_grpc.ExtractorStub(ex).Embed(
+                extractor_pb2.EmbedRequest(images=[query], local_features=True))).results[0]
+            hits = (await search_pb2_grpc.SearchStub(se).Search(search_pb2.SearchRequest(
+                collection=album, vector=result.vector.values, top_k=verifier.top))).hits
+            scored = [ScoredImage(image_record(album, h.id, h.name, h.content_hash, {}, 0), h.distance) for h in hits]
+            features = parse_features(b"".join(result.local_features))
+            t = time.perf_counter()
+            await verifier.check(album, features, scored)
+            samples.append((time.perf_counter() - t) * 1000)
+    return samples
+
+
 def measure_search(client: GatewayClient, album: str, queries: list[bytes], top_k: int) -> tuple[list[float], int]:
     samples, first_hits = [], 0
     for query in queries:
@@ -97,9 +168,10 @@ def measure_search(client: GatewayClient, album: str, queries: list[bytes], top_
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=int, default=200, help="album size")
+    parser.add_argument("--images", type=int, default=600, help="album size")
     parser.add_argument("--queries", type=int, default=100)
-    parser.add_argument("--batch", type=int, default=16, help="images per ingest request")
+    parser.add_argument("--batch", type=int, default=GatewaySettings().ingest_batch_size,
+                        help="images per add request and per extractor call of the peer (the import's batch)")
     parser.add_argument("--top-k", type=int, default=10)
     parser.add_argument("--set", type=Path, default=Path(".cache/evalset"), help="evaluation set (gallery photos)")
     args = parser.parse_args()
@@ -108,41 +180,52 @@ def main() -> None:
     contents = [p.read_bytes() for p in files]
     queries = [edited_copy(contents[i % len(contents)], seed=i) for i in range(args.queries)]
     album = "bench"
+    workers = GatewaySettings().import_workers
     with running_stack() as stack:
         client = GatewayClient(stack.http_url)
         client.create_album(album)
+        client.create_album(f"{album}_add")
         client.search(album, image=contents[0], top_k=1)  # warm up the model and connections
-        ingest_rate = measure_ingest(client, album, files, args.batch)
-        extract_rate, embed_ms = asyncio.run(measure_extractor(stack, contents, args.batch))
+        ingest_rate = measure_import(client, album, files)
+        add_rate = measure_add(client, f"{album}_add", files, args.batch)
+        peer_rate, embed_ms = asyncio.run(measure_extractor(stack, contents, args.batch, max(1, workers),
+                                                            queries[len(queries) // 2:]))
         listed = client.http.get(f"/v1/albums/{album}/images", params={"limit": 50}).json()["images"]
-        vectors = asyncio.run(stored_vectors(stack, _collection_name(client, album), [i["id"] for i in listed]))
-        search_only_ms = asyncio.run(measure_search_service(stack, _collection_name(client, album), vectors))
-        e2e_ms, _ = measure_search(client, album, queries, args.top_k)
-        cached_ms, _ = measure_search(client, album, queries, args.top_k)
+        vectors = asyncio.run(stored_vectors(stack, album, [i["id"] for i in listed]))
+        search_only_ms = asyncio.run(measure_search_service(stack, album, vectors))
+        verify_ms = asyncio.run(measure_verify(stack, album, queries[len(queries) // 2:]))
+        e2e_ms, _ = measure_search(client, album, queries[: len(queries) // 2], args.top_k)
+        cached_ms, _ = measure_search(client, album, queries[: len(queries) // 2], args.top_k)
         rss = stack_rss(stack)
         count = client.get_album(album) or {}
 
-    e2e, cached, embed, search_only = (percentiles(x) for x in (e2e_ms, cached_ms, embed_ms, search_only_ms))
+    e2e, cached, embed, search_only, verify = (percentiles(x) for x in (e2e_ms, cached_ms, embed_ms, search_only_ms,
+                                                                         verify_ms))
+    # The parts: the query embedded with its local features, the search service's top-k and the verification
+    # of the nearest images, each measured alone; what the gateway adds is HTTP, orchestration and waiting.
+    parts = round(embed["p50"] + search_only["p50"] + verify["p50"], 2)
+    parts_unverified = round(embed["p50"] + search_only["p50"], 2)
     print(f"album: {count.get('image_count')} real photos ({files[0].parent}), model {count.get('model')}")
-    print(f"ingest through the gateway: {ingest_rate:7.1f} img/s   extractor alone: {extract_rate:7.1f} img/s"
-          f"   ratio {ingest_rate / extract_rate:.2f}")
+    print(f"ingest, import of a tar:   {ingest_rate:7.1f} img/s   extractor alone on the same work: "
+          f"{peer_rate:7.1f} img/s   ratio {ingest_rate / peer_rate:.2f}")
+    print(f"ingest, add batches of {args.batch}: {add_rate:6.1f} img/s   ratio {add_rate / peer_rate:.2f}")
     print(f"search, new query photo:   p50 {e2e['p50']:7.2f} ms  p95 {e2e['p95']:7.2f} ms")
-    parts = embed["p50"] + search_only["p50"]
     print(f"  its parts alone:         extractor Embed p50 {embed['p50']:.2f} ms + search p50 "
-          f"{search_only['p50']:.2f} ms   end-to-end / parts = {e2e['p50'] / parts:.2f}")
+          f"{search_only['p50']:.2f} ms + verification p50 {verify['p50']:.2f} ms = {parts:.2f} ms   "
+          f"end-to-end / parts = {e2e['p50'] / parts:.2f} (without verification {e2e['p50'] / parts_unverified:.2f})")
     print(f"search, cached embedding:  p50 {cached['p50']:7.2f} ms  p95 {cached['p95']:7.2f} ms"
           f"   speed-up {e2e['p50'] / cached['p50']:.1f}x")
     print("RSS (MB): " + ", ".join(f"{k} {v}" for k, v in rss.items()))
     print_json_line({
         "bench": "e2e", "album_images": count.get("image_count"), "ingest_img_s": round(ingest_rate, 1),
-        "extractor_img_s": round(extract_rate, 1), "search_ms": e2e, "search_cached_ms": cached,
-        "embed_ms": embed, "search_service_ms": search_only, "rss_mb": rss, "model": count.get("model"),
+        "ingest_peer_img_s": round(peer_rate, 1), "ingest_ratio": round(ingest_rate / peer_rate, 2),
+        "add_img_s": round(add_rate, 1), "search_ms": e2e, "search_parts_ms": {"p50": parts, "embed_p50": embed["p50"],
+                                                                  "search_p50": search_only["p50"],
+                                                                  "verify_p50": verify["p50"]},
+        "search_ratio": round(e2e["p50"] / parts, 2), "search_cached_ms": cached, "embed_ms": embed,
+        "search_service_ms": search_only, "verify_ms": verify, "rss_mb": rss, "model": count.get("model"),
+        "cpus": os.cpu_count(), "loadavg": [round(x, 2) for x in os.getloadavg()],
     })
-
-
-def _collection_name(client: GatewayClient, album: str) -> str:
-    """The search service's collection of an album: the gateway names collections by album."""
-    return album
 
 
 if __name__ == "__main__":
