@@ -32,12 +32,23 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# One BLAS thread, as the gateway runs its matching (services/gateway/__init__.py): the verification part
+# is timed in this process. OpenBLAS reads it once, when numpy loads; the servers started later do not
+# inherit it (Milvus has its own threads).
+_blas = os.environ.get("OPENBLAS_NUM_THREADS")
+os.environ["OPENBLAS_NUM_THREADS"] = "1"
+import numpy  # noqa: E402, F401  (loaded now, with one BLAS thread)
 
-from bench.common import edited_copy, gallery_files, percentiles, print_json_line, running_stack, stack_rss
-from services.cli import pack_images
-from services.client import GatewayClient, Upload
-from services.devstack import Stack
-from services.gateway.settings import GatewaySettings
+if _blas is None:
+    del os.environ["OPENBLAS_NUM_THREADS"]
+else:
+    os.environ["OPENBLAS_NUM_THREADS"] = _blas
+
+from bench.common import edited_copy, gallery_files, percentiles, print_json_line, running_stack, stack_rss  # noqa: E402
+from services.cli import pack_images  # noqa: E402
+from services.client import GatewayClient, Upload  # noqa: E402
+from services.devstack import Stack  # noqa: E402
+from services.gateway.settings import GatewaySettings  # noqa: E402
 
 
 def measure_import(client: GatewayClient, album: str, files: list[Path]) -> float:
