@@ -8,6 +8,7 @@
     │   ├── InvalidFilter              422                  "invalid_filter"
     │   ├── UnknownLabel               422                  "unknown_label"
     │   ├── NoLabels                   422                  "no_labels"
+    │   ├── InvalidRegion              422                  "invalid_region"
     │   └── UrlFetchFailed             422                  "url_fetch_failed"
     ├── NotFound                       404 NOT_FOUND        "not_found"
     │   ├── AlbumNotFound              404                  "album_not_found"
@@ -83,6 +84,13 @@ class NoLabels(InvalidArgument):
     """Recognition by a declared attribute that no image of the album has a value of yet."""
 
     reason = "no_labels"
+    http_status = 422
+
+
+class InvalidRegion(InvalidArgument):
+    """A query region that does not lie inside its image."""
+
+    reason = "invalid_region"
     http_status = 422
 
 

@@ -14,7 +14,8 @@
 
 `image(...)` names the query or new image: a URL (`image('https://...')`), the name of a part uploaded
 with the statement (`image('query.jpg')`), or an image of the album (`image(image_id => '...')`);
-`mode => 'similar'` asks for similar images rather than copies. `feature` is the images' vector; the
+`mode => 'similar'` asks for similar images rather than copies, and in a search `region => '10,20,200,150'`
+searches only that box (x,y,w,h in the image's pixels). `feature` is the images' vector; the
 distance operators are the dialect's (`<->` L2, `<=>` cosine, `<#>` negative inner product), or the
 functions l2_distance, cosine_distance and inner_product (DESC). `distance` is the ORDER BY's distance,
 `matches` the verified keypoints of a copy search. `recognize(image(...), 'attribute')` (with an optional
@@ -29,9 +30,11 @@ from typing import Any
 
 from sqlglot import exp
 
+from services.common.errors import InvalidArgument
 from services.common.filtering import Expr
 from services.common.schema import ATTRIBUTES_PREFIX, SQL_TYPES, AlbumSchema, Column, ColumnType
 from services.gateway.records import SearchMode
+from services.gateway.regions import Region
 from services.gateway.sql.dialect import (
     DISTANCE_OPERATORS,
     OPERATOR_OF_METRIC,
@@ -63,6 +66,7 @@ class ImageRef:
     part: str | None = None
     image_id: str | None = None
     mode: SearchMode = SearchMode.COPY
+    region: Region | None = None
 
 
 @dataclass(frozen=True)
@@ -323,20 +327,22 @@ def _json_object(cell: exp.Expr, number: int) -> dict[str, Any]:
     return value
 
 
-def image_ref(node: exp.Expr, allow_id: bool = True) -> ImageRef:
-    """`image('url or part name')`, `image(image_id => '...')`, with `mode => 'similar'` or `'copy'`."""
+def image_ref(node: exp.Expr, allow_id: bool = True, allow_region: bool = False) -> ImageRef:
+    """`image('url or part name')`, `image(image_id => '...')`, with `mode => 'similar'` or `'copy'`, and
+    (where `allow_region`: a search) `region => 'x,y,w,h'`."""
     if not isinstance(node, exp.Anonymous) or str(node.this).lower() != "image":
         raise SqlError(f"{at(node)}expected image('https://...'), image('uploaded part name') or "
                        "image(image_id => '...')")
     given: dict[str, Any] = {}
     for arg in node.expressions:
         key, value = (str(arg.this.name).lower(), arg.expression) if isinstance(arg, exp.Kwarg) else ("source", arg)
-        if key not in ("source", "url", "image_id", "mode") or key in given:
-            raise SqlError(f"{at(arg)}image() takes a URL or part name, or url =>, image_id =>, mode =>")
+        if key not in ("source", "url", "image_id", "mode", "region") or key in given:
+            raise SqlError(f"{at(arg)}image() takes a URL or part name, or url =>, image_id =>, mode =>, region =>")
         given[key] = literal(value)
         if not isinstance(given[key], str):
             raise SqlError(f"{at(arg)}image(): {key} is a string")
     mode = _mode(given.pop("mode", "copy"), node)
+    region = _region(given.pop("region", None), node, allow_region)
     source = given.pop("source", None)
     url = given.pop("url", None) or (source if source and source.startswith(("http://", "https://")) else None)
     part = source if source is not None and url is None else None
@@ -345,7 +351,18 @@ def image_ref(node: exp.Expr, allow_id: bool = True) -> ImageRef:
         raise SqlError(f"{at(node)}image() takes exactly one of: a URL, a part name, image_id => '...'")
     if image_id is not None and not allow_id:
         raise SqlError(f"{at(node)}INSERT takes an image by URL or uploaded part, not by image_id")
-    return ImageRef(url=url, part=part, image_id=image_id, mode=mode)
+    return ImageRef(url=url, part=part, image_id=image_id, mode=mode, region=region)
+
+
+def _region(value: str | None, node: exp.Expr, allowed: bool) -> Region | None:
+    if value is None:
+        return None
+    if not allowed:
+        raise SqlError(f"{at(node)}region => goes with a search's image(...) (ORDER BY feature <-> image(...))")
+    try:
+        return Region.parse(value)
+    except InvalidArgument as exc:
+        raise SqlError(f"{at(node)}image(): {exc.message}") from None
 
 
 def _mode(value: Any, node: exp.Expr) -> SearchMode:
@@ -473,7 +490,7 @@ def _vector_order(node: exp.Select) -> VectorOrder | None:
     if (metric == "inner_product") != descending:
         direction = "DESC" if metric == "inner_product" else "ASC"
         raise SqlError(f"{at(term)}nearest first: order by this distance {direction}")
-    return VectorOrder(image_ref(image), metric, term.this.sql(dialect="postgres"))
+    return VectorOrder(image_ref(image, allow_region=True), metric, term.this.sql(dialect="postgres"))
 
 
 def _column_order(node: exp.Select, vector: VectorOrder | None) -> tuple[str, bool]:

@@ -37,6 +37,7 @@ from services.gateway.records import (
     SearchMode,
     SearchOutcome,
 )
+from services.gateway.regions import Region, crop
 from services.gateway.usecases.images import stored_items
 from services.gateway.usecases.shared import item_error, record_of
 from services.gateway.verification import parse_features
@@ -58,11 +59,12 @@ def check_max_distance(value: float | None) -> float | None:
 
 async def search(
     deps: Deps, album: str, query: Query, top_k: int | None = None, filter: ImageFilter = NO_FILTER,
-    mode: str = "copy", max_distance: float | None = None,
+    mode: str = "copy", max_distance: float | None = None, region: Region | None = None,
 ) -> SearchOutcome:
     """The album's images nearest to the query image, nearest first: copies of it ("copy") or images
     like it ("similar"; see `SearchMode`), among those matching the filter and at most `max_distance`
-    away (cosine distance; None: any)."""
+    away (cosine distance; None: any). With a region, only that box of the query image searches (see
+    `services.gateway.regions`)."""
     started = time.perf_counter()
     top_k = _check_top_k(deps, top_k)
     search_mode = check_search_mode(mode)
@@ -71,10 +73,12 @@ async def search(
     given = [v for v in (query.image, query.url, query.image_id) if v is not None]
     if len(given) != 1:
         raise InvalidArgument("give exactly one of: an image file, a url, an image_id")
+    if region is not None and query.image_id is not None:
+        raise InvalidArgument("a region needs the query image itself (a file or a url), not an image_id")
     verify = search_mode is SearchMode.COPY and deps.verifier.enabled
     # A new query image is embedded while the album is looked up (the extractor's model is checked
     # against the album's once both are known); the album's errors come first.
-    described = asyncio.create_task(_describe(deps, query, album, verify)) if query.image_id is None else None
+    described = asyncio.create_task(_describe(deps, query, album, verify, region)) if query.image_id is None else None
     try:
         collection = await deps.collection(album)
         condition = deps.filter_of(collection, filter)
@@ -185,11 +189,13 @@ def _check_top_k(deps: Deps, top_k: int | None) -> int:
     return value
 
 
-async def _describe(deps: Deps, query: Query, album: str, with_features: bool
+async def _describe(deps: Deps, query: Query, album: str, with_features: bool, region: Region | None = None
                     ) -> tuple[bytes, list[float], list[LocalFeatures]]:
-    """A new query image's bytes, vector and (when asked) local features, embedded with the extractor's
-    model (whether it is the album's is checked by the caller)."""
+    """A new query image's bytes (its region's, when given), vector and (when asked) local features,
+    embedded with the extractor's model (whether it is the album's is checked by the caller)."""
     content = query.image if query.image is not None else await deps.fetch_url(query.url or "")
+    if region is not None:
+        content = await asyncio.to_thread(crop, content, region)
     try:
         vector, features = await describe_query(deps, content, (await deps.model_info()).model, album,
                                                 with_features=with_features)

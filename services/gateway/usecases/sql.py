@@ -194,7 +194,7 @@ async def _nearest(deps: Deps, statement: Select, collection: Collection, output
     query = _query(vector.image, parts)
     top_k = statement.offset + (deps.settings.default_top_k if statement.limit is None else statement.limit)
     outcome = await search.search(deps, statement.album, query, top_k, _filter(statement.filter),
-                                  vector.image.mode.value, statement.max_distance)
+                                  vector.image.mode.value, statement.max_distance, region=vector.image.region)
     hits = outcome.hits[statement.offset:]
     rows = tuple(SqlRow(tuple(_hit_value(o, hit, vector.metric, collection.schema) for o in outputs), hit.image)
                  for hit in hits)
