@@ -24,7 +24,7 @@ from playwright.sync_api import Browser, Locator, Page, ViewportSize, expect, sy
 
 from services.devstack import ROOT, Stack
 from tests.conftest import SERVERS, SERVICES
-from tests.gateway.stack_helpers import cropped_copy, file_server, http_server, unique_album
+from tests.gateway.stack_helpers import cropped_copy, file_server, given_attributes, http_server, unique_album
 
 pytestmark = pytest.mark.stack
 
@@ -395,7 +395,8 @@ def test_importing_a_folder_sends_its_images_as_one_tar_named_by_path(
     expect(job.locator(".status")).to_have_text("done")
     expect(job.locator(".counts")).to_have_text("3 of 3 · 3 added")
 
-    images = {i["name"]: i["attributes"] for i in http.get(f"/v1/albums/{empty_album}/images").json()["images"]}
+    images = {i["name"]: given_attributes(i["attributes"])
+              for i in http.get(f"/v1/albums/{empty_album}/images").json()["images"]}
     assert images == {f"sub/{photos[0].name}": {}, photos[1].name: {"place": "harbour"}, long_name: {"place": "hills"}}
     expect(page.locator("#newest img")).to_have_count(3)
 
@@ -537,3 +538,24 @@ def test_recognise_shows_the_label_its_confidence_and_the_nearest_labelled_image
     page.press("#recognizeLabel", "Enter")
     expect(page.locator("#searchMsg")).to_contain_text("no image of album")
     expect(box).to_be_hidden()
+
+
+def test_find_by_word_shows_the_images_tagged_with_its_label_and_their_scores(
+        page: Page, shop: Shop, http: httpx.Client, tmp_path: Path) -> None:
+    choose_album(page, shop)
+    expected = http.get(f"/v1/albums/{shop.album}/images", params={"tag": "Egyptian cat"}).json()["images"]
+    assert [image["name"] for image in expected] == [shop.name_of(1)]  # chelsea, the cat
+    page.fill("#tagWord", "egyptian cat")
+    page.press("#tagWord", "Enter")
+    cards = page.locator("#tagResults .card")
+    expect(cards).to_have_count(1)
+    assert card_names(cards) == [shop.name_of(1)]
+    tags = cards.first.locator(".kv .k").all_inner_texts()
+    assert tags == expected[0]["attributes"]["tags"] and tags[0] == "Egyptian cat"
+    assert card_value(cards.first, "Egyptian cat") == f"{expected[0]['attributes']['tag_scores'][0]:.2f}"
+    expect(page.locator("#tagMsg")).to_contain_text("1 image tagged")
+    page.locator("#tagPanel").scroll_into_view_if_needed()
+    screenshot(page, "test_find_by_word", tmp_path)
+    page.fill("#tagWord", "no-such-word")
+    page.click("#findTag")
+    expect(page.locator("#tagResults .empty")).to_contain_text("no-such-word")
