@@ -1,9 +1,11 @@
 """A box on a query image: read from "x,y,w,h", checked against the image, cut out of it.
 
 The box is in the pixels of the image as it is shown, after its EXIF orientation. The gateway cuts it
-out and hands the crop on as a new image (JPEG quality 95, no chroma subsampling), so everything a
-query image goes through downstream (its cache entry, named by the bytes' hash; the extractor's
-decode; local features; rotated and mirrored variants) holds for the crop unchanged.
+out and hands the crop on as a new image (JPEG quality 95, no chroma subsampling, longer side at most
+MAX_CROP_SIDE: the extractor looks at 320 px and its keypoints at 384), so everything a query image
+goes through downstream (its cache entry, named by the bytes' hash; the extractor's decode; local
+features; rotated and mirrored variants) holds for the crop unchanged. A JPEG is decoded at the
+smallest reduced scale that keeps the box at least MAX_CROP_SIDE (libjpeg's 1/2, 1/4, 1/8).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ REGION_FORMAT = "x,y,w,h: the box's left and top edges and its width and height 
 MIN_SIDE = 8
 MAX_PIXELS = 100_000_000
 CROP_QUALITY = 95
+MAX_CROP_SIDE = 768
 
 
 @dataclass(frozen=True)
@@ -78,15 +81,44 @@ def crop(content: bytes, region: Region) -> bytes:
             with Image.open(io.BytesIO(content)) as image:
                 if image.width * image.height > MAX_PIXELS:
                     raise ImageTooLarge(f"image has {image.width}x{image.height} pixels")
-                upright = ImageOps.exif_transpose(image)
-                check_inside(region, upright.size)
-                part = _on_white(upright.crop(region.box()))
+                full = _shown_size(image)
+                check_inside(region, full)
+                _prefer_reduced_jpeg(image, region)
+                upright = ImageOps.exif_transpose(image) if _orientation(image) not in (None, 1) else image
+                part = _on_white(upright.crop(_scaled_box(region, full, upright.size)))
+                part.thumbnail((MAX_CROP_SIDE, MAX_CROP_SIDE), Image.Resampling.BICUBIC, reducing_gap=2.0)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombWarning,
             Image.DecompressionBombError) as exc:
         raise InvalidImage(f"cannot decode the query image to cut its region: {exc}") from exc
     out = io.BytesIO()
     part.save(out, format="JPEG", quality=CROP_QUALITY, subsampling=0)
     return out.getvalue()
+
+
+def _shown_size(image: Image.Image) -> tuple[int, int]:
+    """(width, height) as shown: swapped when the EXIF orientation turns the image a quarter."""
+    turned = _orientation(image) in (5, 6, 7, 8)
+    return (image.height, image.width) if turned else image.size
+
+
+def _orientation(image: Image.Image) -> int | None:
+    value = image.getexif().get(0x0112)
+    return value if isinstance(value, int) else None
+
+
+def _prefer_reduced_jpeg(image: Image.Image, region: Region) -> None:
+    """Lets libjpeg decode at a reduced scale while the box keeps MAX_CROP_SIDE on its longer side."""
+    factor = MAX_CROP_SIDE / max(region.width, region.height)
+    if image.format in ("JPEG", "MPO") and factor < 1:
+        image.draft("RGB", (max(1, int(image.width * factor)), max(1, int(image.height * factor))))
+
+
+def _scaled_box(region: Region, full: tuple[int, int], decoded: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The region's box in an image decoded at `decoded` rather than its full size."""
+    sx, sy = decoded[0] / full[0], decoded[1] / full[1]
+    x0, y0, x1, y1 = region.box()
+    left, top = round(x0 * sx), round(y0 * sy)
+    return left, top, max(round(x1 * sx), left + 1), max(round(y1 * sy), top + 1)
 
 
 def _on_white(image: Image.Image) -> Image.Image:
