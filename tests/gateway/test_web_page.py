@@ -6,6 +6,7 @@ dir) for a person to look at.
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import shutil
@@ -17,9 +18,11 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+from urllib.parse import parse_qs, urlparse
 
 import httpx
 import pytest
+from PIL import Image
 from playwright.sync_api import Browser, Locator, Page, ViewportSize, expect, sync_playwright
 
 from services.devstack import ROOT, Stack
@@ -559,3 +562,65 @@ def test_find_by_word_shows_the_images_tagged_with_its_label_and_their_scores(
     page.fill("#tagWord", "no-such-word")
     page.click("#findTag")
     expect(page.locator("#tagResults .empty")).to_contain_text("no-such-word")
+
+
+# --- a box on the query photo --------------------------------------------------------------------------
+
+
+def two_photos_side_by_side(left: Path, right: Path, side: int = 320) -> bytes:
+    """Two of the album's photos, each squashed to side x side, in one JPEG (2 side x side)."""
+    canvas = Image.new("RGB", (2 * side, side))
+    for i, path in enumerate((left, right)):
+        with Image.open(path) as image:
+            canvas.paste(image.convert("RGB").resize((side, side)), (i * side, 0))
+    out = io.BytesIO()
+    canvas.save(out, format="JPEG", quality=92)
+    return out.getvalue()
+
+
+def test_a_box_drawn_on_the_query_photo_searches_that_part_and_moving_or_resizing_it_searches_again(
+        page: Page, shop: Shop, tmp_path: Path) -> None:
+    choose_album(page, shop)
+    query = tmp_path / "street.jpg"
+    query.write_bytes(two_photos_side_by_side(shop.photos[1], shop.photos[2]))  # the cat left, the coffee right
+    page.set_input_files("#queryFile", str(query))
+    cards = page.locator("#results .card")
+    expect(cards).not_to_have_count(0)
+    shown = page.locator("#preview").bounding_box()
+    assert shown is not None
+    scale = shown["width"] / 640  # screen pixels per photo pixel
+
+    def at(x: float, y: float) -> tuple[float, float]:
+        return shown["x"] + x * scale, shown["y"] + y * scale
+
+    def drag(start: tuple[float, float], end: tuple[float, float]) -> list[int]:
+        """Drags with the mouse; the region of the search it starts."""
+        with page.expect_request(lambda r: r.url.split("?")[0].endswith("/search")) as request:
+            page.mouse.move(*start)
+            page.mouse.down()
+            page.mouse.move(*end, steps=6)
+            page.mouse.up()
+        return [int(v) for v in parse_qs(urlparse(request.value.url).query)["region"][0].split(",")]
+
+    x, y, w, h = drag(at(20, 20), at(300, 300))  # draw a box on the cat
+    assert abs(x - 20) <= 2 and abs(y - 20) <= 2 and abs(w - 280) <= 3 and abs(h - 280) <= 3
+    expect(page.locator("#regionInfo")).to_contain_text(f"{x},{y},{w},{h} (x,y,w,h) of the 640×320 photo")
+    expect(cards.first.locator(".name")).to_have_text(shop.name_of(1))
+
+    moved = drag(at(160, 160), at(480, 160))  # move it onto the coffee
+    assert abs(moved[0] - 340) <= 3 and moved[2:] == [w, h]
+    expect(cards.first.locator(".name")).to_have_text(shop.name_of(2))
+
+    handle = page.locator("#regionBox .nw").bounding_box()
+    assert handle is not None
+    resized = drag((handle["x"] + handle["width"] / 2, handle["y"] + handle["height"] / 2), at(400, 80))
+    assert resized[0] + resized[2] == moved[0] + moved[2] and resized[2] < w  # the opposite corner stayed
+    expect(page.locator("#regionText")).to_contain_text(",".join(map(str, resized)))
+    expect(cards.first.locator(".name")).to_have_text(shop.name_of(2))
+    screenshot(page, "test_region_box", tmp_path)
+
+    with page.expect_request(lambda r: r.url.split("?")[0].endswith("/search")) as whole:
+        page.click("#clearRegion")  # the whole photo again
+    assert "region" not in whole.value.url
+    expect(page.locator("#regionBox")).to_be_hidden()
+    expect(page.locator("#regionInfo")).to_be_hidden()
