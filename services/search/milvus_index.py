@@ -42,6 +42,7 @@ import grpc
 import numpy as np
 from pymilvus import DataType, MilvusClient
 from pymilvus.client.types import LoadState, Status
+from pymilvus.client.utils import SciPyHelper
 from pymilvus.exceptions import (
     DataNotMatchException,
     DataTypeNotMatchException,
@@ -360,6 +361,10 @@ class MilvusIndex:
     """
 
     def __init__(self, settings: SearchSettings) -> None:
+        # pymilvus looks for scipy.sparse the first time it reads or writes rows, without a lock: two
+        # threads doing it at once (concurrent first searches) failed with KeyError 'scipy.sparse', a 500
+        # (scipy is here through scikit-image). Once, now, before any thread.
+        SciPyHelper.is_scipy_sparse(None)
         self.settings = settings
         self._alias = f"imagesearch-{uuid.uuid4().hex[:12]}"
         self._client: MilvusClient | None = None

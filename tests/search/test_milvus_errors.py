@@ -39,3 +39,15 @@ def test_a_read_that_ran_out_of_time_is_told_apart() -> None:
     assert _deadline_exceeded(MilvusException(code=grpc.StatusCode.DEADLINE_EXCEEDED, message="timeout"))
     assert not _deadline_exceeded(MilvusException(code=101, message="collection not loaded"))
     assert not _deadline_exceeded(KeyError("a bug"))
+
+
+def test_pymilvus_looks_for_scipy_before_any_thread_does() -> None:
+    # Its unlocked first look failed two concurrent first searches with KeyError 'scipy.sparse' (a 500).
+    from pymilvus.client.utils import SciPyHelper
+
+    from services.search.milvus_index import MilvusIndex
+    from services.search.settings import SearchSettings
+
+    SciPyHelper._checked = False
+    MilvusIndex(SearchSettings())
+    assert SciPyHelper._checked
