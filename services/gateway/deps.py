@@ -60,7 +60,9 @@ class Deps:
     _lexicon: tuple[str, Lexicon] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.verifier = CopyVerifier(self.blobs, self.settings.verify_top, self.settings.verify_min_matches)
+        self.verifier = CopyVerifier(self.blobs, self.settings.verify_top, self.settings.verify_min_matches,
+                                     small_top=self.settings.verify_small_top,
+                                     small_side=self.settings.verify_small_side)
 
     async def model_info(self, fresh: bool = False) -> ModelInfo:
         """The extractor's model, asked again after a few seconds (it may have been redeployed)."""

@@ -53,6 +53,12 @@ class GatewaySettings(ServiceSettings):
     # worst 0.955).
     verify_top: int = 5
     verify_min_matches: int = 6
+    # A small query photo (its longer side under verify_small_side pixels: a detail cut out of a larger
+    # picture) is verified against its verify_small_top nearest images rather than verify_top: its global
+    # vector describes a part, which the whole image's vector does not rank first, while its keypoints
+    # still match the part of the whole image (bench/README.md, "Part and whole"). 0: as any query.
+    verify_small_top: int = 0
+    verify_small_side: int = 160
     # When a copy search of an uploaded or fetched photo also searches with the photo rotated and
     # mirrored (the extractor's query variants), to find rotated and mirrored copies: "unverified"
     # when its upright vector's nearest images hold no verified copy (never with verification off),

@@ -40,12 +40,20 @@ def parse_features(serialised: bytes) -> list[LocalFeatures]:
 
 
 class CopyVerifier:
-    """Re-ranks the first `top` hits of a copy search by verified keypoint matches."""
+    """Re-ranks the first `top` hits of a copy search by verified keypoint matches (the first `small_top`
+    for a query photo whose longer side is under `small_side` pixels, when `small_top` is set)."""
 
-    def __init__(self, blobs: Blobs, top: int, min_matches: int) -> None:
+    def __init__(self, blobs: Blobs, top: int, min_matches: int, small_top: int = 0, small_side: int = 0) -> None:
         self.blobs = blobs
         self.top = top
         self.min_matches = min_matches
+        self.small_top = small_top
+        self.small_side = small_side
+
+    def depth(self, query: list[LocalFeatures]) -> int:
+        """How many of the nearest images a query with these features is verified against."""
+        small = bool(query) and max(query[0].width, query[0].height) < self.small_side
+        return max(self.top, self.small_top) if small and self.top > 0 else self.top
 
     @property
     def enabled(self) -> bool:
@@ -65,7 +73,7 @@ class CopyVerifier:
         """The matches of the first `top` hits by image id (None: the image has no readable features), those
         in `known` taken from it rather than matched again."""
         known = known or {}
-        head = hits[:self.top]
+        head = hits[:self.depth(query)]
         if not query:
             return {h.image.id: known.get(h.image.id) for h in head}
         todo = [h for h in head if h.image.id not in known]

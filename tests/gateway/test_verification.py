@@ -202,3 +202,29 @@ async def test_similar_searches_and_searches_by_image_id_try_no_variants(
     await search.search(fakes.deps, "demo", Query(image=query), mode=SearchMode.SIMILAR.value)
     await search.search(fakes.deps, "demo", Query(image_id=ids[0]))
     assert EmbedPurpose.QUERY_VARIANTS not in fakes.extractor.purposes
+
+
+def detail(path: Path, box: tuple[int, int, int, int] = (150, 60, 300, 210)) -> bytes:
+    """A small part of the photo (150 x 150 pixels: the cat's face in chelsea), as a detail cut out of a
+    larger picture."""
+    with Image.open(path) as image:
+        part = image.convert("RGB").crop(box)
+    out = io.BytesIO()
+    part.save(out, format="JPEG", quality=95)
+    return out.getvalue()
+
+
+async def test_a_small_query_is_verified_against_more_of_its_nearest_images(
+        make_fakes: MakeFakes, photos: list[Path]) -> None:
+    fakes, ids = await album_of(make_fakes, photos, verify_top=1, verify_small_top=4, verify_small_side=160)
+    outcome = await search.search(fakes.deps, "demo", Query(image=detail(photos[1])), top_k=4)
+    assert all(h.matches is not None for h in outcome.hits)  # all four verified, not only the nearest
+    assert outcome.hits[0].image.id == ids[1] and (outcome.hits[0].matches or 0) >= 40
+    large = await search.search(fakes.deps, "demo", Query(image=edited(photos[2])), top_k=4)
+    assert sum(h.matches is not None for h in large.hits) == 1  # a photo of ordinary size: verify_top
+
+
+async def test_small_query_verification_is_off_by_default(make_fakes: MakeFakes, photos: list[Path]) -> None:
+    fakes, _ = await album_of(make_fakes, photos, verify_top=1)
+    outcome = await search.search(fakes.deps, "demo", Query(image=detail(photos[1])), top_k=4)
+    assert sum(h.matches is not None for h in outcome.hits) == 1

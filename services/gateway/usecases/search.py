@@ -100,7 +100,7 @@ async def search(
             described.cancel()
         elif described is not None and not described.cancelled():
             described.exception()  # an error the album's came before is not logged as never retrieved
-    fetch_k = max(top_k, deps.verifier.top) if verify else top_k
+    fetch_k = max(top_k, deps.verifier.depth(features)) if verify else top_k
     nearest = Nearest(deps, album, fetch_k, condition, exclude, max_distance)
     hits = await deps.search.search(album, vector, fetch_k, condition, exclude, primary_only=primary_only,
                                     expand_k=expand_k, max_distance=max_distance)
