@@ -311,7 +311,10 @@ class StorePartDown(StoreUnavailable):
 _UNAVAILABLE_MARKERS = ("failed to connect", "empty grpc client", "service unavailable", "not healthy",
                         "is not ready", "stopping",
                         # the call's time ran out inside Milvus ("proxy TaskCondition context Done")
-                        "context done", "context deadline exceeded")
+                        "context done", "context deadline exceeded",
+                        # a read reaching a collection whose query node is letting it go (a version's
+                        # old collection released as the album moved on; a node restarting)
+                        "channel not available", "delegator closed")
 
 
 def _map_milvus(exc: MilvusException, album: str) -> ImageSearchError:

@@ -16,7 +16,7 @@ import pytest
 from imagesearch.v1 import gateway_pb2, gateway_pb2_grpc
 
 from services.devstack import Stack
-from tests.gateway.stack_helpers import cropped_copy, file_server, unique_album
+from tests.gateway.stack_helpers import cropped_copy, file_server, given_attributes, unique_album
 
 pytestmark = pytest.mark.stack
 
@@ -86,7 +86,8 @@ def test_an_archive_with_a_manifest_gets_typed_attributes(http: httpx.Client, ph
     failures = {f["name"]: f["error"]["reason"] for f in http.get(f"/v1/imports/{job['id']}/results",
                                                                    params={"failed": True}).json()["results"]}
     assert failures == {"shoes/broken.jpg": "invalid_image", "shoes/gone.png": "invalid_image"}
-    images = {i["name"]: i["attributes"] for i in http.get(f"/v1/albums/{album}/images").json()["images"]}
+    images = {i["name"]: given_attributes(i["attributes"])
+              for i in http.get(f"/v1/albums/{album}/images").json()["images"]}
     assert images[f"shoes/{photos[0].name}"] == {"price": 39.5, "sizes": ["41", "42"], "kind": "promo",
                                                  "source": "zip"}
     assert images[f"shoes/{photos[1].name}"] == {"price": 12.0, "sizes": None, "source": "zip"}
