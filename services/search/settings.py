@@ -23,7 +23,7 @@ class SearchSettings(ServiceSettings):
     collection_prefix: str = "imagesearch_"
     # Default index for new collections, whatever the album's size: HNSW, measured to 1M images (one row
     # each, bench/scale.py; bench/README.md "Scale"): recall@10 1.000 at ef 256, 0.999 with a 10 %
-    # filter (post-filter plan), 3.6 GB of Milvus memory. IVF_SQ8 (not offered yet) holds ~2 KB a row
+    # filter (post-filter plan), 3.6-4.1 GB of Milvus memory. IVF_SQ8 (not offered yet) holds ~2 KB a row
     # less at recall@10 0.99 from nprobe 64 (50k): for albums where memory, not latency, is the bill.
     # IVF_PQ with ivf_pq_m 16 loses too much for 512-d vectors (recall@10 0.31 at 50k images).
     index_type: str = "HNSW"
