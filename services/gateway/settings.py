@@ -58,8 +58,11 @@ class GatewaySettings(ServiceSettings):
     # vector describes a part, which the whole image's vector does not rank first, while its keypoints
     # still match the part of the whole image. bench/README.md ("Part and whole"): detail crops R@1
     # 0.000 -> 0.066 at 100, copy R@1 0.994 / worst 0.980 (0.970 at 0), category unchanged, their
-    # latency 1.09x; every image of the album (1000) gives 0.302 at ~7x. 0: as any query.
-    verify_small_top: int = 100
+    # latency 1.09x; every image of the album (1000) gives 0.302 at ~7x. 0 (the default): as any query.
+    # Off by default: many ordinary copy queries are small too (a thumbnail, a quarter-scale copy of a
+    # 320 px photo), and at 100 each of them reads and matches 100 images' keypoints: bench/e2e.py's
+    # new-photo searches went from p50 ~55 to ~320 ms (cached ~250 ms) for +0.066 detail R@1.
+    verify_small_top: int = 0
     verify_small_side: int = 160
     # When a copy search of an uploaded or fetched photo also searches with the photo rotated and
     # mirrored (the extractor's query variants), to find rotated and mirrored copies: "unverified"

@@ -224,7 +224,7 @@ async def test_a_small_query_is_verified_against_more_of_its_nearest_images(
     assert sum(h.matches is not None for h in large.hits) == 1  # a photo of ordinary size: verify_top
 
 
-async def test_small_query_verification_can_be_turned_off(make_fakes: MakeFakes, photos: list[Path]) -> None:
-    fakes, _ = await album_of(make_fakes, photos, verify_top=1, verify_small_top=0)
+async def test_small_query_verification_is_off_by_default(make_fakes: MakeFakes, photos: list[Path]) -> None:
+    fakes, _ = await album_of(make_fakes, photos, verify_top=1)
     outcome = await search.search(fakes.deps, "demo", Query(image=detail(photos[1])), top_k=4)
     assert sum(h.matches is not None for h in outcome.hits) == 1
