@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import io
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -17,6 +18,16 @@ from PIL import Image
 
 def unique_album(prefix: str = "t") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+def wait_for_job(http: Any, job_id: str, timeout_s: float = 120) -> dict[str, Any]:
+    """An import or re-embed job (GET /v1/imports/{id}) once it has ended: done, failed or cancelled."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        job: dict[str, Any] = http.get(f"/v1/imports/{job_id}").json()
+        if job["status"] in ("done", "failed", "cancelled"):
+            return job
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} not finished after {timeout_s}s")
 
 
 def given_attributes(attributes: dict[str, Any]) -> dict[str, Any]:

@@ -16,19 +16,9 @@ import pytest
 from imagesearch.v1 import gateway_pb2, gateway_pb2_grpc
 
 from services.devstack import Stack
-from tests.gateway.stack_helpers import cropped_copy, file_server, given_attributes, unique_album
+from tests.gateway.stack_helpers import cropped_copy, file_server, given_attributes, unique_album, wait_for_job
 
 pytestmark = pytest.mark.stack
-
-
-def wait_for(http: httpx.Client, job_id: str, timeout_s: float = 120) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        job = http.get(f"/v1/imports/{job_id}").json()
-        if job["status"] in ("done", "failed", "cancelled"):
-            return dict(job)
-        time.sleep(0.2)
-    raise AssertionError(f"import {job_id} not finished after {timeout_s}s")
 
 
 def zipped(files: dict[str, bytes]) -> bytes:
@@ -53,7 +43,7 @@ def test_an_import_of_urls_reaches_done_with_each_failure_named(http: httpx.Clie
         created = http.post(f"/v1/albums/{album}/imports", json={"urls": urls, "attributes": {"source": "job"}})
         assert created.status_code == 202, created.text
         assert created.json()["status"] in ("queued", "running", "done") and created.json()["total"] == 4
-        job = wait_for(http, created.json()["id"])
+        job = wait_for_job(http, created.json()["id"])
     assert (job["status"], job["processed"], job["counts"]["added"], job["counts"]["failed"]) == ("done", 4, 3, 1)
     assert job["rate"] > 0 and job["eta_s"] is None
     failures = http.get(f"/v1/imports/{job['id']}/results", params={"failed": True}).json()["results"]
@@ -81,7 +71,7 @@ def test_an_archive_with_a_manifest_gets_typed_attributes(http: httpx.Client, ph
         "archive": ("shoes.zip", zipped(files)), "manifest": ("shoes.csv", manifest.encode())},
         data={"attributes": '{"source": "zip"}'})
     assert created.status_code == 202, created.text
-    job = wait_for(http, created.json()["id"])
+    job = wait_for_job(http, created.json()["id"])
     assert (job["total"], job["counts"]["added"], job["counts"]["failed"]) == (6, 4, 2)
     failures = {f["name"]: f["error"]["reason"] for f in http.get(f"/v1/imports/{job['id']}/results",
                                                                    params={"failed": True}).json()["results"]}
@@ -97,7 +87,7 @@ def test_the_same_photo_twice_in_one_import_is_added_once(http: httpx.Client, ph
     album = unique_album("twice")
     assert http.post("/v1/albums", json={"name": album}).status_code == 201
     files = {"a.jpg": photos[0].read_bytes(), "copy-of-a.jpg": photos[0].read_bytes(), "b.jpg": photos[1].read_bytes()}
-    job = wait_for(http, http.post(f"/v1/albums/{album}/imports",
+    job = wait_for_job(http, http.post(f"/v1/albums/{album}/imports",
                                    files={"archive": ("twice.zip", zipped(files))}).json()["id"])
     assert (job["counts"]["added"], job["counts"]["duplicates"], job["processed"]) == (2, 1, 3)
     results = http.get(f"/v1/imports/{job['id']}/results").json()["results"]
@@ -155,14 +145,14 @@ def test_near_duplicates_are_skipped_on_import_and_listed_in_the_album(http: htt
     assert http.post("/v1/albums", json={"name": album}).status_code == 201
     originals = {p.name: p.read_bytes() for p in photos[:3]}
     created = http.post(f"/v1/albums/{album}/imports", files={"archive": ("a.zip", zipped(originals))})
-    wait_for(http, created.json()["id"])
+    wait_for_job(http, created.json()["id"])
     resaved = {f"again-{p.name}": cropped_copy(p, keep=1.0, quality=90) for p in photos[:3]}
     created = http.post(f"/v1/albums/{album}/imports", files={"archive": ("b.zip", zipped(resaved))},
                         data={"on_duplicate": "skip"})
-    job = wait_for(http, created.json()["id"])
+    job = wait_for_job(http, created.json()["id"])
     assert job["counts"]["skipped"] == 3 and job["counts"]["added"] == 0
     kept = http.post(f"/v1/albums/{album}/imports", files={"archive": ("c.zip", zipped(resaved))})
-    assert wait_for(http, kept.json()["id"])["counts"]["added"] == 3
+    assert wait_for_job(http, kept.json()["id"])["counts"]["added"] == 3
     groups = http.get(f"/v1/albums/{album}/duplicates").json()["groups"]
     assert sorted(sorted(i["name"] for i in g["images"]) for g in groups) == sorted(
         sorted([p.name, f"again-{p.name}"]) for p in photos[:3])

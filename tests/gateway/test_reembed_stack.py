@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -15,7 +13,7 @@ import pytest
 from services.common.grpc_client import open_channel
 from services.devstack import Stack
 from services.gateway.clients import GrpcVectorSearch
-from tests.gateway.stack_helpers import cropped_copy, given_attributes, unique_album
+from tests.gateway.stack_helpers import cropped_copy, given_attributes, unique_album, wait_for_job
 
 pytestmark = pytest.mark.stack
 
@@ -48,16 +46,6 @@ def old_album(stack: Stack, http: httpx.Client, photos: list[Path]) -> str:
     assert http.post(f"/v1/albums/{album}/images", files=files, data=data).status_code == 201
     asyncio.run(_as_old_model(stack, album))
     return album
-
-
-def wait_for_job(http: httpx.Client, job_id: str, timeout_s: float = 120) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        job = http.get(f"/v1/imports/{job_id}").json()
-        if job["status"] in ("done", "failed", "cancelled"):
-            return dict(job)
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} not finished after {timeout_s}s")
 
 
 def search(http: httpx.Client, album: str, content: bytes) -> httpx.Response:

@@ -19,8 +19,7 @@ from imagesearch.v1 import gateway_pb2, gateway_pb2_grpc
 
 from services.devstack import ROOT, Stack
 from tests.conftest import SERVERS, SERVICES
-from tests.gateway.stack_helpers import unique_album
-from tests.gateway.test_reembed_stack import wait_for_job
+from tests.gateway.stack_helpers import unique_album, wait_for_job
 
 pytestmark = pytest.mark.stack
 

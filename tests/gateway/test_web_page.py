@@ -11,7 +11,6 @@ import json
 import re
 import shutil
 import threading
-import time
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -27,7 +26,14 @@ from playwright.sync_api import Browser, Locator, Page, ViewportSize, expect, sy
 
 from services.devstack import ROOT, Stack
 from tests.conftest import SERVERS, SERVICES
-from tests.gateway.stack_helpers import cropped_copy, file_server, given_attributes, http_server, unique_album
+from tests.gateway.stack_helpers import (
+    cropped_copy,
+    file_server,
+    given_attributes,
+    http_server,
+    unique_album,
+    wait_for_job,
+)
 
 pytestmark = pytest.mark.stack
 
@@ -311,16 +317,6 @@ def thumbnail_names(page: Page) -> list[str]:
     return sorted(page.locator("#newest img").evaluate_all("images => images.map(i => i.alt)"))
 
 
-def wait_for_job(http: httpx.Client, job_id: str, timeout_s: float = 60) -> dict[str, object]:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        job: dict[str, object] = http.get(f"/v1/imports/{job_id}").json()
-        if job["status"] in ("done", "failed", "cancelled"):
-            return job
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} not finished after {timeout_s}s")
-
-
 @contextmanager
 def held_urls(count: int) -> Iterator[list[str]]:
     """URLs of images that answer (404) only at the end of the block, or when the gateway gives up on them
@@ -473,7 +469,7 @@ def test_re_embedding_an_album_from_the_page_runs_to_done_beside_its_import(
         for photo in photos[:3]:
             bundle.write(photo, photo.name)
     created = http.post(f"/v1/albums/{empty_album}/imports", files={"archive": ("shoes.zip", archive.read_bytes())})
-    assert wait_for_job(http, created.json()["id"])["status"] == "done"
+    assert wait_for_job(http, created.json()["id"], timeout_s=60)["status"] == "done"
     open_album(page, empty_album, 3)
     expect(page.locator("#jobs .job")).to_have_count(1)
 
