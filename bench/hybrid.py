@@ -249,14 +249,22 @@ def id_ranges(parts: int) -> list[Expr]:
 # --- Milvus ------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Milvus:
+    uri: str
+    pid: int
+
+
 @contextlib.contextmanager
-def running_milvus() -> Iterator[str]:
+def running_milvus(prefix: str = "imagesearch-hybrid-") -> Iterator[Milvus]:
     """A fresh Milvus on free loopback ports, data in a temporary directory; stopped on any exit."""
-    with tempfile.TemporaryDirectory(prefix="imagesearch-hybrid-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
         stack = Stack(Path(tmp), Ports.free())
         try:
             stack.start(("milvus",))
-            yield f"http://127.0.0.1:{stack.ports.milvus}"
+            proc = stack.processes["milvus"].proc
+            assert proc is not None
+            yield Milvus(f"http://127.0.0.1:{stack.ports.milvus}", proc.pid)
         finally:
             stack.stop()
 
@@ -561,7 +569,8 @@ def main() -> None:
     del scores
     progress(f"{args.rows:,} rows made from {len(base):,} real rows; exact answers computed")
 
-    with running_milvus() as uri:
+    with running_milvus() as milvus:
+        uri = milvus.uri
         insert_s = load_album(uri, model.model_id, vectors, attrs)
         settle_started = time.perf_counter()
         segments = settle(uri, args.rows)

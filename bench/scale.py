@@ -34,15 +34,13 @@ index if HNSW is not measured), `by_index` has every index measured.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import signal
 import sys
-import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,12 +66,12 @@ from bench.hybrid import (
     progress,
     query_vectors,
     row_id,
+    running_milvus,
     synthesise,
     wait_until,
 )
 from services.common.filtering import Expr, Op, Predicate
 from services.common.schema import AlbumSchema, Column, ColumnType
-from services.devstack import Ports, Stack
 from services.search.index import row_key
 from services.search.milvus_filter import NULLS_FIELD, field_of
 from services.search.milvus_index import MilvusIndex, collection_name
@@ -129,26 +127,6 @@ class IndexSpec:
 
 
 # --- a Milvus and its memory --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Milvus:
-    uri: str
-    pid: int
-
-
-@contextlib.contextmanager
-def running_milvus() -> Iterator[Milvus]:
-    """A fresh Milvus on free loopback ports, data in a temporary directory; stopped on any exit."""
-    with tempfile.TemporaryDirectory(prefix="imagesearch-scale-") as tmp:
-        stack = Stack(Path(tmp), Ports.free())
-        try:
-            stack.start(("milvus",))
-            proc = stack.processes["milvus"].proc
-            assert proc is not None
-            yield Milvus(f"http://127.0.0.1:{stack.ports.milvus}", proc.pid)
-        finally:
-            stack.stop()
 
 
 class RssSampler:
@@ -416,7 +394,7 @@ def run_index(spec: IndexSpec, data: Data, rounds: int, settle_timeout_s: float)
     scores = data.vectors @ data.queries.T
     truth = {case.key: exact_top_k(scores, case.mask, TOP_K) for case in filters}
     del scores
-    with running_milvus() as milvus, RssSampler(milvus.pid) as rss:
+    with running_milvus("imagesearch-scale-") as milvus, RssSampler(milvus.pid) as rss:
         idle = rss.enter("insert")
         cname = create_album(milvus.uri, spec, data.model_id, data.vectors.shape[1])
         insert_s = insert(milvus.uri, cname, data.vectors, data.bucket)
