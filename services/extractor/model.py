@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -22,6 +22,7 @@ from services.extractor.classifier import Classifier, Label, average_pool
 from services.extractor.descriptors import DescriptorConfig, Pixels, Purpose, apply_variant
 from services.extractor.pooling import embed_fmap, l2_normalise, region_vectors
 from services.extractor.preprocess import Decoded, PreprocessConfig, decode_oriented, network_inputs
+from services.extractor.proposals import Proposal, propose
 from services.extractor.session import CPU_PROVIDER, OnnxSession
 from services.extractor.settings import ExtractorSettings
 from services.extractor.whitening import Whitening
@@ -57,14 +58,18 @@ class EmbedJob:
 
     scales: Scales
     purpose: Purpose = Purpose.QUERY
+    # Regions worth searching on their own to propose from the upright main-scale feature map (0: none).
+    proposals: int = 0
 
 
 @dataclass(frozen=True)
 class Embedded:
-    """One job's rows [rows_per_image(purpose), dim] and, for an indexed image, its ImageNet labels."""
+    """One job's rows [rows_per_image(purpose), dim], for an indexed image its ImageNet labels, and the
+    regions proposed when the job asked for them."""
 
     rows: NDArray[np.float32]
     labels: list[Label]
+    proposals: list[Proposal] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -188,14 +193,19 @@ class ImageEmbedder:
             for s, pixels in enumerate(job.scales)
         ]
         wants_regions = [i.scale == 0 and bool(self.descriptor.regions(jobs[i.job].purpose)) for i in inputs]
-        pooled, regions, averaged = self._pool(inputs, wants_regions, self._wants_labels(jobs, inputs))
+        proposals = [jobs[i.job].proposals if i.variant == 0 and i.scale == 0 else 0 for i in inputs]
+        pooled, regions, averaged, proposed = self._pool(inputs, wants_regions, self._wants_labels(jobs, inputs),
+                                                         proposals)
         raw = [self._rows(j, job, inputs, pooled, regions) for j, job in enumerate(jobs)]
         labels = self._labels(len(jobs), inputs, averaged)
         if self.whitening and raw:
             # One projection for the whole batch rather than one small product per image.
             whitened = self.whitening.apply(np.concatenate(raw))
             raw = np.split(whitened, np.cumsum([len(r) for r in raw])[:-1])
-        return [Embedded(rows, found) for rows, found in zip(raw, labels, strict=True)]
+        boxes: list[list[Proposal]] = [[] for _ in jobs]
+        for k, found_boxes in proposed.items():
+            boxes[inputs[k].job] = found_boxes
+        return [Embedded(rows, found, mine) for rows, found, mine in zip(raw, labels, boxes, strict=True)]
 
     def _wants_labels(self, jobs: Sequence[EmbedJob], inputs: list[_Input]) -> list[bool]:
         """The inputs the classifier reads: each indexed image upright at its main scale."""
@@ -213,16 +223,19 @@ class ImageEmbedder:
         return found
 
     def _pool(
-        self, inputs: list[_Input], wants_regions: list[bool], wants_average: list[bool]
-    ) -> tuple[list[NDArray[np.float32]], dict[int, NDArray[np.float32]], dict[int, NDArray[np.float32]]]:
-        """Global GeM unit vector of every input, region vectors [R, C] of those that want them, and the
-        average-pooled map [C] of those the classifier reads."""
+        self, inputs: list[_Input], wants_regions: list[bool], wants_average: list[bool], proposals: list[int]
+    ) -> tuple[list[NDArray[np.float32]], dict[int, NDArray[np.float32]], dict[int, NDArray[np.float32]],
+               dict[int, list[Proposal]]]:
+        """Global GeM unit vector of every input, region vectors [R, C] of those that want them, the
+        average-pooled map [C] of those the classifier reads, and the proposed regions of those that
+        ask for `proposals[k]` of them."""
         groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
         for k, item in enumerate(inputs):
             groups[item.pixels.shape].append(k)
         pooled: list[NDArray[np.float32]] = [np.empty(0, np.float32)] * len(inputs)
         regions: dict[int, NDArray[np.float32]] = {}
         averaged: dict[int, NDArray[np.float32]] = {}
+        proposed: dict[int, list[Proposal]] = {}
         levels = self.descriptor.index_region_levels
         for members in groups.values():
             for start in range(0, len(members), self.max_run):
@@ -237,7 +250,8 @@ class ImageEmbedder:
                 if any(wants_average[k] for k in chunk):
                     averaged.update({k: vector for k, vector in zip(chunk, average_pool(fmap), strict=True)
                                      if wants_average[k]})
-        return pooled, regions, averaged
+                proposed.update({k: propose(fmap[n], proposals[k]) for n, k in enumerate(chunk) if proposals[k]})
+        return pooled, regions, averaged, proposed
 
     def _rows(
         self, j: int, job: EmbedJob, inputs: list[_Input], pooled: list[NDArray[np.float32]],

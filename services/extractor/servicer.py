@@ -8,7 +8,9 @@ of each image (`EmbedResult.index_vectors`, first = the upright global vector) a
 labels (`EmbedResult.labels`, from the classifier head over the same feature map); one of purpose
 QUERY_VARIANTS the vectors of each image's query variants (`EmbedResult.variant_vectors`). A request asking for
 local features gets each image's SIFT keypoints too (a query's also mirrored), described in the
-decode pool from the same decoded image while the model runs.
+decode pool from the same decoded image while the model runs. A request asking for proposals gets up
+to that many regions of each image worth searching on their own (`EmbedResult.proposals`, from the
+upright feature map the vector comes from; `services.extractor.proposals`).
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ SERVICE_NAMES = (extractor_pb2.DESCRIPTOR.services_by_name["Extractor"].full_nam
 T = TypeVar("T")
 # Items are decoded images with their purpose; results are each image's rows [R, dim] and labels.
 VectorBatcher = DynamicBatcher[EmbedJob, Embedded]
+# Regions one request may ask to be proposed per image.
+MAX_PROPOSALS = 10
 
 
 class ExtractorServicer(extractor_pb2_grpc.ExtractorServicer):
@@ -55,8 +59,11 @@ class ExtractorServicer(extractor_pb2_grpc.ExtractorServicer):
         if not request.images:
             raise InvalidArgument("EmbedRequest.images is empty: send at least one image")
         purpose = Purpose(request.purpose)
+        if not 0 <= request.proposals <= MAX_PROPOSALS:
+            raise InvalidArgument(f"EmbedRequest.proposals must be 0 to {MAX_PROPOSALS}, not {request.proposals}")
         results = await asyncio.gather(
-            *(self._decode_and_embed(data, purpose, request.local_features) for data in request.images)
+            *(self._decode_and_embed(data, purpose, request.local_features, request.proposals)
+              for data in request.images)
         )
         return extractor_pb2.EmbedResponse(results=results, model=self.embedder.model_id, dim=self.embedder.dim)
 
@@ -83,14 +90,16 @@ class ExtractorServicer(extractor_pb2_grpc.ExtractorServicer):
                   for words, synset in zip(classifier.lemmas, classifier.synsets, strict=True)]
         return extractor_pb2.LabelSet(labels=labels, source=classifier.source)
 
-    async def _decode_and_embed(self, data: bytes, purpose: Purpose, local: bool) -> extractor_pb2.EmbedResult:
+    async def _decode_and_embed(self, data: bytes, purpose: Purpose, local: bool, proposals: int = 0
+                                ) -> extractor_pb2.EmbedResult:
         if not local:
-            return await self._embed(await self._decode(data, self.embedder.decode), purpose)
+            return await self._embed(await self._decode(data, self.embedder.decode), purpose, proposals)
         decoded = await self._decode(data, self.embedder.decode_keeping_image)
         if isinstance(decoded, InvalidArgument):
             return await self._embed(decoded, purpose)
         scales, image = decoded
-        result, features = await asyncio.gather(self._embed(scales, purpose), self._describe(data, image, purpose))
+        result, features = await asyncio.gather(self._embed(scales, purpose, proposals),
+                                                self._describe(data, image, purpose))
         result.local_features.extend(features)
         return result
 
@@ -116,10 +125,17 @@ class ExtractorServicer(extractor_pb2_grpc.ExtractorServicer):
         except InvalidArgument as exc:
             return exc
 
-    async def _embed(self, item: Scales | InvalidArgument, purpose: Purpose) -> extractor_pb2.EmbedResult:
+    async def _embed(self, item: Scales | InvalidArgument, purpose: Purpose, proposals: int = 0
+                     ) -> extractor_pb2.EmbedResult:
         if isinstance(item, InvalidArgument):
             return extractor_pb2.EmbedResult(error=common_pb2.ItemError(reason=item.reason, message=item.message))
-        embedded = await self.batcher.submit(EmbedJob(item, purpose))
+        embedded = await self.batcher.submit(EmbedJob(item, purpose, proposals))
+        result = self._result(embedded, purpose)
+        result.proposals.extend(extractor_pb2.RegionProposal(x=p.x, y=p.y, width=p.width, height=p.height,
+                                                             score=p.score) for p in embedded.proposals)
+        return result
+
+    def _result(self, embedded: Embedded, purpose: Purpose) -> extractor_pb2.EmbedResult:
         vectors = [extractor_pb2.Vector(values=row.tolist()) for row in embedded.rows]
         if purpose is Purpose.INDEX:
             labels = [extractor_pb2.Label(name=label.name, score=label.score) for label in embedded.labels]
