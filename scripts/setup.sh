@@ -88,4 +88,16 @@ if ! .venv/bin/python -m services.extractor.fit_whitening --check 2>/dev/null; t
   log "learning the PCA whitening (downloads ~165 MB of Debian picture packages once)"
   .venv/bin/python -m services.extractor.fit_whitening --work .cache/whiten-data
 fi
+# --- photos of people for the face tests and bench/faces.py (--dev only) -----------------------------
+# Real photos of known people from the face_recognition 1.3.0 sdist's tests (MIT package; White House
+# photos, public domain): three of one person, one of another. Only the pictures are kept.
+if [ $dev -eq 1 ] && [ ! -f .cache/faces/people/.done ]; then
+  log "fetching photos of people for the face tests (face_recognition 1.3.0 sdist, 3 MB)"
+  mkdir -p .cache/faces/people && tmp=$(mktemp -d)
+  .venv/bin/python -m pip download -q --disable-pip-version-check --no-deps --no-binary :all: \
+    face_recognition==1.3.0 -d "$tmp"
+  tar -xzf "$tmp"/face_recognition-1.3.0.tar.gz -C "$tmp" face_recognition-1.3.0/tests/test_images
+  cp "$tmp"/face_recognition-1.3.0/tests/test_images/{obama,obama2,obama3,biden}.jpg .cache/faces/people/
+  rm -rf "$tmp" && touch .cache/faces/people/.done
+fi
 log "ready"

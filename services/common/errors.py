@@ -9,14 +9,17 @@
     │   ├── UnknownLabel               422                  "unknown_label"
     │   ├── NoLabels                   422                  "no_labels"
     │   ├── InvalidRegion              422                  "invalid_region"
+    │   ├── NoFaceFound                422                  "no_face_found"
     │   └── UrlFetchFailed             422                  "url_fetch_failed"
     ├── NotFound                       404 NOT_FOUND        "not_found"
     │   ├── AlbumNotFound              404                  "album_not_found"
     │   └── ImageNotFound              404                  "image_not_found"
     ├── AlreadyExists                  409 ALREADY_EXISTS   "already_exists"
     ├── ModelMismatch                  409 FAILED_PRECONDITION "model_mismatch"
+    ├── FacesNotEnabled                409 FAILED_PRECONDITION "faces_not_enabled"
     └── Unavailable                    503 UNAVAILABLE      "unavailable"
         ├── ExtractorUnavailable       503                  "extractor_unavailable"
+        ├── FaceModelUnavailable       503                  "face_model_unavailable"
         ├── SearchUnavailable          503                  "search_unavailable"
         └── StoreUnavailable           503                  "store_unavailable"
 
@@ -94,6 +97,13 @@ class InvalidRegion(InvalidArgument):
     http_status = 422
 
 
+class NoFaceFound(InvalidArgument):
+    """A face search or recognition by faces whose query image shows no face the detector finds."""
+
+    reason = "no_face_found"
+    http_status = 422
+
+
 class UrlFetchFailed(InvalidArgument):
     """An image URL given by the caller could not be fetched."""
 
@@ -129,6 +139,14 @@ class ModelMismatch(ImageSearchError):
     http_status = 409
 
 
+class FacesNotEnabled(ImageSearchError):
+    """A face search in an album that does not index faces."""
+
+    reason = "faces_not_enabled"
+    grpc_code = grpc.StatusCode.FAILED_PRECONDITION
+    http_status = 409
+
+
 class Unavailable(ImageSearchError):
     reason = "unavailable"
     grpc_code = grpc.StatusCode.UNAVAILABLE
@@ -137,6 +155,12 @@ class Unavailable(ImageSearchError):
 
 class ExtractorUnavailable(Unavailable):
     reason = "extractor_unavailable"
+
+
+class FaceModelUnavailable(Unavailable):
+    """The extractor has no face models installed."""
+
+    reason = "face_model_unavailable"
 
 
 class SearchUnavailable(Unavailable):

@@ -15,6 +15,7 @@ from services.common.local_features import FeatureConfig
 from services.common.logs import configure_logging
 from services.common.metrics import start_metrics_server
 from services.extractor.batcher import DynamicBatcher
+from services.extractor.faces import FaceConfig, FaceModel
 from services.extractor.model import ImageEmbedder
 from services.extractor.servicer import SERVICE_NAMES, ExtractorServicer, VectorBatcher, registrar
 from services.extractor.session import CPU_PROVIDER
@@ -33,10 +34,12 @@ class Extractor:
     embedder: ImageEmbedder
     batcher: VectorBatcher
     decode_pool: ThreadPoolExecutor
+    face_pool: ThreadPoolExecutor
 
     async def close(self) -> None:
         await self.batcher.close()
         self.decode_pool.shutdown(wait=True)
+        self.face_pool.shutdown(wait=True)
 
 
 def build(settings: ExtractorSettings, embedder: ImageEmbedder | None = None) -> Extractor:
@@ -51,9 +54,12 @@ def build(settings: ExtractorSettings, embedder: ImageEmbedder | None = None) ->
     )
     decode_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
     local = FeatureConfig(side=settings.local_features_side, max_keypoints=settings.local_features_max)
-    servicer = ExtractorServicer(embedder, batcher, decode_pool, local)
+    faces = FaceModel(FaceConfig(side=settings.faces_side, upsample=settings.faces_upsample,
+                                 min_face=settings.faces_min_size, max_faces=settings.faces_max))
+    face_pool = ThreadPoolExecutor(1, thread_name_prefix="faces")
+    servicer = ExtractorServicer(embedder, batcher, decode_pool, local, faces, face_pool)
     server, health_servicer, port = create_server(settings, "extractor", registrar(servicer), SERVICE_NAMES)
-    return Extractor(server, health_servicer, port, embedder, batcher, decode_pool)
+    return Extractor(server, health_servicer, port, embedder, batcher, decode_pool, face_pool)
 
 
 async def run(settings: ExtractorSettings) -> None:

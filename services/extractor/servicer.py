@@ -24,10 +24,11 @@ from typing import TypeVar
 import grpc
 from imagesearch.v1 import common_pb2, extractor_pb2, extractor_pb2_grpc
 
-from services.common.errors import InvalidArgument
+from services.common.errors import ImageTooLarge, InvalidArgument, InvalidImage
 from services.common.local_features import FeatureConfig
 from services.extractor.batcher import DynamicBatcher
 from services.extractor.descriptors import Purpose
+from services.extractor.faces import FACE_DIM, FaceModel, FacesOfImage, PixelLimitExceeded, open_image
 from services.extractor.keypoints import describe_image
 from services.extractor.model import Embedded, EmbedJob, ImageEmbedder, Scales
 from services.extractor.preprocess import Decoded
@@ -47,11 +48,15 @@ class ExtractorServicer(extractor_pb2_grpc.ExtractorServicer):
     """Serves Embed and GetModelInfo over one embedder, batcher and decode pool."""
 
     def __init__(self, embedder: ImageEmbedder, batcher: VectorBatcher, decode_pool: Executor,
-                 local_features: FeatureConfig | None = None) -> None:
+                 local_features: FeatureConfig | None = None, faces: FaceModel | None = None,
+                 face_pool: Executor | None = None) -> None:
         self.embedder = embedder
         self.batcher = batcher
         self.decode_pool = decode_pool
         self.local_features = local_features or FeatureConfig()
+        self.faces = faces or FaceModel()
+        # Face detection holds the GIL in dlib: one image at a time, beside the network's own threads.
+        self.face_pool = face_pool or decode_pool
 
     async def Embed(
         self, request: extractor_pb2.EmbedRequest, context: grpc.aio.ServicerContext
@@ -78,6 +83,8 @@ class ExtractorServicer(extractor_pb2_grpc.ExtractorServicer):
             max_batch=self.batcher.max_batch,
             index_rows=self.embedder.rows_per_image(Purpose.INDEX),
             query_variants=[v.value for v in self.embedder.descriptor.query_variants],
+            face_model=self.faces.model_id if self.faces.installed() else "",
+            face_dim=FACE_DIM if self.faces.installed() else 0,
         )
 
     async def ListLabels(
@@ -89,6 +96,41 @@ class ExtractorServicer(extractor_pb2_grpc.ExtractorServicer):
         labels = [extractor_pb2.LabelInfo(name=words[0], lemmas=words, synset=synset)
                   for words, synset in zip(classifier.lemmas, classifier.synsets, strict=True)]
         return extractor_pb2.LabelSet(labels=labels, source=classifier.source)
+
+    async def DescribeFaces(
+        self, request: extractor_pb2.DescribeFacesRequest, context: grpc.aio.ServicerContext
+    ) -> extractor_pb2.DescribeFacesResponse:
+        if not request.images:
+            raise InvalidArgument("DescribeFacesRequest.images is empty: send at least one image")
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self.face_pool, self.faces.load)  # FaceModelUnavailable fails the call
+        results = await asyncio.gather(*(self._faces(data) for data in request.images))
+        return extractor_pb2.DescribeFacesResponse(results=results, model=self.faces.model_id, dim=FACE_DIM)
+
+    async def _faces(self, data: bytes) -> extractor_pb2.FacesResult:
+        """One image's faces, or the reason it has none (a bad image fails alone)."""
+        loop = asyncio.get_running_loop()
+        limits = self.embedder.preprocess
+        try:
+            if len(data) > limits.max_image_bytes:
+                raise ImageTooLarge(f"{len(data)} bytes; the limit is {limits.max_image_bytes}")
+            found: FacesOfImage = await loop.run_in_executor(self.face_pool, self._find_faces, data)
+        except InvalidArgument as exc:
+            return extractor_pb2.FacesResult(error=common_pb2.ItemError(reason=exc.reason, message=exc.message))
+        faces = [extractor_pb2.Face(x=f.box[0], y=f.box[1], width=f.box[2], height=f.box[3], score=f.score,
+                                    landmarks=[extractor_pb2.FacePoint(x=x, y=y) for x, y in f.landmarks],
+                                    descriptor=f.descriptor.tolist()) for f in found.faces]
+        return extractor_pb2.FacesResult(faces=extractor_pb2.FaceList(faces=faces), width=found.width,
+                                         height=found.height)
+
+    def _find_faces(self, data: bytes) -> FacesOfImage:
+        try:
+            image = open_image(data, self.embedder.preprocess.max_image_pixels)
+        except PixelLimitExceeded as exc:
+            raise ImageTooLarge(str(exc)) from exc
+        except Exception as exc:  # Pillow raises many kinds on malformed input
+            raise InvalidImage(f"cannot decode the image: {exc}") from exc
+        return self.faces.find(image)
 
     async def _decode_and_embed(self, data: bytes, purpose: Purpose, local: bool, proposals: int = 0
                                 ) -> extractor_pb2.EmbedResult:

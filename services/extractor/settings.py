@@ -78,6 +78,14 @@ class ExtractorSettings(ServiceSettings):
     # file) gives its top_k classes of at least min_score probability (bench/tags.py measures the floor).
     tags_top_k: int = 5
     tags_min_score: float = 0.1
+    # Faces (DescribeFaces, for albums that index faces; see faces.py): dlib's HOG detector on the
+    # image brought to this longer side, upsampled this many times (800 / 1: faces down to ~40 px wide
+    # at 800 px; bench/faces.py found the same faces as at 1024 px), faces narrower than min_size
+    # pixels (of the original image) dropped, at most `max` per image, the largest first.
+    faces_side: int = 800
+    faces_upsample: int = 1
+    faces_min_size: int = 20
+    faces_max: int = 32
     # Threads decoding and resizing images (Pillow releases the GIL while decoding).
     decode_threads: int = 2
     # Bad-input limits: encoded size, and decoded pixels (decompression bombs).

@@ -44,7 +44,18 @@ from services.gateway.records import (
 from services.gateway.records import Query as SearchQuery
 from services.gateway.regions import MIN_SIDE, REGION_FORMAT, REGION_PATTERN, parse_region
 from services.gateway.settings import GatewaySettings
-from services.gateway.usecases import albums, duplicates, images, imports, ingest, recognize, reembed, search, sql
+from services.gateway.usecases import (
+    albums,
+    duplicates,
+    faces,
+    images,
+    imports,
+    ingest,
+    recognize,
+    reembed,
+    search,
+    sql,
+)
 from services.gateway.usecases.images import MAX_OFFSET
 from services.gateway.usecases.imports import ImportSpec
 from services.gateway.usecases.ingest import parse_attributes
@@ -295,7 +306,7 @@ def _add_album_routes(app: FastAPI, deps: Deps, queue: ImportQueue) -> None:
     async def create_album(body: schemas.AlbumCreate) -> schemas.AlbumOut:
         """Creates an empty album, optionally with declared (typed) columns; it records the extractor's model
         and vector length."""
-        return schemas.AlbumOut.of(await albums.create(deps, body.name, body.schema_of()))
+        return schemas.AlbumOut.of(await albums.create(deps, body.name, body.schema_of(), faces=body.faces))
 
     @app.get("/v1/albums", tags=["albums"], response_model=schemas.AlbumList)
     async def list_albums() -> schemas.AlbumList:
@@ -452,6 +463,14 @@ def _add_image_routes(app: FastAPI, settings: GatewaySettings, deps: Deps) -> No
         blob = await images.get_thumbnail(deps, album, image_id, size)
         return Response(blob.content, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
 
+    @app.get("/v1/albums/{album}/images/{image_id:image_id}/faces", tags=["faces"],
+             response_model=schemas.ImageFacesOut, responses={409: {"model": schemas.ErrorBody}})
+    async def get_image_faces(album: AlbumName, image_id: ImageId) -> schemas.ImageFacesOut:
+        """The faces found in the image (an album that indexes faces)."""
+        boxes, width, height = await faces.image_faces(deps, album, image_id)
+        return schemas.ImageFacesOut(album=album, id=image_id, width=width, height=height,
+                                     faces=[schemas.FaceBoxOut.of(b) for b in boxes])
+
     @app.delete("/v1/albums/{album}/images/{image_id:image_id}", tags=["images"], response_model=schemas.Deleted)
     async def delete_image(album: AlbumName, image_id: ImageId) -> schemas.Deleted:
         return schemas.Deleted(deleted=await images.delete_image(deps, album, image_id))
@@ -501,6 +520,30 @@ def _add_search_routes(app: FastAPI, settings: GatewaySettings, deps: Deps) -> N
         outcome = await search.search(deps, album, query, top_k, _filter(where or where_form, filter or filter_form),
                                       mode or mode_form or SearchMode.COPY.value, max_distance, region=box)
         return schemas.SearchOut.of(outcome)
+
+    @app.post("/v1/albums/{album}/faces/search", tags=["faces"], response_model=schemas.FaceSearchOut,
+              responses={409: {"model": schemas.ErrorBody}, 413: {"model": schemas.ErrorBody}})
+    async def search_faces(
+        album: AlbumName,
+        top_k: int = Query(settings.default_top_k, description=f"1 to {settings.max_top_k}.",
+                           json_schema_extra=top_k_schema),
+        max_distance: Annotated[float | None, Query(
+            description=f"Faces farther than this are other people (default {settings.face_match_distance}).",
+            json_schema_extra={"minimum": 0})] = None,
+        face: Annotated[int, Query(description="Which face of the query searches: 0 the largest, 1 the next...",
+                                   json_schema_extra={"minimum": 0})] = 0,
+        region: Annotated[str | None, Query(description=REGION_DESCRIPTION, json_schema_extra=REGION_SCHEMA)] = None,
+        file: Annotated[UploadFile | None, File(description="A photo of the person."), BINARY_PART] = None,
+        url: Annotated[str | None, Form(description="Or: the URL of the photo.")] = None,
+        image_id: Annotated[str | None, Form(description="Or: the id of an image of the album.")] = None,
+    ) -> schemas.FaceSearchOut:
+        """The album's images where the person of the query's face appears, nearest first, each with the box
+        of the face that matched; the album must index faces (created with "faces": true). 422 no_face_found
+        when the query shows no face; give exactly one of file, url, image_id."""
+        content = await _read_upload(file, settings.max_image_bytes) if file is not None else None
+        query = SearchQuery(image=content, url=url or None, image_id=image_id or None)
+        outcome = await faces.search_faces(deps, album, query, top_k, max_distance, face, parse_region(region))
+        return schemas.FaceSearchOut.of(outcome)
 
     @app.post("/v1/albums/{album}/recognize", tags=["search"], response_model=schemas.RecognizeOut,
               responses={409: {"model": schemas.ErrorBody}, 413: {"model": schemas.ErrorBody}})

@@ -30,8 +30,12 @@ from services.gateway.records import (
     EmbedBatch,
     Embedding,
     EmbedPurpose,
+    FaceBatch,
+    FaceBox,
+    FoundFace,
     GroupCount,
     Hit,
+    ImageFaces,
     Item,
     ItemFailure,
     LabelInfo,
@@ -53,6 +57,10 @@ class Extractor(Protocol):
 
     async def labels(self) -> LabelSet:
         """Every class the extractor's classifier gives indexed images, with its words."""
+        ...
+
+    async def describe_faces(self, images: Sequence[bytes]) -> FaceBatch:
+        """Each image's faces; `FaceModelUnavailable` when the extractor has no face models."""
         ...
 
 
@@ -163,6 +171,22 @@ class GrpcExtractor:
                         reply.source)
 
 
+    async def describe_faces(self, images: Sequence[bytes]) -> FaceBatch:
+        reply = await call(self.stub.DescribeFaces, extractor_pb2.DescribeFacesRequest(images=list(images)),
+                           timeout=self.timeout_s, unavailable=ExtractorUnavailable, peer=self.peer)
+        if len(reply.results) != len(images):
+            raise ExtractorUnavailable(f"extractor answered {len(reply.results)} results for {len(images)} images")
+        return FaceBatch(model=reply.model, dim=reply.dim, results=[_image_faces(r) for r in reply.results])
+
+
+def _image_faces(r: extractor_pb2.FacesResult) -> ImageFaces:
+    if r.WhichOneof("result") != "faces":
+        return ImageFaces(error=ItemFailure(r.error.reason or "invalid_image", r.error.message))
+    return ImageFaces(width=r.width, height=r.height, faces=[
+        FoundFace(FaceBox(f.x, f.y, f.width, f.height, round(f.score, 4), tuple((p.x, p.y) for p in f.landmarks)),
+                  list(f.descriptor)) for f in r.faces.faces])
+
+
 def _embedding(r: extractor_pb2.EmbedResult) -> Embedding:
     if r.WhichOneof("result") != "vector":
         return Embedding(error=ItemFailure(r.error.reason or "invalid_image", r.error.message))
@@ -253,7 +277,7 @@ class GrpcVectorSearch:
                                            primary_only=primary_only, expand_k=expand_k, max_distance=max_distance)
         reply = await self._call(self.stub.Search, request)
         return [Hit(id=h.id, name=h.name, distance=h.distance, attributes=attributes_from_wire(h.attributes),
-                    content_hash=h.content_hash, created_at_ms=h.created_at_ms)
+                    content_hash=h.content_hash, created_at_ms=h.created_at_ms, row=h.row)
                 for h in reply.hits]
 
     async def get(self, collection: str, ids: Sequence[str], with_vectors: bool = False,

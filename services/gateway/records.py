@@ -21,6 +21,9 @@ class ModelInfo:
     dim: int
     # The transforms a copy search may try on a query (EmbedPurpose.QUERY_VARIANTS), e.g. "rot90".
     query_variants: tuple[str, ...] = ()
+    # The face detector and descriptor (Extractor.describe_faces); "" and 0 without face models.
+    face_model: str = ""
+    face_dim: int = 0
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,43 @@ class Collection:
 
 
 @dataclass(frozen=True)
+class FaceBox:
+    """Where a face is in its image (pixels, EXIF orientation applied), its five landmarks (eye corners,
+    nose) and the detector's score."""
+
+    x: int
+    y: int
+    width: int
+    height: int
+    score: float = 0.0
+    landmarks: tuple[tuple[float, float], ...] = ()
+
+
+@dataclass(frozen=True)
+class FoundFace:
+    box: FaceBox
+    # Who it is: L2-normalised, compared by cosine distance.
+    descriptor: list[float]
+
+
+@dataclass(frozen=True)
+class ImageFaces:
+    """One image's faces, the largest first (none: no face found), or why it could not be looked at."""
+
+    width: int = 0
+    height: int = 0
+    faces: list[FoundFace] = field(default_factory=list)
+    error: ItemFailure | None = None
+
+
+@dataclass(frozen=True)
+class FaceBatch:
+    model: str
+    dim: int
+    results: list[ImageFaces]
+
+
+@dataclass(frozen=True)
 class Item:
     """One stored image as the search service holds it: metadata (declared attributes typed, every one
     present, None when null) and, when asked, its vectors."""
@@ -129,6 +169,8 @@ class Hit:
     attributes: JsonObject
     content_hash: str
     created_at_ms: int
+    # Which of the image's vectors matched (0: the first).
+    row: int = 0
 
 
 @dataclass(frozen=True)
@@ -140,6 +182,8 @@ class Album:
     metric: str
     created_at_ms: int
     schema: AlbumSchema = NO_COLUMNS
+    # The face model of the album's faces, "" when it does not index faces.
+    face_model: str = ""
 
 
 @dataclass(frozen=True)
@@ -365,3 +409,28 @@ class RecognizeOutcome:
     candidates: list[LabelScore]
     evidence: list[Evidence]
     calibration: CalibrationReport
+
+
+@dataclass(frozen=True)
+class FaceHit:
+    """An image where the query's person appears: the face that matched, its distance, the image's size."""
+
+    image: ImageRecord
+    distance: float
+    face: FaceBox
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class FaceSearchOutcome:
+    album: str
+    model: str
+    took_ms: float
+    # The query's faces, the largest first, and which of them searched.
+    faces: list[FaceBox]
+    face: int
+    width: int
+    height: int
+    max_distance: float
+    hits: list[FaceHit]

@@ -13,6 +13,8 @@ from services.gateway.records import (
     AddResult,
     AddStatus,
     Album,
+    FaceBox,
+    FaceSearchOutcome,
     GroupCount,
     ImageRecord,
     OnDuplicate,
@@ -65,6 +67,8 @@ class AlbumCreate(BaseModel):
     name: str = Field(description="1-63 of a-z, 0-9, '_' and '-', starting with a letter or digit.",
                       examples=["shoes"], json_schema_extra=ALBUM_NAME_SCHEMA)
     columns: list[ColumnSpec] = Field(default_factory=list, description="Declared (typed) attribute columns.")
+    faces: bool = Field(default=False, description="Also find the faces of every image added, for search by a "
+                                                   "portrait (POST /v1/albums/{album}/faces/search).")
 
     def schema_of(self) -> AlbumSchema:
         return AlbumSchema.of(Column(c.name, c.type) for c in self.columns)
@@ -78,12 +82,15 @@ class AlbumOut(BaseModel):
     metric: str
     created_at_ms: int
     columns: list[ColumnSpec]
+    faces: bool = Field(description="Whether the album indexes faces.")
+    face_model: str | None = Field(default=None, description="The face detector and descriptor of its faces.")
 
     @classmethod
     def of(cls, album: Album) -> AlbumOut:
         return cls(name=album.name, image_count=album.image_count, model=album.model, dim=album.dim,
                    metric=album.metric, created_at_ms=album.created_at_ms,
-                   columns=[ColumnSpec.of(c) for c in album.schema.columns])
+                   columns=[ColumnSpec.of(c) for c in album.schema.columns], faces=bool(album.face_model),
+                   face_model=album.face_model or None)
 
 
 class AlbumList(BaseModel):
@@ -226,6 +233,63 @@ class SearchOut(BaseModel):
                              url=h.image.url, thumbnail_url=h.image.thumbnail_url) for h in outcome.hits]
         return cls(album=outcome.album, metric=outcome.metric, model=outcome.model,
                    took_ms=round(outcome.took_ms, 3), results=hits)
+
+
+class FaceBoxOut(BaseModel):
+    """A face in its image: box in pixels (EXIF orientation applied), five landmarks, detector score."""
+
+    x: int
+    y: int
+    width: int
+    height: int
+    score: float = Field(description="The detector's confidence (above 0 is a face).")
+    landmarks: list[list[float]] = Field(description="[x, y] of the eyes' outer and inner corners and the nose.")
+
+    @classmethod
+    def of(cls, box: FaceBox) -> FaceBoxOut:
+        return cls(x=box.x, y=box.y, width=box.width, height=box.height, score=box.score,
+                   landmarks=[[x, y] for x, y in box.landmarks])
+
+
+class FaceHitOut(BaseModel):
+    id: str
+    name: str
+    distance: float = Field(description="Cosine distance of the two faces' descriptors (same person: below "
+                                        "the search's max_distance).")
+    face: FaceBoxOut = Field(description="The face of this image that matched.")
+    width: int = Field(description="The image's width in pixels (the frame of the face box).")
+    height: int
+    attributes: Attributes
+    url: str
+    thumbnail_url: str
+
+
+class FaceSearchOut(BaseModel):
+    album: str
+    model: str = Field(description="The face detector and descriptor.")
+    took_ms: float
+    faces: list[FaceBoxOut] = Field(description="The faces found in the query image, the largest first.")
+    face: int = Field(description="Which of them searched (its index in faces).")
+    width: int = Field(description="The query image's size in pixels (the frame of its face boxes).")
+    height: int
+    max_distance: float = Field(description="Faces farther than this were taken for other people.")
+    results: list[FaceHitOut] = Field(description="The images where that person appears, nearest first.")
+
+    @classmethod
+    def of(cls, o: FaceSearchOutcome) -> FaceSearchOut:
+        hits = [FaceHitOut(id=h.image.id, name=h.image.name, distance=round(h.distance, 5), face=FaceBoxOut.of(h.face),
+                           width=h.width, height=h.height, attributes=to_json(h.image.attributes), url=h.image.url,
+                           thumbnail_url=h.image.thumbnail_url) for h in o.hits]
+        return cls(album=o.album, model=o.model, took_ms=round(o.took_ms, 3), faces=[FaceBoxOut.of(f) for f in o.faces],
+                   face=o.face, width=o.width, height=o.height, max_distance=o.max_distance, results=hits)
+
+
+class ImageFacesOut(BaseModel):
+    album: str
+    id: str
+    width: int
+    height: int
+    faces: list[FaceBoxOut] = Field(description="The faces found in the image, the largest first.")
 
 
 class LabelScoreOut(BaseModel):

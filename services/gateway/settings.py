@@ -78,6 +78,11 @@ class GatewaySettings(ServiceSettings):
     # photo that close.
     near_duplicate_distance: float = 0.1
     thumbnail_size: int = 256
+    # Faces (usecases/faces.py): two faces at most this far apart (cosine distance of the extractor's
+    # L2-normalised dlib descriptors) are taken for one person. dlib's own rule is Euclidean 0.6 on its raw
+    # descriptors (norm ~1.4), about 0.09 here; bench/faces.py on the photos of people in packages: one
+    # person's photos 0.03-0.05 apart, the nearest two different people 0.04 and 0.065 (bench/README.md).
+    face_match_distance: float = 0.07
     # Recognition (usecases/recognize.py, bench/recognize.py on the evaluation set, bench/README.md): the
     # nearest labelled images that vote, and how fast a vote's weight falls with its distance beyond the
     # nearest one (exp(-(d - d1) / tau)); 20 and 0.05 gave leave-one-out top-1 0.834 against 0.823 for the

@@ -47,7 +47,9 @@ from services.search.filters import Row, matches
 from services.search.settings import SearchSettings
 
 METRIC = "cosine"
-ALBUM_NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+# An album's name; "album.part" names a companion collection of the album: other vectors of the same
+# images (e.g. "shoes.faces": one row per face), which the gateway never shows as an album.
+ALBUM_NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}(\.[a-z]{1,16})?")
 MAX_ID_BYTES = 256
 MAX_NAME_BYTES = 1024
 MAX_HASH_BYTES = 256
@@ -112,6 +114,8 @@ class Hit:
     content_hash: str = ""
     attributes: dict[str, Any] = field(default_factory=dict)
     created_at_ms: int = 0
+    # The position of that vector in the item (0: its first).
+    row: int = 0
 
 
 @dataclass(frozen=True)
@@ -539,10 +543,10 @@ class ExactIndex:
         album = self._album(name)
         query = normalise(vector, album.info.dim)
         excluded = set(check_ids(exclude_ids))
-        scored = [(_best_similarity(item, query, primary_only), item)
+        scored = [(*_best_row(item, query, primary_only), item)
                   for item in self._matching(album, filter) if item.id not in excluded]
-        scored.sort(key=lambda pair: (-pair[0], pair[1].id))
-        return [_hit(item, similarity) for similarity, item in scored[:top_k]]
+        scored.sort(key=lambda entry: (-entry[0], entry[2].id))
+        return [_hit(item, similarity, row) for similarity, row, item in scored[:top_k]]
 
     def get(self, name: str, ids: Sequence[str], with_vectors: bool = False, version: int = 0) -> list[Item]:
         """Stored items among `ids`, in the order asked."""
@@ -631,9 +635,12 @@ class ExactIndex:
         return [item for item in list(album.items.values()) if matches(bound, item.row())]
 
 
-def _best_similarity(item: Item, query: Vector, primary_only: bool) -> float:
+def _best_row(item: Item, query: Vector, primary_only: bool) -> tuple[float, int]:
+    """The item's similarity to the query by its nearest vector, and that vector's position."""
     vectors = item.vectors[:1] if primary_only else item.vectors
-    return float(np.max(np.stack(vectors) @ query))
+    similarities = np.stack(vectors) @ query
+    row = int(np.argmax(similarities))
+    return float(similarities[row]), row
 
 
 def row_key(image_id: str, ordinal: int) -> str:
@@ -641,7 +648,7 @@ def row_key(image_id: str, ordinal: int) -> str:
     return f"{image_id}#{ordinal}"
 
 
-def _hit(item: Item, similarity: float) -> Hit:
+def _hit(item: Item, similarity: float, row: int = 0) -> Hit:
     return Hit(
         id=item.id,
         distance=distance_of(similarity),
@@ -649,4 +656,5 @@ def _hit(item: Item, similarity: float) -> Hit:
         content_hash=item.content_hash,
         attributes=item.attributes,
         created_at_ms=item.created_at_ms,
+        row=row,
     )

@@ -174,8 +174,8 @@ class Stored:
 
 
 def collection_name(prefix: str, album: str) -> str:
-    """The Milvus collection of an album: "_" -> "__", "-" -> "_h" after the prefix."""
-    return prefix + check_album_name(album).replace("_", "__").replace("-", "_h")
+    """The Milvus collection of an album: "_" -> "__", "-" -> "_h", "." (a companion) -> "_c" after the prefix."""
+    return prefix + check_album_name(album).replace("_", "__").replace("-", "_h").replace(".", "_c")
 
 
 def version_name(cname: str, version: int) -> str:
@@ -906,7 +906,7 @@ class MilvusIndex:
                 [[*query]],
                 filter=expr,
                 limit=limit,
-                output_fields=[f for f in stored.fields() if f != "ordinal"],
+                output_fields=stored.fields(),  # with the ordinal: which row of the image matched (Hit.row)
                 search_params=params,
                 anns_field="vector",
                 consistency_level=level,
@@ -1055,6 +1055,7 @@ def _best_per_image(rows: Sequence[dict[str, Any]], schema: AlbumSchema, filter:
                 content_hash=entity.get("content_hash", ""),
                 attributes=_attributes_of(entity, schema),
                 created_at_ms=int(entity.get("created_at_ms", 0)),
+                row=int(entity.get("ordinal", 0)),
             )
             last = distance
     return sorted(best.values(), key=lambda hit: (hit.distance, hit.id))

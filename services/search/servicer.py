@@ -172,4 +172,5 @@ def hit_to_wire(hit: Hit) -> Any:
         attributes=attributes_to_wire(hit.attributes),
         content_hash=hit.content_hash,
         created_at_ms=hit.created_at_ms,
+        row=hit.row,
     )

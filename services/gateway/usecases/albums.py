@@ -2,44 +2,64 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
-from services.common.errors import StoreUnavailable
+from services.common.errors import FaceModelUnavailable, StoreUnavailable
 from services.common.schema import NO_COLUMNS, AlbumSchema
 from services.gateway.blobstore import album_prefix
+from services.gateway.companions import FACES_SUFFIX, faces_collection, is_companion
 from services.gateway.deps import Deps, check_album_name
 from services.gateway.records import Album, Collection
+from services.gateway.usecases import faces as face_usecases
 
 log = logging.getLogger(__name__)
 
 
-def album_of(c: Collection) -> Album:
+def album_of(c: Collection, face_model: str = "") -> Album:
     return Album(name=c.name, image_count=c.count, model=c.model, dim=c.dim, metric=c.metric,
-                 created_at_ms=c.created_at_ms, schema=c.schema)
+                 created_at_ms=c.created_at_ms, schema=c.schema, face_model=face_model)
 
 
-async def create(deps: Deps, name: str, schema: AlbumSchema = NO_COLUMNS) -> Album:
-    """Creates an empty album with these declared columns, recording the extractor's model; AlreadyExists
-    if the name is taken."""
+async def create(deps: Deps, name: str, schema: AlbumSchema = NO_COLUMNS, faces: bool = False) -> Album:
+    """Creates an empty album with these declared columns, recording the extractor's model (and, with
+    `faces`, indexing the faces of its images); AlreadyExists if the name is taken."""
     check_album_name(name)
     schema = AlbumSchema.of(schema.columns)
     info = await deps.model_info(fresh=True)
+    if faces and not info.face_model:
+        raise FaceModelUnavailable("the extractor has no face models installed (dlib-bin and "
+                                   "face_recognition_models; scripts/setup.sh installs them)")
     collection = await deps.search.create_collection(name, info.dim, info.model, schema)
-    log.info("created album %s (model %s, dim %d, columns %s)", name, info.model, info.dim, schema.names)
-    return album_of(collection)
+    face_model = ""
+    if faces:
+        try:
+            face_model = await face_usecases.enable(deps, name)
+        except BaseException:
+            await deps.search.drop_collection(name)  # no album half made
+            raise
+    log.info("created album %s (model %s, dim %d, columns %s%s)", name, info.model, info.dim, schema.names,
+             ", faces" if faces else "")
+    return album_of(collection, face_model)
 
 
 async def list_all(deps: Deps) -> list[Album]:
-    return sorted((album_of(c) for c in await deps.search.list_collections()), key=lambda a: a.name)
+    collections = await deps.search.list_collections()
+    faces = {c.name.removesuffix(FACES_SUFFIX): c.model for c in collections
+             if c.name.endswith(FACES_SUFFIX)}
+    return sorted((album_of(c, faces.get(c.name, "")) for c in collections if not is_companion(c.name)),
+                  key=lambda a: a.name)
 
 
 async def get(deps: Deps, name: str) -> Album:
-    return album_of(await deps.collection(name, with_count=True))
+    collection, faces = await asyncio.gather(deps.collection(name, with_count=True), face_usecases.faces_of(deps, name))
+    return album_of(collection, faces.model if faces is not None else "")
 
 
 async def delete(deps: Deps, name: str) -> bool:
-    """Drops the album's vectors, then its blobs (left over blobs are only logged)."""
+    """Drops the album's faces and vectors, then its blobs (left over blobs are only logged)."""
     await deps.collection(name)
+    await deps.search.drop_collection(faces_collection(name))
     await deps.search.drop_collection(name)
     try:
         removed = await deps.blobs.delete_prefix(album_prefix(name))

@@ -1,19 +1,21 @@
 """An album's images: one image's metadata, bytes and thumbnail; listing, counting and grouping them;
-changing their attributes without re-embedding; deleting them with their blobs."""
+changing their attributes without re-embedding; deleting them with their faces and blobs."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from services.common.errors import ImageNotFound, InvalidArgument, StoreUnavailable
+from services.common.errors import ImageNotFound, InvalidArgument, NotFound, StoreUnavailable
 from services.common.filtering import bind, conjoin
 from services.gateway import imaging
 from services.gateway.blobstore import Blob, features_key, image_key, thumbnail_key
+from services.gateway.companions import faces_collection
 from services.gateway.deps import Deps
 from services.gateway.records import FIRST_PAGE, NO_FILTER, GroupCount, ImageFilter, ImageRecord, Item, Listing
 from services.gateway.tags import check_word, tag_filter
@@ -149,6 +151,7 @@ async def delete_stored(deps: Deps, album: str, ids: Sequence[str]) -> int:
     if not items:
         return 0
     deleted = await deps.search.delete(album, [i.id for i in items])
+    await forget_faces(deps, album, [i.id for i in items])
     await _delete_blobs(deps, album, items)
     return deleted
 
@@ -161,6 +164,7 @@ async def delete_images(deps: Deps, album: str, filter: ImageFilter = NO_FILTER,
     deleted = 0
     while batch := await deps.search.query(album, selected, DELETE_BATCH):
         deleted += await deps.search.delete(album, [i.id for i in batch])
+        await forget_faces(deps, album, [i.id for i in batch])
         await _delete_blobs(deps, album, batch)
     log.info("deleted %d image(s) of album %s", deleted, album)
     return deleted
@@ -174,6 +178,13 @@ def _selection(deps: Deps, collection: Any, filter: ImageFilter, all: bool, what
         raise InvalidArgument(f"{what} without a filter would touch every image of album {collection.name!r}; "
                               "say so explicitly (all=true, or WHERE TRUE in SQL) or give a filter")
     return deps.filter_of(collection, filter) if filter else None
+
+
+async def forget_faces(deps: Deps, album: str, ids: Sequence[str]) -> None:
+    """Deletes the faces of these images (nothing if the album indexes none)."""
+    if ids:
+        with contextlib.suppress(NotFound):  # the album indexes no faces
+            await deps.search.delete(faces_collection(album), list(ids))
 
 
 async def _delete_blobs(deps: Deps, album: str, items: Sequence[Item]) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Sequence, Set
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -30,6 +30,7 @@ from services.gateway.records import (
     AddResult,
     AddStatus,
     Collection,
+    ImageFaces,
     Item,
     ItemFailure,
     JsonObject,
@@ -37,7 +38,8 @@ from services.gateway.records import (
     OnDuplicate,
 )
 from services.gateway.tags import with_tags
-from services.gateway.usecases.images import delete_stored
+from services.gateway.usecases import faces as face_usecases
+from services.gateway.usecases.images import delete_stored, forget_faces
 from services.gateway.usecases.shared import (
     FEATURES_CONTENT_TYPE,
     embed_for_album,
@@ -152,7 +154,15 @@ async def _store(deps: Deps, collection: Collection, model: str, images: list[_A
     """Embeds, then writes blobs, then vectors; on a failed write, what was written is undone."""
     if not images:
         return []
-    embeddings = await embed_for_album(deps, collection, model, [i.content for i in images])
+    contents = [i.content for i in images]
+    face_collection = await face_usecases.faces_of(deps, collection.name)
+    if face_collection is None:
+        embeddings = await embed_for_album(deps, collection, model, contents)
+        faces: list[ImageFaces] = []
+    else:  # the faces are looked for while the network runs
+        embeddings, faces = await asyncio.gather(embed_for_album(deps, collection, model, contents),
+                                                 face_usecases.describe(deps, face_collection, contents))
+    faces_by_id = {image.id: found for image, found in zip(images, faces, strict=True)} if faces else {}
     results: list[AddResult] = []
     items: list[tuple[_Accepted, Item, bytes]] = []
     now = now_ms()
@@ -175,7 +185,7 @@ async def _store(deps: Deps, collection: Collection, model: str, images: list[_A
         items = [entry for entry in items if entry[0].id not in near]
     replaced = await _take_over(deps, collection.name, items, near) if near else {}
     if items:
-        await _write(deps, collection.name, items)
+        await _write(deps, collection.name, items, faces_by_id)
         results.extend(AddResult(i.index, i.name, AddStatus.REPLACED if i.id in replaced else AddStatus.ADDED, i.id,
                                  near=replaced.get(i.id, "")) for i, _, _ in items)
     if replaced:
@@ -221,8 +231,12 @@ async def _take_over(deps: Deps, album: str, items: list[tuple[_Accepted, Item, 
     return {new: old_id for new, old_id in replacing.items() if old_id in old}
 
 
-async def _write(deps: Deps, album: str, items: list[tuple[_Accepted, Item, bytes]]) -> None:
-    """Blobs (the image and its local features) first, then the vectors; undone on a failure."""
+async def _write(deps: Deps, album: str, items: list[tuple[_Accepted, Item, bytes]],
+                 faces: Mapping[str, ImageFaces] | None = None) -> None:
+    """Blobs (the image and its local features) first, then the faces (an album indexing them), then the
+    vectors; undone on a failure."""
+    face_items = [f for _, item, _ in items if (found := (faces or {}).get(item.id)) is not None
+                  and (f := face_usecases.face_item(item, found)) is not None]
     keys = [image_key(album, image.content_hash) for image, _, _ in items]
     puts = [deps.blobs.put(key, image.content, image.content_type, image.name)
             for key, (image, _, _) in zip(keys, items, strict=True)]
@@ -235,11 +249,20 @@ async def _write(deps: Deps, album: str, items: list[tuple[_Accepted, Item, byte
     try:
         if failed is not None:
             raise failed
+        await face_usecases.write(deps, album, face_items)
         await deps.search.insert(album, [item for _, item, _ in items])
     except Exception:
+        await _forget_faces(deps, album, [f.id for f in face_items])
         await _forget_blobs(deps, keys)
         raise
     log.info("added %d image(s) to album %s", len(items), album)
+
+
+async def _forget_faces(deps: Deps, album: str, ids: list[str]) -> None:
+    try:
+        await forget_faces(deps, album, ids)
+    except ImageSearchError as exc:
+        log.warning("could not delete the faces of %d image(s) of a failed add: %s", len(ids), exc.message)
 
 
 async def _forget_blobs(deps: Deps, keys: list[str]) -> None:

@@ -1,0 +1,144 @@
+"""Faces over the real stack: an album created with faces finds a person from another photo of them, over
+HTTP, gRPC and the CLI; a photo without a face, an album without faces and a face index out of range are
+clear 4xx answers; deleting an image deletes its faces.
+
+The photos are real: three White House photos of one person and one of another (public domain), from the
+face_recognition 1.3.0 sdist's tests, fetched by scripts/setup.sh --dev into .cache/faces/people.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import httpx
+import pytest
+from imagesearch.v1 import gateway_pb2, gateway_pb2_grpc
+
+from services.devstack import ROOT, Stack
+from tests.conftest import SERVERS, SERVICES
+from tests.gateway.stack_helpers import unique_album
+
+pytestmark = pytest.mark.stack
+
+PEOPLE = ROOT / ".cache" / "faces" / "people"
+
+
+@dataclass(frozen=True)
+class Album:
+    name: str
+    ids: dict[str, str]  # file stem -> image id
+
+
+@pytest.fixture(scope="module")
+def people() -> dict[str, Path]:
+    found = {p.stem: p for p in sorted(PEOPLE.glob("*.jpg"))}
+    assert {"obama", "obama2", "obama3", "biden"} <= set(found), "run scripts/setup.sh --dev (photos of people)"
+    return found
+
+
+@pytest.fixture(scope="module")
+def album(_stack: Stack, people: dict[str, Path], photos: list[Path]) -> Album:
+    """Two photos of one person, one of another, and two photos without a face."""
+    _stack.ensure(SERVERS + SERVICES)
+    name = unique_album("faces")
+    chosen = [people["obama"], people["obama2"], people["biden"], photos[1], photos[2]]
+    with httpx.Client(base_url=_stack.http_url, timeout=120) as http:
+        created = http.post("/v1/albums", json={"name": name, "faces": True})
+        assert created.status_code == 201, created.text
+        assert created.json()["faces"] is True and created.json()["face_model"]
+        files = [("file", (p.name, p.read_bytes(), "image/jpeg")) for p in chosen]
+        added = http.post(f"/v1/albums/{name}/images", files=files, data={
+            "name": [p.stem for p in chosen],
+            "attributes": [json.dumps({"person": person}) for person in ("obama", "obama", "biden", "", "")]})
+        assert added.status_code == 201, added.text
+    return Album(name, {p.stem: r["id"] for p, r in zip(chosen, added.json()["results"], strict=True)})
+
+
+@pytest.fixture()
+def http(stack: Stack) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=stack.http_url, timeout=120) as client:
+        yield client
+
+
+def face_search(http: httpx.Client, album: str, photo: bytes, **params: object) -> httpx.Response:
+    return http.post(f"/v1/albums/{album}/faces/search", params=params, files={"file": ("q.jpg", photo, "image/jpeg")})
+
+
+def test_a_new_photo_of_a_person_finds_the_album_photos_of_that_person_only(
+        http: httpx.Client, album: Album, people: dict[str, Path]) -> None:
+    answer = face_search(http, album.name, people["obama3"].read_bytes())
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert len(body["faces"]) == 1 and body["face"] == 0
+    assert {r["name"] for r in body["results"]} == {"obama", "obama2"}
+    for hit in body["results"]:
+        assert hit["distance"] <= body["max_distance"]
+        box = hit["face"]
+        assert 0 <= box["x"] < box["x"] + box["width"] <= hit["width"]
+        assert 0 <= box["y"] < box["y"] + box["height"] <= hit["height"]
+        assert len(box["landmarks"]) == 5
+        assert hit["attributes"]["person"] == "obama"
+    # The other person is found by their own photo, and an album image by its id (not itself).
+    biden = face_search(http, album.name, people["biden"].read_bytes()).json()["results"]
+    assert [r["name"] for r in biden] == ["biden"]
+    by_id = http.post(f"/v1/albums/{album.name}/faces/search", data={"image_id": album.ids["obama"]})
+    assert [r["name"] for r in by_id.json()["results"]] == ["obama2"]
+
+
+def test_an_image_lists_its_faces_in_its_own_pixels(http: httpx.Client, album: Album, photos: list[Path]) -> None:
+    faces = http.get(f"/v1/albums/{album.name}/images/{album.ids['obama']}/faces").json()
+    assert faces["width"] == 910 and faces["height"] == 1137
+    assert len(faces["faces"]) == 1 and faces["faces"][0]["width"] > 100
+    none = http.get(f"/v1/albums/{album.name}/images/{album.ids[photos[2].stem]}/faces")
+    assert none.status_code == 200 and none.json()["faces"] == []
+
+
+def test_a_photo_without_a_face_an_album_without_faces_and_a_missing_face_are_clear_answers(
+        http: httpx.Client, album: Album, people: dict[str, Path], photos: list[Path]) -> None:
+    no_face = face_search(http, album.name, photos[2].read_bytes())
+    assert no_face.status_code == 422 and no_face.json()["error"]["reason"] == "no_face_found"
+    second = face_search(http, album.name, people["obama3"].read_bytes(), face=1)
+    assert second.status_code == 400 and "1 face" in second.json()["error"]["message"]
+    broken = face_search(http, album.name, b"not an image")
+    assert broken.status_code == 422 and broken.json()["error"]["reason"] == "invalid_image"
+    plain = unique_album("nofaces")
+    assert http.post("/v1/albums", json={"name": plain}).status_code == 201
+    refused = face_search(http, plain, people["obama3"].read_bytes())
+    assert refused.status_code == 409 and refused.json()["error"]["reason"] == "faces_not_enabled"
+    assert "faces" in refused.json()["error"]["message"]
+    assert http.get(f"/v1/albums/{plain}").json()["faces"] is False
+    listed = {a["name"]: a for a in http.get("/v1/albums").json()["albums"]}
+    assert listed[album.name]["faces"] is True and not any("." in n for n in listed)
+    assert http.delete(f"/v1/albums/{plain}").status_code == 200
+
+
+def test_grpc_and_the_cli_search_faces_as_http_does(stack: Stack, http: httpx.Client, album: Album,
+                                                   people: dict[str, Path], tmp_path: Path) -> None:
+    photo = people["obama3"].read_bytes()
+    over_http = face_search(http, album.name, photo).json()["results"]
+    with grpc.insecure_channel(f"127.0.0.1:{stack.ports.gateway}") as channel:
+        gateway = gateway_pb2_grpc.GatewayStub(channel)
+        answer = gateway.SearchFaces(gateway_pb2.SearchFacesRequest(album=album.name, image=photo), timeout=60)
+        assert [h.image.id for h in answer.hits] == [r["id"] for r in over_http]
+        assert answer.hits[0].face.width == over_http[0]["face"]["width"]
+        with pytest.raises(grpc.RpcError) as refused:
+            gateway.SearchFaces(gateway_pb2.SearchFacesRequest(album=album.name, image=photo, face=3), timeout=60)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    env = {**os.environ, "IMAGESEARCH_GATEWAY": stack.http_url}
+    cli = subprocess.run([sys.executable, "-m", "services.cli", "faces", str(people["obama3"]), "--album", album.name,
+                          "--json"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    assert cli.returncode == 0, cli.stderr
+    assert [r["name"] for r in json.loads(cli.stdout)["results"]] == [r["name"] for r in over_http]
+
+
+def test_deleting_an_image_deletes_its_faces(http: httpx.Client, album: Album, people: dict[str, Path]) -> None:
+    assert http.delete(f"/v1/albums/{album.name}/images/{album.ids['obama2']}").status_code == 200
+    found = face_search(http, album.name, people["obama3"].read_bytes()).json()["results"]
+    assert [r["name"] for r in found] == ["obama"]
