@@ -201,6 +201,26 @@ def cmd_search(args: argparse.Namespace, client: GatewayClient) -> int:
         matches = "" if hit.get("matches") is None else f"{hit['matches']:4d}"
         link = f"{client.base_url}{hit['url']}"
         print(f"{rank:3d}  {hit['distance']:.4f} {matches:>4s}  {hit['name']:<32s} {link}  {attrs}")
+
+
+def cmd_faces(args: argparse.Namespace, client: GatewayClient) -> int:
+    """The album's images where the person of the query photo's face appears, nearest first."""
+    options: dict[str, Any] = {"top_k": args.top_k, "max_distance": args.max_distance, "face": args.face}
+    if args.query.startswith(("http://", "https://")):
+        answer = client.search_faces(args.album, url=args.query, **options)
+    else:
+        answer = client.search_faces(args.album, image=Path(args.query).read_bytes(), **options)
+    if args.json:
+        print(json.dumps(answer))
+        return 0
+    face = answer["faces"][answer["face"]]
+    print(f"{len(answer['faces'])} face(s) in the query; searched face {answer['face']} at "
+          f"{face['x']},{face['y']} {face['width']}x{face['height']}: {len(answer['results'])} images of that person "
+          f"(distance <= {answer['max_distance']}) in {answer['took_ms']:.1f} ms")
+    for rank, hit in enumerate(answer["results"], 1):
+        box = hit["face"]
+        print(f"{rank:3d}  {hit['distance']:.4f}  {hit['name']:<32s} face {box['x']},{box['y']} "
+              f"{box['width']}x{box['height']}  {client.base_url}{hit['url']}")
     return 0
 
 
@@ -249,7 +269,7 @@ def cmd_albums(args: argparse.Namespace, client: GatewayClient) -> int:
     for album in client.list_albums():
         columns = ", ".join(f"{c['name']} {c['type']}" for c in album.get("columns", []))
         print(f"{album['name']:<24s} {album['image_count']:>8d} images  model {album['model']}"
-              + (f"  columns: {columns}" if columns else ""))
+              + (f"  columns: {columns}" if columns else "") + ("  faces" if album.get("faces") else ""))
     return 0
 
 
@@ -258,9 +278,9 @@ def cmd_create_album(args: argparse.Namespace, client: GatewayClient) -> int:
     for spec in args.column or []:
         name, _, kind = spec.partition(":")
         columns.append({"name": name.strip(), "type": kind.strip() or "string"})
-    album = client.create_album(args.album, columns)
+    album = client.create_album(args.album, columns, faces=args.faces)
     print(f"created album {album['name']}" + (f" with columns {', '.join(c['name'] for c in columns)}" if columns
-                                              else ""))
+                                              else "") + (" (indexing faces)" if album.get("faces") else ""))
     return 0
 
 
@@ -435,9 +455,19 @@ def build_parser() -> argparse.ArgumentParser:
     recognize.add_argument("--evidence", type=int, default=5, help="nearest labelled images to show")
     recognize.add_argument("--threshold", type=float,
                            help="answer unknown below this known probability (default: the album's own)")
+    faces = sub.add_parser("faces", help="find the images of an album (created with --faces) where the person of a "
+                                         "photo's face appears")
+    faces.add_argument("query")
+    faces.add_argument("--album", required=True)
+    faces.add_argument("--top-k", type=int, default=10)
+    faces.add_argument("--max-distance", type=float, help="faces farther than this are other people (cosine "
+                                                          "distance; default: the gateway's)")
+    faces.add_argument("--face", type=int, default=0, help="which face of the photo: 0 the largest (default), 1 ...")
+    faces.add_argument("--json", action="store_true", help="print the answer as JSON")
     sub.add_parser("albums", help="list albums")
     create = sub.add_parser("create-album", help="create an album, with declared (typed) columns")
     create.add_argument("album")
+    create.add_argument("--faces", action="store_true", help="also find the faces of every image added (for `faces`)")
     create.add_argument("--column", action="append", metavar="NAME:TYPE",
                         help="a declared column; TYPE is string, int, float, bool, timestamp or string_list")
     sql = sub.add_parser("sql", help="run one SQL statement (CREATE TABLE, INSERT, SELECT, UPDATE, DELETE, DROP)")
@@ -462,7 +492,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handlers = {"ingest": cmd_ingest, "search": cmd_search, "albums": cmd_albums, "delete-album": cmd_delete_album,
                 "reembed": cmd_reembed, "create-album": cmd_create_album, "sql": cmd_sql, "imports": cmd_imports,
                 "cancel-import": cmd_cancel_import, "export": cmd_export, "recognize": cmd_recognize,
-                "images": cmd_images}
+                "images": cmd_images, "faces": cmd_faces}
     client = GatewayClient(args.url)
     try:
         return handlers[args.command](args, client)

@@ -71,9 +71,10 @@ class GatewayClient:
                 return None
             raise
 
-    def create_album(self, album: str, columns: Sequence[dict[str, str]] = ()) -> dict[str, Any]:
-        """Creates an album, with declared columns ([{"name": "price", "type": "float"}, ...]) if given."""
-        body = {"name": album, "columns": list(columns)}
+    def create_album(self, album: str, columns: Sequence[dict[str, str]] = (), faces: bool = False) -> dict[str, Any]:
+        """Creates an album, with declared columns ([{"name": "price", "type": "float"}, ...]) if given, that
+        indexes the faces of its images if `faces`."""
+        body = {"name": album, "columns": list(columns), "faces": faces}
         return dict(self._json(self.http.post("/v1/albums", json=body)))
 
     def ensure_album(self, album: str) -> dict[str, Any]:
@@ -193,6 +194,18 @@ class GatewayClient:
         files = {"file": ("query", image, "application/octet-stream")} if image is not None else None
         data = {k: v for k, v in {"url": url, "image_id": image_id}.items() if v}
         response = self.http.post(f"/v1/albums/{album}/recognize", params=params, files=files, data=data)
+        return dict(self._json(response))
+
+    def search_faces(self, album: str, *, image: bytes | None = None, url: str | None = None,
+                     image_id: str | None = None, top_k: int = 10, max_distance: float | None = None,
+                     face: int = 0) -> dict[str, Any]:
+        """The album's images where the person of the query's face (`face`: 0 the largest) appears."""
+        params: dict[str, Any] = {"top_k": top_k, "face": face}
+        if max_distance is not None:
+            params["max_distance"] = max_distance
+        files = {"file": ("query", image, "application/octet-stream")} if image is not None else None
+        data = {k: v for k, v in {"url": url, "image_id": image_id}.items() if v}
+        response = self.http.post(f"/v1/albums/{album}/faces/search", params=params, files=files, data=data)
         return dict(self._json(response))
 
     def update_images(self, album: str, attributes: dict[str, Any], where: str) -> int:

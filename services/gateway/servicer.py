@@ -26,6 +26,7 @@ from services.gateway.deps import Deps
 from services.gateway.import_queue import ImportJob, ImportQueue
 from services.gateway.records import (
     Album,
+    FaceBox,
     ImageFilter,
     ImageRecord,
     Listing,
@@ -33,6 +34,7 @@ from services.gateway.records import (
     OnDuplicate,
     Query,
     RecognizeOutcome,
+    ScoredImage,
     SearchMode,
     SqlResult,
 )
@@ -48,7 +50,13 @@ Context: TypeAlias = grpc.aio.ServicerContext
 def album_message(album: Album) -> gateway_pb2.Album:
     return gateway_pb2.Album(name=album.name, image_count=album.image_count, model=album.model, dim=album.dim,
                              metric=album.metric, created_at_ms=album.created_at_ms,
-                             columns=columns_to_wire(album.schema))
+                             columns=columns_to_wire(album.schema), faces=bool(album.face_model),
+                             face_model=album.face_model)
+
+
+def face_box_message(box: FaceBox) -> gateway_pb2.FaceBox:
+    return gateway_pb2.FaceBox(x=box.x, y=box.y, width=box.width, height=box.height, score=box.score,
+                               landmarks=[c for point in box.landmarks for c in point])
 
 
 def image_message(image: ImageRecord) -> gateway_pb2.Image:
@@ -60,13 +68,19 @@ def image_message(image: ImageRecord) -> gateway_pb2.Image:
     )
 
 
-def search_query(request: gateway_pb2.SearchImagesRequest | gateway_pb2.RecognizeRequest) -> Query:
+def search_query(request: gateway_pb2.SearchImagesRequest | gateway_pb2.RecognizeRequest
+                 | gateway_pb2.SearchFacesRequest) -> Query:
     which = request.WhichOneof("query")
     return Query(
         image=request.image if which == "image" else None,
         url=request.url if which == "url" else None,
         image_id=request.image_id if which == "image_id" else None,
     )
+
+
+def search_hits(scored: list[ScoredImage]) -> list[gateway_pb2.SearchHit]:
+    return [gateway_pb2.SearchHit(image=image_message(h.image), distance=h.distance, matches=h.matches)
+            for h in scored]
 
 
 def region_of(message: gateway_pb2.Region) -> Region:
@@ -115,7 +129,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         self.queue = queue
 
     async def CreateAlbum(self, request: gateway_pb2.CreateAlbumRequest, context: Context) -> gateway_pb2.Album:
-        return album_message(await albums.create(self.deps, request.name, columns_from_wire(request.columns)))
+        return album_message(await albums.create(self.deps, request.name, columns_from_wire(request.columns),
+                                                 faces=request.faces))
 
     async def ListAlbums(
         self, request: gateway_pb2.ListAlbumsRequest, context: Context

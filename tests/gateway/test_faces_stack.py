@@ -131,7 +131,7 @@ def test_grpc_and_the_cli_search_faces_as_http_does(stack: Stack, http: httpx.Cl
         with pytest.raises(grpc.RpcError) as refused:
             gateway.SearchFaces(gateway_pb2.SearchFacesRequest(album=album.name, image=photo, face=3), timeout=60)
         assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    env = {**os.environ, "IMAGESEARCH_GATEWAY": stack.http_url}
+    env = {**os.environ, "IMAGESEARCH_URL": stack.http_url}
     cli = subprocess.run([sys.executable, "-m", "services.cli", "faces", str(people["obama3"]), "--album", album.name,
                           "--json"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
     assert cli.returncode == 0, cli.stderr
