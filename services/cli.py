@@ -2,7 +2,8 @@
 
     imagesearch up [--data DIR] [--port 8000]        run servers + services, load the demo album
     imagesearch ingest PATH|URL... --album A         add files, folders (recursively) or URLs
-    imagesearch search IMAGE|URL --album A [--similar] [--where TEXT] [--region X,Y,W,H]  the nearest images
+    imagesearch search IMAGE|URL --album A [--similar] [--where TEXT] [--region X,Y,W,H] [--proposals [N]]
+                                                     the nearest images (and of each region proposed)
     imagesearch recognize IMAGE|URL --album A --label category          the label, or unknown
     imagesearch images --album A [--tag espresso] [--where TEXT]     list images (found by a word)
     imagesearch sql "SELECT ... ORDER BY feature <-> image('q.jpg')"   run one SQL statement
@@ -189,14 +190,25 @@ def cmd_search(args: argparse.Namespace, client: GatewayClient) -> int:
     filter_doc = json.loads(args.filter) if args.filter else None
     mode = "similar" if args.similar else "copy"
     options: dict[str, Any] = {"top_k": args.top_k, "filter": filter_doc, "mode": mode, "where": args.where,
-                               "max_distance": args.max_distance, "region": args.region}
+                               "max_distance": args.max_distance, "region": args.region,
+                               "proposals": args.proposals or 0}
     if args.query.startswith(("http://", "https://")):
         answer = client.search(args.album, url=args.query, **options)
     else:
         answer = client.search(args.album, image=Path(args.query).read_bytes(), **options)
     print(f"{len(answer['results'])} results in {answer['took_ms']:.1f} ms "
           f"(distance: {answer['metric']}; then matching points where verified)")
-    for rank, hit in enumerate(answer["results"], 1):
+    _print_hits(answer["results"], client)
+    for n, proposed in enumerate(answer.get("regions", []), 1):
+        box = proposed["region"]
+        print(f"\nregion {n}: --region {box['x']},{box['y']},{box['width']},{box['height']} "
+              f"(score {proposed['score']:.2f}): {len(proposed['results'])} results")
+        _print_hits(proposed["results"], client)
+    return 0
+
+
+def _print_hits(hits: list[dict[str, Any]], client: GatewayClient) -> None:
+    for rank, hit in enumerate(hits, 1):
         attrs = json.dumps(hit.get("attributes") or {})
         matches = "" if hit.get("matches") is None else f"{hit['matches']:4d}"
         link = f"{client.base_url}{hit['url']}"
@@ -447,6 +459,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="find images like the query rather than copies of it (search mode 'similar')")
     search.add_argument("--region", metavar="X,Y,W,H",
                         help="search only this box of the query image, in its pixels (after EXIF orientation)")
+    search.add_argument("--proposals", type=int, nargs="?", const=3, metavar="N",
+                        help="also propose N (default 3, at most 5) regions of the query worth searching (objects "
+                             "or salient parts) and show each one's results")
     recognize = sub.add_parser("recognize", help="the label an image file or URL most likely has among an album's "
                                                  "labelled images, or unknown")
     recognize.add_argument("query")

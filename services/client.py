@@ -166,10 +166,12 @@ class GatewayClient:
         where: str | None = None,
         max_distance: float | None = None,
         region: str | None = None,
+        proposals: int = 0,
     ) -> dict[str, Any]:
         """Finds the album's images nearest to an image given by bytes, URL or id: its copies ("copy"), or
         images like it ("similar"), among those matching the filter (JSON form or `where` text); with
-        `region` ("x,y,w,h" in the image's pixels) only for that box of the image."""
+        `region` ("x,y,w,h" in the image's pixels) only for that box of the image; with `proposals` also
+        up to that many regions of the image worth searching, each with its own results ("regions")."""
         params: dict[str, Any] = {"top_k": top_k, "mode": mode}
         if filter:
             params["filter"] = json.dumps(filter)
@@ -179,6 +181,8 @@ class GatewayClient:
             params["max_distance"] = max_distance
         if region:
             params["region"] = region
+        if proposals:
+            params["proposals"] = proposals
         files = {"file": ("query", image, "application/octet-stream")} if image is not None else None
         data = {k: v for k, v in {"url": url, "image_id": image_id}.items() if v}
         response = self.http.post(f"/v1/albums/{album}/search", params=params, files=files, data=data)

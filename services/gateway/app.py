@@ -59,6 +59,7 @@ from services.gateway.usecases import (
 from services.gateway.usecases.images import MAX_OFFSET
 from services.gateway.usecases.imports import ImportSpec
 from services.gateway.usecases.ingest import parse_attributes
+from services.gateway.usecases.proposals import MAX_PROPOSALS, search_with_proposals
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,10 @@ MODE_SCHEMA: dict[str, Any] = {"enum": [m.value for m in SearchMode]}
 REGION_DESCRIPTION = f"Search only this box of the query image: {REGION_FORMAT}; inside the image, at least " \
                      f"{MIN_SIDE} pixels a side. Not with image_id."
 REGION_SCHEMA: dict[str, Any] = {"pattern": REGION_PATTERN, "examples": ["10,20,200,150"]}
+PROPOSALS_DESCRIPTION = f"Also propose up to this many regions of the query image worth searching (objects or " \
+                        f"salient parts, 1 to {MAX_PROPOSALS}) and search each on its own: the answer's `regions`, " \
+                        "each with its box and results. Each region costs a search. Not with region or image_id."
+PROPOSALS_SCHEMA: dict[str, Any] = {"minimum": 0, "maximum": MAX_PROPOSALS}
 # An optional file part: left out when not given (multipart has no null, so the document offers none).
 BINARY_PART = WithJsonSchema({"type": "string", "contentMediaType": "application/octet-stream"})
 # Method names a metric label may take: any other word a client sends is counted as OTHER, so that a
@@ -510,11 +515,25 @@ def _add_search_routes(app: FastAPI, settings: GatewaySettings, deps: Deps) -> N
         region: Annotated[str | None, Query(description=REGION_DESCRIPTION, json_schema_extra=REGION_SCHEMA)] = None,
         region_form: Annotated[str | None, Form(alias="region", description="The region, as a form field.",
                                                 json_schema_extra=REGION_SCHEMA)] = None,
+        proposals: Annotated[int | None, Query(description=PROPOSALS_DESCRIPTION,
+                                               json_schema_extra=PROPOSALS_SCHEMA)] = None,
+        proposals_form: Annotated[int | None, Form(alias="proposals", description="Proposals, as a form field.",
+                                                   json_schema_extra=PROPOSALS_SCHEMA)] = None,
     ) -> schemas.SearchOut:
         """The album's images nearest the query, nearest first; give exactly one of file, url, image_id.
         `mode` "copy" (default) finds copies of the query, "similar" images like it; `region` searches
-        only that box of the query image."""
+        only that box of the query image; `proposals` also searches that many regions of it worth
+        searching (`regions` of the answer)."""
         box = parse_region(region or region_form)
+        wanted = proposals or proposals_form or 0
+        if wanted:
+            if box is not None:
+                raise InvalidArgument("give a region or ask for proposals, not both")
+            content = await _read_upload(file, settings.max_image_bytes) if file is not None else None
+            query = SearchQuery(image=content, url=url or None, image_id=image_id or None)
+            return schemas.SearchOut.of(await search_with_proposals(
+                deps, album, query, wanted, top_k, _filter(where or where_form, filter or filter_form),
+                mode or mode_form or SearchMode.COPY.value, max_distance))
         content = await _read_upload(file, settings.max_image_bytes) if file is not None else None
         query = SearchQuery(image=content, url=url or None, image_id=image_id or None)
         outcome = await search.search(deps, album, query, top_k, _filter(where or where_form, filter or filter_form),

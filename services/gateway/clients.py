@@ -41,6 +41,7 @@ from services.gateway.records import (
     LabelInfo,
     LabelSet,
     ModelInfo,
+    Proposal,
     Tag,
 )
 
@@ -53,7 +54,7 @@ class Extractor(Protocol):
     async def model_info(self) -> ModelInfo: ...
 
     async def embed(self, images: Sequence[bytes], purpose: EmbedPurpose = EmbedPurpose.QUERY,
-                    local_features: bool = False) -> EmbedBatch: ...
+                    local_features: bool = False, proposals: int = 0) -> EmbedBatch: ...
 
     async def labels(self) -> LabelSet:
         """Every class the extractor's classifier gives indexed images, with its words."""
@@ -154,9 +155,9 @@ class GrpcExtractor:
         return ModelInfo(model=reply.model, dim=reply.dim, query_variants=tuple(reply.query_variants))
 
     async def embed(self, images: Sequence[bytes], purpose: EmbedPurpose = EmbedPurpose.QUERY,
-                    local_features: bool = False) -> EmbedBatch:
+                    local_features: bool = False, proposals: int = 0) -> EmbedBatch:
         request = extractor_pb2.EmbedRequest(images=list(images), purpose=purpose.name,
-                                             local_features=local_features)
+                                             local_features=local_features, proposals=proposals)
         reply = await call(self.stub.Embed, request, timeout=self.timeout_s, unavailable=ExtractorUnavailable,
                            peer=self.peer)
         results = [_embedding(r) for r in reply.results]
@@ -192,7 +193,8 @@ def _embedding(r: extractor_pb2.EmbedResult) -> Embedding:
         return Embedding(error=ItemFailure(r.error.reason or "invalid_image", r.error.message))
     return Embedding(vector=list(r.vector.values), rows=[list(v.values) for v in r.index_vectors],
                      local_features=list(r.local_features), variants=[list(v.values) for v in r.variant_vectors],
-                     tags=[Tag(t.name, round(t.score, 4)) for t in r.labels])
+                     tags=[Tag(t.name, round(t.score, 4)) for t in r.labels],
+                     proposals=[Proposal(p.x, p.y, p.width, p.height, p.score) for p in r.proposals])
 
 
 def _collection(c: search_pb2.Collection) -> Collection:

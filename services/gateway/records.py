@@ -72,6 +72,18 @@ class EmbedPurpose(enum.IntEnum):
 
 
 @dataclass(frozen=True)
+class Proposal:
+    """A region of an image the extractor proposes searching on its own: left, top, width and height as
+    fractions of the image as shown (after its EXIF orientation), and how much it stands out."""
+
+    x: float
+    y: float
+    width: float
+    height: float
+    score: float
+
+
+@dataclass(frozen=True)
 class Embedding:
     """One image's vector (and, for INDEX, all its rows, the first being `vector`), or why it has none."""
 
@@ -84,6 +96,8 @@ class Embedding:
     variants: list[list[float]] = field(default_factory=list)
     # For INDEX: the classifier's classes for the image, most probable first.
     tags: list[Tag] = field(default_factory=list)
+    # When asked for: regions of the image worth searching on their own, best first.
+    proposals: list[Proposal] = field(default_factory=list)
 
     @property
     def stored_vectors(self) -> list[list[float]]:
@@ -276,6 +290,17 @@ class SearchOutcome:
     metric: str
     model: str
     took_ms: float
+    hits: list[ScoredImage]
+    # Regions of the query proposed and searched on their own (a search asking for proposals), best first.
+    regions: list[RegionOutcome] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RegionOutcome:
+    """A proposed region of the query, in its pixels as shown (x, y, width, height), and what it finds."""
+
+    box: tuple[int, int, int, int]
+    score: float
     hits: list[ScoredImage]
 
 

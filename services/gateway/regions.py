@@ -72,6 +72,26 @@ def check_inside(region: Region, size: tuple[int, int]) -> None:
         raise InvalidRegion(f"region {region} (x,y,w,h) is not inside the {width}x{height} image")
 
 
+def shown_size(content: bytes) -> tuple[int, int]:
+    """(width, height) of the encoded image as shown, after its EXIF orientation, read from its header;
+    InvalidImage when the bytes are no image."""
+    try:
+        with Image.open(io.BytesIO(content)) as image:
+            return _shown_size(image)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise InvalidImage(f"cannot read the query image's size: {exc}") from exc
+
+
+def box_of(x: float, y: float, width: float, height: float, size: tuple[int, int]) -> Region | None:
+    """The region of an image of `size` (width, height) that a box in fractions of it covers, in whole
+    pixels inside the image; None when it is under MIN_SIDE on a side."""
+    left, top = max(0, round(x * size[0])), max(0, round(y * size[1]))
+    right, bottom = min(size[0], round((x + width) * size[0])), min(size[1], round((y + height) * size[1]))
+    if min(right - left, bottom - top) < MIN_SIDE:
+        return None
+    return Region(left, top, right - left, bottom - top)
+
+
 def crop(content: bytes, region: Region) -> bytes:
     """The region of the encoded image as a JPEG; InvalidRegion when it is not inside the image,
     InvalidImage when the bytes do not decode."""

@@ -19,6 +19,7 @@ from services.gateway.records import (
     ImageRecord,
     OnDuplicate,
     RecognizeOutcome,
+    ScoredImage,
     SearchOutcome,
     SqlResult,
 )
@@ -219,20 +220,45 @@ class SearchHitOut(BaseModel):
     thumbnail_url: str
 
 
+class RegionBoxOut(BaseModel):
+    """A box in the query image's pixels as shown (after its EXIF orientation); as `region` it is x,y,w,h."""
+
+    x: int
+    y: int
+    width: int
+    height: int
+
+
+class ProposedRegionOut(BaseModel):
+    region: RegionBoxOut
+    score: float = Field(description="How much the region stands out in the network's activations: its mean "
+                                     "saliency less the rest's (the map's peak is 1).")
+    results: list[SearchHitOut] = Field(description="What a search of this region alone finds (as `region`).")
+
+
 class SearchOut(BaseModel):
     album: str
     metric: str
     model: str
     took_ms: float
     results: list[SearchHitOut]
+    regions: list[ProposedRegionOut] = Field(
+        default_factory=list,
+        description="With `proposals`: regions of the query worth searching on their own, best first, each "
+                    "with its results; empty otherwise.")
 
     @classmethod
     def of(cls, outcome: SearchOutcome) -> SearchOut:
-        hits = [SearchHitOut(id=h.image.id, name=h.image.name, distance=h.distance, matches=h.matches,
-                             attributes=to_json(h.image.attributes),
-                             url=h.image.url, thumbnail_url=h.image.thumbnail_url) for h in outcome.hits]
+        regions = [ProposedRegionOut(region=RegionBoxOut(x=r.box[0], y=r.box[1], width=r.box[2], height=r.box[3]),
+                                     score=r.score, results=_hits(r.hits)) for r in outcome.regions]
         return cls(album=outcome.album, metric=outcome.metric, model=outcome.model,
-                   took_ms=round(outcome.took_ms, 3), results=hits)
+                   took_ms=round(outcome.took_ms, 3), results=_hits(outcome.hits), regions=regions)
+
+
+def _hits(scored: list[ScoredImage]) -> list[SearchHitOut]:
+    return [SearchHitOut(id=h.image.id, name=h.image.name, distance=h.distance, matches=h.matches,
+                         attributes=to_json(h.image.attributes), url=h.image.url, thumbnail_url=h.image.thumbnail_url)
+            for h in scored]
 
 
 class FaceBoxOut(BaseModel):

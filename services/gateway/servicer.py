@@ -42,6 +42,7 @@ from services.gateway.regions import Region
 from services.gateway.usecases import albums, duplicates, images, imports, ingest, recognize, reembed, search, sql
 from services.gateway.usecases.imports import ImportSpec
 from services.gateway.usecases.ingest import parse_attributes
+from services.gateway.usecases.proposals import search_with_proposals
 
 SERVICE_NAME = gateway_pb2.DESCRIPTOR.services_by_name["Gateway"].full_name
 Context: TypeAlias = grpc.aio.ServicerContext
@@ -164,12 +165,20 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         top_k = request.top_k or None
         max_distance = request.max_distance if request.HasField("max_distance") else None
         region = region_of(request.region) if request.HasField("region") else None
-        outcome = await search.search(self.deps, request.album, search_query(request), top_k, image_filter(request),
-                                      request.mode or SearchMode.COPY.value, max_distance, region=region)
+        mode = request.mode or SearchMode.COPY.value
+        if request.proposals and region is not None:
+            raise InvalidArgument("give a region or ask for proposals, not both")
+        if request.proposals:
+            outcome = await search_with_proposals(self.deps, request.album, search_query(request), request.proposals,
+                                                  top_k, image_filter(request), mode, max_distance)
+        else:
+            outcome = await search.search(self.deps, request.album, search_query(request), top_k,
+                                          image_filter(request), mode, max_distance, region=region)
         return gateway_pb2.SearchImagesResponse(
-            hits=[gateway_pb2.SearchHit(image=image_message(h.image), distance=h.distance, matches=h.matches)
-                  for h in outcome.hits],
-            metric=outcome.metric, model=outcome.model, took_ms=outcome.took_ms,
+            hits=search_hits(outcome.hits), metric=outcome.metric, model=outcome.model, took_ms=outcome.took_ms,
+            regions=[gateway_pb2.ProposedRegion(region=gateway_pb2.Region(x=r.box[0], y=r.box[1], width=r.box[2],
+                                                                          height=r.box[3]),
+                                                score=r.score, hits=search_hits(r.hits)) for r in outcome.regions],
         )
 
     async def Recognize(self, request: gateway_pb2.RecognizeRequest, context: Context) -> gateway_pb2.RecognizeResponse:

@@ -35,6 +35,7 @@ from services.gateway.records import (
     LabelInfo,
     LabelSet,
     ModelInfo,
+    Proposal,
 )
 from services.gateway.settings import GatewaySettings
 from services.search.index import ExactIndex
@@ -81,6 +82,8 @@ class FakeExtractor:
         self.error: ImageSearchError | None = None
         # Content -> the content it is a near copy of: its vectors are that one's, nudged a little.
         self.near_copies: dict[bytes, bytes] = {}
+        # The regions every image gets when a request asks for proposals (the first `proposals` of them).
+        self.proposals: list[Proposal] = []
 
     def _vector(self, content: bytes, row: int) -> list[float]:
         original = self.near_copies.get(content)
@@ -98,7 +101,7 @@ class FakeExtractor:
         return LabelSet((LabelInfo("espresso", ("espresso",)), LabelInfo("tabby", ("tabby", "tabby cat"))), "fake")
 
     async def embed(self, images: Sequence[bytes], purpose: EmbedPurpose = EmbedPurpose.QUERY,
-                    local_features: bool = False) -> EmbedBatch:
+                    local_features: bool = False, proposals: int = 0) -> EmbedBatch:
         if self.error:
             raise self.error
         self.calls.append(len(images))
@@ -119,7 +122,8 @@ class FakeExtractor:
                         else self._vector(content, 100 + n) for n in range(len(self.query_variants))]
             results.append(Embedding(vector=rows[0], rows=rows if purpose is EmbedPurpose.INDEX else [],
                                      local_features=[f.to_bytes() for f in features],
-                                     variants=variants if purpose is EmbedPurpose.QUERY_VARIANTS else []))
+                                     variants=variants if purpose is EmbedPurpose.QUERY_VARIANTS else [],
+                                     proposals=self.proposals[:proposals]))
         return EmbedBatch(self.model, DIM, results)
 
 
