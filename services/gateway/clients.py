@@ -152,7 +152,8 @@ class GrpcExtractor:
     async def model_info(self) -> ModelInfo:
         reply = await call(self.stub.GetModelInfo, extractor_pb2.GetModelInfoRequest(), timeout=self.timeout_s,
                            unavailable=ExtractorUnavailable, peer=self.peer)
-        return ModelInfo(model=reply.model, dim=reply.dim, query_variants=tuple(reply.query_variants))
+        return ModelInfo(model=reply.model, dim=reply.dim, query_variants=tuple(reply.query_variants),
+                         face_model=reply.face_model, face_dim=reply.face_dim)
 
     async def embed(self, images: Sequence[bytes], purpose: EmbedPurpose = EmbedPurpose.QUERY,
                     local_features: bool = False, proposals: int = 0) -> EmbedBatch:

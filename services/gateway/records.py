@@ -113,19 +113,6 @@ class EmbedBatch:
 
 
 @dataclass(frozen=True)
-class Collection:
-    """An album as the search service holds it."""
-
-    name: str
-    dim: int
-    metric: str
-    model: str
-    created_at_ms: int
-    count: int
-    schema: AlbumSchema = NO_COLUMNS
-
-
-@dataclass(frozen=True)
 class FaceBox:
     """Where a face is in its image (pixels, EXIF orientation applied), its five landmarks (eye corners,
     nose) and the detector's score."""
@@ -160,6 +147,19 @@ class FaceBatch:
     model: str
     dim: int
     results: list[ImageFaces]
+
+
+@dataclass(frozen=True)
+class Collection:
+    """An album as the search service holds it."""
+
+    name: str
+    dim: int
+    metric: str
+    model: str
+    created_at_ms: int
+    count: int
+    schema: AlbumSchema = NO_COLUMNS
 
 
 @dataclass(frozen=True)

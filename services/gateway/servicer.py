@@ -39,7 +39,18 @@ from services.gateway.records import (
     SqlResult,
 )
 from services.gateway.regions import Region
-from services.gateway.usecases import albums, duplicates, images, imports, ingest, recognize, reembed, search, sql
+from services.gateway.usecases import (
+    albums,
+    duplicates,
+    faces,
+    images,
+    imports,
+    ingest,
+    recognize,
+    reembed,
+    search,
+    sql,
+)
 from services.gateway.usecases.imports import ImportSpec
 from services.gateway.usecases.ingest import parse_attributes
 from services.gateway.usecases.proposals import search_with_proposals
@@ -180,6 +191,26 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
                                                                           height=r.box[3]),
                                                 score=r.score, hits=search_hits(r.hits)) for r in outcome.regions],
         )
+
+    async def SearchFaces(
+        self, request: gateway_pb2.SearchFacesRequest, context: Context
+    ) -> gateway_pb2.SearchFacesResponse:
+        max_distance = request.max_distance if request.HasField("max_distance") else None
+        region = region_of(request.region) if request.HasField("region") else None
+        o = await faces.search_faces(self.deps, request.album, search_query(request), request.top_k or None,
+                                     max_distance, request.face, region)
+        return gateway_pb2.SearchFacesResponse(
+            hits=[gateway_pb2.FaceHit(image=image_message(h.image), distance=h.distance, face=face_box_message(h.face),
+                                      width=h.width, height=h.height) for h in o.hits],
+            model=o.model, took_ms=o.took_ms, faces=[face_box_message(b) for b in o.faces], face=o.face,
+            width=o.width, height=o.height, max_distance=o.max_distance)
+
+    async def GetImageFaces(
+        self, request: gateway_pb2.GetImageFacesRequest, context: Context
+    ) -> gateway_pb2.ImageFaces:
+        boxes, width, height = await faces.image_faces(self.deps, request.album, request.id)
+        return gateway_pb2.ImageFaces(album=request.album, id=request.id, width=width, height=height,
+                                      faces=[face_box_message(b) for b in boxes])
 
     async def Recognize(self, request: gateway_pb2.RecognizeRequest, context: Context) -> gateway_pb2.RecognizeResponse:
         evidence = request.evidence if request.HasField("evidence") else recognize.DEFAULT_EVIDENCE
