@@ -7,9 +7,10 @@
 #   docker build --target gateway       -t imagesearch/gateway .
 #
 # `base` holds the runtime Python environment (requirements.txt) and the generated gRPC code; the
-# model is exported to ONNX in `export`, a throwaway stage with torch, its PCA whitening is learned in
-# `whitening` (Debian picture packages, fetched with apt-get download), and only the model files
-# (.onnx/.json, whitening .npz/.json) reach the extractor images.
+# model is exported to ONNX in `export`, a throwaway stage with torch, quantised to int8 in `quantize`
+# (calibrated on inputs `pictures` makes from Debian picture packages, fetched with apt-get download),
+# each network's PCA whitening is learned in `whitening` from the same pictures, and only the model
+# files (.onnx/.json, whitening .npz/.json) reach the extractor images.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 # onnxruntime-gpu 1.31 links against CUDA 13 (cuBLAS 13, cuDNN 9); the base must carry those libraries.
@@ -54,14 +55,30 @@ RUN python services/extractor/export.py --model "$MODEL_NAME" --out /tmp/models 
     && mkdir -p /models \
     && cp /tmp/models/"$MODEL_NAME".onnx /tmp/models/"$MODEL_NAME".json /tmp/models/"$MODEL_NAME"-head.npz /models/
 
-# --- whitening: learned once from pictures not in any evaluation set (services/extractor/fit_whitening.py) ---
+# --- pictures: not in any evaluation set; the int8 network's calibration inputs made from them ---------
+FROM base AS pictures
+USER root
+RUN apt-get update \
+    && python -m services.extractor.calibration --work /whiten-data --out /whiten-data/calibration.npz \
+    && rm -rf /var/lib/apt/lists/*
+
+# --- quantize: the int8 network (services/extractor/quantize.py), the CPU image's default -----------------
+FROM export AS quantize
+ARG MODEL_NAME=efficientnet-lite0
+COPY --from=pictures /whiten-data/calibration.npz /tmp/calibration.npz
+RUN python services/extractor/quantize.py --model "$MODEL_NAME" --dir /models --calibration /tmp/calibration.npz
+
+# --- whitening: learned once per network from the same pictures (services/extractor/fit_whitening.py) ---
 # EXTRACTOR_* build args are not needed: it learns for the default recipe, which the images run.
 FROM base AS whitening
 USER root
-COPY --from=export /models/ /models/
-RUN apt-get update \
-    && EXTRACTOR_MODEL_DIR=/models python -m services.extractor.fit_whitening --work /tmp/whiten-data \
-    && rm -rf /tmp/whiten-data /var/lib/apt/lists/*
+COPY --from=quantize /models/ /models/
+COPY --from=pictures /whiten-data/ /tmp/whiten-data/
+RUN for precision in fp32 int8; do \
+      EXTRACTOR_MODEL_DIR=/models EXTRACTOR_PRECISION=$precision \
+        python -m services.extractor.fit_whitening --work /tmp/whiten-data || exit 1; \
+    done \
+    && rm -rf /tmp/whiten-data
 
 # --- extractor (CPU) --------------------------------------------------------------------------------
 FROM base AS extractor

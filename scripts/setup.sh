@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs everything the system needs on a fresh Debian machine, idempotently:
 #   system packages (redis-server), the virtual environment (.venv), generated gRPC code (build/gen),
-#   the ONNX model export (.cache/models, made once in a separate torch environment), and the PCA
-#   whitening learned from Debian picture packages (.cache/models/*-whiten512.*, made once).
+#   the ONNX model export (.cache/models, made once in a separate torch environment), its int8
+#   quantisation (.cache/models/*-int8.*, calibrated on the whitening pictures, made once), and the PCA
+#   whitening of each network learned from Debian picture packages (.cache/models/*-whiten512.*, made once).
 #
 #   usage: scripts/setup.sh [--dev]     (--dev adds the test and lint tools)
 set -euo pipefail
@@ -52,11 +53,12 @@ printf '%s\n%s\n' "$root" "$root/$gen" > "$site/imagesearch-project.pth"
 
 # --- model export (torch is needed only here, in its own environment) ------------------------------
 export_env() {
-  if [ ! -f .cache/export-venv/.installed ]; then
-    log "installing the model export environment (torch CPU) into .cache/export-venv"
-    python3 -m venv .cache/export-venv
+  local stamp=.cache/export-venv/.installed-$(sha256sum < requirements-export.txt | cut -c1-16)
+  if [ ! -f "$stamp" ]; then
+    log "installing the model export environment (torch CPU, onnx, onnxruntime) into .cache/export-venv"
+    [ -x .cache/export-venv/bin/python ] || python3 -m venv .cache/export-venv
     .cache/export-venv/bin/python -m pip install -q --disable-pip-version-check -r requirements-export.txt
-    touch .cache/export-venv/.installed
+    touch "$stamp"
   fi
   # The ImageNet label and WordNet lemma files ship in timm's wheel; its dependencies are not needed.
   if [ ! -f .cache/export-venv/.installed-labels ]; then
@@ -77,17 +79,37 @@ for model in "${models[@]}"; do
     .cache/export-venv/bin/python services/extractor/export.py --model "$model" --out .cache/models --head-only
   fi
 done
-# --- whitening (learned once, with the runtime environment, for the extractor's settings) ----------
-# EXTRACTOR_* variables (e.g. EXTRACTOR_EXTRA_SCALES='[224]') select the pipeline it is learned for.
-if ! .venv/bin/python -m services.extractor.fit_whitening --check 2>/dev/null; then
+# The pictures the whitening is learned from and the int8 network calibrated on (never an evaluation set).
+picture_lists() {
   if [ ! -d .cache/whiten-data/debs ]; then
-    sudo=""
+    local sudo=""
     [ "$(id -u)" -ne 0 ] && sudo="sudo"
     $sudo apt-get update -qq  # apt-get download needs the package lists
+    log "downloading ~165 MB of Debian picture packages once (whitening and int8 calibration)"
   fi
-  log "learning the PCA whitening (downloads ~165 MB of Debian picture packages once)"
-  .venv/bin/python -m services.extractor.fit_whitening --work .cache/whiten-data
-fi
+}
+# --- int8 network (quantised once; the extractor's CPU default, EXTRACTOR_PRECISION) ---------------
+for model in "${models[@]}"; do
+  if [ ! -f ".cache/models/$model-int8.onnx" ] || [ ! -f ".cache/models/$model-int8.json" ]; then
+    export_env
+    picture_lists
+    log "quantising $model to int8 (calibrated on 100 whitening pictures)"
+    .venv/bin/python -m services.extractor.calibration --work .cache/whiten-data \
+      --out .cache/whiten-data/calibration.npz
+    .cache/export-venv/bin/python services/extractor/quantize.py --model "$model" --dir .cache/models \
+      --calibration .cache/whiten-data/calibration.npz
+  fi
+done
+# --- whitening (learned once per network, with the runtime environment, for the extractor's settings) --
+# EXTRACTOR_* variables (e.g. EXTRACTOR_EXTRA_SCALES='[224]') select the pipeline it is learned for;
+# each precision's network has its own (fp32 runs on a GPU, int8 on the CPU by default).
+for precision in fp32 int8; do
+  if ! EXTRACTOR_PRECISION=$precision .venv/bin/python -m services.extractor.fit_whitening --check 2>/dev/null; then
+    picture_lists
+    log "learning the PCA whitening of the $precision network"
+    EXTRACTOR_PRECISION=$precision .venv/bin/python -m services.extractor.fit_whitening --work .cache/whiten-data
+  fi
+done
 # --- photos of people for the face tests and bench/faces.py (--dev only) -----------------------------
 # Real photos of known people from the face_recognition 1.3.0 sdist's tests (MIT package; White House
 # photos, public domain): three of one person, one of another. Only the pictures are kept.

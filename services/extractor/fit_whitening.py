@@ -157,8 +157,8 @@ def fit(settings: ExtractorSettings, work: Path) -> Path:
     paths, counts, debs = select_images(work)
     rows = training_rows(embedder, paths, settings.decode_threads)
     learned = whitening.Whitening.fit(rows, settings.whiten_dim, SHRINK, POWER)
-    name = whitening.whitening_name(settings.model_name, embedder.raw_pipeline, settings.whiten_dim)
-    _, network = verified_model_file(settings.model_dir, settings.model_name)
+    name = whitening.whitening_name(embedder.session.name, embedder.raw_pipeline, settings.whiten_dim)
+    _, network = verified_model_file(settings.model_dir, embedder.session.name)
     # Everything the result depends on: its identity (whitening.identity) is a digest of these.
     manifest = {"pipeline": embedder.raw_pipeline, "model_sha256": network.sha256, "shrink": SHRINK,
                 "images": len(paths), "rows": len(rows), "train_region_levels": list(TRAIN_REGION_LEVELS),

@@ -125,7 +125,7 @@ class ImageEmbedder:
             settings.tags_min_score)
         embedder = cls(session, preprocess, descriptor, max_run=max_run, classifier=classifier)
         if with_whitening and settings.whiten_dim > 0:
-            name = whitening_file.whitening_name(settings.model_name, embedder.raw_pipeline, settings.whiten_dim)
+            name = whitening_file.whitening_name(session.name, embedder.raw_pipeline, settings.whiten_dim)
             learned, identity = whitening_file.load_verified(settings.model_dir, name, embedder.raw_pipeline)
             embedder.whitening, embedder.whitening_tag = learned, f"w{learned.dim}-{identity[:8]}"
         return embedder

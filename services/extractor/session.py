@@ -19,13 +19,15 @@ import numpy as np
 import onnxruntime as ort
 from numpy.typing import NDArray
 
-from services.extractor.settings import ExtractorSettings
+from services.extractor.settings import ExtractorSettings, Precision
 
 log = logging.getLogger(__name__)
 
 INPUT_NAME = "images"
 OUTPUT_NAME = "fmap"
 CPU_PROVIDER = "CPUExecutionProvider"
+# The int8 network's file is `<model>-int8.onnx` (services/extractor/quantize.py).
+INT8_SUFFIX = "-int8"
 
 
 class ModelFileError(RuntimeError):
@@ -86,6 +88,20 @@ def available_providers(preferred: Sequence[str]) -> list[str]:
     return chosen
 
 
+def resolve_precision(precision: Precision, providers: Sequence[str]) -> Precision:
+    """AUTO is int8 when the CPU provider comes first of the available `providers` (no GPU), else
+    fp32: the int8 file's QLinearConv and QLinearAdd have no CUDA kernels, so on a GPU they would run
+    on the CPU with copies in between."""
+    if precision is Precision.AUTO:
+        return Precision.INT8 if providers[0] == CPU_PROVIDER else Precision.FP32
+    return precision
+
+
+def network_name(model: str, precision: Precision) -> str:
+    """The network file's stem (and the name in the model id) for a resolved precision."""
+    return model + INT8_SUFFIX if precision is Precision.INT8 else model
+
+
 def provider_options(provider: str) -> dict[str, str]:
     """Per-provider tuning. CUDA: inputs come in few shapes (one square, or with aspect-kept resizing
     about ten per scale and orientation), so an exhaustive cuDNN algorithm search, paid once per shape,
@@ -127,8 +143,11 @@ class OnnxSession:
 
     @classmethod
     def from_settings(cls, settings: ExtractorSettings) -> OnnxSession:
-        return cls(settings.model_dir, settings.model_name, settings.providers, settings.intra_op_threads,
-                   settings.ort_spinning)
+        """The network file the settings' precision resolves to here; int8 on the CPU provider only."""
+        precision = resolve_precision(settings.precision, available_providers(settings.providers))
+        providers = [CPU_PROVIDER] if precision is Precision.INT8 else settings.providers
+        return cls(settings.model_dir, network_name(settings.model_name, precision), providers,
+                   settings.intra_op_threads, settings.ort_spinning)
 
     def load(self) -> None:
         """Verifies the file and builds the session; later calls do nothing."""

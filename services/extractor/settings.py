@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 
 from pydantic import Field
@@ -12,6 +13,16 @@ from services.extractor.descriptors import Variant
 from services.extractor.preprocess import ResizeMode
 
 
+class Precision(StrEnum):
+    """Which network file runs: the exported one, or its int8 quantisation (quantize.py)."""
+
+    # int8 where the network runs on the CPU provider, fp32 where a GPU provider is first.
+    AUTO = "auto"
+    FP32 = "fp32"
+    # Always on the CPU provider: onnxruntime's CUDA provider has no kernels for its operators.
+    INT8 = "int8"
+
+
 class ExtractorSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="EXTRACTOR_", env_nested_delimiter="__", extra="ignore")
 
@@ -20,6 +31,10 @@ class ExtractorSettings(ServiceSettings):
     # Directory holding <model_name>.onnx and <model_name>.json (written by services/extractor/export.py).
     model_dir: Path = Path(".cache/models")
     model_name: str = "efficientnet-lite0"
+    # The network's numbers: int8 (<model_name>-int8.onnx, made at setup by quantize.py) costs ~0.6x the
+    # CPU of fp32 per image; it is another network, so its own whitening and its own model id (albums
+    # made under the other are 409 model_mismatch until re-embedded). See bench/README.md ("int8").
+    precision: Precision = Precision.FP32
     # Ordered preference; intersected with what onnxruntime reports available.
     providers: list[str] = Field(default_factory=lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
     # 0 lets onnxruntime choose (all cores); set it when several processes share a machine.

@@ -12,7 +12,7 @@ from services.extractor.descriptors import DescriptorConfig, Purpose, Variant
 from services.extractor.model import EmbedJob, ImageEmbedder
 from services.extractor.preprocess import PreprocessConfig, ResizeMode
 from services.extractor.session import OnnxSession
-from services.extractor.settings import ExtractorSettings
+from services.extractor.settings import ExtractorSettings, Precision
 
 
 class FakeSession:
@@ -73,7 +73,7 @@ def test_an_indexed_image_gets_a_row_per_variant_and_region_upright_first(photos
 
 
 def test_settings_build_the_real_pipeline(model_dir: Path) -> None:
-    e = ImageEmbedder.from_settings(ExtractorSettings(model_dir=model_dir))
+    e = ImageEmbedder.from_settings(ExtractorSettings(model_dir=model_dir, precision=Precision.FP32))
     assert isinstance(e.session, OnnxSession)
     assert e.model_id.startswith("efficientnet-lite0/gem3/320/aspect/w512-")
     assert e.dim == 512 and e.rows_per_image(Purpose.INDEX) == 1 and e.rows_per_image(Purpose.QUERY) == 1
@@ -82,8 +82,19 @@ def test_settings_build_the_real_pipeline(model_dir: Path) -> None:
 
 def test_the_old_pipeline_keeps_its_model_id(model_dir: Path) -> None:
     old = ExtractorSettings(model_dir=model_dir, image_size=224, resize=ResizeMode.SQUASH, whiten_dim=0,
-                            index_variants=[])
+                            index_variants=[], precision=Precision.FP32)
     assert ImageEmbedder.from_settings(old).model_id == "efficientnet-lite0/gem3/224/squash/v1"
+
+
+def test_the_int8_network_has_its_own_model_id_and_whitening(model_dir: Path) -> None:
+    """On the CPU, precision auto is the int8 network, whitened by a projection learned for its own
+    vectors; the fp32 pipeline's vectors are another space. Both tag with the fp32 network's head."""
+    int8 = ImageEmbedder.from_settings(ExtractorSettings(model_dir=model_dir, precision=Precision.AUTO,
+                                                         providers=["CPUExecutionProvider"]))
+    fp32 = ImageEmbedder.from_settings(ExtractorSettings(model_dir=model_dir, precision=Precision.FP32))
+    assert int8.model_id.startswith("efficientnet-lite0-int8/gem3/320/aspect/w512-")
+    assert int8.whitening_tag != fp32.whitening_tag and int8.dim == fp32.dim == 512
+    assert int8.classifier is not None
 
 
 def test_runs_are_one_image_on_cpu_unless_set(model_dir: Path) -> None:
