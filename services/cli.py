@@ -237,7 +237,7 @@ def cmd_faces(args: argparse.Namespace, client: GatewayClient) -> int:
 
 
 def cmd_recognize(args: argparse.Namespace, client: GatewayClient) -> int:
-    options: dict[str, Any] = {"evidence": args.evidence, "threshold": args.threshold}
+    options: dict[str, Any] = {"evidence": args.evidence, "threshold": args.threshold, "faces": args.faces}
     if args.query.startswith(("http://", "https://")):
         answer = client.recognize(args.album, args.label, url=args.query, **options)
     else:
@@ -470,6 +470,8 @@ def build_parser() -> argparse.ArgumentParser:
     recognize.add_argument("--evidence", type=int, default=5, help="nearest labelled images to show")
     recognize.add_argument("--threshold", type=float,
                            help="answer unknown below this known probability (default: the album's own)")
+    recognize.add_argument("--faces", action="store_true",
+                           help="by the photo's largest face (an album created with --faces; e.g. --label person)")
     faces = sub.add_parser("faces", help="find the images of an album (created with --faces) where the person of a "
                                          "photo's face appears")
     faces.add_argument("query")

@@ -189,10 +189,11 @@ class GatewayClient:
         return dict(self._json(response))
 
     def recognize(self, album: str, label: str, *, image: bytes | None = None, url: str | None = None,
-                  image_id: str | None = None, evidence: int = 5, threshold: float | None = None) -> dict[str, Any]:
+                  image_id: str | None = None, evidence: int = 5, threshold: float | None = None,
+                  faces: bool = False) -> dict[str, Any]:
         """The label (of the album's `label` attribute) the image most likely has, with its calibrated
-        confidence and the nearest labelled images, or unknown."""
-        params: dict[str, Any] = {"label": label, "evidence": evidence}
+        confidence and the nearest labelled images, or unknown; with `faces`, by the photo's largest face."""
+        params: dict[str, Any] = {"label": label, "evidence": evidence, "faces": faces}
         if threshold is not None:
             params["threshold"] = threshold
         files = {"file": ("query", image, "application/octet-stream")} if image is not None else None

@@ -582,13 +582,17 @@ def _add_search_routes(app: FastAPI, settings: GatewaySettings, deps: Deps) -> N
                                                          "own evidence).")] = None,
         label_form: Annotated[str | None, Form(alias="label",
                                                description="The label attribute, as a form field.")] = None,
+        by_faces: Annotated[bool, Query(alias="faces", description="By the photo's largest face (an album that "
+                                        "indexes faces; e.g. label=person): its nearest labelled faces vote, and "
+                                        "a face far from all of them is unknown.")] = False,
     ) -> schemas.RecognizeOut:
         """The label the photo most likely has among the album's images' values of `label`, with a confidence
         calibrated on the album and the nearest labelled images as evidence, or unknown when the photo is of
         none of them; give exactly one of file, url, image_id."""
         content = await _read_upload(file, settings.max_image_bytes) if file is not None else None
         query = SearchQuery(image=content, url=url or None, image_id=image_id or None)
-        outcome = await recognize.recognize(deps, album, query, label or label_form or "", evidence, threshold)
+        outcome = await recognize.recognize(deps, album, query, label or label_form or "", evidence, threshold,
+                                            faces=by_faces)
         return schemas.RecognizeOut.of(outcome)
 
 

@@ -216,7 +216,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         evidence = request.evidence if request.HasField("evidence") else recognize.DEFAULT_EVIDENCE
         threshold = request.threshold if request.HasField("threshold") else None
         outcome = await recognize.recognize(self.deps, request.album, search_query(request), request.label, evidence,
-                                            threshold)
+                                            threshold, faces=request.faces)
         return recognize_message(outcome)
 
     async def GetImage(self, request: gateway_pb2.GetImageRequest, context: Context) -> gateway_pb2.Image:

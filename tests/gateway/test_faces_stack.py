@@ -138,6 +138,33 @@ def test_grpc_and_the_cli_search_faces_as_http_does(stack: Stack, http: httpx.Cl
     assert [r["name"] for r in json.loads(cli.stdout)["results"]] == [r["name"] for r in over_http]
 
 
+def test_recognize_by_faces_names_the_person_or_says_unknown(stack: Stack, http: httpx.Client, album: Album,
+                                                              people: dict[str, Path]) -> None:
+    def recognize(photo: bytes) -> dict[str, object]:
+        answer = http.post(f"/v1/albums/{album.name}/recognize", params={"label": "person", "faces": "true"},
+                           files={"file": ("q.jpg", photo, "image/jpeg")})
+        assert answer.status_code == 200, answer.text
+        return dict(answer.json())
+
+    known = recognize(people["obama3"].read_bytes())
+    assert known["label"] == "obama" and known["unknown"] is False
+    assert [e["name"] for e in known["evidence"]][:2] == ["obama", "obama2"]  # type: ignore[index]
+    # A person the album has no photo of: the nearest labelled face is another person's.
+    album_without_biden = unique_album("faces-nobiden")
+    assert http.post("/v1/albums", json={"name": album_without_biden, "faces": True}).status_code == 201
+    photos = [people["obama"], people["obama2"]]
+    http.post(f"/v1/albums/{album_without_biden}/images", files=[("file", (p.name, p.read_bytes())) for p in photos],
+              data={"attributes": [json.dumps({"person": "obama"})] * 2})
+    stranger = http.post(f"/v1/albums/{album_without_biden}/recognize", params={"label": "person", "faces": "true"},
+                         files={"file": ("q.jpg", people["biden"].read_bytes(), "image/jpeg")}).json()
+    assert stranger["unknown"] is True and stranger["label"] is None
+    with grpc.insecure_channel(f"127.0.0.1:{stack.ports.gateway}") as channel:
+        answer = gateway_pb2_grpc.GatewayStub(channel).Recognize(gateway_pb2.RecognizeRequest(
+            album=album.name, image=people["obama3"].read_bytes(), label="person", faces=True), timeout=60)
+        assert answer.label == "obama" and not answer.unknown
+    assert http.delete(f"/v1/albums/{album_without_biden}").status_code == 200
+
+
 def test_deleting_an_image_deletes_its_faces(http: httpx.Client, album: Album, people: dict[str, Path]) -> None:
     assert http.delete(f"/v1/albums/{album.name}/images/{album.ids['obama2']}").status_code == 200
     found = face_search(http, album.name, people["obama3"].read_bytes()).json()["results"]

@@ -94,7 +94,7 @@ async def write(deps: Deps, album: str, items: Sequence[Item]) -> None:
 
 async def image_faces(deps: Deps, album: str, image_id: str) -> tuple[list[FaceBox], int, int]:
     """The faces found in one image of the album: (boxes, image width, image height)."""
-    await _enabled(deps, album)
+    await enabled(deps, album)
     await stored_items(deps, album, image_id)
     items = await deps.search.get(faces_collection(album), [image_id])
     if not items:
@@ -116,7 +116,7 @@ async def search_faces(deps: Deps, album: str, query: Query, top_k: int | None =
         raise InvalidArgument(f"top_k must be between 1 and {deps.settings.max_top_k}, not {top_k}")
     limit = check_max_distance(max_distance)
     limit = deps.settings.face_match_distance if limit is None else limit
-    faces = await _enabled(deps, album)
+    faces = await enabled(deps, album)
     boxes, chosen, width, height, descriptor, exclude = await query_face(deps, album, faces, query, face, region)
     hits = await deps.search.search(faces.name, descriptor, top_k, exclude_ids=exclude, max_distance=limit)
     albums_images = {i.id: i for i in await deps.search.get(album, [h.id for h in hits])} if hits else {}
@@ -176,7 +176,8 @@ def _chosen(face: int, count: int) -> int:
     return face
 
 
-async def _enabled(deps: Deps, album: str) -> Collection:
+async def enabled(deps: Deps, album: str) -> Collection:
+    """The album's face collection; `FacesNotEnabled` if it indexes no faces."""
     await deps.collection(album)
     faces = await faces_of(deps, album)
     if faces is None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from dataclasses import replace
 
 import numpy as np
 
@@ -24,10 +25,12 @@ from services.gateway.records import (
     CalibrationReport,
     Collection,
     Evidence,
+    Hit,
     LabelScore,
     Query,
     RecognizeOutcome,
 )
+from services.gateway.usecases import faces as face_usecases
 from services.gateway.usecases.images import stored_items
 from services.gateway.usecases.search import describe_query
 from services.gateway.usecases.shared import record_of
@@ -42,10 +45,14 @@ VECTOR_PAGE = 100
 
 
 async def recognize(deps: Deps, album: str, query: Query, label: str, evidence: int = DEFAULT_EVIDENCE,
-                    threshold: float | None = None) -> RecognizeOutcome:
+                    threshold: float | None = None, faces: bool = False) -> RecognizeOutcome:
     """The label of the album's `label` attribute the query photo most likely has, with its calibrated
     confidence and the nearest labelled images (at most `recognize_k`), or unknown (below the album's
-    calibrated threshold, or `threshold` when given: a `known` probability between 0 and 1)."""
+    calibrated threshold, or `threshold` when given: a `known` probability between 0 and 1).
+
+    With `faces` (an album that indexes faces), by the photo's largest face: its nearest labelled faces
+    vote (e.g. label=person), and a photo whose nearest labelled face is farther than `face_match_distance`
+    is of nobody the album knows."""
     started = time.perf_counter()
     _check_options(evidence, threshold)
     if sum(v is not None for v in (query.image, query.url, query.image_id)) != 1:
@@ -53,15 +60,24 @@ async def recognize(deps: Deps, album: str, query: Query, label: str, evidence: 
     collection = await deps.collection(album)
     column, key = label_column(collection, label)
     condition = bind(Not(Predicate(column, Op.IS_NULL)), collection.schema)
-    calibration = await album_calibration(deps, collection, column, key, condition)
-    vector, model, exclude = await _query_vector(deps, collection, query)
-    hits = await deps.search.search(album, vector, deps.settings.recognize_k, condition, exclude, primary_only=True)
+    face_collection = await face_usecases.enabled(deps, album) if faces else None
+    calibration = await album_calibration(deps, collection, column, key, condition, face_collection)
+    if face_collection is None:
+        vector, model, exclude = await _query_vector(deps, collection, query)
+        hits = await deps.search.search(album, vector, deps.settings.recognize_k, condition, exclude,
+                                        primary_only=True)
+    else:
+        *_, vector, exclude = await face_usecases.query_face(deps, album, face_collection, query)
+        model = face_collection.model
+        hits = await _labelled_face_hits(deps, album, face_collection, vector, exclude)
     labelled = [(h, ls) for h in hits if (ls := labels_of(h.attributes.get(key)))]
     answer = recognise([Neighbour(h.distance, ls) for h, ls in labelled], calibration, deps.settings.recognize_tau,
                        threshold)
     candidates = [LabelScore(v.label, c, v.share, v.nearest)
                   for v, c in zip(answer.votes, answer.confidences, strict=True)][:MAX_CANDIDATES]
     unknown = not candidates or answer.unknown
+    if face_collection is not None and labelled and labelled[0][0].distance > deps.settings.face_match_distance:
+        unknown = True  # the nearest labelled face is another person's
     return RecognizeOutcome(
         album=album, attribute=label, model=model, took_ms=(time.perf_counter() - started) * 1000,
         label=None if unknown else candidates[0].label, unknown=unknown,
@@ -88,43 +104,58 @@ def label_column(collection: Collection, label: str) -> tuple[str, str]:
     return ATTRIBUTES_PREFIX + key, key
 
 
+async def _labelled_face_hits(deps: Deps, album: str, faces: Collection, vector: list[float],
+                              exclude: list[str]) -> list[Hit]:
+    """The album's images nearest by their nearest face, as hits carrying the album's attributes."""
+    found = await deps.search.search(faces.name, vector, deps.settings.recognize_k, exclude_ids=exclude)
+    images = {i.id: i for i in await deps.search.get(album, [h.id for h in found])} if found else {}
+    return [Hit(id=h.id, name=images[h.id].name, distance=h.distance, attributes=images[h.id].attributes,
+                content_hash=images[h.id].content_hash, created_at_ms=images[h.id].created_at_ms)
+            for h in found if h.id in images]
+
+
 async def album_calibration(deps: Deps, collection: Collection, column: str, key: str,
-                            condition: Expr) -> Calibration:
+                            condition: Expr, faces: Collection | None = None) -> Calibration:
     """The album's calibration for the attribute: kept while the album is as it was (its model, how many
     labelled images it has, read at most every `recognize_state_check_s`; no update through this gateway),
     else learned again, by one request while the others wait for it."""
     within_s = deps.settings.recognize_state_check_s
-    kept = deps.calibrations.recent(collection.name, column, time.monotonic(), within_s)
+    space = column if faces is None else f"{column} (faces)"
+    kept = deps.calibrations.recent(collection.name, space, time.monotonic(), within_s)
     if kept is not None:
         return kept
-    async with deps.calibrations.lock(collection.name, column):
-        kept = deps.calibrations.recent(collection.name, column, time.monotonic(), within_s)
-        return kept if kept is not None else await _checked_calibration(deps, collection, column, key, condition)
+    async with deps.calibrations.lock(collection.name, space):
+        kept = deps.calibrations.recent(collection.name, space, time.monotonic(), within_s)
+        return kept if kept is not None else await _checked_calibration(deps, collection, column, key, condition,
+                                                                         faces)
 
 
 async def _checked_calibration(deps: Deps, collection: Collection, column: str, key: str,
-                               condition: Expr) -> Calibration:
+                               condition: Expr, faces: Collection | None = None) -> Calibration:
     """The kept calibration if the album's state is the one it was learned on, else a new one."""
     settings = deps.settings
     now = time.monotonic()
+    space = column if faces is None else f"{column} (faces)"
     labelled = await deps.search.count(collection.name, condition)
     state = deps.calibrations.state(collection.name, collection.model, labelled)
-    kept = deps.calibrations.get(collection.name, column, state, now, settings.recognize_calibration_ttl_s)
+    kept = deps.calibrations.get(collection.name, space, state, now, settings.recognize_calibration_ttl_s)
     if kept is not None:
         return kept
-    vectors, labels = await _labelled_images(deps, collection.name, key, condition)
+    vectors, labels = await _labelled_images(deps, collection.name, key, condition,
+                                             faces.name if faces is not None else None)
     if not labels:
         raise _no_labels(collection, column, key)
     calibration = await asyncio.to_thread(calibrate, vectors, labels, settings.recognize_k, settings.recognize_tau,
                                           settings.recognize_known_rejection, settings.recognize_balance)
-    deps.calibrations.put(collection.name, column, state, now, calibration)
+    deps.calibrations.put(collection.name, space, state, now, calibration)
     return calibration
 
 
-async def _labelled_images(deps: Deps, album: str, key: str,
-                           condition: Expr) -> tuple[np.ndarray, list[tuple[str, ...]]]:
-    """The upright vectors and labels of up to `recognize_calibration_images` labelled images (by id: ids
-    are content hashes, so a large album gives an unbiased sample)."""
+async def _labelled_images(deps: Deps, album: str, key: str, condition: Expr,
+                           faces: str | None = None) -> tuple[np.ndarray, list[tuple[str, ...]]]:
+    """The upright vectors (with `faces`, the largest face's descriptor from that collection) and labels of
+    up to `recognize_calibration_images` labelled images (by id: ids are content hashes, so a large album
+    gives an unbiased sample)."""
     limit = deps.settings.recognize_calibration_images
     ids: list[str] = []
     after = ""
@@ -138,7 +169,12 @@ async def _labelled_images(deps: Deps, album: str, key: str,
     vectors: list[list[float]] = []
     labels: list[tuple[str, ...]] = []
     for start in range(0, len(ids), VECTOR_PAGE):
-        for item in await deps.search.get(album, ids[start:start + VECTOR_PAGE], with_vectors=True):
+        page_ids = ids[start:start + VECTOR_PAGE]
+        items = await deps.search.get(album, page_ids, with_vectors=faces is None)
+        if faces is not None:
+            described = {f.id: f.vectors for f in await deps.search.get(faces, page_ids, with_vectors=True)}
+            items = [replace(i, vectors=described.get(i.id, [])) for i in items]
+        for item in items:
             if item.vectors and labels_of(item.attributes.get(key)):
                 vectors.append(item.vectors[0])
                 labels.append(labels_of(item.attributes.get(key)))
