@@ -620,3 +620,62 @@ def test_a_box_drawn_on_the_query_photo_searches_that_part_and_moving_or_resizin
     assert "region" not in whole.value.url
     expect(page.locator("#regionBox")).to_be_hidden()
     expect(page.locator("#regionInfo")).to_be_hidden()
+
+
+# --- regions the search proposes ------------------------------------------------------------------------
+
+
+def two_photos_apart(left: Path, right: Path) -> tuple[bytes, list[tuple[int, int, int, int]]]:
+    """Two of the album's photos 300 px wide, far apart on a 900x420 light ground; each one's box."""
+    canvas = Image.new("RGB", (900, 420), (236, 233, 226))
+    boxes = []
+    for i, path in enumerate((left, right)):
+        with Image.open(path) as image:
+            photo = image.convert("RGB")
+            photo.thumbnail((300, 300))
+            canvas.paste(photo, (60 + 480 * i, 60))
+            boxes.append((60 + 480 * i, 60, photo.width, photo.height))
+    out = io.BytesIO()
+    canvas.save(out, format="JPEG", quality=92)
+    return out.getvalue(), boxes
+
+
+def overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
+    width = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    inter = width * max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    return inter / (a[2] * a[3] + b[2] * b[3] - inter)
+
+
+def test_a_search_proposes_regions_on_the_photo_and_a_click_on_one_shows_its_results(
+        page: Page, shop: Shop, tmp_path: Path) -> None:
+    choose_album(page, shop)
+    content, boxes = two_photos_apart(shop.photos[1], shop.photos[2])  # the cat left, the coffee right
+    query = tmp_path / "table.jpg"
+    query.write_bytes(content)
+    with page.expect_response(lambda r: r.url.split("?")[0].endswith("/search")) as answered:
+        page.set_input_files("#queryFile", str(query))
+    assert "proposals=3" in answered.value.url
+    regions = [(r["region"]["x"], r["region"]["y"], r["region"]["width"], r["region"]["height"])
+               for r in answered.value.json()["regions"]]
+    drawn = page.locator("#queryFrame .proposal-box")
+    expect(drawn).to_have_count(len(regions))
+    expect(page.locator("#proposalTabs")).to_be_visible()
+    expect(page.locator("#proposalTabs button[aria-pressed=true]")).to_have_text("Whole photo")
+    cards = page.locator("#results .card")
+    expect(cards).not_to_have_count(0)
+    whole = card_names(cards)
+    expect(page.locator("#searchMsg")).to_contain_text("for the whole photo")
+
+    for photo, box in ((2, boxes[1]), (1, boxes[0])):  # a click on each photo's region shows that photo first
+        index = max(range(len(regions)), key=lambda i: overlap(regions[i], box))
+        assert overlap(regions[index], box) >= 0.5, regions
+        drawn.nth(index).click()
+        expect(drawn.nth(index)).to_have_class(re.compile("chosen"))
+        expect(page.locator("#searchMsg")).to_contain_text(f"for region {index + 1}")
+        expect(cards.first.locator(".name")).to_have_text(shop.name_of(photo))
+        if photo == 2:
+            screenshot(page, "test_region_proposals", tmp_path)
+
+    page.click("#proposalTabs button[data-proposal='-1']")  # the whole photo's results again, no new search
+    expect(page.locator("#queryFrame .proposal-box.chosen")).to_have_count(0)
+    assert card_names(cards) == whole
