@@ -81,7 +81,7 @@ class GatewaySettings(ServiceSettings):
     # Faces (usecases/faces.py): two faces at most this far apart (cosine distance of the extractor's
     # L2-normalised dlib descriptors) are taken for one person. dlib's own rule is Euclidean 0.6 on its raw
     # descriptors (norm ~1.4), about 0.09 here; bench/faces.py on the photos of people in packages: one
-    # person's photos 0.03-0.05 apart, the nearest two different people 0.04 and 0.065 (bench/README.md).
+    # person's three photos 0.027-0.051 apart, 111 pairs of different people at least 0.072 (bench/README.md).
     face_match_distance: float = 0.07
     # Recognition (usecases/recognize.py, bench/recognize.py on the evaluation set, bench/README.md): the
     # nearest labelled images that vote, and how fast a vote's weight falls with its distance beyond the

@@ -679,3 +679,58 @@ def test_a_search_proposes_regions_on_the_photo_and_a_click_on_one_shows_its_res
     page.click("#proposalTabs button[data-proposal='-1']")  # the whole photo's results again, no new search
     expect(page.locator("#queryFrame .proposal-box.chosen")).to_have_count(0)
     assert card_names(cards) == whole
+
+
+# --- faces ---------------------------------------------------------------------------------------------
+
+PEOPLE = ROOT / ".cache" / "faces" / "people"
+
+
+def test_find_this_person_boxes_the_query_face_and_each_photo_of_that_person(
+        page: Page, http: httpx.Client, photos: list[Path], tmp_path: Path) -> None:
+    """An album created with faces from the page; a portrait finds the album's photos of that person."""
+    people = {p.stem: p for p in PEOPLE.glob("*.jpg")}
+    assert {"obama", "obama2", "obama3", "biden"} <= set(people), "run scripts/setup.sh --dev (photos of people)"
+    album = unique_album("webfaces")
+    page.fill("#newAlbum", album)
+    page.check("#newFaces")
+    page.click("#create")
+    expect(page.locator("#createMsg")).to_contain_text("indexing faces")
+    chosen = [people["obama"], people["obama2"], people["biden"], photos[2]]
+    added = http.post(f"/v1/albums/{album}/images", files=[("file", (p.name, p.read_bytes())) for p in chosen],
+                      data={"name": [p.stem for p in chosen],
+                            "attributes": [json.dumps({"person": n}) for n in ("obama", "obama", "biden", "")]})
+    assert added.status_code == 201, added.text
+    page.click("#refresh")
+    page.select_option("#album", album)
+    expect(page.locator("#albumColumns .chip", has_text="faces")).to_be_visible()
+    expect(page.locator("#findPerson")).to_be_enabled()
+
+    page.set_input_files("#queryFile", str(people["obama3"]))  # a search for copies runs first, as ever
+    expect(page.locator("#searchMsg")).to_contain_text("result")
+    page.click("#findPerson")
+    expect(page.locator("#searchMsg")).to_contain_text("2 photos of this person")
+    query_box = page.locator("#queryFrame .face-box")
+    expect(query_box).to_have_count(1)
+    expect(query_box).to_have_class(re.compile("chosen"))
+    cards = page.locator("#results .card")
+    expect(cards).to_have_count(2)  # the person's photos only: the copy search's results are gone
+    expect(page.locator("#results .card.face")).to_have_count(2)
+    assert sorted(card_names(cards)) == ["obama", "obama2"]
+    expect(cards.locator(".face-box")).to_have_count(2)
+    frame, face = cards.first.locator("a").bounding_box(), cards.first.locator(".face-box").bounding_box()
+    assert frame and face and frame["x"] <= face["x"] and face["x"] + face["width"] <= frame["x"] + frame["width"] + 1
+    assert card_value(cards.first, "person") == "obama"
+    screenshot(page, "test_find_this_person", tmp_path)
+
+    page.fill("#recognizeLabel", "person")
+    page.check("#byFace")
+    page.click("#recognize")
+    expect(page.locator("#recognition .label")).to_have_text("obama")
+
+    page.set_input_files("#queryFile", str(photos[2]))  # no face in it: a clear message, no result
+    expect(page.locator("#searchMsg")).to_contain_text("result")
+    page.click("#findPerson")
+    expect(page.locator("#searchMsg")).to_contain_text("no face found")
+    expect(page.locator("#queryFrame .face-box")).to_have_count(0)
+    assert http.delete(f"/v1/albums/{album}").status_code == 200
