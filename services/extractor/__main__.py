@@ -55,7 +55,8 @@ def build(settings: ExtractorSettings, embedder: ImageEmbedder | None = None) ->
     decode_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
     local = FeatureConfig(side=settings.local_features_side, max_keypoints=settings.local_features_max)
     faces = FaceModel(FaceConfig(side=settings.faces_side, upsample=settings.faces_upsample,
-                                 min_face=settings.faces_min_size, max_faces=settings.faces_max))
+                                 min_face=settings.faces_min_size, max_faces=settings.faces_max),
+                      settings.faces_model_dir)
     face_pool = ThreadPoolExecutor(1, thread_name_prefix="faces")
     servicer = ExtractorServicer(embedder, batcher, decode_pool, local, faces, face_pool)
     server, health_servicer, port = create_server(settings, "extractor", registrar(servicer), SERVICE_NAMES)

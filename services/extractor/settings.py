@@ -101,6 +101,8 @@ class ExtractorSettings(ServiceSettings):
     faces_upsample: int = 1
     faces_min_size: int = 20
     faces_max: int = 32
+    # Where the face model files are (face_recognition_models' layout); unset: that package's own folder.
+    faces_model_dir: Path | None = None
     # Threads decoding and resizing images (Pillow releases the GIL while decoding).
     decode_threads: int = 2
     # Bad-input limits: encoded size, and decoded pixels (decompression bombs).

@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image
 
 from services.common.errors import (
+    FaceModelUnavailable,
     ImageNotFound,
     ImageSearchError,
     UrlFetchFailed,
@@ -29,6 +30,7 @@ from services.gateway.records import (
     EmbedBatch,
     Embedding,
     EmbedPurpose,
+    FaceBatch,
     Hit,
     Item,
     ItemFailure,
@@ -99,6 +101,10 @@ class FakeExtractor:
 
     async def labels(self) -> LabelSet:
         return LabelSet((LabelInfo("espresso", ("espresso",)), LabelInfo("tabby", ("tabby", "tabby cat"))), "fake")
+
+    async def describe_faces(self, images: Sequence[bytes]) -> FaceBatch:
+        """An extractor without face models (the real one's faces: tests/extractor/test_faces.py)."""
+        raise FaceModelUnavailable("the face models are not installed (fake extractor)")
 
     async def embed(self, images: Sequence[bytes], purpose: EmbedPurpose = EmbedPurpose.QUERY,
                     local_features: bool = False, proposals: int = 0) -> EmbedBatch:

@@ -23,6 +23,7 @@ from imagesearch.v1 import gateway_pb2, gateway_pb2_grpc
 
 from services.devstack import ROOT, Stack
 from tests.conftest import SERVERS, SERVICES
+from tests.extractor.test_faces import side_by_side
 from tests.gateway.stack_helpers import unique_album
 
 pytestmark = pytest.mark.stack
@@ -136,6 +137,19 @@ def test_grpc_and_the_cli_search_faces_as_http_does(stack: Stack, http: httpx.Cl
                           "--json"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
     assert cli.returncode == 0, cli.stderr
     assert [r["name"] for r in json.loads(cli.stdout)["results"]] == [r["name"] for r in over_http]
+
+
+def test_a_picture_of_two_people_lists_both_faces_and_each_finds_its_person(
+        http: httpx.Client, album: Album, people: dict[str, Path]) -> None:
+    picture = side_by_side(people["obama3"].read_bytes(), people["biden"].read_bytes())
+    found = []
+    for face in (0, 1):
+        answer = face_search(http, album.name, picture, face=face)
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert len(body["faces"]) == 2 and body["face"] == face
+        found.append(frozenset(r["name"] for r in body["results"]))
+    assert set(found) == {frozenset({"obama", "obama2"}), frozenset({"biden"})}
 
 
 def test_recognize_by_faces_names_the_person_or_says_unknown(stack: Stack, http: httpx.Client, album: Album,

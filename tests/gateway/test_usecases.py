@@ -10,6 +10,8 @@ from services.common.errors import (
     AlbumNotFound,
     AlreadyExists,
     ExtractorUnavailable,
+    FaceModelUnavailable,
+    FacesNotEnabled,
     ImageNotFound,
     ImageTooLarge,
     InvalidArgument,
@@ -24,7 +26,7 @@ from services.common.errors import (
 from services.common.filtering import Op, Predicate
 from services.gateway.blobstore import features_key, image_key
 from services.gateway.records import AddStatus, EmbedPurpose, ImageFilter, Listing, NewImage, OnDuplicate, Query
-from services.gateway.usecases import albums, images, ingest, reembed, search
+from services.gateway.usecases import albums, faces, images, ingest, reembed, search
 from tests.gateway.conftest import MakeFakes
 from tests.gateway.fakes import MODEL, Fakes, png, vector_of
 
@@ -52,6 +54,15 @@ async def test_create_album_refuses_invalid_names(fakes: Fakes, name: str) -> No
 async def test_create_album_twice_is_already_exists(fakes: Fakes) -> None:
     with pytest.raises(AlreadyExists):
         await albums.create(fakes.deps, "demo")
+
+
+async def test_an_album_with_faces_needs_an_extractor_with_face_models_and_is_not_left_half_made(
+        fakes: Fakes) -> None:
+    with pytest.raises(FaceModelUnavailable, match="face models"):
+        await albums.create(fakes.deps, "people", faces=True)
+    assert [a.name for a in await albums.list_all(fakes.deps)] == ["demo"]
+    with pytest.raises(FacesNotEnabled, match="does not index faces"):
+        await faces.search_faces(fakes.deps, "demo", Query(image=png(1)))
 
 
 async def test_unknown_album_is_album_not_found(fakes: Fakes) -> None:
