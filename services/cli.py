@@ -349,7 +349,7 @@ def _cell_text(value: Any) -> str:
 
 def cmd_reembed(args: argparse.Namespace, client: GatewayClient) -> int:
     print(f"re-embedding album {args.album} from its stored images; it answers searches as it is meanwhile ...")
-    job = follow_import(client, client.reembed(args.album), progress=True)
+    job = follow_import(client, client.reembed(args.album, faces=args.faces), progress=True)
     for failure in client.import_results(job["id"], failed_only=True):
         error = failure.get("error") or {}
         print(f"left out {failure['id']}: {error.get('reason')}: {error.get('message')}")
@@ -496,6 +496,8 @@ def build_parser() -> argparse.ArgumentParser:
     sql.add_argument("--json", action="store_true", help="print the answer as JSON")
     reembed = sub.add_parser("reembed", help="re-embed an album's images with the extractor's current model")
     reembed.add_argument("--album", required=True)
+    reembed.add_argument("--faces", action="store_true",
+                         help="make the album index faces, finding those of the images it holds")
     delete = sub.add_parser("delete-album", help="delete an album and its images")
     delete.add_argument("album")
     return parser

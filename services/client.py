@@ -92,9 +92,10 @@ class GatewayClient:
     def delete_album(self, album: str) -> None:
         self._json(self.http.delete(f"/v1/albums/{album}"))
 
-    def reembed(self, album: str) -> dict[str, Any]:
-        """Starts re-embedding the album with the extractor's current model (or answers the one under way)."""
-        return dict(self._json(self.http.post(f"/v1/albums/{album}/reembed")))
+    def reembed(self, album: str, faces: bool = False) -> dict[str, Any]:
+        """Starts re-embedding the album with the extractor's current model (or answers the one under way);
+        with `faces`, the album indexes faces from now on and the re-embed finds those of its images."""
+        return dict(self._json(self.http.post(f"/v1/albums/{album}/reembed", params={"faces": faces})))
 
     def add_images(self, album: str, uploads: Sequence[Upload]) -> dict[str, Any]:
         """Adds a batch; the answer lists each image as added, duplicate or failed (with why)."""

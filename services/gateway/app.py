@@ -324,12 +324,18 @@ def _add_album_routes(app: FastAPI, deps: Deps, queue: ImportQueue) -> None:
 
     @app.post("/v1/albums/{album}/reembed", status_code=202, tags=["albums"], response_model=schemas.ImportOut,
               responses={404: {"model": schemas.ErrorBody}, 503: {"model": schemas.ErrorBody}})
-    async def reembed_album(album: AlbumName) -> schemas.ImportOut:
+    async def reembed_album(
+        album: AlbumName,
+        with_faces: Annotated[bool, Query(alias="faces", description="Make the album index faces (if it does not "
+                                          "yet): images added from now have theirs at once, and the re-embed "
+                                          "finds the faces of those it holds.")] = False,
+    ) -> schemas.ImportOut:
         """Re-embeds every image from its stored bytes with the extractor's current model (after a model or
         pipeline change, when searches answer 409 model_mismatch), in the background: a new version of the
         album is filled while the album answers from its current vectors, then takes its place at once.
-        Survives a killed process; GET the status_url for progress. A re-embed under way is answered as is."""
-        return schemas.ImportOut.of(await reembed.start(deps, queue, album))
+        An album that indexes faces has them found again. Survives a killed process; GET the status_url for
+        progress. A re-embed under way is answered as is."""
+        return schemas.ImportOut.of(await reembed.start(deps, queue, album, faces=with_faces))
 
     @app.delete("/v1/albums/{album}", tags=["albums"], response_model=schemas.Deleted)
     async def delete_album(album: AlbumName) -> schemas.Deleted:

@@ -324,7 +324,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
 
 
     async def ReembedAlbum(self, request: gateway_pb2.ReembedAlbumRequest, context: Context) -> gateway_pb2.ImportJob:
-        return import_message(await reembed.start(self.deps, self.queue, request.album))
+        return import_message(await reembed.start(self.deps, self.queue, request.album, faces=request.faces))
 
 
 def on_duplicate(text: str) -> OnDuplicate:

@@ -24,7 +24,7 @@ from imagesearch.v1 import gateway_pb2, gateway_pb2_grpc
 from services.devstack import ROOT, Stack
 from tests.conftest import SERVERS, SERVICES
 from tests.extractor.test_faces import side_by_side
-from tests.gateway.stack_helpers import unique_album
+from tests.gateway.stack_helpers import unique_album, wait_for_job
 
 pytestmark = pytest.mark.stack
 
@@ -177,6 +177,23 @@ def test_recognize_by_faces_names_the_person_or_says_unknown(stack: Stack, http:
             album=album.name, image=people["obama3"].read_bytes(), label="person", faces=True), timeout=60)
         assert answer.label == "obama" and not answer.unknown
     assert http.delete(f"/v1/albums/{album_without_biden}").status_code == 200
+
+
+def test_an_album_made_without_faces_gets_them_by_a_re_embed(http: httpx.Client, people: dict[str, Path]) -> None:
+    name = unique_album("later-faces")
+    assert http.post("/v1/albums", json={"name": name}).status_code == 201
+    chosen = [people["obama"], people["obama2"], people["biden"]]
+    added = http.post(f"/v1/albums/{name}/images", files=[("file", (p.name, p.read_bytes())) for p in chosen],
+                      data={"name": [p.stem for p in chosen]})
+    assert added.status_code == 201
+    assert face_search(http, name, people["obama3"].read_bytes()).status_code == 409
+    job = http.post(f"/v1/albums/{name}/reembed", params={"faces": "true"})
+    assert job.status_code == 202, job.text
+    assert wait_for_job(http, job.json()["id"])["status"] == "done"
+    assert http.get(f"/v1/albums/{name}").json()["faces"] is True
+    found = face_search(http, name, people["obama3"].read_bytes()).json()["results"]
+    assert sorted(r["name"] for r in found) == ["obama", "obama2"]
+    assert http.delete(f"/v1/albums/{name}").status_code == 200
 
 
 def test_deleting_an_image_deletes_its_faces(http: httpx.Client, album: Album, people: dict[str, Path]) -> None:

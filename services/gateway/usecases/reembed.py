@@ -7,7 +7,8 @@ What has been done is saved after each page (`ReembedProgress`: in Redis for a j
 killed at any point leaves the album as it was and a restart goes on from the last page saved (pages
 done twice are written twice, under the same ids). Images whose bytes cannot be read or embedded are
 left out of the new version and reported. Local features, which depend on the image alone, are
-rewritten page by page.
+rewritten page by page, and so are the faces of an album that indexes them (`start` with `faces` makes
+an album index faces first: its existing images get theirs as the walk reaches them).
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ from services.common.errors import ImageNotFound
 from services.gateway.blobstore import features_key, image_key
 from services.gateway.deps import Deps
 from services.gateway.import_queue import ImportJob, ImportQueue, ImportStatus
-from services.gateway.records import Collection, Item, ItemFailure, ReembedReport
+from services.gateway.records import Collection, ImageFaces, Item, ItemFailure, ReembedReport
 from services.gateway.tags import with_tags
+from services.gateway.usecases import faces as face_usecases
+from services.gateway.usecases.images import forget_faces
 from services.gateway.usecases.shared import FEATURES_CONTENT_TYPE, embed_for_album
 
 log = logging.getLogger(__name__)
@@ -101,17 +104,18 @@ async def reembed_album(deps: Deps, name: str, progress: ReembedProgress | None 
         await progress.save(state)
     target = Collection(name=name, dim=info.dim, metric=old.metric, model=info.model,
                         created_at_ms=old.created_at_ms, count=0, schema=old.schema)
+    faces = await face_usecases.faces_of(deps, name)
     if not state.caught_up:
         while page := await deps.search.query(name, None, PAGE, after_id=state.cursor):
             if await progress.cancelled():
                 await deps.search.abort_version(name, state.version)
                 raise ReembedCancelled(f"re-embedding album {name} was cancelled")
-            done, failed = await _reembed_page(deps, target, page, state.version)
+            done, failed = await _reembed_page(deps, target, page, state.version, faces)
             for offset, (image_id, failure) in enumerate(failed):
                 await progress.failure(state.done + state.failed + offset, image_id, failure)
             state = replace(state, cursor=page[-1].id, done=state.done + done, failed=state.failed + len(failed))
             await progress.save(state)
-        done, failed = await _catch_up(deps, target, state.version, await progress.failed_ids())
+        done, failed = await _catch_up(deps, target, state.version, await progress.failed_ids(), faces)
         for offset, (image_id, failure) in enumerate(failed):
             await progress.failure(state.done + state.failed + offset, image_id, failure)
         state = replace(state, done=state.done + done, failed=state.failed + len(failed), caught_up=True)
@@ -124,8 +128,8 @@ async def reembed_album(deps: Deps, name: str, progress: ReembedProgress | None 
                          failed=failures, took_s=time.perf_counter() - started)
 
 
-async def _catch_up(deps: Deps, target: Collection, version: int,
-                    failed_before: set[str]) -> tuple[int, list[tuple[str, ItemFailure]]]:
+async def _catch_up(deps: Deps, target: Collection, version: int, failed_before: set[str],
+                    faces: Collection | None = None) -> tuple[int, list[tuple[str, ItemFailure]]]:
     """Re-embeds the images added to the album since its walk passed them (not in the version yet, and
     not failed already)."""
     done, failed, after = 0, [], ""
@@ -134,16 +138,16 @@ async def _catch_up(deps: Deps, target: Collection, version: int,
         present = {i.id for i in await deps.search.get(target.name, [i.id for i in page], version=version)}
         missing = [i for i in page if i.id not in present and i.id not in failed_before]
         if missing:
-            added, failures = await _reembed_page(deps, target, missing, version)
+            added, failures = await _reembed_page(deps, target, missing, version, faces)
             done += added
             failed.extend(failures)
     return done, failed
 
 
-async def _reembed_page(deps: Deps, target: Collection, items: list[Item],
-                        version: int) -> tuple[int, list[tuple[str, ItemFailure]]]:
-    """Writes the items with their new vectors into the version, an embed call at a time; returns how many
-    were done and those that failed."""
+async def _reembed_page(deps: Deps, target: Collection, items: list[Item], version: int,
+                        faces: Collection | None = None) -> tuple[int, list[tuple[str, ItemFailure]]]:
+    """Writes the items with their new vectors into the version (and their faces, with `faces`), an embed
+    call at a time; returns how many were done and those that failed."""
     done = 0
     failed: list[tuple[str, ItemFailure]] = []
     batch_size = deps.settings.ingest_batch_size  # one Embed call each, well inside the RPC timeout
@@ -161,7 +165,13 @@ async def _reembed_page(deps: Deps, target: Collection, items: list[Item],
                 readable.append((item, blob.content))
         if not readable:
             continue
-        rows = await embed_for_album(deps, target, target.model, [content for _, content in readable])
+        contents = [content for _, content in readable]
+        if faces is None:
+            rows = await embed_for_album(deps, target, target.model, contents)
+        else:
+            rows, found = await asyncio.gather(embed_for_album(deps, target, target.model, contents),
+                                               face_usecases.describe(deps, faces, contents))
+            await _write_faces(deps, target.name, [item for item, _ in readable], found)
         new: list[Item] = []
         features: dict[str, bytes] = {}
         for (item, _), embedding in zip(readable, rows, strict=True):
@@ -177,6 +187,13 @@ async def _reembed_page(deps: Deps, target: Collection, items: list[Item],
             done += len(new)
         await _put_features(deps, target.name, features)
     return done, failed
+
+
+async def _write_faces(deps: Deps, album: str, items: list[Item], found: list[ImageFaces]) -> None:
+    """The images' faces as found now: rows written over theirs, and none left for an image without a face."""
+    rows = [(item, face_usecases.face_item(item, f)) for item, f in zip(items, found, strict=True) if f.error is None]
+    await face_usecases.write(deps, album, [row for _, row in rows if row is not None])
+    await forget_faces(deps, album, [item.id for item, row in rows if row is None])
 
 
 async def _put_features(deps: Deps, album: str, features: dict[str, bytes]) -> None:
@@ -221,9 +238,13 @@ class JobProgress:
         return (await self.queue.get(self.job_id)).status is ImportStatus.CANCELLED
 
 
-async def start(deps: Deps, queue: ImportQueue, album: str) -> ImportJob:
-    """Queues a re-embed of the album (or answers the one already under way)."""
+async def start(deps: Deps, queue: ImportQueue, album: str, faces: bool = False) -> ImportJob:
+    """Queues a re-embed of the album (or answers the one already under way). With `faces`, the album
+    indexes faces from now on (images added from now have theirs at once), and the re-embed finds the
+    faces of the images it holds."""
     await deps.collection(album)
+    if faces and await face_usecases.faces_of(deps, album) is None:
+        await face_usecases.enable(deps, album)
     for job in await queue.list(100, album):
         if job.kind == KIND and not job.status.finished:
             return job
