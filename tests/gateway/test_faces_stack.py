@@ -179,6 +179,25 @@ def test_recognize_by_faces_names_the_person_or_says_unknown(stack: Stack, http:
     assert http.delete(f"/v1/albums/{album_without_biden}").status_code == 200
 
 
+def test_sql_orders_by_face_distance_and_recognises_by_face(http: httpx.Client, album: Album,
+                                                            people: dict[str, Path]) -> None:
+    photo = people["obama3"].read_bytes()
+
+    def sql(statement: str) -> httpx.Response:
+        return http.post("/v1/sql", data={"statement": statement}, files=[("file", ("q.jpg", photo, "image/jpeg"))])
+
+    over_http = face_search(http, album.name, photo).json()["results"]
+    answer = sql(f'SELECT name, distance FROM "{album.name}" ORDER BY face <=> image(\'q.jpg\') LIMIT 5')
+    assert answer.status_code == 200, answer.text
+    rows = answer.json()["rows"]
+    assert [r["values"][0] for r in rows] == [h["name"] for h in over_http]
+    assert [r["values"][1] for r in rows] == pytest.approx([h["distance"] for h in over_http], abs=1e-5)
+    named = sql(f'SELECT recognize(image(\'q.jpg\'), \'person\', faces => true) FROM "{album.name}"').json()
+    assert named["rows"][0]["values"][0] == "obama"
+    filtered = sql(f'SELECT name FROM "{album.name}" WHERE person = \'obama\' ORDER BY face <-> image(\'q.jpg\')')
+    assert filtered.status_code == 400 and "WHERE" in filtered.json()["error"]["message"]
+
+
 def test_an_album_made_without_faces_gets_them_by_a_re_embed(http: httpx.Client, people: dict[str, Path]) -> None:
     name = unique_album("later-faces")
     assert http.post("/v1/albums", json={"name": name}).status_code == 201

@@ -15,12 +15,15 @@
 `image(...)` names the query or new image: a URL (`image('https://...')`), the name of a part uploaded
 with the statement (`image('query.jpg')`), or an image of the album (`image(image_id => '...')`);
 `mode => 'similar'` asks for similar images rather than copies, and in a search `region => '10,20,200,150'`
-searches only that box (x,y,w,h in the image's pixels). `feature` is the images' vector; the
+searches only that box (x,y,w,h in the image's pixels). `feature` is the images' vector, `face` their
+faces' (an album that indexes faces: `ORDER BY face <-> image('portrait.jpg')` finds the images where the
+person of the query's largest face appears, each by its nearest face, within the face match distance); the
 distance operators are the dialect's (`<->` L2, `<=>` cosine, `<#>` negative inner product), or the
 functions l2_distance, cosine_distance and inner_product (DESC). `distance` is the ORDER BY's distance,
 `matches` the verified keypoints of a copy search. `recognize(image(...), 'attribute')` (with an optional
-`threshold => 0.3`) answers one row: the label the image most likely has among the album's values of the
-attribute (null when unknown), its confidence, whether it is unknown, with the nearest labelled image.
+`threshold => 0.3`, and `faces => true` to go by the photo's face) answers one row: the label the image
+most likely has among the album's values of the attribute (null when unknown), its confidence, whether
+it is unknown, with the nearest labelled image.
 """
 
 from __future__ import annotations
@@ -115,12 +118,14 @@ class VectorOrder:
     metric: str
     # The expression as sqlglot writes it, to tell the same distance elsewhere in the statement.
     sql: str
+    # Whose vectors: the images' ("feature") or their faces' ("face").
+    space: str = "feature"
 
     @property
     def shown(self) -> str:
         if self.metric == "inner_product":
-            return "inner_product(feature, image(...))"
-        return f"feature {OPERATOR_OF_METRIC[self.metric]} image(...)"
+            return f"inner_product({self.space}, image(...))"
+        return f"{self.space} {OPERATOR_OF_METRIC[self.metric]} image(...)"
 
 
 @dataclass(frozen=True)
@@ -151,6 +156,7 @@ class Recognize:
     attribute: str
     threshold: float | None = None
     label: str = "recognize"
+    faces: bool = False
 
 
 @dataclass(frozen=True)
@@ -413,9 +419,12 @@ def _recognize(node: exp.Select, album: str) -> Recognize:
     args = list(call.expressions)
     keywords = {str(a.this.name).lower(): a.expression for a in args if isinstance(a, exp.Kwarg)}
     positional = [a for a in args if not isinstance(a, exp.Kwarg)]
-    if len(positional) != 2 or set(keywords) - {"threshold"}:
+    if len(positional) != 2 or set(keywords) - {"threshold", "faces"}:
         raise SqlError(f"{at(call)}recognize takes an image and the label attribute's name, and optionally "
-                       "threshold => x: recognize(image('q.jpg'), 'category')")
+                       "threshold => x and faces => true: recognize(image('q.jpg'), 'category')")
+    faces = literal(keywords["faces"]) if "faces" in keywords else False
+    if not isinstance(faces, bool):
+        raise SqlError(f"{at(call)}recognize: faces is true or false")
     attribute = literal(positional[1])
     if not isinstance(attribute, str):
         raise SqlError(f"{at(positional[1])}recognize: the label attribute's name is a string, as in 'category'")
@@ -424,7 +433,7 @@ def _recognize(node: exp.Select, album: str) -> Recognize:
         raise SqlError(f"{at(call)}recognize: threshold is a number between 0 and 1")
     label = str(item.alias) if isinstance(item, exp.Alias) else "recognize"
     return Recognize(album, image_ref(positional[0]), attribute,
-                     float(threshold) if threshold is not None else None, label)
+                     float(threshold) if threshold is not None else None, label, faces)
 
 
 def _check_shape(select: Select, node: exp.Select) -> None:
@@ -454,8 +463,12 @@ def _count_clause(node: exp.Select, key: str) -> int | None:
     return value
 
 
-def _distance_node(node: exp.Expr) -> tuple[str, exp.Expr] | None:
-    """(metric, image node) of `feature <op> image(...)` or `l2_distance(feature, image(...))`."""
+VECTOR_COLUMNS = ("feature", "face")
+
+
+def _distance_node(node: exp.Expr) -> tuple[str, exp.Expr, str] | None:
+    """(metric, image node, vector column) of `feature <op> image(...)` or `l2_distance(feature, image(...))`
+    (`face` in place of `feature`: the faces' vectors)."""
     node = node.this if isinstance(node, exp.Paren) else node
     if type(node) in DISTANCE_OPERATORS:
         left, right = node.this, node.expression
@@ -469,9 +482,10 @@ def _distance_node(node: exp.Expr) -> tuple[str, exp.Expr] | None:
         return None
     if isinstance(left, exp.Anonymous) and not isinstance(right, exp.Anonymous):
         left, right = right, left
-    if not isinstance(left, exp.Column) or _name(left) != "feature":
-        raise SqlError(f"{at(left)}a distance is between feature (the images' vector) and image(...)")
-    return metric, right
+    if not isinstance(left, exp.Column) or _name(left) not in VECTOR_COLUMNS:
+        raise SqlError(f"{at(left)}a distance is between feature (the images' vector) or face (their faces') "
+                       "and image(...)")
+    return metric, right, _name(left)
 
 
 def _vector_order(node: exp.Select) -> VectorOrder | None:
@@ -485,12 +499,12 @@ def _vector_order(node: exp.Select) -> VectorOrder | None:
         return None
     if len(terms) != 1:
         raise SqlError(f"{at(order)}ORDER BY a distance takes nothing else")
-    term, (metric, image) = vectors[0]
+    term, (metric, image, space) = vectors[0]
     descending = bool(term.args.get("desc"))
     if (metric == "inner_product") != descending:
         direction = "DESC" if metric == "inner_product" else "ASC"
         raise SqlError(f"{at(term)}nearest first: order by this distance {direction}")
-    return VectorOrder(image_ref(image, allow_region=True), metric, term.this.sql(dialect="postgres"))
+    return VectorOrder(image_ref(image, allow_region=True), metric, term.this.sql(dialect="postgres"), space)
 
 
 def _column_order(node: exp.Select, vector: VectorOrder | None) -> tuple[str, bool]:

@@ -43,7 +43,7 @@ from services.gateway.sql.statements import (
     parse_statement,
 )
 from services.gateway.urlfetch import name_from_url
-from services.gateway.usecases import albums, images, ingest, recognize, search
+from services.gateway.usecases import albums, faces, images, ingest, recognize, search
 
 Parts = Mapping[str, bytes]
 
@@ -178,7 +178,7 @@ def _query(ref: ImageRef, parts: Parts) -> Query:
 async def _recognize(deps: Deps, statement: Recognize, parts: Parts, delete_all: bool) -> SqlResult:
     """One row: the label (null when unknown), its confidence, unknown, with the nearest labelled image."""
     outcome = await recognize.recognize(deps, statement.album, _query(statement.image, parts), statement.attribute,
-                                        evidence=1, threshold=statement.threshold)
+                                        evidence=1, threshold=statement.threshold, faces=statement.faces)
     nearest = outcome.evidence[0].image if outcome.evidence else None
     row = SqlRow((outcome.label, round(outcome.confidence, 4), outcome.unknown, round(outcome.known, 4)), nearest)
     label = statement.label
@@ -193,12 +193,27 @@ async def _nearest(deps: Deps, statement: Select, collection: Collection, output
     assert vector is not None
     query = _query(vector.image, parts)
     top_k = statement.offset + (deps.settings.default_top_k if statement.limit is None else statement.limit)
-    outcome = await search.search(deps, statement.album, query, top_k, _filter(statement.filter),
-                                  vector.image.mode.value, statement.max_distance, region=vector.image.region)
-    hits = outcome.hits[statement.offset:]
+    if vector.space == "face":
+        hits = (await _nearest_faces(deps, statement, query, top_k))[statement.offset:]
+    else:
+        outcome = await search.search(deps, statement.album, query, top_k, _filter(statement.filter),
+                                      vector.image.mode.value, statement.max_distance, region=vector.image.region)
+        hits = outcome.hits[statement.offset:]
     rows = tuple(SqlRow(tuple(_hit_value(o, hit, vector.metric, collection.schema) for o in outputs), hit.image)
                  for hit in hits)
     return SqlResult("select", statement.album, tuple(o.label for o in outputs), rows)
+
+
+async def _nearest_faces(deps: Deps, statement: Select, query: Query, top_k: int) -> list[ScoredImage]:
+    """The images where the person of the query's largest face appears, as faces.search_faces answers."""
+    vector = statement.vector
+    assert vector is not None
+    if statement.filter is not None:
+        raise InvalidArgument("ORDER BY face <-> image(...) takes no WHERE on columns (a distance bound only): "
+                              "the faces are searched across the whole album")
+    outcome = await faces.search_faces(deps, statement.album, query, top_k, statement.max_distance,
+                                       region=vector.image.region)
+    return [ScoredImage(hit.image, hit.distance) for hit in outcome.hits]
 
 
 def _expanded(outputs: tuple[Output, ...], schema: AlbumSchema) -> tuple[Output, ...]:
