@@ -130,8 +130,10 @@ def box_recall(found: list[list[tuple[float, float, float, float]]], truth: list
     return figures
 
 
-def measure_boxes(root: Path, count: int) -> dict[str, Any]:
-    """Box recall of the extractor's proposals and of other maps of the same activations, in-process."""
+def measure_boxes(root: Path, count: int, centernet: Path | None = None) -> dict[str, Any]:
+    """Box recall of the extractor's proposals from the activations and of other maps of the same
+    activations, in-process; with `centernet`, also of the extractor's COCO detector (that ONNX file:
+    scripts/export_detector.sh)."""
     from services.extractor.model import ImageEmbedder
     from services.extractor.proposals import ProposalConfig, propose
     from services.extractor.settings import ExtractorSettings
@@ -152,6 +154,14 @@ def measure_boxes(root: Path, count: int) -> dict[str, Any]:
         "every window by contrast": lambda f: _ranked(_windows(_unit(f.sum(0)))),
     }
     results: dict[str, Any] = {"scenes": len(made), "network_ms_per_scene": round(network_ms, 2)}
+    if centernet is not None:
+        detected, detector_ms = _centernet_boxes(centernet, made)
+        results["centernet (COCO detector, 512 px)"] = {**box_recall(detected, truth), "ms_per_scene": detector_ms}
+        for kind in ("cutout", "framed"):
+            mine = [n for n, s in enumerate(made) if s.kind == kind]
+            results["centernet (COCO detector, 512 px)"][kind] = box_recall(
+                [detected[n] for n in mine], [truth[n] for n in mine], at=(3,))
+        print("centernet", results["centernet (COCO detector, 512 px)"], flush=True)
     for name, method in methods.items():
         started = time.perf_counter()
         found = [method(f)[:5] for f in fmaps]
@@ -162,6 +172,19 @@ def measure_boxes(root: Path, count: int) -> dict[str, Any]:
             results[name][kind] = box_recall([found[n] for n in mine], [truth[n] for n in mine], at=(3,))
         print(name, results[name], flush=True)
     return results
+
+
+def _centernet_boxes(path: Path, made: list[Scene]) -> tuple[list[list[Box]], float]:
+    """The extractor's detector's proposals for each scene (services.extractor.detector), and its
+    milliseconds a scene (resize and network; its top-100 decoding is in the graph)."""
+    from services.extractor.detector import Detector
+
+    detector = Detector(path)
+    images = [Image.open(io.BytesIO(scene.content)).convert("RGB") for scene in made]
+    detector.propose(images[0], 5)
+    started = time.perf_counter()
+    found = [[_as_box(p) for p in detector.propose(image, 5)] for image in images]
+    return found, round((time.perf_counter() - started) * 1000 / len(made), 2)
 
 
 # Other maps of the same activations, measured against the shipped one (not used by the service).
@@ -328,6 +351,7 @@ def main() -> None:
     parser.add_argument("--scenes", type=int, default=120)
     parser.add_argument("--proposals", type=int, default=3, help="regions a search proposes")
     parser.add_argument("--boxes", action="store_true", help="box recall in-process only (no servers)")
+    parser.add_argument("--centernet", type=Path, help="with --boxes: also this COCO detector (ONNX; bench/README)")
     parser.add_argument("--examples", type=Path, help="save a few scenes with their boxes here and stop")
     parser.add_argument("--url", help="a running gateway; default: start a fresh stack")
     args = parser.parse_args()
@@ -335,7 +359,7 @@ def main() -> None:
         save_examples(args.set, args.examples, 8)
         return
     if args.boxes:
-        print_json_line({"bench": "proposals_boxes", **measure_boxes(args.set, args.scenes)})
+        print_json_line({"bench": "proposals_boxes", **measure_boxes(args.set, args.scenes, args.centernet)})
         return
     if args.url:
         figures = measure_search(GatewayClient(args.url), args.set, args.scenes, args.proposals)

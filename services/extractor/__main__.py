@@ -14,12 +14,14 @@ from services.common.grpc_server import create_server, serve
 from services.common.local_features import FeatureConfig
 from services.common.logs import configure_logging
 from services.common.metrics import start_metrics_server
+from services.extractor import detector as detector_file
 from services.extractor.batcher import DynamicBatcher
+from services.extractor.detector import Detector
 from services.extractor.faces import FaceConfig, FaceModel
 from services.extractor.model import ImageEmbedder
 from services.extractor.servicer import SERVICE_NAMES, ExtractorServicer, VectorBatcher, registrar
 from services.extractor.session import CPU_PROVIDER
-from services.extractor.settings import ExtractorSettings
+from services.extractor.settings import ExtractorSettings, ProposalSource
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,17 @@ class Extractor:
         self.face_pool.shutdown(wait=True)
 
 
+def proposal_detector(settings: ExtractorSettings) -> Detector | None:
+    """The COCO detector that proposes regions, as the settings say; None: the activations do."""
+    if settings.proposals is ProposalSource.ACTIVATIONS:
+        return None
+    detector = detector_file.load_optional(settings.model_dir, settings.intra_op_threads)
+    if detector is None and settings.proposals is ProposalSource.DETECTOR:
+        raise FileNotFoundError(f"EXTRACTOR_PROPOSALS=detector, but there is no {detector_file.DETECTOR_FILE} in "
+                                f"{settings.model_dir}: run scripts/export_detector.sh")
+    return detector
+
+
 def build(settings: ExtractorSettings, embedder: ImageEmbedder | None = None) -> Extractor:
     """Loads the model (so readiness means ready) and wires it into a server; call in the event loop."""
     embedder = embedder or ImageEmbedder.from_settings(settings)
@@ -54,11 +67,13 @@ def build(settings: ExtractorSettings, embedder: ImageEmbedder | None = None) ->
     )
     decode_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
     local = FeatureConfig(side=settings.local_features_side, max_keypoints=settings.local_features_max)
+    index = FeatureConfig(side=settings.local_features_index_side, max_keypoints=settings.local_features_index_max)
     faces = FaceModel(FaceConfig(side=settings.faces_side, upsample=settings.faces_upsample,
                                  min_face=settings.faces_min_size, max_faces=settings.faces_max),
                       settings.faces_model_dir)
     face_pool = ThreadPoolExecutor(1, thread_name_prefix="faces")
-    servicer = ExtractorServicer(embedder, batcher, decode_pool, local, faces, face_pool)
+    servicer = ExtractorServicer(embedder, batcher, decode_pool, local, faces, face_pool, proposal_detector(settings),
+                                 index_features=index)
     server, health_servicer, port = create_server(settings, "extractor", registrar(servicer), SERVICE_NAMES)
     return Extractor(server, health_servicer, port, embedder, batcher, decode_pool, face_pool)
 

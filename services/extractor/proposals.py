@@ -70,7 +70,14 @@ def propose(fmap: NDArray[np.float32], count: int, config: ProposalConfig = Prop
         return []
     saliency /= peak
     found = [box for r, c in _peaks(saliency, config.min_peak) for box in _grown(saliency, r, c, config)]
-    return _suppress(sorted(found, key=lambda p: -p.score), config.nms_iou, count)
+    return best_boxes(found, count, config)
+
+
+def best_boxes(found: list[Proposal], count: int, config: ProposalConfig = ProposalConfig()) -> list[Proposal]:
+    """The `count` best-scored boxes that fit (neither nearly the whole image nor too small), each
+    overlapping no better one by more than `config.nms_iou`."""
+    fitting = [box for box in found if _fits(box, config)]
+    return _suppress(sorted(fitting, key=lambda p: -p.score), config.nms_iou, count)
 
 
 def _peaks(saliency: NDArray[np.float32], floor: float) -> list[tuple[int, int]]:
@@ -80,7 +87,7 @@ def _peaks(saliency: NDArray[np.float32], floor: float) -> list[tuple[int, int]]
 
 
 def _grown(saliency: NDArray[np.float32], row: int, col: int, config: ProposalConfig) -> list[Proposal]:
-    """The peak's region at each fraction, as boxes that fit."""
+    """The peak's region at each fraction, as boxes."""
     height, width = saliency.shape
     boxes = []
     for fraction in config.fractions:
@@ -91,10 +98,8 @@ def _grown(saliency: NDArray[np.float32], row: int, col: int, config: ProposalCo
         inside = np.zeros_like(region)
         inside[top:bottom, left:right] = True
         outside = float(saliency[~inside].mean()) if (~inside).any() else 0.0
-        box = Proposal(left / width, top / height, (right - left) / width, (bottom - top) / height,
-                       float(saliency[inside].mean()) - outside)
-        if _fits(box, config):
-            boxes.append(box)
+        boxes.append(Proposal(left / width, top / height, (right - left) / width, (bottom - top) / height,
+                              float(saliency[inside].mean()) - outside))
     return boxes
 
 

@@ -10,7 +10,8 @@ QUERY_VARIANTS the vectors of each image's query variants (`EmbedResult.variant_
 local features gets each image's SIFT keypoints too (a query's also mirrored), described in the
 decode pool from the same decoded image while the model runs. A request asking for proposals gets up
 to that many regions of each image worth searching on their own (`EmbedResult.proposals`, from the
-upright feature map the vector comes from; `services.extractor.proposals`).
+upright feature map the vector comes from, `services.extractor.proposals`, or from the COCO detector
+when one is installed, `services.extractor.detector`).
 """
 
 from __future__ import annotations
@@ -28,10 +29,12 @@ from services.common.errors import ImageTooLarge, InvalidArgument, InvalidImage
 from services.common.local_features import FeatureConfig
 from services.extractor.batcher import DynamicBatcher
 from services.extractor.descriptors import Purpose
+from services.extractor.detector import Detector
 from services.extractor.faces import FACE_DIM, FaceModel, FacesOfImage, PixelLimitExceeded, open_image
 from services.extractor.keypoints import describe_image
 from services.extractor.model import Embedded, EmbedJob, ImageEmbedder, Scales
 from services.extractor.preprocess import Decoded
+from services.extractor.proposals import Proposal
 
 log = logging.getLogger(__name__)
 
@@ -49,14 +52,20 @@ class ExtractorServicer(extractor_pb2_grpc.ExtractorServicer):
 
     def __init__(self, embedder: ImageEmbedder, batcher: VectorBatcher, decode_pool: Executor,
                  local_features: FeatureConfig | None = None, faces: FaceModel | None = None,
-                 face_pool: Executor | None = None) -> None:
+                 face_pool: Executor | None = None, detector: Detector | None = None, *,
+                 index_features: FeatureConfig | None = None) -> None:
         self.embedder = embedder
         self.batcher = batcher
         self.decode_pool = decode_pool
         self.local_features = local_features or FeatureConfig()
+        # An indexed image's features (stored, and its keypoint rows): finer than a query's (see settings).
+        self.index_features = index_features or self.local_features
         self.faces = faces or FaceModel()
         # Face detection holds the GIL in dlib: one image at a time, beside the network's own threads.
         self.face_pool = face_pool or decode_pool
+        # Proposals come from the detector when there is one (run in the decode pool beside the network),
+        # else from the network's own feature map.
+        self.detector = detector
 
     async def Embed(
         self, request: extractor_pb2.EmbedRequest, context: grpc.aio.ServicerContext
@@ -134,16 +143,27 @@ class ExtractorServicer(extractor_pb2_grpc.ExtractorServicer):
 
     async def _decode_and_embed(self, data: bytes, purpose: Purpose, local: bool, proposals: int = 0
                                 ) -> extractor_pb2.EmbedResult:
-        if not local:
+        detected = proposals if self.detector is not None else 0
+        if not local and not detected:
             return await self._embed(await self._decode(data, self.embedder.decode), purpose, proposals)
         decoded = await self._decode(data, self.embedder.decode_keeping_image)
         if isinstance(decoded, InvalidArgument):
             return await self._embed(decoded, purpose)
         scales, image = decoded
-        result, features = await asyncio.gather(self._embed(scales, purpose, proposals),
-                                                self._describe(data, image, purpose))
+        result, features, boxes = await asyncio.gather(
+            self._embed(scales, purpose, proposals - detected),
+            self._describe(data, image, purpose) if local else asyncio.sleep(0, []),
+            self._detect(image, detected))
         result.local_features.extend(features)
+        result.proposals.extend(_proposal_messages(boxes))
         return result
+
+    async def _detect(self, image: Decoded, count: int) -> list[Proposal]:
+        """The detector's boxes of the image, in the decode pool; none when not asked."""
+        if not count or self.detector is None:
+            return []
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.decode_pool, self.detector.propose, image.image, count)
 
     async def _describe(self, data: bytes, image: Decoded, purpose: Purpose) -> list[bytes]:
         """The image's serialised local features (a query's also mirrored), from the image decoded for
@@ -151,9 +171,10 @@ class ExtractorServicer(extractor_pb2_grpc.ExtractorServicer):
         verified."""
         loop = asyncio.get_running_loop()
         mirrored = purpose is not Purpose.INDEX
+        config = self.local_features if mirrored else self.index_features
         try:
             features = await loop.run_in_executor(self.decode_pool, describe_image, data, self.embedder.preprocess,
-                                                  self.local_features, mirrored, image)
+                                                  config, mirrored, image)
         except Exception:
             log.exception("local features of an image failed; it goes on without them")
             return []
@@ -173,8 +194,7 @@ class ExtractorServicer(extractor_pb2_grpc.ExtractorServicer):
             return extractor_pb2.EmbedResult(error=common_pb2.ItemError(reason=item.reason, message=item.message))
         embedded = await self.batcher.submit(EmbedJob(item, purpose, proposals))
         result = self._result(embedded, purpose)
-        result.proposals.extend(extractor_pb2.RegionProposal(x=p.x, y=p.y, width=p.width, height=p.height,
-                                                             score=p.score) for p in embedded.proposals)
+        result.proposals.extend(_proposal_messages(embedded.proposals))
         return result
 
     def _result(self, embedded: Embedded, purpose: Purpose) -> extractor_pb2.EmbedResult:
@@ -185,6 +205,10 @@ class ExtractorServicer(extractor_pb2_grpc.ExtractorServicer):
         if purpose is Purpose.QUERY_VARIANTS:
             return extractor_pb2.EmbedResult(vector=vectors[0], variant_vectors=vectors[1:])
         return extractor_pb2.EmbedResult(vector=vectors[0])
+
+
+def _proposal_messages(boxes: list[Proposal]) -> list[extractor_pb2.RegionProposal]:
+    return [extractor_pb2.RegionProposal(x=p.x, y=p.y, width=p.width, height=p.height, score=p.score) for p in boxes]
 
 
 def registrar(servicer: ExtractorServicer) -> Callable[[grpc.aio.Server], None]:

@@ -13,6 +13,17 @@ from services.extractor.descriptors import Variant
 from services.extractor.preprocess import ResizeMode
 
 
+class ProposalSource(StrEnum):
+    """Where a query's proposed regions come from (EmbedRequest.proposals)."""
+
+    # The detector when its file is installed (scripts/export_detector.sh), else the activations.
+    AUTO = "auto"
+    # The COCO detector (detector.py); the extractor does not start without its file.
+    DETECTOR = "detector"
+    # The network's own feature map (proposals.py): no second network run.
+    ACTIVATIONS = "activations"
+
+
 class Precision(StrEnum):
     """Which network file runs: the exported one, or its int8 quantisation (quantize.py)."""
 
@@ -81,6 +92,10 @@ class ExtractorSettings(ServiceSettings):
     # costs onnxruntime a memory plan that it keeps: bench/extract.py, 2 cores, 94 img/s at RSS 260 MB
     # vs 100 img/s at 1,030 MB with EXTRACTOR_MAX_RUN=32.
     max_run: int = 0
+    # Where proposals come from: on real photos placed in scenes the detector finds the placed one among
+    # its first 3 boxes in 0.70 of them against 0.33 for the activations, for a second network (~40-200
+    # ms a query on 2 cores against ~1 ms; bench/README.md). Only searches that ask for proposals pay it.
+    proposals: ProposalSource = ProposalSource.AUTO
     # Batches run through the model at once (see batcher.py): 2 keeps the cores (or the GPU) busy
     # while the other batch is in its Python steps.
     batch_concurrency: int = 2
@@ -89,6 +104,15 @@ class ExtractorSettings(ServiceSettings):
     # keypoints reach copy R@1 0.991 re-ranking the 5 nearest (512 / 1000: 0.992 at 2.5x the time).
     local_features_side: int = 384
     local_features_max: int = 500
+    # An indexed image's own features (its stored features and its keypoint rows, see the gateway's
+    # keypoint_index.py) are made finer: a detail cut out of a photo shows its part at the photo's own
+    # scale, and keypoints of a photo brought down to 384 px do not describe it. bench/research/
+    # detail_keypoints.py on the evaluation set's detail crops: 680 px / 1,000 keypoints put the photo
+    # among the 10 most voted for 0.95 of them and verify it first for 0.77 (384 / 500: 0.80, 0.35;
+    # 680 / 500: 0.84, 0.54; 512 / 1,000: 0.93, 0.65), for ~3.7x the SIFT time of a photo of 680 px or
+    # more (the same for one under 384 px). Queries stay at the side above.
+    local_features_index_side: int = 680
+    local_features_index_max: int = 1000
     # Tags of an indexed image: the network's own ImageNet classifier (<model>-head.npz beside the ONNX
     # file) gives its top_k classes of at least min_score probability (bench/tags.py measures the floor).
     tags_top_k: int = 5
