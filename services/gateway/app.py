@@ -523,8 +523,9 @@ def _add_search_routes(app: FastAPI, settings: GatewaySettings, deps: Deps) -> N
                                                 json_schema_extra=REGION_SCHEMA)] = None,
         proposals: Annotated[int | None, Query(description=PROPOSALS_DESCRIPTION,
                                                json_schema_extra=PROPOSALS_SCHEMA)] = None,
-        proposals_form: Annotated[int | None, Form(alias="proposals", description="Proposals, as a form field.",
-                                                   json_schema_extra=PROPOSALS_SCHEMA)] = None,
+        # Not nullable: a multipart field has no null (the text "null" is no number).
+        proposals_form: Annotated[int, Form(alias="proposals", description="Proposals, as a form field.",
+                                            json_schema_extra=PROPOSALS_SCHEMA)] = 0,
     ) -> schemas.SearchOut:
         """The album's images nearest the query, nearest first; give exactly one of file, url, image_id.
         `mode` "copy" (default) finds copies of the query, "similar" images like it; `region` searches
@@ -552,9 +553,9 @@ def _add_search_routes(app: FastAPI, settings: GatewaySettings, deps: Deps) -> N
         album: AlbumName,
         top_k: int = Query(settings.default_top_k, description=f"1 to {settings.max_top_k}.",
                            json_schema_extra=top_k_schema),
-        max_distance: Annotated[float | None, Query(
-            description=f"Faces farther than this are other people (default {settings.face_match_distance}).",
-            json_schema_extra={"minimum": 0})] = None,
+        max_distance: float | None = Query(
+            None, description=f"Faces farther than this are other people (default {settings.face_match_distance}).",
+            json_schema_extra={"minimum": 0}),
         face: Annotated[int, Query(description="Which face of the query searches: 0 the largest, 1 the next...",
                                    json_schema_extra={"minimum": 0})] = 0,
         region: Annotated[str | None, Query(description=REGION_DESCRIPTION, json_schema_extra=REGION_SCHEMA)] = None,
