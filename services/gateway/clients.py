@@ -95,6 +95,10 @@ class VectorSearch(Protocol):
         `max_distance`: none farther."""
         ...
 
+    async def search_many(self, collection: str, vectors: Sequence[Sequence[float]], top_k: int) -> list[list[Hit]]:
+        """Each vector's nearest images (id, distance and row only), in one call."""
+        ...
+
     async def get(self, collection: str, ids: Sequence[str], with_vectors: bool = False,
                   version: int = 0) -> list[Item]: ...
 
@@ -282,6 +286,13 @@ class GrpcVectorSearch:
         return [Hit(id=h.id, name=h.name, distance=h.distance, attributes=attributes_from_wire(h.attributes),
                     content_hash=h.content_hash, created_at_ms=h.created_at_ms, row=h.row)
                 for h in reply.hits]
+
+    async def search_many(self, collection: str, vectors: Sequence[Sequence[float]], top_k: int) -> list[list[Hit]]:
+        request = search_pb2.SearchManyRequest(collection=collection, top_k=top_k,
+                                               vectors=[search_pb2.Descriptor(values=list(v)) for v in vectors])
+        reply = await self._call(self.stub.SearchMany, request)
+        return [[Hit(id=h.id, name="", distance=h.distance, attributes={}, content_hash="", created_at_ms=0, row=h.row)
+                 for h in found.hits] for found in reply.results]
 
     async def get(self, collection: str, ids: Sequence[str], with_vectors: bool = False,
                   version: int = 0) -> list[Item]:

@@ -15,6 +15,7 @@ from services.common.filtering import Expr, bind, from_json_text
 from services.gateway.blobstore import Blobs
 from services.gateway.cache import EmbeddingCache
 from services.gateway.clients import Extractor, VectorSearch
+from services.gateway.keypoint_index import KeypointIndex
 from services.gateway.recognition import CalibrationCache
 from services.gateway.records import Collection, ImageFilter, ModelInfo
 from services.gateway.settings import GatewaySettings
@@ -54,6 +55,7 @@ class Deps:
     cache: EmbeddingCache
     fetcher: Fetcher
     verifier: CopyVerifier = field(init=False)
+    keypoints: KeypointIndex = field(init=False)
     # Recognition's calibrations per album and label attribute (usecases/recognize.py).
     calibrations: CalibrationCache = field(default_factory=CalibrationCache, init=False)
     _model: tuple[float, ModelInfo] | None = field(default=None, init=False, repr=False)
@@ -63,6 +65,8 @@ class Deps:
         self.verifier = CopyVerifier(self.blobs, self.settings.verify_top, self.settings.verify_min_matches,
                                      small_top=self.settings.verify_small_top,
                                      small_side=self.settings.verify_small_side)
+        self.keypoints = KeypointIndex(self.search, self.settings.keypoint_index, self.settings.keypoint_votes,
+                                       self.settings.keypoint_candidates, self.settings.keypoint_rows)
 
     async def model_info(self, fresh: bool = False) -> ModelInfo:
         """The extractor's model, asked again after a few seconds (it may have been redeployed)."""

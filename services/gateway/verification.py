@@ -52,8 +52,7 @@ class CopyVerifier:
 
     def depth(self, query: list[LocalFeatures]) -> int:
         """How many of the nearest images a query with these features is verified against."""
-        small = bool(query) and max(query[0].width, query[0].height) < self.small_side
-        return max(self.top, self.small_top) if small and self.top > 0 else self.top
+        return max(self.top, self.small_top) if self.small(query) and self.top > 0 else self.top
 
     @property
     def enabled(self) -> bool:
@@ -72,8 +71,12 @@ class CopyVerifier:
                     known: dict[str, Match | None] | None = None) -> dict[str, Match | None]:
         """The matches of the first `top` hits by image id (None: the image has no readable features), those
         in `known` taken from it rather than matched again."""
+        return await self.check_each(album, query, hits[:self.depth(query)], known)
+
+    async def check_each(self, album: str, query: list[LocalFeatures], head: list[ScoredImage],
+                         known: dict[str, Match | None] | None = None) -> dict[str, Match | None]:
+        """The matches of every one of the hits (`check` without its depth: candidates found otherwise)."""
         known = known or {}
-        head = hits[:self.depth(query)]
         if not query:
             return {h.image.id: known.get(h.image.id) for h in head}
         todo = [h for h in head if h.image.id not in known]
@@ -81,6 +84,10 @@ class CopyVerifier:
         found = await asyncio.gather(*(self._match(query, s) for s in stored))
         checked = {h.image.id: (m if s is not None else None) for h, s, m in zip(todo, stored, found, strict=True)}
         return {h.image.id: known[h.image.id] if h.image.id in known else checked[h.image.id] for h in head}
+
+    def small(self, query: list[LocalFeatures]) -> bool:
+        """Whether the query photo is small: a detail, a thumbnail (its longer side under `small_side`)."""
+        return bool(query) and max(query[0].width, query[0].height) < self.small_side
 
     def any_verified(self, matches: dict[str, Match | None]) -> bool:
         return any(m is not None and m.verified(self.min_matches) for m in matches.values())

@@ -54,6 +54,9 @@ MAX_ID_BYTES = 256
 MAX_NAME_BYTES = 1024
 MAX_HASH_BYTES = 256
 MAX_VECTORS_PER_ITEM = 64
+# A companion collection's item may hold many more rows: an image's keypoint descriptors are one row
+# each ("<album>.keypoints": up to the extractor's index keypoints, 1,000 by default).
+MAX_COMPANION_VECTORS = 2048
 MAX_DIM = 32768
 MAX_LIST_LIMIT = 1000
 DEFAULT_LIST_LIMIT = 100
@@ -179,6 +182,11 @@ class VectorIndex(Protocol):
         only when `primary_only`, else by their best one."""
         ...
 
+    def search_many(self, name: str, vectors: Sequence[Sequence[float] | Vector], top_k: int) -> list[list[Hit]]:
+        """For each vector, the `top_k` images nearest to it (one hit each, id, distance and row only), nearest
+        first: one call for the many descriptors of one query (its keypoints against a keypoint companion)."""
+        ...
+
     def get(self, name: str, ids: Sequence[str], with_vectors: bool = False, version: int = 0) -> list[Item]:
         """The stored items among `ids`, in the order asked; missing ids are left out."""
         ...
@@ -295,17 +303,23 @@ def normalise(vector: Sequence[float] | Vector, dim: int) -> Vector:
     return (array / norm).astype(np.float32)
 
 
-def prepare_items(items: Sequence[Item], dim: int, now_ms: int, schema: AlbumSchema = NO_COLUMNS) -> list[Item]:
+def prepare_items(items: Sequence[Item], dim: int, now_ms: int, schema: AlbumSchema = NO_COLUMNS,
+                  max_vectors: int = MAX_VECTORS_PER_ITEM) -> list[Item]:
     """Validated items with unit vectors, checked attributes and a creation time; a repeated id keeps its
     last item."""
-    prepared = {item.id: _prepare_item(item, dim, now_ms, schema) for item in items}
+    prepared = {item.id: _prepare_item(item, dim, now_ms, schema, max_vectors) for item in items}
     return list(prepared.values())
 
 
-def _prepare_item(item: Item, dim: int, now_ms: int, schema: AlbumSchema) -> Item:
+def vector_limit(name: str) -> int:
+    """The most vectors an item of the collection may hold (a companion's: many more)."""
+    return MAX_COMPANION_VECTORS if "." in name else MAX_VECTORS_PER_ITEM
+
+
+def _prepare_item(item: Item, dim: int, now_ms: int, schema: AlbumSchema, max_vectors: int) -> Item:
     check_id(item.id)
-    if not 1 <= len(item.vectors) <= MAX_VECTORS_PER_ITEM:
-        raise InvalidArgument(f"item {item.id!r} must have 1-{MAX_VECTORS_PER_ITEM} vectors; got {len(item.vectors)}")
+    if not 1 <= len(item.vectors) <= max_vectors:
+        raise InvalidArgument(f"item {item.id!r} must have 1-{max_vectors} vectors; got {len(item.vectors)}")
     _check_text(item.id, "name", item.name, MAX_NAME_BYTES)
     _check_text(item.id, "content_hash", item.content_hash, MAX_HASH_BYTES)
     if not isinstance(item.attributes, Mapping):
@@ -524,7 +538,7 @@ class ExactIndex:
     def insert(self, name: str, items: Sequence[Item], version: int = 0) -> list[str]:
         """Inserts or replaces items by id."""
         album = self._album(name, version)
-        prepared = prepare_items(items, album.info.dim, now_ms(), album.info.schema)
+        prepared = prepare_items(items, album.info.dim, now_ms(), album.info.schema, vector_limit(name))
         with self._lock:
             album.items.update((item.id, item) for item in prepared)
         return [item.id for item in items]
@@ -547,6 +561,10 @@ class ExactIndex:
                   for item in self._matching(album, filter) if item.id not in excluded]
         scored.sort(key=lambda entry: (-entry[0], entry[2].id))
         return [_hit(item, similarity, row) for similarity, row, item in scored[:top_k]]
+
+    def search_many(self, name: str, vectors: Sequence[Sequence[float] | Vector], top_k: int) -> list[list[Hit]]:
+        """Each vector's `top_k` nearest images, computed exactly (ids, distances and rows only)."""
+        return [[Hit(id=h.id, distance=h.distance, row=h.row) for h in self.search(name, v, top_k)] for v in vectors]
 
     def get(self, name: str, ids: Sequence[str], with_vectors: bool = False, version: int = 0) -> list[Item]:
         """Stored items among `ids`, in the order asked."""

@@ -103,6 +103,7 @@ from services.search.index import (
     ordered_ids,
     prepare_items,
     row_key,
+    vector_limit,
 )
 from services.search.milvus_filter import (
     NULLS_FIELD,
@@ -544,7 +545,7 @@ class MilvusIndex:
     def insert(self, name: str, items: Sequence[Item], version: int = 0) -> list[str]:
         """Upserts one row per vector, then deletes rows left over from a replaced item's extra vectors."""
         cname, stored = self._album(name, version)
-        prepared = prepare_items(items, stored.info.dim, now_ms(), stored.info.schema)
+        prepared = prepare_items(items, stored.info.dim, now_ms(), stored.info.schema, vector_limit(name))
         self._write_items(cname, name, stored, prepared)
         return [item.id for item in items]
 
@@ -587,6 +588,22 @@ class MilvusIndex:
             if len(hits) >= top_k or len(rows) < limit or limit >= MILVUS_MAX_WINDOW:
                 return hits[:top_k]
             limit = min(limit * 4, MILVUS_MAX_WINDOW)
+
+    def search_many(self, name: str, vectors: Sequence[Sequence[float] | Vector], top_k: int) -> list[list[Hit]]:
+        """Each vector's nearest images in one Milvus search of many queries: `top_k * search_overfetch` rows
+        each, their first row per image kept (ids, distances and rows only: nothing else is read)."""
+        check_top_k(top_k, self.settings.max_top_k)
+        if not vectors:
+            return []
+        cname, stored = self._album(name)
+        queries = [normalise(v, stored.info.dim).tolist() for v in vectors]
+        limit = min(top_k * max(1, self.settings.search_overfetch), MILVUS_MAX_WINDOW)
+        params = search_params(stored.info.index_type, limit, self.settings)
+        level = self.settings.read_consistency
+        found = self._read(cname, name, lambda c: c.search(
+            cname, queries, limit=limit, output_fields=["image_id", "ordinal"], search_params=params,
+            anns_field="vector", consistency_level=level, **self._kw()))
+        return [_nearest_images(rows, top_k) for rows in found]
 
     def _post_filter_depth(self, cname: str, album: str, stored: Stored, expr: str, rows_wanted: int) -> int:
         """How many rows of an unfiltered search to test the filter on; 0: the filter goes into the search
@@ -1059,6 +1076,19 @@ def _best_per_image(rows: Sequence[dict[str, Any]], schema: AlbumSchema, filter:
             )
             last = distance
     return sorted(best.values(), key=lambda hit: (hit.distance, hit.id))
+
+
+def _nearest_images(rows: Sequence[dict[str, Any]], top_k: int) -> list[Hit]:
+    """The first `top_k` images of rows ordered by similarity, each at its best row."""
+    best: dict[str, Hit] = {}
+    for row in rows:
+        image_id = str(row["entity"]["image_id"])
+        if image_id not in best:
+            best[image_id] = Hit(id=image_id, distance=distance_of(row["distance"]),
+                                 row=int(row["entity"].get("ordinal", 0)))
+            if len(best) == top_k:
+                break
+    return list(best.values())
 
 
 def _items_from_rows(rows: Sequence[dict[str, Any]], schema: AlbumSchema) -> dict[str, Item]:

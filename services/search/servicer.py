@@ -72,6 +72,13 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
         )
         return search_pb2.SearchResponse(hits=[hit_to_wire(h) for h in hits], metric="cosine")
 
+    async def SearchMany(self, request: search_pb2.SearchManyRequest, context: Context) -> Any:
+        vectors = [np.asarray(v.values, dtype=np.float32) for v in request.vectors]
+        found = await asyncio.to_thread(self.index.search_many, request.collection, vectors, request.top_k)
+        return search_pb2.SearchManyResponse(results=[
+            search_pb2.HitList(hits=[search_pb2.Hit(id=h.id, distance=h.distance, row=h.row) for h in hits])
+            for hits in found])
+
     async def Get(self, request: search_pb2.GetRequest, context: Context) -> Any:
         items = await asyncio.to_thread(self.index.get, request.collection, list(request.ids), request.with_vectors,
                                         request.version)

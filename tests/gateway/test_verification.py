@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from services.common.errors import ImageSearchError, StoreUnavailable
 from services.gateway.blobstore import features_key
 from services.gateway.records import EmbedPurpose, ImageFilter, NewImage, Query, SearchMode
 from services.gateway.usecases import albums, images, ingest, reembed, search
@@ -225,6 +226,64 @@ async def test_a_small_query_is_verified_against_more_of_its_nearest_images(
 
 
 async def test_small_query_verification_is_off_by_default(make_fakes: MakeFakes, photos: list[Path]) -> None:
-    fakes, _ = await album_of(make_fakes, photos, verify_top=1)
+    fakes, _ = await album_of(make_fakes, photos, verify_top=1, keypoint_index=False)
     outcome = await search.search(fakes.deps, "demo", Query(image=detail(photos[1])), top_k=4)
     assert sum(h.matches is not None for h in outcome.hits) == 1
+
+
+async def test_a_detail_is_found_by_its_keypoints_when_its_vector_misses_its_photo(
+        make_fakes: MakeFakes, photos: list[Path]) -> None:
+    query = Query(image=detail(photos[1]))
+    without, ids = await album_of(make_fakes, photos, verify_top=1, keypoint_index=False)
+    nearest = await search.search(without.deps, "demo", query, top_k=4)
+    assert nearest.hits[0].image.id != ids[1]  # the fake's vectors are hashes: the nearest is another photo
+    fakes, ids = await album_of(make_fakes, photos, verify_top=1)
+    outcome = await search.search(fakes.deps, "demo", query, top_k=4)
+    assert outcome.hits[0].image.id == ids[1] and (outcome.hits[0].matches or 0) >= 40
+    assert len(outcome.hits) == 4 and len({h.image.id for h in outcome.hits}) == 4
+    large = await search.search(fakes.deps, "demo", Query(image=edited(photos[2])), top_k=4)
+    assert sum(h.matches is not None for h in large.hits) == 1  # a photo of ordinary size: the vector's nearest
+
+
+async def test_the_keypoint_candidates_keep_to_the_searchs_filter(make_fakes: MakeFakes, photos: list[Path]) -> None:
+    fakes, ids = await album_of(make_fakes, photos, verify_top=1)
+    outcome = await search.search(fakes.deps, "demo", Query(image=detail(photos[1])), top_k=4,
+                                  filter=ImageFilter(where="name <> 'chelsea'"))
+    assert ids[1] not in {h.image.id for h in outcome.hits}
+
+
+async def test_an_images_keypoint_rows_are_written_with_it_and_deleted_with_it(
+        make_fakes: MakeFakes, photos: list[Path]) -> None:
+    fakes, ids = await album_of(make_fakes, photos)
+    rows = fakes.search.index.get("demo.keypoints", ids, with_vectors=True)
+    assert [r.id for r in rows] == ids and all(len(r.vectors) >= 100 for r in rows)
+    await images.delete_image(fakes.deps, "demo", ids[0])
+    assert [r.id for r in fakes.search.index.get("demo.keypoints", ids)] == ids[1:]
+    await images.delete_images(fakes.deps, "demo", all=True)
+    assert fakes.search.index.get("demo.keypoints", ids) == []
+    await albums.delete(fakes.deps, "demo")
+    assert "demo.keypoints" not in {c.name for c in fakes.search.index.list_collections()}
+
+
+async def test_a_failed_add_leaves_no_keypoint_rows(make_fakes: MakeFakes, photos: list[Path]) -> None:
+    fakes = make_fakes()
+    await albums.create(fakes.deps, "demo")
+    original = fakes.search.index.insert
+
+    def fail_on_the_album(name: str, items: object, version: int = 0) -> list[str]:
+        if name == "demo":
+            raise StoreUnavailable("the album's insert fails")
+        return original(name, items, version)  # type: ignore[arg-type]
+
+    fakes.search.index.insert = fail_on_the_album  # type: ignore[method-assign]
+    with pytest.raises(ImageSearchError):
+        await ingest.add_images(fakes.deps, "demo", [NewImage(photos[0].read_bytes(), name="a")], atomic=True)
+    assert fakes.search.index.count("demo.keypoints") == 0
+
+
+async def test_reembedding_gives_an_album_made_without_the_keypoint_index_its_rows(
+        make_fakes: MakeFakes, photos: list[Path]) -> None:
+    fakes, ids = await album_of(make_fakes, photos)
+    fakes.search.index.drop_collection("demo.keypoints")
+    await reembed.reembed_album(fakes.deps, "demo")
+    assert sorted(r.id for r in fakes.search.index.get("demo.keypoints", ids)) == sorted(ids)

@@ -271,6 +271,37 @@ def test_primary_only_matches_an_image_by_its_first_vector_alone(index: VectorIn
     assert ids(kind_a) == ["rotated"] and kind_a[0].distance == pytest.approx(by_first["rotated"], abs=1e-4)
 
 
+
+def test_search_many_gives_each_vectors_nearest_images_with_the_row_that_matched(index: VectorIndex) -> None:
+    name = f"album-{uuid.uuid4().hex[:8]}.keypoints"
+    index.create_collection(name, DIM, "sift")
+    try:
+        rng = np.random.default_rng(21)
+        rows = unit(rng, 200)
+        index.insert(name, [Item(id="a", vectors=tuple(rows[:100])), Item(id="b", vectors=tuple(rows[100:]))])
+        queries = [rows[7] + 0.05 * unit(rng, 1)[0], rows[150], rows[30]]
+        found = index.search_many(name, queries, 2)
+        assert [[h.id for h in hits] for hits in found] == [["a", "b"], ["b", "a"], ["a", "b"]]
+        assert [hits[0].row for hits in found] == [7, 50, 30]
+        assert found[1][0].distance == pytest.approx(0.0, abs=1e-5)
+        assert index.search_many(name, [], 2) == []
+    finally:
+        index.drop_collection(name)
+
+
+def test_an_albums_item_holds_at_most_64_vectors_a_companions_many_more(index: VectorIndex, album: str) -> None:
+    rows = tuple(unit(np.random.default_rng(22), 65))
+    with pytest.raises(InvalidArgument):
+        index.insert(album, [Item(id="a", vectors=rows)])
+    companion = f"{album}.keypoints"
+    index.create_collection(companion, DIM, "sift")
+    try:
+        index.insert(companion, [Item(id="a", vectors=rows)])
+        assert len(index.get(companion, ["a"], with_vectors=True)[0].vectors) == 65
+    finally:
+        index.drop_collection(companion)
+
+
 def expansion_of(primary: np.ndarray, query: np.ndarray, k: int, excluded: list[int]) -> np.ndarray:
     """alpha-QE as the feature study defines it: q' = L2(q + sum over the top k of max(sim, 0)^3 * v)."""
     q = query / np.linalg.norm(query)

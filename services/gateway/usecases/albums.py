@@ -32,12 +32,14 @@ async def create(deps: Deps, name: str, schema: AlbumSchema = NO_COLUMNS, faces:
                                    "face_recognition_models; scripts/setup.sh installs them)")
     collection = await deps.search.create_collection(name, info.dim, info.model, schema)
     face_model = ""
-    if faces:
-        try:
+    try:
+        await deps.keypoints.create(name)
+        if faces:
             face_model = await face_usecases.enable(deps, name)
-        except BaseException:
-            await deps.search.drop_collection(name)  # no album half made
-            raise
+    except BaseException:
+        await deps.keypoints.drop(name)
+        await deps.search.drop_collection(name)  # no album half made
+        raise
     log.info("created album %s (model %s, dim %d, columns %s%s)", name, info.model, info.dim, schema.names,
              ", faces" if faces else "")
     return album_of(collection, face_model)
@@ -57,9 +59,10 @@ async def get(deps: Deps, name: str) -> Album:
 
 
 async def delete(deps: Deps, name: str) -> bool:
-    """Drops the album's faces and vectors, then its blobs (left over blobs are only logged)."""
+    """Drops the album's faces, keypoints and vectors, then its blobs (left over blobs are only logged)."""
     await deps.collection(name)
     await deps.search.drop_collection(faces_collection(name))
+    await deps.keypoints.drop(name)
     await deps.search.drop_collection(name)
     try:
         removed = await deps.blobs.delete_prefix(album_prefix(name))

@@ -152,6 +152,7 @@ async def delete_stored(deps: Deps, album: str, ids: Sequence[str]) -> int:
         return 0
     deleted = await deps.search.delete(album, [i.id for i in items])
     await forget_faces(deps, album, [i.id for i in items])
+    await deps.keypoints.forget(album, [i.id for i in items])
     await _delete_blobs(deps, album, items)
     return deleted
 
@@ -165,6 +166,7 @@ async def delete_images(deps: Deps, album: str, filter: ImageFilter = NO_FILTER,
     while batch := await deps.search.query(album, selected, DELETE_BATCH):
         deleted += await deps.search.delete(album, [i.id for i in batch])
         await forget_faces(deps, album, [i.id for i in batch])
+        await deps.keypoints.forget(album, [i.id for i in batch])
         await _delete_blobs(deps, album, batch)
     log.info("deleted %d image(s) of album %s", deleted, album)
     return deleted

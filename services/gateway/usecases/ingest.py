@@ -233,10 +233,11 @@ async def _take_over(deps: Deps, album: str, items: list[tuple[_Accepted, Item, 
 
 async def _write(deps: Deps, album: str, items: list[tuple[_Accepted, Item, bytes]],
                  faces: Mapping[str, ImageFaces] | None = None) -> None:
-    """Blobs (the image and its local features) first, then the faces (an album indexing them), then the
-    vectors; undone on a failure."""
+    """Blobs (the image and its local features) first, then the faces (an album indexing them) and the
+    keypoint rows, then the vectors; undone on a failure."""
     face_items = [f for _, item, _ in items if (found := (faces or {}).get(item.id)) is not None
                   and (f := face_usecases.face_item(item, found)) is not None]
+    keypoint_items = deps.keypoints.items([(item, features) for _, item, features in items])
     keys = [image_key(album, image.content_hash) for image, _, _ in items]
     puts = [deps.blobs.put(key, image.content, image.content_type, image.name)
             for key, (image, _, _) in zip(keys, items, strict=True)]
@@ -250,9 +251,11 @@ async def _write(deps: Deps, album: str, items: list[tuple[_Accepted, Item, byte
         if failed is not None:
             raise failed
         await face_usecases.write(deps, album, face_items)
+        await deps.keypoints.write(album, keypoint_items)
         await deps.search.insert(album, [item for _, item, _ in items])
     except Exception:
         await _forget_faces(deps, album, [f.id for f in face_items])
+        await _forget_keypoints(deps, album, [k.id for k in keypoint_items])
         await _forget_blobs(deps, keys)
         raise
     log.info("added %d image(s) to album %s", len(items), album)
@@ -263,6 +266,13 @@ async def _forget_faces(deps: Deps, album: str, ids: list[str]) -> None:
         await forget_faces(deps, album, ids)
     except ImageSearchError as exc:
         log.warning("could not delete the faces of %d image(s) of a failed add: %s", len(ids), exc.message)
+
+
+async def _forget_keypoints(deps: Deps, album: str, ids: list[str]) -> None:
+    try:
+        await deps.keypoints.forget(album, ids)
+    except ImageSearchError as exc:
+        log.warning("could not delete the keypoint rows of %d image(s) of a failed add: %s", len(ids), exc.message)
 
 
 async def _forget_blobs(deps: Deps, keys: list[str]) -> None:

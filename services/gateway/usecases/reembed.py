@@ -8,7 +8,8 @@ killed at any point leaves the album as it was and a restart goes on from the la
 done twice are written twice, under the same ids). Images whose bytes cannot be read or embedded are
 left out of the new version and reported. Local features, which depend on the image alone, are
 rewritten page by page, and so are the faces of an album that indexes them (`start` with `faces` makes
-an album index faces first: its existing images get theirs as the walk reaches them).
+an album index faces first: its existing images get theirs as the walk reaches them) and the keypoint
+rows made from the local features (an album made before the keypoint index is given one first).
 """
 
 from __future__ import annotations
@@ -105,6 +106,7 @@ async def reembed_album(deps: Deps, name: str, progress: ReembedProgress | None 
     target = Collection(name=name, dim=info.dim, metric=old.metric, model=info.model,
                         created_at_ms=old.created_at_ms, count=0, schema=old.schema)
     faces = await face_usecases.faces_of(deps, name)
+    await deps.keypoints.ensure(name)
     if not state.caught_up:
         while page := await deps.search.query(name, None, PAGE, after_id=state.cursor):
             if await progress.cancelled():
@@ -183,6 +185,8 @@ async def _reembed_page(deps: Deps, target: Collection, items: list[Item], versi
                 if embedding.local_features:
                     features[item.content_hash] = embedding.local_features[0]
         if new:
+            await deps.keypoints.write(target.name, deps.keypoints.items(
+                [(item, features.get(item.content_hash, b"")) for item in new]))
             await deps.search.insert(target.name, new, version)
             done += len(new)
         await _put_features(deps, target.name, features)

@@ -23,7 +23,7 @@ from services.common.errors import (
     InvalidImage,
     ModelMismatch,
 )
-from services.common.filtering import Expr
+from services.common.filtering import Expr, Op, Predicate, conjoin
 from services.common.local_features import LocalFeatures, Match
 from services.gateway.deps import Deps, reembed_hint
 from services.gateway.records import (
@@ -106,8 +106,12 @@ async def search(
                                     expand_k=expand_k, max_distance=max_distance)
     scored = [ScoredImage(record_of(album, h), h.distance) for h in hits]
     matches: dict[str, Match | None] = {}
+    by_keypoints: dict[str, tuple[ScoredImage, Match]] = {}
     if verify:
         matches = await deps.verifier.check(album, features, scored)
+        if deps.verifier.small(features):
+            by_keypoints = await _keypoint_matches(deps, nearest, vector, features, set(matches))
+            matches.update({image_id: m for image_id, (_, m) in by_keypoints.items()})
     if content is not None and search_mode is SearchMode.COPY and _tries_variants(deps, verify, matches, scored):
         variants = await _query_variants(deps, content, model, album)
         if variants:
@@ -115,6 +119,7 @@ async def search(
             if verify:
                 matches = await deps.verifier.check(album, features, scored, known=matches)
     if verify:
+        scored = _with_keypoint_matches(scored, matches, by_keypoints)
         scored = deps.verifier.rerank(scored, matches)
     scored = scored[:top_k]
     took_ms = (time.perf_counter() - started) * 1000
@@ -143,6 +148,32 @@ class Nearest:
             if hit.id not in best or hit.distance < best[hit.id].distance:
                 best[hit.id] = ScoredImage(record_of(self.album, hit), hit.distance)
         return sorted(best.values(), key=lambda s: s.distance)[:self.k]
+
+
+async def _keypoint_matches(deps: Deps, nearest: Nearest, vector: list[float], features: list[LocalFeatures],
+                            checked: set[str]) -> dict[str, tuple[ScoredImage, Match]]:
+    """The album images a small query's keypoints vote for (services.gateway.keypoint_index) that verify and
+    were not `checked` already, each with its distance and match; only images of the album that the
+    search's filter, exclusions and distance allow."""
+    candidates = await deps.keypoints.candidates_of(nearest.album, features[0])
+    ids = tuple(i for i in candidates if i not in checked)
+    if not ids:
+        return {}
+    among = conjoin(nearest.condition, Predicate("id", Op.IN, ids))
+    found = await deps.search.search(nearest.album, vector, len(ids), among, nearest.exclude,
+                                     max_distance=nearest.max_distance)
+    scored = [ScoredImage(record_of(nearest.album, h), h.distance) for h in found]
+    matches = await deps.verifier.check_each(nearest.album, features, scored)
+    return {s.image.id: (s, m) for s in scored
+            if (m := matches[s.image.id]) is not None and m.verified(deps.verifier.min_matches)}
+
+
+def _with_keypoint_matches(scored: list[ScoredImage], matches: dict[str, Match | None],
+                           by_keypoints: dict[str, tuple[ScoredImage, Match]]) -> list[ScoredImage]:
+    """The hits with the images verified by keypoints added (those the variants' search did not find
+    again), for `rerank` to put among the verified."""
+    present = {s.image.id for s in scored}
+    return scored + [s for image_id, (s, _) in by_keypoints.items() if image_id not in present and image_id in matches]
 
 
 def _tries_variants(deps: Deps, verify: bool, matches: dict[str, Match | None], upright: list[ScoredImage]) -> bool:
