@@ -72,6 +72,21 @@ def rss_mb(pid: int) -> float:
     return round(total / 1024, 1)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process and its direct children have used so far, in seconds."""
+    ticks = 0
+    for p in [pid, *child_pids(pid)]:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of proc(5))
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def stack_cpu_seconds(stack: Stack) -> dict[str, float]:
+    """`cpu_seconds` of each process of the stack."""
+    return {name: cpu_seconds(proc.proc.pid) for name, proc in stack.processes.items() if proc.proc is not None}
+
+
 def stack_rss(stack: Stack) -> dict[str, float]:
     return {name: rss_mb(proc.proc.pid) for name, proc in stack.processes.items() if proc.proc is not None}
 

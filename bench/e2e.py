@@ -17,6 +17,9 @@ in the same run:
              verification of the nearest 5 as the gateway runs it (their features read from the
              object store and matched: `CopyVerifier.check`) (`search_parts_ms`); and the same queries
              again, answered from the embedding cache
+  CPU        CPU time of each process (and its children) per imported image during the import, and
+             their sum (`ingest_cpu_ms`): what bounds ingest on a machine of few cores, and less
+             swayed by other load than a rate
   memory     RSS of each process after the run
 The last line is a JSON object of the figures.
 """
@@ -44,7 +47,15 @@ if _blas is None:
 else:
     os.environ["OPENBLAS_NUM_THREADS"] = _blas
 
-from bench.common import edited_copy, gallery_files, percentiles, print_json_line, running_stack, stack_rss  # noqa: E402
+from bench.common import (  # noqa: E402
+    edited_copy,
+    gallery_files,
+    percentiles,
+    print_json_line,
+    running_stack,
+    stack_cpu_seconds,
+    stack_rss,
+)
 from services.cli import pack_images  # noqa: E402
 from services.client import GatewayClient, Upload  # noqa: E402
 from services.devstack import Stack  # noqa: E402
@@ -177,6 +188,12 @@ def measure_search(client: GatewayClient, album: str, queries: list[bytes], top_
     return samples, first_hits
 
 
+def cpu_ms_per_image(before: dict[str, float], after: dict[str, float], images: int) -> dict[str, float]:
+    """Each process's CPU milliseconds per image between two `stack_cpu_seconds`, and their "total"."""
+    per = {name: round((after[name] - before.get(name, 0.0)) * 1000 / images, 1) for name in after}
+    return {**per, "total": round(sum(per.values()), 1)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=600, help="album size")
@@ -197,7 +214,9 @@ def main() -> None:
         client.create_album(album)
         client.create_album(f"{album}_add")
         client.search(album, image=contents[0], top_k=1)  # warm up the model and connections
+        cpu_before = stack_cpu_seconds(stack)
         ingest_rate = measure_import(client, album, files)
+        ingest_cpu = cpu_ms_per_image(cpu_before, stack_cpu_seconds(stack), len(files))
         add_rate = measure_add(client, f"{album}_add", files, args.batch)
         peer_rate, embed_ms = asyncio.run(measure_extractor(stack, contents, args.batch, max(1, workers),
                                                             queries[len(queries) // 2:]))
@@ -226,6 +245,7 @@ def main() -> None:
           f"end-to-end / parts = {e2e['p50'] / parts:.2f} (without verification {e2e['p50'] / parts_unverified:.2f})")
     print(f"search, cached embedding:  p50 {cached['p50']:7.2f} ms  p95 {cached['p95']:7.2f} ms"
           f"   speed-up {e2e['p50'] / cached['p50']:.1f}x")
+    print("ingest CPU per image (ms): " + ", ".join(f"{k} {v}" for k, v in ingest_cpu.items()))
     print("RSS (MB): " + ", ".join(f"{k} {v}" for k, v in rss.items()))
     print_json_line({
         "bench": "e2e", "album_images": count.get("image_count"), "ingest_img_s": round(ingest_rate, 1),
@@ -235,6 +255,7 @@ def main() -> None:
                                                                   "verify_p50": verify["p50"]},
         "search_ratio": round(e2e["p50"] / parts, 2), "search_cached_ms": cached, "embed_ms": embed,
         "search_service_ms": search_only, "verify_ms": verify, "rss_mb": rss, "model": count.get("model"),
+        "ingest_cpu_ms": ingest_cpu,
         "cpus": os.cpu_count(), "loadavg": [round(x, 2) for x in os.getloadavg()],
     })
 
