@@ -42,10 +42,13 @@ class ExtractorSettings(ServiceSettings):
     # Directory holding <model_name>.onnx and <model_name>.json (written by services/extractor/export.py).
     model_dir: Path = Path(".cache/models")
     model_name: str = "efficientnet-lite0"
-    # The network's numbers: int8 (<model_name>-int8.onnx, made at setup by quantize.py) costs ~0.6x the
-    # CPU of fp32 per image; it is another network, so its own whitening and its own model id (albums
-    # made under the other are 409 model_mismatch until re-embedded). See bench/README.md ("int8").
-    precision: Precision = Precision.FP32
+    # The network's numbers. auto: int8 (<model_name>-int8.onnx, made at setup by quantize.py) where the
+    # CPU provider runs it, fp32 on a GPU. The int8 network costs ~0.6x fp32's CPU per image (ingest's
+    # extractor 0.8x) for copy R@1 0.993 vs 0.994 and category mAP 0.505 vs 0.511 (bench/README.md,
+    # "int8 network"); it is another network,
+    # so its own whitening and model id: albums made under the other are 409 model_mismatch until
+    # re-embedded, and fp32 here shares albums with GPU extractors.
+    precision: Precision = Precision.AUTO
     # Ordered preference; intersected with what onnxruntime reports available.
     providers: list[str] = Field(default_factory=lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
     # 0 lets onnxruntime choose (all cores); set it when several processes share a machine.

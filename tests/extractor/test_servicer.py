@@ -99,8 +99,9 @@ def test_health_check_says_serving(channel: grpc.Channel) -> None:
     assert health_pb2_grpc.HealthStub(channel).Check(named, timeout=10).status == reply.status
 
 
-# The default pipeline: aspect-kept 320 px, GeM 3, whitened to 512, one database row per image.
-MODEL_ID = re.compile(r"^efficientnet-lite0/gem3/320/aspect/w512-[0-9a-f]{8}/v1$")
+# The default pipeline on the CPU: the int8 network, aspect-kept 320 px, GeM 3, whitened to 512, one
+# database row per image.
+MODEL_ID = re.compile(r"^efficientnet-lite0-int8/gem3/320/aspect/w512-[0-9a-f]{8}/v1$")
 
 
 def test_model_info_describes_the_pipeline(stub: extractor_pb2_grpc.ExtractorStub) -> None:
