@@ -231,8 +231,9 @@ class RegionBoxOut(BaseModel):
 
 class ProposedRegionOut(BaseModel):
     region: RegionBoxOut
-    score: float = Field(description="How much the region stands out in the network's activations: its mean "
-                                     "saliency less the rest's (the map's peak is 1).")
+    score: float = Field(description="The detector's confidence in the object (0-1), or, where no detector is "
+                                     "installed, how much the region stands out in the network's activations: "
+                                     "its mean saliency less the rest's (the map's peak is 1).")
     results: list[SearchHitOut] = Field(description="What a search of this region alone finds (as `region`).")
 
 
