@@ -65,7 +65,7 @@ def circle_mask(img: np.ndarray, margin: float) -> np.ndarray:
 def gallery_features(root: Path, names: list[str], side: int, n: int) -> tuple[list[LocalFeatures], float]:
     key = CACHE / f"gallery_{side}_{n}.npz"
     if key.exists():
-        z = np.load(key)
+        z = dict(np.load(key))  # each read of an NpzFile's array reads it again: once each
         feats, at = [], 0
         for c, w, h in zip(z["counts"], z["w"], z["h"], strict=True):
             feats.append(LocalFeatures(z["points"][at:at + c], z["desc"][at:at + c], int(w), int(h)))
@@ -94,6 +94,13 @@ def vote(query: LocalFeatures, stacked: np.ndarray, owner: np.ndarray, norms: np
     return votes
 
 
+def index_rows(count: int, cap: int) -> np.ndarray:
+    """Which of a photo's keypoints the index holds: all, or `cap` of them evenly spread over the list."""
+    if not cap or count <= cap:
+        return np.arange(count)
+    return np.linspace(0, count - 1, cap).round().astype(int)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--set", default=".cache/evalset-natural")
@@ -105,6 +112,8 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=5)
     ap.add_argument("--candidates", type=int, default=10)
     ap.add_argument("--exhaustive", type=int, default=1)
+    ap.add_argument("--index-rows", nargs="+", type=int, default=[0],
+                    help="at most this many of each photo's keypoints in the index, evenly spread (0: all)")
     args = ap.parse_args()
     root = Path(args.set)
     with open(root / "gt_natural.csv") as f:
@@ -115,13 +124,15 @@ def main() -> None:
     for spec in args.gallery:
         side, n = (int(x) for x in spec.split(":"))
         gallery, ms = gallery_features(root, names, side, n)
-        stacked = np.concatenate([g.matchable for g in gallery])
-        owner = np.repeat(np.arange(len(gallery)), [len(g) for g in gallery])
-        norms = (stacked * stacked).sum(axis=1)
-        for up in args.upscale:
+        for rows_cap, up in ((r, u) for r in args.index_rows for u in args.upscale):
+            indexed = [g.matchable[index_rows(len(g), rows_cap)] for g in gallery]
+            stacked = np.concatenate(indexed)
+            owner = np.repeat(np.arange(len(gallery)), [len(x) for x in indexed])
+            norms = (stacked * stacked).sum(axis=1)
             for margin in args.mask:
                 for ratio in args.ratio:
-                    res = {"gallery_side": side, "gallery_n": n, "upscale": up, "mask_margin": margin, "ratio": ratio,
+                    res = {"gallery_side": side, "gallery_n": n, "index_rows": rows_cap, "upscale": up,
+                           "mask_margin": margin, "ratio": ratio,
                            "gallery_kp_mean": float(np.mean([len(g) for g in gallery])), "describe_ms": round(ms, 1)}
                     ex1 = exv = cand = idx1 = 0
                     qkp = []

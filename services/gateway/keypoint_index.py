@@ -36,9 +36,12 @@ KEYPOINT_MODEL = "sift-u8-128"
 
 
 def descriptor_rows(features: LocalFeatures, limit: int = 0) -> list[list[float]]:
-    """The features' descriptors as vectors (the first `limit`, the strongest, when given), less any of
-    zero length (the search service refuses a vector without direction)."""
-    descriptors = features.matchable[:limit] if limit else features.matchable
+    """The features' descriptors as vectors (at most `limit`, evenly spread over the keypoints, when given:
+    OpenCV lists them by position, so a spread keeps every part of the image), less any of zero length
+    (the search service refuses a vector without direction)."""
+    descriptors = features.matchable
+    if limit and len(descriptors) > limit:
+        descriptors = descriptors[np.linspace(0, len(descriptors) - 1, limit).round().astype(int)]
     kept = descriptors[np.any(descriptors > 0, axis=1)]
     return [list(map(float, row)) for row in kept]
 
