@@ -87,10 +87,24 @@ def test_a_dropped_album_is_gone_and_dropping_it_again_says_so(index: VectorInde
     assert "to-drop" not in [a.name for a in index.list_collections()]
 
 
-@pytest.mark.parametrize("name", ["", "Upper", "-lead", "a" * 64, "sp ace", "a.b", 'q"'])
+@pytest.mark.parametrize("name", ["", "Upper", "-lead", "a" * 64, "sp ace", "a..b", "a.b.c", "a.B", ".faces", 'q"'])
 def test_an_invalid_album_name_is_refused(index: VectorIndex, name: str) -> None:
     with pytest.raises(InvalidArgument):
         index.create_collection(name, DIM, "m")
+
+
+def test_an_albums_companion_collection_is_a_collection_of_its_own(index: VectorIndex) -> None:
+    """"album.part" (the gateway's "<album>.faces") holds other vectors of the album's images, apart from it."""
+    index.create_collection("pics", DIM, "m")
+    index.create_collection("pics.faces", DIM, "faces-model")
+    index.insert("pics.faces", items_from(np.eye(DIM)[:2]))
+    assert index.count("pics.faces") == 2 and index.count("pics") == 0
+    assert {"pics", "pics.faces"} <= {a.name for a in index.list_collections()}
+    hit = index.search("pics.faces", np.eye(DIM)[1], 1)[0]
+    assert hit.row == 0 and hit.distance == pytest.approx(0, abs=1e-6)
+    assert index.drop_collection("pics.faces")
+    assert index.get_collection("pics").name == "pics"
+    index.drop_collection("pics")
 
 
 def test_an_unknown_album_is_not_found_by_every_operation(index: VectorIndex) -> None:
@@ -198,6 +212,7 @@ def test_an_image_with_several_vectors_is_one_hit_at_its_best_vector(index: Vect
     assert index.count(album) == 9
     hits = index.search(album, vectors[10], 9)
     assert hits[0].id == "multi" and hits[0].distance == pytest.approx(0.0, abs=1e-5)
+    assert hits[0].row == 2  # the third of its vectors matched
     assert sorted(ids(hits)) == sorted([*(f"img{i}" for i in range(8)), "multi"])
     stored = index.get(album, ["multi"], with_vectors=True)[0]
     np.testing.assert_allclose(np.stack(stored.vectors), vectors[8:12], atol=1e-6)
@@ -426,7 +441,7 @@ def test_milvus_top_10_agrees_with_the_exact_index_on_random_data(milvus_index: 
 
 
 def test_album_names_with_dashes_and_underscores_map_to_distinct_collections() -> None:
-    names = ["a-b", "a_b", "a_hb", "a__b", "a-_b", "a_-b"]
+    names = ["a-b", "a_b", "a_hb", "a__b", "a-_b", "a_-b", "a.faces", "a_cfaces", "a-faces", "a_faces"]
     mapped = {collection_name("p_", n) for n in names}
     assert len(mapped) == len(names)
     assert all(m.replace("_", "").isalnum() for m in mapped)
