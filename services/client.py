@@ -184,10 +184,7 @@ class GatewayClient:
             params["region"] = region
         if proposals:
             params["proposals"] = proposals
-        files = {"file": ("query", image, "application/octet-stream")} if image is not None else None
-        data = {k: v for k, v in {"url": url, "image_id": image_id}.items() if v}
-        response = self.http.post(f"/v1/albums/{album}/search", params=params, files=files, data=data)
-        return dict(self._json(response))
+        return self._query(f"/v1/albums/{album}/search", params, image, url, image_id)
 
     def recognize(self, album: str, label: str, *, image: bytes | None = None, url: str | None = None,
                   image_id: str | None = None, evidence: int = 5, threshold: float | None = None,
@@ -197,10 +194,7 @@ class GatewayClient:
         params: dict[str, Any] = {"label": label, "evidence": evidence, "faces": faces}
         if threshold is not None:
             params["threshold"] = threshold
-        files = {"file": ("query", image, "application/octet-stream")} if image is not None else None
-        data = {k: v for k, v in {"url": url, "image_id": image_id}.items() if v}
-        response = self.http.post(f"/v1/albums/{album}/recognize", params=params, files=files, data=data)
-        return dict(self._json(response))
+        return self._query(f"/v1/albums/{album}/recognize", params, image, url, image_id)
 
     def search_faces(self, album: str, *, image: bytes | None = None, url: str | None = None,
                      image_id: str | None = None, top_k: int = 10, max_distance: float | None = None,
@@ -209,10 +203,14 @@ class GatewayClient:
         params: dict[str, Any] = {"top_k": top_k, "face": face}
         if max_distance is not None:
             params["max_distance"] = max_distance
+        return self._query(f"/v1/albums/{album}/faces/search", params, image, url, image_id)
+
+    def _query(self, path: str, params: dict[str, Any], image: bytes | None, url: str | None,
+               image_id: str | None) -> dict[str, Any]:
+        """POSTs a query image (its bytes as the `file` part, or its `url` or `image_id` as a form field)."""
         files = {"file": ("query", image, "application/octet-stream")} if image is not None else None
         data = {k: v for k, v in {"url": url, "image_id": image_id}.items() if v}
-        response = self.http.post(f"/v1/albums/{album}/faces/search", params=params, files=files, data=data)
-        return dict(self._json(response))
+        return dict(self._json(self.http.post(path, params=params, files=files, data=data)))
 
     def update_images(self, album: str, attributes: dict[str, Any], where: str) -> int:
         """Changes the attributes of the images matching the filter; returns how many."""
