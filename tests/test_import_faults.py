@@ -1,7 +1,7 @@
 """Long work survives its parts dying under it. An import: the gateway killed, the extractor killed, the
 object store killed and Milvus stopped, each in the middle of one import, and started again; it finishes
-by itself with every image in the album exactly once, and no blob, local features or staged copy left
-without its image. A re-embed: the gateway killed in its middle; the album answers from its old vectors
+by itself with every image in the album exactly once, and no blob, local features, keypoint rows or staged
+copy left without its image. A re-embed: the gateway killed in its middle; the album answers from its old vectors
 until the re-embed, gone on from where it stopped, puts the new ones in their place."""
 
 from __future__ import annotations
@@ -14,8 +14,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import pytest
+from imagesearch.v1 import search_pb2, search_pb2_grpc
 from minio import Minio
 from PIL import Image
 
@@ -123,6 +125,14 @@ def test_an_import_finishes_exactly_once_through_a_dead_gateway_extractor_object
     assert not [k for k in keys if k.startswith("staging/")]
     stored = {k.rsplit("/", 1)[-1][:32] for k in keys if k.startswith("albums/faults/images/")}
     assert stored == set(ids)
+    with grpc.insecure_channel(f"127.0.0.1:{stack.ports.search}") as channel:  # the keypoint rows: no orphan
+        companion = search_pb2_grpc.SearchStub(channel)
+        rows = companion.Query(search_pb2.QueryRequest(collection="faults.keypoints", limit=1000)).items
+    source = {r["id"]: photos[r["index"] % len(photos)].stem for r in results}
+    keypointless = {i for i in ids if source[i] == "color"}  # a flat synthetic chart: no SIFT keypoints
+    indexed = [r.id for r in rows]
+    assert len(indexed) == len(set(indexed)) and set(indexed) <= set(ids)  # no orphan, none twice
+    assert set(ids) - set(indexed) <= keypointless  # every image with keypoints has its rows
 
 
 def test_a_re_embed_goes_on_after_the_gateway_dies_and_the_album_answers_all_along(
