@@ -46,6 +46,16 @@ MAX_ITEMS = 1_000_000
 # Results counted per status (the job hash's counters).
 COUNTERS = ("added", "duplicates", "skipped", "replaced", "failed")
 
+# mark_running, atomically: the start time set once, and queued -> running only if the job is still queued.
+_MARK_RUNNING = """
+redis.call('HSETNX', KEYS[1], 'started_at_ms', ARGV[3])
+if redis.call('HGET', KEYS[1], 'status') ~= ARGV[1] then return 0 end
+local started = redis.call('HGET', KEYS[1], 'started_at_ms')
+if (not started) or started == '0' then redis.call('HSET', KEYS[1], 'started_at_ms', ARGV[3]) end
+redis.call('HSET', KEYS[1], 'status', ARGV[2])
+return 1
+"""
+
 
 class ImportStatus(enum.StrEnum):
     STAGING = "staging"
@@ -313,18 +323,10 @@ class ImportQueue:
         await self._run(self.redis.hset(_job_key(job_id), mapping=fields))
 
     async def mark_running(self, job_id: str) -> None:
-        """Queued -> running, with its start time (once)."""
-        key = _job_key(job_id)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hsetnx(key, "started_at_ms", _now_ms())
-            pipe.hget(key, "started_at_ms")
-            pipe.hget(key, "status")
-            _, started, status = await self._run(pipe.execute())
-        if status is not None and _text(status) == ImportStatus.QUEUED.value:
-            fields: dict[Any, Any] = {"status": ImportStatus.RUNNING.value}
-            if not started or _text(started) == "0":
-                fields["started_at_ms"] = str(_now_ms())
-            await self._run(self.redis.hset(key, mapping=fields))
+        """Queued -> running, with its start time (once). One script in Redis: a cancel between reading the
+        status and writing it would otherwise be written over with "running"."""
+        await self._run(self.redis.eval(_MARK_RUNNING, 1, _job_key(job_id), ImportStatus.QUEUED.value,
+                                        ImportStatus.RUNNING.value, str(_now_ms())))
 
     # --- items ------------------------------------------------------------------------------------
     async def items(self, job_id: str, indexes: Sequence[int]) -> dict[int, ItemSource]:
