@@ -18,17 +18,18 @@ The three model files carry CC0 terms (face_recognition_models' LICENSE). Everyt
 from __future__ import annotations
 
 import importlib.util
-import io
 import logging
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
-from PIL import Image, ImageOps
+from PIL import Image
 
 from services.common.errors import FaceModelUnavailable
+from services.extractor.preprocess import PreprocessConfig, decode_rgb
 
 log = logging.getLogger(__name__)
 
@@ -134,23 +135,10 @@ class FaceModel:
         return FacesOfImage(width, height, tuple(found[:self.config.max_faces]))
 
 
-class PixelLimitExceeded(ValueError):
-    """The image has more pixels than allowed (checked from its header, before decoding)."""
-
-
-def open_image(data: bytes, max_pixels: int) -> Image.Image:
-    """The image upright (EXIF orientation applied), RGB; `PixelLimitExceeded`, or what Pillow raises."""
-    opened = Image.open(io.BytesIO(data))
-    if opened.width * opened.height > max_pixels:
-        raise PixelLimitExceeded(f"{opened.width} x {opened.height} pixels; the limit is {max_pixels}")
-    opened.seek(0)
-    image: Image.Image = ImageOps.exif_transpose(opened)
-    if image.mode != "RGB":
-        background = Image.new("RGB", image.size, (255, 255, 255))
-        rgba = image.convert("RGBA")
-        background.paste(rgba, mask=rgba.getchannel("A"))
-        image = background
-    return image
+def decode_full(data: bytes, config: PreprocessConfig) -> Image.Image:
+    """The image as the network's decoder reads it (its limits, EXIF orientation, RGB on white), never at a
+    reduced JPEG scale: the faces' boxes are in the image's own pixels."""
+    return decode_rgb(data, config, min_side=sys.maxsize)
 
 
 def _box_in_original(rect: object, scale: float, width: int, height: int) -> tuple[int, int, int, int]:

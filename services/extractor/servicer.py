@@ -25,12 +25,12 @@ from typing import TypeVar
 import grpc
 from imagesearch.v1 import common_pb2, extractor_pb2, extractor_pb2_grpc
 
-from services.common.errors import ImageTooLarge, InvalidArgument, InvalidImage
+from services.common.errors import InvalidArgument
 from services.common.local_features import FeatureConfig
 from services.extractor.batcher import DynamicBatcher
 from services.extractor.descriptors import Purpose
 from services.extractor.detector import Detector
-from services.extractor.faces import FACE_DIM, FaceModel, FacesOfImage, PixelLimitExceeded, open_image
+from services.extractor.faces import FACE_DIM, FaceModel, FacesOfImage, decode_full
 from services.extractor.keypoints import describe_image
 from services.extractor.model import Embedded, EmbedJob, ImageEmbedder, Scales
 from services.extractor.preprocess import Decoded
@@ -119,10 +119,7 @@ class ExtractorServicer(extractor_pb2_grpc.ExtractorServicer):
     async def _faces(self, data: bytes) -> extractor_pb2.FacesResult:
         """One image's faces, or the reason it has none (a bad image fails alone)."""
         loop = asyncio.get_running_loop()
-        limits = self.embedder.preprocess
         try:
-            if len(data) > limits.max_image_bytes:
-                raise ImageTooLarge(f"{len(data)} bytes; the limit is {limits.max_image_bytes}")
             found: FacesOfImage = await loop.run_in_executor(self.face_pool, self._find_faces, data)
         except InvalidArgument as exc:
             return extractor_pb2.FacesResult(error=common_pb2.ItemError(reason=exc.reason, message=exc.message))
@@ -133,13 +130,8 @@ class ExtractorServicer(extractor_pb2_grpc.ExtractorServicer):
                                          height=found.height)
 
     def _find_faces(self, data: bytes) -> FacesOfImage:
-        try:
-            image = open_image(data, self.embedder.preprocess.max_image_pixels)
-        except PixelLimitExceeded as exc:
-            raise ImageTooLarge(str(exc)) from exc
-        except Exception as exc:  # Pillow raises many kinds on malformed input
-            raise InvalidImage(f"cannot decode the image: {exc}") from exc
-        return self.faces.find(image)
+        """InvalidImage or ImageTooLarge as an embed would answer them, else the image's faces."""
+        return self.faces.find(decode_full(data, self.embedder.preprocess))
 
     async def _decode_and_embed(self, data: bytes, purpose: Purpose, local: bool, proposals: int = 0
                                 ) -> extractor_pb2.EmbedResult:

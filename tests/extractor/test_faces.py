@@ -20,7 +20,8 @@ from PIL import Image
 from services.common.errors import FaceModelUnavailable
 from services.common.grpc_server import ERROR_REASON_KEY
 from services.devstack import ROOT
-from services.extractor.faces import FACE_DIM, FaceModel, open_image
+from services.extractor.faces import FACE_DIM, FaceModel, decode_full
+from services.extractor.preprocess import PreprocessConfig
 from services.extractor.settings import ExtractorSettings
 from tests.extractor.test_servicer import ServerThread
 
@@ -59,7 +60,7 @@ def distance(a: np.ndarray, b: np.ndarray) -> float:
 
 def test_each_photo_of_a_person_shows_one_face_with_a_box_landmarks_and_a_unit_descriptor(
         model: FaceModel, people: dict[str, bytes]) -> None:
-    found = model.find(open_image(people["obama"], 50_000_000))
+    found = model.find(decode_full(people["obama"], PreprocessConfig()))
     assert (found.width, found.height) == (910, 1137)
     [face] = found.faces
     x, y, w, h = face.box
@@ -70,7 +71,7 @@ def test_each_photo_of_a_person_shows_one_face_with_a_box_landmarks_and_a_unit_d
 
 
 def test_two_photos_of_one_person_are_nearer_than_two_people(model: FaceModel, people: dict[str, bytes]) -> None:
-    faces = {k: model.find(open_image(v, 50_000_000)).faces[0].descriptor for k, v in people.items()}
+    faces = {k: model.find(decode_full(v, PreprocessConfig())).faces[0].descriptor for k, v in people.items()}
     same = [distance(faces["obama"], faces[k]) for k in ("obama2", "obama3")]
     assert max(same) < 0.07  # the gateway's match distance
     assert distance(faces["obama"], faces["biden"]) > 0.07
@@ -78,7 +79,7 @@ def test_two_photos_of_one_person_are_nearer_than_two_people(model: FaceModel, p
 
 def test_many_faces_in_one_picture_come_largest_first_each_where_it_is(model: FaceModel,
                                                                        people: dict[str, bytes]) -> None:
-    picture = open_image(side_by_side(people["obama"], people["biden"]), 50_000_000)
+    picture = decode_full(side_by_side(people["obama"], people["biden"]), PreprocessConfig())
     found = model.find(picture)
     assert len(found.faces) == 2
     areas = [f.box[2] * f.box[3] for f in found.faces]
@@ -90,7 +91,7 @@ def test_many_faces_in_one_picture_come_largest_first_each_where_it_is(model: Fa
 
 def test_a_photo_without_a_face_shows_none(model: FaceModel, photos: list[Path]) -> None:
     coffee = next(p for p in photos if p.stem == "coffee")
-    assert model.find(open_image(coffee.read_bytes(), 50_000_000)).faces == ()
+    assert model.find(decode_full(coffee.read_bytes(), PreprocessConfig())).faces == ()
 
 
 def test_missing_models_are_a_clear_unavailable_error(tmp_path: Path) -> None:
