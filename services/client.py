@@ -71,10 +71,11 @@ class GatewayClient:
                 return None
             raise
 
-    def create_album(self, album: str, columns: Sequence[dict[str, str]] = (), faces: bool = False) -> dict[str, Any]:
+    def create_album(self, album: str, columns: Sequence[dict[str, str]] = (), faces: bool = False,
+                     details: bool = False) -> dict[str, Any]:
         """Creates an album, with declared columns ([{"name": "price", "type": "float"}, ...]) if given, that
-        indexes the faces of its images if `faces`."""
-        body = {"name": album, "columns": list(columns), "faces": faces}
+        indexes the faces of its images if `faces` and keeps a keypoint index of them if `details`."""
+        body = {"name": album, "columns": list(columns), "faces": faces, "details": details}
         return dict(self._json(self.http.post("/v1/albums", json=body)))
 
     def ensure_album(self, album: str) -> dict[str, Any]:
@@ -92,10 +93,12 @@ class GatewayClient:
     def delete_album(self, album: str) -> None:
         self._json(self.http.delete(f"/v1/albums/{album}"))
 
-    def reembed(self, album: str, faces: bool = False) -> dict[str, Any]:
+    def reembed(self, album: str, faces: bool = False, details: bool = False) -> dict[str, Any]:
         """Starts re-embedding the album with the extractor's current model (or answers the one under way);
-        with `faces`, the album indexes faces from now on and the re-embed finds those of its images."""
-        return dict(self._json(self.http.post(f"/v1/albums/{album}/reembed", params={"faces": faces})))
+        with `faces`, the album indexes faces from now on and the re-embed finds those of its images; with
+        `details`, likewise for a keypoint index."""
+        return dict(self._json(self.http.post(f"/v1/albums/{album}/reembed",
+                                              params={"faces": faces, "details": details})))
 
     def add_images(self, album: str, uploads: Sequence[Upload]) -> dict[str, Any]:
         """Adds a batch; the answer lists each image as added, duplicate or failed (with why)."""

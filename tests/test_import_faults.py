@@ -77,7 +77,8 @@ def test_an_import_finishes_exactly_once_through_a_dead_gateway_extractor_object
             info.size = len(content)
             tar.addfile(info, io.BytesIO(content))
     with httpx.Client(base_url=stack.http_url, timeout=120) as http:
-        assert http.post("/v1/albums", json={"name": "faults"}).status_code == 201
+        # With a keypoint index: its rows must come out exactly once too.
+        assert http.post("/v1/albums", json={"name": "faults", "details": True}).status_code == 201
         created = http.post("/v1/albums/faults/imports", files={"archive": ("shots.tar", archive.getvalue())},
                             data={"attributes": '{"source": "import"}'})
         assert created.status_code == 202, created.text

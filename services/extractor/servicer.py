@@ -76,7 +76,8 @@ class ExtractorServicer(extractor_pb2_grpc.ExtractorServicer):
         if not 0 <= request.proposals <= MAX_PROPOSALS:
             raise InvalidArgument(f"EmbedRequest.proposals must be 0 to {MAX_PROPOSALS}, not {request.proposals}")
         results = await asyncio.gather(
-            *(self._decode_and_embed(data, purpose, request.local_features, request.proposals)
+            *(self._decode_and_embed(data, purpose, request.local_features, request.proposals,
+                                     request.fine_local_features)
               for data in request.images)
         )
         return extractor_pb2.EmbedResponse(results=results, model=self.embedder.model_id, dim=self.embedder.dim)
@@ -133,8 +134,8 @@ class ExtractorServicer(extractor_pb2_grpc.ExtractorServicer):
         """InvalidImage or ImageTooLarge as an embed would answer them, else the image's faces."""
         return self.faces.find(decode_full(data, self.embedder.preprocess))
 
-    async def _decode_and_embed(self, data: bytes, purpose: Purpose, local: bool, proposals: int = 0
-                                ) -> extractor_pb2.EmbedResult:
+    async def _decode_and_embed(self, data: bytes, purpose: Purpose, local: bool, proposals: int = 0,
+                                fine: bool = False) -> extractor_pb2.EmbedResult:
         detected = proposals if self.detector is not None else 0
         if not local and not detected:
             return await self._embed(await self._decode(data, self.embedder.decode), purpose, proposals)
@@ -144,7 +145,7 @@ class ExtractorServicer(extractor_pb2_grpc.ExtractorServicer):
         scales, image = decoded
         result, features, boxes = await asyncio.gather(
             self._embed(scales, purpose, proposals - detected),
-            self._describe(data, image, purpose) if local else asyncio.sleep(0, []),
+            self._describe(data, image, purpose, fine) if local else asyncio.sleep(0, []),
             self._detect(image, detected))
         result.local_features.extend(features)
         result.proposals.extend(_proposal_messages(boxes))
@@ -157,13 +158,13 @@ class ExtractorServicer(extractor_pb2_grpc.ExtractorServicer):
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.decode_pool, self.detector.propose, image.image, count)
 
-    async def _describe(self, data: bytes, image: Decoded, purpose: Purpose) -> list[bytes]:
-        """The image's serialised local features (a query's also mirrored), from the image decoded for
-        the network; none if they cannot be made: the image still has its vectors and is only not
-        verified."""
+    async def _describe(self, data: bytes, image: Decoded, purpose: Purpose, fine: bool = False) -> list[bytes]:
+        """The image's serialised local features (a query's also mirrored; an indexed image's made finer
+        when asked, for a keypoint index), from the image decoded for the network; none if they cannot be
+        made: the image still has its vectors and is only not verified."""
         loop = asyncio.get_running_loop()
         mirrored = purpose is not Purpose.INDEX
-        config = self.local_features if mirrored else self.index_features
+        config = self.index_features if fine and not mirrored else self.local_features
         try:
             features = await loop.run_in_executor(self.decode_pool, describe_image, data, self.embedder.preprocess,
                                                   config, mirrored, image)

@@ -311,7 +311,8 @@ def _add_album_routes(app: FastAPI, deps: Deps, queue: ImportQueue) -> None:
     async def create_album(body: schemas.AlbumCreate) -> schemas.AlbumOut:
         """Creates an empty album, optionally with declared (typed) columns; it records the extractor's model
         and vector length."""
-        return schemas.AlbumOut.of(await albums.create(deps, body.name, body.schema_of(), faces=body.faces))
+        return schemas.AlbumOut.of(await albums.create(deps, body.name, body.schema_of(), faces=body.faces,
+                                                       details=body.details))
 
     @app.get("/v1/albums", tags=["albums"], response_model=schemas.AlbumList)
     async def list_albums() -> schemas.AlbumList:
@@ -329,13 +330,16 @@ def _add_album_routes(app: FastAPI, deps: Deps, queue: ImportQueue) -> None:
         with_faces: Annotated[bool, Query(alias="faces", description="Make the album index faces (if it does not "
                                           "yet): images added from now have theirs at once, and the re-embed "
                                           "finds the faces of those it holds.")] = False,
+        details: Annotated[bool, Query(description="Make the album keep a keypoint index (if it does not yet): "
+                                       "images added from now have theirs at once, and the re-embed indexes "
+                                       "those it holds.")] = False,
     ) -> schemas.ImportOut:
         """Re-embeds every image from its stored bytes with the extractor's current model (after a model or
         pipeline change, when searches answer 409 model_mismatch), in the background: a new version of the
         album is filled while the album answers from its current vectors, then takes its place at once.
-        An album that indexes faces has them found again. Survives a killed process; GET the status_url for
-        progress. A re-embed under way is answered as is."""
-        return schemas.ImportOut.of(await reembed.start(deps, queue, album, faces=with_faces))
+        An album that indexes faces has them found again, and one with a keypoint index its keypoints.
+        Survives a killed process; GET the status_url for progress. A re-embed under way is answered as is."""
+        return schemas.ImportOut.of(await reembed.start(deps, queue, album, faces=with_faces, details=details))
 
     @app.delete("/v1/albums/{album}", tags=["albums"], response_model=schemas.Deleted)
     async def delete_album(album: AlbumName) -> schemas.Deleted:

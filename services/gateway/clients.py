@@ -54,7 +54,11 @@ class Extractor(Protocol):
     async def model_info(self) -> ModelInfo: ...
 
     async def embed(self, images: Sequence[bytes], purpose: EmbedPurpose = EmbedPurpose.QUERY,
-                    local_features: bool = False, proposals: int = 0) -> EmbedBatch: ...
+                    local_features: bool = False, proposals: int = 0,
+                    fine_local_features: bool = False) -> EmbedBatch:
+        """Each image's vector (and, for an INDEX purpose, every row to store), with its local features when
+        asked (`fine_local_features`: an indexed image's made finer, for a keypoint index) and up to
+        `proposals` regions worth searching."""
 
     async def labels(self) -> LabelSet:
         """Every class the extractor's classifier gives indexed images, with its words."""
@@ -160,9 +164,11 @@ class GrpcExtractor:
                          face_model=reply.face_model, face_dim=reply.face_dim)
 
     async def embed(self, images: Sequence[bytes], purpose: EmbedPurpose = EmbedPurpose.QUERY,
-                    local_features: bool = False, proposals: int = 0) -> EmbedBatch:
+                    local_features: bool = False, proposals: int = 0,
+                    fine_local_features: bool = False) -> EmbedBatch:
         request = extractor_pb2.EmbedRequest(images=list(images), purpose=purpose.name,
-                                             local_features=local_features, proposals=proposals)
+                                             local_features=local_features, proposals=proposals,
+                                             fine_local_features=fine_local_features)
         reply = await call(self.stub.Embed, request, timeout=self.timeout_s, unavailable=ExtractorUnavailable,
                            peer=self.peer)
         results = [_embedding(r) for r in reply.results]

@@ -65,8 +65,8 @@ class Deps:
         self.verifier = CopyVerifier(self.blobs, self.settings.verify_top, self.settings.verify_min_matches,
                                      small_top=self.settings.verify_small_top,
                                      small_side=self.settings.verify_small_side)
-        self.keypoints = KeypointIndex(self.search, self.settings.keypoint_index, self.settings.keypoint_votes,
-                                       self.settings.keypoint_candidates, self.settings.keypoint_rows)
+        self.keypoints = KeypointIndex(self.search, self.settings.keypoint_votes, self.settings.keypoint_candidates,
+                                       self.settings.keypoint_rows)
 
     async def model_info(self, fresh: bool = False) -> ModelInfo:
         """The extractor's model, asked again after a few seconds (it may have been redeployed)."""

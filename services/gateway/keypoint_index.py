@@ -2,9 +2,11 @@
 
 A detail cut out of a photo (a tower of a castle, a face in a painting) is another picture to the
 network: its global vector does not rank its photo among the nearest hundred. Its keypoints still
-match the photo's keypoints of that part. So an album keeps its images' keypoint descriptors in a
-companion collection of the search service, "<album>.keypoints": one item per image, one row per
-keypoint (the SIFT descriptors of its stored local features). A small query's keypoints search it in
+match the photo's keypoints of that part. So an album made with `details` keeps its images' keypoint
+descriptors in a companion collection of the search service, "<album>.keypoints": one item per image,
+one row per keypoint (the SIFT descriptors of its stored local features, which the extractor then
+makes finer: EmbedRequest.fine_local_features). It costs ~400 rows (~200 KB) per image and ~1.5x the
+ingest work, so it is a choice per album, off by default. A small query's keypoints search it in
 one call; each keypoint's `votes` nearest images get one vote each, and the `candidates` most voted
 are verified geometrically like the vector's nearest (services/gateway/verification.py). An image's
 rows are written before its vectors and deleted with it, like its faces: rows of an add that failed
@@ -21,10 +23,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from services.common.errors import NotFound
+from services.common.errors import AlreadyExists, NotFound
 from services.common.local_features import LocalFeatures, LocalFeaturesError
 from services.gateway.clients import VectorSearch
-from services.gateway.companions import keypoints_collection
+from services.gateway.companions import companion, keypoints_collection
 from services.gateway.records import Item
 
 log = logging.getLogger(__name__)
@@ -61,33 +63,24 @@ def keypoints_item(image: Item, serialised: bytes, limit: int = 0) -> Item | Non
 
 
 class KeypointIndex:
-    """An album's keypoint companion: created with the album, written and deleted with its images, asked
-    for the candidates of a small query."""
+    """An album's keypoint companion: created with the album (or by a re-embed), written and deleted with
+    its images, asked for the candidates of a small query."""
 
-    def __init__(self, search: VectorSearch, enabled: bool, votes: int, candidates: int, max_rows: int) -> None:
+    def __init__(self, search: VectorSearch, votes: int, candidates: int, max_rows: int) -> None:
         self.search = search
-        self.enabled = enabled
         self.votes = votes
         self.candidates = candidates
         self.max_rows = max_rows
 
     async def create(self, album: str) -> None:
-        """Gives an album its (empty) keypoint companion, when the index is on."""
-        if self.enabled:
-            await self.search.create_collection(keypoints_collection(album), KEYPOINT_DIM, KEYPOINT_MODEL)
+        """Gives an album its (empty) keypoint companion."""
+        await self.search.create_collection(keypoints_collection(album), KEYPOINT_DIM, KEYPOINT_MODEL)
 
     async def ensure(self, album: str) -> None:
         """Gives an album made without one its keypoint companion (a re-embed fills it)."""
-        if self.enabled and not await self.exists(album):
-            with contextlib.suppress(NotFound):
+        if await companion(self.search, keypoints_collection(album)) is None:
+            with contextlib.suppress(AlreadyExists):
                 await self.create(album)
-
-    async def exists(self, album: str) -> bool:
-        try:
-            await self.search.get_collection(keypoints_collection(album), with_count=False)
-        except NotFound:
-            return False
-        return True
 
     def items(self, images: Sequence[tuple[Item, bytes]]) -> list[Item]:
         """The companion's items of album images given with their serialised local features."""
@@ -95,7 +88,7 @@ class KeypointIndex:
         return [item for item in found if item is not None]
 
     async def write(self, album: str, items: Sequence[Item]) -> None:
-        """Writes the items into the album's companion (nothing if it has none: an album made before it)."""
+        """Writes the items into the album's companion (nothing if it has gone: the album was deleted)."""
         if items:
             with contextlib.suppress(NotFound):
                 await self.search.insert(keypoints_collection(album), list(items))
@@ -111,9 +104,9 @@ class KeypointIndex:
 
     async def candidates_of(self, album: str, query: LocalFeatures) -> list[str]:
         """The ids of the album images the query's keypoints vote for most, most votes first (none when
-        the index is off, the album has no companion, or the query has no keypoints)."""
+        the album has no keypoint index or the query has no keypoints)."""
         rows = descriptor_rows(query)
-        if not self.enabled or not rows:
+        if not rows:
             return []
         try:
             found = await self.search.search_many(keypoints_collection(album), rows, self.votes)

@@ -198,6 +198,8 @@ class Album:
     schema: AlbumSchema = NO_COLUMNS
     # The face model of the album's faces, "" when it does not index faces.
     face_model: str = ""
+    # Whether the album keeps a keypoint index (a close-up of a detail finds the image it is cut from).
+    details: bool = False
 
 
 @dataclass(frozen=True)

@@ -63,7 +63,7 @@ def album_message(album: Album) -> gateway_pb2.Album:
     return gateway_pb2.Album(name=album.name, image_count=album.image_count, model=album.model, dim=album.dim,
                              metric=album.metric, created_at_ms=album.created_at_ms,
                              columns=columns_to_wire(album.schema), faces=bool(album.face_model),
-                             face_model=album.face_model)
+                             face_model=album.face_model, details=album.details)
 
 
 def face_box_message(box: FaceBox) -> gateway_pb2.FaceBox:
@@ -142,7 +142,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
 
     async def CreateAlbum(self, request: gateway_pb2.CreateAlbumRequest, context: Context) -> gateway_pb2.Album:
         return album_message(await albums.create(self.deps, request.name, columns_from_wire(request.columns),
-                                                 faces=request.faces))
+                                                 faces=request.faces, details=request.details))
 
     async def ListAlbums(
         self, request: gateway_pb2.ListAlbumsRequest, context: Context
@@ -324,7 +324,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
 
 
     async def ReembedAlbum(self, request: gateway_pb2.ReembedAlbumRequest, context: Context) -> gateway_pb2.ImportJob:
-        return import_message(await reembed.start(self.deps, self.queue, request.album, faces=request.faces))
+        return import_message(await reembed.start(self.deps, self.queue, request.album, faces=request.faces,
+                                                  details=request.details))
 
 
 def on_duplicate(text: str) -> OnDuplicate:

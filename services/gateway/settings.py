@@ -64,16 +64,15 @@ class GatewaySettings(ServiceSettings):
     # new-photo searches went from p50 ~55 to ~320 ms (cached ~250 ms) for +0.066 detail R@1.
     verify_small_top: int = 0
     verify_small_side: int = 160
-    # The keypoint index (keypoint_index.py): an album made with it on keeps its images' keypoint
+    # The keypoint index (keypoint_index.py) of an album made with `details`: its images' keypoint
     # descriptors in "<album>.keypoints" (at most keypoint_rows per image, evenly spread; 0: all the
     # extractor gives), and a copy search whose query is small (under verify_small_side) also verifies the
     # keypoint_candidates images its keypoints vote for most (each keypoint's keypoint_votes nearest
     # images one vote each). A detail crop's vector does not find its photo; its keypoints do:
     # bench/research/detail_keypoints.py (10 candidates, 5 votes: the photo among them for 0.95 of the
     # crops with the extractor's index keypoints at 680 px) and bench/README.md ("Part and whole").
-    # Off: albums are made without it and searches do not ask it. keypoint_rows trades rows (Milvus bytes
-    # and ingest work) for recall: 150 rows 0.51, 300 0.69, all (396 on average there) 0.77.
-    keypoint_index: bool = True
+    # keypoint_rows trades rows (Milvus bytes and ingest work) for recall: 150 rows 0.51, 300 0.69, all
+    # (396 on average there) 0.77.
     keypoint_votes: int = 5
     keypoint_candidates: int = 10
     keypoint_rows: int = 0

@@ -197,13 +197,16 @@ def test_local_features_come_when_asked_for_a_query_also_mirrored(
     request = extractor_pb2.EmbedRequest(images=[data, b"junk"], purpose=extractor_pb2.EmbedRequest.INDEX,
                                          local_features=True)
     indexed, junk = stub.Embed(request, timeout=60).results
-    # An album's image is described finer than a query (EXTRACTOR_LOCAL_FEATURES_INDEX_SIDE / _MAX, for the
-    # keypoint index), and matches the query's keypoints of the same photo.
+    # An album's image is described as a query is (upright only), unless the album keeps a keypoint index:
+    # then finer (EXTRACTOR_LOCAL_FEATURES_INDEX_SIDE / _MAX), still matching the query's keypoints.
     assert len(indexed.local_features) == 1
-    index_features = LocalFeatures.from_bytes(indexed.local_features[0])
-    assert len(index_features) >= len(upright)
+    assert LocalFeatures.from_bytes(indexed.local_features[0]).to_bytes() == upright.to_bytes()
+    request.fine_local_features = True
+    fine, fine_junk = stub.Embed(request, timeout=60).results
+    index_features = LocalFeatures.from_bytes(fine.local_features[0])
+    assert len(index_features) > len(upright)
     assert match(upright, index_features).inliers >= 30
-    assert junk.error.reason == "invalid_image" and not junk.local_features
+    assert junk.error.reason == "invalid_image" and not junk.local_features and not fine_junk.local_features
     # The vectors do not change for being asked for features too.
     np.testing.assert_allclose(vector(query), vector(embed(stub, [data]).results[0]), atol=1e-6)
 

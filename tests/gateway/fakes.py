@@ -64,6 +64,8 @@ def vector_of(content: bytes) -> list[float]:
 
 
 QUERY_VARIANTS = ("rot90", "rot180", "rot270", "hflip")
+# An indexed image's features for a keypoint index, as the extractor's defaults make them.
+FINE_FEATURES = FeatureConfig(side=680, max_keypoints=1000)
 
 
 class FakeExtractor:
@@ -81,6 +83,8 @@ class FakeExtractor:
         self.calls: list[int] = []
         self.purposes: list[EmbedPurpose] = []
         self.local_features: list[bool] = []
+        # Whether each call asked for an indexed image's finer features (an album with a keypoint index).
+        self.fine_local_features: list[bool] = []
         self.error: ImageSearchError | None = None
         # Content -> the content it is a near copy of: its vectors are that one's, nudged a little.
         self.near_copies: dict[bytes, bytes] = {}
@@ -107,12 +111,15 @@ class FakeExtractor:
         raise FaceModelUnavailable("the face models are not installed (fake extractor)")
 
     async def embed(self, images: Sequence[bytes], purpose: EmbedPurpose = EmbedPurpose.QUERY,
-                    local_features: bool = False, proposals: int = 0) -> EmbedBatch:
+                    local_features: bool = False, proposals: int = 0,
+                    fine_local_features: bool = False) -> EmbedBatch:
         if self.error:
             raise self.error
         self.calls.append(len(images))
         self.purposes.append(purpose)
         self.local_features.append(local_features)
+        self.fine_local_features.append(fine_local_features)
+        fine = fine_local_features and purpose is EmbedPurpose.INDEX
         results = []
         for content in images:
             try:
@@ -122,7 +129,7 @@ class FakeExtractor:
                 continue
             rows = [self._vector(content, r) for r in range(self.index_rows)]
             # Real keypoints (the verification code is not faked), a query's also mirrored.
-            features = describe_image(content, PreprocessConfig(), FeatureConfig(),
+            features = describe_image(content, PreprocessConfig(), FINE_FEATURES if fine else FeatureConfig(),
                                       purpose is not EmbedPurpose.INDEX) if local_features else []
             variants = [self._vector(self.turned[content], 0) if n == 0 and content in self.turned
                         else self._vector(content, 100 + n) for n in range(len(self.query_variants))]

@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, Thread
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
+from PIL import Image, ImageDraw
 
 
 def unique_album(prefix: str = "t") -> str:
@@ -44,6 +44,26 @@ def cropped_copy(path: Path, keep: float = 0.85, quality: int = 70) -> bytes:
     out = io.BytesIO()
     rgb.crop((dx, dy, w - dx, h - dy)).save(out, format="JPEG", quality=quality)
     return out.getvalue()
+
+
+# Circular details of 74 px on white, at the photo's own scale, whose keypoints match their photo.
+DETAILS = {"astronaut": (260, 100), "motorcycle_left": (400, 250)}
+DETAIL_SIDE = 74
+
+
+def circular_detail(path: Path, centre: tuple[int, int]) -> bytes:
+    """The disc of DETAIL_SIDE pixels around `centre`, on white, as a JPEG."""
+    x, y = centre
+    with Image.open(path) as image:
+        half = DETAIL_SIDE // 2
+        part = image.convert("RGB").crop((x - half, y - half, x + half, y + half))
+    disc = Image.new("L", (DETAIL_SIDE, DETAIL_SIDE), 0)
+    ImageDraw.Draw(disc).ellipse((0, 0, DETAIL_SIDE - 1, DETAIL_SIDE - 1), fill=255)
+    out = Image.new("RGB", (DETAIL_SIDE, DETAIL_SIDE), "white")
+    out.paste(part, (0, 0), disc)
+    data = io.BytesIO()
+    out.save(data, format="JPEG", quality=90)
+    return data.getvalue()
 
 
 def rotated_copy(path: Path, degrees: int = 90) -> bytes:

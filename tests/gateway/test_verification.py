@@ -29,9 +29,10 @@ def photos() -> list[Path]:
     return [p for p in sample_photos() if p.stem in NAMES]
 
 
-async def album_of(make_fakes: MakeFakes, photos: list[Path], **settings: object) -> tuple[Fakes, list[str]]:
+async def album_of(make_fakes: MakeFakes, photos: list[Path], details: bool = False,
+                   **settings: object) -> tuple[Fakes, list[str]]:
     fakes = make_fakes(**settings)
-    await albums.create(fakes.deps, "demo")
+    await albums.create(fakes.deps, "demo", details=details)
     results = await ingest.add_images(fakes.deps, "demo", [NewImage(p.read_bytes(), name=p.stem) for p in photos])
     return fakes, [r.id or "" for r in results]
 
@@ -226,7 +227,7 @@ async def test_a_small_query_is_verified_against_more_of_its_nearest_images(
 
 
 async def test_small_query_verification_is_off_by_default(make_fakes: MakeFakes, photos: list[Path]) -> None:
-    fakes, _ = await album_of(make_fakes, photos, verify_top=1, keypoint_index=False)
+    fakes, _ = await album_of(make_fakes, photos, verify_top=1)
     outcome = await search.search(fakes.deps, "demo", Query(image=detail(photos[1])), top_k=4)
     assert sum(h.matches is not None for h in outcome.hits) == 1
 
@@ -234,10 +235,10 @@ async def test_small_query_verification_is_off_by_default(make_fakes: MakeFakes,
 async def test_a_detail_is_found_by_its_keypoints_when_its_vector_misses_its_photo(
         make_fakes: MakeFakes, photos: list[Path]) -> None:
     query = Query(image=detail(photos[1]))
-    without, ids = await album_of(make_fakes, photos, verify_top=1, keypoint_index=False)
+    without, ids = await album_of(make_fakes, photos, verify_top=1)
     nearest = await search.search(without.deps, "demo", query, top_k=4)
     assert nearest.hits[0].image.id != ids[1]  # the fake's vectors are hashes: the nearest is another photo
-    fakes, ids = await album_of(make_fakes, photos, verify_top=1)
+    fakes, ids = await album_of(make_fakes, photos, details=True, verify_top=1)
     outcome = await search.search(fakes.deps, "demo", query, top_k=4)
     assert outcome.hits[0].image.id == ids[1] and (outcome.hits[0].matches or 0) >= 40
     assert len(outcome.hits) == 4 and len({h.image.id for h in outcome.hits}) == 4
@@ -246,7 +247,7 @@ async def test_a_detail_is_found_by_its_keypoints_when_its_vector_misses_its_pho
 
 
 async def test_the_keypoint_candidates_keep_to_the_searchs_filter(make_fakes: MakeFakes, photos: list[Path]) -> None:
-    fakes, ids = await album_of(make_fakes, photos, verify_top=1)
+    fakes, ids = await album_of(make_fakes, photos, details=True, verify_top=1)
     outcome = await search.search(fakes.deps, "demo", Query(image=detail(photos[1])), top_k=4,
                                   filter=ImageFilter(where="name <> 'chelsea'"))
     assert ids[1] not in {h.image.id for h in outcome.hits}
@@ -254,7 +255,7 @@ async def test_the_keypoint_candidates_keep_to_the_searchs_filter(make_fakes: Ma
 
 async def test_an_images_keypoint_rows_are_written_with_it_and_deleted_with_it(
         make_fakes: MakeFakes, photos: list[Path]) -> None:
-    fakes, ids = await album_of(make_fakes, photos)
+    fakes, ids = await album_of(make_fakes, photos, details=True)
     rows = fakes.search.index.get("demo.keypoints", ids, with_vectors=True)
     assert [r.id for r in rows] == ids and all(len(r.vectors) >= 100 for r in rows)
     await images.delete_image(fakes.deps, "demo", ids[0])
@@ -267,7 +268,7 @@ async def test_an_images_keypoint_rows_are_written_with_it_and_deleted_with_it(
 
 async def test_a_failed_add_leaves_no_keypoint_rows(make_fakes: MakeFakes, photos: list[Path]) -> None:
     fakes = make_fakes()
-    await albums.create(fakes.deps, "demo")
+    await albums.create(fakes.deps, "demo", details=True)
     original = fakes.search.index.insert
 
     def fail_on_the_album(name: str, items: object, version: int = 0) -> list[str]:
@@ -281,9 +282,27 @@ async def test_a_failed_add_leaves_no_keypoint_rows(make_fakes: MakeFakes, photo
     assert fakes.search.index.count("demo.keypoints") == 0
 
 
-async def test_reembedding_gives_an_album_made_without_the_keypoint_index_its_rows(
+async def test_an_album_keeps_a_keypoint_index_only_when_made_with_details(
+        make_fakes: MakeFakes, photos: list[Path]) -> None:
+    plain, _ = await album_of(make_fakes, photos)
+    assert "demo.keypoints" not in {c.name for c in plain.search.index.list_collections()}
+    assert not (await albums.get(plain.deps, "demo")).details
+    # Its images' features are made as a query's; an album with details asks for finer ones.
+    assert plain.extractor.fine_local_features == [False]
+    fakes, ids = await album_of(make_fakes, photos, details=True)
+    assert (await albums.get(fakes.deps, "demo")).details
+    assert [a.details for a in await albums.list_all(fakes.deps)] == [True]
+    assert fakes.extractor.fine_local_features == [True]
+    rows = fakes.search.index.get("demo.keypoints", ids, with_vectors=True)
+    assert [r.id for r in rows] == ids and all(len(r.vectors) >= 100 for r in rows)
+
+
+async def test_reembedding_with_details_gives_an_album_made_without_a_keypoint_index_its_rows(
         make_fakes: MakeFakes, photos: list[Path]) -> None:
     fakes, ids = await album_of(make_fakes, photos)
-    fakes.search.index.drop_collection("demo.keypoints")
+    await reembed.reembed_album(fakes.deps, "demo")  # a re-embed alone does not add the index
+    assert "demo.keypoints" not in {c.name for c in fakes.search.index.list_collections()}
+    await fakes.deps.keypoints.ensure("demo")  # what reembed.start(details=True) does before queueing the job
     await reembed.reembed_album(fakes.deps, "demo")
     assert sorted(r.id for r in fakes.search.index.get("demo.keypoints", ids)) == sorted(ids)
+    assert fakes.extractor.fine_local_features[-1]

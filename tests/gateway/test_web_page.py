@@ -27,6 +27,8 @@ from playwright.sync_api import Browser, Locator, Page, ViewportSize, expect, sy
 from services.devstack import ROOT, Stack
 from tests.conftest import SERVERS, SERVICES
 from tests.gateway.stack_helpers import (
+    DETAILS,
+    circular_detail,
     cropped_copy,
     file_server,
     given_attributes,
@@ -291,6 +293,31 @@ def test_creating_an_album_with_declared_columns_from_the_page(page: Page, http:
         assert described["columns"] == [{"name": "price", "type": "float"}, {"name": "colour", "type": "string"},
                                         {"name": "tags", "type": "string_list"}]
         expect(page.locator("#sqlExamples")).to_contain_text("count by colour")
+    finally:
+        http.delete(f"/v1/albums/{album}")
+
+
+def test_an_album_made_to_find_details_from_the_page_finds_the_photo_a_close_up_is_cut_from(
+        page: Page, http: httpx.Client, photos: list[Path], tmp_path: Path) -> None:
+    album = unique_album("web-details")
+    page.fill("#newAlbum", album)
+    page.check("#newDetails")
+    page.click("#create")
+    try:
+        expect(page.locator("#createMsg")).to_have_text(f'Album "{album}" created, finding details.')
+        expect(page.locator("#albumColumns .chip")).to_have_text(["details"])
+        assert http.get(f"/v1/albums/{album}").json()["details"] is True
+        files = [("file", (p.name, p.read_bytes(), "application/octet-stream")) for p in photos]
+        assert http.post(f"/v1/albums/{album}/images", files=files,
+                         data={"name": [p.stem for p in photos]}).status_code == 201
+        open_album(page, album, len(photos))
+        close_up = tmp_path / "close-up.jpg"
+        close_up.write_bytes(circular_detail(next(p for p in photos if p.stem == "astronaut"), DETAILS["astronaut"]))
+        page.set_input_files("#queryFile", str(close_up))
+        cards = page.locator("#results .card")
+        expect(cards.first.locator(".name")).to_have_text("astronaut")
+        expect(cards.first).to_contain_text("matches")
+        screenshot(page, "test_find_details", tmp_path)
     finally:
         http.delete(f"/v1/albums/{album}")
 

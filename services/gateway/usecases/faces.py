@@ -24,9 +24,8 @@ from services.common.errors import (
     FacesNotEnabled,
     InvalidArgument,
     NoFaceFound,
-    NotFound,
 )
-from services.gateway.companions import FACES_SUFFIX, faces_collection
+from services.gateway.companions import FACES_SUFFIX, companion, faces_collection
 from services.gateway.deps import Deps
 from services.gateway.records import (
     Collection,
@@ -51,10 +50,7 @@ FACES_KEY = "faces"
 
 async def faces_of(deps: Deps, album: str) -> Collection | None:
     """The album's face collection; None if the album does not index faces."""
-    try:
-        return await deps.search.get_collection(faces_collection(album), with_count=False)
-    except NotFound:
-        return None
+    return await companion(deps.search, faces_collection(album))
 
 
 async def enable(deps: Deps, album: str) -> str:

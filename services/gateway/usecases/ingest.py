@@ -25,6 +25,7 @@ from services.common.json_text import json_object
 from services.common.schema import CONTROL_CHARS
 from services.gateway import imaging
 from services.gateway.blobstore import features_key, image_key
+from services.gateway.companions import companions_of
 from services.gateway.deps import Deps
 from services.gateway.records import (
     AddResult,
@@ -155,13 +156,14 @@ async def _store(deps: Deps, collection: Collection, model: str, images: list[_A
     if not images:
         return []
     contents = [i.content for i in images]
-    face_collection = await face_usecases.faces_of(deps, collection.name)
-    if face_collection is None:
-        embeddings = await embed_for_album(deps, collection, model, contents)
+    companions = await companions_of(deps.search, collection.name)
+    fine = companions.keypoints is not None
+    if companions.faces is None:
+        embeddings = await embed_for_album(deps, collection, model, contents, fine)
         faces: list[ImageFaces] = []
     else:  # the faces are looked for while the network runs
-        embeddings, faces = await asyncio.gather(embed_for_album(deps, collection, model, contents),
-                                                 face_usecases.describe(deps, face_collection, contents))
+        embeddings, faces = await asyncio.gather(embed_for_album(deps, collection, model, contents, fine),
+                                                 face_usecases.describe(deps, companions.faces, contents))
     faces_by_id = {image.id: found for image, found in zip(images, faces, strict=True)} if faces else {}
     results: list[AddResult] = []
     items: list[tuple[_Accepted, Item, bytes]] = []
@@ -185,7 +187,7 @@ async def _store(deps: Deps, collection: Collection, model: str, images: list[_A
         items = [entry for entry in items if entry[0].id not in near]
     replaced = await _take_over(deps, collection.name, items, near) if near else {}
     if items:
-        await _write(deps, collection.name, items, faces_by_id)
+        await _write(deps, collection.name, items, faces_by_id, keypoints=fine)
         results.extend(AddResult(i.index, i.name, AddStatus.REPLACED if i.id in replaced else AddStatus.ADDED, i.id,
                                  near=replaced.get(i.id, "")) for i, _, _ in items)
     if replaced:
@@ -232,12 +234,12 @@ async def _take_over(deps: Deps, album: str, items: list[tuple[_Accepted, Item, 
 
 
 async def _write(deps: Deps, album: str, items: list[tuple[_Accepted, Item, bytes]],
-                 faces: Mapping[str, ImageFaces] | None = None) -> None:
+                 faces: Mapping[str, ImageFaces] | None = None, keypoints: bool = False) -> None:
     """Blobs (the image and its local features) first, then the faces (an album indexing them) and the
-    keypoint rows, then the vectors; undone on a failure."""
+    keypoint rows (an album with a keypoint index), then the vectors; undone on a failure."""
     face_items = [f for _, item, _ in items if (found := (faces or {}).get(item.id)) is not None
                   and (f := face_usecases.face_item(item, found)) is not None]
-    keypoint_items = deps.keypoints.items([(item, features) for _, item, features in items])
+    keypoint_items = deps.keypoints.items([(item, features) for _, item, features in items]) if keypoints else []
     keys = [image_key(album, image.content_hash) for image, _, _ in items]
     puts = [deps.blobs.put(key, image.content, image.content_type, image.name)
             for key, (image, _, _) in zip(keys, items, strict=True)]

@@ -9,7 +9,8 @@ done twice are written twice, under the same ids). Images whose bytes cannot be 
 left out of the new version and reported. Local features, which depend on the image alone, are
 rewritten page by page, and so are the faces of an album that indexes them (`start` with `faces` makes
 an album index faces first: its existing images get theirs as the walk reaches them) and the keypoint
-rows made from the local features (an album made before the keypoint index is given one first).
+rows made from the local features of an album with a keypoint index (`start` with `details` gives an
+album one first).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Protocol
 
 from services.common.errors import ImageNotFound
 from services.gateway.blobstore import features_key, image_key
+from services.gateway.companions import companions_of
 from services.gateway.deps import Deps
 from services.gateway.import_queue import ImportJob, ImportQueue, ImportStatus
 from services.gateway.records import Collection, ImageFaces, Item, ItemFailure, ReembedReport
@@ -105,19 +107,19 @@ async def reembed_album(deps: Deps, name: str, progress: ReembedProgress | None 
         await progress.save(state)
     target = Collection(name=name, dim=info.dim, metric=old.metric, model=info.model,
                         created_at_ms=old.created_at_ms, count=0, schema=old.schema)
-    faces = await face_usecases.faces_of(deps, name)
-    await deps.keypoints.ensure(name)
+    companions = await companions_of(deps.search, name)
+    faces, keypoints = companions.faces, companions.keypoints is not None
     if not state.caught_up:
         while page := await deps.search.query(name, None, PAGE, after_id=state.cursor):
             if await progress.cancelled():
                 await deps.search.abort_version(name, state.version)
                 raise ReembedCancelled(f"re-embedding album {name} was cancelled")
-            done, failed = await _reembed_page(deps, target, page, state.version, faces)
+            done, failed = await _reembed_page(deps, target, page, state.version, faces, keypoints)
             for offset, (image_id, failure) in enumerate(failed):
                 await progress.failure(state.done + state.failed + offset, image_id, failure)
             state = replace(state, cursor=page[-1].id, done=state.done + done, failed=state.failed + len(failed))
             await progress.save(state)
-        done, failed = await _catch_up(deps, target, state.version, await progress.failed_ids(), faces)
+        done, failed = await _catch_up(deps, target, state.version, await progress.failed_ids(), faces, keypoints)
         for offset, (image_id, failure) in enumerate(failed):
             await progress.failure(state.done + state.failed + offset, image_id, failure)
         state = replace(state, done=state.done + done, failed=state.failed + len(failed), caught_up=True)
@@ -131,7 +133,8 @@ async def reembed_album(deps: Deps, name: str, progress: ReembedProgress | None 
 
 
 async def _catch_up(deps: Deps, target: Collection, version: int, failed_before: set[str],
-                    faces: Collection | None = None) -> tuple[int, list[tuple[str, ItemFailure]]]:
+                    faces: Collection | None = None, keypoints: bool = False
+                    ) -> tuple[int, list[tuple[str, ItemFailure]]]:
     """Re-embeds the images added to the album since its walk passed them (not in the version yet, and
     not failed already)."""
     done, failed, after = 0, [], ""
@@ -140,16 +143,17 @@ async def _catch_up(deps: Deps, target: Collection, version: int, failed_before:
         present = {i.id for i in await deps.search.get(target.name, [i.id for i in page], version=version)}
         missing = [i for i in page if i.id not in present and i.id not in failed_before]
         if missing:
-            added, failures = await _reembed_page(deps, target, missing, version, faces)
+            added, failures = await _reembed_page(deps, target, missing, version, faces, keypoints)
             done += added
             failed.extend(failures)
     return done, failed
 
 
 async def _reembed_page(deps: Deps, target: Collection, items: list[Item], version: int,
-                        faces: Collection | None = None) -> tuple[int, list[tuple[str, ItemFailure]]]:
-    """Writes the items with their new vectors into the version (and their faces, with `faces`), an embed
-    call at a time; returns how many were done and those that failed."""
+                        faces: Collection | None = None, keypoints: bool = False
+                        ) -> tuple[int, list[tuple[str, ItemFailure]]]:
+    """Writes the items with their new vectors into the version (and their faces, with `faces`, and keypoint
+    rows, with `keypoints`), an embed call at a time; returns how many were done and those that failed."""
     done = 0
     failed: list[tuple[str, ItemFailure]] = []
     batch_size = deps.settings.ingest_batch_size  # one Embed call each, well inside the RPC timeout
@@ -169,9 +173,9 @@ async def _reembed_page(deps: Deps, target: Collection, items: list[Item], versi
             continue
         contents = [content for _, content in readable]
         if faces is None:
-            rows = await embed_for_album(deps, target, target.model, contents)
+            rows = await embed_for_album(deps, target, target.model, contents, keypoints)
         else:
-            rows, found = await asyncio.gather(embed_for_album(deps, target, target.model, contents),
+            rows, found = await asyncio.gather(embed_for_album(deps, target, target.model, contents, keypoints),
                                                face_usecases.describe(deps, faces, contents))
             await _write_faces(deps, target.name, [item for item, _ in readable], found)
         new: list[Item] = []
@@ -184,9 +188,10 @@ async def _reembed_page(deps: Deps, target: Collection, items: list[Item], versi
                 new.append(replace(item, attributes=attributes, vectors=embedding.stored_vectors))
                 if embedding.local_features:
                     features[item.content_hash] = embedding.local_features[0]
-        if new:
+        if new and keypoints:
             await deps.keypoints.write(target.name, deps.keypoints.items(
                 [(item, features.get(item.content_hash, b"")) for item in new]))
+        if new:
             await deps.search.insert(target.name, new, version)
             done += len(new)
         await _put_features(deps, target.name, features)
@@ -242,13 +247,15 @@ class JobProgress:
         return (await self.queue.get(self.job_id)).status is ImportStatus.CANCELLED
 
 
-async def start(deps: Deps, queue: ImportQueue, album: str, faces: bool = False) -> ImportJob:
+async def start(deps: Deps, queue: ImportQueue, album: str, faces: bool = False, details: bool = False) -> ImportJob:
     """Queues a re-embed of the album (or answers the one already under way). With `faces`, the album
     indexes faces from now on (images added from now have theirs at once), and the re-embed finds the
-    faces of the images it holds."""
+    faces of the images it holds; with `details`, likewise for a keypoint index of its images."""
     await deps.collection(album)
     if faces and await face_usecases.faces_of(deps, album) is None:
         await face_usecases.enable(deps, album)
+    if details:
+        await deps.keypoints.ensure(album)
     for job in await queue.list(100, album):
         if job.kind == KIND and not job.status.finished:
             return job

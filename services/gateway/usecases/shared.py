@@ -51,10 +51,11 @@ def record_of(album: str, item: Item | Hit) -> ImageRecord:
     return image_record(album, item.id, item.name, item.content_hash, item.attributes, item.created_at_ms)
 
 
-async def embed_for_album(deps: Deps, collection: Collection, model: str,
-                          contents: list[bytes]) -> list[Embedding | ItemFailure]:
-    """Each image's rows to store (upright global vector first) and local features, or why it has none."""
-    batch = await deps.extractor.embed(contents, EmbedPurpose.INDEX, local_features=True)
+async def embed_for_album(deps: Deps, collection: Collection, model: str, contents: list[bytes],
+                          fine: bool = False) -> list[Embedding | ItemFailure]:
+    """Each image's rows to store (upright global vector first) and local features (`fine`: made finer, for
+    an album with a keypoint index), or why it has none."""
+    batch = await deps.extractor.embed(contents, EmbedPurpose.INDEX, local_features=True, fine_local_features=fine)
     if batch.model != model:
         raise ModelMismatch(f"the extractor embedded with {batch.model!r}, album {collection.name!r} "
                             f"holds {model!r}; {reembed_hint(collection.name)}")
