@@ -64,6 +64,13 @@ async def test_create_table_is_create_album_with_typed_columns(shop: Fakes) -> N
     assert again.affected == 0
 
 
+async def test_create_table_with_details_makes_an_album_that_keeps_a_keypoint_index(shop: Fakes) -> None:
+    await sql.execute(shop.deps, "CREATE TABLE parts (price DOUBLE) WITH (details = true, faces = false)")
+    made = await albums.get(shop.deps, "parts")
+    assert (made.details, made.face_model, made.schema.names) == (True, "", ["price"])
+    assert not (await albums.get(shop.deps, "shoes")).details
+
+
 async def test_a_vector_select_is_the_search_call(shop: Fakes) -> None:
     statement = ("SELECT name, price, distance FROM shoes WHERE price < 50 AND colour IN ('red', 'blue') AND in_stock "
                  "ORDER BY feature <=> image('query.jpg') LIMIT 10")
@@ -232,6 +239,8 @@ async def test_drop_table_is_delete_album(shop: Fakes) -> None:
         ("UPDATE shoes SET id = 'x'", InvalidArgument, "set by the system"),
         ("INSERT INTO shoes (name) VALUES ('a')", SqlError, "image column"),
         ("CREATE INDEX i ON shoes (price)", SqlError, "CREATE TABLE"),
+        ("CREATE TABLE more (price DOUBLE) WITH (fillfactor = 70)", SqlError, "WITH (faces = true, details = true)"),
+        ("CREATE TABLE more WITH (details = 'yes')", SqlError, "true or false"),
         ("SELECT * FROM shoes WHERE colour IN (" + ", ".join(f"'{i}'" for i in range(1100)) + ")", InvalidFilter,
          "1024"),
         ("SELECT * FROM shoes WHERE " + " OR ".join(f"price = {i}" for i in range(300)), InvalidFilter, "256"),

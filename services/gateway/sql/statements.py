@@ -1,6 +1,7 @@
 """One SQL statement as a typed record of what to do (running it is services.gateway.usecases.sql).
 
     CREATE TABLE shoes (price DOUBLE, colour VARCHAR, sizes VARCHAR[], in_stock BOOLEAN, listed_at TIMESTAMP)
+        [WITH (faces = true, details = true)]
     DROP TABLE [IF EXISTS] shoes
     INSERT INTO shoes (name, image, price) VALUES ('a.jpg', image('https://...'), 39.5), ...
     SELECT name, price, distance FROM shoes WHERE price < 50 AND distance < 0.3
@@ -77,6 +78,9 @@ class CreateTable:
     album: str
     schema: AlbumSchema
     if_not_exists: bool = False
+    # WITH (faces = true): the album indexes faces; WITH (details = true): it keeps a keypoint index.
+    faces: bool = False
+    details: bool = False
 
 
 @dataclass(frozen=True)
@@ -229,10 +233,30 @@ def _no_extras(node: exp.Expr, allowed: set[str]) -> None:
 def _create(node: exp.Create) -> Statement:
     if str(node.args.get("kind", "")).upper() != "TABLE":
         raise SqlError(f"CREATE {node.args.get('kind')} is not supported; CREATE TABLE makes an album")
-    _no_extras(node, {"this", "kind", "exists"})
+    _no_extras(node, {"this", "kind", "exists", "properties"})
     target = node.this
     columns = [_column_def(c) for c in target.expressions] if isinstance(target, exp.Schema) else []
-    return CreateTable(_table(target), AlbumSchema.of(columns), bool(node.args.get("exists")))
+    options = _album_options(node.args.get("properties"))
+    return CreateTable(_table(target), AlbumSchema.of(columns), bool(node.args.get("exists")), **options)
+
+
+# What CREATE TABLE ... WITH (...) may set: what the album keeps beside its vectors.
+ALBUM_OPTIONS = ("faces", "details")
+
+
+def _album_options(properties: exp.Expr | None) -> dict[str, bool]:
+    """WITH (faces = true, details = false): each a boolean, each once."""
+    options: dict[str, bool] = {}
+    for prop in properties.expressions if properties is not None else []:
+        name = prop.name.lower() if isinstance(prop, exp.Property) else ""
+        if name not in ALBUM_OPTIONS:
+            raise SqlError(f"{at(prop)}CREATE TABLE takes WITH ({' = true, '.join(ALBUM_OPTIONS)} = true), "
+                           f"not {prop.sql(dialect='postgres')}")
+        value = literal(prop.args["value"])
+        if not isinstance(value, bool) or name in options:
+            raise SqlError(f"{at(prop)}CREATE TABLE WITH: {name} is given once, as true or false")
+        options[name] = value
+    return options
 
 
 def _column_def(node: exp.Expr) -> Column:

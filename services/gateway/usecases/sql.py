@@ -68,7 +68,7 @@ async def _create_table(deps: Deps, statement: CreateTable, parts: Parts, delete
             return SqlResult("create_table", statement.album, affected=0)
         except AlbumNotFound:
             pass
-    await albums.create(deps, statement.album, statement.schema)
+    await albums.create(deps, statement.album, statement.schema, faces=statement.faces, details=statement.details)
     return SqlResult("create_table", statement.album, affected=1)
 
 
