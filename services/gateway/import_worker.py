@@ -1,10 +1,11 @@
 """The workers that run imports: take a batch, add it, acknowledge it; over and over, in each gateway.
 
 A batch whose dependency is down (extractor, search service, object store) is kept and tried again
-with a growing pause, touched meanwhile so that no other worker takes it; a worker that dies leaves its
-batch pending, and another one (or the same gateway restarted) takes it over once it has been idle for
-the visibility timeout. A batch that keeps failing otherwise (a bug, not an outage) fails its items
-after `max_attempts`. An import whose album was deleted or whose model no longer matches fails whole.
+with a growing pause (at most RETRY_PAUSE_MAX_S), touched meanwhile so that no other worker takes it; a
+worker that dies leaves its batch pending, and another one (or the same gateway restarted) takes it over
+once it has been idle for the visibility timeout. A batch that keeps failing otherwise (a bug, not an
+outage) fails its items after `max_attempts`. An import whose album was deleted or whose model no longer
+matches fails whole.
 """
 
 from __future__ import annotations
@@ -23,6 +24,11 @@ from services.gateway.import_queue import Batch, ImportQueue, ImportStatus
 from services.gateway.usecases import imports
 
 log = logging.getLogger(__name__)
+
+# The longest pause between two tries of a batch whose dependency is down: short, so that the import goes
+# on within seconds of the dependency's return; a try while it is still down costs little (it fails at its
+# first call to the dependency).
+RETRY_PAUSE_MAX_S = 5.0
 
 
 class ImportWorker:
@@ -76,7 +82,7 @@ class ImportWorker:
                         await self._fail_items(batch, exc)
                         break
                 await asyncio.sleep(pause)
-                pause = min(pause * 2, 30.0)
+                pause = min(pause * 2, RETRY_PAUSE_MAX_S)
             await self.queue.done(batch.entry_id)
         except StoreUnavailable as exc:
             log.warning("import %s: Redis unavailable, the batch stays pending: %s", batch.job_id, exc.message)
