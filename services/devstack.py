@@ -260,7 +260,12 @@ class Stack:
             argv=[sys.executable, "-m", "services.milvus_server", "--data", str(data),
                   "--proxy-port", str(self.ports.milvus), "--etcd-port", str(self.ports.milvus_etcd), *internal,
                   # Its default, 1800 s, lets a connected client hold up a stop for half an hour.
-                  "--extra-config", "common.gracefulStopTimeout=10"],
+                  "--extra-config", "common.gracefulStopTimeout=10",
+                  # A restarted server serves its collections only once the previous process's proxy
+                  # session has expired (not revoked on stop, and renewed by the embedded etcd's restart):
+                  # this TTL after the start, 30 s by default. With 15 s a live server, keeping its session
+                  # alive every 5 s (TTL/3), can still miss two keep-alives on a busy machine.
+                  "--extra-config", "common.session.ttl=15"],
             env={"ETCD_CONFIG_PATH": str(self._etcd_config(data))},
             log_path=self.logs / "milvus.log",
             # The banner says its health endpoint is up; the proxy answering says it serves clients.
