@@ -48,6 +48,24 @@ def _stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 
 @pytest.fixture(scope="session")
+def _breakable_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    # Started once for every test that breaks it: a stack's start and stop take half a minute.
+    private = Stack(tmp_path_factory.mktemp("faults"), Ports.free(),
+                    service_env={"GATEWAY_IMPORT_VISIBILITY_S": "5", "GATEWAY_INGEST_BATCH_SIZE": "8"})
+    yield private
+    private.stop()
+
+
+@pytest.fixture()
+def breakable_stack(_breakable_stack: Stack) -> Stack:
+    """A second whole stack, for the tests that kill or stop its parts, so that the session's stack never
+    sees them go away (restarted if a test left one stopped). Its import workers take over a dead one's
+    batch after 5 s."""
+    _breakable_stack.ensure(SERVERS + SERVICES)
+    return _breakable_stack
+
+
+@pytest.fixture(scope="session")
 def milvus(_stack: Stack) -> Stack:
     """A real Milvus server; `stack.ports.milvus` is its port."""
     _stack.ensure(("milvus",))

@@ -21,7 +21,8 @@ from imagesearch.v1 import search_pb2, search_pb2_grpc
 from minio import Minio
 from PIL import Image
 
-from services.devstack import S3_ACCESS_KEY, S3_SECRET_KEY, Ports, Stack
+from services.devstack import S3_ACCESS_KEY, S3_SECRET_KEY, Stack
+from tests.conftest import SERVERS, SERVICES
 
 IMAGES = 160
 
@@ -55,15 +56,12 @@ def _when(check: Callable[[], bool], timeout_s: float, what: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """A stack of its own (its parts are killed), whose workers take over a dead one's batch after 5 s."""
-    private = Stack(tmp_path_factory.mktemp("faults"), Ports.free(),
-                    service_env={"GATEWAY_IMPORT_VISIBILITY_S": "5", "GATEWAY_INGEST_BATCH_SIZE": "8"})
-    try:
-        private.start()
-        yield private
-    finally:
-        private.stop()
+def stack(_breakable_stack: Stack) -> Iterator[Stack]:
+    """The stack whose parts these tests kill (tests.conftest's breakable stack: workers that take over a
+    dead one's batch after 5 s), stopped after them: no later test needs it."""
+    _breakable_stack.ensure(SERVERS + SERVICES)
+    yield _breakable_stack
+    _breakable_stack.stop()
 
 
 def test_an_import_finishes_exactly_once_through_a_dead_gateway_extractor_object_store_and_milvus(
@@ -98,7 +96,7 @@ def test_an_import_finishes_exactly_once_through_a_dead_gateway_extractor_object
             else:
                 stack.kill(part)
             time.sleep(3)
-            stack.ensure(("milvus", "s3", "redis", "extractor", "search", "gateway"))
+            stack.ensure(SERVERS + SERVICES)
             assert done_before < IMAGES, f"the import ended before {part} died"
 
         def finished() -> bool:

@@ -1,7 +1,7 @@
 """The `VectorIndex` contract, run against the exact numpy index and a real Milvus server alike.
 
 Each behavioural test runs once per implementation ("congruence"); the tests at the end compare
-Milvus' answers on random data with the exact ones. (Surviving a Milvus restart: test_survives_restart.)
+Milvus' answers on random data with the exact ones. (Surviving a Milvus restart: tests/test_faults.py.)
 """
 
 from __future__ import annotations
