@@ -43,6 +43,23 @@ class ImportWorker:
         self.poll_s = poll_s
         self.consumer = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
+    async def serve(self, restart_pause_s: float = 1.0) -> None:
+        """`run`, started again (after a short pause) whenever it ends other than by the gateway stopping: an
+        error nothing expected (or a call cancelled under it) must not leave the gateway without this
+        worker while imports wait. It is logged with its traceback; a batch it held stays pending and is
+        taken over after the visibility timeout."""
+        while True:
+            try:
+                await self.run()
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is None or task.cancelling():  # the gateway is stopping
+                    raise
+                log.exception("import worker %s: a call was cancelled under it; starting it again", self.consumer)
+            except Exception:  # the worker's supervisor: anything is logged, and the worker goes on
+                log.exception("import worker %s stopped on an error; starting it again", self.consumer)
+            await asyncio.sleep(restart_pause_s)
+
     async def run(self) -> None:
         """Runs until cancelled; while Redis is down it waits and tries again."""
         backoff = self.poll_s
