@@ -132,6 +132,9 @@ UPDATE_BATCH = 200
 INSERT_BATCH_BYTES = 16 * 1024 * 1024
 # pymilvus retries UNAVAILABLE up to 75 times unless told otherwise; fail fast and let callers retry.
 RETRY_TIMES = 2
+# Seconds between looks at a loading collection (pymilvus's own wait looks every 0.2 s; Milvus 2.3 marks
+# a collection loaded on its query coordinator's next 1 s tick, so a finer look returns sooner after it).
+LOAD_POLL_S = 0.05
 _HIT_FIELDS = ["image_id", "name", "content_hash", "attributes", "created_at_ms"]
 _ITEM_FIELDS = [*_HIT_FIELDS, "ordinal"]
 _COLLECTION_NOT_FOUND, _COLLECTION_NOT_LOADED = 100, 101
@@ -377,6 +380,8 @@ class MilvusIndex:
         self._albums: dict[str, Stored] = {}
         self._loaded: set[str] = set()
         self._creating: set[str] = set()
+        # Collections made through this connection (loaded once asked for, with no log to catch up on).
+        self._fresh: set[str] = set()
         # Images matching each filter (and "": all of them) per collection, to plan filtered searches.
         self._counts: ExpiringCache[tuple[str, str], int] = ExpiringCache(settings.filter_share_ttl_s)
 
@@ -400,6 +405,7 @@ class MilvusIndex:
             self._call(name, lambda c: c.drop_collection(physical, **self._kw()))
             raise
         self._albums[cname] = Stored(info, SCHEMA_VERSION, 1)
+        self._fresh.add(cname)
         log.info("created album %s (%s, dim %d, %s, %d column(s))", name, physical, dim, kind.value,
                  len(info.schema.columns))
         return info
@@ -792,6 +798,7 @@ class MilvusIndex:
         with self._lock:
             client, self._client = self._client, None
             self._loaded.clear()
+            self._fresh.clear()
         if client is not None:
             try:
                 client.close()
@@ -800,20 +807,22 @@ class MilvusIndex:
 
     def _index_and_load(self, client: MilvusClient, cname: str, info: Collection) -> None:
         """Scalar indexes, then the vector index, then load: Milvus refuses an index on a loaded collection,
-        so nothing may load it before the last index is asked for (see `ping`)."""
-        scalars = client.prepare_index_params()
+        so nothing may load it before the last index is asked for (see `ping`).
+
+        The collection is new and empty, so nothing waits: its indexes are built as soon as asked for and
+        loading finds them (pymilvus's wait would sleep 0.5 s before its first look), and the load, ~2 s of
+        Milvus 2.3's query coordinator ticks even for an empty collection, goes on while the caller does
+        (an album's companion collection loads alongside); the first read of it waits (`_ensure_loaded`)."""
+        params = client.prepare_index_params()
         for column in info.schema.columns:
             if column.type in _SCALAR_INDEXES:
-                scalars.add_index(field_of(column.name), index_type=_SCALAR_INDEXES[column.type])
-        if list(scalars):
-            # An empty collection's scalar indexes need no waiting for (`sync=False`): loading waits for them.
-            client.create_index(cname, scalars, sync=False, **self._kw())
+                params.add_index(field_of(column.name), index_type=_SCALAR_INDEXES[column.type])
         kind = info.index_type
-        params = client.prepare_index_params()
         params.add_index("vector", index_type=kind.value, metric_type="IP", params=index_params(kind, self.settings))
-        client.create_index(cname, params, **self._kw())
-        client.load_collection(cname, timeout=self.settings.milvus_load_timeout_s, retry_times=RETRY_TIMES)
-        self._loaded.add(cname)
+        client.create_index(cname, params, sync=False, **self._kw())
+        client.load_collection(cname, timeout=self.settings.milvus_load_timeout_s, retry_times=RETRY_TIMES,
+                               _async=True)
+        self._fresh.add(cname)
 
     def _loader(self, cname: str) -> Callable[[MilvusClient], None]:
         return lambda c: self._ensure_loaded(c, cname)
@@ -821,14 +830,25 @@ class MilvusIndex:
     def _ensure_loaded(self, client: MilvusClient, cname: str) -> None:
         if cname in self._loaded:
             return
-        state = client.get_load_state(cname, **self._kw())["state"]
-        if state == LoadState.NotExist:
-            raise MilvusException(_COLLECTION_NOT_FOUND, f"collection not found: {cname}")
-        if state != LoadState.Loaded:
-            log.info("loading collection %s (state %s)", cname, state.name)
-            client.load_collection(cname, timeout=self.settings.milvus_load_timeout_s, retry_times=RETRY_TIMES)
-        self._check_caught_up(client, cname)
+        self._load(client, cname)
+        if cname not in self._fresh:  # one made through this connection has no log to replay
+            self._check_caught_up(client, cname)
         self._loaded.add(cname)
+
+    def _load(self, client: MilvusClient, cname: str) -> None:
+        """Returns once Milvus has the collection loaded, asking it to load it where it is not loading."""
+        deadline = time.monotonic() + self.settings.milvus_load_timeout_s
+        while (state := client.get_load_state(cname, **self._kw())["state"]) != LoadState.Loaded:
+            if state == LoadState.NotExist:
+                raise MilvusException(_COLLECTION_NOT_FOUND, f"collection not found: {cname}")
+            if time.monotonic() > deadline:
+                raise CollectionNotLoaded(f"collection {cname} is still loading after "
+                                          f"{self.settings.milvus_load_timeout_s:.0f} s")
+            if state == LoadState.NotLoad:
+                log.info("loading collection %s", cname)
+                client.load_collection(cname, timeout=self.settings.milvus_load_timeout_s, retry_times=RETRY_TIMES,
+                                       _async=True)
+            time.sleep(LOAD_POLL_S)
 
     def _check_caught_up(self, client: MilvusClient, cname: str) -> None:
         """One Strong read, answered once Milvus has consumed the collection's log up to now.
@@ -884,6 +904,7 @@ class MilvusIndex:
     def _forget(self, cname: str) -> None:
         self._albums.pop(cname, None)
         self._loaded.discard(cname)
+        self._fresh.discard(cname)
 
     def _count(self, cname: str, album: str, consistency: str, expr: str = "") -> int:
         # The Count RPC reads at Strong (~200 ms): at Session a count right after a restart reloaded
