@@ -696,12 +696,12 @@ class MilvusIndex:
             for part in chunks(ids, UPDATE_BATCH):
                 originals = self.get(name, part, with_vectors=True)
                 changed = [apply_changes(item, checked, stored.info.schema) for item in originals]
-                self._write_items(cname, name, stored, changed)
+                self._write_items(cname, name, stored, changed, replacing=False)
                 written.extend(originals)
         except ImageSearchError:
             if written:
                 log.warning("update of album %s failed after %d image(s); putting them back", name, len(written))
-                self._write_items(cname, name, stored, written)
+                self._write_items(cname, name, stored, written, replacing=False)
             raise
         return len(written)
 
@@ -738,12 +738,16 @@ class MilvusIndex:
                 return
             after = max(str(row["image_id"]) for row in rows)
 
-    def _write_items(self, cname: str, album: str, stored: Stored, items: Sequence[Item]) -> None:
+    def _write_items(self, cname: str, album: str, stored: Stored, items: Sequence[Item],
+                     replacing: bool = True) -> None:
+        """Upserts the items' rows; `replacing` items that may have had more vectors before, deletes the rows
+        left over (not so for items read back with all their vectors, as an update writes them)."""
         rows = [row for item in items for row in _rows(item, stored)]
         per_batch = max(1, INSERT_BATCH_BYTES // (stored.info.dim * 4 + 4096))
         for batch in chunks(rows, per_batch):
             self._upsert(cname, album, batch)
-        self._delete_stale_rows(cname, album, items)
+        if replacing:
+            self._delete_stale_rows(cname, album, items)
 
     # --- Milvus calls ------------------------------------------------------------------------
     def _kw(self) -> dict[str, Any]:
