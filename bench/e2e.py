@@ -1,6 +1,6 @@
 """End-to-end speed of the whole system on this machine: ingest rate and search latency.
 
-    .venv/bin/python bench/e2e.py [--images 600] [--queries 100] [--set .cache/evalset]
+    .venv/bin/python bench/e2e.py [--images 600] [--queries 100] [--set .cache/evalset] [--details]
 
 Starts a fresh stack (real Milvus, S3, Redis, the three services) on free ports, then measures,
 in the same run:
@@ -21,6 +21,8 @@ in the same run:
              their sum (`ingest_cpu_ms`): what bounds ingest on a machine of few cores, and less
              swayed by other load than a rate
   memory     RSS of each process after the run
+With --details the albums are made with a keypoint index (and the peer asks for the finer local
+features such an album stores: EmbedRequest.fine_local_features).
 The last line is a JSON object of the figures.
 """
 
@@ -92,7 +94,7 @@ def measure_add(client: GatewayClient, album: str, files: list[Path], batch: int
 
 
 async def measure_extractor(stack: Stack, contents: list[bytes], batch: int, concurrency: int,
-                            queries: list[bytes]) -> tuple[float, list[float]]:
+                            queries: list[bytes], fine: bool = False) -> tuple[float, list[float]]:
     """Images/s of the extractor alone doing ingest's work (database rows and local features, batches of
     `batch`, `concurrency` at once), and single-query Embed latencies (ms) as a copy search asks."""
     from imagesearch.v1 import extractor_pb2, extractor_pb2_grpc
@@ -106,7 +108,8 @@ async def measure_extractor(stack: Stack, contents: list[bytes], batch: int, con
         async def worker() -> None:
             while batches:
                 await stub.Embed(extractor_pb2.EmbedRequest(images=batches.pop(0), local_features=True,
-                                                            purpose=extractor_pb2.EmbedRequest.INDEX))
+                                                            purpose=extractor_pb2.EmbedRequest.INDEX,
+                                                            fine_local_features=fine))
 
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -202,6 +205,7 @@ def main() -> None:
                         help="images per add request and per extractor call of the peer (the import's batch)")
     parser.add_argument("--top-k", type=int, default=10)
     parser.add_argument("--set", type=Path, default=Path(".cache/evalset"), help="evaluation set (gallery photos)")
+    parser.add_argument("--details", action="store_true", help="albums with a keypoint index (CreateAlbum details)")
     args = parser.parse_args()
 
     files = gallery_files(args.set, args.images)
@@ -211,15 +215,15 @@ def main() -> None:
     workers = GatewaySettings().import_workers
     with running_stack() as stack:
         client = GatewayClient(stack.http_url)
-        client.create_album(album)
-        client.create_album(f"{album}_add")
+        client.create_album(album, details=args.details)
+        client.create_album(f"{album}_add", details=args.details)
         client.search(album, image=contents[0], top_k=1)  # warm up the model and connections
         cpu_before = stack_cpu_seconds(stack)
         ingest_rate = measure_import(client, album, files)
         ingest_cpu = cpu_ms_per_image(cpu_before, stack_cpu_seconds(stack), len(files))
         add_rate = measure_add(client, f"{album}_add", files, args.batch)
         peer_rate, embed_ms = asyncio.run(measure_extractor(stack, contents, args.batch, max(1, workers),
-                                                            queries[len(queries) // 2:]))
+                                                            queries[len(queries) // 2:], args.details))
         listed = client.http.get(f"/v1/albums/{album}/images", params={"limit": 50}).json()["images"]
         vectors = asyncio.run(stored_vectors(stack, album, [i["id"] for i in listed]))
         search_only_ms = asyncio.run(measure_search_service(stack, album, vectors))
@@ -248,7 +252,8 @@ def main() -> None:
     print("ingest CPU per image (ms): " + ", ".join(f"{k} {v}" for k, v in ingest_cpu.items()))
     print("RSS (MB): " + ", ".join(f"{k} {v}" for k, v in rss.items()))
     print_json_line({
-        "bench": "e2e", "album_images": count.get("image_count"), "ingest_img_s": round(ingest_rate, 1),
+        "bench": "e2e", "details": args.details, "album_images": count.get("image_count"),
+        "ingest_img_s": round(ingest_rate, 1),
         "ingest_peer_img_s": round(peer_rate, 1), "ingest_ratio": round(ingest_rate / peer_rate, 2),
         "add_img_s": round(add_rate, 1), "search_ms": e2e, "search_parts_ms": {"p50": parts, "embed_p50": embed["p50"],
                                                                   "search_p50": search_only["p50"],

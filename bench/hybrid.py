@@ -256,10 +256,11 @@ class Milvus:
 
 
 @contextlib.contextmanager
-def running_milvus(prefix: str = "imagesearch-hybrid-") -> Iterator[Milvus]:
-    """A fresh Milvus on free loopback ports, data in a temporary directory; stopped on any exit."""
+def running_milvus(prefix: str = "imagesearch-hybrid-", config: Sequence[str] = ()) -> Iterator[Milvus]:
+    """A fresh Milvus on free loopback ports (with these more "key=value" settings), data in a temporary
+    directory; stopped on any exit."""
     with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
-        stack = Stack(Path(tmp), Ports.free())
+        stack = Stack(Path(tmp), Ports.free(), milvus_config=config)
         try:
             stack.start(("milvus",))
             proc = stack.processes["milvus"].proc

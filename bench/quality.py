@@ -1,6 +1,6 @@
 """Retrieval quality of the whole system, scored on the evaluation set of ../shared/eval.
 
-    .venv/bin/python bench/quality.py --set .cache/evalset [--url http://127.0.0.1:8000]
+    .venv/bin/python bench/quality.py --set .cache/evalset [--url http://127.0.0.1:8000] [--details]
 
 Ingests the gallery through the gateway into a fresh album, sends every query through the
 gateway's search, and prints the tables of eval_retrieval.py: copy detection per edit, natural
@@ -160,10 +160,10 @@ def _id_query(client: GatewayClient, album: str, image_id: str, top_k: int,
 
 
 def evaluate(client: GatewayClient, root: Path, workers: int, category_mode: str,
-             parts: frozenset[str] = PARTS) -> dict[str, Any]:
+             parts: frozenset[str] = PARTS, details: bool = False) -> dict[str, Any]:
     gallery = read_csv(root / "manifest.csv")
     album = f"quality-{uuid.uuid4().hex[:8]}"
-    client.create_album(album)
+    client.create_album(album, details=details)
     started = time.perf_counter()
     image_of = ingest_gallery(client, album, root, gallery)
     print(f"ingested {len(image_of)} gallery photos in {time.perf_counter() - started:.0f} s")
@@ -181,7 +181,7 @@ def evaluate(client: GatewayClient, root: Path, workers: int, category_mode: str
             "copy_r1": {k: round(v[0], 4) for k, v in copies.items()},
             "category_map": round(category[0], 4) if category else None,
             "category_p10": round(category[1], 4) if category else None, "category_mode": category_mode,
-            "natural": natural, "model": model}
+            "natural": natural, "model": model, "details": details}
 
 
 def main() -> None:
@@ -193,15 +193,18 @@ def main() -> None:
                         help="search mode of the category queries (default: similar)")
     parser.add_argument("--parts", default="copy,natural,category",
                         help="which query sets to run, comma-separated (default: all three)")
+    parser.add_argument("--details", action="store_true",
+                        help="make the album with a keypoint index (what finds the natural set's detail crops)")
     args = parser.parse_args()
     parts = frozenset(args.parts.split(","))
     if not parts <= PARTS:
         parser.error(f"--parts takes {', '.join(sorted(PARTS))}")
     if args.url:
-        figures = evaluate(GatewayClient(args.url), args.set, args.workers, args.category_mode, parts)
+        figures = evaluate(GatewayClient(args.url), args.set, args.workers, args.category_mode, parts, args.details)
     else:
         with running_stack() as stack:
-            figures = evaluate(GatewayClient(stack.http_url), args.set, args.workers, args.category_mode, parts)
+            figures = evaluate(GatewayClient(stack.http_url), args.set, args.workers, args.category_mode, parts,
+                               args.details)
     print_json_line({"bench": "quality", **figures})
 
 

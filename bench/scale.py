@@ -387,14 +387,15 @@ class Data:
     model_id: str
 
 
-def run_index(spec: IndexSpec, data: Data, rounds: int, settle_timeout_s: float) -> Figures:
+def run_index(spec: IndexSpec, data: Data, rounds: int, settle_timeout_s: float,
+              milvus_config: Sequence[str] = ()) -> Figures:
     """A fresh Milvus with the album under `spec`: loaded, settled, searched; its figures."""
     images = len(data.vectors)
     filters = cases(spec, data.bucket)
     scores = data.vectors @ data.queries.T
     truth = {case.key: exact_top_k(scores, case.mask, TOP_K) for case in filters}
     del scores
-    with running_milvus("imagesearch-scale-") as milvus, RssSampler(milvus.pid) as rss:
+    with running_milvus("imagesearch-scale-", milvus_config) as milvus, RssSampler(milvus.pid) as rss:
         idle = rss.enter("insert")
         cname = create_album(milvus.uri, spec, data.model_id, data.vectors.shape[1])
         insert_s = insert(milvus.uri, cname, data.vectors, data.bucket)
@@ -509,6 +510,9 @@ def main() -> None:
     parser.add_argument("--set", type=Path, default=ROOT / ".cache" / "evalset",
                         help="evaluation set whose gallery gives the real vectors (else the whitening pictures)")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--milvus-config", action="append", default=[], metavar="KEY=VALUE",
+                        help="a Milvus setting for the bench's servers, e.g. dataCoord.segment.maxSize=2048 (MB: "
+                             "fewer, larger segments)")
     args = parser.parse_args()
     # Milvus is stopped on Ctrl-C (even when started in the background, where SIGINT comes ignored) and kill.
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -521,7 +525,7 @@ def main() -> None:
 
     by_index: dict[str, Figures] = {}
     for spec in specs:
-        figures = run_index(spec, data, args.rounds, args.settle_timeout)
+        figures = run_index(spec, data, args.rounds, args.settle_timeout, args.milvus_config)
         best = best_value(figures, spec)
         figures["default"] = summary(figures, spec, spec.default)
         figures[f"smallest_{spec.breadth_name}_for_recall"] = best
@@ -537,7 +541,8 @@ def main() -> None:
         "dim": int(data.vectors.shape[1]), **head["default"], "top_k": TOP_K, "rounds": args.rounds,
         "insert_rows_s": head["insert_rows_s"], "index_s": head["index_s"], "settle_s": head["settle_s"],
         "goal": {"recall_at_10": GOAL_RECALL, "p99_ms": GOAL_P99_MS, "milvus_rss_mb": GOAL_RSS_MB},
-        "by_index": by_index, **source, "total_s": round(time.perf_counter() - started, 1),
+        "milvus_config": args.milvus_config, "by_index": by_index, **source,
+        "total_s": round(time.perf_counter() - started, 1),
     })
 
 

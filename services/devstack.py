@@ -20,7 +20,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -215,10 +215,13 @@ def _bin(name: str) -> str:
 class Stack:
     """The real servers and the three services, started in order and stopped in reverse."""
 
-    def __init__(self, data_dir: Path, ports: Ports | None = None, service_env: dict[str, str] | None = None) -> None:
+    def __init__(self, data_dir: Path, ports: Ports | None = None, service_env: dict[str, str] | None = None,
+                 milvus_config: Sequence[str] = ()) -> None:
         self.data_dir = data_dir.resolve()
         self.ports = ports or Ports()
         self.service_env = service_env or {}
+        # More of Milvus' settings, "key=value" each (e.g. dataCoord.segment.maxSize=2048: bench/scale.py).
+        self.milvus_config = tuple(milvus_config)
         self.logs = self.data_dir / "logs"
         self.processes: dict[str, ManagedProcess] = {}
 
@@ -265,7 +268,8 @@ class Stack:
                   # session has expired (not revoked on stop, and renewed by the embedded etcd's restart):
                   # this TTL after the start, 30 s by default. With 15 s a live server, keeping its session
                   # alive every 5 s (TTL/3), can still miss two keep-alives on a busy machine.
-                  "--extra-config", "common.session.ttl=15"],
+                  "--extra-config", "common.session.ttl=15",
+                  *(arg for setting in self.milvus_config for arg in ("--extra-config", setting))],
             env={"ETCD_CONFIG_PATH": str(self._etcd_config(data))},
             log_path=self.logs / "milvus.log",
             # The banner says its health endpoint is up; the proxy answering says it serves clients.
