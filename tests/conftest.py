@@ -40,9 +40,12 @@ def photos() -> list[Path]:
 @pytest.fixture(scope="session")
 def _stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     # The URL tests serve images from 127.0.0.1 (tests.gateway.stack_helpers.file_server): that host
-    # is allowed; any other private or local address stays refused, as in a deployment.
+    # is allowed; any other private or local address stays refused, as in a deployment. Imports run in
+    # batches of 16 on 2 workers, as the cancel tests count on (tests/gateway/test_imports.py, the page's):
+    # more batches than workers, so that a cancel lands before the last ones start.
     stack = Stack(tmp_path_factory.mktemp("stack"), Ports.free(),
-                  service_env={"GATEWAY_URL_ALLOWED_HOSTS": '["127.0.0.1"]'})
+                  service_env={"GATEWAY_URL_ALLOWED_HOSTS": '["127.0.0.1"]', "GATEWAY_INGEST_BATCH_SIZE": "16",
+                               "GATEWAY_IMPORT_WORKERS": "2"})
     yield stack
     stack.stop()
 
