@@ -303,6 +303,22 @@ def normalise(vector: Sequence[float] | Vector, dim: int) -> Vector:
     return (array / norm).astype(np.float32)
 
 
+def normalise_all(vectors: Sequence[Sequence[float] | Vector], dim: int) -> tuple[Vector, ...]:
+    """Each vector scaled to unit length (as `normalise`), in one pass over all of them: an item of a
+    companion collection holds hundreds (a keypoint index's image: ~400), where one numpy pass per vector
+    cost ~30 us each. A wrong one raises `normalise`'s error."""
+    try:
+        matrix = np.asarray(vectors, dtype=np.float32)
+    except ValueError:  # vectors of different lengths: say which
+        return tuple(normalise(v, dim) for v in vectors)
+    if matrix.ndim != 2 or matrix.shape[1] != dim:
+        return tuple(normalise(v, dim) for v in vectors)
+    norms = np.linalg.norm(matrix, axis=1)
+    if not (np.all(np.isfinite(matrix)) and np.all(norms > 0) and np.all(np.isfinite(norms))):
+        return tuple(normalise(v, dim) for v in vectors)
+    return tuple((matrix / norms[:, None]).astype(np.float32))
+
+
 def prepare_items(items: Sequence[Item], dim: int, now_ms: int, schema: AlbumSchema = NO_COLUMNS,
                   max_vectors: int = MAX_VECTORS_PER_ITEM) -> list[Item]:
     """Validated items with unit vectors, checked attributes and a creation time; a repeated id keeps its
@@ -325,7 +341,7 @@ def _prepare_item(item: Item, dim: int, now_ms: int, schema: AlbumSchema, max_ve
     if not isinstance(item.attributes, Mapping):
         raise InvalidAttributes(f"item {item.id!r}: attributes must be an object")
     attributes = schema.check(item.attributes, what=f"image {item.name or item.id!r}")
-    vectors = tuple(normalise(v, dim) for v in item.vectors)
+    vectors = normalise_all(item.vectors, dim)
     return replace(item, vectors=vectors, attributes=attributes, created_at_ms=item.created_at_ms or now_ms)
 
 

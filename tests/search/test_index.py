@@ -130,6 +130,9 @@ def test_bad_parameters_are_invalid_arguments(index: VectorIndex, album: str) ->
         lambda: index.search(album, [float("nan")] * DIM, 3),
         lambda: index.insert(album, [Item(id="a", vectors=(np.ones(DIM + 1, np.float32),))]),
         lambda: index.insert(album, [Item(id="a", vectors=())]),
+        # One bad row among good ones (the rows are normalised together) fails the item.
+        *(lambda bad_row=bad_row: index.insert(album, [Item(id="a", vectors=(np.ones(DIM, np.float32), bad_row))])
+          for bad_row in (np.zeros(DIM, np.float32), np.ones(DIM - 1, np.float32), np.full(DIM, np.inf, np.float32))),
         lambda: index.insert(album, [Item(id="", vectors=(np.ones(DIM, np.float32),))]),
         lambda: index.insert(album, [Item(id="x" * 257, vectors=(np.ones(DIM, np.float32),))]),
         lambda: index.query(album, limit=1001),
