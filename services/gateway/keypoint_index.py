@@ -5,7 +5,7 @@ network: its global vector does not rank its photo among the nearest hundred. It
 match the photo's keypoints of that part. So an album made with `details` keeps its images' keypoint
 descriptors in a companion collection of the search service, "<album>.keypoints": one item per image,
 one row per keypoint (the SIFT descriptors of its stored local features, which the extractor then
-makes finer: EmbedRequest.fine_local_features). It costs ~400 rows (~200 KB) per image and ~1.5x the
+makes finer: EmbedRequest.fine_local_features). It costs ~400 rows (~200 KB) per image and ~1.6x the
 ingest work, so it is a choice per album, off by default. A small query's keypoints search it in
 one call; each keypoint's `votes` nearest images get one vote each, and the `candidates` most voted
 are verified geometrically like the vector's nearest (services/gateway/verification.py). An image's

@@ -72,7 +72,7 @@ class AlbumCreate(BaseModel):
                                                    "portrait (POST /v1/albums/{album}/faces/search).")
     details: bool = Field(default=False, description="Also keep a keypoint index of every image added, so that a "
                           "close-up of a detail (a query under 160 px) finds the image it was cut from. Costs ~200 KB "
-                          "of search-service memory per image and ~1.5x the ingest work: for albums up to some "
+                          "of search-service memory per image and ~1.6x the ingest CPU: for albums up to some "
                           "100,000 images.")
 
     def schema_of(self) -> AlbumSchema:
