@@ -12,6 +12,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -360,8 +361,32 @@ class Stack:
             self.processes[name] = proc
             started.append(proc)
         for proc in started:
-            proc.wait_ready(timeout_s=240 if proc.name == "milvus" else 120)
+            self._wait_ready(proc)
         log.info("stack ready: %s", ", ".join(names))
+
+    def _wait_ready(self, proc: ManagedProcess) -> None:
+        """Waits for the part to be ready. A first start of Milvus whose launcher found one of the internal
+        ports picked for it taken meanwhile (another process bound it between the pick and the start: two
+        stacks or benches starting at once) is started again on freshly picked ones, twice at most."""
+        for attempt in range(3):
+            try:
+                proc.wait_ready(timeout_s=240 if proc.name == "milvus" else 120)
+                return
+            except RuntimeError:
+                if proc.name != "milvus" or attempt == 2 or not self._fresh_milvus_lost_a_port(proc):
+                    raise
+            log.warning("milvus: a port picked for it was taken meanwhile; starting it on others")
+            (self.data_dir / "milvus" / "internal-ports.json").unlink()
+            proc = self.milvus()
+            proc.start()
+            self.processes["milvus"] = proc
+
+    def _fresh_milvus_lost_a_port(self, proc: ManagedProcess) -> bool:
+        """Whether Milvus, never started on its data directory, failed because an internal port was taken."""
+        taken = re.search(r"set (\w+)=\d+, but bind failed", proc.tail())
+        internal = {name.replace("-", "_") + "_port" for name in MILVUS_INTERNAL_PORTS}
+        return taken is not None and taken.group(1) in internal and \
+            not (self.data_dir / "milvus" / "data" / "etcd.data").exists()
 
     def ensure(self, names: tuple[str, ...]) -> None:
         """Starts those of the named parts that are not running yet."""

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
-from services.devstack import ROOT
+from services.devstack import MILVUS_INTERNAL_PORTS, ROOT, Ports, Stack, free_port
+from services.search.milvus_index import milvus_answers
 
 
 def test_a_held_proxy_port_fails_the_start_with_a_message(tmp_path: Path) -> None:
@@ -24,3 +26,23 @@ def test_a_held_proxy_port_fails_the_start_with_a_message(tmp_path: Path) -> Non
     assert f"proxy_port={port}, but bind failed" in done.stderr
     assert "cannot start" in done.stderr
     assert not (tmp_path / "milvus" / "logs" / "milvus-stdout.log").exists()  # the server never ran
+
+
+def test_a_first_start_whose_internal_port_was_taken_meanwhile_starts_on_others(tmp_path: Path) -> None:
+    """Two stacks starting at once: a port picked for one's Milvus is bound by another before it starts."""
+    stack = Stack(tmp_path, Ports.free())
+    data = tmp_path / "milvus"
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        taken = held.getsockname()[1]
+        data.mkdir()
+        (data / "internal-ports.json").write_text(json.dumps({name: taken if name == "query-node" else free_port()
+                                                               for name in MILVUS_INTERNAL_PORTS}))
+        try:
+            stack.start(("milvus",))
+            assert milvus_answers(f"127.0.0.1:{stack.ports.milvus}", timeout_s=5)
+            assert taken not in json.loads((data / "internal-ports.json").read_text()).values()
+            assert f"query_node_port={taken}, but bind failed" in (tmp_path / "logs" / "milvus.log").read_text()
+        finally:
+            stack.stop()
