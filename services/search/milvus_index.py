@@ -321,6 +321,17 @@ _UNAVAILABLE_MARKERS = ("failed to connect", "empty grpc client", "service unava
                         "channel not available", "delegator closed")
 
 
+# Milvus' words for a read that reached a collection as its query node let it go, and how long to wait
+# before reading again (the alias has moved on by then).
+_RELEASED_MARKERS = ("channel not available", "delegator closed")
+RELEASED_RETRY_S = 0.2
+
+
+def released_under_it(error: ImageSearchError) -> bool:
+    """Whether the error is Milvus saying the read reached a collection it was releasing."""
+    return any(marker in error.message.lower() for marker in _RELEASED_MARKERS)
+
+
 def _map_milvus(exc: MilvusException, album: str) -> ImageSearchError:
     message = str(exc.message)
     if exc.code == _COLLECTION_NOT_FOUND or "collection not found" in message:
@@ -875,7 +886,9 @@ class MilvusIndex:
             raise CollectionNotLoaded(f"collection {cname} is loading (Milvus is replaying its log)") from exc
 
     def _read(self, cname: str, album: str, operation: Callable[[MilvusClient], T]) -> T:
-        """A read on a loaded collection; loads it again if Milvus has unloaded it (a restart)."""
+        """A read on a loaded collection; loads it again if Milvus has unloaded it (a restart). A read that
+        reached a collection Milvus was letting go (the album's alias had just moved to a re-embed's new
+        version, whose old collection is released) is made once more, after a moment, through the alias."""
         for attempt in range(2):
             self._call(album, lambda c: self._ensure_loaded(c, cname))
             try:
@@ -884,6 +897,11 @@ class MilvusIndex:
                 self._loaded.discard(cname)
                 if attempt:
                     raise
+            except StorePartDown as exc:
+                if attempt or not released_under_it(exc):
+                    raise
+                log.info("a read of %s reached a collection being released; reading again", album)
+                time.sleep(RELEASED_RETRY_S)
         raise AssertionError("unreachable")
 
     def _album(self, name: str, version: int = 0) -> tuple[str, Stored]:

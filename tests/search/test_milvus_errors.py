@@ -56,3 +56,36 @@ def test_pymilvus_looks_for_scipy_before_any_thread_does() -> None:
     SciPyHelper._checked = False
     MilvusIndex(SearchSettings())
     assert SciPyHelper._checked
+
+
+RELEASED = ("failed to search/query delegator 1 for channel by-dev-rootcoord-dml_13_470813683884691662v0: fail to "
+            "Query, QueryNode ID = 1, reason=delegator closed during wait tsafe: channel not available")
+
+
+def test_a_read_reaching_a_collection_being_released_is_made_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A re-embed's commit moves the album's alias to the new version and releases the old collection; a
+    # read caught in between is read again (through the alias, on the new one), not answered 503.
+    from services.search import milvus_index
+    from services.search.milvus_index import MilvusIndex
+    from services.search.settings import SearchSettings
+
+    index = MilvusIndex(SearchSettings())
+    monkeypatch.setattr(index, "_call", lambda album, operation: operation(None))
+    monkeypatch.setattr(index, "_ensure_loaded", lambda client, cname: None)
+    monkeypatch.setattr(milvus_index, "RELEASED_RETRY_S", 0.0)
+    answers: list[object] = [map_error(MilvusException(code=65535, message=RELEASED), "shoes"), "rows"]
+
+    def read(client: object) -> object:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    assert index._read("c", "shoes", read) == "rows"
+    # Twice in a row, or any other part of Milvus down, stays unavailable.
+    answers[:] = [map_error(MilvusException(code=65535, message=RELEASED), "shoes")] * 2
+    with pytest.raises(StoreUnavailable):
+        index._read("c", "shoes", read)
+    answers[:] = [map_error(MilvusException(code=65535, message="proxy not healthy"), "shoes"), "rows"]
+    with pytest.raises(StoreUnavailable):
+        index._read("c", "shoes", read)
