@@ -348,8 +348,14 @@ async def _add(deps: Deps, queue: ImportQueue, job: ImportJob, sources: Mapping[
     ids = {i: image_id_of(hashlib.sha256(ready[i]).hexdigest()) for i in order}
     present = {item.id for item in await deps.search.get(job.album, list(set(ids.values())))}
     claims = await queue.claim_images(job.id, {i: (ids[i], ids[i] in present) for i in order})
+    # An image this job found absent and finds present now was added by an earlier try of this batch, which
+    # may have stopped anywhere: its vectors written but its blobs undone (the vectors' insert raised, yet
+    # Milvus had applied it). It is stored again, whole (every write is by id or content hash), not taken
+    # as a duplicate.
+    ours = {claims[i][0] for i in order if not claims[i][1] and claims[i][0] == ids[i]}
     new = [NewImage(content=ready[i], name=sources[i].name, attributes=dict(sources[i].attributes)) for i in order]
-    added = await ingest.add_images(deps, job.album, new, on_duplicate=OnDuplicate(job.on_duplicate), present=present)
+    added = await ingest.add_images(deps, job.album, new, on_duplicate=OnDuplicate(job.on_duplicate),
+                                    present=present - ours)
     # An image this job found absent was added by it: by this try, or by an earlier one (then it answers
     # "duplicate" now), and counted once, for the first of the batch's items with its bytes.
     owner: dict[str, int] = {}

@@ -201,8 +201,8 @@ async def near_duplicates(deps: Deps, album: str, items: Sequence[Item]) -> dict
     near-duplicate distance (by their upright rows), or one earlier in the batch."""
     limit = deps.settings.near_duplicate_distance
     found: dict[str, str] = {}
-    hits = await asyncio.gather(*(deps.search.search(album, item.vectors[0], 1, primary_only=True,
-                                                     max_distance=limit) for item in items))
+    hits = await asyncio.gather(*(deps.search.search(album, item.vectors[0], 1, exclude_ids=[item.id],
+                                                     primary_only=True, max_distance=limit) for item in items))
     for item, hit in zip(items, hits, strict=True):
         if hit:
             found[item.id] = hit[0].id
