@@ -149,6 +149,9 @@ class LoopbackSearch:
     def __init__(self) -> None:
         self.index = ExactIndex(SearchSettings())
         self.insert_error: ImageSearchError | None = None
+        # The insert is applied before insert_error is raised (Milvus wrote it, the answer was lost).
+        self.insert_applied = False
+        self.delete_error: ImageSearchError | None = None
         self.last_search: dict[str, Any] = {}
         self._server: grpc.aio.Server | None = None
         self._channel: grpc.aio.Channel | None = None
@@ -179,9 +182,16 @@ class LoopbackSearch:
         return call
 
     async def insert(self, collection: str, items: Sequence[Item], version: int = 0) -> list[str]:
+        if self.insert_error and self.insert_applied:
+            await (await self.client()).insert(collection, items, version)
         if self.insert_error:
             raise self.insert_error
         return await (await self.client()).insert(collection, items, version)
+
+    async def delete(self, collection: str, ids: Sequence[str]) -> int:
+        if self.delete_error:
+            raise self.delete_error
+        return await (await self.client()).delete(collection, ids)
 
     async def search(
         self,

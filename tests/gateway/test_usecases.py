@@ -123,6 +123,18 @@ async def test_a_failed_vector_insert_leaves_no_blob_behind(fakes: Fakes) -> Non
     assert fakes.blobs.objects == {}
 
 
+async def test_an_insert_that_failed_after_it_was_applied_leaves_no_image_without_its_bytes(fakes: Fakes) -> None:
+    fakes.search.insert_error, fakes.search.insert_applied = SearchUnavailable("answer lost"), True
+    with pytest.raises(SearchUnavailable):
+        await ingest.add_images(fakes.deps, "demo", [NewImage(png(1))])
+    assert await images.count(fakes.deps, "demo") == 0 and fakes.blobs.objects == {}  # vectors deleted, then blobs
+    fakes.search.delete_error = SearchUnavailable("still down")
+    with pytest.raises(SearchUnavailable):
+        await ingest.add_images(fakes.deps, "demo", [NewImage(png(2))])
+    # Its vectors could not be deleted: its blobs stay, so the image a retry finds present is whole.
+    assert await images.count(fakes.deps, "demo") == 1 and any("/images/" in k for k in fakes.blobs.objects)
+
+
 async def test_a_failed_blob_write_inserts_no_vector(fakes: Fakes) -> None:
     fakes.blobs.put_error = StoreUnavailable("down")
     with pytest.raises(StoreUnavailable):

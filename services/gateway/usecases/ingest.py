@@ -249,16 +249,21 @@ async def _write(deps: Deps, album: str, items: list[tuple[_Accepted, Item, byte
             puts.append(deps.blobs.put(keys[-1], features, FEATURES_CONTENT_TYPE))
     outcomes = await asyncio.gather(*puts, return_exceptions=True)
     failed = next((o for o in outcomes if isinstance(o, BaseException)), None)
+    inserting = False
     try:
         if failed is not None:
             raise failed
         await face_usecases.write(deps, album, face_items)
         await deps.keypoints.write(album, keypoint_items)
+        inserting = True
         await deps.search.insert(album, [item for _, item, _ in items])
     except Exception:
         await _forget_faces(deps, album, [f.id for f in face_items])
         await _forget_keypoints(deps, album, [k.id for k in keypoint_items])
-        await _forget_blobs(deps, keys)
+        # An insert that raised may still have been applied (Milvus stopped after writing): its vectors are
+        # deleted first, and the blobs only once they are gone, so that no image is left without its bytes.
+        if not inserting or await _forget_vectors(deps, album, [item.id for _, item, _ in items]):
+            await _forget_blobs(deps, keys)
         raise
     log.info("added %d image(s) to album %s", len(items), album)
 
@@ -275,6 +280,17 @@ async def _forget_keypoints(deps: Deps, album: str, ids: list[str]) -> None:
         await deps.keypoints.forget(album, ids)
     except ImageSearchError as exc:
         log.warning("could not delete the keypoint rows of %d image(s) of a failed add: %s", len(ids), exc.message)
+
+
+async def _forget_vectors(deps: Deps, album: str, ids: list[str]) -> bool:
+    """Deletes the vectors of a failed add's images; False (their blobs are then kept) if it cannot."""
+    try:
+        await deps.search.delete(album, ids)
+    except ImageSearchError as exc:
+        log.warning("a failed add of %d image(s) keeps their blobs: their vectors may be written and could not "
+                    "be deleted: %s", len(ids), exc.message)
+        return False
+    return True
 
 
 async def _forget_blobs(deps: Deps, keys: list[str]) -> None:
