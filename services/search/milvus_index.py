@@ -312,19 +312,16 @@ class StorePartDown(StoreUnavailable):
     half stopped, can take the whole timeout while every other call waits for it)."""
 
 
+# Milvus' words for a read that reached a collection as its query node let it go (a version's old collection
+# released as the album moved on; a node restarting), and how long to wait before reading again (the alias
+# has moved on by then).
+_RELEASED_MARKERS = ("channel not available", "delegator closed")
+RELEASED_RETRY_S = 0.2
 _UNAVAILABLE_MARKERS = ("failed to connect", "empty grpc client", "service unavailable", "not healthy",
                         "is not ready", "stopping",
                         # the call's time ran out inside Milvus ("proxy TaskCondition context Done")
                         "context done", "context deadline exceeded",
-                        # a read reaching a collection whose query node is letting it go (a version's
-                        # old collection released as the album moved on; a node restarting)
-                        "channel not available", "delegator closed")
-
-
-# Milvus' words for a read that reached a collection as its query node let it go, and how long to wait
-# before reading again (the alias has moved on by then).
-_RELEASED_MARKERS = ("channel not available", "delegator closed")
-RELEASED_RETRY_S = 0.2
+                        *_RELEASED_MARKERS)
 
 
 def released_under_it(error: ImageSearchError) -> bool:

@@ -23,6 +23,7 @@ from services.common.grpc_server import create_server
 from services.common.local_features import FeatureConfig
 from services.extractor.keypoints import describe_image
 from services.extractor.preprocess import PreprocessConfig
+from services.extractor.settings import ExtractorSettings
 from services.gateway.blobstore import Blob, BlobInfo
 from services.gateway.clients import GrpcVectorSearch
 from services.gateway.deps import Deps
@@ -65,7 +66,8 @@ def vector_of(content: bytes) -> list[float]:
 
 QUERY_VARIANTS = ("rot90", "rot180", "rot270", "hflip")
 # An indexed image's features for a keypoint index, as the extractor's defaults make them.
-FINE_FEATURES = FeatureConfig(side=680, max_keypoints=1000)
+FINE_FEATURES = FeatureConfig(side=ExtractorSettings().local_features_index_side,
+                              max_keypoints=ExtractorSettings().local_features_index_max)
 
 
 class FakeExtractor:

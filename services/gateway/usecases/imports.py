@@ -356,18 +356,9 @@ async def _add(deps: Deps, queue: ImportQueue, job: ImportJob, sources: Mapping[
     new = [NewImage(content=ready[i], name=sources[i].name, attributes=dict(sources[i].attributes)) for i in order]
     added = await ingest.add_images(deps, job.album, new, on_duplicate=OnDuplicate(job.on_duplicate),
                                     present=present - ours)
-    # An image this job found absent was added by it: by this try, or by an earlier one (then it answers
-    # "duplicate" now), and counted once, for the first of the batch's items with its bytes.
-    owner: dict[str, int] = {}
-    for index in order:
-        owner.setdefault(ids[index], index)
-    outcome = {}
-    for index, result in zip(order, added, strict=True):
-        if (result.status is AddStatus.DUPLICATE and not claims[index][1] and claims[index][0] == result.id
-                and owner[result.id] == index):
-            result = AddResult(result.index, result.name, AddStatus.ADDED, result.id)  # added by an earlier try
-        outcome[index] = _result(index, sources[index], result)
-    return outcome
+    # So an image this job found absent is counted added once, for the first of the batch's items with its
+    # bytes (add_images answers "duplicate" for the others).
+    return {index: _result(index, sources[index], result) for index, result in zip(order, added, strict=True)}
 
 
 def _result(index: int, source: ItemSource | None, result: AddResult) -> tuple[str, dict[str, Any]]:
