@@ -12,6 +12,7 @@ import dataclasses
 import json
 import logging
 import os
+import random
 import re
 import shutil
 import signal
@@ -38,7 +39,32 @@ MILVUS_INTERNAL_PORTS = ("root-coord", "proxy-internal", "query-coord", "query-n
                          "index-node", "data-coord", "data-node")
 
 
+def _listen_ports() -> range:
+    """Ports to pick listeners from: below the kernel's range for outgoing connections' source ports.
+
+    A port the kernel handed out (bind to port 0) lies in that range, so any process's next outgoing
+    connection can take it between the pick and the listener's start; it failed a CI run (Milvus' query
+    coordinator found its port held by a connection). Below that range only another listener can."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    return range(max(1024, low - 16384), low)
+
+
+_PICK = random.SystemRandom()  # not the seeded global: two processes must not pick alike
+
+
 def free_port() -> int:
+    ports = _listen_ports()
+    for _ in range(200 if ports else 0):
+        port = _PICK.choice(ports)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
