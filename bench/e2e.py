@@ -15,8 +15,9 @@ in the same run:
              p50/p95, against its parts measured alone: one extractor Embed of the query (with its
              local features, as a copy search asks), one search-service Search over gRPC, and the
              verification of the nearest 5 as the gateway runs it (their features read from the
-             object store and matched: `CopyVerifier.check`) (`search_parts_ms`); and the same queries
-             again, answered from the embedding cache
+             object store and matched: `CopyVerifier.check`) (`search_parts_ms`), each query's parts
+             measured right before or after it (in turn) so that both meet the machine alike; and the
+             same queries again, answered from the embedding cache
   CPU        CPU time of each process (and its children) per imported image during the import, and
              their sum (`ingest_cpu_ms`): what bounds ingest on a machine of few cores, and less
              swayed by other load than a rate
@@ -34,6 +35,7 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -94,9 +96,9 @@ def measure_add(client: GatewayClient, album: str, files: list[Path], batch: int
 
 
 async def measure_extractor(stack: Stack, contents: list[bytes], batch: int, concurrency: int,
-                            queries: list[bytes], fine: bool = False) -> tuple[float, list[float]]:
+                            fine: bool = False) -> float:
     """Images/s of the extractor alone doing ingest's work (database rows and local features, batches of
-    `batch`, `concurrency` at once), and single-query Embed latencies (ms) as a copy search asks."""
+    `batch`, `concurrency` at once)."""
     from imagesearch.v1 import extractor_pb2, extractor_pb2_grpc
 
     from services.common.grpc_client import open_channel
@@ -113,46 +115,26 @@ async def measure_extractor(stack: Stack, contents: list[bytes], batch: int, con
 
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
-        rate = len(contents) / (time.perf_counter() - started)
-        singles = []
-        for content in queries[: min(50, len(queries))]:
-            t = time.perf_counter()
-            await stub.Embed(extractor_pb2.EmbedRequest(images=[content], local_features=True))
-            singles.append((time.perf_counter() - t) * 1000)
-    return rate, singles
+        return len(contents) / (time.perf_counter() - started)
 
 
-async def measure_search_service(stack: Stack, album: str, vectors: list[list[float]]) -> list[float]:
-    """Latency (ms) of the search service alone: top-10 for stored vectors."""
-    from imagesearch.v1 import search_pb2, search_pb2_grpc
+@dataclass
+class SearchSamples:
+    """Latencies (ms) of new-photo searches end to end and of each one's parts alone."""
 
-    from services.common.grpc_client import open_channel
-
-    async with open_channel(f"127.0.0.1:{stack.ports.search}") as channel:
-        stub = search_pb2_grpc.SearchStub(channel)
-        samples = []
-        for vector in vectors:
-            t = time.perf_counter()
-            await stub.Search(search_pb2.SearchRequest(collection=album, vector=vector, top_k=10))
-            samples.append((time.perf_counter() - t) * 1000)
-    return samples
+    e2e: list[float] = field(default_factory=list)
+    embed: list[float] = field(default_factory=list)
+    search: list[float] = field(default_factory=list)
+    verify: list[float] = field(default_factory=list)
 
 
-async def stored_vectors(stack: Stack, album: str, ids: list[str]) -> list[list[float]]:
-    from imagesearch.v1 import search_pb2, search_pb2_grpc
-
-    from services.common.grpc_client import open_channel
-
-    async with open_channel(f"127.0.0.1:{stack.ports.search}") as channel:
-        reply = await search_pb2_grpc.SearchStub(channel).Get(
-            search_pb2.GetRequest(collection=album, ids=ids, with_vectors=True))
-    return [list(item.vectors[0].values) for item in reply.items]
-
-
-async def measure_verify(stack: Stack, album: str, queries: list[bytes]) -> list[float]:
-    """Latency (ms) of a copy search's verification alone, as the gateway runs it (`CopyVerifier.check`):
-    the 5 nearest images' stored features read from the object store and matched against the query's.
-    Each query's features and nearest images are fetched first, untimed."""
+async def measure_search_and_parts(stack: Stack, client: GatewayClient, album: str, queries: list[bytes],
+                                   top_k: int) -> SearchSamples:
+    """Each query searched end to end (`POST /v1/albums/A/search`, a new photo: not in the gateway's
+    cache) and its parts alone, one right after the other, in turn first, so that both meet the machine
+    in the same state: the query's Embed with its local features (as a copy search asks), the search
+    service's Search for its vector, and the verification of the nearest images as the gateway runs it
+    (`CopyVerifier.check`: their stored features read from the object store and matched)."""
     from imagesearch.v1 import extractor_pb2, extractor_pb2_grpc, search_pb2, search_pb2_grpc
 
     from services.common.grpc_client import open_channel
@@ -165,30 +147,47 @@ async def measure_verify(stack: Stack, album: str, queries: list[bytes]) -> list
     blobs = BlobStore.connect(env["GATEWAY_S3_ENDPOINT"], env["GATEWAY_S3_ACCESS_KEY"], env["GATEWAY_S3_SECRET_KEY"],
                               env.get("GATEWAY_S3_BUCKET", settings.s3_bucket))
     verifier = CopyVerifier(blobs, settings.verify_top, settings.verify_min_matches)
-    samples = []
+    samples = SearchSamples()
+
+    def end_to_end(query: bytes) -> None:
+        t = time.perf_counter()
+        client.search(album, image=query, top_k=top_k)
+        samples.e2e.append((time.perf_counter() - t) * 1000)
+
     async with open_channel(f"127.0.0.1:{stack.ports.extractor}") as ex, \
             open_channel(f"127.0.0.1:{stack.ports.search}") as se:
-        for query in queries:
-            result = (await extractor_pb2_grpc.ExtractorStub(ex).Embed(
-                extractor_pb2.EmbedRequest(images=[query], local_features=True))).results[0]
-            hits = (await search_pb2_grpc.SearchStub(se).Search(search_pb2.SearchRequest(
-                collection=album, vector=result.vector.values, top_k=verifier.top))).hits
+        extractor, search = extractor_pb2_grpc.ExtractorStub(ex), search_pb2_grpc.SearchStub(se)
+
+        async def parts(query: bytes) -> None:
+            t = time.perf_counter()
+            result = (await extractor.Embed(extractor_pb2.EmbedRequest(images=[query], local_features=True))).results[0]
+            samples.embed.append((time.perf_counter() - t) * 1000)
+            t = time.perf_counter()
+            hits = (await search.Search(search_pb2.SearchRequest(
+                collection=album, vector=result.vector.values, top_k=max(top_k, verifier.top)))).hits
+            samples.search.append((time.perf_counter() - t) * 1000)
             scored = [ScoredImage(image_record(album, h.id, h.name, h.content_hash, {}, 0), h.distance) for h in hits]
             features = parse_features(b"".join(result.local_features))
             t = time.perf_counter()
             await verifier.check(album, features, scored)
-            samples.append((time.perf_counter() - t) * 1000)
+            samples.verify.append((time.perf_counter() - t) * 1000)
+
+        for i, query in enumerate(queries):
+            if i % 2:
+                end_to_end(query)
+            await parts(query)
+            if not i % 2:
+                end_to_end(query)
     return samples
 
 
-def measure_search(client: GatewayClient, album: str, queries: list[bytes], top_k: int) -> tuple[list[float], int]:
-    samples, first_hits = [], 0
+def measure_search(client: GatewayClient, album: str, queries: list[bytes], top_k: int) -> list[float]:
+    samples = []
     for query in queries:
         t = time.perf_counter()
-        answer = client.search(album, image=query, top_k=top_k)
+        client.search(album, image=query, top_k=top_k)
         samples.append((time.perf_counter() - t) * 1000)
-        first_hits += bool(answer["results"])
-    return samples, first_hits
+    return samples
 
 
 def cpu_ms_per_image(before: dict[str, float], after: dict[str, float], images: int) -> dict[str, float]:
@@ -222,19 +221,14 @@ def main() -> None:
         ingest_rate = measure_import(client, album, files)
         ingest_cpu = cpu_ms_per_image(cpu_before, stack_cpu_seconds(stack), len(files))
         add_rate = measure_add(client, f"{album}_add", files, args.batch)
-        peer_rate, embed_ms = asyncio.run(measure_extractor(stack, contents, args.batch, max(1, workers),
-                                                            queries[len(queries) // 2:], args.details))
-        listed = client.http.get(f"/v1/albums/{album}/images", params={"limit": 50}).json()["images"]
-        vectors = asyncio.run(stored_vectors(stack, album, [i["id"] for i in listed]))
-        search_only_ms = asyncio.run(measure_search_service(stack, album, vectors))
-        verify_ms = asyncio.run(measure_verify(stack, album, queries[len(queries) // 2:]))
-        e2e_ms, _ = measure_search(client, album, queries[: len(queries) // 2], args.top_k)
-        cached_ms, _ = measure_search(client, album, queries[: len(queries) // 2], args.top_k)
+        peer_rate = asyncio.run(measure_extractor(stack, contents, args.batch, max(1, workers), args.details))
+        searched = asyncio.run(measure_search_and_parts(stack, client, album, queries, args.top_k))
+        cached_ms = measure_search(client, album, queries, args.top_k)
         rss = stack_rss(stack)
         count = client.get_album(album) or {}
 
-    e2e, cached, embed, search_only, verify = (percentiles(x) for x in (e2e_ms, cached_ms, embed_ms, search_only_ms,
-                                                                         verify_ms))
+    e2e, cached, embed, search_only, verify = (percentiles(x) for x in (searched.e2e, cached_ms, searched.embed,
+                                                                         searched.search, searched.verify))
     # The parts: the query embedded with its local features, the search service's top-k and the verification
     # of the nearest images, each measured alone; what the gateway adds is HTTP, orchestration and waiting.
     parts = round(embed["p50"] + search_only["p50"] + verify["p50"], 2)
