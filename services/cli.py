@@ -384,7 +384,7 @@ def load_demo_album(client: GatewayClient) -> None:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from services.devstack import Ports, Stack, port_open
+    from services.devstack import PartKeepsFailing, Ports, Stack, Supervisor, port_open
 
     ports = Ports(http=args.port)
     busy = [f"{name}={port}" for name, port in vars(ports).items() if port_open(port)]
@@ -402,11 +402,13 @@ def cmd_up(args: argparse.Namespace) -> int:
             load_demo_album(client)
         print(f"\nready: {stack.http_url}/   (API docs: {stack.http_url}/docs, gRPC API on 127.0.0.1:{ports.gateway})")
         print(f"try:   curl -F file=@photo.jpg '{stack.http_url}/v1/albums/{DEMO_ALBUM}/search?top_k=5'")
-        print("Ctrl-C stops everything")
+        print("Ctrl-C stops everything; a part that stops by itself is started again")
+        supervisor = Supervisor(stack)
         while not stop.is_set():
-            dead = [p.name for p in stack.processes.values() if not p.alive]
-            if dead:
-                print(f"{', '.join(dead)} stopped unexpectedly; see {stack.logs}", file=sys.stderr)
+            try:
+                supervisor.check(announce=lambda line: print(line, file=sys.stderr))
+            except PartKeepsFailing as exc:
+                print(f"{exc}; stopping", file=sys.stderr)
                 return 1
             stop.wait(1.0)
     except KeyboardInterrupt:

@@ -230,6 +230,7 @@ def _grpc_serving(port: int, service: str = "") -> bool:
     return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
 
+
 def _bin(name: str) -> str:
     """A console script of the project's environment (the one running this code), or from PATH."""
     here = Path(sys.executable).parent / name
@@ -444,3 +445,42 @@ class Stack:
     @property
     def http_url(self) -> str:
         return f"http://127.0.0.1:{self.ports.http}"
+
+
+class PartKeepsFailing(RuntimeError):
+    """A part of the stack stopped again and again: restarting it more would hide what is wrong."""
+
+
+class Supervisor:
+    """Starts again a part of a running stack that stopped by itself (a crash, an OOM kill, `kill -9`), as
+    docker-compose.yml's `restart: unless-stopped` and Kubernetes do for the same system, so that work in
+    flight (an import, a re-embed) carries on by itself. A part that stops more than `max_restarts` times
+    within `window_s` raises `PartKeepsFailing` instead."""
+
+    def __init__(self, stack: Stack, max_restarts: int = 3, window_s: float = 300.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.stack = stack
+        self.max_restarts = max_restarts
+        self.window_s = window_s
+        self.clock = clock
+        self.restarts: dict[str, list[float]] = {}
+
+    def check(self, announce: Callable[[str], None] = log.warning) -> list[str]:
+        """Starts again every part found stopped; returns their names."""
+        dead = [name for name, proc in self.stack.processes.items() if not proc.alive]
+        for name in dead:
+            now = self.clock()
+            recent = [t for t in self.restarts.get(name, []) if now - t < self.window_s]
+            popen = self.stack.processes[name].proc
+            code = popen.poll() if popen is not None else None
+            if len(recent) >= self.max_restarts:
+                raise PartKeepsFailing(f"{name} stopped {len(recent) + 1} times within {self.window_s:.0f} s "
+                                       f"(exit code {code}); see {self.stack.logs / (name + '.log')}")
+            self.restarts[name] = [*recent, now]
+            announce(f"{name} stopped by itself (exit code {code}); starting it again "
+                     f"(log: {self.stack.logs / (name + '.log')})")
+            try:
+                self.stack.ensure((name,))
+            except RuntimeError as exc:  # it did not come up: the next check finds it stopped again
+                announce(f"{name} did not start: {exc}")
+        return dead
