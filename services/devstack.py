@@ -480,7 +480,8 @@ class Supervisor:
             announce(f"{name} stopped by itself (exit code {code}); starting it again "
                      f"(log: {self.stack.logs / (name + '.log')})")
             try:
-                self.stack.ensure((name,))
+                self.stack.stop((name,))  # what is left of it: a child of a wrapper that was killed alone
+                self.stack.start((name,))
             except RuntimeError as exc:  # it did not come up: the next check finds it stopped again
                 announce(f"{name} did not start: {exc}")
         return dead
