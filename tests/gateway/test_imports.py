@@ -1,12 +1,15 @@
 """Imports over the real stack: URLs, an archive with a manifest of typed attributes, progress, failures
-named per image, cancelling, near-duplicates, and the same over gRPC."""
+named per image, cancelling, near-duplicates, and the same over gRPC; and a batch tried again after a
+failed try, over the use cases' fakes and a real Redis."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import time
 import zipfile
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +17,18 @@ import grpc
 import httpx
 import pytest
 from imagesearch.v1 import gateway_pb2, gateway_pb2_grpc
+from redis.asyncio import Redis
 
+from services.common.errors import SearchUnavailable
 from services.devstack import Stack
+from services.gateway.blobstore import features_key, image_key
+from services.gateway.deps import Deps
+from services.gateway.import_queue import ImportQueue, ImportStatus
+from services.gateway.records import Item, NewImage, OnDuplicate
+from services.gateway.usecases import albums, images, imports, ingest
+from services.gateway.usecases.shared import image_id_of
+from tests.gateway.conftest import MakeFakes
+from tests.gateway.fakes import LoopbackSearch, png
 from tests.gateway.stack_helpers import cropped_copy, file_server, given_attributes, unique_album, wait_for_job
 
 pytestmark = pytest.mark.stack
@@ -178,3 +191,95 @@ def test_imports_over_grpc(stack: Stack, photos: list[Path]) -> None:
         assert sorted(r.name for r in results.results) == sorted(p.name for p in photos[:2])
         groups = gateway.FindDuplicates(gateway_pb2.FindDuplicatesRequest(album=album), timeout=30)
         assert list(groups.groups) == []
+
+
+# --- a batch tried again, over the use cases' fakes and a real Redis -----------------------------------
+
+# A Redis database no gateway of the session's stack reads: its import workers never take these batches.
+RETRY_DB = 7
+
+
+class LateInsert(LoopbackSearch):
+    """A search service whose insert raises (`insert_error`) and lands only after the add's undo has deleted
+    the vectors (an insert whose answer was lost, applied late): the images' vectors stay while their blobs
+    go, so the album holds images without their bytes until the batch's retry stores them again."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.late: list[tuple[str, list[Item]]] = []
+
+    async def insert(self, collection: str, items: Sequence[Item], version: int = 0) -> list[str]:
+        if self.insert_error:
+            self.late.append((collection, list(items)))
+            raise self.insert_error
+        return await super().insert(collection, items, version)
+
+    async def delete(self, collection: str, ids: Sequence[str]) -> int:
+        deleted = await super().delete(collection, ids)
+        late, self.late = self.late, []
+        for name, items in late:
+            await (await self.client()).insert(name, items)
+        return deleted
+
+
+@pytest.fixture()
+async def import_queue(_stack: Stack) -> AsyncIterator[ImportQueue]:
+    _stack.ensure(("redis",))
+    redis = Redis(port=_stack.ports.redis, db=RETRY_DB)
+    await redis.flushdb()
+    yield ImportQueue(redis)
+    await redis.aclose()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("undo", ["vectors_kept", "vectors_back"])
+async def test_a_batch_whose_insert_was_applied_yet_raised_is_stored_whole_on_its_retry(
+        make_fakes: MakeFakes, import_queue: ImportQueue, undo: str) -> None:
+    """The first try's vectors insert is applied, then raises; the add's undo either cannot delete the vectors
+    (Milvus still down: the blobs are kept) or deletes them before the insert lands (`LateInsert`: the blobs
+    go). Either way the retry finds the batch's new images present while their claims say absent: they are
+    stored again, whole, and counted added; taken as duplicates (or as their own near-duplicates), they
+    would keep no bytes or be miscounted. Over the fakes only, not the real services: the failure is
+    injected in the in-process search service, and what the gateway asks of the index here (get, insert and
+    delete by id) Milvus answers as the exact index does (tests/search/test_index.py). The queue is the real
+    one, in the session's Redis, whose claims (first try's answer kept) the retry relies on."""
+    fakes = make_fakes(ingest_batch_size=8)
+    if undo == "vectors_back":
+        fakes.search = LateInsert()
+        fakes.deps = Deps(fakes.settings, fakes.extractor, fakes.search, fakes.blobs, fakes.cache, fakes.fetcher)
+    await albums.create(fakes.deps, "demo")
+    await ingest.add_images(fakes.deps, "demo", [NewImage(png(0, 64), name="before.png")])
+    files = {f"new-{n}.png": png(n, 64) for n in range(1, 7)} | {"twin-of-new-1.png": png(1, 64),
+                                                                  "before.png": png(0, 64)}
+    job = await imports.create(fakes.deps, import_queue, "demo",
+                               imports.ImportSpec(archive=io.BytesIO(zipped(files)), on_duplicate=OnDuplicate.SKIP))
+    batch = await import_queue.take("test-worker", 100, 60_000)
+    assert batch is not None and list(batch.indexes) == list(range(8))
+
+    fakes.search.insert_error = SearchUnavailable("answer lost")
+    if undo == "vectors_kept":
+        fakes.search.insert_applied, fakes.search.delete_error = True, SearchUnavailable("still down")
+    with pytest.raises(SearchUnavailable):
+        await imports.process_batch(fakes.deps, import_queue, batch)
+    hashes = {hashlib.sha256(png(n, 64)).hexdigest() for n in range(7)}
+    assert (await import_queue.get(job.id)).processed == 0 and await images.count(fakes.deps, "demo") == 7
+    assert any(image_key("demo", h) not in fakes.blobs.objects for h in hashes) == (undo == "vectors_back")
+
+    # The search service is back: the batch is processed again, as ImportWorker.handle does after an Unavailable.
+    fakes.search.insert_error = fakes.search.delete_error = None
+    await imports.process_batch(fakes.deps, import_queue, batch)
+    await import_queue.done(batch.entry_id)
+    assert await images.count(fakes.deps, "demo") == 7
+    assert {i.id for i in fakes.search.index.get("demo", [image_id_of(h) for h in hashes])} == \
+        {image_id_of(h) for h in hashes}
+    # Each image's bytes and local features, and nothing else (no staged pack, no orphan blob).
+    assert sorted(fakes.blobs.objects) == sorted(key for h in hashes for key in (image_key("demo", h),
+                                                                                 features_key("demo", h)))
+    assert all(fakes.blobs.objects[image_key("demo", hashlib.sha256(png(n, 64)).hexdigest())][0] == png(n, 64)
+               for n in range(7))
+    job = await import_queue.get(job.id)
+    assert (job.status, job.counts) == (ImportStatus.DONE, {"added": 6, "duplicates": 2, "skipped": 0,
+                                                            "replaced": 0, "failed": 0})
+    assert {r["name"]: r["status"] for r in await imports.results(import_queue, job.id)} == {
+        **{f"new-{n}.png": "added" for n in range(1, 7)}, "twin-of-new-1.png": "duplicate",
+        "before.png": "duplicate"}
