@@ -283,3 +283,44 @@ async def test_a_batch_whose_insert_was_applied_yet_raised_is_stored_whole_on_it
     assert {r["name"]: r["status"] for r in await imports.results(import_queue, job.id)} == {
         **{f"new-{n}.png": "added" for n in range(1, 7)}, "twin-of-new-1.png": "duplicate",
         "before.png": "duplicate"}
+
+
+@pytest.mark.anyio
+async def test_a_retry_after_a_try_that_replaced_an_image_keeps_the_row_that_try_wrote(
+        make_fakes: MakeFakes, import_queue: ImportQueue) -> None:
+    """on_duplicate=replace: the first try put the new image in place of its near-duplicate (taking over the
+    old one's attributes, then deleting it) and stopped before recording its results (Redis gone, a killed
+    gateway). Its retry finds the new image present and ours: it writes again what the image might lack
+    (its bytes, its features) and leaves its row, whose attributes came from an image that is gone now; it
+    is counted added (the retry cannot tell it replaced one)."""
+    fakes = make_fakes(ingest_batch_size=8)
+    await albums.create(fakes.deps, "demo")
+    (old,) = await ingest.add_images(fakes.deps, "demo", [NewImage(png(1, 64), name="old.png",
+                                                                   attributes={"price": 5})])
+    fakes.extractor.near_copies[png(2, 64)] = png(1, 64)
+    job = await imports.create(fakes.deps, import_queue, "demo", imports.ImportSpec(
+        archive=io.BytesIO(zipped({"new.png": png(2, 64), "other.png": png(3, 64)})),
+        on_duplicate=OnDuplicate.REPLACE))
+    batch = await import_queue.take("test-worker", 100, 60_000)
+    assert batch is not None
+    record = import_queue.record
+
+    async def lost(*args: object) -> int:
+        raise SearchUnavailable("the gateway was killed before it recorded the batch")
+
+    import_queue.record = lost  # type: ignore[method-assign]
+    with pytest.raises(SearchUnavailable):
+        await imports.process_batch(fakes.deps, import_queue, batch)
+    new_id = image_id_of(hashlib.sha256(png(2, 64)).hexdigest())
+    (first,) = fakes.search.index.get("demo", [new_id])
+    assert first.attributes == {"price": 5} and not fakes.search.index.get("demo", [old.id or ""])
+    del fakes.blobs.objects[features_key("demo", first.content_hash)]  # as an undone try would leave it
+
+    import_queue.record = record  # type: ignore[method-assign]
+    await imports.process_batch(fakes.deps, import_queue, batch)
+    (again,) = fakes.search.index.get("demo", [new_id])
+    assert (again.attributes, again.created_at_ms) == ({"price": 5}, first.created_at_ms)
+    assert features_key("demo", first.content_hash) in fakes.blobs.objects
+    assert await images.count(fakes.deps, "demo") == 2
+    job = await import_queue.get(job.id)
+    assert (job.status, job.counts["added"], job.counts["failed"]) == (ImportStatus.DONE, 2, 0)

@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from services.common.errors import ImageSearchError, StoreUnavailable
-from services.gateway.blobstore import features_key
+from services.common.errors import ImageSearchError, SearchUnavailable, StoreUnavailable
+from services.gateway.blobstore import features_key, image_key
 from services.gateway.records import EmbedPurpose, ImageFilter, NewImage, Query, SearchMode
 from services.gateway.usecases import albums, images, ingest, reembed, search
+from services.gateway.usecases.shared import image_id_of
 from tests.common.test_local_features import MIN_MATCHES, edited
 from tests.conftest import sample_photos
 from tests.gateway.conftest import MakeFakes
@@ -280,6 +281,35 @@ async def test_a_failed_add_leaves_no_keypoint_rows(make_fakes: MakeFakes, photo
     with pytest.raises(ImageSearchError):
         await ingest.add_images(fakes.deps, "demo", [NewImage(photos[0].read_bytes(), name="a")], atomic=True)
     assert fakes.search.index.count("demo.keypoints") == 0
+
+
+async def test_an_add_whose_applied_insert_cannot_be_undone_keeps_its_keypoint_rows(
+        make_fakes: MakeFakes, photos: list[Path]) -> None:
+    """The album's insert was applied and raised, and its vectors cannot be deleted (Milvus still down for
+    the album, not for its companion): the image stays in the album, so its keypoint rows stay with its
+    blobs; deleted, they would be gone for good (the client's retry of the add answers "duplicate")."""
+    fakes = make_fakes()
+    await albums.create(fakes.deps, "demo", details=True)
+    original_insert, original_delete = fakes.search.index.insert, fakes.search.index.delete
+
+    def applied_then_failed(name: str, items: object, version: int = 0) -> list[str]:
+        ids = original_insert(name, items, version)  # type: ignore[arg-type]
+        if name == "demo":
+            raise SearchUnavailable("the answer was lost")
+        return ids
+
+    def album_down(name: str, ids: object) -> int:
+        if name == "demo":
+            raise SearchUnavailable("still down")
+        return original_delete(name, ids)  # type: ignore[arg-type]
+
+    fakes.search.index.insert = applied_then_failed  # type: ignore[method-assign]
+    fakes.search.index.delete = album_down  # type: ignore[method-assign]
+    with pytest.raises(ImageSearchError):
+        await ingest.add_images(fakes.deps, "demo", [NewImage(photos[0].read_bytes(), name="a")])
+    (image,) = fakes.search.index.get("demo", [image_id_of(hashlib.sha256(photos[0].read_bytes()).hexdigest())])
+    assert [r.id for r in fakes.search.index.get("demo.keypoints", [image.id])] == [image.id]
+    assert image_key("demo", image.content_hash) in fakes.blobs.objects
 
 
 async def test_an_album_keeps_a_keypoint_index_only_when_made_with_details(

@@ -10,8 +10,10 @@ Exactly once: an item's image id is the hash of its bytes, and before anything o
 each item's id and whether the album had it already are recorded ("claims"). A batch taken over after
 a crash is processed again from the start: blobs are written again under the same keys, vectors are
 upserted by id, and an image found in the album that its claim says was not there before was added by
-this import: "added", not "duplicate". So a killed gateway, extractor, Milvus or object store leaves
-every image added once, and no blob without its vector once the import has finished.
+this import: "added", not "duplicate", and what an earlier try may have left it without (its bytes,
+features, faces, keypoint rows) is written again, its row left as that try wrote it. So a killed gateway,
+extractor, Milvus or object store leaves every image added once, with all its parts, and no blob without
+its vector once the import has finished.
 """
 
 from __future__ import annotations
@@ -349,16 +351,24 @@ async def _add(deps: Deps, queue: ImportQueue, job: ImportJob, sources: Mapping[
     present = {item.id for item in await deps.search.get(job.album, list(set(ids.values())))}
     claims = await queue.claim_images(job.id, {i: (ids[i], ids[i] in present) for i in order})
     # An image this job found absent and finds present now was added by an earlier try of this batch, which
-    # may have stopped anywhere: its vectors written but its blobs undone (the vectors' insert raised, yet
-    # Milvus had applied it). It is stored again, whole (every write is by id or content hash), not taken
-    # as a duplicate.
-    ours = {claims[i][0] for i in order if not claims[i][1] and claims[i][0] == ids[i]}
-    new = [NewImage(content=ready[i], name=sources[i].name, attributes=dict(sources[i].attributes)) for i in order]
-    added = await ingest.add_images(deps, job.album, new, on_duplicate=OnDuplicate(job.on_duplicate),
-                                    present=present - ours)
+    # may have stopped anywhere after its row was written: even its bytes undone (the vectors' insert raised,
+    # yet Milvus had applied it). What it may lack is written again, its row (the attributes it took over
+    # from an image it replaced, its time) left as it is; it is counted added, not a duplicate.
+    again = [i for i in order if ids[i] in present and claims[i] == (ids[i], False)]
+    rest = [i for i in order if i not in set(again)]
+
+    def images(indexes: list[int]) -> list[NewImage]:
+        return [NewImage(content=ready[i], name=sources[i].name, attributes=dict(sources[i].attributes))
+                for i in indexes]
+
+    results = dict(zip(again, await ingest.restore_images(deps, job.album, images(again)), strict=True))
+    if rest:
+        added = await ingest.add_images(deps, job.album, images(rest), on_duplicate=OnDuplicate(job.on_duplicate),
+                                        present=present)
+        results.update(zip(rest, added, strict=True))
     # So an image this job found absent is counted added once, for the first of the batch's items with its
-    # bytes (add_images answers "duplicate" for the others).
-    return {index: _result(index, sources[index], result) for index, result in zip(order, added, strict=True)}
+    # bytes (add_images and restore_images answer "duplicate" for the others).
+    return {index: _result(index, sources[index], results[index]) for index in order}
 
 
 def _result(index: int, source: ItemSource | None, result: AddResult) -> tuple[str, dict[str, Any]]:

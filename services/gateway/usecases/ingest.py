@@ -31,6 +31,7 @@ from services.gateway.records import (
     AddResult,
     AddStatus,
     Collection,
+    Embedding,
     ImageFaces,
     Item,
     ItemFailure,
@@ -94,6 +95,53 @@ async def add_images(deps: Deps, album: str, images: Sequence[NewImage], atomic:
                               f"{deps.settings.max_images_per_request}")
     collection = await deps.collection(album)
     model = await deps.check_model(collection)
+    results, accepted = _accept_all(deps, collection, images, atomic)
+    if present is not None:
+        stored = {a.id for a in accepted if a.id in present}
+    else:
+        stored = {i.id for i in await deps.search.get(album, [a.id for a in accepted])} if accepted else set()
+    fresh = []
+    for item in accepted:
+        if item.id in stored:
+            results[item.index] = AddResult(item.index, item.name, AddStatus.DUPLICATE, item.id)
+        else:
+            fresh.append(item)
+    for result in await _store(deps, collection, model, fresh, atomic, on_duplicate):
+        results[result.index] = result
+    return [results[i] for i in range(len(images))]
+
+
+async def restore_images(deps: Deps, album: str, images: Sequence[NewImage]) -> list[AddResult]:
+    """Writes again what images the album holds may lack after an add of them stopped midway: their bytes,
+    local features, faces and keypoint rows (an insert of their vectors raised, yet Milvus had applied it,
+    and the add undid the rest). Their rows (vectors, attributes, time added) stay as they are: an import's
+    retry of a batch its earlier try added (services.gateway.usecases.imports). Every write is by id or
+    content hash, and nothing is undone on a failure: all of it belongs to images in the album. Answers
+    "added" for the first image of each bytes, "duplicate" for the others."""
+    if not images:
+        return []
+    collection = await deps.collection(album)
+    model = await deps.check_model(collection)
+    results, accepted = _accept_all(deps, collection, images)
+    embeddings, faces, fine = await _describe(deps, collection, model, accepted)
+    items: list[tuple[_Accepted, Item, bytes]] = []
+    for image, embedding in zip(accepted, embeddings, strict=True):
+        if isinstance(embedding, ItemFailure):
+            results[image.index] = AddResult(image.index, image.name, AddStatus.FAILED, image.id, embedding)
+        else:
+            item = Item(id=image.id, name=image.name, content_hash=image.content_hash, attributes=image.attributes,
+                        created_at_ms=now_ms(), vectors=embedding.stored_vectors)  # for its companions' rows
+            items.append((image, item, embedding.local_features[0] if embedding.local_features else b""))
+    if items:
+        await _write(deps, collection.name, items, faces, keypoints=fine, vectors=False)
+    for image, _, _ in items:
+        results[image.index] = AddResult(image.index, image.name, AddStatus.ADDED, image.id)
+    return [results[i] for i in range(len(images))]
+
+
+def _accept_all(deps: Deps, collection: Collection, images: Sequence[NewImage], atomic: bool = False
+                ) -> tuple[dict[int, AddResult], list[_Accepted]]:
+    """The images that pass the checks, each bytes once; the results of the others (failed, duplicate)."""
     results: dict[int, AddResult] = {}
     accepted: list[_Accepted] = []
     seen: set[str] = set()
@@ -110,19 +158,7 @@ async def add_images(deps: Deps, album: str, images: Sequence[NewImage], atomic:
         else:
             seen.add(item.id)
             accepted.append(item)
-    if present is not None:
-        stored = {a.id for a in accepted if a.id in present}
-    else:
-        stored = {i.id for i in await deps.search.get(album, [a.id for a in accepted])} if accepted else set()
-    fresh = []
-    for item in accepted:
-        if item.id in stored:
-            results[item.index] = AddResult(item.index, item.name, AddStatus.DUPLICATE, item.id)
-        else:
-            fresh.append(item)
-    for result in await _store(deps, collection, model, fresh, atomic, on_duplicate):
-        results[result.index] = result
-    return [results[i] for i in range(len(images))]
+    return results, accepted
 
 
 def _accept(deps: Deps, collection: Collection, index: int, image: NewImage) -> _Accepted:
@@ -155,16 +191,7 @@ async def _store(deps: Deps, collection: Collection, model: str, images: list[_A
     """Embeds, then writes blobs, then vectors; on a failed write, what was written is undone."""
     if not images:
         return []
-    contents = [i.content for i in images]
-    companions = await companions_of(deps.search, collection.name)
-    fine = companions.keypoints is not None
-    if companions.faces is None:
-        embeddings = await embed_for_album(deps, collection, model, contents, fine)
-        faces: list[ImageFaces] = []
-    else:  # the faces are looked for while the network runs
-        embeddings, faces = await asyncio.gather(embed_for_album(deps, collection, model, contents, fine),
-                                                 face_usecases.describe(deps, companions.faces, contents))
-    faces_by_id = {image.id: found for image, found in zip(images, faces, strict=True)} if faces else {}
+    embeddings, faces_by_id, fine = await _describe(deps, collection, model, images)
     results: list[AddResult] = []
     items: list[tuple[_Accepted, Item, bytes]] = []
     now = now_ms()
@@ -194,6 +221,20 @@ async def _store(deps: Deps, collection: Collection, model: str, images: list[_A
         await delete_stored(deps, collection.name, [old for old in replaced.values() if old not in
                                                     {i.id for i, _, _ in items}])
     return results
+
+
+async def _describe(deps: Deps, collection: Collection, model: str, images: Sequence[_Accepted]
+                    ) -> tuple[list[Embedding | ItemFailure], dict[str, ImageFaces], bool]:
+    """The images embedded for the album (with the finer local features of a keypoint index), their faces
+    where the album indexes faces (looked for while the network runs), and whether it has a keypoint index."""
+    contents = [i.content for i in images]
+    companions = await companions_of(deps.search, collection.name)
+    fine = companions.keypoints is not None
+    if companions.faces is None:
+        return await embed_for_album(deps, collection, model, contents, fine), {}, fine
+    embeddings, faces = await asyncio.gather(embed_for_album(deps, collection, model, contents, fine),
+                                             face_usecases.describe(deps, companions.faces, contents))
+    return embeddings, {image.id: found for image, found in zip(images, faces, strict=True)}, fine
 
 
 async def near_duplicates(deps: Deps, album: str, items: Sequence[Item]) -> dict[str, str]:
@@ -234,9 +275,10 @@ async def _take_over(deps: Deps, album: str, items: list[tuple[_Accepted, Item, 
 
 
 async def _write(deps: Deps, album: str, items: list[tuple[_Accepted, Item, bytes]],
-                 faces: Mapping[str, ImageFaces] | None = None, keypoints: bool = False) -> None:
+                 faces: Mapping[str, ImageFaces] | None = None, keypoints: bool = False, vectors: bool = True) -> None:
     """Blobs (the image and its local features) first, then the faces (an album indexing them) and the
-    keypoint rows (an album with a keypoint index), then the vectors; undone on a failure."""
+    keypoint rows (an album with a keypoint index), then the vectors; undone on a failure. Without
+    `vectors` (images whose rows the album holds: `restore_images`) nothing is undone."""
     face_items = [f for _, item, _ in items if (found := (faces or {}).get(item.id)) is not None
                   and (f := face_usecases.face_item(item, found)) is not None]
     keypoint_items = deps.keypoints.items([(item, features) for _, item, features in items]) if keypoints else []
@@ -255,14 +297,17 @@ async def _write(deps: Deps, album: str, items: list[tuple[_Accepted, Item, byte
             raise failed
         await face_usecases.write(deps, album, face_items)
         await deps.keypoints.write(album, keypoint_items)
+        if not vectors:
+            return
         inserting = True
         await deps.search.insert(album, [item for _, item, _ in items])
     except Exception:
-        await _forget_faces(deps, album, [f.id for f in face_items])
-        await _forget_keypoints(deps, album, [k.id for k in keypoint_items])
         # An insert that raised may still have been applied (Milvus stopped after writing): its vectors are
-        # deleted first, and the blobs only once they are gone, so that no image is left without its bytes.
-        if not inserting or await _forget_vectors(deps, album, [item.id for _, item, _ in items]):
+        # deleted first, and the rest (faces, keypoint rows, blobs) only once they are gone, so that no image
+        # is left in the album without its bytes or its rows.
+        if vectors and (not inserting or await _forget_vectors(deps, album, [item.id for _, item, _ in items])):
+            await _forget_faces(deps, album, [f.id for f in face_items])
+            await _forget_keypoints(deps, album, [k.id for k in keypoint_items])
             await _forget_blobs(deps, keys)
         raise
     log.info("added %d image(s) to album %s", len(items), album)
