@@ -235,14 +235,14 @@ async def import_queue(_stack: Stack) -> AsyncIterator[ImportQueue]:
 @pytest.mark.parametrize("undo", ["vectors_kept", "vectors_back"])
 async def test_a_batch_whose_insert_was_applied_yet_raised_is_stored_whole_on_its_retry(
         make_fakes: MakeFakes, import_queue: ImportQueue, undo: str) -> None:
-    """The first try's vectors insert is applied, then raises; the add's undo either cannot delete the vectors
-    (Milvus still down: the blobs are kept) or deletes them before the insert lands (`LateInsert`: the blobs
-    go). Either way the retry finds the batch's new images present while their claims say absent: they are
-    stored again, whole, and counted added; taken as duplicates (or as their own near-duplicates), they
-    would keep no bytes or be miscounted. Over the fakes only, not the real services: the failure is
-    injected in the in-process search service, and what the gateway asks of the index here (get, insert and
-    delete by id) Milvus answers as the exact index does (tests/search/test_index.py). The queue is the real
-    one, in the session's Redis, whose claims (first try's answer kept) the retry relies on."""
+    """The first try's vectors insert is applied, then raises; the add's undo either cannot delete the vectors (Milvus
+    still down: the blobs are kept) or deletes them before the insert lands (`LateInsert`: the blobs go). Either way
+    the retry finds the batch's new images present while their claims say absent: they are made whole again (bytes
+    and features written again, the rows kept) and counted added; taken as duplicates (or as their own near-
+    duplicates), they would keep no bytes or be miscounted. Over the fakes only, not the real services: the failure
+    is injected in the in-process search service, and what the gateway asks of the index here (get, insert and
+    delete by id) Milvus answers as the exact index does (tests/search/test_index.py). The queue is the real one, in
+    the session's Redis, whose claims (first try's answer kept) the retry relies on."""
     fakes = make_fakes(ingest_batch_size=8)
     if undo == "vectors_back":
         fakes.search = LateInsert()
