@@ -24,15 +24,19 @@ import tarfile
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
+
+import httpx
 
 from services.client import ApiError, GatewayClient, Upload
 
 DEFAULT_URL = os.environ.get("IMAGESEARCH_URL", "http://127.0.0.1:8000")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 DEMO_ALBUM = "demo"
+# How long `ingest` and `reembed` wait for an unreachable gateway before leaving the job to itself.
+UNREACHABLE_PATIENCE_S = 600.0
 # scikit-image's sample photos, with attributes to try filters on (e.g. {"kind": "photo"}).
 DEMO_PHOTOS: dict[str, dict[str, Any]] = {
     "astronaut.png": {"kind": "photo", "subject": "person"},
@@ -90,19 +94,43 @@ def pack_images(paths: Sequence[Path], out: IO[bytes]) -> tuple[int, list[str]]:
     return count, unreadable
 
 
-def follow_import(client: GatewayClient, job: dict[str, Any], progress: bool = True) -> dict[str, Any]:
-    """Waits for an import to finish, with a progress bar (rate and time left from the gateway)."""
+class GatewayGone(Exception):
+    """The gateway could not be reached for longer than a wait allows."""
+
+
+def follow_import(client: GatewayClient, job: dict[str, Any], progress: bool = True,
+                  patience_s: float = UNREACHABLE_PATIENCE_S, sleep: Callable[[float], None] = time.sleep
+                  ) -> dict[str, Any]:
+    """Waits for an import to finish, with a progress bar (rate and time left from the gateway). A gateway
+    that cannot be reached (restarting, its host rebooting) is waited for up to `patience_s` at a time: the
+    import goes on by itself meanwhile (the job lives in Redis, any gateway's workers carry it on)."""
     from tqdm import tqdm
 
+    unreachable_since: float | None = None
     with tqdm(total=job["total"], unit="img", disable=not progress, desc=f"import {job['album']}") as bar:
         while True:
-            job = client.get_import(job["id"])
+            try:
+                job = client.get_import(job["id"])
+            except (httpx.TransportError, ApiError) as exc:
+                if isinstance(exc, ApiError) and exc.status not in (502, 503, 504):
+                    raise
+                now = time.monotonic()
+                unreachable_since = unreachable_since or now
+                if now - unreachable_since > patience_s:
+                    raise GatewayGone(
+                        f"the gateway at {client.base_url} has not answered for {patience_s:.0f} s ({exc}); import "
+                        f"{job['id']} goes on by itself: `imagesearch imports --album {job['album']}` shows it"
+                    ) from exc
+                bar.set_postfix_str(f"gateway unreachable ({type(exc).__name__}), waiting: the import goes on")
+                sleep(2.0)
+                continue
+            unreachable_since = None
             bar.update(job["processed"] - bar.n)
             eta = f"{job['eta_s']:.0f}s" if job.get("eta_s") is not None else "-"
             bar.set_postfix_str(f"{job['rate']:.1f} img/s, left {eta}, {job['counts']['failed']} failed")
             if job["status"] in ("done", "failed", "cancelled"):
                 return job
-            time.sleep(0.5)
+            sleep(0.5)
 
 
 def cmd_ingest(args: argparse.Namespace, client: GatewayClient) -> int:
@@ -526,6 +554,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handlers[args.command](args, client)
     except ApiError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except httpx.TransportError as exc:
+        print(f"error: cannot reach the gateway at {args.url} ({type(exc).__name__}: {exc}); is it running? "
+              "(`imagesearch up` starts it; --url or IMAGESEARCH_URL point elsewhere)", file=sys.stderr)
+        return 2
+    except GatewayGone as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except (OSError, ValueError) as exc:
