@@ -12,7 +12,8 @@ The same command line as the package's `milvus-server`, with two of its port hab
   do), and a port that is really taken fails the start with a message instead of moving.
 * So a restarted server comes back exactly where its clients, and its own etcd sessions, expect it.
 * Its `wait()` only returns after its own `stop()`: once the server process had exited (stopped by
-  SIGTERM), the wrapper lingered until killed. Here it exits with the server.
+  SIGTERM), the wrapper lingered until killed. Here it exits with the server, and as the server did
+  (a server killed by a signal: 128 + the signal), where the package would exit 0.
 """
 
 from __future__ import annotations
@@ -56,9 +57,15 @@ def _resolve_strictly(self: Any) -> None:
 
 
 def _wait_for_the_server(self: Any) -> None:
-    """Returns when the server process has exited."""
+    """Returns when the server process has exited; exits as it did when it did not end well (killed, or an
+    error), so that whoever watches the wrapper sees a crash as one (the package's main would exit 0)."""
     while self.server_proc is not None and self.server_proc.poll() is None:
         time.sleep(0.1)
+    code = self.server_proc.returncode if self.server_proc is not None else 0
+    if code:
+        print(f"milvus: the server ended with {'signal ' + str(-code) if code < 0 else 'exit code ' + str(code)}",
+              file=sys.stderr, flush=True)
+        raise SystemExit(128 - code if code < 0 else code)
 
 
 def main() -> None:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
-from services.devstack import MILVUS_INTERNAL_PORTS, ROOT, Ports, Stack, free_port
+from services.devstack import MILVUS_INTERNAL_PORTS, ROOT, Ports, Stack, child_pids, free_port
 from services.search.milvus_index import milvus_answers
 
 
@@ -19,7 +21,7 @@ def test_a_held_proxy_port_fails_the_start_with_a_message(tmp_path: Path) -> Non
         port = held.getsockname()[1]
         done = subprocess.run(
             [sys.executable, "-m", "services.milvus_server", "--data", str(tmp_path / "milvus"),
-             "--proxy-port", str(port)],
+             "--proxy-port", str(port), "--etcd-port", str(free_port())],  # not 2379: an `imagesearch up` may hold it
             cwd=ROOT, capture_output=True, text=True, timeout=60,
         )
     assert done.returncode == 1
@@ -46,3 +48,18 @@ def test_a_first_start_whose_internal_port_was_taken_meanwhile_starts_on_others(
             assert f"query_node_port={taken}, but bind failed" in (tmp_path / "logs" / "milvus.log").read_text()
         finally:
             stack.stop()
+
+
+def test_a_server_killed_under_the_launcher_ends_it_as_a_crash(tmp_path: Path) -> None:
+    """The launcher exits as the server did (128 + the signal), so a supervisor sees a crash, not a clean exit."""
+    stack = Stack(tmp_path, Ports.free())
+    try:
+        stack.start(("milvus",))
+        launcher = stack.processes["milvus"].proc
+        assert launcher is not None
+        (server,) = child_pids(launcher.pid)
+        os.kill(server, signal.SIGKILL)
+        assert launcher.wait(30) == 128 + signal.SIGKILL
+        assert "milvus: the server ended with signal 9" in (tmp_path / "logs" / "milvus.log").read_text()
+    finally:
+        stack.stop()
