@@ -107,7 +107,8 @@ def follow_import(client: GatewayClient, job: dict[str, Any], progress: bool = T
     from tqdm import tqdm
 
     unreachable_since: float | None = None
-    with tqdm(total=job["total"], unit="img", disable=not progress, desc=f"import {job['album']}") as bar:
+    doing = "re-embed" if job.get("kind") == "reembed" else "import"
+    with tqdm(total=job["total"], unit="img", disable=not progress, desc=f"{doing} {job['album']}") as bar:
         while True:
             try:
                 job = client.get_import(job["id"])
