@@ -4,7 +4,8 @@
     a.jpg,39.5,red,41|42,true,2024-05-01                {"file": "b.jpg", "colour": "blue"}
 
 A row names its image by `file` (or `path`, `url` or `name`): the file's name, or its path relative to
-the folder or archive imported, or the URL to fetch it from. CSV cells are text, so they are read by the
+the folder or archive imported (or to a folder above it: `gallery/a.jpg` finds `a.jpg` of the folder
+`gallery` sent; `ManifestFiles`), or the URL to fetch it from. CSV cells are text, so they are read by the
 album's declared column types (int, float, bool as true/false/1/0/yes/no, timestamp as ISO 8601,
 string_list split on `|`); an empty cell is null; an undeclared column stays text. JSONL values are JSON
 already. The gateway checks every value again.
@@ -15,7 +16,7 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Iterable, Mapping
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from services.common.errors import InvalidAttributes
@@ -58,6 +59,50 @@ def parse_manifest(text: str, suffix: str, columns: Mapping[str, str]) -> dict[s
     return manifest
 
 
+class ManifestFiles:
+    """Finds a manifest's row for a file of the archive imported: the row whose key is the file's path,
+    or the one of which it is the trailing part or which is its trailing part, folder by folder (the
+    folder `gallery` sent as `a.jpg`, its row `gallery/a.jpg`; a row `a.jpg` for `photos/a.jpg`), the
+    longest such match; a file that two rows match equally well takes neither. `matched` collects the keys
+    found, so that rows naming no file of the archive can be reported."""
+
+    def __init__(self, keys: Iterable[str]) -> None:
+        self._by_name: dict[str, list[tuple[str, tuple[str, ...]]]] = {}
+        for key in keys:
+            parts = _path_parts(key)
+            if parts:
+                self._by_name.setdefault(parts[-1], []).append((key, parts))
+        self.matched: set[str] = set()
+
+    def key_of(self, path: str) -> str | None:
+        parts = _path_parts(path)
+        best: str | None = None
+        best_length, tied = 0, False
+        for key, key_parts in self._by_name.get(parts[-1] if parts else "", []):
+            shared = _shared_tail(parts, key_parts)
+            if shared < min(len(parts), len(key_parts)):
+                continue  # neither path ends with the other: another folder's file of the same name
+            if shared > best_length:
+                best, best_length, tied = key, shared, False
+            elif shared == best_length:
+                tied = True
+        if best is None or tied:
+            return None
+        self.matched.add(best)
+        return best
+
+
+def _path_parts(path: str) -> tuple[str, ...]:
+    return tuple(p for p in PurePosixPath(path.replace("\\", "/")).parts if p not in ("/", "."))
+
+
+def _shared_tail(a: tuple[str, ...], b: tuple[str, ...]) -> int:
+    n = 0
+    while n < min(len(a), len(b)) and a[-1 - n] == b[-1 - n]:
+        n += 1
+    return n
+
+
 def _jsonl_rows(text: str) -> Iterable[tuple[int, dict[str, Any]]]:
     for line, raw in enumerate(text.splitlines(), 1):
         if not raw.strip():
@@ -97,15 +142,3 @@ def _cell(value: str, kind: str | None, line: int, key: str) -> Any:
     except ValueError as exc:
         raise ManifestError(f"line {line}: {key} is a {kind} column and {value!r} is not one ({exc})") from None
     return value
-
-
-def attributes_for(manifest: Mapping[str, dict[str, Any]], path: Path, root: Path | None) -> dict[str, Any] | None:
-    """The row of a file: by its path relative to the imported folder, else by its name."""
-    if root is not None:
-        try:
-            relative = path.relative_to(root).as_posix()
-        except ValueError:
-            relative = ""
-        if relative in manifest:
-            return manifest[relative]
-    return manifest.get(path.name)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from services.common.manifest import ManifestError, attributes_for, read_manifest
+from services.common.manifest import ManifestError, ManifestFiles, read_manifest
 
 COLUMNS = {"price": "float", "qty": "int", "in_stock": "bool", "sizes": "string_list", "listed_at": "timestamp"}
 
@@ -20,9 +20,19 @@ def test_csv_cells_take_the_declared_types_and_empty_cells_are_left_out(tmp_path
     assert manifest["a.jpg"] == {"price": 39.5, "qty": 3, "in_stock": True, "sizes": ["41", "42"],
                                  "listed_at": "2024-01-01", "note": "hello"}
     assert manifest["sub/b.jpg"] == {"in_stock": False}
-    assert attributes_for(manifest, tmp_path / "sub" / "b.jpg", tmp_path) == {"in_stock": False}
-    assert attributes_for(manifest, tmp_path / "x" / "a.jpg", tmp_path) == manifest["a.jpg"]
-    assert attributes_for(manifest, tmp_path / "c.jpg", tmp_path) is None
+    files = ManifestFiles(manifest)
+    assert [files.key_of(p) for p in ("sub/b.jpg", "x/a.jpg", "c.jpg")] == ["sub/b.jpg", "a.jpg", None]
+
+
+def test_a_row_names_a_file_by_its_path_from_the_folder_sent_or_from_a_folder_above_it() -> None:
+    files = ManifestFiles(["gallery/a.jpg", "gallery/sub/b.jpg", "c.jpg", "x/d.jpg", "y/d.jpg", "./e.jpg"])
+    # The folder `gallery` sent: its files' paths start below it.
+    assert files.key_of("a.jpg") == "gallery/a.jpg" and files.key_of("sub/b.jpg") == "gallery/sub/b.jpg"
+    assert files.key_of("photos/2024/c.jpg") == "c.jpg"  # a bare name: any folder's file of that name
+    assert files.key_of("other/a.jpg") is None  # a row for gallery/a.jpg, not for another folder's a.jpg
+    assert files.key_of("d.jpg") is None  # two rows match as well: neither is taken
+    assert files.key_of("x/d.jpg") == "x/d.jpg" and files.key_of("e.jpg") == "./e.jpg"
+    assert files.matched == {"gallery/a.jpg", "gallery/sub/b.jpg", "c.jpg", "x/d.jpg", "./e.jpg"}
 
 
 def test_jsonl_rows_keep_their_json_values(tmp_path: Path) -> None:

@@ -75,7 +75,8 @@ def test_an_archive_with_a_manifest_gets_typed_attributes(http: httpx.Client, ph
     files["notes.txt"] = b"not an image, left out"
     files["__MACOSX/._x.png"] = b"left out"
     manifest = (f"file,price,sizes,kind\nshoes/{photos[0].name},39.5,41|42,promo\n{photos[1].name},12,,\n"
-                f"shoes/{photos[2].name},cheap,,\nshoes/gone.png,1,,\n")
+                f"shoes/{photos[2].name},cheap,,\nshoes/gone.png,1,,\n"
+                f"store/shoes/{photos[3].name},5,,\n")  # the path from a folder above the one sent
     created = http.post(f"/v1/albums/{album}/imports", files={
         "archive": ("shoes.zip", zipped(files)), "manifest": ("shoes.csv", manifest.encode())})
     assert created.status_code == 422 and "price is a float column" in created.json()["error"]["message"]
@@ -94,6 +95,7 @@ def test_an_archive_with_a_manifest_gets_typed_attributes(http: httpx.Client, ph
     assert images[f"shoes/{photos[0].name}"] == {"price": 39.5, "sizes": ["41", "42"], "kind": "promo",
                                                  "source": "zip"}
     assert images[f"shoes/{photos[1].name}"] == {"price": 12.0, "sizes": None, "source": "zip"}
+    assert images[f"shoes/{photos[3].name}"] == {"price": 5.0, "sizes": None, "source": "zip"}
 
 
 def test_the_same_photo_twice_in_one_import_is_added_once(http: httpx.Client, photos: list[Path]) -> None:

@@ -37,7 +37,7 @@ from services.common.errors import (
     InvalidImage,
     UrlFetchFailed,
 )
-from services.common.manifest import parse_manifest
+from services.common.manifest import ManifestFiles, parse_manifest
 from services.gateway.blobstore import staging_key, staging_prefix
 from services.gateway.deps import Deps
 from services.gateway.import_queue import Batch, ImportJob, ImportQueue, ImportStatus, ItemSource
@@ -123,12 +123,12 @@ async def _stage(deps: Deps, queue: ImportQueue, job_id: str, spec: ImportSpec, 
         items.append(ItemSource(name_from_url(url), url=url, attributes={**spec.attributes, **rows.get(url, {})}))
         if len(items) >= ITEMS_PER_WRITE:
             await flush()
-    found: set[str] = set()
+    files = ManifestFiles(key for key in rows if not _is_url(key))
     if spec.archive is not None:
         packs = _Packs(deps, job_id, deps.settings.ingest_batch_size)
         for path, content in archive_images(spec.archive, deps.settings.max_image_bytes):
-            found.update((path, PurePosixPath(path).name))
-            attributes = {**spec.attributes, **rows.get(path, rows.get(PurePosixPath(path).name, {}))}
+            row = files.key_of(path)
+            attributes = {**spec.attributes, **(rows[row] if row is not None else {})}
             index = total + len(items)
             if isinstance(content, ImageSearchError):
                 items.append(ItemSource(path, error=f"{content.reason}: {content.message}"))
@@ -139,7 +139,7 @@ async def _stage(deps: Deps, queue: ImportQueue, job_id: str, spec: ImportSpec, 
                 await flush()  # the items' packs may follow: batches are queued once all is staged
         await packs.flush()
     for key in rows:
-        if not _is_url(key) and key not in found:
+        if not _is_url(key) and key not in files.matched:
             items.append(ItemSource(key, error="invalid_image: the manifest names it, but the import has no such "
                                                "file"))
     await flush()
