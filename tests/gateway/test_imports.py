@@ -235,7 +235,7 @@ async def import_queue(_stack: Stack) -> AsyncIterator[ImportQueue]:
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("undo", ["vectors_kept", "vectors_back"])
-async def test_a_batch_whose_insert_was_applied_yet_raised_is_stored_whole_on_its_retry(
+async def test_a_batch_whose_insert_was_applied_yet_raised_is_made_whole_on_its_retry(
         make_fakes: MakeFakes, import_queue: ImportQueue, undo: str) -> None:
     """The first try's vectors insert is applied, then raises; the add's undo either cannot delete the vectors (Milvus
     still down: the blobs are kept) or deletes them before the insert lands (`LateInsert`: the blobs go). Either way
@@ -326,3 +326,36 @@ async def test_a_retry_after_a_try_that_replaced_an_image_keeps_the_row_that_try
     assert await images.count(fakes.deps, "demo") == 2
     job = await import_queue.get(job.id)
     assert (job.status, job.counts["added"], job.counts["failed"]) == (ImportStatus.DONE, 2, 0)
+
+
+@pytest.mark.anyio
+async def test_a_retry_deletes_the_near_duplicate_its_first_try_left_in_place(
+        make_fakes: MakeFakes, import_queue: ImportQueue) -> None:
+    """on_duplicate=replace: the first try wrote the new image and stopped before deleting the one it replaces
+    (Milvus refused the delete). The retry finds the new image present and ours, and deletes the old one:
+    one of the two stays, and the job counts it replaced."""
+    fakes = make_fakes(ingest_batch_size=8)
+    await albums.create(fakes.deps, "demo")
+    (old,) = await ingest.add_images(fakes.deps, "demo", [NewImage(png(1, 64), name="old.png",
+                                                                   attributes={"price": 5})])
+    fakes.extractor.near_copies[png(2, 64)] = png(1, 64)
+    job = await imports.create(fakes.deps, import_queue, "demo", imports.ImportSpec(
+        archive=io.BytesIO(zipped({"new.png": png(2, 64), "other.png": png(3, 64)})),
+        on_duplicate=OnDuplicate.REPLACE))
+    batch = await import_queue.take("test-worker", 100, 60_000)
+    assert batch is not None
+    fakes.search.delete_error = SearchUnavailable("Milvus refused the delete")
+    with pytest.raises(SearchUnavailable):
+        await imports.process_batch(fakes.deps, import_queue, batch)
+    assert sorted(i.name for i in await images.list_images(fakes.deps, "demo")) == ["new.png", "old.png", "other.png"]
+
+    fakes.search.delete_error = None
+    await imports.process_batch(fakes.deps, import_queue, batch)
+    listed = {i.name: i for i in await images.list_images(fakes.deps, "demo")}
+    assert sorted(listed) == ["new.png", "other.png"] and listed["new.png"].attributes == {"price": 5}
+    old_hash = hashlib.sha256(png(1, 64)).hexdigest()
+    assert not [k for k in fakes.blobs.objects if old_hash in k]
+    job = await import_queue.get(job.id)
+    assert (job.status, job.counts["added"], job.counts["replaced"]) == (ImportStatus.DONE, 1, 1)
+    results = {r["name"]: (r["status"], r["near"]) for r in await imports.results(import_queue, job.id)}
+    assert results == {"new.png": ("replaced", old.id), "other.png": ("added", None)}

@@ -361,7 +361,8 @@ async def _add(deps: Deps, queue: ImportQueue, job: ImportJob, sources: Mapping[
         return [NewImage(content=ready[i], name=sources[i].name, attributes=dict(sources[i].attributes))
                 for i in indexes]
 
-    results = dict(zip(again, await ingest.restore_images(deps, job.album, images(again)), strict=True))
+    results = dict(zip(again, await ingest.restore_images(deps, job.album, images(again),
+                                                          OnDuplicate(job.on_duplicate)), strict=True))
     if rest:
         added = await ingest.add_images(deps, job.album, images(rest), on_duplicate=OnDuplicate(job.on_duplicate),
                                         present=present)

@@ -111,13 +111,16 @@ async def add_images(deps: Deps, album: str, images: Sequence[NewImage], atomic:
     return [results[i] for i in range(len(images))]
 
 
-async def restore_images(deps: Deps, album: str, images: Sequence[NewImage]) -> list[AddResult]:
+async def restore_images(deps: Deps, album: str, images: Sequence[NewImage],
+                         on_duplicate: OnDuplicate = OnDuplicate.KEEP) -> list[AddResult]:
     """Writes again what images the album holds may lack after an add of them stopped midway: their bytes,
     local features, faces and keypoint rows (an insert of their vectors raised, yet Milvus had applied it,
-    and the add undid the rest). Their rows (vectors, attributes, time added) stay as they are: an import's
-    retry of a batch its earlier try added (services.gateway.usecases.imports). Every write is by id or
-    content hash, and nothing is undone on a failure: all of it belongs to images in the album. Answers
-    "added" for the first image of each bytes, "duplicate" for the others."""
+    and the add undid the rest), and, with `on_duplicate` replace, deletes the near-duplicates they were to
+    replace if that add stopped before it did. Their rows (vectors, attributes taken over, time added)
+    stay as they are: an import's retry of a batch its earlier try added (services.gateway.usecases.imports).
+    Every write is by id or content hash, and nothing is undone on a failure: all of it belongs to images
+    in the album. Answers "added" (or "replaced") for the first image of each bytes, "duplicate" for the
+    others."""
     if not images:
         return []
     collection = await deps.collection(album)
@@ -134,8 +137,17 @@ async def restore_images(deps: Deps, album: str, images: Sequence[NewImage]) -> 
             items.append((image, item, embedding.local_features[0] if embedding.local_features else b""))
     if items:
         await _write(deps, collection.name, items, faces, keypoints=fine, vectors=False)
+    replaced: dict[str, str] = {}
+    if items and on_duplicate is OnDuplicate.REPLACE:
+        ours = {image.id for image, _, _ in items}
+        near = await near_duplicates(deps, collection.name, [item for _, item, _ in items])
+        replaced = {new: old for new, old in near.items() if old not in ours}
+        if replaced:
+            await delete_stored(deps, collection.name, sorted(set(replaced.values())))
     for image, _, _ in items:
-        results[image.index] = AddResult(image.index, image.name, AddStatus.ADDED, image.id)
+        results[image.index] = AddResult(image.index, image.name,
+                                         AddStatus.REPLACED if image.id in replaced else AddStatus.ADDED, image.id,
+                                         near=replaced.get(image.id, ""))
     return [results[i] for i in range(len(images))]
 
 
