@@ -61,7 +61,7 @@ def parse_manifest(text: str, suffix: str, columns: Mapping[str, str]) -> dict[s
 
 class ManifestFiles:
     """Finds a manifest's row for a file of the archive imported: the row whose key is the file's path,
-    or the one of which it is the trailing part or which is its trailing part, folder by folder (the
+    else the one of which it is the trailing part or which is its trailing part, folder by folder (the
     folder `gallery` sent as `a.jpg`, its row `gallery/a.jpg`; a row `a.jpg` for `photos/a.jpg`), the
     longest such match; a file that two rows match equally well takes neither. `matched` collects the keys
     found, so that rows naming no file of the archive can be reported."""
@@ -76,9 +76,14 @@ class ManifestFiles:
 
     def key_of(self, path: str) -> str | None:
         parts = _path_parts(path)
+        candidates = self._by_name.get(parts[-1] if parts else "", [])
+        exact = next((key for key, key_parts in candidates if key_parts == parts), None)
+        if exact is not None:  # the row naming the file's own path, before any that ends the same
+            self.matched.add(exact)
+            return exact
         best: str | None = None
         best_length, tied = 0, False
-        for key, key_parts in self._by_name.get(parts[-1] if parts else "", []):
+        for key, key_parts in candidates:
             shared = _shared_tail(parts, key_parts)
             if shared < min(len(parts), len(key_parts)):
                 continue  # neither path ends with the other: another folder's file of the same name

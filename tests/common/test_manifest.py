@@ -35,6 +35,12 @@ def test_a_row_names_a_file_by_its_path_from_the_folder_sent_or_from_a_folder_ab
     assert files.matched == {"gallery/a.jpg", "gallery/sub/b.jpg", "c.jpg", "x/d.jpg", "./e.jpg"}
 
 
+def test_the_row_naming_the_files_own_path_comes_first() -> None:
+    files = ManifestFiles(["a.jpg", "sub/a.jpg", "d.jpg", "x/d.jpg", "y/d.jpg"])
+    assert [files.key_of(p) for p in ("a.jpg", "sub/a.jpg", "d.jpg", "x/d.jpg", "z/d.jpg")] == \
+        ["a.jpg", "sub/a.jpg", "d.jpg", "x/d.jpg", "d.jpg"]
+
+
 def test_jsonl_rows_keep_their_json_values(tmp_path: Path) -> None:
     path = tmp_path / "shoes.jsonl"
     path.write_text('{"file": "a.jpg", "price": 39.5, "sizes": ["41"]}\n\n{"path": "b.jpg", "in_stock": true}\n')
