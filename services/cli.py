@@ -119,10 +119,10 @@ def follow_import(client: GatewayClient, job: dict[str, Any], progress: bool = T
                 unreachable_since = unreachable_since or now
                 if now - unreachable_since > patience_s:
                     raise GatewayGone(
-                        f"the gateway at {client.base_url} has not answered for {patience_s:.0f} s ({exc}); import "
+                        f"the gateway at {client.base_url} has not answered for {patience_s:.0f} s ({exc}); {doing} "
                         f"{job['id']} goes on by itself: `imagesearch imports --album {job['album']}` shows it"
                     ) from exc
-                bar.set_postfix_str(f"gateway unreachable ({type(exc).__name__}), waiting: the import goes on")
+                bar.set_postfix_str(f"gateway unreachable ({type(exc).__name__}), waiting: the {doing} goes on")
                 sleep(2.0)
                 continue
             unreachable_since = None
@@ -422,7 +422,12 @@ def cmd_up(args: argparse.Namespace) -> int:
         return 1
     stack = Stack(Path(args.data), ports)
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+
+    def on_term(*_: object) -> None:
+        stop.set()
+        raise KeyboardInterrupt  # also out of a start or restart under way (Milvus can take minutes)
+
+    signal.signal(signal.SIGTERM, on_term)
     try:
         print(f"starting Milvus, S3, Redis and the services (data in {stack.data_dir}, logs in {stack.logs}) ...")
         stack.start()
@@ -445,6 +450,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     finally:
         print("\nstopping ...")
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         stack.stop()
         print("stopped")
     return 0
@@ -556,6 +562,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handlers[args.command](args, client)
     except ApiError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except httpx.TimeoutException as exc:
+        print(f"error: the gateway at {args.url} did not answer in time ({type(exc).__name__}); what was asked may "
+              "still be under way (an import: `imagesearch imports` lists it)", file=sys.stderr)
         return 2
     except httpx.TransportError as exc:
         print(f"error: cannot reach the gateway at {args.url} ({type(exc).__name__}: {exc}); is it running? "

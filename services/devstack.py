@@ -119,6 +119,9 @@ class ManagedProcess:
     stop_signal: int = signal.SIGTERM
     # Signal the process's children instead (for a wrapper that would stop its child too abruptly).
     signal_children: bool = False
+    # A signal sent to the process itself first, telling it that the stop is asked for (so that a wrapper
+    # can tell its child's asked-for end from a crash); None: none.
+    stop_notice: int | None = None
     proc: subprocess.Popen[bytes] | None = None
     log_offset: int = 0
 
@@ -168,6 +171,9 @@ class ManagedProcess:
             return
         pgid = self.proc.pid
         if self.proc.poll() is None or _group_alive(pgid):
+            if self.stop_notice is not None and self.proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pgid, self.stop_notice)
             targets = child_pids(pgid) if self.signal_children else []
             for pid in targets:
                 with contextlib.suppress(ProcessLookupError):
@@ -307,6 +313,8 @@ class Stack:
             # client connected, left a data directory that a restarted server never served again.
             stop_signal=signal.SIGTERM,
             signal_children=True,
+            # The launcher then takes the server's end as asked for, not as a crash (services.milvus_server).
+            stop_notice=signal.SIGUSR1,
         )
         return proc
 
@@ -482,6 +490,6 @@ class Supervisor:
             try:
                 self.stack.stop((name,))  # what is left of it: a child of a wrapper that was killed alone
                 self.stack.start((name,))
-            except RuntimeError as exc:  # it did not come up: the next check finds it stopped again
+            except (RuntimeError, TimeoutError) as exc:  # not up (yet): a stopped one is found again next time
                 announce(f"{name} did not start: {exc}")
         return dead

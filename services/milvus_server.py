@@ -13,11 +13,13 @@ The same command line as the package's `milvus-server`, with two of its port hab
 * So a restarted server comes back exactly where its clients, and its own etcd sessions, expect it.
 * Its `wait()` only returns after its own `stop()`: once the server process had exited (stopped by
   SIGTERM), the wrapper lingered until killed. Here it exits with the server, and as the server did
-  (a server killed by a signal: 128 + the signal), where the package would exit 0.
+  when it ended by itself (killed by a signal: 128 + the signal), where the package would exit 0; a
+  stop announced by SIGUSR1 first (devstack) exits 0.
 """
 
 from __future__ import annotations
 
+import signal
 import socket
 import sys
 import time
@@ -56,19 +58,32 @@ def _resolve_strictly(self: Any) -> None:
         raise SystemExit(1) from exc
 
 
+# devstack sends it before it signals the server to stop (ManagedProcess.stop_notice): the server's end
+# is then the one asked for, whatever its code (the binary panics while it shuts down: signal 6).
+STOP_NOTICE = signal.SIGUSR1
+_stop_asked = False
+
+
+def _note_the_stop(signum: int, frame: Any) -> None:
+    global _stop_asked
+    _stop_asked = True
+
+
 def _wait_for_the_server(self: Any) -> None:
-    """Returns when the server process has exited; exits as it did when it did not end well (killed, or an
-    error), so that whoever watches the wrapper sees a crash as one (the package's main would exit 0)."""
+    """Returns when the server process has exited; exits as it did when it ended by itself and not well
+    (killed, or an error), so that whoever watches the wrapper sees a crash as one (the package's main
+    would exit 0)."""
     while self.server_proc is not None and self.server_proc.poll() is None:
         time.sleep(0.1)
     code = self.server_proc.returncode if self.server_proc is not None else 0
-    if code:
+    if code and not _stop_asked:
         print(f"milvus: the server ended with {'signal ' + str(-code) if code < 0 else 'exit code ' + str(code)}",
               file=sys.stderr, flush=True)
         raise SystemExit(128 - code if code < 0 else code)
 
 
 def main() -> None:
+    signal.signal(STOP_NOTICE, _note_the_stop)
     milvus.MilvusServerConfig.try_bind_port = _bind_like_the_server
     milvus.MilvusServerConfig.resolve_all_listen_ports = _resolve_strictly
     milvus.MilvusServer.wait = _wait_for_the_server

@@ -40,7 +40,16 @@ def test_a_part_that_stops_by_itself_is_started_again_until_it_keeps_failing(tmp
         with pytest.raises(PartKeepsFailing, match="redis stopped 3 times within 60 s"):
             supervisor.check(said.append)
         now[0] = 200.0  # long after: the earlier stops no longer count
-        assert supervisor.check(said.append) == ["redis"]
+        start = stack.start
+
+        def slow(names: tuple[str, ...]) -> None:
+            start(names)
+            raise TimeoutError("redis not ready in 120 s")
+
+        stack.start = slow  # type: ignore[method-assign]
+        assert supervisor.check(said.append) == ["redis"]  # a start that times out does not end `up`
+        assert said[-1] == "redis did not start: redis not ready in 120 s"
+        stack.start = start  # type: ignore[method-assign]
         assert port_open(stack.ports.redis)
     finally:
         stack.stop()
