@@ -23,12 +23,12 @@ from services.common.errors import SearchUnavailable
 from services.devstack import Stack
 from services.gateway.blobstore import features_key, image_key
 from services.gateway.deps import Deps
-from services.gateway.import_queue import ImportQueue, ImportStatus
-from services.gateway.records import Item, NewImage, OnDuplicate
+from services.gateway.import_queue import Batch, ImportJob, ImportQueue, ImportStatus
+from services.gateway.records import AddResult, Item, NewImage, OnDuplicate
 from services.gateway.usecases import albums, images, imports, ingest
 from services.gateway.usecases.shared import image_id_of
 from tests.gateway.conftest import MakeFakes
-from tests.gateway.fakes import LoopbackSearch, png
+from tests.gateway.fakes import Fakes, LoopbackSearch, png
 from tests.gateway.stack_helpers import cropped_copy, file_server, given_attributes, unique_album, wait_for_job
 
 pytestmark = pytest.mark.stack
@@ -287,14 +287,10 @@ async def test_a_batch_whose_insert_was_applied_yet_raised_is_made_whole_on_its_
         "before.png": "duplicate"}
 
 
-@pytest.mark.anyio
-async def test_a_retry_after_a_try_that_replaced_an_image_keeps_the_row_that_try_wrote(
-        make_fakes: MakeFakes, import_queue: ImportQueue) -> None:
-    """on_duplicate=replace: the first try put the new image in place of its near-duplicate (taking over the
-    old one's attributes, then deleting it) and stopped before recording its results (Redis gone, a killed
-    gateway). Its retry finds the new image present and ours: it writes again what the image might lack
-    (its bytes, its features) and leaves its row, whose attributes came from an image that is gone now; it
-    is counted added (the retry cannot tell it replaced one)."""
+async def replacing_import(make_fakes: MakeFakes, import_queue: ImportQueue
+                           ) -> tuple[Fakes, AddResult, ImportJob, Batch]:
+    """An album holding old.png (price 5) and an import, on_duplicate=replace, of new.png (a near-duplicate
+    of it) and other.png, its one batch taken: the fakes, old.png's result, the job, the batch."""
     fakes = make_fakes(ingest_batch_size=8)
     await albums.create(fakes.deps, "demo")
     (old,) = await ingest.add_images(fakes.deps, "demo", [NewImage(png(1, 64), name="old.png",
@@ -305,6 +301,18 @@ async def test_a_retry_after_a_try_that_replaced_an_image_keeps_the_row_that_try
         on_duplicate=OnDuplicate.REPLACE))
     batch = await import_queue.take("test-worker", 100, 60_000)
     assert batch is not None
+    return fakes, old, job, batch
+
+
+@pytest.mark.anyio
+async def test_a_retry_after_a_try_that_replaced_an_image_keeps_the_row_that_try_wrote(
+        make_fakes: MakeFakes, import_queue: ImportQueue) -> None:
+    """on_duplicate=replace: the first try put the new image in place of its near-duplicate (taking over the
+    old one's attributes, then deleting it) and stopped before recording its results (Redis gone, a killed
+    gateway). Its retry finds the new image present and ours: it writes again what the image might lack
+    (its bytes, its features) and leaves its row, whose attributes came from an image that is gone now; it
+    is counted added (the retry cannot tell it replaced one)."""
+    fakes, old, job, batch = await replacing_import(make_fakes, import_queue)
     record = import_queue.record
 
     async def lost(*args: object) -> int:
@@ -334,16 +342,7 @@ async def test_a_retry_deletes_the_near_duplicate_its_first_try_left_in_place(
     """on_duplicate=replace: the first try wrote the new image and stopped before deleting the one it replaces
     (Milvus refused the delete). The retry finds the new image present and ours, and deletes the old one:
     one of the two stays, and the job counts it replaced."""
-    fakes = make_fakes(ingest_batch_size=8)
-    await albums.create(fakes.deps, "demo")
-    (old,) = await ingest.add_images(fakes.deps, "demo", [NewImage(png(1, 64), name="old.png",
-                                                                   attributes={"price": 5})])
-    fakes.extractor.near_copies[png(2, 64)] = png(1, 64)
-    job = await imports.create(fakes.deps, import_queue, "demo", imports.ImportSpec(
-        archive=io.BytesIO(zipped({"new.png": png(2, 64), "other.png": png(3, 64)})),
-        on_duplicate=OnDuplicate.REPLACE))
-    batch = await import_queue.take("test-worker", 100, 60_000)
-    assert batch is not None
+    fakes, old, job, batch = await replacing_import(make_fakes, import_queue)
     fakes.search.delete_error = SearchUnavailable("Milvus refused the delete")
     with pytest.raises(SearchUnavailable):
         await imports.process_batch(fakes.deps, import_queue, batch)
