@@ -40,16 +40,19 @@ MILVUS_INTERNAL_PORTS = ("root-coord", "proxy-internal", "query-coord", "query-n
 
 
 def _listen_ports() -> range:
-    """Ports to pick listeners from: below the kernel's range for outgoing connections' source ports.
+    """Ports to pick listeners from: 24000 up to the kernel's range for outgoing connections' source ports.
 
-    A port the kernel handed out (bind to port 0) lies in that range, so any process's next outgoing
+    A port the kernel hands out (bind to port 0) lies in that range, so any process's next outgoing
     connection can take it between the pick and the listener's start; it failed a CI run (Milvus' query
-    coordinator found its port held by a connection). Below that range only another listener can."""
+    coordinator found its port held by a connection). Below 24000 lie the ports SeaweedFS' `weed mini`
+    binds whatever it is told (master 9333, volume 9340, filer 8888, each also + 10000 for gRPC, and
+    the next ones up when a second one runs; its admin 23646), which a listener picked there would take
+    from it, or lose to it."""
     try:
         low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     except (OSError, ValueError, IndexError):
         low = 32768
-    return range(max(1024, low - 16384), low)
+    return range(24000, low) if low > 25000 else range(0)
 
 
 _PICK = random.SystemRandom()  # not the seeded global: two processes must not pick alike
