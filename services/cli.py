@@ -560,9 +560,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     client = GatewayClient(args.url)
     try:
         return handlers[args.command](args, client)
-    except ApiError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     except httpx.TimeoutException as exc:
         print(f"error: the gateway at {args.url} did not answer in time ({type(exc).__name__}); what was asked may "
               "still be under way (an import: `imagesearch imports` lists it)", file=sys.stderr)
@@ -571,10 +568,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: cannot reach the gateway at {args.url} ({type(exc).__name__}: {exc}); is it running? "
               "(`imagesearch up` starts it; --url or IMAGESEARCH_URL point elsewhere)", file=sys.stderr)
         return 2
-    except GatewayGone as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except (OSError, ValueError) as exc:
+    except (ApiError, GatewayGone, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     finally:

@@ -355,7 +355,7 @@ async def _add(deps: Deps, queue: ImportQueue, job: ImportJob, sources: Mapping[
     # yet Milvus had applied it). What it may lack is written again, its row (the attributes it took over
     # from an image it replaced, its time) left as it is; it is counted added, not a duplicate.
     again = [i for i in order if ids[i] in present and claims[i] == (ids[i], False)]
-    rest = [i for i in order if i not in set(again)]
+    rest = [i for i in order if i not in again]
 
     def images(indexes: list[int]) -> list[NewImage]:
         return [NewImage(content=ready[i], name=sources[i].name, attributes=dict(sources[i].attributes))
