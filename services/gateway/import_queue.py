@@ -12,10 +12,13 @@ idempotent processing: see services.gateway.usecases.imports).
     import:<id>:results        HASH  item index -> JSON result, written once
     imports:tasks              STREAM of batches {"job", "first", "last"}; consumer group "workers"
 
-A batch is read with XREADGROUP and removed with XACK + XDEL only once its results are written; one
-that stays pending longer than the visibility timeout (its worker died) is taken over with
-XAUTOCLAIM. Results are recorded by a Lua script that writes each result at most once and counts it
-then, and marks the job done when every item has one. Redis errors become `StoreUnavailable`.
+A job's batches are queued while it stages, each in one transaction with its items, so that workers start
+on the first ones while the rest of an archive is read; when staging ends the job gets its total and is
+marked queued (or done, if its batches are all processed by then). A batch is read with XREADGROUP and
+removed with XACK + XDEL only once its results are written; one that stays pending longer than the
+visibility timeout (its worker died) is taken over with XAUTOCLAIM. Results are recorded by a Lua script
+that writes each result at most once and counts it then, and marks the job done when every item has one.
+Redis errors become `StoreUnavailable`.
 """
 
 from __future__ import annotations
@@ -46,14 +49,29 @@ MAX_ITEMS = 1_000_000
 # Results counted per status (the job hash's counters).
 COUNTERS = ("added", "duplicates", "skipped", "replaced", "failed")
 
-# mark_running, atomically: the start time set once, and queued -> running only if the job is still queued.
+# mark_running, atomically: the start time set once (a job's first batches may run while it still stages),
+# and queued -> running only if the job is still queued. ARGV: queued, running, now_ms, staging.
 _MARK_RUNNING = """
-redis.call('HSETNX', KEYS[1], 'started_at_ms', ARGV[3])
-if redis.call('HGET', KEYS[1], 'status') ~= ARGV[1] then return 0 end
+local status = redis.call('HGET', KEYS[1], 'status')
+if status ~= ARGV[1] and status ~= ARGV[4] then return 0 end
 local started = redis.call('HGET', KEYS[1], 'started_at_ms')
 if (not started) or started == '0' then redis.call('HSET', KEYS[1], 'started_at_ms', ARGV[3]) end
-redis.call('HSET', KEYS[1], 'status', ARGV[2])
+if status == ARGV[1] then redis.call('HSET', KEYS[1], 'status', ARGV[2]) end
 return 1
+"""
+
+# start, atomically: a job still staging gets its total and is queued, or done at once if its batches (queued
+# while it staged) have all been processed; a job cancelled or failed meanwhile is left so. Returns the status.
+# KEYS = job hash, results hash; ARGV = staging, queued, done, total, now_ms.
+_START = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if status ~= ARGV[1] then return status end
+redis.call('HSET', KEYS[1], 'status', ARGV[2], 'total', ARGV[4], 'updated_at_ms', ARGV[5])
+if redis.call('HLEN', KEYS[2]) >= tonumber(ARGV[4]) then
+  redis.call('HSET', KEYS[1], 'status', ARGV[3], 'finished_at_ms', ARGV[5])
+  return ARGV[3]
+end
+return ARGV[2]
 """
 
 
@@ -100,9 +118,10 @@ class ImportJob:
         return self.processed / seconds
 
     def eta_s(self, now_ms: int | None = None) -> float | None:
-        """Seconds left at the rate so far (None before a rate is known or once finished)."""
+        """Seconds left at the rate so far (None before a rate is known, while the total is not (staging),
+        or once finished)."""
         rate = self.rate(now_ms)
-        if self.status.finished or rate <= 0:
+        if self.status.finished or self.status is ImportStatus.STAGING or rate <= 0:
             return None
         return (self.total - self.processed) / rate
 
@@ -192,6 +211,7 @@ class ImportQueue:
         self.redis = redis
         self.ttl_s = ttl_s
         self._record = redis.register_script(_RECORD)
+        self._start = redis.register_script(_START)
         self._group_ready = False
 
     async def _run(self, operation: Awaitable[T]) -> T:
@@ -231,31 +251,34 @@ class ImportQueue:
             await self._run(pipe.execute())
         return job_id
 
-    async def add_items(self, job_id: str, first: int, items: Sequence[ItemSource]) -> None:
-        """Stores items first, first+1, ... of a job (while it is staging)."""
+    async def add_batch(self, job_id: str, first: int, items: Sequence[ItemSource]) -> ImportStatus:
+        """Stores items first, first+1, ... of a staging job and queues them as one batch, in one transaction
+        (so the workers start on an import while the rest of it is staged); returns the job's status (a job
+        cancelled or failed meanwhile is finished: the workers skip its batches)."""
         if not items:
-            return
+            raise InvalidArgument("a batch holds at least one item")
         if first + len(items) > MAX_ITEMS:
             raise InvalidArgument(f"an import holds at most {MAX_ITEMS} images")
+        await self._ensure_group()
         key = f"{_job_key(job_id)}:items"
-        async with self.redis.pipeline(transaction=False) as pipe:
+        async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(key, mapping={str(first + i): item.to_json() for i, item in enumerate(items)})
             pipe.expire(key, self.ttl_s)
-            await self._run(pipe.execute())
+            pipe.xadd(TASKS_KEY, {"job": job_id, "first": first, "last": first + len(items) - 1})
+            pipe.hget(_job_key(job_id), "status")
+            replies = await self._run(pipe.execute())
+        return ImportStatus(_text(replies[-1])) if replies[-1] else ImportStatus.FAILED
 
-    async def start(self, job_id: str, total: int, batch_size: int) -> None:
-        """Queues the job's items, a batch per stream entry, and marks it queued."""
+    async def start(self, job_id: str, total: int) -> ImportStatus:
+        """Ends a job's staging: its `total` items are all stored and queued (`add_batch`). Marks it queued,
+        or done if its batches have all been processed already; returns its status (a job cancelled or
+        failed while it staged stays so)."""
         if total < 1:
             raise InvalidArgument("the import holds no images")
-        await self._ensure_group()
-        async with self.redis.pipeline(transaction=True) as pipe:
-            for first in range(0, total, batch_size):
-                last = min(first + batch_size, total) - 1
-                pipe.xadd(TASKS_KEY, {"job": job_id, "first": first, "last": last})
-            pipe.hset(_job_key(job_id), mapping={"status": ImportStatus.QUEUED.value, "total": total,
-                                                 "updated_at_ms": _now_ms()})
-            await self._run(pipe.execute())
-        log.info("import %s queued: %d image(s)", job_id, total)
+        status = await self._run(self._start(keys=[_job_key(job_id), f"{_job_key(job_id)}:results"], args=[
+            ImportStatus.STAGING.value, ImportStatus.QUEUED.value, ImportStatus.DONE.value, total, _now_ms()]))
+        log.info("import %s staged: %d image(s)", job_id, total)
+        return ImportStatus(_text(status)) if status else ImportStatus.FAILED
 
     async def start_whole(self, job_id: str, total: int) -> None:
         """Queues a job that one worker runs whole (a re-embed), and marks it queued."""
@@ -323,10 +346,10 @@ class ImportQueue:
         await self._run(self.redis.hset(_job_key(job_id), mapping=fields))
 
     async def mark_running(self, job_id: str) -> None:
-        """Queued -> running, with its start time (once). One script in Redis: a cancel between reading the
-        status and writing it would otherwise be written over with "running"."""
+        """Queued -> running, with its start time (once; set while staging too). One script in Redis: a cancel
+        between reading the status and writing it would otherwise be written over with "running"."""
         await self._run(self.redis.eval(_MARK_RUNNING, 1, _job_key(job_id), ImportStatus.QUEUED.value,
-                                        ImportStatus.RUNNING.value, str(_now_ms())))
+                                        ImportStatus.RUNNING.value, str(_now_ms()), ImportStatus.STAGING.value))
 
     # --- items ------------------------------------------------------------------------------------
     async def items(self, job_id: str, indexes: Sequence[int]) -> dict[int, ItemSource]:

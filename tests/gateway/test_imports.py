@@ -4,6 +4,7 @@ failed try, over the use cases' fakes and a real Redis."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import json
@@ -23,7 +24,7 @@ from services.common.errors import SearchUnavailable
 from services.devstack import Stack
 from services.gateway.blobstore import features_key, image_key
 from services.gateway.deps import Deps
-from services.gateway.import_queue import Batch, ImportJob, ImportQueue, ImportStatus
+from services.gateway.import_queue import Batch, ImportJob, ImportQueue, ImportStatus, ItemSource
 from services.gateway.records import AddResult, Item, NewImage, OnDuplicate
 from services.gateway.usecases import albums, images, imports, ingest
 from services.gateway.usecases.shared import image_id_of
@@ -358,3 +359,98 @@ async def test_a_retry_deletes_the_near_duplicate_its_first_try_left_in_place(
     assert (job.status, job.counts["added"], job.counts["replaced"]) == (ImportStatus.DONE, 1, 1)
     results = {r["name"]: (r["status"], r["near"]) for r in await imports.results(import_queue, job.id)}
     assert results == {"new.png": ("replaced", old.id), "other.png": ("added", None)}
+
+
+# --- staging: batches queued as they are staged ------------------------------------------------------
+
+
+def held_pack(fakes: Fakes, pack: int) -> asyncio.Event:
+    """Holds the upload of the import's staged pack `pack` until the returned event is set."""
+    gate, put = asyncio.Event(), fakes.blobs.put
+
+    async def held(key: str, content: bytes, content_type: str, name: str = "") -> None:
+        if key.startswith("staging/") and key.endswith(f"/{pack}"):
+            await gate.wait()
+        await put(key, content, content_type, name)
+
+    fakes.blobs.put = held  # type: ignore[method-assign]
+    return gate
+
+
+async def take_and_process(fakes: Fakes, queue: ImportQueue) -> Batch:
+    batch = await queue.take("test-worker", 2000, 60_000)
+    assert batch is not None
+    await imports.process_batch(fakes.deps, queue, batch)
+    await queue.done(batch.entry_id)
+    return batch
+
+
+@pytest.mark.anyio
+async def test_an_archive_s_first_batches_are_added_while_the_rest_is_still_staged(
+        make_fakes: MakeFakes, import_queue: ImportQueue) -> None:
+    """Ten images in batches of 4: the upload of the third batch's pack is held, and meanwhile the first two
+    batches are taken and added (the job says staging, its rate counted from then); once staging ends the job
+    has its total, and the last batch completes it with every image once and no staged pack left."""
+    fakes = make_fakes(ingest_batch_size=4)
+    await albums.create(fakes.deps, "demo")
+    gate = held_pack(fakes, 2)
+    files = {f"p{n:02d}.png": png(n, 64) for n in range(10)}
+    creating = asyncio.create_task(imports.create(fakes.deps, import_queue, "demo",
+                                                  imports.ImportSpec(archive=io.BytesIO(zipped(files)))))
+    first = [await take_and_process(fakes, import_queue) for _ in range(2)]
+    assert sorted(i for b in first for i in b.indexes) == list(range(8))
+    job = await import_queue.get(first[0].job_id)
+    assert (job.status, job.total, job.counts["added"]) == (ImportStatus.STAGING, 0, 8)
+    assert job.started_at_ms > 0 and job.eta_s() is None
+    assert not creating.done()
+
+    gate.set()
+    job = await creating
+    assert (job.status, job.total) == (ImportStatus.QUEUED, 10)
+    last = await take_and_process(fakes, import_queue)
+    assert list(last.indexes) == [8, 9]
+    job = await import_queue.get(job.id)
+    assert (job.status, job.counts["added"], job.counts["failed"]) == (ImportStatus.DONE, 10, 0)
+    assert await images.count(fakes.deps, "demo") == 10
+    assert not [key for key in fakes.blobs.objects if key.startswith("staging/")]
+
+
+@pytest.mark.anyio
+async def test_an_import_cancelled_while_it_stages_stops_staging_and_keeps_what_it_added(
+        make_fakes: MakeFakes, import_queue: ImportQueue) -> None:
+    """A cancel between two batches' staging: the batch added before it stays, staging stops (the job is not
+    set queued over the cancel), the batches queued but not processed add nothing, and no staged pack is left."""
+    fakes = make_fakes(ingest_batch_size=4)
+    await albums.create(fakes.deps, "demo")
+    gate = held_pack(fakes, 2)
+    files = {f"p{n:02d}.png": png(n, 64) for n in range(16)}
+    creating = asyncio.create_task(imports.create(fakes.deps, import_queue, "demo",
+                                                  imports.ImportSpec(archive=io.BytesIO(zipped(files)))))
+    first = await take_and_process(fakes, import_queue)
+    await imports.cancel(fakes.deps, import_queue, first.job_id)
+    gate.set()
+    job = await creating
+    assert job.status is ImportStatus.CANCELLED
+    while (batch := await import_queue.take("test-worker", 200, 60_000)) is not None:
+        await imports.process_batch(fakes.deps, import_queue, batch)
+        await import_queue.done(batch.entry_id)
+    job = await import_queue.get(job.id)
+    assert (job.status, job.counts["added"]) == (ImportStatus.CANCELLED, 4)
+    assert await images.count(fakes.deps, "demo") == 4
+    assert not [key for key in fakes.blobs.objects if key.startswith("staging/")]
+
+
+@pytest.mark.anyio
+async def test_a_job_whose_batches_were_all_processed_while_it_staged_is_done_when_staging_ends(
+        import_queue: ImportQueue) -> None:
+    job_id = await import_queue.create("demo", "archive", "keep")
+    assert await import_queue.add_batch(job_id, 0, [ItemSource("a.png", error="invalid_image: empty")]) \
+        is ImportStatus.STAGING
+    batch = await import_queue.take("test-worker", 200, 60_000)
+    assert batch is not None
+    await import_queue.record(job_id, {0: ("failed", {"index": 0, "status": "failed"})})
+    await import_queue.done(batch.entry_id)
+    assert (await import_queue.get(job_id)).status is ImportStatus.STAGING  # no total yet: not done
+    assert await import_queue.start(job_id, 1) is ImportStatus.DONE
+    job = await import_queue.get(job_id)
+    assert (job.status, job.total, job.counts["failed"]) == (ImportStatus.DONE, 1, 1) and job.finished_at_ms > 0

@@ -6,6 +6,9 @@ images in the blob store and queues the items in batches (services.gateway.impor
 (services.gateway.import_worker) add each batch through `ingest.add_images` and record each item's
 result once.
 
+Staging goes a batch at a time (`_Stager`): the batch's images uploaded as one object, then its items
+written and the batch queued, so workers embed the first batches while the rest of the archive is read.
+
 Exactly once: an item's image id is the hash of its bytes, and before anything of a batch is written
 each item's id and whether the album had it already are recorded ("claims"). A batch taken over after
 a crash is processed again from the start: blobs are written again under the same keys, vectors are
@@ -24,7 +27,7 @@ import logging
 import tarfile
 import zipfile
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import PurePosixPath
 from typing import IO, Any
 
@@ -49,8 +52,7 @@ from services.gateway.usecases.shared import failure, image_id_of
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
-# Items written to Redis per call while staging, and staged packs uploaded to the blob store at once.
-ITEMS_PER_WRITE = 500
+# Batches staged at once (their packs uploaded, their items written and queued).
 STAGING_CONCURRENCY = 4
 # The counter of each add status in the job's counts.
 COUNTER_OF = {AddStatus.ADDED: "added", AddStatus.DUPLICATE: "duplicates", AddStatus.SKIPPED: "skipped",
@@ -95,7 +97,10 @@ async def create(deps: Deps, queue: ImportQueue, album: str, spec: ImportSpec) -
     job_id = await queue.create(album, spec.kind, spec.on_duplicate.value)
     try:
         total = await _stage(deps, queue, job_id, spec, rows, urls)
-        await queue.start(job_id, total, deps.settings.ingest_batch_size)
+        if (await queue.start(job_id, total)).finished:
+            await _forget_staged(deps, job_id)  # cancelled while staging: packs may have gone up since
+    except _Stopped:
+        await _forget_staged(deps, job_id)
     except ImageSearchError as exc:
         await queue.set_status(job_id, ImportStatus.FAILED, f"{exc.reason}: {exc.message}")
         await _forget_staged(deps, job_id)
@@ -109,80 +114,99 @@ def _is_url(text: str) -> bool:
 
 async def _stage(deps: Deps, queue: ImportQueue, job_id: str, spec: ImportSpec, rows: Mapping[str, JsonObject],
                  urls: list[str]) -> int:
-    """Writes the items (uploading an archive's images to the blob store first); returns how many."""
-    items: list[ItemSource] = []
-    total = 0
-
-    async def flush() -> None:
-        nonlocal total, items
-        await queue.add_items(job_id, total, items)
-        total += len(items)
-        items = []
-
-    for url in urls:
-        items.append(ItemSource(name_from_url(url), url=url, attributes={**spec.attributes, **rows.get(url, {})}))
-        if len(items) >= ITEMS_PER_WRITE:
-            await flush()
-    files = ManifestFiles(key for key in rows if not _is_url(key))
-    if spec.archive is not None:
-        packs = _Packs(deps, job_id, deps.settings.ingest_batch_size)
-        for path, content in archive_images(spec.archive, deps.settings.max_image_bytes):
-            row = files.key_of(path)
-            attributes = {**spec.attributes, **(rows[row] if row is not None else {})}
-            index = total + len(items)
-            if isinstance(content, ImageSearchError):
-                items.append(ItemSource(path, error=f"{content.reason}: {content.message}"))
-            else:
-                key, offset = await packs.add(index, content)
-                items.append(ItemSource(path, staged=key, attributes=attributes, offset=offset, length=len(content)))
-            if len(items) >= ITEMS_PER_WRITE:
-                await flush()  # the items' packs may follow: batches are queued once all is staged
-        await packs.flush()
-    for key in rows:
-        if not _is_url(key) and key not in files.matched:
-            items.append(ItemSource(key, error="invalid_image: the manifest names it, but the import has no such "
-                                               "file"))
-    await flush()
-    return total
+    """Stores and queues the items, a batch at a time (an archive's images uploaded to the blob store
+    first); returns how many."""
+    stager = _Stager(deps, queue, job_id, deps.settings.ingest_batch_size)
+    try:
+        for url in urls:
+            await stager.add(ItemSource(name_from_url(url), url=url,
+                                        attributes={**spec.attributes, **rows.get(url, {})}))
+        files = ManifestFiles(key for key in rows if not _is_url(key))
+        if spec.archive is not None:
+            for path, content in archive_images(spec.archive, deps.settings.max_image_bytes):
+                row = files.key_of(path)
+                attributes = {**spec.attributes, **(rows[row] if row is not None else {})}
+                if isinstance(content, ImageSearchError):
+                    await stager.add(ItemSource(path, error=f"{content.reason}: {content.message}"))
+                else:
+                    await stager.add(ItemSource(path, attributes=attributes), content)
+        for key in rows:
+            if not _is_url(key) and key not in files.matched:
+                await stager.add(ItemSource(key, error="invalid_image: the manifest names it, but the import has "
+                                                       "no such file"))
+        return await stager.finish()
+    finally:
+        await stager.cancel()
 
 
-class _Packs:
-    """Stages an archive's images one object per batch (the batch's images one after the other): a worker
-    reads its batch's images in one get and deletes them in one delete, rather than a get and a delete
-    per image (bench/e2e.py). Items are numbered as the queue batches them, so item i is in pack
-    i // batch_size; packs go up a few at once."""
+class _Stopped(Exception):
+    """The job was cancelled (or failed) while it staged."""
 
-    def __init__(self, deps: Deps, job_id: str, batch_size: int) -> None:
+
+class _Stager:
+    """Stages an import's items a batch at a time, up to STAGING_CONCURRENCY batches at once: the batch's
+    archive images go up as one object (a pack: their bytes one after the other, so a worker reads its
+    batch's images in one get and deletes them in one delete), then its items are written and the batch
+    queued (`ImportQueue.add_batch`). Items are numbered in the order added; batch b holds items
+    b * batch_size up to the next batch's first."""
+
+    def __init__(self, deps: Deps, queue: ImportQueue, job_id: str, batch_size: int) -> None:
         self.deps = deps
+        self.queue = queue
         self.job_id = job_id
         self.batch_size = batch_size
-        self.filling: tuple[int, list[bytes], int] | None = None  # pack, contents, bytes so far
-        self.full: list[tuple[int, list[bytes]]] = []
+        self.count = 0  # items handed to batches so far
+        self.items: list[ItemSource] = []
+        self.contents: list[bytes] = []
+        self.packed = 0  # bytes in the pack being filled
+        self.running: set[asyncio.Task[None]] = set()
 
-    async def add(self, index: int, content: bytes) -> tuple[str, int]:
-        """Stages the item's bytes; returns its pack's key and its offset there."""
-        pack = index // self.batch_size
-        if self.filling is not None and self.filling[0] != pack:
-            self.full.append(self.filling[:2])
-            self.filling = None
-            if len(self.full) >= STAGING_CONCURRENCY:
-                await self.flush(keep_filling=True)
-        if self.filling is None:
-            self.filling = (pack, [], 0)
-        number, contents, size = self.filling
-        contents.append(content)
-        self.filling = (number, contents, size + len(content))
-        return staging_key(self.job_id, pack), size
+    async def add(self, source: ItemSource, content: bytes | None = None) -> None:
+        """The next item (with its bytes, for an archive's image)."""
+        if content is not None:
+            source = replace(source, staged=staging_key(self.job_id, self.count // self.batch_size),
+                             offset=self.packed, length=len(content))
+            self.contents.append(content)
+            self.packed += len(content)
+        self.items.append(source)
+        if len(self.items) >= self.batch_size:
+            await self._send()
 
-    async def flush(self, keep_filling: bool = False) -> None:
-        """Uploads the full packs (and the one being filled, unless `keep_filling`)."""
-        if self.filling is not None and not keep_filling:
-            self.full.append(self.filling[:2])
-            self.filling = None
-        full, self.full = self.full, []
-        await asyncio.gather(*(self.deps.blobs.put(staging_key(self.job_id, pack), b"".join(contents),
-                                                   "application/octet-stream")
-                               for pack, contents in full))
+    async def finish(self) -> int:
+        """Stages the last batch, waits for every batch; returns how many items."""
+        if self.items:
+            await self._send()
+        while self.running:
+            await self._wait_one()
+        return self.count
+
+    async def cancel(self) -> None:
+        """Stops the batches still being staged (after an error)."""
+        for task in self.running:
+            task.cancel()
+        await asyncio.gather(*self.running, return_exceptions=True)
+        self.running.clear()
+
+    async def _send(self) -> None:
+        first, items, contents = self.count, self.items, self.contents
+        self.count += len(items)
+        self.items, self.contents, self.packed = [], [], 0
+        while len(self.running) >= STAGING_CONCURRENCY:
+            await self._wait_one()
+        self.running.add(asyncio.create_task(self._stage(first, items, contents)))
+
+    async def _wait_one(self) -> None:
+        done, _ = await asyncio.wait(self.running, return_when=asyncio.FIRST_COMPLETED)
+        self.running -= done
+        for task in done:
+            task.result()  # raises what the batch's staging raised
+
+    async def _stage(self, first: int, items: list[ItemSource], contents: list[bytes]) -> None:
+        if contents:
+            await self.deps.blobs.put(staging_key(self.job_id, first // self.batch_size), b"".join(contents),
+                                      "application/octet-stream")
+        if (await self.queue.add_batch(self.job_id, first, items)).finished:
+            raise _Stopped
 
 
 def archive_images(archive: IO[bytes], max_bytes: int) -> Iterator[tuple[str, bytes | ImageSearchError]]:
