@@ -10,15 +10,17 @@ idempotent processing: see services.gateway.usecases.imports).
                                      as before anything of it was written (so a retry tells "added by
                                      this job" from "there before")
     import:<id>:results        HASH  item index -> JSON result, written once
+    imports:staging            ZSET  job id -> when it last staged a batch (the jobs staging now)
     imports:tasks              STREAM of batches {"job", "first", "last"}; consumer group "workers"
 
-A job's batches are queued while it stages, each in one transaction with its items, so that workers start
-on the first ones while the rest of an archive is read; when staging ends the job gets its total and is
-marked queued (or done, if its batches are all processed by then). A batch is read with XREADGROUP and
-removed with XACK + XDEL only once its results are written; one that stays pending longer than the
-visibility timeout (its worker died) is taken over with XAUTOCLAIM. Results are recorded by a Lua script
-that writes each result at most once and counts it then, and marks the job done when every item has one.
-Redis errors become `StoreUnavailable`.
+A job's batches are queued while it stages, each in one transaction with its items, so that workers start on
+the first ones while the rest of an archive is read; when staging ends the job gets its total and is marked
+queued (or done, if its batches are all processed by then); one whose staging stopped midway (its gateway died
+while it read the upload) is failed by a worker once it has staged nothing for a while. A batch is read with
+XREADGROUP and removed with XACK + XDEL only once its results are written; one that stays pending longer than
+the visibility timeout (its worker died) is taken over with XAUTOCLAIM. Results are recorded by a Lua script
+that writes each result at most once and counts it then, and marks the job done when every item has one. Redis
+errors become `StoreUnavailable`.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 JOBS_KEY = "imports:jobs"
+STAGING_KEY = "imports:staging"
 TASKS_KEY = "imports:tasks"
 GROUP = "workers"
 JOB_TTL_S = 14 * 24 * 3600
@@ -60,10 +63,22 @@ if status == ARGV[1] then redis.call('HSET', KEYS[1], 'status', ARGV[2]) end
 return 1
 """
 
+# Fails a job left staging: KEYS = job hash, staging set; ARGV = job id, staging, failed, stale_before_ms,
+# now_ms, error. Only if it still stages and staged nothing since stale_before_ms; returns 1 if it failed it.
+_FAIL_STALE = """
+local touched = redis.call('ZSCORE', KEYS[2], ARGV[1])
+if touched and tonumber(touched) > tonumber(ARGV[4]) then return 0 end
+redis.call('ZREM', KEYS[2], ARGV[1])
+if redis.call('HGET', KEYS[1], 'status') ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], 'status', ARGV[3], 'error', ARGV[6], 'finished_at_ms', ARGV[5], 'updated_at_ms', ARGV[5])
+return 1
+"""
+
 # start, atomically: a job still staging gets its total and is queued, or done at once if its batches (queued
 # while it staged) have all been processed; a job cancelled or failed meanwhile is left so. Returns the status.
-# KEYS = job hash, results hash; ARGV = staging, queued, done, total, now_ms.
+# KEYS = job hash, results hash, staging set; ARGV = staging, queued, done, total, now_ms, job id.
 _START = """
+redis.call('ZREM', KEYS[3], ARGV[6])
 local status = redis.call('HGET', KEYS[1], 'status')
 if status ~= ARGV[1] then return status end
 redis.call('HSET', KEYS[1], 'status', ARGV[2], 'total', ARGV[4], 'updated_at_ms', ARGV[5])
@@ -212,6 +227,7 @@ class ImportQueue:
         self.ttl_s = ttl_s
         self._record = redis.register_script(_RECORD)
         self._start = redis.register_script(_START)
+        self._fail_stale = redis.register_script(_FAIL_STALE)
         self._group_ready = False
 
     async def _run(self, operation: Awaitable[T]) -> T:
@@ -248,6 +264,8 @@ class ImportQueue:
             pipe.hset(_job_key(job_id), mapping=fields)
             pipe.expire(_job_key(job_id), self.ttl_s)
             pipe.zadd(JOBS_KEY, {job_id: now})
+            if status is ImportStatus.STAGING:
+                pipe.zadd(STAGING_KEY, {job_id: now})
             await self._run(pipe.execute())
         return job_id
 
@@ -265,6 +283,7 @@ class ImportQueue:
             pipe.hset(key, mapping={str(first + i): item.to_json() for i, item in enumerate(items)})
             pipe.expire(key, self.ttl_s)
             pipe.xadd(TASKS_KEY, {"job": job_id, "first": first, "last": first + len(items) - 1})
+            pipe.zadd(STAGING_KEY, {job_id: _now_ms()}, xx=True)
             pipe.hget(_job_key(job_id), "status")
             replies = await self._run(pipe.execute())
         return ImportStatus(_text(replies[-1])) if replies[-1] else ImportStatus.FAILED
@@ -275,10 +294,25 @@ class ImportQueue:
         failed while it staged stays so)."""
         if total < 1:
             raise InvalidArgument("the import holds no images")
-        status = await self._run(self._start(keys=[_job_key(job_id), f"{_job_key(job_id)}:results"], args=[
-            ImportStatus.STAGING.value, ImportStatus.QUEUED.value, ImportStatus.DONE.value, total, _now_ms()]))
+        status = await self._run(self._start(
+            keys=[_job_key(job_id), f"{_job_key(job_id)}:results", STAGING_KEY],
+            args=[ImportStatus.STAGING.value, ImportStatus.QUEUED.value, ImportStatus.DONE.value, total, _now_ms(),
+                  job_id]))
         log.info("import %s staged: %d image(s)", job_id, total)
         return ImportStatus(_text(status)) if status else ImportStatus.FAILED
+
+    async def fail_stale_staging(self, stale_s: float, error: str) -> list[str]:
+        """Fails the jobs still staging that staged no batch for `stale_s` (the process staging them stopped);
+        returns their ids. Their batches already queued are then skipped, what they added stays."""
+        before = _now_ms() - int(stale_s * 1000)
+        stale = await self._run(self.redis.zrangebyscore(STAGING_KEY, "-inf", before, start=0, num=100))
+        failed = []
+        for raw in stale:
+            job_id = _text(raw)
+            if await self._run(self._fail_stale(keys=[_job_key(job_id), STAGING_KEY], args=[
+                    job_id, ImportStatus.STAGING.value, ImportStatus.FAILED.value, before, _now_ms(), error])):
+                failed.append(job_id)
+        return failed
 
     async def start_whole(self, job_id: str, total: int) -> None:
         """Queues a job that one worker runs whole (a re-embed), and marks it queued."""
@@ -343,7 +377,11 @@ class ImportQueue:
             fields["error"] = error
         if status.finished:
             fields["finished_at_ms"] = now
-        await self._run(self.redis.hset(_job_key(job_id), mapping=fields))
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(_job_key(job_id), mapping=fields)
+            if status.finished:
+                pipe.zrem(STAGING_KEY, job_id)
+            await self._run(pipe.execute())
 
     async def mark_running(self, job_id: str) -> None:
         """Queued -> running, with its start time (once; set while staging too). One script in Redis: a cancel

@@ -15,6 +15,7 @@ import contextlib
 import logging
 import os
 import socket
+import time
 import uuid
 
 from services.common.errors import AlbumNotFound, ImageSearchError, ModelMismatch, StoreUnavailable, Unavailable
@@ -29,6 +30,8 @@ log = logging.getLogger(__name__)
 # on within seconds of the dependency's return; a try while it is still down costs little (it fails at its
 # first call to the dependency).
 RETRY_PAUSE_MAX_S = 5.0
+# How often each worker looks for imports whose staging stopped midway.
+SWEEP_EVERY_S = 60.0
 
 
 class ImportWorker:
@@ -61,10 +64,15 @@ class ImportWorker:
             await asyncio.sleep(restart_pause_s)
 
     async def run(self) -> None:
-        """Runs until cancelled; while Redis is down it waits and tries again."""
+        """Runs until cancelled; while Redis is down it waits and tries again. Now and then (every
+        SWEEP_EVERY_S) it also fails the imports whose staging stopped midway (`imports.fail_stopped_staging`)."""
         backoff = self.poll_s
+        swept = time.monotonic()
         while True:
             try:
+                if time.monotonic() - swept >= SWEEP_EVERY_S:
+                    swept = time.monotonic()
+                    await imports.fail_stopped_staging(self.deps, self.queue)
                 batch = await self.queue.take(self.consumer, int(self.poll_s * 1000), int(self.visibility_s * 1000))
             except StoreUnavailable as exc:
                 log.warning("import worker cannot reach Redis, retrying in %.0fs: %s", backoff, exc.message)

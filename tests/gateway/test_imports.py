@@ -454,3 +454,36 @@ async def test_a_job_whose_batches_were_all_processed_while_it_staged_is_done_wh
     assert await import_queue.start(job_id, 1) is ImportStatus.DONE
     job = await import_queue.get(job_id)
     assert (job.status, job.total, job.counts["failed"]) == (ImportStatus.DONE, 1, 1) and job.finished_at_ms > 0
+
+
+@pytest.mark.anyio
+async def test_an_import_whose_staging_stopped_midway_is_failed_and_its_staged_packs_deleted(
+        make_fakes: MakeFakes, import_queue: ImportQueue) -> None:
+    """The gateway reading an upload stops while it stages (its task cancelled with a pack's upload held): once
+    the job has staged nothing for import_staging_stale_s a worker's sweep fails it, naming why, and deletes its
+    staged packs; the batch it had added stays, a batch it had queued adds nothing. A job still staging
+    recently, or finished, is left alone."""
+    fakes = make_fakes(ingest_batch_size=4, import_staging_stale_s=0.3)
+    await albums.create(fakes.deps, "demo")
+    held_pack(fakes, 2)
+    files = {f"p{n:02d}.png": png(n, 64) for n in range(12)}
+    creating = asyncio.create_task(imports.create(fakes.deps, import_queue, "demo",
+                                                  imports.ImportSpec(archive=io.BytesIO(zipped(files)))))
+    first = await take_and_process(fakes, import_queue)
+    assert await imports.fail_stopped_staging(fakes.deps, import_queue) == []  # staged a moment ago
+    creating.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await creating
+    assert (await import_queue.get(first.job_id)).status is ImportStatus.STAGING
+    assert any(key.startswith("staging/") for key in fakes.blobs.objects)
+
+    await asyncio.sleep(0.4)
+    assert await imports.fail_stopped_staging(fakes.deps, import_queue) == [first.job_id]
+    assert await imports.fail_stopped_staging(fakes.deps, import_queue) == []
+    while (batch := await import_queue.take("test-worker", 200, 60_000)) is not None:
+        await imports.process_batch(fakes.deps, import_queue, batch)
+        await import_queue.done(batch.entry_id)
+    job = await import_queue.get(first.job_id)
+    assert (job.status, job.counts["added"]) == (ImportStatus.FAILED, 4) and "upload stopped" in job.error
+    assert await images.count(fakes.deps, "demo") == 4
+    assert not [key for key in fakes.blobs.objects if key.startswith("staging/")]

@@ -286,6 +286,22 @@ async def cancel(deps: Deps, queue: ImportQueue, job_id: str) -> ImportJob:
     return await queue.get(job_id)
 
 
+STAGING_STOPPED = ("upload_interrupted: its upload stopped before it was all staged (the gateway reading it stopped); "
+                   "the images added meanwhile stay: import the same files again for the rest (those added count "
+                   "as duplicates)")
+
+
+async def fail_stopped_staging(deps: Deps, queue: ImportQueue) -> list[str]:
+    """Fails the imports whose staging stopped midway (the gateway that read their upload stopped: nobody will
+    queue the rest) once they have staged nothing for `import_staging_stale_s`, and deletes what they staged;
+    returns their ids."""
+    failed = await queue.fail_stale_staging(deps.settings.import_staging_stale_s, STAGING_STOPPED)
+    for job_id in failed:
+        log.warning("import %s failed: its staging stopped midway", job_id)
+        await _forget_staged(deps, job_id)
+    return failed
+
+
 async def _forget_staged(deps: Deps, job_id: str) -> None:
     try:
         await deps.blobs.delete_prefix(staging_prefix(job_id))
