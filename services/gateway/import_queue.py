@@ -30,6 +30,7 @@ import json
 import logging
 import time
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -418,6 +419,11 @@ class ImportQueue:
             value = json.loads(raw)
             out[index] = (str(value["id"]), bool(value["existed"]))
         return out
+
+    async def claim_counts(self, job_id: str) -> Counter[str]:
+        """How many of the job's items claim each image id (their first attempt's)."""
+        raw = await self._run(self.redis.hvals(f"{_job_key(job_id)}:claims"))
+        return Counter(str(json.loads(value)["id"]) for value in raw)
 
     async def record(self, job_id: str, results: Mapping[int, tuple[str, dict[str, Any]]]) -> int:
         """Writes results (index -> (counter, result)) not written before; returns how many were new."""

@@ -487,3 +487,44 @@ async def test_an_import_whose_staging_stopped_midway_is_failed_and_its_staged_p
     assert (job.status, job.counts["added"]) == (ImportStatus.FAILED, 4) and "upload stopped" in job.error
     assert await images.count(fakes.deps, "demo") == 4
     assert not [key for key in fakes.blobs.objects if key.startswith("staging/")]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("undo", ["vectors_kept", "vectors_back"])
+async def test_a_url_that_answers_other_bytes_on_the_retry_makes_one_image(
+        make_fakes: MakeFakes, import_queue: ImportQueue, undo: str) -> None:
+    """A URL import's first try writes the image of the bytes the URL answered then, its insert raising yet
+    applied (the vectors kept, or back after the undo deleted the blobs: an image without bytes); on the retry
+    the URL answers other bytes. The retry deletes the first try's image and adds the new one: the item makes
+    one image, whole, and a twin URL of the first bytes keeps its own."""
+    fakes = make_fakes(ingest_batch_size=8)
+    if undo == "vectors_back":
+        fakes.search = LateInsert()
+        fakes.deps = Deps(fakes.settings, fakes.extractor, fakes.search, fakes.blobs, fakes.cache, fakes.fetcher)
+    await albums.create(fakes.deps, "demo")
+    url, steady = "http://photos.test/today.png", "http://photos.test/steady.png"
+    fakes.fetcher.pages = {url: png(1, 64), steady: png(2, 64)}
+    job = await imports.create(fakes.deps, import_queue, "demo", imports.ImportSpec(urls=[url, steady]))
+    batch = await import_queue.take("test-worker", 100, 60_000)
+    assert batch is not None
+
+    fakes.search.insert_error = SearchUnavailable("answer lost")
+    if undo == "vectors_kept":
+        fakes.search.insert_applied, fakes.search.delete_error = True, SearchUnavailable("still down")
+    with pytest.raises(SearchUnavailable):
+        await imports.process_batch(fakes.deps, import_queue, batch)
+    first, second, kept = (image_id_of(hashlib.sha256(png(n, 64)).hexdigest()) for n in (1, 3, 2))
+    assert {i.id for i in fakes.search.index.get("demo", [first, kept])} == {first, kept}
+
+    fakes.search.insert_error = fakes.search.delete_error = None
+    fakes.fetcher.pages[url] = png(3, 64)
+    await imports.process_batch(fakes.deps, import_queue, batch)
+    await import_queue.done(batch.entry_id)
+    assert {i.id for i in fakes.search.index.get("demo", [first, second, kept])} == {second, kept}
+    assert await images.count(fakes.deps, "demo") == 2
+    hashes = [hashlib.sha256(png(n, 64)).hexdigest() for n in (3, 2)]
+    assert sorted(fakes.blobs.objects) == sorted(key for h in hashes for key in (image_key("demo", h),
+                                                                                 features_key("demo", h)))
+    job = await import_queue.get(job.id)
+    assert (job.status, job.counts["added"]) == (ImportStatus.DONE, 2)
+    assert {r["url"]: r["id"] for r in await imports.results(import_queue, job.id)} == {url: second, steady: kept}

@@ -10,13 +10,14 @@ Staging goes a batch at a time (`_Stager`): the batch's images uploaded as one o
 written and the batch queued, so workers embed the first batches while the rest of the archive is read.
 
 Exactly once: an item's image id is the hash of its bytes, and before anything of a batch is written
-each item's id and whether the album had it already are recorded ("claims"). A batch taken over after
-a crash is processed again from the start: blobs are written again under the same keys, vectors are
+each item's id and whether the album had it already are recorded ("claims"). A batch taken over after a
+crash is processed again from the start: blobs are written again under the same keys, vectors are
 upserted by id, and an image found in the album that its claim says was not there before was added by
 this import: "added", not "duplicate", and what an earlier try may have left it without (its bytes,
-features, faces, keypoint rows) is written again, its row left as that try wrote it. So a killed gateway,
-extractor, Milvus or object store leaves every image added once, with all its parts, and no blob without
-its vector once the import has finished.
+features, faces, keypoint rows) is written again, its row left as that try wrote it. An item whose URL
+answers other bytes on the retry makes another image: the one its earlier try made is deleted. So a
+killed gateway, extractor, Milvus or object store leaves every image added once, with all its parts, and
+no blob without its vector once the import has finished.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ import hashlib
 import logging
 import tarfile
 import zipfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass, field, replace
 from pathlib import PurePosixPath
 from typing import IO, Any
@@ -47,6 +49,7 @@ from services.gateway.import_queue import Batch, ImportJob, ImportQueue, ImportS
 from services.gateway.records import AddResult, AddStatus, JsonObject, NewImage, OnDuplicate
 from services.gateway.urlfetch import name_from_url
 from services.gateway.usecases import ingest, reembed
+from services.gateway.usecases.images import delete_stored
 from services.gateway.usecases.shared import failure, image_id_of
 
 log = logging.getLogger(__name__)
@@ -396,6 +399,8 @@ async def _add(deps: Deps, queue: ImportQueue, job: ImportJob, sources: Mapping[
     # from an image it replaced, its time) left as it is; it is counted added, not a duplicate.
     again = [i for i in order if ids[i] in present and claims[i] == (ids[i], False)]
     rest = [i for i in order if i not in again]
+    await _forget_earlier_images(deps, queue, job, {i: claims[i][0] for i in order
+                                                    if not claims[i][1] and claims[i][0] != ids[i]}, set(ids.values()))
 
     def images(indexes: list[int]) -> list[NewImage]:
         return [NewImage(content=ready[i], name=sources[i].name, attributes=dict(sources[i].attributes))
@@ -410,6 +415,21 @@ async def _add(deps: Deps, queue: ImportQueue, job: ImportJob, sources: Mapping[
     # So an image this job found absent is counted added once, for the first of the batch's items with its
     # bytes (add_images and restore_images answer "duplicate" for the others).
     return {index: _result(index, sources[index], results[index]) for index in order}
+
+
+async def _forget_earlier_images(deps: Deps, queue: ImportQueue, job: ImportJob, earlier: Mapping[int, str],
+                                 now: Set[str]) -> None:
+    """Items whose earlier try fetched other bytes (a URL that answers differently now) made another image
+    then, which the album did not have: if that try wrote it, even without its bytes (an insert raised yet
+    applied, then undone up to its blobs), it is deleted, so that the item makes one image, whole. Not an
+    image another of the job's items claims, nor one this batch makes now."""
+    if not earlier:
+        return
+    counts = await queue.claim_counts(job.id)
+    mine = Counter(earlier.values())
+    alone = sorted(image for image in mine if counts[image] <= mine[image] and image not in now)
+    if alone and (deleted := await delete_stored(deps, job.album, alone)):
+        log.info("import %s: %d image(s) an earlier try made from other bytes deleted", job.id, deleted)
 
 
 def _result(index: int, source: ItemSource | None, result: AddResult) -> tuple[str, dict[str, Any]]:
