@@ -385,18 +385,26 @@ async def take_and_process(fakes: Fakes, queue: ImportQueue) -> Batch:
     return batch
 
 
+async def staging_import(make_fakes: MakeFakes, queue: ImportQueue, count: int, **settings: Any
+                         ) -> tuple[Fakes, asyncio.Event, asyncio.Task[ImportJob]]:
+    """An import of `count` images (batches of 4) being created, the upload of its third batch's pack held:
+    the fakes, the event that lets it go up, and the task creating the import."""
+    fakes = make_fakes(ingest_batch_size=4, **settings)
+    await albums.create(fakes.deps, "demo")
+    gate = held_pack(fakes, 2)
+    files = {f"p{n:02d}.png": png(n, 64) for n in range(count)}
+    creating = asyncio.create_task(imports.create(fakes.deps, queue, "demo",
+                                                  imports.ImportSpec(archive=io.BytesIO(zipped(files)))))
+    return fakes, gate, creating
+
+
 @pytest.mark.anyio
 async def test_an_archive_s_first_batches_are_added_while_the_rest_is_still_staged(
         make_fakes: MakeFakes, import_queue: ImportQueue) -> None:
     """Ten images in batches of 4: the upload of the third batch's pack is held, and meanwhile the first two
     batches are taken and added (the job says staging, its rate counted from then); once staging ends the job
     has its total, and the last batch completes it with every image once and no staged pack left."""
-    fakes = make_fakes(ingest_batch_size=4)
-    await albums.create(fakes.deps, "demo")
-    gate = held_pack(fakes, 2)
-    files = {f"p{n:02d}.png": png(n, 64) for n in range(10)}
-    creating = asyncio.create_task(imports.create(fakes.deps, import_queue, "demo",
-                                                  imports.ImportSpec(archive=io.BytesIO(zipped(files)))))
+    fakes, gate, creating = await staging_import(make_fakes, import_queue, 10)
     first = [await take_and_process(fakes, import_queue) for _ in range(2)]
     assert sorted(i for b in first for i in b.indexes) == list(range(8))
     job = await import_queue.get(first[0].job_id)
@@ -420,12 +428,7 @@ async def test_an_import_cancelled_while_it_stages_stops_staging_and_keeps_what_
         make_fakes: MakeFakes, import_queue: ImportQueue) -> None:
     """A cancel between two batches' staging: the batch added before it stays, staging stops (the job is not
     set queued over the cancel), the batches queued but not processed add nothing, and no staged pack is left."""
-    fakes = make_fakes(ingest_batch_size=4)
-    await albums.create(fakes.deps, "demo")
-    gate = held_pack(fakes, 2)
-    files = {f"p{n:02d}.png": png(n, 64) for n in range(16)}
-    creating = asyncio.create_task(imports.create(fakes.deps, import_queue, "demo",
-                                                  imports.ImportSpec(archive=io.BytesIO(zipped(files)))))
+    fakes, gate, creating = await staging_import(make_fakes, import_queue, 16)
     first = await take_and_process(fakes, import_queue)
     await imports.cancel(fakes.deps, import_queue, first.job_id)
     gate.set()
@@ -463,12 +466,7 @@ async def test_an_import_whose_staging_stopped_midway_is_failed_and_its_staged_p
     the job has staged nothing for import_staging_stale_s a worker's sweep fails it, naming why, and deletes its
     staged packs; the batch it had added stays, a batch it had queued adds nothing. A job still staging
     recently, or finished, is left alone."""
-    fakes = make_fakes(ingest_batch_size=4, import_staging_stale_s=0.3)
-    await albums.create(fakes.deps, "demo")
-    held_pack(fakes, 2)
-    files = {f"p{n:02d}.png": png(n, 64) for n in range(12)}
-    creating = asyncio.create_task(imports.create(fakes.deps, import_queue, "demo",
-                                                  imports.ImportSpec(archive=io.BytesIO(zipped(files)))))
+    fakes, _, creating = await staging_import(make_fakes, import_queue, 12, import_staging_stale_s=0.3)
     first = await take_and_process(fakes, import_queue)
     assert await imports.fail_stopped_staging(fakes.deps, import_queue) == []  # staged a moment ago
     creating.cancel()
