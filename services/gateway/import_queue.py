@@ -75,6 +75,14 @@ redis.call('HSET', KEYS[1], 'status', ARGV[3], 'error', ARGV[6], 'finished_at_ms
 return 1
 """
 
+# A staging job's total so far: the end of its furthest batch staged (batches are staged a few at once).
+_RAISE_TOTAL = """
+if tonumber(ARGV[1]) > tonumber(redis.call('HGET', KEYS[1], 'total') or '0') then
+  redis.call('HSET', KEYS[1], 'total', ARGV[1])
+end
+return 0
+"""
+
 # start, atomically: a job still staging gets its total and is queued, or done at once if its batches (queued
 # while it staged) have all been processed; a job cancelled or failed meanwhile is left so. Returns the status.
 # KEYS = job hash, results hash, staging set; ARGV = staging, queued, done, total, now_ms, job id.
@@ -272,8 +280,9 @@ class ImportQueue:
 
     async def add_batch(self, job_id: str, first: int, items: Sequence[ItemSource]) -> ImportStatus:
         """Stores items first, first+1, ... of a staging job and queues them as one batch, in one transaction
-        (so the workers start on an import while the rest of it is staged); returns the job's status (a job
-        cancelled or failed meanwhile is finished: the workers skip its batches)."""
+        (so the workers start on an import while the rest of it is staged), its total so far raised to them;
+        returns the job's status (a job cancelled or failed meanwhile is finished: the workers skip its
+        batches)."""
         if not items:
             raise InvalidArgument("a batch holds at least one item")
         if first + len(items) > MAX_ITEMS:
@@ -285,6 +294,7 @@ class ImportQueue:
             pipe.expire(key, self.ttl_s)
             pipe.xadd(TASKS_KEY, {"job": job_id, "first": first, "last": first + len(items) - 1})
             pipe.zadd(STAGING_KEY, {job_id: _now_ms()}, xx=True)
+            pipe.eval(_RAISE_TOTAL, 1, _job_key(job_id), first + len(items))
             pipe.hget(_job_key(job_id), "status")
             replies = await self._run(pipe.execute())
         return ImportStatus(_text(replies[-1])) if replies[-1] else ImportStatus.FAILED
@@ -301,6 +311,11 @@ class ImportQueue:
                   job_id]))
         log.info("import %s staged: %d image(s)", job_id, total)
         return ImportStatus(_text(status)) if status else ImportStatus.FAILED
+
+    async def fail_staging(self, job_id: str, error: str) -> bool:
+        """Fails the job if it is still staging (not if it was cancelled, failed or queued meanwhile)."""
+        return bool(await self._run(self._fail_stale(keys=[_job_key(job_id), STAGING_KEY], args=[
+            job_id, ImportStatus.STAGING.value, ImportStatus.FAILED.value, _now_ms() + 10**12, _now_ms(), error])))
 
     async def fail_stale_staging(self, stale_s: float, error: str) -> list[str]:
         """Fails the jobs still staging that staged no batch for `stale_s` (the process staging them stopped);
@@ -322,6 +337,7 @@ class ImportQueue:
             pipe.xadd(TASKS_KEY, {"job": job_id, "first": 0, "last": 0})
             pipe.hset(_job_key(job_id), mapping={"status": ImportStatus.QUEUED.value, "total": total,
                                                  "updated_at_ms": _now_ms()})
+            pipe.zrem(STAGING_KEY, job_id)  # created staging, never staged
             await self._run(pipe.execute())
 
     async def fields(self, job_id: str) -> dict[str, str]:

@@ -20,7 +20,7 @@ import pytest
 from imagesearch.v1 import gateway_pb2, gateway_pb2_grpc
 from redis.asyncio import Redis
 
-from services.common.errors import SearchUnavailable
+from services.common.errors import SearchUnavailable, StoreUnavailable
 from services.devstack import Stack
 from services.gateway.blobstore import features_key, image_key
 from services.gateway.deps import Deps
@@ -364,14 +364,24 @@ async def test_a_retry_deletes_the_near_duplicate_its_first_try_left_in_place(
 # --- staging: batches queued as they are staged ------------------------------------------------------
 
 
-def held_pack(fakes: Fakes, pack: int) -> asyncio.Event:
-    """Holds the upload of the import's staged pack `pack` until the returned event is set."""
+def held_pack(fakes: Fakes, pack: int, failing: int = -1, seconds: float = 0.0) -> asyncio.Event:
+    """Holds the upload of the import's staged pack `pack` until the returned event is set; pack `failing`'s
+    upload fails (the object store unavailable); with `seconds`, each staged pack goes up in a thread that long,
+    as the real client's does: cancelling the call does not stop it."""
     gate, put = asyncio.Event(), fakes.blobs.put
 
     async def held(key: str, content: bytes, content_type: str, name: str = "") -> None:
-        if key.startswith("staging/") and key.endswith(f"/{pack}"):
+        if not key.startswith("staging/"):
+            return await put(key, content, content_type, name)
+        if key.endswith(f"/{failing}"):
+            raise StoreUnavailable("the object store is unavailable")
+        if key.endswith(f"/{pack}"):
             await gate.wait()
-        await put(key, content, content_type, name)
+        if seconds:
+            await asyncio.to_thread(lambda: (time.sleep(seconds), fakes.blobs.objects.update(
+                {key: (content, content_type, name)})))
+        else:
+            await put(key, content, content_type, name)
 
     fakes.blobs.put = held  # type: ignore[method-assign]
     return gate
@@ -385,30 +395,42 @@ async def take_and_process(fakes: Fakes, queue: ImportQueue) -> Batch:
     return batch
 
 
-async def staging_import(make_fakes: MakeFakes, queue: ImportQueue, count: int, **settings: Any
+async def process_the_rest(fakes: Fakes, queue: ImportQueue) -> None:
+    while (batch := await queue.take("test-worker", 200, 60_000)) is not None:
+        await imports.process_batch(fakes.deps, queue, batch)
+        await queue.done(batch.entry_id)
+
+
+async def staging_import(make_fakes: MakeFakes, queue: ImportQueue, count: int, failing: int = -1,
+                         seconds: float = 0.0, **settings: Any
                          ) -> tuple[Fakes, asyncio.Event, asyncio.Task[ImportJob]]:
-    """An import of `count` images (batches of 4) being created, the upload of its third batch's pack held:
-    the fakes, the event that lets it go up, and the task creating the import."""
+    """An import of `count` images (batches of 4) being created, the upload of its third batch's pack held
+    (`held_pack`): the fakes, the event that lets it go up, and the task creating the import."""
     fakes = make_fakes(ingest_batch_size=4, **settings)
     await albums.create(fakes.deps, "demo")
-    gate = held_pack(fakes, 2)
+    gate = held_pack(fakes, 2, failing, seconds)
     files = {f"p{n:02d}.png": png(n, 64) for n in range(count)}
     creating = asyncio.create_task(imports.create(fakes.deps, queue, "demo",
                                                   imports.ImportSpec(archive=io.BytesIO(zipped(files)))))
     return fakes, gate, creating
 
 
+def staged(fakes: Fakes) -> list[str]:
+    return [key for key in fakes.blobs.objects if key.startswith("staging/")]
+
+
 @pytest.mark.anyio
 async def test_an_archive_s_first_batches_are_added_while_the_rest_is_still_staged(
         make_fakes: MakeFakes, import_queue: ImportQueue) -> None:
     """Ten images in batches of 4: the upload of the third batch's pack is held, and meanwhile the first two
-    batches are taken and added (the job says staging, its rate counted from then); once staging ends the job
-    has its total, and the last batch completes it with every image once and no staged pack left."""
+    batches are taken and added (the job says staging, with the images staged so far as its total and its
+    rate counted from then); once staging ends the job has its total, and the last batch completes it with
+    every image once and no staged pack left."""
     fakes, gate, creating = await staging_import(make_fakes, import_queue, 10)
     first = [await take_and_process(fakes, import_queue) for _ in range(2)]
     assert sorted(i for b in first for i in b.indexes) == list(range(8))
     job = await import_queue.get(first[0].job_id)
-    assert (job.status, job.total, job.counts["added"]) == (ImportStatus.STAGING, 0, 8)
+    assert (job.status, job.total, job.counts["added"]) == (ImportStatus.STAGING, 8, 8)
     assert job.started_at_ms > 0 and job.eta_s() is None
     assert not creating.done()
 
@@ -420,27 +442,61 @@ async def test_an_archive_s_first_batches_are_added_while_the_rest_is_still_stag
     job = await import_queue.get(job.id)
     assert (job.status, job.counts["added"], job.counts["failed"]) == (ImportStatus.DONE, 10, 0)
     assert await images.count(fakes.deps, "demo") == 10
-    assert not [key for key in fakes.blobs.objects if key.startswith("staging/")]
+    assert not staged(fakes)
 
 
 @pytest.mark.anyio
 async def test_an_import_cancelled_while_it_stages_stops_staging_and_keeps_what_it_added(
         make_fakes: MakeFakes, import_queue: ImportQueue) -> None:
     """A cancel between two batches' staging: the batch added before it stays, staging stops (the job is not
-    set queued over the cancel), the batches queued but not processed add nothing, and no staged pack is left."""
-    fakes, gate, creating = await staging_import(make_fakes, import_queue, 16)
+    set queued over the cancel), the batches queued but not processed add nothing, and no staged pack is left,
+    even those whose upload (in a thread) ends after the cancel."""
+    fakes, gate, creating = await staging_import(make_fakes, import_queue, 24, seconds=0.2)
     first = await take_and_process(fakes, import_queue)
     await imports.cancel(fakes.deps, import_queue, first.job_id)
     gate.set()
     job = await creating
     assert job.status is ImportStatus.CANCELLED
-    while (batch := await import_queue.take("test-worker", 200, 60_000)) is not None:
-        await imports.process_batch(fakes.deps, import_queue, batch)
-        await import_queue.done(batch.entry_id)
+    await process_the_rest(fakes, import_queue)
     job = await import_queue.get(job.id)
     assert (job.status, job.counts["added"]) == (ImportStatus.CANCELLED, 4)
     assert await images.count(fakes.deps, "demo") == 4
-    assert not [key for key in fakes.blobs.objects if key.startswith("staging/")]
+    assert not staged(fakes)
+
+
+@pytest.mark.anyio
+async def test_a_pack_that_cannot_be_staged_fails_the_import_saying_what_was_queued_and_leaves_no_pack(
+        make_fakes: MakeFakes, import_queue: ImportQueue) -> None:
+    """The second batch's pack cannot go up while the others' uploads (in threads) are under way: the create
+    fails (503) saying some images were queued before, the job is failed, the packs that landed after the
+    failure are deleted too, and what a queued batch may add is added whole."""
+    fakes, gate, creating = await staging_import(make_fakes, import_queue, 16, failing=1, seconds=0.2)
+    gate.set()
+    with pytest.raises(StoreUnavailable, match="some of its images were queued before it"):
+        await creating
+    assert not staged(fakes)
+    await process_the_rest(fakes, import_queue)
+    jobs = await imports.list_all(import_queue, "demo")
+    assert [(j.status, j.processed) for j in jobs] == [(ImportStatus.FAILED, 0)]
+    assert "object store is unavailable" in jobs[0].error and await images.count(fakes.deps, "demo") == 0
+
+
+@pytest.mark.anyio
+async def test_an_import_whose_request_is_cancelled_while_it_stages_fails_at_once(
+        make_fakes: MakeFakes, import_queue: ImportQueue) -> None:
+    """The request creating the import is cancelled (a gRPC deadline) while a pack goes up in a thread: the job
+    fails at once, saying why, what it added stays, and no staged pack is left once the upload has ended."""
+    fakes, gate, creating = await staging_import(make_fakes, import_queue, 12, seconds=0.2)
+    first = await take_and_process(fakes, import_queue)
+    creating.cancel()
+    gate.set()  # the uploads under way end (staging waits for them)
+    with pytest.raises(asyncio.CancelledError):
+        await creating
+    job = await import_queue.get(first.job_id)
+    assert job.status is ImportStatus.FAILED and "request that uploaded it was cancelled" in job.error
+    await process_the_rest(fakes, import_queue)
+    assert (await import_queue.get(job.id)).counts["added"] == 4 and await images.count(fakes.deps, "demo") == 4
+    assert not staged(fakes)
 
 
 @pytest.mark.anyio
@@ -453,7 +509,7 @@ async def test_a_job_whose_batches_were_all_processed_while_it_staged_is_done_wh
     assert batch is not None
     await import_queue.record(job_id, {0: ("failed", {"index": 0, "status": "failed"})})
     await import_queue.done(batch.entry_id)
-    assert (await import_queue.get(job_id)).status is ImportStatus.STAGING  # no total yet: not done
+    assert (await import_queue.get(job_id)).status is ImportStatus.STAGING  # still staging: not done
     assert await import_queue.start(job_id, 1) is ImportStatus.DONE
     job = await import_queue.get(job_id)
     assert (job.status, job.total, job.counts["failed"]) == (ImportStatus.DONE, 1, 1) and job.finished_at_ms > 0
@@ -462,29 +518,29 @@ async def test_a_job_whose_batches_were_all_processed_while_it_staged_is_done_wh
 @pytest.mark.anyio
 async def test_an_import_whose_staging_stopped_midway_is_failed_and_its_staged_packs_deleted(
         make_fakes: MakeFakes, import_queue: ImportQueue) -> None:
-    """The gateway reading an upload stops while it stages (its task cancelled with a pack's upload held): once
-    the job has staged nothing for import_staging_stale_s a worker's sweep fails it, naming why, and deletes its
-    staged packs; the batch it had added stays, a batch it had queued adds nothing. A job still staging
-    recently, or finished, is left alone."""
-    fakes, _, creating = await staging_import(make_fakes, import_queue, 12, import_staging_stale_s=0.3)
+    """The gateway reading an upload stops while it stages (here its staging frozen: a pack's upload held):
+    once the job has staged nothing for import_staging_stale_s a worker's sweep fails it, naming why, and
+    deletes its staged packs; the batch it had added stays, a batch it had queued adds nothing. A job that
+    staged a moment ago is left alone, and a staging that wakes up after the sweep stops."""
+    fakes, gate, creating = await staging_import(make_fakes, import_queue, 12, import_staging_stale_s=0.3)
     first = await take_and_process(fakes, import_queue)
     assert await imports.fail_stopped_staging(fakes.deps, import_queue) == []  # staged a moment ago
-    creating.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await creating
-    assert (await import_queue.get(first.job_id)).status is ImportStatus.STAGING
-    assert any(key.startswith("staging/") for key in fakes.blobs.objects)
+    assert staged(fakes)
 
     await asyncio.sleep(0.4)
     assert await imports.fail_stopped_staging(fakes.deps, import_queue) == [first.job_id]
     assert await imports.fail_stopped_staging(fakes.deps, import_queue) == []
-    while (batch := await import_queue.take("test-worker", 200, 60_000)) is not None:
-        await imports.process_batch(fakes.deps, import_queue, batch)
-        await import_queue.done(batch.entry_id)
+    assert not staged(fakes)
+    await process_the_rest(fakes, import_queue)
     job = await import_queue.get(first.job_id)
     assert (job.status, job.counts["added"]) == (ImportStatus.FAILED, 4) and "upload stopped" in job.error
     assert await images.count(fakes.deps, "demo") == 4
-    assert not [key for key in fakes.blobs.objects if key.startswith("staging/")]
+
+    gate.set()
+    assert (await creating).status is ImportStatus.FAILED
+    await process_the_rest(fakes, import_queue)
+    job = await import_queue.get(first.job_id)
+    assert (job.counts["added"], "upload stopped" in job.error) == (4, True) and not staged(fakes)
 
 
 @pytest.mark.anyio

@@ -105,7 +105,15 @@ async def create(deps: Deps, queue: ImportQueue, album: str, spec: ImportSpec) -
     except _Stopped:
         await _forget_staged(deps, job_id)
     except ImageSearchError as exc:
-        await queue.set_status(job_id, ImportStatus.FAILED, f"{exc.reason}: {exc.message}")
+        # Batches staged before the error are queued and may be added: the error says so.
+        if (await queue.get(job_id)).total:
+            exc = type(exc)(f"{exc.message} (some of its images were queued before it and may be added: the same "
+                            "files imported again count those as duplicates)")
+        await queue.fail_staging(job_id, f"{exc.reason}: {exc.message}")
+        await _forget_staged(deps, job_id)
+        raise exc from None
+    except asyncio.CancelledError:  # the request was cancelled (a gRPC deadline, the gateway stopping)
+        await queue.fail_staging(job_id, STAGING_CANCELLED)
         await _forget_staged(deps, job_id)
         raise
     return await queue.get(job_id)
@@ -139,7 +147,7 @@ async def _stage(deps: Deps, queue: ImportQueue, job_id: str, spec: ImportSpec, 
                                                        "no such file"))
         return await stager.finish()
     finally:
-        await stager.cancel()
+        await stager.settle()
 
 
 class _Stopped(Exception):
@@ -183,10 +191,10 @@ class _Stager:
             await self._wait_one()
         return self.count
 
-    async def cancel(self) -> None:
-        """Stops the batches still being staged (after an error)."""
-        for task in self.running:
-            task.cancel()
+    async def settle(self) -> None:
+        """Waits for the batches still being staged (after an error), whatever they end with: a pack's upload
+        runs in a thread that cancelling would not stop, so a pack could land after its import has deleted
+        what it staged, for good."""
         await asyncio.gather(*self.running, return_exceptions=True)
         self.running.clear()
 
@@ -201,8 +209,9 @@ class _Stager:
     async def _wait_one(self) -> None:
         done, _ = await asyncio.wait(self.running, return_when=asyncio.FIRST_COMPLETED)
         self.running -= done
-        for task in done:
-            task.result()  # raises what the batch's staging raised
+        errors = [error for task in done if (error := task.exception()) is not None]  # each one read
+        if errors:
+            raise errors[0]
 
     async def _stage(self, first: int, items: list[ItemSource], contents: list[bytes]) -> None:
         if contents:
@@ -292,6 +301,11 @@ async def cancel(deps: Deps, queue: ImportQueue, job_id: str) -> ImportJob:
 STAGING_STOPPED = ("upload_interrupted: its upload stopped before it was all staged (the gateway reading it stopped); "
                    "the images added meanwhile stay: import the same files again for the rest (those added count "
                    "as duplicates)")
+
+
+STAGING_CANCELLED = ("upload_interrupted: the request that uploaded it was cancelled before it was all staged; "
+                     "the images added meanwhile stay: import the same files again for the rest (those added count "
+                     "as duplicates)")
 
 
 async def fail_stopped_staging(deps: Deps, queue: ImportQueue) -> list[str]:
