@@ -98,6 +98,54 @@ class GatewayGone(Exception):
     """The gateway could not be reached for longer than a wait allows."""
 
 
+class Patience:
+    """Waits out a gateway that cannot be reached (refused, the connection dropped, 502/503/504 while it
+    restarts; with `timeouts`, no answer in time), `patience_s` at most at a time; any other error is the
+    request's own and raised."""
+
+    def __init__(self, client: GatewayClient, patience_s: float, sleep: Callable[[float], None],
+                 timeouts: bool = True) -> None:
+        self.client = client
+        self.patience_s = patience_s
+        self.sleep = sleep
+        self.timeouts = timeouts
+        self.since: float | None = None
+
+    def wait(self, exc: Exception, then: str) -> None:
+        """After `exc`: sleeps a little if the gateway may come back, else raises (GatewayGone saying `then`
+        once the patience is spent)."""
+        if (isinstance(exc, ApiError) and exc.status not in (502, 503, 504)) or \
+                (isinstance(exc, httpx.TimeoutException) and not self.timeouts):
+            raise exc
+        now = time.monotonic()
+        self.since = self.since or now
+        if now - self.since > self.patience_s:
+            raise GatewayGone(f"the gateway at {self.client.base_url} has not answered for {self.patience_s:.0f} s "
+                              f"({exc}); {then}") from exc
+        self.sleep(2.0)
+
+    def reached(self) -> None:
+        self.since = None
+
+
+def start_import(client: GatewayClient, album: str, patience_s: float = UNREACHABLE_PATIENCE_S,
+                 sleep: Callable[[float], None] = time.sleep, **fields: Any) -> dict[str, Any]:
+    """Sends an import, again if the gateway stopped before it answered (killed while it read or staged the
+    upload) once it answers again: what the stopped gateway had added already counts as duplicates, and its
+    job is failed by the gateway's workers. A timeout is not sent again: the gateway may still be staging."""
+    patience = Patience(client, patience_s, sleep, timeouts=False)
+    told = False
+    while True:
+        try:
+            return client.start_import(album, **fields)
+        except (httpx.TransportError, ApiError) as exc:
+            patience.wait(exc, "the import was not queued: run the same command again")
+            if not told:
+                print(f"the gateway did not take the import ({type(exc).__name__}); sending it again when it "
+                      "answers", file=sys.stderr)
+                told = True
+
+
 def follow_import(client: GatewayClient, job: dict[str, Any], progress: bool = True,
                   patience_s: float = UNREACHABLE_PATIENCE_S, sleep: Callable[[float], None] = time.sleep
                   ) -> dict[str, Any]:
@@ -106,26 +154,18 @@ def follow_import(client: GatewayClient, job: dict[str, Any], progress: bool = T
     import goes on by itself meanwhile (the job lives in Redis, any gateway's workers carry it on)."""
     from tqdm import tqdm
 
-    unreachable_since: float | None = None
+    patience = Patience(client, patience_s, sleep)
     doing = "re-embed" if job.get("kind") == "reembed" else "import"
     with tqdm(total=job["total"], unit="img", disable=not progress, desc=f"{doing} {job['album']}") as bar:
         while True:
             try:
                 job = client.get_import(job["id"])
             except (httpx.TransportError, ApiError) as exc:
-                if isinstance(exc, ApiError) and exc.status not in (502, 503, 504):
-                    raise
-                now = time.monotonic()
-                unreachable_since = unreachable_since or now
-                if now - unreachable_since > patience_s:
-                    raise GatewayGone(
-                        f"the gateway at {client.base_url} has not answered for {patience_s:.0f} s ({exc}); {doing} "
-                        f"{job['id']} goes on by itself: `imagesearch imports --album {job['album']}` shows it"
-                    ) from exc
                 bar.set_postfix_str(f"gateway unreachable ({type(exc).__name__}), waiting: the {doing} goes on")
-                sleep(2.0)
+                patience.wait(exc, f"{doing} {job['id']} goes on by itself: `imagesearch imports --album "
+                                   f"{job['album']}` shows it")
                 continue
-            unreachable_since = None
+            patience.reached()
             bar.update(job["processed"] - bar.n)
             eta = f"{job['eta_s']:.0f}s" if job.get("eta_s") is not None else "-"
             bar.set_postfix_str(f"{job['rate']:.1f} img/s, left {eta}, {job['counts']['failed']} failed")
@@ -149,8 +189,8 @@ def cmd_ingest(args: argparse.Namespace, client: GatewayClient) -> int:
             with open(archive, "wb") as out:
                 packed, unreadable = pack_images(local, out)
             print(f"sending {packed} image file(s) ...", file=sys.stderr)
-        job = client.start_import(args.album, archive=archive, urls=urls, manifest=manifest, attributes=common,
-                                  on_duplicate=args.on_duplicate)
+        job = start_import(client, args.album, archive=archive, urls=urls, manifest=manifest, attributes=common,
+                           on_duplicate=args.on_duplicate)
     job = follow_import(client, job, progress=not args.quiet)
     for failure in client.import_results(job["id"], failed_only=True):
         error = failure.get("error") or {}

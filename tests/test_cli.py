@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 import pytest
 
-from services.cli import GatewayGone, follow_import, main
+from services.cli import GatewayGone, follow_import, main, start_import
 from services.client import ApiError
 from services.devstack import free_port
 
@@ -60,3 +60,47 @@ def test_an_error_of_the_request_itself_is_not_waited_out() -> None:
 
     with pytest.raises(ApiError):
         follow_import(Gone(0), {"id": "j1", "album": "a", "total": 4}, progress=False)  # type: ignore[arg-type]
+
+
+class DroppedUploads:
+    """A client whose gateway drops the import's upload `drops` times (refused, the connection cut while it read
+    the upload, 502 from a proxy while it restarts), then queues it."""
+
+    base_url = "http://gateway"
+
+    def __init__(self, drops: int, error: Exception | None = None) -> None:
+        self.drops = drops
+        self.error = error
+        self.sent = 0
+
+    def start_import(self, album: str, **fields: Any) -> dict[str, Any]:
+        self.sent += 1
+        if self.error is not None:
+            raise self.error
+        if self.sent <= self.drops:
+            raise [httpx.ConnectError("[Errno 111] Connection refused"),
+                   httpx.RemoteProtocolError("Server disconnected without sending a response."),
+                   ApiError(502, "bad_gateway", "upstream restarting")][(self.sent - 1) % 3]
+        return {"id": "j1", "album": album, "total": 4, "status": "queued", **fields}
+
+
+def test_an_upload_the_gateway_dropped_is_sent_again_once_it_answers(capsys: pytest.CaptureFixture[str]) -> None:
+    client, slept = DroppedUploads(drops=3), []
+    job = start_import(client, "a", sleep=slept.append, on_duplicate="skip")  # type: ignore[arg-type]
+    assert (job["id"], job["on_duplicate"], client.sent, slept) == ("j1", "skip", 4, [2.0, 2.0, 2.0])
+    assert capsys.readouterr().err.count("sending it again when it answers") == 1  # said once
+
+
+@pytest.mark.parametrize("error", [ApiError(400, "invalid_argument", "not an archive"),
+                                   httpx.ReadTimeout("timed out")])
+def test_an_upload_refused_or_timed_out_is_not_sent_again(error: Exception) -> None:
+    """A request the gateway refused is its own error; one that timed out may still be staging there."""
+    client = DroppedUploads(drops=0, error=error)
+    with pytest.raises(type(error)):
+        start_import(client, "a", sleep=lambda s: None)  # type: ignore[arg-type]
+    assert client.sent == 1
+
+
+def test_a_gateway_away_too_long_leaves_the_upload_unsent() -> None:
+    with pytest.raises(GatewayGone, match="the import was not queued: run the same command again"):
+        start_import(DroppedUploads(drops=10**6), "a", patience_s=0.0, sleep=lambda s: None)  # type: ignore[arg-type]
