@@ -314,21 +314,22 @@ class ImportQueue:
 
     async def fail_staging(self, job_id: str, error: str) -> bool:
         """Fails the job if it is still staging (not if it was cancelled, failed or queued meanwhile)."""
-        return bool(await self._run(self._fail_stale(keys=[_job_key(job_id), STAGING_KEY], args=[
-            job_id, ImportStatus.STAGING.value, ImportStatus.FAILED.value, _now_ms() + 10**12, _now_ms(), error])))
+        return await self._fail_if_staging(job_id, error, staged_before_ms=None)
 
     async def fail_stale_staging(self, stale_s: float, error: str) -> list[str]:
         """Fails the jobs still staging that staged no batch for `stale_s` (the process staging them stopped);
         returns their ids. Their batches already queued are then skipped, what they added stays."""
         before = _now_ms() - int(stale_s * 1000)
         stale = await self._run(self.redis.zrangebyscore(STAGING_KEY, "-inf", before, start=0, num=100))
-        failed = []
-        for raw in stale:
-            job_id = _text(raw)
-            if await self._run(self._fail_stale(keys=[_job_key(job_id), STAGING_KEY], args=[
-                    job_id, ImportStatus.STAGING.value, ImportStatus.FAILED.value, before, _now_ms(), error])):
-                failed.append(job_id)
-        return failed
+        return [job_id for job_id in map(_text, stale)
+                if await self._fail_if_staging(job_id, error, staged_before_ms=before)]
+
+    async def _fail_if_staging(self, job_id: str, error: str, staged_before_ms: int | None) -> bool:
+        """Fails the job if it still stages and (given `staged_before_ms`) staged no batch since then."""
+        now = _now_ms()
+        before = now + 10**12 if staged_before_ms is None else staged_before_ms  # None: whenever it staged
+        return bool(await self._run(self._fail_stale(keys=[_job_key(job_id), STAGING_KEY], args=[
+            job_id, ImportStatus.STAGING.value, ImportStatus.FAILED.value, before, now, error])))
 
     async def start_whole(self, job_id: str, total: int) -> None:
         """Queues a job that one worker runs whole (a re-embed), and marks it queued."""

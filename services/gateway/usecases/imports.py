@@ -298,14 +298,13 @@ async def cancel(deps: Deps, queue: ImportQueue, job_id: str) -> ImportJob:
     return await queue.get(job_id)
 
 
-STAGING_STOPPED = ("upload_interrupted: its upload stopped before it was all staged (the gateway reading it stopped); "
-                   "the images added meanwhile stay: import the same files again for the rest (those added count "
-                   "as duplicates)")
-
-
+# Why an import whose staging stopped midway failed, and what to do (both: `upload_interrupted`).
+_AFTER_INTERRUPTION = ("the images added meanwhile stay: import the same files again for the rest (those added "
+                       "count as duplicates)")
+STAGING_STOPPED = ("upload_interrupted: its upload stopped before it was all staged (the gateway reading it "
+                   f"stopped); {_AFTER_INTERRUPTION}")
 STAGING_CANCELLED = ("upload_interrupted: the request that uploaded it was cancelled before it was all staged; "
-                     "the images added meanwhile stay: import the same files again for the rest (those added count "
-                     "as duplicates)")
+                     f"{_AFTER_INTERRUPTION}")
 
 
 async def fail_stopped_staging(deps: Deps, queue: ImportQueue) -> list[str]:
