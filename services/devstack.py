@@ -56,21 +56,33 @@ def _listen_ports() -> range:
 
 
 _PICK = random.SystemRandom()  # not the seeded global: two processes must not pick alike
+# Every port free_port has handed out in this process. A pick is free when it is made, but its listener
+# may start later, or stop and start again: a later pick must not take it meanwhile. A CI run failed so:
+# a Milvus internal port, picked after the stack's ports (probed, not yet bound), was the port of a
+# service that started after Milvus; Milvus came up (nothing of it listens there in 2.3), but its restart
+# found the port held by that service.
+_HANDED_OUT: set[int] = set()
 
 
 def free_port() -> int:
+    """A loopback port no process listens on now, never one this process was given before."""
     ports = _listen_ports()
     for _ in range(200 if ports else 0):
         port = _PICK.choice(ports)
+        if port in _HANDED_OUT:
+            continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             try:
                 sock.bind(("127.0.0.1", port))
             except OSError:
                 continue
+            _HANDED_OUT.add(port)
             return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+        port = int(sock.getsockname()[1])
+    _HANDED_OUT.add(port)
+    return port
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
@@ -98,15 +110,7 @@ class Ports:
     @classmethod
     def free(cls) -> Ports:
         """Distinct free loopback ports for every listener (tests run beside anything else)."""
-        chosen: set[int] = set()
-        values = {}
-        for f in dataclasses.fields(cls):
-            port = free_port()
-            while port in chosen:
-                port = free_port()
-            chosen.add(port)
-            values[f.name] = port
-        return cls(**values)
+        return cls(**{f.name: free_port() for f in dataclasses.fields(cls)})
 
 
 @dataclass
