@@ -6,9 +6,11 @@ idempotent processing: see services.gateway.usecases.imports).
     import:<id>                HASH  album, kind, status, total, added, duplicates, skipped, failed, times, ...
     import:<id>:items          HASH  item index -> JSON {"url" | "staged" (+ "offset", "length"), "name",
                                      "attributes"}
-    import:<id>:claims         HASH  item index -> JSON {"id", "existed"}: what the item's image was found
-                                     as before anything of it was written (so a retry tells "added by
-                                     this job" from "there before")
+    import:<id>:claims         HASH  item index -> JSON [[image id, existed], ...]: each image the item's
+                                     tries made (its bytes' hash: a URL may answer other bytes on a
+                                     retry), the latest try's last, with whether the album had it when it
+                                     was first claimed, before anything of it was written (so a retry
+                                     tells "added by this job" from "there before")
     import:<id>:results        HASH  item index -> JSON result, written once
     imports:staging            ZSET  job id -> when it last staged a batch (the jobs staging now)
     imports:tasks              STREAM of batches {"job", "first", "last"}; consumer group "workers"
@@ -228,6 +230,49 @@ return added
 """
 
 
+# Records each item's claim: KEYS = claims hash; ARGV = ttl_s, then (index, image id, existed 0/1) triples. An
+# image the item claimed before keeps the `existed` it was first claimed with and moves last (the latest try's).
+# Returns each item's claims as JSON. A claim of the earlier form {"id", "existed"} is read as a list of one.
+_CLAIM = """
+local out = {}
+for i = 2, #ARGV, 3 do
+  local tries = {}
+  local raw = redis.call('HGET', KEYS[1], ARGV[i])
+  local existed = ARGV[i + 2] == '1'
+  if raw then
+    local old = cjson.decode(raw)
+    if old['id'] then old = {{old['id'], old['existed']}} end
+    for _, try in ipairs(old) do
+      if try[1] == ARGV[i + 1] then existed = try[2] else table.insert(tries, try) end
+    end
+  end
+  table.insert(tries, {ARGV[i + 1], existed})
+  local text = cjson.encode(tries)
+  redis.call('HSET', KEYS[1], ARGV[i], text)
+  table.insert(out, text)
+end
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return out
+"""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The images an item's tries made (see `ImportQueue.claim_images`): the latest try's, whether the album
+    had it when the item first claimed it, and the images of earlier tries that the album did not have then."""
+
+    id: str
+    existed: bool
+    earlier_new: tuple[str, ...] = ()
+
+
+def _claims_of(raw: str | bytes) -> list[tuple[str, bool]]:
+    value = json.loads(raw)
+    if isinstance(value, dict):  # the form before an item's tries were all kept
+        return [(str(value["id"]), bool(value["existed"]))]
+    return [(str(image_id), bool(existed)) for image_id, existed in value]
+
+
 class ImportQueue:
     """Import jobs and their batches in Redis."""
 
@@ -237,6 +282,7 @@ class ImportQueue:
         self._record = redis.register_script(_RECORD)
         self._start = redis.register_script(_START)
         self._fail_stale = redis.register_script(_FAIL_STALE)
+        self._claim = redis.register_script(_CLAIM)
         self._group_ready = False
 
     async def _run(self, operation: Awaitable[T]) -> T:
@@ -420,27 +466,26 @@ class ImportQueue:
         values = await self._run(self.redis.hmget(key, [str(i) for i in indexes]))
         return {i: json.loads(v) for i, v in zip(indexes, values, strict=True) if v is not None}
 
-    async def claim_images(self, job_id: str, claims: Mapping[int, tuple[str, bool]]) -> dict[int, tuple[str, bool]]:
-        """Records, once per item, the image id it makes and whether the album had it already; returns
-        what is recorded (the first attempt's, on a retry)."""
-        key = f"{_job_key(job_id)}:claims"
-        async with self.redis.pipeline(transaction=True) as pipe:
-            for index, (image_id, existed) in claims.items():
-                pipe.hsetnx(key, str(index), json.dumps({"id": image_id, "existed": existed}))
-            pipe.hmget(key, [str(i) for i in claims])
-            pipe.expire(key, self.ttl_s)
-            replies = await self._run(pipe.execute())
-        recorded = replies[-2]
+    async def claim_images(self, job_id: str, claims: Mapping[int, tuple[str, bool]]) -> dict[int, Claim]:
+        """Records each item's image id on this try and whether the album has it now; returns each item's
+        claims: this try's image with whether the album had it when the item first made it (on a retry, the
+        first try's answer), and the images earlier tries made that the album did not have then."""
+        if not claims:
+            return {}
+        args: list[Any] = [self.ttl_s]
+        for index, (image_id, existed) in claims.items():
+            args += [str(index), image_id, int(existed)]
+        replies = await self._run(self._claim(keys=[f"{_job_key(job_id)}:claims"], args=args))
         out = {}
-        for index, raw in zip(claims, recorded, strict=True):
-            value = json.loads(raw)
-            out[index] = (str(value["id"]), bool(value["existed"]))
+        for index, raw in zip(claims, replies, strict=True):
+            *before, (image_id, existed) = _claims_of(raw)
+            out[index] = Claim(image_id, existed, tuple(i for i, had in before if not had))
         return out
 
     async def claim_counts(self, job_id: str) -> Counter[str]:
-        """How many of the job's items claim each image id (their first attempt's)."""
+        """How many of the job's items made each image id on their latest try."""
         raw = await self._run(self.redis.hvals(f"{_job_key(job_id)}:claims"))
-        return Counter(str(json.loads(value)["id"]) for value in raw)
+        return Counter(_claims_of(value)[-1][0] for value in raw)
 
     async def record(self, job_id: str, results: Mapping[int, tuple[str, dict[str, Any]]]) -> int:
         """Writes results (index -> (counter, result)) not written before; returns how many were new."""

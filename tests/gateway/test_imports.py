@@ -582,3 +582,54 @@ async def test_a_url_that_answers_other_bytes_on_the_retry_makes_one_image(
     job = await import_queue.get(job.id)
     assert (job.status, job.counts["added"]) == (ImportStatus.DONE, 2)
     assert {r["url"]: r["id"] for r in await imports.results(import_queue, job.id)} == {url: second, steady: kept}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("third", [3, 1])
+async def test_a_url_that_answers_other_bytes_on_each_of_two_retries_makes_one_image(
+        make_fakes: MakeFakes, import_queue: ImportQueue, third: int) -> None:
+    """Three tries of a URL import, the URL answering other bytes on the second, the first two leaving their
+    image behind (its insert raising, then landing after the undo: an image without bytes) before they stop:
+    the second deletes the first's image, the third the second's, whether it answers new bytes or the first
+    try's again, and the item makes one image, whole."""
+    fakes = make_fakes(ingest_batch_size=8)
+    fakes.search = LateInsert()
+    fakes.deps = Deps(fakes.settings, fakes.extractor, fakes.search, fakes.blobs, fakes.cache, fakes.fetcher)
+    await albums.create(fakes.deps, "demo")
+    url = "http://photos.test/changing.png"
+    fakes.fetcher.pages = {url: png(1, 64)}
+    job = await imports.create(fakes.deps, import_queue, "demo", imports.ImportSpec(urls=[url]))
+    batch = await import_queue.take("test-worker", 100, 60_000)
+    assert batch is not None
+    made = {n: image_id_of(hashlib.sha256(png(n, 64)).hexdigest()) for n in (1, 2, 3)}
+
+    fakes.search.insert_error = SearchUnavailable("answer lost")
+    for n in (1, 2):
+        fakes.fetcher.pages[url] = png(n, 64)
+        with pytest.raises(SearchUnavailable):
+            await imports.process_batch(fakes.deps, import_queue, batch)
+        assert {i.id for i in fakes.search.index.get("demo", list(made.values()))} == {made[n]}
+
+    fakes.search.insert_error = None
+    fakes.fetcher.pages[url] = png(third, 64)
+    await imports.process_batch(fakes.deps, import_queue, batch)
+    await import_queue.done(batch.entry_id)
+    assert {i.id for i in fakes.search.index.get("demo", list(made.values()))} == {made[third]}
+    assert await images.count(fakes.deps, "demo") == 1
+    digest = hashlib.sha256(png(third, 64)).hexdigest()
+    assert sorted(fakes.blobs.objects) == sorted([image_key("demo", digest), features_key("demo", digest)])
+    job = await import_queue.get(job.id)
+    assert (job.status, job.counts["added"]) == (ImportStatus.DONE, 1)
+
+
+@pytest.mark.anyio
+async def test_a_claim_recorded_in_the_earlier_form_reads_as_the_first_try(import_queue: ImportQueue) -> None:
+    """A job claimed by a gateway of the release before (one claim an item, {"id", "existed"}) goes on."""
+    job_id = await import_queue.create("demo", "urls", "keep")
+    await import_queue.redis.hset(f"import:{job_id}:claims", "0", json.dumps({"id": "a" * 32, "existed": False}))
+    claims = await import_queue.claim_images(job_id, {0: ("a" * 32, True), 1: ("c" * 32, False)})
+    assert (claims[0].id, claims[0].existed, claims[0].earlier_new) == ("a" * 32, False, ())
+    assert (claims[1].id, claims[1].existed, claims[1].earlier_new) == ("c" * 32, False, ())
+    claims = await import_queue.claim_images(job_id, {0: ("b" * 32, False)})
+    assert (claims[0].id, claims[0].existed, claims[0].earlier_new) == ("b" * 32, False, ("a" * 32,))
+    assert await import_queue.claim_counts(job_id) == {"b" * 32: 1, "c" * 32: 1}

@@ -15,7 +15,7 @@ crash is processed again from the start: blobs are written again under the same 
 upserted by id, and an image found in the album that its claim says was not there before was added by
 this import: "added", not "duplicate", and what an earlier try may have left it without (its bytes,
 features, faces, keypoint rows) is written again, its row left as that try wrote it. An item whose URL
-answers other bytes on the retry makes another image: the one its earlier try made is deleted. So a
+answers other bytes on a retry makes another image: those its earlier tries made are deleted. So a
 killed gateway, extractor, Milvus or object store leaves every image added once, with all its parts, and
 no blob without its vector once the import has finished.
 """
@@ -27,7 +27,6 @@ import hashlib
 import logging
 import tarfile
 import zipfile
-from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass, field, replace
 from pathlib import PurePosixPath
@@ -410,10 +409,10 @@ async def _add(deps: Deps, queue: ImportQueue, job: ImportJob, sources: Mapping[
     # may have stopped anywhere after its row was written: even its bytes undone (the vectors' insert raised,
     # yet Milvus had applied it). What it may lack is written again, its row (the attributes it took over
     # from an image it replaced, its time) left as it is; it is counted added, not a duplicate.
-    again = [i for i in order if ids[i] in present and claims[i] == (ids[i], False)]
+    again = [i for i in order if ids[i] in present and not claims[i].existed]
     rest = [i for i in order if i not in again]
-    await _forget_earlier_images(deps, queue, job, {i: claims[i][0] for i in order
-                                                    if not claims[i][1] and claims[i][0] != ids[i]}, set(ids.values()))
+    await _forget_earlier_images(deps, queue, job, {image for i in order for image in claims[i].earlier_new},
+                                 set(ids.values()))
 
     def images(indexes: list[int]) -> list[NewImage]:
         return [NewImage(content=ready[i], name=sources[i].name, attributes=dict(sources[i].attributes))
@@ -430,17 +429,16 @@ async def _add(deps: Deps, queue: ImportQueue, job: ImportJob, sources: Mapping[
     return {index: _result(index, sources[index], results[index]) for index in order}
 
 
-async def _forget_earlier_images(deps: Deps, queue: ImportQueue, job: ImportJob, earlier: Mapping[int, str],
+async def _forget_earlier_images(deps: Deps, queue: ImportQueue, job: ImportJob, earlier: Set[str],
                                  now: Set[str]) -> None:
-    """Items whose earlier try fetched other bytes (a URL that answers differently now) made another image
-    then, which the album did not have: if that try wrote it, even without its bytes (an insert raised yet
-    applied, then undone up to its blobs), it is deleted, so that the item makes one image, whole. Not an
-    image another of the job's items claims, nor one this batch makes now."""
+    """Images that earlier tries of the batch's items made from other bytes (a URL that answers differently
+    now), which the album did not have then: if a try wrote one, even without its bytes (an insert raised yet
+    applied, then undone up to its blobs), it is deleted, so that the item makes one image, whole. Not an image
+    this batch makes now, nor one another of the job's items made on its latest try."""
     if not earlier:
         return
-    counts = await queue.claim_counts(job.id)
-    mine = Counter(earlier.values())
-    alone = sorted(image for image in mine if counts[image] <= mine[image] and image not in now)
+    latest = await queue.claim_counts(job.id)
+    alone = sorted(image for image in earlier if not latest[image] and image not in now)
     if alone and (deleted := await delete_stored(deps, job.album, alone)):
         log.info("import %s: %d image(s) an earlier try made from other bytes deleted", job.id, deleted)
 
