@@ -22,7 +22,7 @@ from urllib.parse import parse_qs, urlparse
 import httpx
 import pytest
 from PIL import Image
-from playwright.sync_api import Browser, Locator, Page, ViewportSize, expect, sync_playwright
+from playwright.sync_api import Browser, Locator, Page, Route, ViewportSize, expect, sync_playwright
 
 from services.devstack import ROOT, Stack
 from tests.conftest import SERVERS, SERVICES
@@ -396,6 +396,60 @@ def test_importing_a_zip_archive_shows_its_progress_to_done_and_the_new_images(
     assert thumbnail_names(page) == sorted(f"holiday/{p.name}" for p in photos[:3])
     listed = http.get("/v1/imports", params={"album": empty_album}).json()["imports"]
     assert [(j["kind"], j["on_duplicate"]) for j in listed] == [("archive", "skip")]
+
+
+def test_an_import_upload_the_gateway_drops_is_sent_again_until_it_is_taken(
+        page: Page, http: httpx.Client, empty_album: str, photos: list[Path], tmp_path: Path,
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The gateway restarted while it read the upload: the connection cut, then a 502 from a proxy in front of
+    it. The page says so, sends the archive again once it answers, and the import runs once; a refusal (413) is
+    shown at once, not sent again."""
+    archive = tmp_path / "cut.zip"
+    with zipfile.ZipFile(archive, "w") as bundle:
+        for photo in photos[:2]:
+            bundle.write(photo, photo.name)
+    tries: list[Route] = []
+
+    def drop(route: Route) -> None:
+        tries.append(route)
+        if len(tries) == 1:
+            route.abort("connectionreset")
+        elif len(tries) == 2:
+            route.fulfill(status=502, body="Bad Gateway")  # the third is held until the test lets it through
+
+    page.route("**/v1/albums/*/imports", drop)
+    open_album(page, empty_album, 0)
+    page.set_input_files("#importArchive", str(archive))
+    page.click("#startImport")
+    expect(page.locator("#importMsg")).to_have_text(
+        "The upload was cut off (HTTP 502); it is sent again when the gateway answers.")
+    expect(page.locator("#startImport")).to_be_disabled()
+    page.wait_for_function("() => document.querySelector('#upload') && !document.querySelector('#upload').hidden")
+    for _ in range(100):  # the third try comes 2 s after the 502
+        if len(tries) == 3:
+            break
+        page.wait_for_timeout(100)
+    assert len(tries) == 3
+    screenshot(page, "test_an_import_upload_the_gateway_drops_is_sent_again_waiting",
+               tmp_path_factory.getbasetemp() / "screenshots")
+    tries[2].continue_()
+    expect(page.locator("#importMsg")).to_have_text("Import of cut.zip started: 2 images queued.")
+    job = page.locator("#jobs .job")
+    expect(job.locator(".status")).to_have_text("done")
+    expect(job.locator(".counts")).to_have_text("2 of 2 · 2 added")
+    assert len(http.get("/v1/imports", params={"album": empty_album}).json()["imports"]) == 1
+
+    page.unroute("**/v1/albums/*/imports")
+    refused: list[Route] = []
+    page.route("**/v1/albums/*/imports", lambda route: (refused.append(route), route.fulfill(
+        status=413, content_type="application/json",
+        body=json.dumps({"error": {"reason": "too_large", "message": "The archive is too large.",
+                                   "request_id": "r1"}}))))
+    page.set_input_files("#importArchive", str(archive))
+    page.click("#startImport")
+    expect(page.locator("#importMsg")).to_contain_text("The archive is too large.")
+    expect(page.locator("#startImport")).to_be_enabled()
+    assert len(refused) == 1
 
 
 def test_importing_a_folder_sends_its_images_as_one_tar_named_by_path(
