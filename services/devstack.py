@@ -64,18 +64,22 @@ _PICK = random.SystemRandom()  # not the seeded global: two processes must not p
 _HANDED_OUT: set[int] = set()
 
 
+def bindable(port: int) -> bool:
+    """Whether a listener could take the loopback port now (nothing is bound to it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 def free_port() -> int:
     """A loopback port no process listens on now, never one this process was given before."""
     ports = _listen_ports()
     for _ in range(200 if ports else 0):
         port = _PICK.choice(ports)
-        if port in _HANDED_OUT:
-            continue
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
+        if port not in _HANDED_OUT and bindable(port):
             _HANDED_OUT.add(port)
             return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from services import devstack
-from services.devstack import MILVUS_INTERNAL_PORTS, Ports, Stack, free_port
+from services.devstack import MILVUS_INTERNAL_PORTS, Ports, Stack, bindable, free_port
 
 
 def _pick_from(monkeypatch: pytest.MonkeyPatch, pool: list[int]) -> None:
@@ -23,16 +23,10 @@ def _unused(count: int) -> list[int]:
     """Ports of the pick range that nothing listens on and that this process was never given."""
     found = []
     for port in devstack._listen_ports():
-        if port in devstack._HANDED_OUT:
-            continue
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        found.append(port)
-        if len(found) == count:
-            return found
+        if port not in devstack._HANDED_OUT and bindable(port):
+            found.append(port)
+            if len(found) == count:
+                return found
     raise AssertionError("no free ports to test with")
 
 
