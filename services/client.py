@@ -5,12 +5,15 @@ from __future__ import annotations
 import contextlib
 import json
 import mimetypes
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+
+# Results read a request at a time (the gateway's most).
+RESULTS_PAGE = 10_000
 
 
 class ApiError(Exception):
@@ -146,9 +149,15 @@ class GatewayClient:
     def get_import(self, import_id: str) -> dict[str, Any]:
         return dict(self._json(self.http.get(f"/v1/imports/{import_id}")))
 
-    def import_results(self, import_id: str, failed_only: bool = False) -> list[dict[str, Any]]:
-        answer = self._json(self.http.get(f"/v1/imports/{import_id}/results", params={"failed": failed_only}))
-        return list(answer["results"])
+    def import_results(self, import_id: str, failed_only: bool = False) -> Iterator[dict[str, Any]]:
+        """Every result (or failure) of the import, read a page at a time."""
+        params: dict[str, Any] = {"failed": failed_only, "limit": RESULTS_PAGE}
+        while True:
+            answer = self._json(self.http.get(f"/v1/imports/{import_id}/results", params=params))
+            yield from answer["results"]
+            if answer.get("next_after") is None:
+                return
+            params["after"] = answer["next_after"]
 
     def list_imports(self, album: str | None = None) -> list[dict[str, Any]]:
         params = {"album": album} if album else {}

@@ -12,6 +12,7 @@ idempotent processing: see services.gateway.usecases.imports).
                                      was first claimed, before anything of it was written (so a retry
                                      tells "added by this job" from "there before")
     import:<id>:results        HASH  item index -> JSON result, written once
+    import:<id>:failed         ZSET  item index -> itself: the failed items (listed without reading the rest)
     imports:staging            ZSET  job id -> when it last staged a batch (the jobs staging now)
     imports:tasks              STREAM of batches {"job", "first", "last"}; consumer group "workers"
 
@@ -210,13 +211,14 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-# Records results: KEYS = job hash, results hash; ARGV = now_ms, then (index, status counter, result JSON)
-# triples. Writes each result once, counts the new ones, marks the job done when every item has one.
+# Records results: KEYS = job hash, results hash, failed items; ARGV = now_ms, then (index, status counter,
+# result JSON) triples. Writes each result once, counts the new ones, marks the job done when every item has one.
 _RECORD = """
 local added = 0
 for i = 2, #ARGV, 3 do
   if redis.call('HSETNX', KEYS[2], ARGV[i], ARGV[i + 2]) == 1 then
     redis.call('HINCRBY', KEYS[1], ARGV[i + 1], 1)
+    if ARGV[i + 1] == 'failed' then redis.call('ZADD', KEYS[3], ARGV[i], ARGV[i]) end
     added = added + 1
   end
 end
@@ -271,6 +273,10 @@ def _claims_of(raw: str | bytes) -> list[tuple[str, bool]]:
     if isinstance(value, dict):  # the form before an item's tries were all kept
         return [(str(value["id"]), bool(value["existed"]))]
     return [(str(image_id), bool(existed)) for image_id, existed in value]
+
+
+# Items' results, in item order.
+ResultRows = list[dict[str, Any]]
 
 
 class ImportQueue:
@@ -397,9 +403,14 @@ class ImportQueue:
 
     async def note_result(self, job_id: str, index: int, result: Mapping[str, Any]) -> None:
         """Writes one item's result without counting it (a job that keeps its counts itself)."""
-        key = f"{_job_key(job_id)}:results"
-        await self._run(self.redis.hset(key, str(index), json.dumps(result, separators=(",", ":"))))
-        await self._run(self.redis.expire(key, self.ttl_s))
+        key, failed = f"{_job_key(job_id)}:results", f"{_job_key(job_id)}:failed"
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, str(index), json.dumps(result, separators=(",", ":")))
+            if result.get("status") == "failed":
+                pipe.zadd(failed, {str(index): index})
+            for name in (key, failed):
+                pipe.expire(name, self.ttl_s)
+            await self._run(pipe.execute())
 
     async def get(self, job_id: str) -> ImportJob:
         fields = await self._fields(job_id)
@@ -463,8 +474,31 @@ class ImportQueue:
         if indexes is None:
             raw = await self._run(self.redis.hgetall(key))
             return {int(_text(k)): json.loads(v) for k, v in raw.items()}
+        if not indexes:
+            return {}
         values = await self._run(self.redis.hmget(key, [str(i) for i in indexes]))
         return {i: json.loads(v) for i, v in zip(indexes, values, strict=True) if v is not None}
+
+    async def results_after(self, job: ImportJob, after: int, limit: int) -> tuple[ResultRows, int | None]:
+        """The results of the job's items after index `after`, in item order: at most `limit` of them, read by
+        index (an import's items are numbered 0 .. total - 1), and the index to page on from (None: no more)."""
+        end = min(after + 1 + limit, job.total)
+        found = await self.results(job.id, range(after + 1, end))
+        return [found[i] for i in sorted(found)], (end - 1 if end < job.total else None)
+
+    async def failures_after(self, job: ImportJob, after: int, limit: int) -> tuple[ResultRows, int | None]:
+        """The results of the job's failed items after index `after`, in item order: at most `limit` of them,
+        and the index to page on from (None: no more)."""
+        key = f"{_job_key(job.id)}:failed"
+        if job.counts.get("failed") and not await self._run(self.redis.exists(key)):
+            # Failures recorded by a gateway of the release before, which kept no index of them: read whole.
+            found = await self.results(job.id)
+            indexes = [i for i in sorted(found) if i > after and found[i].get("status") == "failed"][:limit + 1]
+        else:
+            indexes = [int(_text(i)) for i in await self._run(self.redis.zrangebyscore(
+                key, f"({after}", "+inf", start=0, num=limit + 1))]
+            found = await self.results(job.id, indexes[:limit])
+        return [found[i] for i in indexes[:limit] if i in found], (indexes[limit - 1] if len(indexes) > limit else None)
 
     async def claim_images(self, job_id: str, claims: Mapping[int, tuple[str, bool]]) -> dict[int, Claim]:
         """Records each item's image id on this try and whether the album has it now; returns each item's
@@ -494,9 +528,10 @@ class ImportQueue:
         args: list[Any] = [_now_ms()]
         for index, (counter, result) in results.items():
             args.extend([str(index), counter, json.dumps(result, separators=(",", ":"))])
-        keys = [_job_key(job_id), f"{_job_key(job_id)}:results"]
+        keys = [_job_key(job_id), f"{_job_key(job_id)}:results", f"{_job_key(job_id)}:failed"]
         added = await self._run(self._record(keys=keys, args=args))
-        await self._run(self.redis.expire(keys[1], self.ttl_s))
+        for key in keys[1:]:
+            await self._run(self.redis.expire(key, self.ttl_s))
         return int(added)
 
     # --- the stream -------------------------------------------------------------------------------

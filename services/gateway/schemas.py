@@ -449,6 +449,8 @@ class ImportItemOut(BaseModel):
 
 class ImportResults(BaseModel):
     results: list[ImportItemOut]
+    next_after: int | None = Field(default=None, description="Pass as `after` for the next page (null on the last "
+                                                             "page).")
 
 
 class DuplicateGroup(BaseModel):

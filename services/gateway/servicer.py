@@ -302,12 +302,14 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
     async def GetImportResults(
         self, request: gateway_pb2.GetImportResultsRequest, context: Context
     ) -> gateway_pb2.GetImportResultsResponse:
-        rows = await imports.results(self.queue, request.id, failed_only=request.failed_only)
+        page = await imports.results(self.queue, request.id, failed_only=request.failed_only,
+                                     after=request.after if request.HasField("after") else -1,
+                                     limit=request.limit or imports.RESULTS_PAGE)
         return gateway_pb2.GetImportResultsResponse(results=[
             gateway_pb2.ImportItem(index=r["index"], name=r["name"], status=r["status"], id=r.get("id") or "",
                                    url=r.get("url") or "", near=r.get("near") or "",
                                    error=common_pb2.ItemError(**r["error"]) if r.get("error") else None)
-            for r in rows])
+            for r in page.results], next_after=page.next_after)
 
     async def CancelImport(self, request: gateway_pb2.CancelImportRequest, context: Context) -> gateway_pb2.ImportJob:
         return import_message(await imports.cancel(self.deps, self.queue, request.id))

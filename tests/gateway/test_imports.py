@@ -20,7 +20,7 @@ import pytest
 from imagesearch.v1 import gateway_pb2, gateway_pb2_grpc
 from redis.asyncio import Redis
 
-from services.common.errors import SearchUnavailable, StoreUnavailable
+from services.common.errors import InvalidArgument, SearchUnavailable, StoreUnavailable
 from services.devstack import Stack
 from services.gateway.blobstore import features_key, image_key
 from services.gateway.deps import Deps
@@ -60,8 +60,20 @@ def test_an_import_of_urls_reaches_done_with_each_failure_named(http: httpx.Clie
         job = wait_for_job(http, created.json()["id"])
     assert (job["status"], job["processed"], job["counts"]["added"], job["counts"]["failed"]) == ("done", 4, 3, 1)
     assert job["rate"] > 0 and job["eta_s"] is None
-    failures = http.get(f"/v1/imports/{job['id']}/results", params={"failed": True}).json()["results"]
-    assert [(f["url"], f["error"]["reason"]) for f in failures] == [(urls[3], "url_fetch_failed")]
+    failures = http.get(f"/v1/imports/{job['id']}/results", params={"failed": True}).json()
+    assert [(f["url"], f["error"]["reason"]) for f in failures["results"]] == [(urls[3], "url_fetch_failed")]
+    assert failures["next_after"] is None
+    pages, after = [], None  # the results a page of 3 at a time
+    while True:
+        page = http.get(f"/v1/imports/{job['id']}/results", params={"limit": 3, **({} if after is None else
+                                                                                  {"after": after})}).json()
+        pages.append([r["index"] for r in page["results"]])
+        if (after := page["next_after"]) is None:
+            break
+    assert pages == [[0, 1, 2], [3]]
+    for bad in ({"limit": 0}, {"limit": 10_001}, {"after": -1}):
+        refused = http.get(f"/v1/imports/{job['id']}/results", params=bad)
+        assert refused.status_code == 422, (bad, refused.text)
     assert http.get(f"/v1/albums/{album}").json()["image_count"] == 3
     listed = http.get("/v1/imports", params={"album": album}).json()["imports"]
     assert [j["id"] for j in listed] == [job["id"]]
@@ -192,6 +204,11 @@ def test_imports_over_grpc(stack: Stack, photos: list[Path]) -> None:
         assert [j.id for j in listed.imports] == [job.id]
         results = gateway.GetImportResults(gateway_pb2.GetImportResultsRequest(id=job.id), timeout=10)
         assert sorted(r.name for r in results.results) == sorted(p.name for p in photos[:2])
+        assert not results.HasField("next_after")
+        first = gateway.GetImportResults(gateway_pb2.GetImportResultsRequest(id=job.id, limit=1), timeout=10)
+        assert ([r.index for r in first.results], first.next_after) == ([0], 0)
+        rest = gateway.GetImportResults(gateway_pb2.GetImportResultsRequest(id=job.id, limit=1, after=0), timeout=10)
+        assert [r.index for r in rest.results] == [1] and not rest.HasField("next_after")
         groups = gateway.FindDuplicates(gateway_pb2.FindDuplicatesRequest(album=album), timeout=30)
         assert list(groups.groups) == []
 
@@ -283,7 +300,7 @@ async def test_a_batch_whose_insert_was_applied_yet_raised_is_made_whole_on_its_
     job = await import_queue.get(job.id)
     assert (job.status, job.counts) == (ImportStatus.DONE, {"added": 6, "duplicates": 2, "skipped": 0,
                                                             "replaced": 0, "failed": 0})
-    assert {r["name"]: r["status"] for r in await imports.results(import_queue, job.id)} == {
+    assert {r["name"]: r["status"] for r in (await imports.results(import_queue, job.id)).results} == {
         **{f"new-{n}.png": "added" for n in range(1, 7)}, "twin-of-new-1.png": "duplicate",
         "before.png": "duplicate"}
 
@@ -357,7 +374,7 @@ async def test_a_retry_deletes_the_near_duplicate_its_first_try_left_in_place(
     assert not [k for k in fakes.blobs.objects if old_hash in k]
     job = await import_queue.get(job.id)
     assert (job.status, job.counts["added"], job.counts["replaced"]) == (ImportStatus.DONE, 1, 1)
-    results = {r["name"]: (r["status"], r["near"]) for r in await imports.results(import_queue, job.id)}
+    results = {r["name"]: (r["status"], r["near"]) for r in (await imports.results(import_queue, job.id)).results}
     assert results == {"new.png": ("replaced", old.id), "other.png": ("added", None)}
 
 
@@ -581,7 +598,8 @@ async def test_a_url_that_answers_other_bytes_on_the_retry_makes_one_image(
                                                                                  features_key("demo", h)))
     job = await import_queue.get(job.id)
     assert (job.status, job.counts["added"]) == (ImportStatus.DONE, 2)
-    assert {r["url"]: r["id"] for r in await imports.results(import_queue, job.id)} == {url: second, steady: kept}
+    found = (await imports.results(import_queue, job.id)).results
+    assert {r["url"]: r["id"] for r in found} == {url: second, steady: kept}
 
 
 @pytest.mark.anyio
@@ -620,6 +638,49 @@ async def test_a_url_that_answers_other_bytes_on_each_of_two_retries_makes_one_i
     assert sorted(fakes.blobs.objects) == sorted([image_key("demo", digest), features_key("demo", digest)])
     job = await import_queue.get(job.id)
     assert (job.status, job.counts["added"]) == (ImportStatus.DONE, 1)
+
+
+async def recorded_job(import_queue: ImportQueue, failed: Sequence[int], total: int = 7) -> ImportJob:
+    """A job of `total` items, each processed, those at `failed` failed."""
+    job_id = await import_queue.create("demo", "urls", "keep")
+    await import_queue.add_batch(job_id, 0, [ItemSource(f"{i}.png", url=f"http://x.test/{i}.png")
+                                             for i in range(total)])
+    await import_queue.start(job_id, total)
+    await import_queue.record(job_id, {i: ("failed" if i in failed else "added",
+                                           {"index": i, "name": f"{i}.png", "status": "failed" if i in failed else
+                                            "added"}) for i in range(total)})
+    return await import_queue.get(job_id)
+
+
+async def pages_of(import_queue: ImportQueue, job: ImportJob, failed_only: bool, limit: int) -> list[list[int]]:
+    pages, after = [], -1
+    while after is not None:
+        page = await imports.results(import_queue, job.id, failed_only, after, limit)
+        pages.append([r["index"] for r in page.results])
+        after = page.next_after
+    return pages
+
+
+@pytest.mark.anyio
+async def test_results_and_failures_are_read_a_page_at_a_time(import_queue: ImportQueue) -> None:
+    """The failures are listed from an index of them, not by reading every result (an import of a million)."""
+    job = await recorded_job(import_queue, failed=[1, 3, 4, 6])
+    assert await pages_of(import_queue, job, True, 2) == [[1, 3], [4, 6]]
+    assert await pages_of(import_queue, job, True, 3) == [[1, 3, 4], [6]]
+    assert await pages_of(import_queue, job, True, 10) == [[1, 3, 4, 6]]
+    assert await pages_of(import_queue, job, False, 3) == [[0, 1, 2], [3, 4, 5], [6]]
+    assert await pages_of(import_queue, await recorded_job(import_queue, failed=[]), True, 2) == [[]]
+    for after, limit in ((-2, 10), (-1, 0), (-1, imports.RESULTS_PAGE_MAX + 1)):
+        with pytest.raises(InvalidArgument):
+            await imports.results(import_queue, job.id, True, after, limit)
+
+
+@pytest.mark.anyio
+async def test_failures_recorded_by_the_release_before_are_listed_still(import_queue: ImportQueue) -> None:
+    """A job whose results a gateway of the release before recorded, without the index of its failures."""
+    job = await recorded_job(import_queue, failed=[1, 3, 4, 6])
+    await import_queue.redis.delete(f"import:{job.id}:failed")
+    assert await pages_of(import_queue, job, True, 2) == [[1, 3], [4, 6]]
 
 
 @pytest.mark.anyio

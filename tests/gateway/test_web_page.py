@@ -516,6 +516,25 @@ def test_an_import_of_urls_lists_the_failed_one_with_its_reason(
     assert page.evaluate("document.documentElement.scrollWidth") <= 400  # nothing wider than the phone
 
 
+def test_an_import_with_more_failures_than_shown_links_to_the_next_page_of_them(
+        page: Page, http: httpx.Client, empty_album: str, photos: list[Path]) -> None:
+    with file_server(photos[0].parent) as base:
+        open_album(page, empty_album, 0)
+        page.click("#tabUrls")
+        page.fill("#importUrls", "\n".join(f"{base}/missing-{n}.png" for n in range(52)))
+        page.click("#startImport")
+        job = page.locator("#jobs .job")
+        expect(job.locator(".status")).to_have_text("done")
+    expect(job.locator(".counts")).to_have_text("52 of 52 · 0 added · 52 failed")
+    job.locator(".show-failures").click()
+    expect(job.locator(".failure")).to_have_count(50)
+    expect(job.locator(".failures .muted")).to_have_text("… and 2 more failures: the next ones as JSON")
+    link = job.locator(".failures .muted a").get_attribute("href")
+    assert link is not None and link.endswith("/results?failed=true&after=49")
+    rest = http.get(link).json()
+    assert [r["name"] for r in rest["results"]] == ["missing-50.png", "missing-51.png"] and rest["next_after"] is None
+
+
 def test_cancelling_a_running_import_shows_it_cancelled_with_what_it_did(
         page: Page, http: httpx.Client, empty_album: str, photos: list[Path], tmp_path: Path,
         request: pytest.FixtureRequest) -> None:

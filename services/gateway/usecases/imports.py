@@ -280,11 +280,32 @@ async def list_all(queue: ImportQueue, album: str = "", limit: int = 50) -> list
     return await queue.list(limit, album)
 
 
-async def results(queue: ImportQueue, job_id: str, failed_only: bool = False) -> list[dict[str, Any]]:
-    """Each processed item's result, in item order (only the failures with `failed_only`)."""
-    await queue.get(job_id)
-    found = await queue.results(job_id)
-    return [found[i] for i in sorted(found) if not failed_only or found[i].get("status") == AddStatus.FAILED.value]
+RESULTS_PAGE = 1000
+RESULTS_PAGE_MAX = 10_000
+
+
+@dataclass(frozen=True)
+class ResultsPage:
+    """Processed items' results in item order, and the item index to page on from (None: the last page)."""
+
+    results: list[dict[str, Any]]
+    next_after: int | None = None
+
+
+async def results(queue: ImportQueue, job_id: str, failed_only: bool = False, after: int = -1,
+                  limit: int = RESULTS_PAGE) -> ResultsPage:
+    """A page of the processed items' results in item order, those after item `after`: at most `limit` of them,
+    only the failures with `failed_only` (a re-embed records only its failures). Any size of import pages so,
+    each page read alone."""
+    if not 1 <= limit <= RESULTS_PAGE_MAX:
+        raise InvalidArgument(f"limit must be between 1 and {RESULTS_PAGE_MAX}")
+    if after < -1:
+        raise InvalidArgument("after must be an item index (0 or more)")
+    job = await queue.get(job_id)
+    read = queue.failures_after if failed_only or job.kind == reembed.KIND else queue.results_after
+    found, next_after = await read(job, after, limit)
+    return ResultsPage(found, next_after)
+
 
 
 async def cancel(deps: Deps, queue: ImportQueue, job_id: str) -> ImportJob:
