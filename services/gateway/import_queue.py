@@ -530,8 +530,10 @@ class ImportQueue:
             args.extend([str(index), counter, json.dumps(result, separators=(",", ":"))])
         keys = [_job_key(job_id), f"{_job_key(job_id)}:results", f"{_job_key(job_id)}:failed"]
         added = await self._run(self._record(keys=keys, args=args))
-        for key in keys[1:]:
-            await self._run(self.redis.expire(key, self.ttl_s))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key in keys[1:]:
+                pipe.expire(key, self.ttl_s)
+            await self._run(pipe.execute())
         return int(added)
 
     # --- the stream -------------------------------------------------------------------------------
