@@ -211,17 +211,19 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-# Records results: KEYS = job hash, results hash, failed items; ARGV = now_ms, then (index, status counter,
+# Records results: KEYS = job hash, results hash, failed items; ARGV = now_ms, ttl_s, then (index, status counter,
 # result JSON) triples. Writes each result once, counts the new ones, marks the job done when every item has one.
 _RECORD = """
 local added = 0
-for i = 2, #ARGV, 3 do
+for i = 3, #ARGV, 3 do
   if redis.call('HSETNX', KEYS[2], ARGV[i], ARGV[i + 2]) == 1 then
     redis.call('HINCRBY', KEYS[1], ARGV[i + 1], 1)
     if ARGV[i + 1] == 'failed' then redis.call('ZADD', KEYS[3], ARGV[i], ARGV[i]) end
     added = added + 1
   end
 end
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+redis.call('EXPIRE', KEYS[3], ARGV[2])
 redis.call('HSET', KEYS[1], 'updated_at_ms', ARGV[1])
 local total = tonumber(redis.call('HGET', KEYS[1], 'total') or '0')
 local status = redis.call('HGET', KEYS[1], 'status')
@@ -490,8 +492,9 @@ class ImportQueue:
         """The results of the job's failed items after index `after`, in item order: at most `limit` of them,
         and the index to page on from (None: no more)."""
         key = f"{_job_key(job.id)}:failed"
-        if job.counts.get("failed") and not await self._run(self.redis.exists(key)):
-            # Failures recorded by a gateway of the release before, which kept no index of them: read whole.
+        if await self._run(self.redis.zcard(key)) < job.counts.get("failed", 0):
+            # Some failures were recorded by a gateway of the release before, which kept no index of them (the job
+            # ran across the upgrade): read whole.
             found = await self.results(job.id)
             indexes = [i for i in sorted(found) if i > after and found[i].get("status") == "failed"][:limit + 1]
         else:
@@ -525,16 +528,11 @@ class ImportQueue:
         """Writes results (index -> (counter, result)) not written before; returns how many were new."""
         if not results:
             return 0
-        args: list[Any] = [_now_ms()]
+        args: list[Any] = [_now_ms(), self.ttl_s]
         for index, (counter, result) in results.items():
             args.extend([str(index), counter, json.dumps(result, separators=(",", ":"))])
         keys = [_job_key(job_id), f"{_job_key(job_id)}:results", f"{_job_key(job_id)}:failed"]
-        added = await self._run(self._record(keys=keys, args=args))
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for key in keys[1:]:
-                pipe.expire(key, self.ttl_s)
-            await self._run(pipe.execute())
-        return int(added)
+        return int(await self._run(self._record(keys=keys, args=args)))
 
     # --- the stream -------------------------------------------------------------------------------
     async def take(self, consumer: str, block_ms: int, visibility_ms: int) -> Batch | None:

@@ -26,7 +26,7 @@ from services.gateway.blobstore import features_key, image_key
 from services.gateway.deps import Deps
 from services.gateway.import_queue import Batch, ImportJob, ImportQueue, ImportStatus, ItemSource
 from services.gateway.records import AddResult, Item, NewImage, OnDuplicate
-from services.gateway.usecases import albums, images, imports, ingest
+from services.gateway.usecases import albums, images, imports, ingest, reembed
 from services.gateway.usecases.shared import image_id_of
 from tests.gateway.conftest import MakeFakes
 from tests.gateway.fakes import Fakes, LoopbackSearch, png
@@ -665,6 +665,8 @@ async def pages_of(import_queue: ImportQueue, job: ImportJob, failed_only: bool,
 async def test_results_and_failures_are_read_a_page_at_a_time(import_queue: ImportQueue) -> None:
     """The failures are listed from an index of them, not by reading every result (an import of a million)."""
     job = await recorded_job(import_queue, failed=[1, 3, 4, 6])
+    assert await import_queue.redis.zrange(f"import:{job.id}:failed", 0, -1) == [b"1", b"3", b"4", b"6"]
+    assert 0 < await import_queue.redis.ttl(f"import:{job.id}:failed") <= import_queue.ttl_s
     assert await pages_of(import_queue, job, True, 2) == [[1, 3], [4, 6]]
     assert await pages_of(import_queue, job, True, 3) == [[1, 3, 4], [6]]
     assert await pages_of(import_queue, job, True, 10) == [[1, 3, 4, 6]]
@@ -676,11 +678,27 @@ async def test_results_and_failures_are_read_a_page_at_a_time(import_queue: Impo
 
 
 @pytest.mark.anyio
-async def test_failures_recorded_by_the_release_before_are_listed_still(import_queue: ImportQueue) -> None:
-    """A job whose results a gateway of the release before recorded, without the index of its failures."""
+@pytest.mark.parametrize("before", [[1, 3, 4, 6], [1, 3]])
+async def test_failures_recorded_by_the_release_before_are_listed_still(import_queue: ImportQueue,
+                                                                         before: list[int]) -> None:
+    """A job whose failures a gateway of the release before recorded, without the index of them: all of them, or
+    the first ones (the job ran across the upgrade)."""
     job = await recorded_job(import_queue, failed=[1, 3, 4, 6])
-    await import_queue.redis.delete(f"import:{job.id}:failed")
+    await import_queue.redis.zrem(f"import:{job.id}:failed", *before)
     assert await pages_of(import_queue, job, True, 2) == [[1, 3], [4, 6]]
+
+
+@pytest.mark.anyio
+async def test_a_re_embed_lists_the_failures_it_noted(import_queue: ImportQueue) -> None:
+    """A re-embed records only its failures, at the positions of its walk (note_result), and keeps its counts."""
+    job_id = await import_queue.create("demo", reembed.KIND, "keep")
+    for position in (5, 2, 9):
+        await import_queue.note_result(job_id, position, {"index": position, "name": f"img-{position}",
+                                                          "status": "failed", "id": f"img-{position}"})
+    await import_queue.save_fields(job_id, {"failed": 3})
+    job = await import_queue.get(job_id)
+    assert await pages_of(import_queue, job, False, 2) == [[2, 5], [9]]
+    assert await pages_of(import_queue, job, True, 5) == [[2, 5, 9]]
 
 
 @pytest.mark.anyio
