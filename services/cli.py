@@ -99,9 +99,9 @@ class GatewayGone(Exception):
 
 
 class Patience:
-    """Waits out a gateway that cannot be reached (refused, the connection dropped, 502/503/504 while it
-    restarts; with `timeouts`, no answer in time), `patience_s` at most at a time; any other error is the
-    request's own and raised."""
+    """Waits out a gateway that cannot be reached (refused, the connection dropped, 502/503 while it restarts;
+    with `timeouts`, no answer in time, a 504 from a proxy in front of it too), `patience_s` at most at a time;
+    any other error is the request's own and raised."""
 
     def __init__(self, client: GatewayClient, patience_s: float, sleep: Callable[[float], None],
                  timeouts: bool = True) -> None:
@@ -114,8 +114,8 @@ class Patience:
     def wait(self, exc: Exception, then: str) -> None:
         """After `exc`: sleeps a little if the gateway may come back, else raises (GatewayGone saying `then`
         once the patience is spent)."""
-        if (isinstance(exc, ApiError) and exc.status not in (502, 503, 504)) or \
-                (isinstance(exc, httpx.TimeoutException) and not self.timeouts):
+        timed_out = isinstance(exc, httpx.TimeoutException) or (isinstance(exc, ApiError) and exc.status == 504)
+        if (isinstance(exc, ApiError) and exc.status not in (502, 503, 504)) or (timed_out and not self.timeouts):
             raise exc
         now = time.monotonic()
         self.since = self.since or now
@@ -132,7 +132,8 @@ def start_import(client: GatewayClient, album: str, patience_s: float = UNREACHA
                  sleep: Callable[[float], None] = time.sleep, **fields: Any) -> dict[str, Any]:
     """Sends an import, again if the gateway stopped before it answered (killed while it read or staged the
     upload) once it answers again: what the stopped gateway had added already counts as duplicates, and its
-    job is failed by the gateway's workers. A timeout is not sent again: the gateway may still be staging."""
+    job is failed by the gateway's workers. A timeout (ours, or a proxy's 504) is not sent again: the gateway
+    may still be staging, and would then run the import twice."""
     patience = Patience(client, patience_s, sleep, timeouts=False)
     told = False
     while True:

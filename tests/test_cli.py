@@ -92,9 +92,10 @@ def test_an_upload_the_gateway_dropped_is_sent_again_once_it_answers(capsys: pyt
 
 
 @pytest.mark.parametrize("error", [ApiError(400, "invalid_argument", "not an archive"),
-                                   httpx.ReadTimeout("timed out")])
+                                   httpx.ReadTimeout("timed out"), ApiError(504, "gateway_timeout", "proxy gave up")])
 def test_an_upload_refused_or_timed_out_is_not_sent_again(error: Exception) -> None:
-    """A request the gateway refused is its own error; one that timed out may still be staging there."""
+    """A request the gateway refused is its own error; one that timed out (here, or at a proxy in front of the
+    gateway) may still be staging there."""
     client = DroppedUploads(drops=0, error=error)
     with pytest.raises(type(error)):
         start_import(client, "a", sleep=lambda s: None)  # type: ignore[arg-type]
