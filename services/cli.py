@@ -24,6 +24,7 @@ import tarfile
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -136,9 +137,10 @@ def start_import(client: GatewayClient, album: str, patience_s: float = UNREACHA
     may still be staging, and would then run the import twice."""
     patience = Patience(client, patience_s, sleep, timeouts=False)
     told = False
+    key = uuid.uuid4().hex  # every try is the same import: one the gateway queued is answered, not run again
     while True:
         try:
-            return client.start_import(album, **fields)
+            return client.start_import(album, idempotency_key=key, **fields)
         except (httpx.TransportError, ApiError) as exc:
             patience.wait(exc, "the import was not queued: run the same command again")
             if not told:

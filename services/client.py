@@ -130,9 +130,12 @@ class GatewayClient:
 
     def start_import(self, album: str, *, archive: Path | None = None, urls: Sequence[str] = (),
                      manifest: Path | None = None, attributes: dict[str, Any] | None = None,
-                     on_duplicate: str = "keep", timeout_s: float = 3600.0) -> dict[str, Any]:
-        """Queues an import (an archive of images, URLs, a manifest); answers once it is staged."""
+                     on_duplicate: str = "keep", idempotency_key: str = "", timeout_s: float = 3600.0
+                     ) -> dict[str, Any]:
+        """Queues an import (an archive of images, URLs, a manifest); answers once it is staged. The same
+        `idempotency_key` on each try of one import: the gateway answers a try after one it queued with that."""
         data = {"urls": "\n".join(urls), "attributes": json.dumps(attributes or {}), "on_duplicate": on_duplicate}
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         with contextlib.ExitStack() as files:
             parts: list[tuple[str, tuple[str, Any, str]]] = []
             if archive is not None:
@@ -142,9 +145,10 @@ class GatewayClient:
                 parts.append(("manifest", (manifest.name, files.enter_context(open(manifest, "rb")), "text/plain")))
             if not parts:
                 return dict(self._json(self.http.post(f"/v1/albums/{album}/imports", timeout=timeout_s, json={
-                    "urls": list(urls), "attributes": attributes or {}, "on_duplicate": on_duplicate})))
+                    "urls": list(urls), "attributes": attributes or {}, "on_duplicate": on_duplicate},
+                    headers=headers)))
             return dict(self._json(self.http.post(f"/v1/albums/{album}/imports", data=data, files=parts,
-                                                  timeout=timeout_s)))
+                                                  timeout=timeout_s, headers=headers)))
 
     def get_import(self, import_id: str) -> dict[str, Any]:
         return dict(self._json(self.http.get(f"/v1/imports/{import_id}")))

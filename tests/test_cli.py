@@ -72,9 +72,11 @@ class DroppedUploads:
         self.drops = drops
         self.error = error
         self.sent = 0
+        self.keys: list[str] = []
 
     def start_import(self, album: str, **fields: Any) -> dict[str, Any]:
         self.sent += 1
+        self.keys.append(fields.pop("idempotency_key"))
         if self.error is not None:
             raise self.error
         if self.sent <= self.drops:
@@ -88,6 +90,9 @@ def test_an_upload_the_gateway_dropped_is_sent_again_once_it_answers(capsys: pyt
     client, slept = DroppedUploads(drops=3), []
     job = start_import(client, "a", sleep=slept.append, on_duplicate="skip")  # type: ignore[arg-type]
     assert (job["id"], job["on_duplicate"], client.sent, slept) == ("j1", "skip", 4, [2.0, 2.0, 2.0])
+    assert len(set(client.keys)) == 1 and len(client.keys[0]) == 32  # one import, tried 4 times
+    start_import(client, "a", sleep=slept.append)  # type: ignore[arg-type]
+    assert len(set(client.keys)) == 2  # another import
     assert capsys.readouterr().err.count("sending it again when it answers") == 1  # said once
 
 

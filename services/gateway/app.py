@@ -10,10 +10,11 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import FastAPI, File, Form, Query, Request, UploadFile
+from fastapi import FastAPI, File, Form, Header, Query, Request, UploadFile
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -668,11 +669,18 @@ IMPORT_ID = Annotated[str, PathParam(description="The import's id.", json_schema
 def _add_import_routes(app: FastAPI, settings: GatewaySettings, deps: Deps, queue: ImportQueue) -> None:
     @app.post("/v1/albums/{album}/imports", status_code=202, tags=["imports"], response_model=schemas.ImportOut,
               openapi_extra=IMPORT_REQUEST_BODY, responses={409: {"model": schemas.ErrorBody}})
-    async def create_import(album: AlbumName, request: Request) -> schemas.ImportOut:
+    async def create_import(
+        album: AlbumName, request: Request,
+        idempotency_key: Annotated[str | None, Header(
+            alias="Idempotency-Key", max_length=imports.MAX_IDEMPOTENCY_KEY,
+            description="Your name for this import, the same each time you send it: sent again after no answer "
+                        "came (the gateway stopped), it is answered with the import the first request queued "
+                        "instead of being run twice. A fresh one (a UUID) for each new import.")] = None,
+    ) -> schemas.ImportOut:
         """Adds images in the background: URLs, an archive (a folder sent as a zip or tar), and/or a CSV/JSONL
         manifest with a row of typed attributes per file or URL. Answers once the images are staged and
         queued; GET the status_url for progress. Survives a killed gateway, extractor, Milvus or object store."""
-        spec = await _import_spec(request, settings)
+        spec = replace(await _import_spec(request, settings), idempotency_key=idempotency_key or "")
         return schemas.ImportOut.of(await imports.create(deps, queue, album, spec))
 
     @app.get("/v1/imports", tags=["imports"], response_model=schemas.ImportList)

@@ -14,6 +14,7 @@ idempotent processing: see services.gateway.usecases.imports).
     import:<id>:results        HASH  item index -> JSON result, written once
     import:<id>:failed         ZSET  item index -> itself: the failed items (listed without reading the rest)
     imports:staging            ZSET  job id -> when it last staged a batch (the jobs staging now)
+    imports:key:<album>:<hash> STRING  the job an import request's idempotency key made (the hash of the key)
     imports:tasks              STREAM of batches {"job", "first", "last"}; consumer group "workers"
 
 A job's batches are queued while it stages, each in one transaction with its items, so that workers start on
@@ -29,6 +30,7 @@ errors become `StoreUnavailable`.
 from __future__ import annotations
 
 import enum
+import hashlib
 import json
 import logging
 import time
@@ -203,6 +205,10 @@ def _job_key(job_id: str) -> str:
     return f"import:{job_id}"
 
 
+def _idempotency_key(album: str, key: str) -> str:
+    return f"imports:key:{album}:{hashlib.sha256(key.encode()).hexdigest()[:32]}"
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -315,8 +321,9 @@ class ImportQueue:
 
     # --- jobs -------------------------------------------------------------------------------------
     async def create(self, album: str, kind: str, on_duplicate: str = "skip", status: ImportStatus =
-                     ImportStatus.STAGING) -> str:
-        """Records a new job (no items yet); returns its id."""
+                     ImportStatus.STAGING, key: str = "") -> str:
+        """Records a new job (no items yet); returns its id. With an idempotency `key`, the job is the key's
+        (`job_of_key`) from now on."""
         job_id = uuid.uuid4().hex
         now = _now_ms()
         fields: dict[Any, Any] = {"album": album, "kind": kind, "status": status.value, "total": 0,
@@ -329,8 +336,20 @@ class ImportQueue:
             pipe.zadd(JOBS_KEY, {job_id: now})
             if status is ImportStatus.STAGING:
                 pipe.zadd(STAGING_KEY, {job_id: now})
+            if key:
+                pipe.set(_idempotency_key(album, key), job_id, ex=self.ttl_s)
             await self._run(pipe.execute())
         return job_id
+
+    async def job_of_key(self, album: str, key: str) -> ImportJob | None:
+        """The job the latest import request into the album with this idempotency key made, if it is kept."""
+        job_id = await self._run(self.redis.get(_idempotency_key(album, key)))
+        if job_id is None:
+            return None
+        try:
+            return await self.get(_text(job_id))
+        except NotFound:  # expired
+            return None
 
     async def add_batch(self, job_id: str, first: int, items: Sequence[ItemSource]) -> ImportStatus:
         """Stores items first, first+1, ... of a staging job and queues them as one batch, in one transaction

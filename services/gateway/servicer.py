@@ -287,7 +287,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         spec = ImportSpec(urls=list(request.urls), archive=io.BytesIO(request.archive) if request.archive else None,
                           manifest=request.manifest, manifest_name=f"manifest.{request.manifest_format or 'csv'}",
                           attributes=attributes_from_wire(request.attributes),
-                          on_duplicate=on_duplicate(request.on_duplicate))
+                          on_duplicate=on_duplicate(request.on_duplicate), idempotency_key=request.idempotency_key)
         return import_message(await imports.create(self.deps, self.queue, request.album, spec))
 
     async def GetImport(self, request: gateway_pb2.GetImportRequest, context: Context) -> gateway_pb2.ImportJob:

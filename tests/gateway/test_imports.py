@@ -11,6 +11,7 @@ import json
 import time
 import zipfile
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +125,24 @@ def test_the_same_photo_twice_in_one_import_is_added_once(http: httpx.Client, ph
     assert http.get(f"/v1/albums/{album}").json()["image_count"] == 2
 
 
+def test_an_import_sent_again_with_its_idempotency_key_is_answered_with_the_one_queued(
+        http: httpx.Client, photos: list[Path]) -> None:
+    """The gateway queued an import and stopped before it answered: the client sends it again with the same key
+    and gets that import, not a second one running over the same images."""
+    album = unique_album("idem")
+    assert http.post("/v1/albums", json={"name": album}).status_code == 201
+    archive = zipped({p.name: p.read_bytes() for p in photos[:2]})
+    sent = [http.post(f"/v1/albums/{album}/imports", files={"archive": ("a.zip", archive)},
+                      headers={"Idempotency-Key": key}) for key in ("try-1", "try-1", "try-2")]
+    assert [r.status_code for r in sent] == [202, 202, 202], sent[-1].text
+    assert sent[1].json()["id"] == sent[0].json()["id"] != sent[2].json()["id"]
+    assert len(http.get("/v1/imports", params={"album": album}).json()["imports"]) == 2
+    refused = http.post(f"/v1/albums/{album}/imports", files={"archive": ("a.zip", archive)},
+                        headers={"Idempotency-Key": "k" * 201})
+    assert refused.status_code == 422, refused.text
+    wait_for_job(http, sent[2].json()["id"])
+
+
 def test_bad_imports_are_refused_before_anything_is_queued(http: httpx.Client) -> None:
     album = unique_album("bad")
     assert http.post("/v1/albums", json={"name": album}).status_code == 201
@@ -204,6 +223,10 @@ def test_imports_over_grpc(stack: Stack, photos: list[Path]) -> None:
         assert [j.id for j in listed.imports] == [job.id]
         results = gateway.GetImportResults(gateway_pb2.GetImportResultsRequest(id=job.id), timeout=10)
         assert sorted(r.name for r in results.results) == sorted(p.name for p in photos[:2])
+        keyed = [gateway.CreateImport(gateway_pb2.CreateImportRequest(
+            album=album, archive=zipped({p.name: p.read_bytes() for p in photos[:2]}), idempotency_key="grpc-1"),
+            timeout=60) for _ in range(2)]
+        assert keyed[0].id == keyed[1].id != job.id
         assert not results.HasField("next_after")
         first = gateway.GetImportResults(gateway_pb2.GetImportResultsRequest(id=job.id, limit=1), timeout=10)
         assert ([r.index for r in first.results], first.next_after) == ([0], 0)
@@ -376,6 +399,32 @@ async def test_a_retry_deletes_the_near_duplicate_its_first_try_left_in_place(
     assert (job.status, job.counts["added"], job.counts["replaced"]) == (ImportStatus.DONE, 1, 1)
     results = {r["name"]: (r["status"], r["near"]) for r in (await imports.results(import_queue, job.id)).results}
     assert results == {"new.png": ("replaced", old.id), "other.png": ("added", None)}
+
+
+@pytest.mark.anyio
+async def test_an_idempotency_key_answers_the_import_its_first_try_queued_and_no_other(
+        make_fakes: MakeFakes, import_queue: ImportQueue) -> None:
+    fakes = make_fakes(ingest_batch_size=8)
+    for album in ("demo", "other"):
+        await albums.create(fakes.deps, album)
+    fakes.fetcher.pages = {"http://photos.test/a.png": png(1, 64)}
+    spec = imports.ImportSpec(urls=["http://photos.test/a.png"], idempotency_key="key-1")
+    first = await imports.create(fakes.deps, import_queue, "demo", spec)
+    assert (await imports.create(fakes.deps, import_queue, "demo", spec)).id == first.id
+    assert (await imports.create(fakes.deps, import_queue, "other", spec)).id != first.id  # another album
+    assert (await imports.create(fakes.deps, import_queue, "demo", replace(spec, idempotency_key="key-2"))).id \
+        != first.id
+    assert (await imports.create(fakes.deps, import_queue, "demo", replace(spec, idempotency_key=""))).id \
+        != first.id
+    # A first try that never finished staging (its gateway stopped): the next try is staged anew, and keyed.
+    stopped = await import_queue.create("demo", "urls", "keep", key="key-3")
+    again = await imports.create(fakes.deps, import_queue, "demo", replace(spec, idempotency_key="key-3"))
+    assert again.id != stopped
+    assert (await imports.create(fakes.deps, import_queue, "demo", replace(spec, idempotency_key="key-3"))).id \
+        == again.id
+    for bad in ("k" * 201, "line\nbreak", "clé"):
+        with pytest.raises(InvalidArgument):
+            await imports.create(fakes.deps, import_queue, "demo", replace(spec, idempotency_key=bad))
 
 
 # --- staging: batches queued as they are staged ------------------------------------------------------

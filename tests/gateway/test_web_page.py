@@ -441,6 +441,8 @@ def test_an_import_upload_the_gateway_drops_is_sent_again_until_it_is_taken(
     assert len(tries) == 3
     screenshot(page, "test_an_import_upload_the_gateway_drops_is_sent_again_waiting",
                tmp_path_factory.getbasetemp() / "screenshots")
+    keys = {route.request.headers.get("idempotency-key") for route in tries}
+    assert len(keys) == 1 and re.fullmatch(r"[0-9a-f]{32}", keys.pop() or "")  # one import, tried 3 times
     tries[2].continue_()
     expect(page.locator("#importMsg")).to_have_text("Import of cut.zip started: 2 images queued.")
     job = page.locator("#jobs .job")

@@ -72,6 +72,8 @@ class ImportSpec:
     manifest_name: str = ""
     attributes: JsonObject = field(default_factory=dict)
     on_duplicate: OnDuplicate = OnDuplicate.KEEP
+    # The client's name for this import, the same on every try of it (see `create`).
+    idempotency_key: str = ""
 
     @property
     def kind(self) -> str:
@@ -81,9 +83,26 @@ class ImportSpec:
 # --- creating -------------------------------------------------------------------------------------------
 
 
+# What an idempotency key may be: a UUID, a hash, any token of printable ASCII.
+MAX_IDEMPOTENCY_KEY = 200
+# The statuses of an import whose upload was all staged: a request with its key is answered with it.
+_TAKEN = {ImportStatus.QUEUED, ImportStatus.RUNNING, ImportStatus.DONE, ImportStatus.CANCELLED}
+
+
 async def create(deps: Deps, queue: ImportQueue, album: str, spec: ImportSpec) -> ImportJob:
-    """Stages the images and queues the import; answers once it is queued (or failed to stage)."""
+    """Stages the images and queues the import; answers once it is queued (or failed to stage).
+
+    A request with the idempotency key of an import into the album that was all staged (the client sent it again
+    because it never had the answer: the gateway stopped right after queueing it) is answered with that import,
+    nothing staged again. One whose staging failed or stopped, or is still under way, does not count: the upload is
+    staged as a new import (the key then names it)."""
+    key = spec.idempotency_key
+    if len(key) > MAX_IDEMPOTENCY_KEY or not key.isprintable() or not key.isascii():
+        raise InvalidArgument(f"an idempotency key is at most {MAX_IDEMPOTENCY_KEY} printable ASCII characters")
     collection = await deps.collection(album)
+    if key and (earlier := await queue.job_of_key(album, key)) is not None and earlier.status in _TAKEN:
+        log.info("import %s asked for again (idempotency key): answered as it is", earlier.id)
+        return earlier
     await deps.check_model(collection)
     if not isinstance(spec.attributes, dict):
         raise InvalidArgument("attributes must be a JSON object")
@@ -96,7 +115,7 @@ async def create(deps: Deps, queue: ImportQueue, album: str, spec: ImportSpec) -
             raise InvalidArgument(f"{url[:80]!r} is not an http(s) URL")
     if spec.archive is None and not urls:
         raise InvalidArgument("an import needs URLs, an archive, or a manifest with a url column")
-    job_id = await queue.create(album, spec.kind, spec.on_duplicate.value)
+    job_id = await queue.create(album, spec.kind, spec.on_duplicate.value, key=key)
     try:
         total = await _stage(deps, queue, job_id, spec, rows, urls)
         if (await queue.start(job_id, total)).finished:
