@@ -242,24 +242,29 @@ return added
 
 # Records each item's claim: KEYS = claims hash; ARGV = ttl_s, then (index, image id, existed 0/1) triples. An
 # image the item claimed before keeps the `existed` it was first claimed with and moves last (the latest try's).
-# Returns each item's claims as JSON. A claim of the earlier form {"id", "existed"} is read as a list of one.
+# The image id "" (the try made none: it failed) is recorded only after earlier claims. Returns each item's claims
+# as JSON. A claim of the earlier form {"id", "existed"} is read as a list of one.
 _CLAIM = """
 local out = {}
 for i = 2, #ARGV, 3 do
   local tries = {}
   local raw = redis.call('HGET', KEYS[1], ARGV[i])
   local existed = ARGV[i + 2] == '1'
-  if raw then
+  if not raw and ARGV[i + 1] == '' then
+    table.insert(out, '[]')
+  elseif raw then
     local old = cjson.decode(raw)
     if old['id'] then old = {{old['id'], old['existed']}} end
     for _, try in ipairs(old) do
       if try[1] == ARGV[i + 1] then existed = try[2] else table.insert(tries, try) end
     end
   end
-  table.insert(tries, {ARGV[i + 1], existed})
-  local text = cjson.encode(tries)
-  redis.call('HSET', KEYS[1], ARGV[i], text)
-  table.insert(out, text)
+  if raw or ARGV[i + 1] ~= '' then
+    table.insert(tries, {ARGV[i + 1], existed})
+    local text = cjson.encode(tries)
+    redis.call('HSET', KEYS[1], ARGV[i], text)
+    table.insert(out, text)
+  end
 end
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 return out
@@ -523,9 +528,10 @@ class ImportQueue:
         return [found[i] for i in indexes[:limit] if i in found], (indexes[limit - 1] if len(indexes) > limit else None)
 
     async def claim_images(self, job_id: str, claims: Mapping[int, tuple[str, bool]]) -> dict[int, Claim]:
-        """Records each item's image id on this try and whether the album has it now; returns each item's
-        claims: this try's image with whether the album had it when the item first made it (on a retry, the
-        first try's answer), and the images earlier tries made that the album did not have then."""
+        """Records each item's image id on this try and whether the album has it now ("": the try made none, it
+        failed); returns each item's claims: this try's image with whether the album had it when the item first
+        made it (on a retry, the first try's answer), and the images earlier tries made that the album did not
+        have then."""
         if not claims:
             return {}
         args: list[Any] = [self.ttl_s]
@@ -534,8 +540,8 @@ class ImportQueue:
         replies = await self._run(self._claim(keys=[f"{_job_key(job_id)}:claims"], args=args))
         out = {}
         for index, raw in zip(claims, replies, strict=True):
-            *before, (image_id, existed) = _claims_of(raw)
-            out[index] = Claim(image_id, existed, tuple(i for i, had in before if not had))
+            *before, (image_id, existed) = _claims_of(raw) or [("", False)]
+            out[index] = Claim(image_id, existed, tuple(i for i, had in before if not had and i))
         return out
 
     async def claim_counts(self, job_id: str) -> Counter[str]:

@@ -689,6 +689,42 @@ async def test_a_url_that_answers_other_bytes_on_each_of_two_retries_makes_one_i
     assert (job.status, job.counts["added"]) == (ImportStatus.DONE, 1)
 
 
+@pytest.mark.anyio
+@pytest.mark.parametrize("twin", [False, True])
+async def test_a_url_that_fails_on_the_retry_leaves_no_image_of_its_first_try(
+        make_fakes: MakeFakes, import_queue: ImportQueue, twin: bool) -> None:
+    """A URL import's first try leaves its image behind (the insert raising, then landing after the undo) and
+    stops; on the retry the URL answers 404: the item fails, and the image its first try made is deleted, unless
+    another item of the job makes it too (a twin URL answering the same bytes)."""
+    fakes = make_fakes(ingest_batch_size=8)
+    fakes.search = LateInsert()
+    fakes.deps = Deps(fakes.settings, fakes.extractor, fakes.search, fakes.blobs, fakes.cache, fakes.fetcher)
+    await albums.create(fakes.deps, "demo")
+    url, same = "http://photos.test/gone-soon.png", "http://photos.test/same-bytes.png"
+    fakes.fetcher.pages = {url: png(1, 64), same: png(1, 64)}
+    job = await imports.create(fakes.deps, import_queue, "demo", imports.ImportSpec(urls=[url, same] if twin
+                                                                                     else [url]))
+    batch = await import_queue.take("test-worker", 100, 60_000)
+    assert batch is not None
+    made = image_id_of(hashlib.sha256(png(1, 64)).hexdigest())
+
+    fakes.search.insert_error = SearchUnavailable("answer lost")
+    with pytest.raises(SearchUnavailable):
+        await imports.process_batch(fakes.deps, import_queue, batch)
+    assert [i.id for i in fakes.search.index.get("demo", [made])] == [made]
+
+    fakes.search.insert_error = None
+    del fakes.fetcher.pages[url]
+    await imports.process_batch(fakes.deps, import_queue, batch)
+    await import_queue.done(batch.entry_id)
+    job = await import_queue.get(job.id)
+    assert (job.status, job.counts["failed"], job.counts["added"]) == (ImportStatus.DONE, 1, int(twin))
+    assert await images.count(fakes.deps, "demo") == int(twin)
+    digest = hashlib.sha256(png(1, 64)).hexdigest()
+    assert sorted(fakes.blobs.objects) == (sorted([image_key("demo", digest), features_key("demo", digest)])
+                                           if twin else [])
+
+
 async def recorded_job(import_queue: ImportQueue, failed: Sequence[int], total: int = 7) -> ImportJob:
     """A job of `total` items, each processed, those at `failed` failed."""
     job_id = await import_queue.create("demo", "urls", "keep")

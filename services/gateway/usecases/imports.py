@@ -15,9 +15,10 @@ crash is processed again from the start: blobs are written again under the same 
 upserted by id, and an image found in the album that its claim says was not there before was added by
 this import: "added", not "duplicate", and what an earlier try may have left it without (its bytes,
 features, faces, keypoint rows) is written again, its row left as that try wrote it. An item whose URL
-answers other bytes on a retry makes another image: those its earlier tries made are deleted. So a
-killed gateway, extractor, Milvus or object store leaves every image added once, with all its parts, and
-no blob without its vector once the import has finished.
+answers other bytes on a retry makes another image: those its earlier tries made are deleted (and so
+when it fails on the retry: a failed item makes no image). So a killed gateway, extractor, Milvus or
+object store leaves every image added once, with all its parts, and no blob without its vector once the
+import has finished.
 """
 
 from __future__ import annotations
@@ -394,7 +395,7 @@ async def process_batch(deps: Deps, queue: ImportQueue, batch: Batch) -> None:
                                                               AddStatus.FAILED, error=failure(error)))
         else:
             ready[index] = content
-    outcome.update(await _add(deps, queue, job, sources, ready))
+    outcome.update(await _add(deps, queue, job, sources, ready, failed=list(outcome)))
     await queue.record(job.id, outcome)
     done_staged = sorted({sources[i].staged for i in outcome if i in sources and sources[i].staged})
     if done_staged:
@@ -437,22 +438,26 @@ async def _bytes_of(deps: Deps, source: ItemSource, staged: Mapping[str, bytes |
 
 
 async def _add(deps: Deps, queue: ImportQueue, job: ImportJob, sources: Mapping[int, ItemSource],
-               ready: dict[int, bytes]) -> dict[int, tuple[str, dict[str, Any]]]:
-    """Adds the fetched images; each item's result as this import sees it (see the module doc)."""
-    if not ready:
+               ready: dict[int, bytes], failed: Sequence[int] = ()) -> dict[int, tuple[str, dict[str, Any]]]:
+    """Adds the fetched images; each item's result as this import sees it (see the module doc). The `failed`
+    items (no bytes this try: a URL that fails now) make no image: one an earlier try of theirs made goes."""
+    if not ready and not failed:
         return {}
     order = list(ready)
     ids = {i: image_id_of(hashlib.sha256(ready[i]).hexdigest()) for i in order}
-    present = {item.id for item in await deps.search.get(job.album, list(set(ids.values())))}
-    claims = await queue.claim_images(job.id, {i: (ids[i], ids[i] in present) for i in order})
+    present = {item.id for item in await deps.search.get(job.album, list(set(ids.values())))} if ids else set()
+    claims = await queue.claim_images(job.id, {**{i: (ids[i], ids[i] in present) for i in order},
+                                               **dict.fromkeys(failed, ("", False))})
     # An image this job found absent and finds present now was added by an earlier try of this batch, which
     # may have stopped anywhere after its row was written: even its bytes undone (the vectors' insert raised,
     # yet Milvus had applied it). What it may lack is written again, its row (the attributes it took over
     # from an image it replaced, its time) left as it is; it is counted added, not a duplicate.
     again = [i for i in order if ids[i] in present and not claims[i].existed]
     rest = [i for i in order if i not in again]
-    await _forget_earlier_images(deps, queue, job, {image for i in order for image in claims[i].earlier_new},
+    await _forget_earlier_images(deps, queue, job, {image for i in claims for image in claims[i].earlier_new},
                                  set(ids.values()))
+    if not order:
+        return {}
 
     def images(indexes: list[int]) -> list[NewImage]:
         return [NewImage(content=ready[i], name=sources[i].name, attributes=dict(sources[i].attributes))
