@@ -327,7 +327,6 @@ async def results(queue: ImportQueue, job_id: str, failed_only: bool = False, af
     return ResultsPage(found, next_after)
 
 
-
 async def cancel(deps: Deps, queue: ImportQueue, job_id: str) -> ImportJob:
     """Stops an import: its batches not yet processed are dropped (what was added stays)."""
     job = await queue.get(job_id)
