@@ -252,6 +252,14 @@ def cmd_imports(args: argparse.Namespace, client: GatewayClient) -> int:
     return 0
 
 
+def cmd_import_results(args: argparse.Namespace, client: GatewayClient) -> int:
+    """Every item's result (only the failures with --failed), one JSON object a line, in item order: read a page
+    at a time, so an import of any size streams."""
+    for result in client.import_results(args.id, failed_only=args.failed):
+        print(json.dumps(result, ensure_ascii=False))
+    return 0
+
+
 def cmd_cancel_import(args: argparse.Namespace, client: GatewayClient) -> int:
     job = client.cancel_import(args.id)
     print(f"import {job['id']}: {job['status']} after {job['processed']} of {job['total']} image(s)")
@@ -529,6 +537,10 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--limit", type=int, default=50)
     imports = sub.add_parser("imports", help="list imports, newest first")
     imports.add_argument("--album")
+    results = sub.add_parser("import-results", help="each item's result of an import (or re-embed), one JSON "
+                                                    "object a line, in item order")
+    results.add_argument("id")
+    results.add_argument("--failed", action="store_true", help="only the items that failed, with their reasons")
     cancel = sub.add_parser("cancel-import", help="stop an import (what it added stays)")
     cancel.add_argument("id")
     search = sub.add_parser("search", help="find an album's images nearest to an image file or URL")
@@ -598,8 +610,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_up(args)
     handlers = {"ingest": cmd_ingest, "search": cmd_search, "albums": cmd_albums, "delete-album": cmd_delete_album,
                 "reembed": cmd_reembed, "create-album": cmd_create_album, "sql": cmd_sql, "imports": cmd_imports,
-                "cancel-import": cmd_cancel_import, "export": cmd_export, "recognize": cmd_recognize,
-                "images": cmd_images, "faces": cmd_faces}
+                "cancel-import": cmd_cancel_import, "import-results": cmd_import_results, "export": cmd_export,
+                "recognize": cmd_recognize, "images": cmd_images, "faces": cmd_faces}
     client = GatewayClient(args.url)
     try:
         return handlers[args.command](args, client)

@@ -51,6 +51,12 @@ def test_cli_reports_a_corrupt_file_and_keeps_the_rest(stack: Stack, photos: lis
     assert result.returncode == 1
     assert "broken.jpg" in result.stdout + result.stderr
     assert "1 added" in result.stdout
+    (job_id,) = [line.split()[0] for line in _cli(stack, "imports", "--album", album).stdout.splitlines()]
+    listed = _cli(stack, "import-results", job_id)
+    assert listed.returncode == 0, listed.stderr
+    assert sorted(json.loads(line)["status"] for line in listed.stdout.splitlines()) == ["added", "failed"]
+    failed = [json.loads(line) for line in _cli(stack, "import-results", job_id, "--failed").stdout.splitlines()]
+    assert [(f["name"], f["error"]["reason"]) for f in failed] == [("broken.jpg", "invalid_image")]
 
 
 def test_cli_search_of_an_unknown_album_says_so(stack: Stack, photos: list[Path]) -> None:
