@@ -453,8 +453,7 @@ async def _add(deps: Deps, queue: ImportQueue, job: ImportJob, sources: Mapping[
     # from an image it replaced, its time) left as it is; it is counted added, not a duplicate.
     again = [i for i in order if ids[i] in present and not claims[i].existed]
     rest = [i for i in order if i not in again]
-    await _forget_earlier_images(deps, queue, job, {image for i in claims for image in claims[i].earlier_new},
-                                 set(ids.values()))
+    await _forget_earlier_images(deps, queue, job, {image for i in claims for image in claims[i].earlier_new})
     if not order:
         return {}
 
@@ -473,16 +472,15 @@ async def _add(deps: Deps, queue: ImportQueue, job: ImportJob, sources: Mapping[
     return {index: _result(index, sources[index], results[index]) for index in order}
 
 
-async def _forget_earlier_images(deps: Deps, queue: ImportQueue, job: ImportJob, earlier: Set[str],
-                                 now: Set[str]) -> None:
+async def _forget_earlier_images(deps: Deps, queue: ImportQueue, job: ImportJob, earlier: Set[str]) -> None:
     """Images that earlier tries of the batch's items made from other bytes (a URL that answers differently
     now), which the album did not have then: if a try wrote one, even without its bytes (an insert raised yet
     applied, then undone up to its blobs), it is deleted, so that the item makes one image, whole. Not an image
-    this batch makes now, nor one another of the job's items made on its latest try."""
+    any item of the job made on its latest try (this batch's current tries are claimed before: they count)."""
     if not earlier:
         return
     latest = await queue.claim_counts(job.id)
-    alone = sorted(image for image in earlier if not latest[image] and image not in now)
+    alone = sorted(image for image in earlier if not latest[image])
     if alone and (deleted := await delete_stored(deps, job.album, alone)):
         log.info("import %s: %d image(s) an earlier try made from other bytes deleted", job.id, deleted)
 
