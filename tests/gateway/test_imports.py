@@ -265,6 +265,12 @@ class LateInsert(LoopbackSearch):
         return deleted
 
 
+def with_late_insert(fakes: Fakes) -> None:
+    """The fakes' search service becomes a `LateInsert`, the use cases' dependencies with it."""
+    fakes.search = LateInsert()
+    fakes.deps = Deps(fakes.settings, fakes.extractor, fakes.search, fakes.blobs, fakes.cache, fakes.fetcher)
+
+
 @pytest.fixture()
 async def import_queue(_stack: Stack) -> AsyncIterator[ImportQueue]:
     _stack.ensure(("redis",))
@@ -288,8 +294,7 @@ async def test_a_batch_whose_insert_was_applied_yet_raised_is_made_whole_on_its_
     the session's Redis, whose claims (first try's answer kept) the retry relies on."""
     fakes = make_fakes(ingest_batch_size=8)
     if undo == "vectors_back":
-        fakes.search = LateInsert()
-        fakes.deps = Deps(fakes.settings, fakes.extractor, fakes.search, fakes.blobs, fakes.cache, fakes.fetcher)
+        with_late_insert(fakes)
     await albums.create(fakes.deps, "demo")
     await ingest.add_images(fakes.deps, "demo", [NewImage(png(0, 64), name="before.png")])
     files = {f"new-{n}.png": png(n, 64) for n in range(1, 7)} | {"twin-of-new-1.png": png(1, 64),
@@ -619,8 +624,7 @@ async def test_a_url_that_answers_other_bytes_on_the_retry_makes_one_image(
     one image, whole, and a twin URL of the first bytes keeps its own."""
     fakes = make_fakes(ingest_batch_size=8)
     if undo == "vectors_back":
-        fakes.search = LateInsert()
-        fakes.deps = Deps(fakes.settings, fakes.extractor, fakes.search, fakes.blobs, fakes.cache, fakes.fetcher)
+        with_late_insert(fakes)
     await albums.create(fakes.deps, "demo")
     url, steady = "http://photos.test/today.png", "http://photos.test/steady.png"
     fakes.fetcher.pages = {url: png(1, 64), steady: png(2, 64)}
@@ -660,8 +664,7 @@ async def test_a_url_that_answers_other_bytes_on_each_of_two_retries_makes_one_i
     the second deletes the first's image, the third the second's, whether it answers new bytes or the first
     try's again, and the item makes one image, whole."""
     fakes = make_fakes(ingest_batch_size=8)
-    fakes.search = LateInsert()
-    fakes.deps = Deps(fakes.settings, fakes.extractor, fakes.search, fakes.blobs, fakes.cache, fakes.fetcher)
+    with_late_insert(fakes)
     await albums.create(fakes.deps, "demo")
     url = "http://photos.test/changing.png"
     fakes.fetcher.pages = {url: png(1, 64)}
@@ -697,8 +700,7 @@ async def test_a_url_that_fails_on_the_retry_leaves_no_image_of_its_first_try(
     stops; on the retry the URL answers 404: the item fails, and the image its first try made is deleted, unless
     another item of the job makes it too (a twin URL answering the same bytes)."""
     fakes = make_fakes(ingest_batch_size=8)
-    fakes.search = LateInsert()
-    fakes.deps = Deps(fakes.settings, fakes.extractor, fakes.search, fakes.blobs, fakes.cache, fakes.fetcher)
+    with_late_insert(fakes)
     await albums.create(fakes.deps, "demo")
     url, same = "http://photos.test/gone-soon.png", "http://photos.test/same-bytes.png"
     fakes.fetcher.pages = {url: png(1, 64), same: png(1, 64)}
