@@ -11,6 +11,9 @@ idempotent processing: see services.gateway.usecases.imports).
                                      retry), the latest try's last, with whether the album had it when it
                                      was first claimed, before anything of it was written (so a retry
                                      tells "added by this job" from "there before")
+    import:<id>:latest         HASH  image id -> how many items made it on their latest try ("" marks it built)
+    import:<id>:forgetting     ZSET  image id -> when a worker began deleting it (an image an earlier try made)
+    import:<id>:forgets        STRING how many such deletions began or ended (claims made across one are refused)
     import:<id>:results        HASH  item index -> JSON result, written once
     import:<id>:failed         ZSET  item index -> itself: the failed items (listed without reading the rest)
     imports:staging            ZSET  job id -> when it last staged a batch (the jobs staging now)
@@ -35,7 +38,6 @@ import json
 import logging
 import time
 import uuid
-from collections import Counter
 from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -55,6 +57,9 @@ TASKS_KEY = "imports:tasks"
 GROUP = "workers"
 JOB_TTL_S = 14 * 24 * 3600
 MAX_ITEMS = 1_000_000
+# How long a mark of an image being deleted (`ImportQueue.begin_forget`) holds back claims of it if its worker stops
+# before `end_forget`: longer than any deletion takes (the worker's retry of its batch looks again, and marks again).
+FORGET_MARK_S = 600
 # Results counted per status (the job hash's counters).
 COUNTERS = ("added", "duplicates", "skipped", "replaced", "failed")
 
@@ -240,16 +245,51 @@ return added
 """
 
 
-# Records each item's claim: KEYS = claims hash; ARGV = ttl_s, then (index, image id, existed 0/1) triples. An
-# image the item claimed before keeps the `existed` it was first claimed with and moves last (the latest try's).
-# The image id "" (the try made none: it failed) is recorded only after earlier claims. Returns each item's claims
-# as JSON. A claim of the earlier form {"id", "existed"} is read as a list of one.
-_CLAIM = """
-local out = {}
-for i = 2, #ARGV, 3 do
+# The latest-try index (KEYS[2]: image id -> how many items made it on their latest try; the field "" marks it
+# built), built from the claims hash (KEYS[1]) for a job whose claims a gateway of the release before recorded.
+_LATEST_INDEX = """
+local function latest_of(raw)
+  local tries = cjson.decode(raw)
+  if tries['id'] then return tries['id'] end
+  local last = tries[#tries]
+  return last and last[1] or ''
+end
+local function build_index(claims, index)
+  if redis.call('HEXISTS', index, '') == 1 then return end
+  local all = redis.call('HVALS', claims)
+  for _, raw in ipairs(all) do
+    local id = latest_of(raw)
+    if id ~= '' then redis.call('HINCRBY', index, id, 1) end
+  end
+  redis.call('HSET', index, '', 1)
+end
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+"""
+
+# Records each item's claim: KEYS = claims hash, latest-try index, forgetting ZSET, forgets counter; ARGV = ttl_s,
+# the forgets counter the caller read before it looked which images the album has, the marks' lifetime (ms), then
+# (index, image id, existed 0/1) triples. An image the item claimed before keeps the `existed` it was first claimed
+# with and moves last (the latest try's). The image id "" (the try made none: it failed) is recorded only after
+# earlier claims. Returns {"ok", each item's claims as JSON}; or {"stale"}, recording nothing, when an image is being
+# deleted (`begin_forget`) or was since the caller read the counter. A claim of the earlier form {"id", "existed"}
+# is read as a list of one.
+_CLAIM = _LATEST_INDEX + """
+if tonumber(redis.call('GET', KEYS[4]) or '0') ~= tonumber(ARGV[2]) then return {'stale'} end
+local since = now_ms() - tonumber(ARGV[3])
+for i = 4, #ARGV, 3 do
+  local mark = ARGV[i + 1] ~= '' and redis.call('ZSCORE', KEYS[3], ARGV[i + 1])
+  if mark and tonumber(mark) > since then return {'stale'} end
+end
+build_index(KEYS[1], KEYS[2])
+local out = {'ok'}
+for i = 4, #ARGV, 3 do
   local tries = {}
   local raw = redis.call('HGET', KEYS[1], ARGV[i])
   local existed = ARGV[i + 2] == '1'
+  local before = raw and latest_of(raw) or ''
   if not raw and ARGV[i + 1] == '' then
     table.insert(out, '[]')
   elseif raw then
@@ -264,11 +304,50 @@ for i = 2, #ARGV, 3 do
     local text = cjson.encode(tries)
     redis.call('HSET', KEYS[1], ARGV[i], text)
     table.insert(out, text)
+    if before ~= ARGV[i + 1] then
+      if before ~= '' then redis.call('HINCRBY', KEYS[2], before, -1) end
+      if ARGV[i + 1] ~= '' then redis.call('HINCRBY', KEYS[2], ARGV[i + 1], 1) end
+    end
   end
 end
 redis.call('EXPIRE', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[2], ARGV[1])
 return out
 """
+
+# Marks for deletion the images (ARGV[2..]) that no item of the job made on its latest try: KEYS = claims hash,
+# latest-try index, forgetting ZSET, forgets counter; ARGV[1] = ttl_s. Each is marked with the time, and the
+# counter counts one, in the same step as the check, so that a claim of one of them, or by a caller that looked at
+# the album before, is refused until `_END_FORGET`. Returns the images marked.
+_BEGIN_FORGET = _LATEST_INDEX + """
+build_index(KEYS[1], KEYS[2])
+local marked = {}
+local now = now_ms()
+for i = 2, #ARGV do
+  if tonumber(redis.call('HGET', KEYS[2], ARGV[i]) or '0') <= 0 then
+    redis.call('ZADD', KEYS[3], now, ARGV[i])
+    table.insert(marked, ARGV[i])
+  end
+end
+if #marked > 0 then
+  redis.call('INCR', KEYS[4])
+  for _, key in ipairs({KEYS[2], KEYS[3], KEYS[4]}) do redis.call('EXPIRE', key, ARGV[1]) end
+end
+return marked
+"""
+
+# Ends a deletion `_BEGIN_FORGET` began: KEYS = forgetting ZSET, forgets counter; ARGV = the images. The counter
+# counts one more, so that a claim by a caller that looked at the album during the deletion is refused.
+_END_FORGET = """
+for i = 1, #ARGV do redis.call('ZREM', KEYS[1], ARGV[i]) end
+redis.call('INCR', KEYS[2])
+return #ARGV
+"""
+
+
+class ClaimsRaced(Exception):
+    """A claim refused: an image it names is being deleted, or was deleted since its caller looked at the album
+    (`ImportQueue.claim_images`). The caller looks again and claims again."""
 
 
 @dataclass(frozen=True)
@@ -302,6 +381,8 @@ class ImportQueue:
         self._start = redis.register_script(_START)
         self._fail_stale = redis.register_script(_FAIL_STALE)
         self._claim = redis.register_script(_CLAIM)
+        self._begin_forget = redis.register_script(_BEGIN_FORGET)
+        self._end_forget = redis.register_script(_END_FORGET)
         self._group_ready = False
 
     async def _run(self, operation: Awaitable[T]) -> T:
@@ -527,27 +608,51 @@ class ImportQueue:
             found = await self.results(job.id, indexes[:limit])
         return [found[i] for i in indexes[:limit] if i in found], (indexes[limit - 1] if len(indexes) > limit else None)
 
-    async def claim_images(self, job_id: str, claims: Mapping[int, tuple[str, bool]]) -> dict[int, Claim]:
+    async def forgets(self, job_id: str) -> int:
+        """How many deletions of the job's images have begun or ended: read before looking which images the album
+        has, and given to `claim_images`, which refuses the claims if a deletion happened in between."""
+        return int(await self._run(self.redis.get(f"{_job_key(job_id)}:forgets")) or 0)
+
+    async def claim_images(self, job_id: str, claims: Mapping[int, tuple[str, bool]], seen_forgets: int
+                           ) -> dict[int, Claim]:
         """Records each item's image id on this try and whether the album has it now ("": the try made none, it
         failed); returns each item's claims: this try's image with whether the album had it when the item first
         made it (on a retry, the first try's answer), and the images earlier tries made that the album did not
-        have then."""
+        have then. Raises `ClaimsRaced`, recording nothing, if one of the images is being deleted (`begin_forget`)
+        or a deletion began or ended since the caller read `seen_forgets` (`forgets`): what it saw of the album
+        may be gone."""
         if not claims:
             return {}
-        args: list[Any] = [self.ttl_s]
+        args: list[Any] = [self.ttl_s, seen_forgets, FORGET_MARK_S * 1000]
         for index, (image_id, existed) in claims.items():
             args += [str(index), image_id, int(existed)]
-        replies = await self._run(self._claim(keys=[f"{_job_key(job_id)}:claims"], args=args))
+        key = _job_key(job_id)
+        replies = await self._run(self._claim(keys=[f"{key}:claims", f"{key}:latest", f"{key}:forgetting",
+                                                    f"{key}:forgets"], args=args))
+        status, *replies = [_text(r) for r in replies]
+        if status != "ok":
+            raise ClaimsRaced(f"an image of import {job_id} is being deleted, or was since the album was read")
         out = {}
         for index, raw in zip(claims, replies, strict=True):
             *before, (image_id, existed) = _claims_of(raw) or [("", False)]
             out[index] = Claim(image_id, existed, tuple(i for i, had in before if not had and i))
         return out
 
-    async def claim_counts(self, job_id: str) -> Counter[str]:
-        """How many of the job's items made each image id on their latest try."""
-        raw = await self._run(self.redis.hvals(f"{_job_key(job_id)}:claims"))
-        return Counter(_claims_of(value)[-1][0] for value in raw)
+    async def begin_forget(self, job_id: str, images: Sequence[str]) -> tuple[str, ...]:
+        """Of these images, those no item of the job made on its latest try, marked as being deleted: until
+        `end_forget` (or for FORGET_MARK_S, if the caller stops), a claim naming one is refused."""
+        if not images:
+            return ()
+        key = _job_key(job_id)
+        marked = await self._run(self._begin_forget(keys=[f"{key}:claims", f"{key}:latest", f"{key}:forgetting",
+                                                          f"{key}:forgets"], args=[self.ttl_s, *images]))
+        return tuple(_text(m) for m in marked)
+
+    async def end_forget(self, job_id: str, images: Sequence[str]) -> None:
+        """The images `begin_forget` marked are deleted (or their deletion stopped): claims of them go ahead."""
+        if images:
+            key = _job_key(job_id)
+            await self._run(self._end_forget(keys=[f"{key}:forgetting", f"{key}:forgets"], args=[*images]))
 
     async def record(self, job_id: str, results: Mapping[int, tuple[str, dict[str, Any]]]) -> int:
         """Writes results (index -> (counter, result)) not written before; returns how many were new."""

@@ -21,11 +21,12 @@ import pytest
 from imagesearch.v1 import gateway_pb2, gateway_pb2_grpc
 from redis.asyncio import Redis
 
-from services.common.errors import InvalidArgument, SearchUnavailable, StoreUnavailable
+from services.common.errors import InvalidArgument, SearchUnavailable, StoreUnavailable, Unavailable
 from services.devstack import Stack
+from services.gateway import import_queue as import_queue_module
 from services.gateway.blobstore import features_key, image_key
 from services.gateway.deps import Deps
-from services.gateway.import_queue import Batch, ImportJob, ImportQueue, ImportStatus, ItemSource
+from services.gateway.import_queue import Batch, ClaimsRaced, ImportJob, ImportQueue, ImportStatus, ItemSource
 from services.gateway.records import AddResult, Item, NewImage, OnDuplicate
 from services.gateway.usecases import albums, images, imports, ingest, reembed
 from services.gateway.usecases.shared import image_id_of
@@ -793,9 +794,128 @@ async def test_a_claim_recorded_in_the_earlier_form_reads_as_the_first_try(impor
     """A job claimed by a gateway of the release before (one claim an item, {"id", "existed"}) goes on."""
     job_id = await import_queue.create("demo", "urls", "keep")
     await import_queue.redis.hset(f"import:{job_id}:claims", "0", json.dumps({"id": "a" * 32, "existed": False}))
-    claims = await import_queue.claim_images(job_id, {0: ("a" * 32, True), 1: ("c" * 32, False)})
+    claims = await import_queue.claim_images(job_id, {0: ("a" * 32, True), 1: ("c" * 32, False)}, 0)
     assert (claims[0].id, claims[0].existed, claims[0].earlier_new) == ("a" * 32, False, ())
     assert (claims[1].id, claims[1].existed, claims[1].earlier_new) == ("c" * 32, False, ())
-    claims = await import_queue.claim_images(job_id, {0: ("b" * 32, False)})
+    claims = await import_queue.claim_images(job_id, {0: ("b" * 32, False)}, 0)
     assert (claims[0].id, claims[0].existed, claims[0].earlier_new) == ("b" * 32, False, ("a" * 32,))
-    assert await import_queue.claim_counts(job_id) == {"b" * 32: 1, "c" * 32: 1}
+    # The latest tries' index, built from the claims of both forms: "a" is no item's latest image any more.
+    assert await import_queue.begin_forget(job_id, ["a" * 32, "b" * 32, "c" * 32]) == ("a" * 32,)
+
+
+@pytest.mark.anyio
+async def test_the_latest_tries_index_is_built_for_a_job_claimed_by_the_release_before(
+        import_queue: ImportQueue) -> None:
+    """Claims a gateway of the release before recorded (no index of the latest tries): the first claim or deletion
+    check builds the index from them, and later claims keep it."""
+    job_id = await import_queue.create("demo", "urls", "keep")
+    await import_queue.redis.hset(f"import:{job_id}:claims", mapping={
+        "0": json.dumps([["a" * 32, False], ["b" * 32, False]]), "1": json.dumps([["b" * 32, True]]),
+        "2": json.dumps({"id": "c" * 32, "existed": False}), "3": json.dumps([["d" * 32, False], ["", False]])})
+    assert await import_queue.begin_forget(job_id, ["a" * 32, "b" * 32, "c" * 32, "d" * 32]) == ("a" * 32, "d" * 32)
+    await import_queue.end_forget(job_id, ["a" * 32, "d" * 32])
+    seen = await import_queue.forgets(job_id)
+    await import_queue.claim_images(job_id, {0: ("d" * 32, False), 1: ("", False), 4: ("e" * 32, False)}, seen)
+    assert await import_queue.begin_forget(job_id, ["a" * 32, "b" * 32, "c" * 32, "d" * 32, "e" * 32]) == (
+        "a" * 32, "b" * 32)
+
+
+@pytest.mark.anyio
+async def test_a_claim_of_an_image_being_deleted_or_across_a_deletion_is_refused(
+        import_queue: ImportQueue, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While a worker deletes an image (begin_forget .. end_forget) no claim names it; a claim by a caller that read
+    the album before a deletion began or ended is refused whatever it names (what it read may be gone). A refused
+    claim records nothing. A mark whose worker stopped holds claims back for FORGET_MARK_S only."""
+    job_id = await import_queue.create("demo", "urls", "keep")
+    x, y = "a" * 32, "b" * 32
+    seen = await import_queue.forgets(job_id)
+    assert await import_queue.begin_forget(job_id, [x]) == (x,)
+    with pytest.raises(ClaimsRaced):
+        await import_queue.claim_images(job_id, {0: (x, True)}, seen)  # read before the deletion began
+    during = await import_queue.forgets(job_id)
+    with pytest.raises(ClaimsRaced):
+        await import_queue.claim_images(job_id, {0: (x, True)}, during)  # names the image being deleted
+    assert (await import_queue.claim_images(job_id, {1: (y, True)}, during))[1].existed  # another image goes on
+    await import_queue.end_forget(job_id, [x])
+    with pytest.raises(ClaimsRaced):
+        await import_queue.claim_images(job_id, {0: (x, True)}, during)  # read while it was being deleted
+    assert await import_queue.redis.hget(f"import:{job_id}:claims", "0") is None
+    claims = await import_queue.claim_images(job_id, {0: (x, False)}, await import_queue.forgets(job_id))
+    assert (claims[0].id, claims[0].existed) == (x, False)
+
+    assert await import_queue.begin_forget(job_id, [x, y, "c" * 32]) == ("c" * 32,)  # x and y are claimed now
+    monkeypatch.setattr(import_queue_module, "FORGET_MARK_S", 0)
+    await asyncio.sleep(0.01)
+    assert await import_queue.claim_images(job_id, {2: ("c" * 32, True)}, await import_queue.forgets(job_id))
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("when", ["while_deleting", "read_before"])
+async def test_a_batch_making_an_image_another_batch_deletes_adds_it_itself(
+        make_fakes: MakeFakes, import_queue: ImportQueue, monkeypatch: pytest.MonkeyPatch, when: str) -> None:
+    """Batch A's retry deletes the image its first try left (its URL answers other bytes now) while batch B's item
+    has those very bytes: B, claiming during the deletion, or after it on what it read of the album before, is
+    refused; it reads the album again and adds the image itself, instead of counting a duplicate of an image
+    that is gone."""
+    fakes = make_fakes(ingest_batch_size=1)
+    with_late_insert(fakes)
+    await albums.create(fakes.deps, "demo")
+    url, twin = "http://photos.test/changing.png", "http://photos.test/twin.png"
+    fakes.fetcher.pages = {url: png(1, 64), twin: png(1, 64)}
+    job = await imports.create(fakes.deps, import_queue, "demo", imports.ImportSpec(urls=[url, twin]))
+    first, second = [await import_queue.take("test-worker", 100, 60_000) for _ in range(2)]
+    assert first is not None and second is not None and (first.first, second.first) == (0, 1)
+    made, now = (image_id_of(hashlib.sha256(png(n, 64)).hexdigest()) for n in (1, 3))
+
+    fakes.search.insert_error = SearchUnavailable("answer lost")
+    with pytest.raises(SearchUnavailable):
+        await imports.process_batch(fakes.deps, import_queue, first)
+    assert [i.id for i in fakes.search.index.get("demo", [made])] == [made]  # the first try's image, left behind
+    fakes.search.insert_error = None
+    fakes.fetcher.pages[url] = png(3, 64)
+    monkeypatch.setattr(imports, "CLAIM_PAUSE_S", 0.01)
+
+    if when == "while_deleting":
+        deleting, go_on = asyncio.Event(), asyncio.Event()
+        delete_stored = imports.delete_stored
+
+        async def slow_delete(deps: Deps, album: str, ids: list[str]) -> int:
+            deleting.set()
+            await go_on.wait()
+            return await delete_stored(deps, album, ids)
+
+        monkeypatch.setattr(imports, "delete_stored", slow_delete)
+        retry = asyncio.create_task(imports.process_batch(fakes.deps, import_queue, first))
+        await deleting.wait()
+        with pytest.raises(Unavailable):  # refused on each try in place: the batch is left to be tried again
+            await imports.process_batch(fakes.deps, import_queue, second)
+        go_on.set()
+        await retry
+        await imports.process_batch(fakes.deps, import_queue, second)
+    else:
+        read, go_on = asyncio.Event(), asyncio.Event()
+        get = fakes.search.get
+
+        async def stale_get(collection: str, ids: Sequence[str], with_vectors: bool = False,
+                            version: int = 0) -> list[Item]:
+            found = await get(collection, ids, with_vectors, version)
+            if not read.is_set():
+                read.set()
+                await go_on.wait()
+            return found
+
+        monkeypatch.setattr(fakes.search, "get", stale_get)
+        making = asyncio.create_task(imports.process_batch(fakes.deps, import_queue, second))
+        await read.wait()  # B has read the album: the first try's image is there
+        await imports.process_batch(fakes.deps, import_queue, first)  # A deletes it meanwhile
+        go_on.set()
+        await making
+
+    assert {i.id for i in fakes.search.index.get("demo", [made, now])} == {made, now}
+    hashes = [hashlib.sha256(png(n, 64)).hexdigest() for n in (1, 3)]
+    assert sorted(fakes.blobs.objects) == sorted(key for h in hashes for key in (image_key("demo", h),
+                                                                                 features_key("demo", h)))
+    job = await import_queue.get(job.id)
+    assert (job.status, job.counts["added"], job.counts["duplicates"]) == (ImportStatus.DONE, 2, 0)
+    found = (await imports.results(import_queue, job.id)).results
+    assert {r["url"]: (r["status"], r["id"]) for r in found} == {url: ("added", now), twin: ("added", made)}

@@ -40,12 +40,21 @@ from services.common.errors import (
     ImageTooLarge,
     InvalidArgument,
     InvalidImage,
+    Unavailable,
     UrlFetchFailed,
 )
 from services.common.manifest import ManifestFiles, parse_manifest
 from services.gateway.blobstore import staging_key, staging_prefix
 from services.gateway.deps import Deps
-from services.gateway.import_queue import Batch, ImportJob, ImportQueue, ImportStatus, ItemSource
+from services.gateway.import_queue import (
+    Batch,
+    Claim,
+    ClaimsRaced,
+    ImportJob,
+    ImportQueue,
+    ImportStatus,
+    ItemSource,
+)
 from services.gateway.records import AddResult, AddStatus, JsonObject, NewImage, OnDuplicate
 from services.gateway.urlfetch import name_from_url
 from services.gateway.usecases import ingest, reembed
@@ -57,6 +66,10 @@ log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
 # Batches staged at once (their packs uploaded, their items written and queued).
 STAGING_CONCURRENCY = 4
+# Claims refused because another batch was deleting one of their images (`_claim`): tries in place, and the pause
+# before the next (times the try's number), before the batch is left to be tried again.
+CLAIM_TRIES = 5
+CLAIM_PAUSE_S = 0.2
 # The counter of each add status in the job's counts.
 COUNTER_OF = {AddStatus.ADDED: "added", AddStatus.DUPLICATE: "duplicates", AddStatus.SKIPPED: "skipped",
               AddStatus.REPLACED: "replaced", AddStatus.FAILED: "failed"}
@@ -444,9 +457,7 @@ async def _add(deps: Deps, queue: ImportQueue, job: ImportJob, sources: Mapping[
         return {}
     order = list(ready)
     ids = {i: image_id_of(hashlib.sha256(ready[i]).hexdigest()) for i in order}
-    present = {item.id for item in await deps.search.get(job.album, list(set(ids.values())))} if ids else set()
-    claims = await queue.claim_images(job.id, {**{i: (ids[i], ids[i] in present) for i in order},
-                                               **dict.fromkeys(failed, ("", False))})
+    present, claims = await _claim(deps, queue, job, ids, failed)
     # An image this job found absent and finds present now was added by an earlier try of this batch, which
     # may have stopped anywhere after its row was written: even its bytes undone (the vectors' insert raised,
     # yet Milvus had applied it). What it may lack is written again, its row (the attributes it took over
@@ -472,17 +483,36 @@ async def _add(deps: Deps, queue: ImportQueue, job: ImportJob, sources: Mapping[
     return {index: _result(index, sources[index], results[index]) for index in order}
 
 
+async def _claim(deps: Deps, queue: ImportQueue, job: ImportJob, ids: Mapping[int, str], failed: Sequence[int]
+                 ) -> tuple[set[str], dict[int, Claim]]:
+    """Which of the images the album has, and each item's claims (see `ImportQueue.claim_images`), the two
+    consistent: a claim made while another batch deletes one of the images, or after it did so since the album
+    was read, is refused, and the album read again (a while later, then by a retry of the batch)."""
+    for attempt in range(CLAIM_TRIES):
+        seen = await queue.forgets(job.id)
+        present = {item.id for item in await deps.search.get(job.album, list(set(ids.values())))} if ids else set()
+        try:
+            return present, await queue.claim_images(job.id, {**{i: (ids[i], ids[i] in present) for i in ids},
+                                                              **dict.fromkeys(failed, ("", False))}, seen)
+        except ClaimsRaced:
+            await asyncio.sleep(CLAIM_PAUSE_S * (attempt + 1))
+    raise Unavailable("another batch of the import is deleting an image this one makes; the batch is tried again")
+
+
 async def _forget_earlier_images(deps: Deps, queue: ImportQueue, job: ImportJob, earlier: Set[str]) -> None:
     """Images that earlier tries of the batch's items made from other bytes (a URL that answers differently
     now), which the album did not have then: if a try wrote one, even without its bytes (an insert raised yet
     applied, then undone up to its blobs), it is deleted, so that the item makes one image, whole. Not an image
-    any item of the job made on its latest try (this batch's current tries are claimed before: they count)."""
-    if not earlier:
+    any item of the job made on its latest try (this batch's current tries are claimed before: they count); the
+    check marks the images it lets go, so that no batch claims one of them while it is deleted."""
+    alone = await queue.begin_forget(job.id, sorted(earlier))
+    if not alone:
         return
-    latest = await queue.claim_counts(job.id)
-    alone = sorted(image for image in earlier if not latest[image])
-    if alone and (deleted := await delete_stored(deps, job.album, alone)):
-        log.info("import %s: %d image(s) an earlier try made from other bytes deleted", job.id, deleted)
+    try:
+        if deleted := await delete_stored(deps, job.album, alone):
+            log.info("import %s: %d image(s) an earlier try made from other bytes deleted", job.id, deleted)
+    finally:
+        await queue.end_forget(job.id, alone)
 
 
 def _result(index: int, source: ItemSource | None, result: AddResult) -> tuple[str, dict[str, Any]]:
