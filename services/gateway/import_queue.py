@@ -336,12 +336,13 @@ end
 return marked
 """
 
-# Ends a deletion `_BEGIN_FORGET` began: KEYS = forgetting ZSET, forgets counter; ARGV = the images. The counter
-# counts one more, so that a claim by a caller that looked at the album during the deletion is refused.
+# Ends a deletion `_BEGIN_FORGET` began: KEYS = forgetting ZSET, forgets counter; ARGV = ttl_s, then the images.
+# The counter counts one more, so that a claim by a caller that looked at the album during the deletion is refused.
 _END_FORGET = """
-for i = 1, #ARGV do redis.call('ZREM', KEYS[1], ARGV[i]) end
+for i = 2, #ARGV do redis.call('ZREM', KEYS[1], ARGV[i]) end
 redis.call('INCR', KEYS[2])
-return #ARGV
+redis.call('EXPIRE', KEYS[2], ARGV[1])
+return #ARGV - 1
 """
 
 
@@ -652,7 +653,8 @@ class ImportQueue:
         """The images `begin_forget` marked are deleted (or their deletion stopped): claims of them go ahead."""
         if images:
             key = _job_key(job_id)
-            await self._run(self._end_forget(keys=[f"{key}:forgetting", f"{key}:forgets"], args=[*images]))
+            await self._run(self._end_forget(keys=[f"{key}:forgetting", f"{key}:forgets"],
+                                            args=[self.ttl_s, *images]))
 
     async def record(self, job_id: str, results: Mapping[int, tuple[str, dict[str, Any]]]) -> int:
         """Writes results (index -> (counter, result)) not written before; returns how many were new."""

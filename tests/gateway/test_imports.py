@@ -837,6 +837,8 @@ async def test_a_claim_of_an_image_being_deleted_or_across_a_deletion_is_refused
         await import_queue.claim_images(job_id, {0: (x, True)}, during)  # names the image being deleted
     assert (await import_queue.claim_images(job_id, {1: (y, True)}, during))[1].existed  # another image goes on
     await import_queue.end_forget(job_id, [x])
+    for key in ("latest", "forgets"):  # (the marks, all gone, took their key with them)
+        assert 0 < await import_queue.redis.ttl(f"import:{job_id}:{key}") <= import_queue.ttl_s
     with pytest.raises(ClaimsRaced):
         await import_queue.claim_images(job_id, {0: (x, True)}, during)  # read while it was being deleted
     assert await import_queue.redis.hget(f"import:{job_id}:claims", "0") is None
