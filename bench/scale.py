@@ -74,7 +74,7 @@ from services.common.filtering import Expr, Op, Predicate
 from services.common.schema import AlbumSchema, Column, ColumnType
 from services.search.index import row_key
 from services.search.milvus_filter import NULLS_FIELD, field_of
-from services.search.milvus_index import MilvusIndex, collection_name
+from services.search.milvus_index import NULL_NAMES_FIELD, MilvusIndex, collection_name
 from services.search.settings import SearchSettings
 
 Matrix = NDArray[np.float32]
@@ -209,7 +209,7 @@ def rows_of(vectors: Matrix, bucket: NDArray[np.int64], start: int, end: int,
         image_id = row_id(i)
         out.append({"pk": row_key(image_id, 0), "image_id": image_id, "ordinal": 0, "name": "", "content_hash": "",
                     "created_at_ms": created_at_ms, "attributes": {}, column: int(bucket[i]), NULLS_FIELD: [],
-                    "vector": vectors[i].tolist()})
+                    NULL_NAMES_FIELD: "", "vector": vectors[i].tolist()})
     return out
 
 

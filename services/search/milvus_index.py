@@ -8,12 +8,15 @@ Layout of an album's collection (one row per vector of an image):
     name, content_hash VARCHAR; attributes JSON; created_at_ms INT64   copied onto every row
     c_<column>     one scalar field per declared column (services.common.schema), with a scalar index
                    where Milvus 2.3 has one (STL_SORT on numbers and timestamps, Trie on strings)
-    nulls          ARRAY of VARCHAR: the declared columns the image has no value for
+    nulls          ARRAY of VARCHAR: the declared columns the image has no value for (filters test it)
+    null_names     VARCHAR: the same names joined by "," (rows are read back with it: Milvus 2.3 returns
+                   an ARRAY field ~15x slower than a VARCHAR, which made most of a post-filtered search's time)
     vector         FLOAT_VECTOR(dim), L2-normalised, indexed for inner product
 
 `attributes` holds the undeclared attributes; a null declared value is a placeholder in its field
 and its column's name in `nulls` (see `milvus_filter`, which compiles filters for this layout).
-Albums made before columns existed (layout 1) have neither `c_` fields nor `nulls`.
+Albums made before columns existed (layout 1) have neither `c_` fields nor `nulls`; those made before
+`null_names` (layout 2) are read back with `nulls`.
 
 The collection's description holds the album's metadata as JSON (real name, model, dim, metric,
 index type, creation time, columns, layout version): it is the only record of which albums exist.
@@ -120,8 +123,10 @@ T = TypeVar("T")
 Row = dict[str, Any]
 Rows = list[Row]
 
-# Layout 1: no declared columns; layout 2: `c_` fields and `nulls` (see the module doc).
-SCHEMA_VERSION = 2
+# Layout 1: no declared columns; layout 2: `c_` fields and `nulls`; layout 3: and `null_names` (see the module
+# doc). New albums, and new versions of an album (a re-embed), get the latest.
+SCHEMA_VERSION = 3
+NULL_NAMES_FIELD = "null_names"
 # Milvus 2.3 caps a search's limit, and a query's offset + limit, at 16384.
 MILVUS_MAX_WINDOW = 16384
 # Ids per `in [...]` expression, to keep expressions small.
@@ -171,7 +176,12 @@ class Stored:
     def fields(self) -> list[str]:
         """The scalar fields an item is read back from."""
         typed = [field_of(c.name) for c in self.info.schema.columns]
-        return [*_ITEM_FIELDS, *typed, NULLS_FIELD] if self.layout >= 2 else _ITEM_FIELDS
+        return [*_ITEM_FIELDS, *typed, *self.null_fields] if self.layout >= 2 else _ITEM_FIELDS
+
+    @property
+    def null_fields(self) -> list[str]:
+        """The field a row's null columns are read from (none before declared columns)."""
+        return [NULL_NAMES_FIELD] if self.layout >= 3 else [NULLS_FIELD] if self.layout >= 2 else []
 
 
 # --- names and metadata ----------------------------------------------------------------------------
@@ -187,11 +197,11 @@ def version_name(cname: str, version: int) -> str:
     return f"{cname}_v{version}"
 
 
-def describe_album(info: Collection, version: int = 0) -> str:
-    """The collection description: the album's metadata as JSON."""
+def describe_album(info: Collection, version: int = 0, layout: int = 0) -> str:
+    """The collection description: the album's metadata as JSON (the latest layout unless told)."""
     return json.dumps(
         {
-            "imagesearch_schema": SCHEMA_VERSION,
+            "imagesearch_schema": layout or SCHEMA_VERSION,
             "version": version,
             "album": info.name,
             "model": info.model,
@@ -209,7 +219,7 @@ def parse_album(description: str) -> Stored | None:
     """The album metadata in a collection description; None if the collection is not one of ours."""
     try:
         meta = json.loads(description)
-        if not isinstance(meta, dict) or meta.get("imagesearch_schema") not in (1, SCHEMA_VERSION):
+        if not isinstance(meta, dict) or meta.get("imagesearch_schema") not in range(1, SCHEMA_VERSION + 1):
             return None
         columns = [Column(str(name), column_type(kind)) for name, kind in meta.get("columns", [])]
         info = Collection(
@@ -226,10 +236,11 @@ def parse_album(description: str) -> Stored | None:
         return None
 
 
-def build_schema(info: Collection, version: int = 0) -> Any:
-    """The collection schema of an album (see the module doc)."""
+def build_schema(info: Collection, version: int = 0, layout: int = 0) -> Any:
+    """The collection schema of an album (see the module doc), in the latest layout unless told."""
+    layout = layout or SCHEMA_VERSION
     schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False,
-                                        description=describe_album(info, version))
+                                        description=describe_album(info, version, layout))
     schema.add_field("pk", DataType.VARCHAR, is_primary=True, max_length=MAX_ID_BYTES + 8)
     schema.add_field("image_id", DataType.VARCHAR, max_length=MAX_ID_BYTES)
     schema.add_field("ordinal", DataType.INT64)
@@ -241,6 +252,9 @@ def build_schema(info: Collection, version: int = 0) -> Any:
         schema.add_field(field_of(column.name), _FIELD_TYPES[column.type], **_field_options(column.type))
     schema.add_field(NULLS_FIELD, DataType.ARRAY, element_type=DataType.VARCHAR, max_capacity=MAX_COLUMNS,
                      max_length=64)
+    if layout >= 3:  # as long as every column's name (Milvus sizes segments by the declared maximum lengths)
+        schema.add_field(NULL_NAMES_FIELD, DataType.VARCHAR,
+                         max_length=max(1, sum(len(c.name) + 1 for c in info.schema.columns)))
     schema.add_field("vector", DataType.FLOAT_VECTOR, dim=info.dim)
     return schema
 
@@ -671,7 +685,7 @@ class MilvusIndex:
         if order_by:
             order_column(order_by, stored.info.schema)
             field = field_of(order_by)
-            fields = ["image_id", field, *([NULLS_FIELD] if stored.layout >= 2 else [])]
+            fields = ["image_id", field, *stored.null_fields]
             pairs = ((_column_of_row(row, order_by, stored.info.schema), str(row["image_id"]))
                      for row in self._scan(cname, name, expr, fields))
             ids = ordered_ids(pairs, descending)[offset:offset + limit]
@@ -688,7 +702,7 @@ class MilvusIndex:
         for column in columns:
             order_column(column, stored.info.schema)
         expr = all_of("ordinal == 0", self._filter_expr(stored, filter))
-        fields = ["image_id", *{field_of(c) for c in columns}, *([NULLS_FIELD] if stored.layout >= 2 else [])]
+        fields = ["image_id", *{field_of(c) for c in columns}, *stored.null_fields]
         return group_counts(tuple(_column_of_row(row, c, stored.info.schema) for c in columns)
                             for row in self._scan(cname, name, expr, fields))
 
@@ -1008,7 +1022,10 @@ def _rows(item: Item, stored: Stored) -> list[dict[str, Any]]:
     scalars: dict[str, Any] = {"attributes": item.attributes}
     if stored.layout >= 2:
         typed, extra = stored.info.schema.split(item.attributes)
-        scalars = {"attributes": extra, NULLS_FIELD: [name for name, value in typed.items() if value is None]}
+        nulls = [name for name, value in typed.items() if value is None]
+        scalars = {"attributes": extra, NULLS_FIELD: nulls}
+        if stored.layout >= 3:
+            scalars[NULL_NAMES_FIELD] = ",".join(nulls)
         for column in stored.info.schema.columns:
             scalars[field_of(column.name)] = _field_value(column.type, typed[column.name])
     return [
@@ -1035,10 +1052,18 @@ def _field_value(kind: ColumnType, value: Any) -> Any:
 def _attributes_of(entity: Mapping[str, Any], schema: AlbumSchema) -> dict[str, Any]:
     """An image's attributes from its row: the undeclared ones, then every declared column (None if null)."""
     attributes = dict(entity.get("attributes") or {})
-    nulls = set(entity.get(NULLS_FIELD) or ())
+    nulls = _nulls_of(entity)
     for column in schema.columns:
         attributes[column.name] = _column_of_row(entity, column.name, schema, nulls)
     return attributes
+
+
+def _nulls_of(entity: Mapping[str, Any]) -> set[str]:
+    """The declared columns a row holds no value for: from `null_names` (layout 3), else from `nulls`."""
+    names = entity.get(NULL_NAMES_FIELD)
+    if names is not None:
+        return set(names.split(",")) if names else set()
+    return set(entity.get(NULLS_FIELD) or ())
 
 
 def _column_of_row(entity: Mapping[str, Any], column: str, schema: AlbumSchema,
@@ -1048,7 +1073,7 @@ def _column_of_row(entity: Mapping[str, Any], column: str, schema: AlbumSchema,
     if declared is None:
         value = entity[field_of(column)]
         return str(value) if isinstance(value, str) else value
-    if column in (nulls if nulls is not None else set(entity.get(NULLS_FIELD) or ())):
+    if column in (nulls if nulls is not None else _nulls_of(entity)):
         return None
     value = entity.get(field_of(column))
     if declared.type is ColumnType.TIMESTAMP:

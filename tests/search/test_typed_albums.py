@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -16,8 +17,10 @@ import pytest
 from services.common.errors import InvalidArgument, InvalidAttributes, InvalidFilter
 from services.common.filtering import And, Expr, Not, Op, Or, Predicate
 from services.common.schema import AlbumSchema, Column, ColumnType
+from services.search import milvus_index as milvus_index_module
 from services.search.filters import matches
 from services.search.index import ExactIndex, Item, Selection, VectorIndex, ordered_ids
+from services.search.milvus_index import MilvusIndex
 from services.search.settings import SearchSettings
 
 DIM = 16
@@ -39,13 +42,16 @@ def album(index: VectorIndex) -> Iterator[str]:
     index.drop_collection(name)
 
 
-@pytest.fixture(scope="module", params=["exact", "milvus"])
+@pytest.fixture(scope="module", params=["exact", "milvus", "milvus_layout2"])
 def filled(request: pytest.FixtureRequest) -> Iterator[tuple[VectorIndex, str, list[Item]]]:
-    """One album of 60 shoes per implementation, for the tests that only read."""
+    """One album of 60 shoes per implementation, for the tests that only read; "milvus_layout2": an album made by
+    the release before `null_names` (rows read back with the `nulls` array)."""
     index: VectorIndex = ExactIndex(SearchSettings(max_top_k=100)) if request.param == "exact" else \
         request.getfixturevalue("milvus_index")
     name = f"shoes-{uuid.uuid4().hex[:8]}"
-    index.create_collection(name, DIM, "test-model", schema=SHOES)
+    with mock.patch.object(milvus_index_module, "SCHEMA_VERSION", 2 if request.param == "milvus_layout2" else
+                           milvus_index_module.SCHEMA_VERSION):
+        index.create_collection(name, DIM, "test-model", schema=SHOES)
     yield index, name, fill(index, name)
     index.drop_collection(name)
 
@@ -287,3 +293,33 @@ def test_a_filter_naming_an_unknown_column_is_refused(filled: tuple[VectorIndex,
     index, album, _ = filled
     with pytest.raises(InvalidFilter, match="no column 'prcie'"):
         index.count(album, Predicate("prcie", Op.LT, (5,)))
+
+
+def test_an_album_of_the_release_before_null_names_updates_and_re_embeds_into_the_new_layout(
+        milvus_index: MilvusIndex) -> None:
+    """An album made with the `nulls` array alone (layout 2): its rows are written and updated as before (a
+    field it lacks would fail the insert), its nulls read back; a re-embed's new version has `null_names`."""
+    name = f"shoes-{uuid.uuid4().hex[:8]}"
+    with mock.patch.object(milvus_index_module, "SCHEMA_VERSION", 2):
+        milvus_index.create_collection(name, DIM, "test-model", schema=SHOES)
+    try:
+        items = fill(milvus_index, name, n=8)
+        assert milvus_index.update(name, Selection(ids=("img001",)), {"price": None, "qty": 3}) == 1
+        (first,) = milvus_index.get(name, ["img001"])
+        assert (first.attributes["price"], first.attributes["qty"]) == (None, 3)
+        assert milvus_index.count(name, Predicate("price", Op.IS_NULL)) == 1 + sum(
+            i.attributes["price"] is None for i in items if i.id != "img001")
+        stored = milvus_index._album(name)[1]
+        assert (stored.layout, stored.null_fields) == (2, ["nulls"])
+
+        version = milvus_index.begin_version(name, DIM, "test-model")
+        current = milvus_index.get(name, [i.id for i in items], with_vectors=True)
+        milvus_index.insert(name, current, version=version)
+        milvus_index.commit_version(name, version)
+        assert [i.attributes for i in milvus_index.get(name, [i.id for i in items])] == [i.attributes for i in current]
+        assert milvus_index._album(name)[1].null_fields == ["null_names"]
+        hits = milvus_index.search(name, current[0].vectors[0], 8, Predicate("price", Op.IS_NULL))
+        assert sorted(h.id for h in hits) == sorted(i.id for i in current if i.attributes["price"] is None)
+        assert all(h.attributes == next(i.attributes for i in current if i.id == h.id) for h in hits)
+    finally:
+        milvus_index.drop_collection(name)
