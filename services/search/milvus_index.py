@@ -10,7 +10,8 @@ Layout of an album's collection (one row per vector of an image):
                    where Milvus 2.3 has one (STL_SORT on numbers and timestamps, Trie on strings)
     nulls          ARRAY of VARCHAR: the declared columns the image has no value for (filters test it)
     null_names     VARCHAR: the same names joined by "," (rows are read back with it: Milvus 2.3 returns
-                   an ARRAY field ~15x slower than a VARCHAR, which made most of a post-filtered search's time)
+                   an ARRAY field far slower than a VARCHAR, and the array made most of what a filter added
+                   to a post-filtered search: bench/README.md, "Scale", layout 3)
     vector         FLOAT_VECTOR(dim), L2-normalised, indexed for inner product
 
 `attributes` holds the undeclared attributes; a null declared value is a placeholder in its field
