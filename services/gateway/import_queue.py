@@ -574,6 +574,8 @@ class ImportQueue:
 
     # --- items ------------------------------------------------------------------------------------
     async def items(self, job_id: str, indexes: Sequence[int]) -> dict[int, ItemSource]:
+        if not indexes:  # (HMGET with no field is an error)
+            return {}
         raw = await self._run(self.redis.hmget(f"{_job_key(job_id)}:items", [str(i) for i in indexes]))
         return {i: ItemSource.from_json(r) for i, r in zip(indexes, raw, strict=True) if r is not None}
 

@@ -24,7 +24,7 @@ from redis.asyncio import Redis
 from services.common.errors import InvalidArgument, SearchUnavailable, StoreUnavailable, Unavailable
 from services.devstack import Stack
 from services.gateway import import_queue as import_queue_module
-from services.gateway.blobstore import features_key, image_key
+from services.gateway.blobstore import features_key, image_key, staging_key
 from services.gateway.deps import Deps
 from services.gateway.import_queue import Batch, ClaimsRaced, ImportJob, ImportQueue, ImportStatus, ItemSource
 from services.gateway.records import AddResult, Item, NewImage, OnDuplicate
@@ -279,6 +279,39 @@ async def import_queue(_stack: Stack) -> AsyncIterator[ImportQueue]:
     await redis.flushdb()
     yield ImportQueue(redis)
     await redis.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_batch_whose_results_were_all_recorded_before_its_worker_died_is_done_on_its_retry(
+        make_fakes: MakeFakes, import_queue: ImportQueue) -> None:
+    """A worker that dies after recording its batch's results, before acknowledging it: the batch is taken again and
+    has nothing left to do, while the job runs on and after it has finished. Before, reading its (no) remaining items
+    failed on Redis (HMGET with no field) as if Redis were down, so the batch was retried for ever, holding a worker
+    (a gateway killed at that moment wedged every worker); and a retry after the job had finished left what the
+    job staged, should the dead worker have been the one to delete it."""
+    fakes = make_fakes(ingest_batch_size=2)
+    await albums.create(fakes.deps, "demo")
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as bundle:
+        for n in range(3):
+            bundle.writestr(f"p{n}.png", png(n, 64))
+    job = await imports.create(fakes.deps, import_queue, "demo", imports.ImportSpec(archive=archive))
+    first, last = [await import_queue.take("test-worker", 100, 60_000) for _ in range(2)]
+    assert first is not None and last is not None
+    await imports.process_batch(fakes.deps, import_queue, first)
+
+    await imports.process_batch(fakes.deps, import_queue, first)  # taken again while the job runs: nothing to do
+    assert (await import_queue.get(job.id)).status is ImportStatus.RUNNING
+    await imports.process_batch(fakes.deps, import_queue, last)
+    assert (await import_queue.get(job.id)).status is ImportStatus.DONE
+    await fakes.blobs.put(staging_key(job.id, 1), b"left by a worker that died", "application/octet-stream")
+    await imports.process_batch(fakes.deps, import_queue, last)  # taken again once the job is done
+    for batch in (first, last):
+        await import_queue.done(batch.entry_id)
+    job = await import_queue.get(job.id)
+    assert (job.status, job.counts["added"]) == (ImportStatus.DONE, 3)
+    assert not [key for key in fakes.blobs.objects if key.startswith("staging/")]
+    assert await images.count(fakes.deps, "demo") == 3
 
 
 @pytest.mark.anyio

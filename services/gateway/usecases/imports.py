@@ -385,6 +385,8 @@ async def process_batch(deps: Deps, queue: ImportQueue, batch: Batch) -> None:
     dependency is down (the batch is then tried again: everything here may run twice)."""
     job = await queue.get(batch.job_id)
     if job.status.finished:
+        if job.kind != reembed.KIND:  # a batch taken again whose worker died after the job finished, before
+            await _forget_staged(deps, job.id)  # it deleted what the job staged
         return
     if job.kind == reembed.KIND:
         await reembed.run_job(deps, queue, job)
