@@ -13,6 +13,7 @@ idempotent processing: see services.gateway.usecases.imports).
                                      tells "added by this job" from "there before")
     import:<id>:latest         HASH  image id -> how many items made it on their latest try ("" marks it built)
     import:<id>:forgetting     ZSET  image id -> when a worker began deleting it (an image an earlier try made)
+    import:<id>:forgetting:owner HASH image id -> the batch deleting it
     import:<id>:forgets        STRING how many such deletions began or ended (claims made across one are refused)
     import:<id>:results        HASH  item index -> JSON result, written once
     import:<id>:failed         ZSET  item index -> itself: the failed items (listed without reading the rest)
@@ -315,34 +316,47 @@ redis.call('EXPIRE', KEYS[2], ARGV[1])
 return out
 """
 
-# Marks for deletion the images (ARGV[2..]) that no item of the job made on its latest try: KEYS = claims hash,
-# latest-try index, forgetting ZSET, forgets counter; ARGV[1] = ttl_s. Each is marked with the time, and the
-# counter counts one, in the same step as the check, so that a claim of one of them, or by a caller that looked at
-# the album before, is refused until `_END_FORGET`. Returns the images marked.
+# Marks for deletion the images (ARGV[4..]) that no item of the job made on its latest try: KEYS = claims hash,
+# latest-try index, forgetting ZSET, forgets counter, mark owners hash; ARGV = ttl_s, the marks' lifetime (ms), the
+# owner (the batch). Each is marked with the time and its owner, and the counter counts one, in the same step as the
+# check, so that a claim of one of them, or by a caller that looked at the album before, is refused until
+# `_END_FORGET`. An image another owner's live mark holds is left to that owner (one batch deletes an image at a
+# time); the owner's own mark (a retry of its batch) is renewed. Returns the images marked.
 _BEGIN_FORGET = _LATEST_INDEX + """
 build_index(KEYS[1], KEYS[2])
 local marked = {}
 local now = now_ms()
-for i = 2, #ARGV do
+for i = 4, #ARGV do
   if tonumber(redis.call('HGET', KEYS[2], ARGV[i]) or '0') <= 0 then
-    redis.call('ZADD', KEYS[3], now, ARGV[i])
-    table.insert(marked, ARGV[i])
+    local mark = redis.call('ZSCORE', KEYS[3], ARGV[i])
+    local held = mark and tonumber(mark) > now - tonumber(ARGV[2]) and redis.call('HGET', KEYS[5], ARGV[i]) ~= ARGV[3]
+    if not held then
+      redis.call('ZADD', KEYS[3], now, ARGV[i])
+      redis.call('HSET', KEYS[5], ARGV[i], ARGV[3])
+      table.insert(marked, ARGV[i])
+    end
   end
 end
 if #marked > 0 then
   redis.call('INCR', KEYS[4])
-  for _, key in ipairs({KEYS[2], KEYS[3], KEYS[4]}) do redis.call('EXPIRE', key, ARGV[1]) end
+  for _, key in ipairs({KEYS[2], KEYS[3], KEYS[4], KEYS[5]}) do redis.call('EXPIRE', key, ARGV[1]) end
 end
 return marked
 """
 
-# Ends a deletion `_BEGIN_FORGET` began: KEYS = forgetting ZSET, forgets counter; ARGV = ttl_s, then the images.
-# The counter counts one more, so that a claim by a caller that looked at the album during the deletion is refused.
+# Ends a deletion `_BEGIN_FORGET` began: KEYS = forgetting ZSET, forgets counter, mark owners hash; ARGV = ttl_s, the
+# owner, then the images (their marks are removed where this owner holds them). The counter counts one more, so that
+# a claim by a caller that looked at the album during the deletion is refused.
 _END_FORGET = """
-for i = 2, #ARGV do redis.call('ZREM', KEYS[1], ARGV[i]) end
+for i = 3, #ARGV do
+  if redis.call('HGET', KEYS[3], ARGV[i]) == ARGV[2] then
+    redis.call('ZREM', KEYS[1], ARGV[i])
+    redis.call('HDEL', KEYS[3], ARGV[i])
+  end
+end
 redis.call('INCR', KEYS[2])
 redis.call('EXPIRE', KEYS[2], ARGV[1])
-return #ARGV - 1
+return #ARGV - 2
 """
 
 
@@ -641,22 +655,24 @@ class ImportQueue:
             out[index] = Claim(image_id, existed, tuple(i for i, had in before if not had and i))
         return out
 
-    async def begin_forget(self, job_id: str, images: Sequence[str]) -> tuple[str, ...]:
-        """Of these images, those no item of the job made on its latest try, marked as being deleted: until
-        `end_forget` (or for FORGET_MARK_S, if the caller stops), a claim naming one is refused."""
+    async def begin_forget(self, job_id: str, images: Sequence[str], owner: str) -> tuple[str, ...]:
+        """Of these images, those no item of the job made on its latest try, marked as being deleted by `owner` (the
+        batch): until `end_forget` (or for FORGET_MARK_S, if the owner stops), a claim naming one is refused. An
+        image another owner is deleting is left to it."""
         if not images:
             return ()
         key = _job_key(job_id)
-        marked = await self._run(self._begin_forget(keys=[f"{key}:claims", f"{key}:latest", f"{key}:forgetting",
-                                                          f"{key}:forgets"], args=[self.ttl_s, *images]))
+        marked = await self._run(self._begin_forget(
+            keys=[f"{key}:claims", f"{key}:latest", f"{key}:forgetting", f"{key}:forgets", f"{key}:forgetting:owner"],
+            args=[self.ttl_s, FORGET_MARK_S * 1000, owner, *images]))
         return tuple(_text(m) for m in marked)
 
-    async def end_forget(self, job_id: str, images: Sequence[str]) -> None:
-        """The images `begin_forget` marked are deleted (or their deletion stopped): claims of them go ahead."""
+    async def end_forget(self, job_id: str, images: Sequence[str], owner: str) -> None:
+        """The images `owner` marked (`begin_forget`) are deleted: claims of them go ahead."""
         if images:
             key = _job_key(job_id)
-            await self._run(self._end_forget(keys=[f"{key}:forgetting", f"{key}:forgets"],
-                                            args=[self.ttl_s, *images]))
+            await self._run(self._end_forget(keys=[f"{key}:forgetting", f"{key}:forgets", f"{key}:forgetting:owner"],
+                                            args=[self.ttl_s, owner, *images]))
 
     async def record(self, job_id: str, results: Mapping[int, tuple[str, dict[str, Any]]]) -> int:
         """Writes results (index -> (counter, result)) not written before; returns how many were new."""

@@ -305,7 +305,7 @@ async def test_a_batch_whose_results_were_all_recorded_before_its_worker_died_is
     await imports.process_batch(fakes.deps, import_queue, last)
     assert (await import_queue.get(job.id)).status is ImportStatus.DONE
     await fakes.blobs.put(staging_key(job.id, 1), b"left by a worker that died", "application/octet-stream")
-    await imports.process_batch(fakes.deps, import_queue, last)  # taken again once the job is done
+    await imports.process_batch(fakes.deps, import_queue, replace(last, deliveries=2))  # taken again, job done
     for batch in (first, last):
         await import_queue.done(batch.entry_id)
     job = await import_queue.get(job.id)
@@ -833,7 +833,7 @@ async def test_a_claim_recorded_in_the_earlier_form_reads_as_the_first_try(impor
     claims = await import_queue.claim_images(job_id, {0: ("b" * 32, False)}, 0)
     assert (claims[0].id, claims[0].existed, claims[0].earlier_new) == ("b" * 32, False, ("a" * 32,))
     # The latest tries' index, built from the claims of both forms: "a" is no item's latest image any more.
-    assert await import_queue.begin_forget(job_id, ["a" * 32, "b" * 32, "c" * 32]) == ("a" * 32,)
+    assert await import_queue.begin_forget(job_id, ["a" * 32, "b" * 32, "c" * 32], "0") == ("a" * 32,)
 
 
 @pytest.mark.anyio
@@ -845,11 +845,12 @@ async def test_the_latest_tries_index_is_built_for_a_job_claimed_by_the_release_
     await import_queue.redis.hset(f"import:{job_id}:claims", mapping={
         "0": json.dumps([["a" * 32, False], ["b" * 32, False]]), "1": json.dumps([["b" * 32, True]]),
         "2": json.dumps({"id": "c" * 32, "existed": False}), "3": json.dumps([["d" * 32, False], ["", False]])})
-    assert await import_queue.begin_forget(job_id, ["a" * 32, "b" * 32, "c" * 32, "d" * 32]) == ("a" * 32, "d" * 32)
-    await import_queue.end_forget(job_id, ["a" * 32, "d" * 32])
+    assert await import_queue.begin_forget(job_id, ["a" * 32, "b" * 32, "c" * 32, "d" * 32], "0") == (
+        "a" * 32, "d" * 32)
+    await import_queue.end_forget(job_id, ["a" * 32, "d" * 32], "0")
     seen = await import_queue.forgets(job_id)
     await import_queue.claim_images(job_id, {0: ("d" * 32, False), 1: ("", False), 4: ("e" * 32, False)}, seen)
-    assert await import_queue.begin_forget(job_id, ["a" * 32, "b" * 32, "c" * 32, "d" * 32, "e" * 32]) == (
+    assert await import_queue.begin_forget(job_id, ["a" * 32, "b" * 32, "c" * 32, "d" * 32, "e" * 32], "0") == (
         "a" * 32, "b" * 32)
 
 
@@ -858,18 +859,23 @@ async def test_a_claim_of_an_image_being_deleted_or_across_a_deletion_is_refused
         import_queue: ImportQueue, monkeypatch: pytest.MonkeyPatch) -> None:
     """While a worker deletes an image (begin_forget .. end_forget) no claim names it; a claim by a caller that read
     the album before a deletion began or ended is refused whatever it names (what it read may be gone). A refused
-    claim records nothing. A mark whose worker stopped holds claims back for FORGET_MARK_S only."""
+    claim records nothing. One batch deletes an image at a time: another batch's check leaves it, another's end
+    does not lift the mark, the same batch's retry renews it. A mark whose worker stopped holds claims back for
+    FORGET_MARK_S only."""
     job_id = await import_queue.create("demo", "urls", "keep")
     x, y = "a" * 32, "b" * 32
     seen = await import_queue.forgets(job_id)
-    assert await import_queue.begin_forget(job_id, [x]) == (x,)
+    assert await import_queue.begin_forget(job_id, [x], "8") == (x,)
+    assert await import_queue.begin_forget(job_id, [x], "16") == ()  # batch 8 deletes it
+    assert await import_queue.begin_forget(job_id, [x], "8") == (x,)  # batch 8's retry
+    await import_queue.end_forget(job_id, [x], "16")
     with pytest.raises(ClaimsRaced):
         await import_queue.claim_images(job_id, {0: (x, True)}, seen)  # read before the deletion began
     during = await import_queue.forgets(job_id)
     with pytest.raises(ClaimsRaced):
         await import_queue.claim_images(job_id, {0: (x, True)}, during)  # names the image being deleted
     assert (await import_queue.claim_images(job_id, {1: (y, True)}, during))[1].existed  # another image goes on
-    await import_queue.end_forget(job_id, [x])
+    await import_queue.end_forget(job_id, [x], "8")
     for key in ("latest", "forgets"):  # (the marks, all gone, took their key with them)
         assert 0 < await import_queue.redis.ttl(f"import:{job_id}:{key}") <= import_queue.ttl_s
     with pytest.raises(ClaimsRaced):
@@ -878,10 +884,12 @@ async def test_a_claim_of_an_image_being_deleted_or_across_a_deletion_is_refused
     claims = await import_queue.claim_images(job_id, {0: (x, False)}, await import_queue.forgets(job_id))
     assert (claims[0].id, claims[0].existed) == (x, False)
 
-    assert await import_queue.begin_forget(job_id, [x, y, "c" * 32]) == ("c" * 32,)  # x and y are claimed now
+    assert await import_queue.begin_forget(job_id, [x, y, "c" * 32], "8") == ("c" * 32,)  # x and y are claimed now
     monkeypatch.setattr(import_queue_module, "FORGET_MARK_S", 0)
     await asyncio.sleep(0.01)
     assert await import_queue.claim_images(job_id, {2: ("c" * 32, True)}, await import_queue.forgets(job_id))
+    assert await import_queue.begin_forget(job_id, ["d" * 32], "8") == ("d" * 32,)
+    assert await import_queue.begin_forget(job_id, ["d" * 32], "16") == ("d" * 32,)  # batch 8's mark has lapsed
 
 
 @pytest.mark.anyio

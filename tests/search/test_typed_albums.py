@@ -302,6 +302,7 @@ def test_an_album_of_the_release_before_null_names_updates_and_re_embeds_into_th
     name = f"shoes-{uuid.uuid4().hex[:8]}"
     with mock.patch.object(milvus_index_module, "SCHEMA_VERSION", 2):
         milvus_index.create_collection(name, DIM, "test-model", schema=SHOES)
+    milvus_index = MilvusIndex(milvus_index.settings)  # a service started since: the layout read from Milvus
     try:
         items = fill(milvus_index, name, n=8)
         assert milvus_index.update(name, Selection(ids=("img001",)), {"price": None, "qty": 3}) == 1
@@ -323,3 +324,4 @@ def test_an_album_of_the_release_before_null_names_updates_and_re_embeds_into_th
         assert all(h.attributes == next(i.attributes for i in current if i.id == h.id) for h in hits)
     finally:
         milvus_index.drop_collection(name)
+        milvus_index.close()

@@ -385,8 +385,8 @@ async def process_batch(deps: Deps, queue: ImportQueue, batch: Batch) -> None:
     dependency is down (the batch is then tried again: everything here may run twice)."""
     job = await queue.get(batch.job_id)
     if job.status.finished:
-        if job.kind != reembed.KIND:  # a batch taken again whose worker died after the job finished, before
-            await _forget_staged(deps, job.id)  # it deleted what the job staged
+        if job.kind != reembed.KIND and batch.deliveries > 1:  # taken again: its worker died after the job
+            await _forget_staged(deps, job.id)  # finished, maybe before it deleted what the job staged
         return
     if job.kind == reembed.KIND:
         await reembed.run_job(deps, queue, job)
@@ -409,7 +409,7 @@ async def process_batch(deps: Deps, queue: ImportQueue, batch: Batch) -> None:
                                                               AddStatus.FAILED, error=failure(error)))
         else:
             ready[index] = content
-    outcome.update(await _add(deps, queue, job, sources, ready, failed=list(outcome)))
+    outcome.update(await _add(deps, queue, job, sources, ready, failed=list(outcome), owner=str(batch.first)))
     await queue.record(job.id, outcome)
     done_staged = sorted({sources[i].staged for i in outcome if i in sources and sources[i].staged})
     if done_staged:
@@ -452,9 +452,11 @@ async def _bytes_of(deps: Deps, source: ItemSource, staged: Mapping[str, bytes |
 
 
 async def _add(deps: Deps, queue: ImportQueue, job: ImportJob, sources: Mapping[int, ItemSource],
-               ready: dict[int, bytes], failed: Sequence[int] = ()) -> dict[int, tuple[str, dict[str, Any]]]:
+               ready: dict[int, bytes], failed: Sequence[int] = (), owner: str = ""
+               ) -> dict[int, tuple[str, dict[str, Any]]]:
     """Adds the fetched images; each item's result as this import sees it (see the module doc). The `failed`
-    items (no bytes this try: a URL that fails now) make no image: one an earlier try of theirs made goes."""
+    items (no bytes this try: a URL that fails now) make no image: one an earlier try of theirs made goes. `owner`
+    names the batch (the same on each of its tries)."""
     if not ready and not failed:
         return {}
     order = list(ready)
@@ -466,7 +468,7 @@ async def _add(deps: Deps, queue: ImportQueue, job: ImportJob, sources: Mapping[
     # from an image it replaced, its time) left as it is; it is counted added, not a duplicate.
     again = [i for i in order if ids[i] in present and not claims[i].existed]
     rest = [i for i in order if i not in again]
-    await _forget_earlier_images(deps, queue, job, {image for i in claims for image in claims[i].earlier_new})
+    await _forget_earlier_images(deps, queue, job, {image for i in claims for image in claims[i].earlier_new}, owner)
     if not order:
         return {}
 
@@ -501,20 +503,20 @@ async def _claim(deps: Deps, queue: ImportQueue, job: ImportJob, ids: Mapping[in
     raise Unavailable("another batch of the import is deleting an image this one makes; the batch is tried again")
 
 
-async def _forget_earlier_images(deps: Deps, queue: ImportQueue, job: ImportJob, earlier: Set[str]) -> None:
+async def _forget_earlier_images(deps: Deps, queue: ImportQueue, job: ImportJob, earlier: Set[str], owner: str
+                                 ) -> None:
     """Images that earlier tries of the batch's items made from other bytes (a URL that answers differently
     now), which the album did not have then: if a try wrote one, even without its bytes (an insert raised yet
     applied, then undone up to its blobs), it is deleted, so that the item makes one image, whole. Not an image
     any item of the job made on its latest try (this batch's current tries are claimed before: they count); the
-    check marks the images it lets go, so that no batch claims one of them while it is deleted."""
-    alone = await queue.begin_forget(job.id, sorted(earlier))
+    check marks the images it lets go, so that no batch claims one of them while it is deleted. A deletion that
+    raised may still land: its marks stay, for the batch's retry to mark and delete again (or to lapse)."""
+    alone = await queue.begin_forget(job.id, sorted(earlier), owner)
     if not alone:
         return
-    try:
-        if deleted := await delete_stored(deps, job.album, alone):
-            log.info("import %s: %d image(s) an earlier try made from other bytes deleted", job.id, deleted)
-    finally:
-        await queue.end_forget(job.id, alone)
+    if deleted := await delete_stored(deps, job.album, alone):
+        log.info("import %s: %d image(s) an earlier try made from other bytes deleted", job.id, deleted)
+    await queue.end_forget(job.id, alone, owner)
 
 
 def _result(index: int, source: ItemSource | None, result: AddResult) -> tuple[str, dict[str, Any]]:
