@@ -12,8 +12,8 @@ idempotent processing: see services.gateway.usecases.imports).
                                      was first claimed, before anything of it was written (so a retry
                                      tells "added by this job" from "there before")
     import:<id>:latest         HASH  image id -> how many items made it on their latest try ("" marks it built)
-    import:<id>:forgetting     ZSET  image id -> when a worker began deleting it (an image an earlier try made)
-    import:<id>:forgetting:owner HASH image id -> the batch deleting it
+    import:<id>:forgetting     HASH  image id -> "<ms> <batch>": when a batch began deleting it (an image an
+                                     earlier try made), and which
     import:<id>:forgets        STRING how many such deletions began or ended (claims made across one are refused)
     import:<id>:results        HASH  item index -> JSON result, written once
     import:<id>:failed         ZSET  item index -> itself: the failed items (listed without reading the rest)
@@ -211,6 +211,12 @@ def _job_key(job_id: str) -> str:
     return f"import:{job_id}"
 
 
+def _claim_keys(job_id: str) -> list[str]:
+    """The keys the claim and deletion-check scripts work on: claims, latest-try index, marks, forgets counter."""
+    key = _job_key(job_id)
+    return [f"{key}:claims", f"{key}:latest", f"{key}:forgetting", f"{key}:forgets"]
+
+
 def _idempotency_key(album: str, key: str) -> str:
     return f"imports:key:{album}:{hashlib.sha256(key.encode()).hexdigest()[:32]}"
 
@@ -268,9 +274,17 @@ local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
+-- The batch whose mark on the image (in the forgetting hash `marks`) was set after `since`; nil if none.
+local function live_mark(marks, id, since)
+  local mark = redis.call('HGET', marks, id)
+  if not mark then return nil end
+  local at, owner = string.match(mark, '^(%d+) (.*)$')
+  if tonumber(at) > since then return owner end
+  return nil
+end
 """
 
-# Records each item's claim: KEYS = claims hash, latest-try index, forgetting ZSET, forgets counter; ARGV = ttl_s,
+# Records each item's claim: KEYS = claims hash, latest-try index, forgetting hash, forgets counter; ARGV = ttl_s,
 # the forgets counter the caller read before it looked which images the album has, the marks' lifetime (ms), then
 # (index, image id, existed 0/1) triples. An image the item claimed before keeps the `existed` it was first claimed
 # with and moves last (the latest try's). The image id "" (the try made none: it failed) is recorded only after
@@ -281,8 +295,7 @@ _CLAIM = _LATEST_INDEX + """
 if tonumber(redis.call('GET', KEYS[4]) or '0') ~= tonumber(ARGV[2]) then return {'stale'} end
 local since = now_ms() - tonumber(ARGV[3])
 for i = 4, #ARGV, 3 do
-  local mark = ARGV[i + 1] ~= '' and redis.call('ZSCORE', KEYS[3], ARGV[i + 1])
-  if mark and tonumber(mark) > since then return {'stale'} end
+  if ARGV[i + 1] ~= '' and live_mark(KEYS[3], ARGV[i + 1], since) then return {'stale'} end
 end
 build_index(KEYS[1], KEYS[2])
 local out = {'ok'}
@@ -317,42 +330,38 @@ return out
 """
 
 # Marks for deletion the images (ARGV[4..]) that no item of the job made on its latest try: KEYS = claims hash,
-# latest-try index, forgetting ZSET, forgets counter, mark owners hash; ARGV = ttl_s, the marks' lifetime (ms), the
-# owner (the batch). Each is marked with the time and its owner, and the counter counts one, in the same step as the
-# check, so that a claim of one of them, or by a caller that looked at the album before, is refused until
-# `_END_FORGET`. An image another owner's live mark holds is left to that owner (one batch deletes an image at a
-# time); the owner's own mark (a retry of its batch) is renewed. Returns the images marked.
+# latest-try index, forgetting hash, forgets counter; ARGV = ttl_s, the marks' lifetime (ms), the owner (the batch).
+# Each is marked with the time and its owner, and the counter counts one, in the same step as the check, so that a
+# claim of one of them, or by a caller that looked at the album before, is refused until `_END_FORGET`. An image
+# another owner's live mark holds is left to that owner (one batch deletes an image at a time); the owner's own mark
+# (a retry of its batch) is renewed. Returns the images marked.
 _BEGIN_FORGET = _LATEST_INDEX + """
 build_index(KEYS[1], KEYS[2])
 local marked = {}
 local now = now_ms()
 for i = 4, #ARGV do
   if tonumber(redis.call('HGET', KEYS[2], ARGV[i]) or '0') <= 0 then
-    local mark = redis.call('ZSCORE', KEYS[3], ARGV[i])
-    local held = mark and tonumber(mark) > now - tonumber(ARGV[2]) and redis.call('HGET', KEYS[5], ARGV[i]) ~= ARGV[3]
-    if not held then
-      redis.call('ZADD', KEYS[3], now, ARGV[i])
-      redis.call('HSET', KEYS[5], ARGV[i], ARGV[3])
+    local holder = live_mark(KEYS[3], ARGV[i], now - tonumber(ARGV[2]))
+    if holder == nil or holder == ARGV[3] then
+      redis.call('HSET', KEYS[3], ARGV[i], now .. ' ' .. ARGV[3])
       table.insert(marked, ARGV[i])
     end
   end
 end
 if #marked > 0 then
   redis.call('INCR', KEYS[4])
-  for _, key in ipairs({KEYS[2], KEYS[3], KEYS[4], KEYS[5]}) do redis.call('EXPIRE', key, ARGV[1]) end
+  for _, key in ipairs({KEYS[2], KEYS[3], KEYS[4]}) do redis.call('EXPIRE', key, ARGV[1]) end
 end
 return marked
 """
 
-# Ends a deletion `_BEGIN_FORGET` began: KEYS = forgetting ZSET, forgets counter, mark owners hash; ARGV = ttl_s, the
-# owner, then the images (their marks are removed where this owner holds them). The counter counts one more, so that
-# a claim by a caller that looked at the album during the deletion is refused.
+# Ends a deletion `_BEGIN_FORGET` began: KEYS = forgetting hash, forgets counter; ARGV = ttl_s, the owner, then the
+# images (their marks are removed where this owner holds them). The counter counts one more, so that a claim by a
+# caller that looked at the album during the deletion is refused.
 _END_FORGET = """
 for i = 3, #ARGV do
-  if redis.call('HGET', KEYS[3], ARGV[i]) == ARGV[2] then
-    redis.call('ZREM', KEYS[1], ARGV[i])
-    redis.call('HDEL', KEYS[3], ARGV[i])
-  end
+  local mark = redis.call('HGET', KEYS[1], ARGV[i])
+  if mark and string.match(mark, '^%d+ (.*)$') == ARGV[2] then redis.call('HDEL', KEYS[1], ARGV[i]) end
 end
 redis.call('INCR', KEYS[2])
 redis.call('EXPIRE', KEYS[2], ARGV[1])
@@ -643,9 +652,7 @@ class ImportQueue:
         args: list[Any] = [self.ttl_s, seen_forgets, FORGET_MARK_S * 1000]
         for index, (image_id, existed) in claims.items():
             args += [str(index), image_id, int(existed)]
-        key = _job_key(job_id)
-        replies = await self._run(self._claim(keys=[f"{key}:claims", f"{key}:latest", f"{key}:forgetting",
-                                                    f"{key}:forgets"], args=args))
+        replies = await self._run(self._claim(keys=_claim_keys(job_id), args=args))
         status, *replies = [_text(r) for r in replies]
         if status != "ok":
             raise ClaimsRaced(f"an image of import {job_id} is being deleted, or was since the album was read")
@@ -661,17 +668,15 @@ class ImportQueue:
         image another owner is deleting is left to it."""
         if not images:
             return ()
-        key = _job_key(job_id)
-        marked = await self._run(self._begin_forget(
-            keys=[f"{key}:claims", f"{key}:latest", f"{key}:forgetting", f"{key}:forgets", f"{key}:forgetting:owner"],
-            args=[self.ttl_s, FORGET_MARK_S * 1000, owner, *images]))
+        marked = await self._run(self._begin_forget(keys=_claim_keys(job_id),
+                                                    args=[self.ttl_s, FORGET_MARK_S * 1000, owner, *images]))
         return tuple(_text(m) for m in marked)
 
     async def end_forget(self, job_id: str, images: Sequence[str], owner: str) -> None:
         """The images `owner` marked (`begin_forget`) are deleted: claims of them go ahead."""
         if images:
             key = _job_key(job_id)
-            await self._run(self._end_forget(keys=[f"{key}:forgetting", f"{key}:forgets", f"{key}:forgetting:owner"],
+            await self._run(self._end_forget(keys=[f"{key}:forgetting", f"{key}:forgets"],
                                             args=[self.ttl_s, owner, *images]))
 
     async def record(self, job_id: str, results: Mapping[int, tuple[str, dict[str, Any]]]) -> int:
