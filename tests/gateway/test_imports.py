@@ -367,6 +367,106 @@ async def test_a_batch_whose_insert_was_applied_yet_raised_is_made_whole_on_its_
         "before.png": "duplicate"}
 
 
+class SlowGet(LoopbackSearch):
+    """A search service whose reads of images by id wait for `answer` (set: at once), and then raise `error` if
+    one is set: an album that is slow to say which images it has (a new album, which Milvus is still loading)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.answer = asyncio.Event()
+        self.answer.set()
+        self.error: SearchUnavailable | None = None
+        self.waiting = 0
+
+    async def get(self, collection: str, ids: Sequence[str], **kwargs: Any) -> list[Item]:
+        self.waiting += 1
+        try:
+            await self.answer.wait()
+        finally:
+            self.waiting -= 1
+        if self.error:
+            raise self.error
+        return await (await self.client()).get(collection, ids, **kwargs)
+
+
+async def slow_claims_import(make_fakes: MakeFakes, import_queue: ImportQueue, count: int
+                             ) -> tuple[Fakes, SlowGet, ImportJob, Batch]:
+    """An import of `count` images in one batch, taken, over a search service whose reads by id are held."""
+    fakes = make_fakes(ingest_batch_size=8)
+    fakes.search = search = SlowGet()
+    fakes.deps = Deps(fakes.settings, fakes.extractor, fakes.search, fakes.blobs, fakes.cache, fakes.fetcher)
+    await albums.create(fakes.deps, "demo")
+    files = {f"p{n}.png": png(n, 64) for n in range(count)}
+    job = await imports.create(fakes.deps, import_queue, "demo", imports.ImportSpec(archive=io.BytesIO(zipped(files))))
+    batch = await import_queue.take("test-worker", 100, 60_000)
+    assert batch is not None
+    search.answer.clear()
+    return fakes, search, job, batch
+
+
+async def until(condition: Any, what: str, seconds: float = 5.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, what
+        await asyncio.sleep(0.01)
+
+
+@pytest.mark.anyio
+async def test_a_batch_is_embedded_while_the_album_is_slow_to_say_which_images_it_has(
+        make_fakes: MakeFakes, import_queue: ImportQueue) -> None:
+    """A batch's claims wait for the album to say which of its images it has: a new album's first reads wait for
+    Milvus to load it (2-3 s), which stalled the first batch of every worker with the extractor idle. A claim not
+    answered within DESCRIBE_AFTER_S has the batch embedded meanwhile, once: the add uses those embeddings. The
+    same images imported again, with claims that answer at once, are not embedded at all (all duplicates)."""
+    fakes, search, job, batch = await slow_claims_import(make_fakes, import_queue, 5)
+    processing = asyncio.create_task(imports.process_batch(fakes.deps, import_queue, batch))
+    await until(lambda: fakes.extractor.calls == [5], "the batch is embedded while its claims wait")
+    assert search.waiting and not processing.done()
+    search.answer.set()
+    await processing
+    await import_queue.done(batch.entry_id)
+    assert fakes.extractor.calls == [5]  # embedded once
+    job = await import_queue.get(job.id)
+    assert (job.status, job.counts["added"]) == (ImportStatus.DONE, 5)
+    assert await images.count(fakes.deps, "demo") == 5
+    assert len([key for key in fakes.blobs.objects if key.startswith("albums/demo/images/")]) == 5
+
+    files = {f"again-{n}.png": png(n, 64) for n in range(5)}
+    again = await imports.create(fakes.deps, import_queue, "demo",
+                                 imports.ImportSpec(archive=io.BytesIO(zipped(files))))
+    await process_the_rest(fakes, import_queue)
+    again = await import_queue.get(again.id)
+    assert (again.status, again.counts["duplicates"]) == (ImportStatus.DONE, 5)
+    assert fakes.extractor.calls == [5]  # the claims answered at once: nothing embedded
+
+
+@pytest.mark.anyio
+async def test_a_claim_that_fails_while_its_batch_is_embedded_writes_nothing_and_its_retry_adds_the_batch(
+        make_fakes: MakeFakes, import_queue: ImportQueue) -> None:
+    """The album's answer fails (Milvus down) while the batch is embedded meanwhile: the batch raises, to be tried
+    again, having written nothing; its retry adds every image once."""
+    fakes, search, job, batch = await slow_claims_import(make_fakes, import_queue, 3)
+    search.error = SearchUnavailable("Milvus is down")
+    processing = asyncio.create_task(imports.process_batch(fakes.deps, import_queue, batch))
+    await until(lambda: fakes.extractor.calls == [3], "the batch is embedded while its claims wait")
+    search.answer.set()
+    with pytest.raises(SearchUnavailable):
+        await processing
+    assert await images.count(fakes.deps, "demo") == 0
+    assert not [key for key in fakes.blobs.objects if not key.startswith("staging/")]
+    assert (await import_queue.get(job.id)).processed == 0
+
+    search.error = None
+    await imports.process_batch(fakes.deps, import_queue, batch)
+    await import_queue.done(batch.entry_id)
+    job = await import_queue.get(job.id)
+    assert (job.status, job.counts["added"]) == (ImportStatus.DONE, 3)
+    assert await images.count(fakes.deps, "demo") == 3
+    assert sorted(fakes.blobs.objects) == sorted(
+        key for n in range(3) for h in [hashlib.sha256(png(n, 64)).hexdigest()]
+        for key in (image_key("demo", h), features_key("demo", h)))
+
+
 async def replacing_import(make_fakes: MakeFakes, import_queue: ImportQueue
                            ) -> tuple[Fakes, AddResult, ImportJob, Batch]:
     """An album holding old.png (price 5) and an import, on_duplicate=replace, of new.png (a near-duplicate

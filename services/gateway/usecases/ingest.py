@@ -79,7 +79,7 @@ class _Accepted:
 
 async def add_images(deps: Deps, album: str, images: Sequence[NewImage], atomic: bool = False,
                      on_duplicate: OnDuplicate = OnDuplicate.KEEP,
-                     present: Set[str] | None = None) -> list[AddResult]:
+                     present: Set[str] | None = None, described: Described | None = None) -> list[AddResult]:
     """Adds each image or reports why not; the batch is embedded in one call to the extractor. Declared
     attributes are checked against the album's columns (a wrong type fails that image alone). The same
     bytes twice are stored once; an image within `settings.near_duplicate_distance` of one in the album
@@ -87,7 +87,8 @@ async def add_images(deps: Deps, album: str, images: Sequence[NewImage], atomic:
 
     `atomic` (SQL's INSERT): all or nothing; the first image that fails raises its error, naming it,
     before anything is written. `present`: which of the images' ids the album holds, when the caller has
-    just asked (an import's batch), rather than asked again."""
+    just asked (an import's batch), rather than asked again; `described`: the images embedded already
+    (`describe`), rather than again."""
     if not images:
         raise InvalidArgument("no images given")
     if len(images) > deps.settings.max_images_per_request:
@@ -106,13 +107,14 @@ async def add_images(deps: Deps, album: str, images: Sequence[NewImage], atomic:
             results[item.index] = AddResult(item.index, item.name, AddStatus.DUPLICATE, item.id)
         else:
             fresh.append(item)
-    for result in await _store(deps, collection, model, fresh, atomic, on_duplicate):
+    for result in await _store(deps, collection, model, fresh, atomic, on_duplicate, described):
         results[result.index] = result
     return [results[i] for i in range(len(images))]
 
 
 async def restore_images(deps: Deps, album: str, images: Sequence[NewImage],
-                         on_duplicate: OnDuplicate = OnDuplicate.KEEP) -> list[AddResult]:
+                         on_duplicate: OnDuplicate = OnDuplicate.KEEP, described: Described | None = None
+                         ) -> list[AddResult]:
     """Writes again what images the album holds may lack after an add of them stopped midway: their bytes,
     local features, faces and keypoint rows (an insert of their vectors raised, yet Milvus had applied it,
     and the add undid the rest), and, with `on_duplicate` replace, deletes the near-duplicates they were to
@@ -126,7 +128,7 @@ async def restore_images(deps: Deps, album: str, images: Sequence[NewImage],
     collection = await deps.collection(album)
     model = await deps.check_model(collection)
     results, accepted = _accept_all(deps, collection, images)
-    embeddings, faces, fine = await _describe(deps, collection, model, accepted)
+    embeddings, faces, fine = await _describe(deps, collection, model, accepted, described)
     items: list[tuple[_Accepted, Item, bytes]] = []
     for image, embedding in zip(accepted, embeddings, strict=True):
         if isinstance(embedding, ItemFailure):
@@ -199,11 +201,12 @@ def _accept(deps: Deps, collection: Collection, index: int, image: NewImage) -> 
 
 
 async def _store(deps: Deps, collection: Collection, model: str, images: list[_Accepted],
-                 atomic: bool = False, on_duplicate: OnDuplicate = OnDuplicate.KEEP) -> list[AddResult]:
+                 atomic: bool = False, on_duplicate: OnDuplicate = OnDuplicate.KEEP,
+                 described: Described | None = None) -> list[AddResult]:
     """Embeds, then writes blobs, then vectors; on a failed write, what was written is undone."""
     if not images:
         return []
-    embeddings, faces_by_id, fine = await _describe(deps, collection, model, images)
+    embeddings, faces_by_id, fine = await _describe(deps, collection, model, images, described)
     results: list[AddResult] = []
     items: list[tuple[_Accepted, Item, bytes]] = []
     now = now_ms()
@@ -235,18 +238,57 @@ async def _store(deps: Deps, collection: Collection, model: str, images: list[_A
     return results
 
 
-async def _describe(deps: Deps, collection: Collection, model: str, images: Sequence[_Accepted]
+@dataclass(frozen=True)
+class Described:
+    """Images embedded for an album ahead of their add, by the SHA-256 of their bytes: each one's embedding
+    (or why it has none) and faces (an album indexing faces), and whether the album has a keypoint index
+    (its images' local features made finer)."""
+
+    embeddings: Mapping[str, Embedding | ItemFailure]
+    faces: Mapping[str, ImageFaces]
+    fine: bool
+
+
+async def describe(deps: Deps, album: str, contents: Sequence[bytes]) -> Described:
+    """The images embedded as an add into the album would embed them, for `add_images` or `restore_images`
+    to be given: an import's batch embeds while it asks the album which images it has (services.gateway.
+    usecases.imports)."""
+    collection = await deps.collection(album)
+    model = await deps.check_model(collection)
+    unique = list({hashlib.sha256(content).hexdigest(): content for content in contents}.items())
+    embeddings, faces, fine = await _embed(deps, collection, model, [content for _, content in unique])
+    hashes = [content_hash for content_hash, _ in unique]
+    return Described(dict(zip(hashes, embeddings, strict=True)),
+                     dict(zip(hashes, faces, strict=True)) if faces else {}, fine)
+
+
+async def _describe(deps: Deps, collection: Collection, model: str, images: Sequence[_Accepted],
+                    described: Described | None = None
                     ) -> tuple[list[Embedding | ItemFailure], dict[str, ImageFaces], bool]:
     """The images embedded for the album (with the finer local features of a keypoint index), their faces
-    where the album indexes faces (looked for while the network runs), and whether it has a keypoint index."""
-    contents = [i.content for i in images]
+    by image id where the album indexes faces, and whether it has a keypoint index; taken from `described`
+    where it holds them all."""
+    if described is None or any(i.content_hash not in described.embeddings for i in images):
+        embeddings, faces, fine = await _embed(deps, collection, model, [i.content for i in images])
+        hashes = [i.content_hash for i in images]
+        described = Described(dict(zip(hashes, embeddings, strict=True)),
+                              dict(zip(hashes, faces, strict=True)) if faces else {}, fine)
+    return ([described.embeddings[i.content_hash] for i in images],
+            {i.id: described.faces[i.content_hash] for i in images if i.content_hash in described.faces},
+            described.fine)
+
+
+async def _embed(deps: Deps, collection: Collection, model: str, contents: list[bytes]
+                 ) -> tuple[list[Embedding | ItemFailure], list[ImageFaces], bool]:
+    """The images embedded for the album, their faces (none: the album indexes no faces; looked for while the
+    network runs), and whether it has a keypoint index."""
     companions = await companions_of(deps.search, collection.name)
     fine = companions.keypoints is not None
     if companions.faces is None:
-        return await embed_for_album(deps, collection, model, contents, fine), {}, fine
+        return await embed_for_album(deps, collection, model, contents, fine), [], fine
     embeddings, faces = await asyncio.gather(embed_for_album(deps, collection, model, contents, fine),
                                              face_usecases.describe(deps, companions.faces, contents))
-    return embeddings, {image.id: found for image, found in zip(images, faces, strict=True)}, fine
+    return embeddings, faces, fine
 
 
 async def near_duplicates(deps: Deps, album: str, items: Sequence[Item]) -> dict[str, str]:
