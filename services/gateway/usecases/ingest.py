@@ -255,11 +255,7 @@ async def describe(deps: Deps, album: str, contents: Sequence[bytes]) -> Describ
     usecases.imports)."""
     collection = await deps.collection(album)
     model = await deps.check_model(collection)
-    unique = list({hashlib.sha256(content).hexdigest(): content for content in contents}.items())
-    embeddings, faces, fine = await _embed(deps, collection, model, [content for _, content in unique])
-    hashes = [content_hash for content_hash, _ in unique]
-    return Described(dict(zip(hashes, embeddings, strict=True)),
-                     dict(zip(hashes, faces, strict=True)) if faces else {}, fine)
+    return await _embed(deps, collection, model, {hashlib.sha256(content).hexdigest(): content for content in contents})
 
 
 async def _describe(deps: Deps, collection: Collection, model: str, images: Sequence[_Accepted],
@@ -269,26 +265,26 @@ async def _describe(deps: Deps, collection: Collection, model: str, images: Sequ
     by image id where the album indexes faces, and whether it has a keypoint index; taken from `described`
     where it holds them all."""
     if described is None or any(i.content_hash not in described.embeddings for i in images):
-        embeddings, faces, fine = await _embed(deps, collection, model, [i.content for i in images])
-        hashes = [i.content_hash for i in images]
-        described = Described(dict(zip(hashes, embeddings, strict=True)),
-                              dict(zip(hashes, faces, strict=True)) if faces else {}, fine)
+        described = await _embed(deps, collection, model, {i.content_hash: i.content for i in images})
     return ([described.embeddings[i.content_hash] for i in images],
             {i.id: described.faces[i.content_hash] for i in images if i.content_hash in described.faces},
             described.fine)
 
 
-async def _embed(deps: Deps, collection: Collection, model: str, contents: list[bytes]
-                 ) -> tuple[list[Embedding | ItemFailure], list[ImageFaces], bool]:
-    """The images embedded for the album, their faces (none: the album indexes no faces; looked for while the
-    network runs), and whether it has a keypoint index."""
+async def _embed(deps: Deps, collection: Collection, model: str, images: Mapping[str, bytes]) -> Described:
+    """The images (by content hash) embedded for the album, and their faces where it indexes faces (looked
+    for while the network runs)."""
+    contents = list(images.values())
     companions = await companions_of(deps.search, collection.name)
     fine = companions.keypoints is not None
+    faces: list[ImageFaces] = []
     if companions.faces is None:
-        return await embed_for_album(deps, collection, model, contents, fine), [], fine
-    embeddings, faces = await asyncio.gather(embed_for_album(deps, collection, model, contents, fine),
-                                             face_usecases.describe(deps, companions.faces, contents))
-    return embeddings, faces, fine
+        embeddings = await embed_for_album(deps, collection, model, contents, fine)
+    else:
+        embeddings, faces = await asyncio.gather(embed_for_album(deps, collection, model, contents, fine),
+                                                 face_usecases.describe(deps, companions.faces, contents))
+    return Described(dict(zip(images, embeddings, strict=True)),
+                     dict(zip(images, faces, strict=True)) if companions.faces is not None else {}, fine)
 
 
 async def near_duplicates(deps: Deps, album: str, items: Sequence[Item]) -> dict[str, str]:
