@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import grpc
@@ -280,6 +282,28 @@ class FakeFetcher:
         return self.pages[url]
 
 
+class SlowGet(LoopbackSearch):
+    """A search service whose reads of images by id wait for `answer` (set: at once), and then raise `error` if
+    one is set: an album that is slow to say which images it has (a new album, which Milvus is still loading)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.answer = asyncio.Event()
+        self.answer.set()
+        self.error: ImageSearchError | None = None
+        self.waiting = 0
+
+    async def get(self, collection: str, ids: Sequence[str], **kwargs: Any) -> list[Item]:
+        self.waiting += 1
+        try:
+            await self.answer.wait()
+        finally:
+            self.waiting -= 1
+        if self.error:
+            raise self.error
+        return await (await self.client()).get(collection, ids, **kwargs)
+
+
 class Fakes:
     """The use cases' dependencies over fresh fakes, with the fakes at hand for the test to look into."""
 
@@ -294,3 +318,19 @@ class Fakes:
 
     async def aclose(self) -> None:
         await self.search.aclose()
+
+
+def with_slow_get(fakes: Fakes) -> SlowGet:
+    """The fakes' search service becomes a `SlowGet` (reads by id answered at once until told otherwise), the use
+    cases' dependencies with it."""
+    fakes.search = search = SlowGet()
+    fakes.deps = Deps(fakes.settings, fakes.extractor, fakes.search, fakes.blobs, fakes.cache, fakes.fetcher)
+    return search
+
+
+async def until(condition: Callable[[], bool], what: str, seconds: float = 5.0) -> None:
+    """Waits for the condition, failing with `what` after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, what
+        await asyncio.sleep(0.01)

@@ -31,7 +31,7 @@ from services.gateway.records import AddResult, Item, NewImage, OnDuplicate
 from services.gateway.usecases import albums, images, imports, ingest, reembed
 from services.gateway.usecases.shared import image_id_of
 from tests.gateway.conftest import MakeFakes
-from tests.gateway.fakes import Fakes, LoopbackSearch, png
+from tests.gateway.fakes import Fakes, LoopbackSearch, SlowGet, png, until, with_slow_get
 from tests.gateway.stack_helpers import cropped_copy, file_server, given_attributes, unique_album, wait_for_job
 
 pytestmark = pytest.mark.stack
@@ -367,34 +367,11 @@ async def test_a_batch_whose_insert_was_applied_yet_raised_is_made_whole_on_its_
         "before.png": "duplicate"}
 
 
-class SlowGet(LoopbackSearch):
-    """A search service whose reads of images by id wait for `answer` (set: at once), and then raise `error` if
-    one is set: an album that is slow to say which images it has (a new album, which Milvus is still loading)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.answer = asyncio.Event()
-        self.answer.set()
-        self.error: SearchUnavailable | None = None
-        self.waiting = 0
-
-    async def get(self, collection: str, ids: Sequence[str], **kwargs: Any) -> list[Item]:
-        self.waiting += 1
-        try:
-            await self.answer.wait()
-        finally:
-            self.waiting -= 1
-        if self.error:
-            raise self.error
-        return await (await self.client()).get(collection, ids, **kwargs)
-
-
 async def slow_claims_import(make_fakes: MakeFakes, import_queue: ImportQueue, count: int
                              ) -> tuple[Fakes, SlowGet, ImportJob, Batch]:
     """An import of `count` images in one batch, taken, over a search service whose reads by id are held."""
     fakes = make_fakes(ingest_batch_size=8)
-    fakes.search = search = SlowGet()
-    fakes.deps = Deps(fakes.settings, fakes.extractor, fakes.search, fakes.blobs, fakes.cache, fakes.fetcher)
+    search = with_slow_get(fakes)
     await albums.create(fakes.deps, "demo")
     files = {f"p{n}.png": png(n, 64) for n in range(count)}
     job = await imports.create(fakes.deps, import_queue, "demo", imports.ImportSpec(archive=io.BytesIO(zipped(files))))
@@ -404,19 +381,12 @@ async def slow_claims_import(make_fakes: MakeFakes, import_queue: ImportQueue, c
     return fakes, search, job, batch
 
 
-async def until(condition: Any, what: str, seconds: float = 5.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, what
-        await asyncio.sleep(0.01)
-
-
 @pytest.mark.anyio
 async def test_a_batch_is_embedded_while_the_album_is_slow_to_say_which_images_it_has(
         make_fakes: MakeFakes, import_queue: ImportQueue) -> None:
     """A batch's claims wait for the album to say which of its images it has: a new album's first reads wait for
     Milvus to load it (2-3 s), which stalled the first batch of every worker with the extractor idle. A claim not
-    answered within DESCRIBE_AFTER_S has the batch embedded meanwhile, once: the add uses those embeddings. The
+    answered within ingest.DESCRIBE_AFTER_S has the batch embedded meanwhile, once: the add uses those embeddings. The
     same images imported again, with claims that answer at once, are not embedded at all (all duplicates)."""
     fakes, search, job, batch = await slow_claims_import(make_fakes, import_queue, 5)
     processing = asyncio.create_task(imports.process_batch(fakes.deps, import_queue, batch))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 
 import pytest
@@ -28,7 +29,7 @@ from services.gateway.blobstore import features_key, image_key
 from services.gateway.records import AddStatus, EmbedPurpose, ImageFilter, Listing, NewImage, OnDuplicate, Query
 from services.gateway.usecases import albums, faces, images, ingest, reembed, search
 from tests.gateway.conftest import MakeFakes
-from tests.gateway.fakes import MODEL, Fakes, png, vector_of
+from tests.gateway.fakes import MODEL, Fakes, png, until, vector_of, with_slow_get
 
 pytestmark = pytest.mark.anyio
 
@@ -90,6 +91,39 @@ async def test_same_bytes_again_are_a_duplicate_with_no_new_write(fakes: Fakes) 
     assert [r.status for r in results] == [AddStatus.DUPLICATE, AddStatus.DUPLICATE, AddStatus.ADDED]
     assert fakes.extractor.calls == [1, 1]
     assert await images.count(fakes.deps, "demo") == 2
+
+
+async def test_an_add_is_embedded_while_the_album_is_slow_to_say_which_images_it_has(make_fakes: MakeFakes) -> None:
+    """Which of an add's images the album has is asked before they are embedded (its duplicates are not); a new
+    album answers once Milvus has loaded it (2-3 s). Not answered within DESCRIBE_AFTER_S, the images are embedded
+    meanwhile, once, and the add uses those embeddings; the same images again, answered at once, are not
+    embedded at all. A failed answer fails the add, with nothing written."""
+    fakes = make_fakes()
+    search = with_slow_get(fakes)
+    await albums.create(fakes.deps, "demo")
+    search.answer.clear()
+    adding = asyncio.create_task(ingest.add_images(fakes.deps, "demo", [NewImage(png(i)) for i in range(3)]))
+    await until(lambda: fakes.extractor.calls == [3], "the images are embedded while the album's answer waits")
+    assert search.waiting and not adding.done()
+    search.answer.set()
+    assert [r.status for r in await adding] == [AddStatus.ADDED] * 3
+    assert fakes.extractor.calls == [3]
+    assert await images.count(fakes.deps, "demo") == 3
+
+    results = await ingest.add_images(fakes.deps, "demo", [NewImage(png(i)) for i in range(3)])
+    assert [r.status for r in results] == [AddStatus.DUPLICATE] * 3
+    assert fakes.extractor.calls == [3]
+
+    search.answer.clear()
+    search.error = SearchUnavailable("Milvus is down")
+    adding = asyncio.create_task(ingest.add_images(fakes.deps, "demo", [NewImage(png(5))]))
+    await until(lambda: fakes.extractor.calls == [3, 1], "the image is embedded while the album's answer waits")
+    search.answer.set()
+    with pytest.raises(SearchUnavailable):
+        await adding
+    search.error = None
+    assert await images.count(fakes.deps, "demo") == 3
+    assert image_key("demo", hashlib.sha256(png(5)).hexdigest()) not in fakes.blobs.objects
 
 
 async def test_bad_items_fail_alone_with_their_reason(fakes: Fakes) -> None:

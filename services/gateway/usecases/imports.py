@@ -59,7 +59,7 @@ from services.gateway.records import AddResult, AddStatus, JsonObject, NewImage,
 from services.gateway.urlfetch import name_from_url
 from services.gateway.usecases import ingest, reembed
 from services.gateway.usecases.images import delete_stored
-from services.gateway.usecases.shared import failure, image_id_of
+from services.gateway.usecases.shared import failure, image_id_of, meanwhile_if_slow
 
 log = logging.getLogger(__name__)
 
@@ -70,13 +70,6 @@ STAGING_CONCURRENCY = 4
 # before the next (times the try's number), before the batch is left to be tried again.
 CLAIM_TRIES = 5
 CLAIM_PAUSE_S = 0.2
-# A batch's claims answer within milliseconds, unless the album is slow to say which images it has: a new one,
-# which Milvus loads for 2-3 s after its creation (services.search.milvus_index), stalled every worker's first
-# batch with the extractor idle. A claim not answered after this long has the batch's images embedded meanwhile,
-# those the album turns out to have as well (a repeated import's claims answer fast: it embeds none of them).
-# bench/e2e.py, 600 photos imported into a new album: 49.7 -> 59.7 images/s, ratio to the extractor alone
-# 0.57 -> 0.69.
-DESCRIBE_AFTER_S = 0.2
 # The counter of each add status in the job's counts.
 COUNTER_OF = {AddStatus.ADDED: "added", AddStatus.DUPLICATE: "duplicates", AddStatus.SKIPPED: "skipped",
               AddStatus.REPLACED: "replaced", AddStatus.FAILED: "failed"}
@@ -498,20 +491,13 @@ async def _claim_describing(deps: Deps, queue: ImportQueue, job: ImportJob, ids:
                             failed: Sequence[int], contents: Sequence[bytes]
                             ) -> tuple[set[str], dict[int, Claim], ingest.Described | None]:
     """`_claim`, and the images embedded meanwhile (`ingest.describe`) if it has not answered within
-    DESCRIBE_AFTER_S (None otherwise: they are embedded after it, those the album lacks)."""
-    claiming = asyncio.ensure_future(_claim(deps, queue, job, ids, failed))
-    describing: asyncio.Future[ingest.Described] | None = None
-    try:
-        done, _ = await asyncio.wait({claiming}, timeout=DESCRIBE_AFTER_S)
-        if not done and contents:
-            describing = asyncio.ensure_future(ingest.describe(deps, job.album, contents))
-        present, claims = await claiming
-        return present, claims, await describing if describing is not None else None
-    finally:  # on an error or a cancellation, the other one is stopped, and waited for
-        tasks = [task for task in (claiming, describing) if task is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+    `ingest.DESCRIBE_AFTER_S` (None otherwise: they are embedded after it, those the album lacks)."""
+    if not contents:
+        return *await _claim(deps, queue, job, ids, failed), None
+    (present, claims), described = await meanwhile_if_slow(
+        _claim(deps, queue, job, ids, failed), lambda: ingest.describe(deps, job.album, contents),
+        ingest.DESCRIBE_AFTER_S)
+    return present, claims, described
 
 
 async def _claim(deps: Deps, queue: ImportQueue, job: ImportJob, ids: Mapping[int, str], failed: Sequence[int]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from services.common.errors import ERRORS_BY_REASON, ImageSearchError, InvalidImage, ModelMismatch
 from services.gateway.deps import Deps, reembed_hint
@@ -19,6 +22,9 @@ from services.gateway.records import (
 
 # Stored local features are opaque bytes to the object store.
 FEATURES_CONTENT_TYPE = "application/octet-stream"
+
+T = TypeVar("T")
+U = TypeVar("U")
 
 
 def image_id_of(content_hash: str) -> str:
@@ -70,3 +76,23 @@ async def embed_for_album(deps: Deps, collection: Collection, model: str, conten
         else:
             out.append(embedding)
     return out
+
+
+async def meanwhile_if_slow(first: Awaitable[T], second: Callable[[], Awaitable[U]], after_s: float
+                            ) -> tuple[T, U | None]:
+    """`first`'s answer, and `second`'s if `first` had not answered within `after_s`: started then, to run beside
+    it (None when it was not started). On an error or a cancellation, the one still running is stopped and
+    waited for."""
+    leading = asyncio.ensure_future(first)
+    following: asyncio.Future[U] | None = None
+    try:
+        done, _ = await asyncio.wait({leading}, timeout=after_s)
+        if not done:
+            following = asyncio.ensure_future(second())
+        answer = await leading
+        return answer, await following if following is not None else None
+    finally:
+        tasks = [task for task in (leading, following) if task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
