@@ -8,7 +8,7 @@ import hashlib
 import io
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 import numpy as np
@@ -304,6 +304,9 @@ class SlowGet(LoopbackSearch):
         return await (await self.client()).get(collection, ids, **kwargs)
 
 
+SearchT = TypeVar("SearchT", bound=LoopbackSearch)
+
+
 class Fakes:
     """The use cases' dependencies over fresh fakes, with the fakes at hand for the test to look into."""
 
@@ -316,16 +319,15 @@ class Fakes:
         self.fetcher = FakeFetcher()
         self.deps = Deps(self.settings, self.extractor, self.search, self.blobs, self.cache, self.fetcher)
 
+    def use_search(self, search: SearchT) -> SearchT:
+        """Another search service (a `LoopbackSearch` that fails or waits as a test asks) in place of the fresh
+        one, the use cases' dependencies with it; returns it."""
+        self.search = search
+        self.deps = Deps(self.settings, self.extractor, search, self.blobs, self.cache, self.fetcher)
+        return search
+
     async def aclose(self) -> None:
         await self.search.aclose()
-
-
-def with_slow_get(fakes: Fakes) -> SlowGet:
-    """The fakes' search service becomes a `SlowGet` (reads by id answered at once until told otherwise), the use
-    cases' dependencies with it."""
-    fakes.search = search = SlowGet()
-    fakes.deps = Deps(fakes.settings, fakes.extractor, fakes.search, fakes.blobs, fakes.cache, fakes.fetcher)
-    return search
 
 
 async def until(condition: Callable[[], bool], what: str, seconds: float = 5.0) -> None:

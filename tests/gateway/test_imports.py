@@ -31,7 +31,7 @@ from services.gateway.records import AddResult, Item, NewImage, OnDuplicate
 from services.gateway.usecases import albums, images, imports, ingest, reembed
 from services.gateway.usecases.shared import image_id_of
 from tests.gateway.conftest import MakeFakes
-from tests.gateway.fakes import Fakes, LoopbackSearch, SlowGet, png, until, with_slow_get
+from tests.gateway.fakes import Fakes, LoopbackSearch, SlowGet, png, until
 from tests.gateway.stack_helpers import cropped_copy, file_server, given_attributes, unique_album, wait_for_job
 
 pytestmark = pytest.mark.stack
@@ -266,12 +266,6 @@ class LateInsert(LoopbackSearch):
         return deleted
 
 
-def with_late_insert(fakes: Fakes) -> None:
-    """The fakes' search service becomes a `LateInsert`, the use cases' dependencies with it."""
-    fakes.search = LateInsert()
-    fakes.deps = Deps(fakes.settings, fakes.extractor, fakes.search, fakes.blobs, fakes.cache, fakes.fetcher)
-
-
 @pytest.fixture()
 async def import_queue(_stack: Stack) -> AsyncIterator[ImportQueue]:
     _stack.ensure(("redis",))
@@ -328,7 +322,7 @@ async def test_a_batch_whose_insert_was_applied_yet_raised_is_made_whole_on_its_
     the session's Redis, whose claims (first try's answer kept) the retry relies on."""
     fakes = make_fakes(ingest_batch_size=8)
     if undo == "vectors_back":
-        with_late_insert(fakes)
+        fakes.use_search(LateInsert())
     await albums.create(fakes.deps, "demo")
     await ingest.add_images(fakes.deps, "demo", [NewImage(png(0, 64), name="before.png")])
     files = {f"new-{n}.png": png(n, 64) for n in range(1, 7)} | {"twin-of-new-1.png": png(1, 64),
@@ -371,7 +365,7 @@ async def slow_claims_import(make_fakes: MakeFakes, import_queue: ImportQueue, c
                              ) -> tuple[Fakes, SlowGet, ImportJob, Batch]:
     """An import of `count` images in one batch, taken, over a search service whose reads by id are held."""
     fakes = make_fakes(ingest_batch_size=8)
-    search = with_slow_get(fakes)
+    search = fakes.use_search(SlowGet())
     await albums.create(fakes.deps, "demo")
     files = {f"p{n}.png": png(n, 64) for n in range(count)}
     job = await imports.create(fakes.deps, import_queue, "demo", imports.ImportSpec(archive=io.BytesIO(zipped(files))))
@@ -728,7 +722,7 @@ async def test_a_url_that_answers_other_bytes_on_the_retry_makes_one_image(
     one image, whole, and a twin URL of the first bytes keeps its own."""
     fakes = make_fakes(ingest_batch_size=8)
     if undo == "vectors_back":
-        with_late_insert(fakes)
+        fakes.use_search(LateInsert())
     await albums.create(fakes.deps, "demo")
     url, steady = "http://photos.test/today.png", "http://photos.test/steady.png"
     fakes.fetcher.pages = {url: png(1, 64), steady: png(2, 64)}
@@ -768,7 +762,7 @@ async def test_a_url_that_answers_other_bytes_on_each_of_two_retries_makes_one_i
     the second deletes the first's image, the third the second's, whether it answers new bytes or the first
     try's again, and the item makes one image, whole."""
     fakes = make_fakes(ingest_batch_size=8)
-    with_late_insert(fakes)
+    fakes.use_search(LateInsert())
     await albums.create(fakes.deps, "demo")
     url = "http://photos.test/changing.png"
     fakes.fetcher.pages = {url: png(1, 64)}
@@ -804,7 +798,7 @@ async def test_a_url_that_fails_on_the_retry_leaves_no_image_of_its_first_try(
     stops; on the retry the URL answers 404: the item fails, and the image its first try made is deleted, unless
     another item of the job makes it too (a twin URL answering the same bytes)."""
     fakes = make_fakes(ingest_batch_size=8)
-    with_late_insert(fakes)
+    fakes.use_search(LateInsert())
     await albums.create(fakes.deps, "demo")
     url, same = "http://photos.test/gone-soon.png", "http://photos.test/same-bytes.png"
     fakes.fetcher.pages = {url: png(1, 64), same: png(1, 64)}
@@ -971,7 +965,7 @@ async def test_a_batch_making_an_image_another_batch_deletes_adds_it_itself(
     refused; it reads the album again and adds the image itself, instead of counting a duplicate of an image
     that is gone."""
     fakes = make_fakes(ingest_batch_size=1)
-    with_late_insert(fakes)
+    fakes.use_search(LateInsert())
     await albums.create(fakes.deps, "demo")
     url, twin = "http://photos.test/changing.png", "http://photos.test/twin.png"
     fakes.fetcher.pages = {url: png(1, 64), twin: png(1, 64)}

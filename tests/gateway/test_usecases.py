@@ -29,7 +29,7 @@ from services.gateway.blobstore import features_key, image_key
 from services.gateway.records import AddStatus, EmbedPurpose, ImageFilter, Listing, NewImage, OnDuplicate, Query
 from services.gateway.usecases import albums, faces, images, ingest, reembed, search
 from tests.gateway.conftest import MakeFakes
-from tests.gateway.fakes import MODEL, Fakes, png, until, vector_of, with_slow_get
+from tests.gateway.fakes import MODEL, Fakes, SlowGet, png, until, vector_of
 
 pytestmark = pytest.mark.anyio
 
@@ -99,7 +99,7 @@ async def test_an_add_is_embedded_while_the_album_is_slow_to_say_which_images_it
     meanwhile, once, and the add uses those embeddings; the same images again, answered at once, are not
     embedded at all. A failed answer fails the add, with nothing written."""
     fakes = make_fakes()
-    search = with_slow_get(fakes)
+    search = fakes.use_search(SlowGet())
     await albums.create(fakes.deps, "demo")
     search.answer.clear()
     adding = asyncio.create_task(ingest.add_images(fakes.deps, "demo", [NewImage(png(i)) for i in range(3)]))
