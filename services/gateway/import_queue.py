@@ -274,12 +274,21 @@ local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
--- The batch whose mark on the image (in the forgetting hash `marks`) was set after `since`; nil if none.
-local function live_mark(marks, id, since)
+"""
+
+# A deletion mark (the forgetting hash `marks`: image id -> "<ms> <batch>"), read by the claim and deletion scripts.
+_MARKS = """
+-- When the image was marked and by which batch; nil if it is not.
+local function mark_of(marks, id)
   local mark = redis.call('HGET', marks, id)
   if not mark then return nil end
   local at, owner = string.match(mark, '^(%d+) (.*)$')
-  if tonumber(at) > since then return owner end
+  return tonumber(at), owner
+end
+-- The batch whose mark on the image was set after `since`; nil if none.
+local function live_mark(marks, id, since)
+  local at, owner = mark_of(marks, id)
+  if at and at > since then return owner end
   return nil
 end
 """
@@ -291,7 +300,7 @@ end
 # earlier claims. Returns {"ok", each item's claims as JSON}; or {"stale"}, recording nothing, when an image is being
 # deleted (`begin_forget`) or was since the caller read the counter. A claim of the earlier form {"id", "existed"}
 # is read as a list of one.
-_CLAIM = _LATEST_INDEX + """
+_CLAIM = _LATEST_INDEX + _MARKS + """
 if tonumber(redis.call('GET', KEYS[4]) or '0') ~= tonumber(ARGV[2]) then return {'stale'} end
 local since = now_ms() - tonumber(ARGV[3])
 for i = 4, #ARGV, 3 do
@@ -335,7 +344,7 @@ return out
 # claim of one of them, or by a caller that looked at the album before, is refused until `_END_FORGET`. An image
 # another owner's live mark holds is left to that owner (one batch deletes an image at a time); the owner's own mark
 # (a retry of its batch) is renewed. Returns the images marked.
-_BEGIN_FORGET = _LATEST_INDEX + """
+_BEGIN_FORGET = _LATEST_INDEX + _MARKS + """
 build_index(KEYS[1], KEYS[2])
 local marked = {}
 local now = now_ms()
@@ -358,10 +367,10 @@ return marked
 # Ends a deletion `_BEGIN_FORGET` began: KEYS = forgetting hash, forgets counter; ARGV = ttl_s, the owner, then the
 # images (their marks are removed where this owner holds them). The counter counts one more, so that a claim by a
 # caller that looked at the album during the deletion is refused.
-_END_FORGET = """
+_END_FORGET = _MARKS + """
 for i = 3, #ARGV do
-  local mark = redis.call('HGET', KEYS[1], ARGV[i])
-  if mark and string.match(mark, '^%d+ (.*)$') == ARGV[2] then redis.call('HDEL', KEYS[1], ARGV[i]) end
+  local _, owner = mark_of(KEYS[1], ARGV[i])
+  if owner == ARGV[2] then redis.call('HDEL', KEYS[1], ARGV[i]) end
 end
 redis.call('INCR', KEYS[2])
 redis.call('EXPIRE', KEYS[2], ARGV[1])
@@ -675,8 +684,7 @@ class ImportQueue:
     async def end_forget(self, job_id: str, images: Sequence[str], owner: str) -> None:
         """The images `owner` marked (`begin_forget`) are deleted: claims of them go ahead."""
         if images:
-            key = _job_key(job_id)
-            await self._run(self._end_forget(keys=[f"{key}:forgetting", f"{key}:forgets"],
+            await self._run(self._end_forget(keys=_claim_keys(job_id)[2:],  # the marks and the forgets counter
                                             args=[self.ttl_s, owner, *images]))
 
     async def record(self, job_id: str, results: Mapping[int, tuple[str, dict[str, Any]]]) -> int:
