@@ -105,15 +105,18 @@ async def add_images(deps: Deps, album: str, images: Sequence[NewImage], atomic:
     collection = await deps.collection(album)
     model = await deps.check_model(collection)
     results, accepted = _accept_all(deps, collection, images, atomic)
+    stored: set[str] = set()
     if present is not None:
         stored = {a.id for a in accepted if a.id in present}
-    elif accepted and described is None:
-        found, described = await meanwhile_if_slow(
-            deps.search.get(album, [a.id for a in accepted]),
-            lambda: _embed(deps, collection, model, {a.content_hash: a.content for a in accepted}), DESCRIBE_AFTER_S)
+    elif accepted:
+        lookup = deps.search.get(album, [a.id for a in accepted])
+        if described is None:  # embedded meanwhile should the album be slow to answer
+            found, described = await meanwhile_if_slow(
+                lookup, lambda: _embed(deps, collection, model, {a.content_hash: a.content for a in accepted}),
+                DESCRIBE_AFTER_S)
+        else:
+            found = await lookup
         stored = {i.id for i in found}
-    else:
-        stored = {i.id for i in await deps.search.get(album, [a.id for a in accepted])} if accepted else set()
     fresh = []
     for item in accepted:
         if item.id in stored:
