@@ -102,22 +102,25 @@ async def test_an_add_is_embedded_while_the_album_is_slow_to_say_which_images_it
     search = fakes.use_search(SlowGet())
     await albums.create(fakes.deps, "demo")
     search.answer.clear()
-    adding = asyncio.create_task(ingest.add_images(fakes.deps, "demo", [NewImage(png(i)) for i in range(3)]))
-    await until(lambda: fakes.extractor.calls == [3], "the images are embedded while the album's answer waits")
+    batch = [NewImage(png(i)) for i in range(3)] + [NewImage(b"not an image", name="text")]
+    adding = asyncio.create_task(ingest.add_images(fakes.deps, "demo", batch))
+    await until(lambda: fakes.extractor.calls == [4], "the images are embedded while the album's answer waits")
     assert search.waiting and not adding.done()
     search.answer.set()
-    assert [r.status for r in await adding] == [AddStatus.ADDED] * 3
-    assert fakes.extractor.calls == [3]
+    results = await adding
+    assert [r.status for r in results] == [AddStatus.ADDED] * 3 + [AddStatus.FAILED]
+    assert results[3].error is not None and results[3].error.reason == "invalid_image"  # it fails alone
+    assert fakes.extractor.calls == [4]
     assert await images.count(fakes.deps, "demo") == 3
 
     results = await ingest.add_images(fakes.deps, "demo", [NewImage(png(i)) for i in range(3)])
     assert [r.status for r in results] == [AddStatus.DUPLICATE] * 3
-    assert fakes.extractor.calls == [3]
+    assert fakes.extractor.calls == [4]
 
     search.answer.clear()
     search.error = SearchUnavailable("Milvus is down")
     adding = asyncio.create_task(ingest.add_images(fakes.deps, "demo", [NewImage(png(5))]))
-    await until(lambda: fakes.extractor.calls == [3, 1], "the image is embedded while the album's answer waits")
+    await until(lambda: fakes.extractor.calls == [4, 1], "the image is embedded while the album's answer waits")
     search.answer.set()
     with pytest.raises(SearchUnavailable):
         await adding
