@@ -37,17 +37,37 @@ S3_SECRET_KEY = "imagesearch-secret"
 SEARCH_HEALTH_SERVICE = "imagesearch.v1.Search"
 MILVUS_INTERNAL_PORTS = ("root-coord", "proxy-internal", "query-coord", "query-node", "index-coord",
                          "index-node", "data-coord", "data-node")
+# SeaweedFS' `weed mini` listeners besides its S3 port, each given by its flag: left to it, they are
+# 9333, 9340 (volume), 8888 (filer), each + 10000 for gRPC, 17000 and 23646 (admin), or the next ones up
+# when taken, a look and then a bind that two servers starting at once can both make for the same port.
+S3_INTERNAL_PORTS = ("master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
+                     "filer.port.grpc", "s3.port.grpc", "admin.port", "admin.port.grpc")
+
+
+# "LOW-HIGH": the ports this environment's stacks pick their listeners from, instead of `_listen_ports`'
+# whole range. Processes that start stacks side by side (the test suite's workers) each get a part of their
+# own, so that none picks a port another has picked and not bound yet.
+PORTS_ENV = "IMAGESEARCH_PORTS"
 
 
 def _listen_ports() -> range:
-    """Ports to pick listeners from: 24000 up to the kernel's range for outgoing connections' source ports.
+    """Ports to pick listeners from: `PORTS_ENV`'s where it is set, else 24000 up to the kernel's range for
+    outgoing connections' source ports.
 
     A port the kernel hands out (bind to port 0) lies in that range, so any process's next outgoing
     connection can take it between the pick and the listener's start; it failed a CI run (Milvus' query
-    coordinator found its port held by a connection). Below 24000 lie the ports SeaweedFS' `weed mini`
-    binds whatever it is told (master 9333, volume 9340, filer 8888, each also + 10000 for gRPC, and
-    the next ones up when a second one runs; its admin 23646), which a listener picked there would take
-    from it, or lose to it."""
+    coordinator found its port held by a connection). Below 24000 lie many servers' default ports
+    (SeaweedFS' own among them, where a `weed mini` not told otherwise listens: `S3_INTERNAL_PORTS`), which
+    a listener picked there would take from them, or lose to them."""
+    if chosen := os.environ.get(PORTS_ENV, "").strip():
+        first, _, last = chosen.partition("-")
+        try:
+            ports = range(int(first), int(last) + 1)
+        except ValueError:
+            ports = range(0)
+        if not ports or ports.start < 1024 or ports.stop > 65536:
+            raise ValueError(f"{PORTS_ENV}={chosen!r}: expected LOW-HIGH, ports between 1024 and 65535")
+        return ports
     try:
         low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     except (OSError, ValueError, IndexError):
@@ -259,6 +279,17 @@ def _bin(name: str) -> str:
     return found
 
 
+def _internal_ports(data: Path, names: Sequence[str]) -> dict[str, int]:
+    """Free ports for a server's internal listeners, chosen on its first start and kept in its data directory."""
+    path = data / "internal-ports.json"
+    if path.exists():
+        return {str(k): int(v) for k, v in json.loads(path.read_text()).items()}
+    ports = {name: free_port() for name in names}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(ports))
+    return ports
+
+
 class Stack:
     """The real servers and the three services, started in order and stopped in reverse."""
 
@@ -333,13 +364,11 @@ class Stack:
 
     def _milvus_internal_ports(self, data: Path) -> dict[str, int]:
         """Chosen once per data directory: Milvus keeps its nodes' addresses in etcd across restarts."""
-        path = data / "internal-ports.json"
-        if path.exists():
-            return {str(k): int(v) for k, v in json.loads(path.read_text()).items()}
-        ports = {name: free_port() for name in MILVUS_INTERNAL_PORTS}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(ports))
-        return ports
+        return _internal_ports(data, MILVUS_INTERNAL_PORTS)
+
+    def _s3_internal_ports(self, data: Path) -> dict[str, int]:
+        """Chosen once per data directory, as Milvus' are: SeaweedFS' filer keeps where the volume server is."""
+        return _internal_ports(data, S3_INTERNAL_PORTS)
 
     def _etcd_config(self, data: Path) -> Path:
         client = f"http://127.0.0.1:{self.ports.milvus_etcd}"
@@ -362,7 +391,9 @@ class Stack:
             argv=[_bin("weed"), "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
                   f"-s3.port={self.ports.s3}", "-webdav=false", "-admin.ui=false", "-s3.port.iceberg=0",
                   # Its Lance listener defaults to 9101, the extractor's metrics port: off, like Iceberg's.
-                  "-s3.port.lance=0"],
+                  "-s3.port.lance=0",
+                  # Its other listeners on free ports too, so that two stacks on a machine never collide.
+                  *(f"-{flag}={port}" for flag, port in self._s3_internal_ports(data).items())],
             env={"AWS_ACCESS_KEY_ID": S3_ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": S3_SECRET_KEY},
             log_path=self.logs / "s3.log",
             ready=lambda: _http_ok(f"http://127.0.0.1:{self.ports.s3}/", accept=(403,)),
