@@ -1,23 +1,37 @@
 """Session fixtures: one real stack (Milvus, S3, Redis, the three services) on free loopback ports.
 
 Each fixture starts only the parts its tests need, the first time they are asked for, and the
-whole stack stops at the end of the session.
+whole stack stops at the end of the session. `./imagesearch test` runs the suite in two pytest-xdist
+workers, a test file each at a time: each worker is a session with a stack of its own.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from services import devstack
 from services.devstack import ROOT, Ports, Stack
 
 SERVERS = ("milvus", "s3", "redis")
 SERVICES = ("extractor", "search", "gateway")
 
 logging.getLogger("services.devstack").setLevel(logging.INFO)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist each worker starts stacks of its own, picking their ports from its own part of the
+    range, so that no two workers pick the same port while neither has bound it yet."""
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER", ""), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    ports = devstack._listen_ports()
+    if worker.startswith("gw") and count > 1 and devstack.PORTS_ENV not in os.environ and len(ports) >= 100 * count:
+        index = int(worker.removeprefix("gw"))
+        share = ports[len(ports) * index // count:len(ports) * (index + 1) // count]
+        os.environ[devstack.PORTS_ENV] = f"{share.start}-{share.stop - 1}"
 
 
 def sample_photos(extra: tuple[str, ...] = ()) -> list[Path]:
