@@ -93,7 +93,8 @@ async def main() -> None:
 
     grpc_server, health, grpc_port = create_server(settings, "gateway", register, [SERVICE_NAME])
     await grpc_server.start()
-    workers = [asyncio.create_task(ImportWorker(deps, queue, settings.import_visibility_s).serve(), name=f"import-{n}")
+    workers = [asyncio.create_task(ImportWorker(deps, queue, settings.import_visibility_s,
+                                                takeover_s=settings.import_takeover_s).serve(), name=f"import-{n}")
                for n in range(settings.import_workers)]
 
     def not_serving() -> None:

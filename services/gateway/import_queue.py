@@ -25,10 +25,11 @@ A job's batches are queued while it stages, each in one transaction with its ite
 the first ones while the rest of an archive is read; when staging ends the job gets its total and is marked
 queued (or done, if its batches are all processed by then); one whose staging stopped midway (its gateway died
 while it read the upload) is failed by a worker once it has staged nothing for a while. A batch is read with
-XREADGROUP and removed with XACK + XDEL only once its results are written; one that stays pending longer than
-the visibility timeout (its worker died) is taken over with XAUTOCLAIM. Results are recorded by a Lua script
-that writes each result at most once and counts it then, and marks the job done when every item has one. Redis
-errors become `StoreUnavailable`.
+XREADGROUP and removed with XACK + XDEL only once its results are written; one whose worker died is taken
+over: at once when Redis has not heard from its consumer for the takeover time (a living worker touches its
+batch more often), else once it has stayed pending longer than the visibility timeout. Results are recorded by
+a Lua script that writes each result at most once and counts it then, and marks the job done when every item
+has one. Redis errors become `StoreUnavailable`.
 """
 
 from __future__ import annotations
@@ -61,6 +62,9 @@ MAX_ITEMS = 1_000_000
 # How long a mark of an image being deleted (`ImportQueue.begin_forget`) holds back claims of it if its worker stops
 # before `end_forget`: longer than any deletion takes (the worker's retry of its batch looks again, and marks again).
 FORGET_MARK_S = 600
+# How long a consumer holding batches may go unheard of (no read, no touch of its batch) before its batches are
+# taken over (`ImportQueue.take`; the gateway's `import_takeover_s`): a living worker touches its batch more often.
+TAKEOVER_S = 10
 # Results counted per status (the job hash's counters).
 COUNTERS = ("added", "duplicates", "skipped", "replaced", "failed")
 
@@ -377,6 +381,30 @@ redis.call('EXPIRE', KEYS[2], ARGV[1])
 return #ARGV - 2
 """
 
+# The next batch to take over for consumer ARGV[2] of group ARGV[1] of the stream KEYS[1]: the first batch held
+# by a consumer Redis has not heard from (a read or a touch) for ARGV[3] ms (its worker died: a living one touches
+# its batch more often), else the first batch pending longer than the visibility timeout ARGV[4] ms; false if
+# none. A consumer unheard of that long and holding nothing is dropped from the group (a living one that was
+# only waiting for work joins it again with its next batch). A batch deleted meanwhile is dropped by XCLAIM.
+_TAKE_OVER = """
+for _, consumer in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+  local info = {}
+  for i = 1, #consumer, 2 do info[consumer[i]] = consumer[i + 1] end
+  if info['name'] ~= ARGV[2] and tonumber(info['idle']) >= tonumber(ARGV[3]) then
+    if tonumber(info['pending']) == 0 then
+      redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], info['name'])
+    else
+      for _, held in ipairs(redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', info['pending'], info['name'])) do
+        local taken = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, held[1])
+        if #taken > 0 then return taken[1] end
+      end
+    end
+  end
+end
+local stale = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[4], '0-0', 'COUNT', 1)
+return stale[2][1] or false
+"""
+
 
 class ClaimsRaced(Exception):
     """A claim refused: an image it names is being deleted, or was deleted since its caller looked at the album
@@ -416,6 +444,7 @@ class ImportQueue:
         self._claim = redis.register_script(_CLAIM)
         self._begin_forget = redis.register_script(_BEGIN_FORGET)
         self._end_forget = redis.register_script(_END_FORGET)
+        self._take_over = redis.register_script(_TAKE_OVER)
         self._group_ready = False
 
     async def _run(self, operation: Awaitable[T]) -> T:
@@ -698,20 +727,23 @@ class ImportQueue:
         return int(await self._run(self._record(keys=keys, args=args)))
 
     # --- the stream -------------------------------------------------------------------------------
-    async def take(self, consumer: str, block_ms: int, visibility_ms: int) -> Batch | None:
-        """The next batch for this consumer: one whose worker stopped answering (pending longer than the
-        visibility timeout), else a new one (waiting up to block_ms); None if there is none."""
+    async def take(self, consumer: str, block_ms: int, visibility_ms: int,
+                   takeover_ms: int = TAKEOVER_S * 1000) -> Batch | None:
+        """The next batch for this consumer: one whose worker died (its consumer unheard of for `takeover_ms`,
+        or the batch pending longer than the visibility timeout), else a new one (waiting up to block_ms); None
+        if there is none."""
         await self._ensure_group()
-        claimed: Any = await self._run(self.redis.xautoclaim(TASKS_KEY, GROUP, consumer, min_idle_time=visibility_ms,
-                                                             start_id="0-0", count=1))
-        entries: Any = claimed[1] if claimed else []
-        if not entries:
+        taken: Any = await self._run(self._take_over(keys=[TASKS_KEY], args=[GROUP, consumer, takeover_ms,
+                                                                             visibility_ms]))
+        if taken:
+            entry_id, flat = taken
+            fields: Any = dict(zip(flat[::2], flat[1::2], strict=True)) if flat else {}
+        else:
             read: Any = await self._run(self.redis.xreadgroup(GROUP, consumer, {TASKS_KEY: ">"}, count=1,
                                                               block=block_ms))
-            entries = read[0][1] if read else []
-        if not entries:
-            return None
-        entry_id, fields = entries[0]
+            if not read or not read[0][1]:
+                return None
+            entry_id, fields = read[0][1][0]
         if not fields:  # deleted meanwhile
             await self.done(_text(entry_id))
             return None

@@ -3,7 +3,8 @@
 A batch whose dependency is down (extractor, search service, object store) is kept and tried again
 with a growing pause (at most RETRY_PAUSE_MAX_S), touched meanwhile so that no other worker takes it; a
 worker that dies leaves its batch pending, and another one (or the same gateway restarted) takes it over
-once it has been idle for the visibility timeout. A batch that keeps failing otherwise (a bug, not an
+once Redis has not heard from the dead one for the takeover time (10 s), or at the latest once the batch has
+been idle for the visibility timeout. A batch that keeps failing otherwise (a bug, not an
 outage) fails its items after `max_attempts`. An import whose album was deleted or whose model no longer
 matches fails whole.
 """
@@ -21,7 +22,7 @@ import uuid
 from services.common.errors import AlbumNotFound, ImageSearchError, ModelMismatch, StoreUnavailable, Unavailable
 from services.common.logs import request_id_var
 from services.gateway.deps import Deps
-from services.gateway.import_queue import Batch, ImportQueue, ImportStatus
+from services.gateway.import_queue import TAKEOVER_S, Batch, ImportQueue, ImportStatus
 from services.gateway.usecases import imports
 
 log = logging.getLogger(__name__)
@@ -38,10 +39,11 @@ class ImportWorker:
     """One worker: a consumer of the import stream with a name of its own."""
 
     def __init__(self, deps: Deps, queue: ImportQueue, visibility_s: float = 60.0, max_attempts: int = 5,
-                 poll_s: float = 1.0) -> None:
+                 poll_s: float = 1.0, takeover_s: float = TAKEOVER_S) -> None:
         self.deps = deps
         self.queue = queue
         self.visibility_s = visibility_s
+        self.takeover_s = takeover_s
         self.max_attempts = max_attempts
         self.poll_s = poll_s
         self.consumer = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -50,7 +52,7 @@ class ImportWorker:
         """`run`, started again (after a short pause) whenever it ends other than by the gateway stopping: an
         error nothing expected (or a call cancelled under it) must not leave the gateway without this
         worker while imports wait. It is logged with its traceback; a batch it held stays pending and is
-        taken over after the visibility timeout."""
+        taken over (by this worker too) once it is no longer touched."""
         while True:
             try:
                 await self.run()
@@ -73,7 +75,8 @@ class ImportWorker:
                 if time.monotonic() - swept >= SWEEP_EVERY_S:
                     swept = time.monotonic()
                     await imports.fail_stopped_staging(self.deps, self.queue)
-                batch = await self.queue.take(self.consumer, int(self.poll_s * 1000), int(self.visibility_s * 1000))
+                batch = await self.queue.take(self.consumer, int(self.poll_s * 1000), int(self.visibility_s * 1000),
+                                              int(self.takeover_s * 1000))
             except StoreUnavailable as exc:
                 log.warning("import worker cannot reach Redis, retrying in %.0fs: %s", backoff, exc.message)
                 await asyncio.sleep(backoff)
@@ -117,9 +120,10 @@ class ImportWorker:
                 await keeper
 
     async def _keep(self, batch: Batch) -> None:
-        """Touches the batch while it is worked on, so that it is not taken over."""
+        """Touches the batch while it is worked on, so that it is not taken over: four times in the takeover
+        time (Redis then knows this worker lives) and three in the visibility timeout (the batch is not idle)."""
         while True:
-            await asyncio.sleep(max(self.visibility_s / 3, 0.5))
+            await asyncio.sleep(max(min(self.takeover_s / 4, self.visibility_s / 3), 0.1))
             with contextlib.suppress(StoreUnavailable):
                 await self.queue.touch(self.consumer, batch.entry_id)
 

@@ -125,8 +125,12 @@ class GatewaySettings(ServiceSettings):
     # 36.3, 32 x 4 41.7 (bench/README.md, "Ingest").
     ingest_batch_size: int = 32
     import_workers: int = 4
-    # Seconds a batch may go untouched before another worker takes it over (its worker died); a living
-    # worker touches its batch every third of it.
+    # Seconds a worker holding batches may go unheard of by Redis (no read, no touch) before another worker
+    # takes its batches over: its gateway was killed or stopped. A living worker touches its batch four times
+    # as often.
+    import_takeover_s: float = Field(default=10.0, gt=0)
+    # Seconds a batch may go untouched before another worker takes it over whoever holds it (a worker that
+    # lives on but dropped it); a living worker touches its batch every third of it.
     import_visibility_s: float = 60.0
     # Seconds an import may stay staging without a batch staged before a worker fails it (the gateway that
     # read its upload stopped midway: the upload must be sent again) and deletes what it had staged.
