@@ -68,7 +68,7 @@ def _stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 def _breakable_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     # Started once for every test that breaks it: a stack's start and stop take half a minute.
     private = Stack(tmp_path_factory.mktemp("faults"), Ports.free(),
-                    service_env={"GATEWAY_IMPORT_VISIBILITY_S": "5", "GATEWAY_INGEST_BATCH_SIZE": "8"})
+                    service_env={"GATEWAY_IMPORT_TAKEOVER_S": "5", "GATEWAY_INGEST_BATCH_SIZE": "8"})
     yield private
     private.stop()
 
@@ -77,7 +77,7 @@ def _breakable_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack
 def breakable_stack(_breakable_stack: Stack) -> Stack:
     """A second whole stack, for the tests that kill or stop its parts, so that the session's stack never
     sees them go away (restarted if a test left one stopped). Its import workers take over a dead one's
-    batch after 5 s."""
+    batch once Redis has not heard from it for 5 s (its batches' visibility timeout stays the default minute)."""
     _breakable_stack.ensure(SERVERS + SERVICES)
     return _breakable_stack
 

@@ -58,7 +58,7 @@ def _when(check: Callable[[], bool], timeout_s: float, what: str) -> None:
 @pytest.fixture(scope="module")
 def stack(_breakable_stack: Stack) -> Iterator[Stack]:
     """The stack whose parts these tests kill (tests.conftest's breakable stack: workers that take over a
-    dead one's batch after 5 s), stopped after them: no later test needs it."""
+    dead one's batch once Redis has not heard from it for 5 s), stopped after them: no later test needs it."""
     _breakable_stack.ensure(SERVERS + SERVICES)
     yield _breakable_stack
     _breakable_stack.stop()
