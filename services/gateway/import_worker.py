@@ -84,6 +84,9 @@ class ImportWorker:
                 continue
             backoff = self.poll_s
             if batch is not None:
+                if batch.deliveries > 1:
+                    log.info("import %s items %d-%d taken over by worker %s (try %d): its worker stopped", batch.job_id,
+                             batch.first, batch.last, self.consumer, batch.deliveries)
                 await self.handle(batch)
 
     async def handle(self, batch: Batch) -> None:
