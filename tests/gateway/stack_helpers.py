@@ -1,4 +1,5 @@
-"""Helpers of the full-stack gateway tests: unique album names, photo variants, a tiny HTTP file server."""
+"""Helpers of the full-stack gateway tests: unique album names, photo variants, a tiny HTTP file server, an
+import queue over a Redis database of its own."""
 
 from __future__ import annotations
 
@@ -7,13 +8,30 @@ import io
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 from PIL import Image, ImageDraw
+from redis.asyncio import Redis
+
+from services.devstack import Stack
+from services.gateway.import_queue import ImportQueue
+
+
+@asynccontextmanager
+async def queue_in_db(stack: Stack, db: int) -> AsyncIterator[ImportQueue]:
+    """An import queue over the stack's Redis in database `db`, emptied first: one no gateway of the stack reads,
+    so that its import workers never take the test's batches."""
+    stack.ensure(("redis",))
+    redis = Redis(port=stack.ports.redis, db=db)
+    await redis.flushdb()
+    try:
+        yield ImportQueue(redis)
+    finally:
+        await redis.aclose()
 
 
 def unique_album(prefix: str = "t") -> str:

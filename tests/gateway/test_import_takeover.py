@@ -12,7 +12,6 @@ import zipfile
 from collections.abc import AsyncIterator
 
 import pytest
-from redis.asyncio import Redis
 
 from services.devstack import Stack
 from services.gateway.import_queue import GROUP, TASKS_KEY, ImportQueue, ImportStatus, ItemSource
@@ -20,6 +19,7 @@ from services.gateway.import_worker import ImportWorker
 from services.gateway.usecases import albums, images, imports
 from tests.gateway.conftest import MakeFakes
 from tests.gateway.fakes import SlowGet, png, until
+from tests.gateway.stack_helpers import queue_in_db
 
 pytestmark = pytest.mark.anyio
 
@@ -32,11 +32,8 @@ TAKEOVER_MS = 300
 
 @pytest.fixture()
 async def queue(_stack: Stack) -> AsyncIterator[ImportQueue]:
-    _stack.ensure(("redis",))
-    redis = Redis(port=_stack.ports.redis, db=TAKEOVER_DB)
-    await redis.flushdb()
-    yield ImportQueue(redis)
-    await redis.aclose()
+    async with queue_in_db(_stack, TAKEOVER_DB) as queue:
+        yield queue
 
 
 async def _queued(queue: ImportQueue, batches: int) -> str:

@@ -19,7 +19,6 @@ import grpc
 import httpx
 import pytest
 from imagesearch.v1 import gateway_pb2, gateway_pb2_grpc
-from redis.asyncio import Redis
 
 from services.common.errors import InvalidArgument, SearchUnavailable, StoreUnavailable, Unavailable
 from services.devstack import Stack
@@ -32,7 +31,14 @@ from services.gateway.usecases import albums, images, imports, ingest, reembed
 from services.gateway.usecases.shared import image_id_of
 from tests.gateway.conftest import MakeFakes
 from tests.gateway.fakes import Fakes, LoopbackSearch, SlowGet, png, until
-from tests.gateway.stack_helpers import cropped_copy, file_server, given_attributes, unique_album, wait_for_job
+from tests.gateway.stack_helpers import (
+    cropped_copy,
+    file_server,
+    given_attributes,
+    queue_in_db,
+    unique_album,
+    wait_for_job,
+)
 
 pytestmark = pytest.mark.stack
 
@@ -268,11 +274,8 @@ class LateInsert(LoopbackSearch):
 
 @pytest.fixture()
 async def import_queue(_stack: Stack) -> AsyncIterator[ImportQueue]:
-    _stack.ensure(("redis",))
-    redis = Redis(port=_stack.ports.redis, db=RETRY_DB)
-    await redis.flushdb()
-    yield ImportQueue(redis)
-    await redis.aclose()
+    async with queue_in_db(_stack, RETRY_DB) as queue:
+        yield queue
 
 
 @pytest.mark.anyio
