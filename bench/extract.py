@@ -98,13 +98,16 @@ def measure_naive(contents: list[bytes]) -> float:
 
     from services.extractor.pooling import embed_fmap
     from services.extractor.preprocess import PreprocessConfig, decode_image
-    from services.extractor.session import CPU_PROVIDER, network_name, resolve_precision
+    from services.extractor.session import CPU_PROVIDER, EXACT_INT8, network_name, resolve_precision
     from services.extractor.settings import ExtractorSettings
 
     settings = ExtractorSettings()
-    # The network file the service runs on the CPU (EXTRACTOR_PRECISION).
+    # The network file the service runs on the CPU (EXTRACTOR_PRECISION), computed as the service
+    # does (on a CPU without VNNI the default integer path is faster and saturates: lighter work).
     name = network_name(settings.model_name, resolve_precision(settings.precision, [CPU_PROVIDER]))
-    session = ort.InferenceSession(str(settings.model_dir / f"{name}.onnx"), providers=[CPU_PROVIDER])
+    options = ort.SessionOptions()
+    options.add_session_config_entry(*EXACT_INT8)
+    session = ort.InferenceSession(str(settings.model_dir / f"{name}.onnx"), options, providers=[CPU_PROVIDER])
     config = PreprocessConfig(image_size=settings.image_size, resize=settings.resize)
     session.run(["fmap"], {"images": decode_image(contents[0], config)[None]})
     started = time.perf_counter()

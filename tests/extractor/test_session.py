@@ -63,6 +63,12 @@ def test_cpu_is_always_there_as_the_last_resort() -> None:
     assert available_providers(["NoSuchExecutionProvider"]) == ["CPUExecutionProvider"]
 
 
+def test_int8_products_are_summed_without_saturating_on_every_cpu() -> None:
+    """Without it a CPU lacking VNNI computes other vectors from the int8 file (0.90 to fp32's,
+    against 0.97): test_the_int8_network_describes_images_as_the_fp32_one_does fails there."""
+    assert session_options(0).get_session_config_entry("session.x64quantprecision") == "1"
+
+
 def test_intra_op_threads_are_set_only_when_asked_for() -> None:
     assert session_options(2).intra_op_num_threads == 2
     assert session_options(0).intra_op_num_threads == 0
