@@ -20,6 +20,7 @@ import argparse
 import dataclasses
 import glob
 import hashlib
+import json
 import logging
 import re
 import subprocess
@@ -36,7 +37,7 @@ from services.common.errors import InvalidArgument
 from services.extractor import whitening
 from services.extractor.descriptors import Purpose
 from services.extractor.model import EmbedJob, ImageEmbedder, Scales
-from services.extractor.session import ModelFileError, verified_model_file
+from services.extractor.session import INT8_SUFFIX, ModelFileError, verified_model_file
 from services.extractor.settings import ExtractorSettings
 
 log = logging.getLogger("fit_whitening")
@@ -162,17 +163,23 @@ def fit(settings: ExtractorSettings, work: Path) -> Path:
     # Everything the result depends on: its identity (whitening.identity) is a digest of these.
     manifest = {"pipeline": embedder.raw_pipeline, "model_sha256": network.sha256, "shrink": SHRINK,
                 "images": len(paths), "rows": len(rows), "train_region_levels": list(TRAIN_REGION_LEVELS),
-                "packages": counts, "debs": debs}
+                "packages": counts, "debs": debs, whitening.EXACT_INT8_FIELD: True}
     return whitening.save(learned, settings.model_dir, name, manifest)
 
 
 def check(settings: ExtractorSettings) -> int:
     """0 when the settings need no whitening or theirs loads and verifies, else 1 (with the reason)."""
     try:
-        ImageEmbedder.from_settings(settings)
+        embedder = ImageEmbedder.from_settings(settings)
     except ModelFileError as exc:
         print(exc)
         return 1
+    if embedder.whitening and embedder.session.name.endswith(INT8_SUFFIX):
+        name = whitening.whitening_name(embedder.session.name, embedder.raw_pipeline, settings.whiten_dim)
+        if not json.loads((settings.model_dir / f"{name}.json").read_text()).get(whitening.EXACT_INT8_FIELD):
+            print(f"whitening {name} may have been learned from saturated int8 products (CPUs without VNNI); "
+                  "learning it again")
+            return 1
     return 0
 
 

@@ -23,7 +23,7 @@ from services.extractor.descriptors import DescriptorConfig, Pixels, Purpose, ap
 from services.extractor.pooling import embed_fmap, l2_normalise, region_vectors
 from services.extractor.preprocess import Decoded, PreprocessConfig, decode_oriented, network_inputs
 from services.extractor.proposals import Proposal, propose
-from services.extractor.session import CPU_PROVIDER, OnnxSession
+from services.extractor.session import CPU_PROVIDER, ModelManifest, OnnxSession
 from services.extractor.settings import ExtractorSettings
 from services.extractor.whitening import Whitening
 
@@ -126,7 +126,9 @@ class ImageEmbedder:
         embedder = cls(session, preprocess, descriptor, max_run=max_run, classifier=classifier)
         if with_whitening and settings.whiten_dim > 0:
             name = whitening_file.whitening_name(session.name, embedder.raw_pipeline, settings.whiten_dim)
-            learned, identity = whitening_file.load_verified(settings.model_dir, name, embedder.raw_pipeline)
+            network = ModelManifest.read(settings.model_dir / f"{session.name}.json")
+            learned, identity = whitening_file.load_verified(settings.model_dir, name, embedder.raw_pipeline,
+                                                             network.sha256)
             embedder.whitening, embedder.whitening_tag = learned, f"w{learned.dim}-{identity[:8]}"
         return embedder
 

@@ -18,6 +18,11 @@ to the last float bit or so, but not necessarily bit for bit (another CPU can ta
 instruction paths in onnxruntime and BLAS; two fits here made by different versions of this code
 differed by at most 6e-8), and such installs must give albums the same id. Manifests written
 before `model_sha256` was recorded keep the file's sha256 as their identity.
+
+`exact_int8` (true since the extractor sums the int8 network's products without saturating on every
+CPU, session.EXACT_INT8) is not part of the identity either: a fit on a CPU with VNNI always had
+those vectors, while one made without the flag on a CPU without VNNI learned from others, and
+`fit_whitening --check` has a whitening without it learned again.
 """
 
 from __future__ import annotations
@@ -113,9 +118,12 @@ def save(whitening: Whitening, directory: Path, name: str, manifest: dict[str, A
     return npz
 
 
-def load_verified(directory: Path, name: str, pipeline: str) -> tuple[Whitening, str]:
+def load_verified(directory: Path, name: str, pipeline: str, model_sha256: str | None = None
+                  ) -> tuple[Whitening, str]:
     """The whitening and its identity (a sha256 hex digest, see the module's doc), after checking the
-    file against its manifest and the pipeline."""
+    file against its manifest, the pipeline and, where both name one, the network file it was
+    learned with (`model_sha256`): a whitening of another file's vectors would keep the model id
+    while the vectors changed."""
     manifest_path = directory / f"{name}.json"
     try:
         manifest = json.loads(manifest_path.read_text())
@@ -127,6 +135,10 @@ def load_verified(directory: Path, name: str, pipeline: str) -> tuple[Whitening,
         raise ModelFileError(f"whitening manifest {manifest_path} is unreadable ({exc})") from exc
     if learned_for != pipeline:
         raise ModelFileError(f"whitening {name} was learned for {learned_for!r}, not {pipeline!r}; refit it")
+    learned_with = manifest.get("model_sha256")
+    if model_sha256 is not None and learned_with is not None and learned_with != model_sha256:
+        raise ModelFileError(f"whitening {name} was learned with the network file {str(learned_with)[:12]}..., "
+                             f"not {model_sha256[:12]}...; refit it (scripts/setup.sh)")
     path = directory / str(manifest.get("file", f"{name}.npz"))
     if not path.exists():
         raise ModelFileError(f"whitening file {path} is missing; run scripts/setup.sh")
@@ -137,8 +149,9 @@ def load_verified(directory: Path, name: str, pipeline: str) -> tuple[Whitening,
     return Whitening.from_file(path), identity(manifest)
 
 
-# Manifest fields that describe the file rather than what it was learned from.
-_FILE_FIELDS = frozenset({"file", "sha256"})
+# Manifest fields that describe the file rather than what it was learned from, and `exact_int8`.
+EXACT_INT8_FIELD = "exact_int8"
+_FILE_FIELDS = frozenset({"file", "sha256", EXACT_INT8_FIELD})
 
 
 def identity(manifest: dict[str, Any]) -> str:

@@ -10,7 +10,7 @@ from numpy.typing import NDArray
 from services.extractor import whitening
 from services.extractor.model import ImageEmbedder
 from services.extractor.session import ModelFileError
-from services.extractor.settings import ExtractorSettings
+from services.extractor.settings import ExtractorSettings, Precision
 from services.extractor.whitening import Whitening
 
 
@@ -109,3 +109,34 @@ def test_a_missing_whitening_says_how_to_make_it(tmp_path: Path) -> None:
 def test_the_file_name_names_the_pipeline() -> None:
     name = whitening.whitening_name("efficientnet-lite0", "efficientnet-lite0/gem3/320+224/aspect", 512)
     assert name == "efficientnet-lite0-gem3-320+224-aspect-whiten512"
+
+
+def test_a_whitening_learned_with_another_network_file_is_refused(tmp_path: Path) -> None:
+    """A network made again (the int8 file by another recipe) keeps its name: its old whitening
+    would keep the model id while the vectors changed, so setup must learn it again."""
+    recipe = {"pipeline": "p", "model_sha256": "ab" * 32}
+    whitening.save(Whitening.fit(correlated_rows(), dim=8), tmp_path, "w", recipe)
+    assert whitening.load_verified(tmp_path, "w", "p", "ab" * 32)[1] == whitening.load_verified(tmp_path, "w", "p")[1]
+    with pytest.raises(ModelFileError, match="learned with the network file abababababab"):
+        whitening.load_verified(tmp_path, "w", "p", "cd" * 32)
+
+
+@pytest.mark.parametrize(("marked", "expected"), [(True, 0), (False, 1)])
+def test_setup_learns_the_int8_whitening_again_unless_it_was_learned_from_exact_products(
+    model_dir: Path, tmp_path: Path, marked: bool, expected: int
+) -> None:
+    """One learned without the flag may have seen saturated products (a CPU without VNNI, before
+    session.EXACT_INT8): `fit_whitening --check` fails, so setup learns it again, same identity."""
+    from services.extractor import fit_whitening
+
+    settings = ExtractorSettings(model_dir=tmp_path, precision=Precision.INT8)
+    name = "efficientnet-lite0-int8-gem3-320-aspect-whiten512"
+    for file in ("efficientnet-lite0-int8.onnx", "efficientnet-lite0-int8.json", f"{name}.npz"):
+        (tmp_path / file).write_bytes((model_dir / file).read_bytes())
+    manifest = json.loads((model_dir / f"{name}.json").read_text())
+    manifest.pop(whitening.EXACT_INT8_FIELD, None)
+    if marked:
+        manifest[whitening.EXACT_INT8_FIELD] = True
+    (tmp_path / f"{name}.json").write_text(json.dumps(manifest))
+    assert fit_whitening.check(settings) == expected
+    assert whitening.identity(manifest) == whitening.identity({**manifest, whitening.EXACT_INT8_FIELD: not marked})
