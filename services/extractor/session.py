@@ -116,8 +116,9 @@ def provider_options(provider: str) -> dict[str, str]:
 # sums saturate at 16 bits (255 x 127 x 2 > 32767). There the file's descriptors came out at cosine
 # 0.92 to the exact arithmetic's (the same file as QDQ, graph optimisations off), which a CPU with
 # VNNI computes: one model id stood for two sets of vectors, 0.90 to fp32's instead of 0.97. The
-# high-precision path sums in 32 bits on such CPUs (as exact as VNNI; as slow as fp32 there, ~25
-# against ~17 ms an image on one thread) and changes nothing where VNNI is present.
+# high-precision path (onnxruntime turns the weights to uint8 and multiplies U8U8, "only effective
+# with AVX2 or AVX512") is exact: as slow as fp32 on such a CPU (~25 against ~17 ms an image, one
+# thread); on a VNNI CPU its results are those of before (its speed there is not measured here).
 EXACT_INT8 = ("session.x64quantprecision", "1")
 
 
