@@ -118,8 +118,25 @@ def provider_options(provider: str) -> dict[str, str]:
 # VNNI computes: one model id stood for two sets of vectors, 0.90 to fp32's instead of 0.97. The
 # high-precision path (onnxruntime turns the weights to uint8 and multiplies U8U8, "only effective
 # with AVX2 or AVX512") is exact: as slow as fp32 on such a CPU (~25 against ~17 ms an image, one
-# thread); on a VNNI CPU its results are those of before (its speed there is not measured here).
+# thread). A CPU with AVX-512 VNNI keeps its own exact kernel (the one every figure before 2026-12-01
+# was measured on), as onnxruntime may take the U8U8 path there too, at a speed not measured here;
+# every other CPU (or one whose flags cannot be read) takes the high-precision path.
 EXACT_INT8 = ("session.x64quantprecision", "1")
+
+
+def saturates_int8(cpu_flags: str | None) -> bool:
+    """Whether onnxruntime's default U8S8 products may saturate on a CPU of these /proc/cpuinfo
+    flags (None: unknown, so assumed to)."""
+    return cpu_flags is None or "avx512_vnni" not in cpu_flags.split()
+
+
+def cpu_flags() -> str | None:
+    """The first processor's flags in /proc/cpuinfo (Linux), or None."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line.split(":", 1)[1] for line in f if line.startswith("flags")), None)
+    except OSError:
+        return None
 
 
 def session_options(intra_op_threads: int, spinning: bool = False) -> ort.SessionOptions:
@@ -127,10 +144,12 @@ def session_options(intra_op_threads: int, spinning: bool = False) -> ort.Sessio
     ops); intra-op threads from settings, because onnxruntime's default (all cores) oversubscribes a
     machine shared with other processes or with our decode threads; no busy-waiting between
     operators unless asked (it takes the cores from decoding and from a concurrent batch); integer
-    products that never saturate (`EXACT_INT8`), so that every CPU computes the same vectors."""
+    products that never saturate (`EXACT_INT8` where they could), so that every CPU computes the same
+    vectors."""
     options = ort.SessionOptions()
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
-    options.add_session_config_entry(*EXACT_INT8)
+    if saturates_int8(cpu_flags()):
+        options.add_session_config_entry(*EXACT_INT8)
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.inter_op_num_threads = 1

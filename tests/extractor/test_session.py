@@ -13,8 +13,10 @@ from services.extractor.session import (
     ModelFileError,
     OnnxSession,
     available_providers,
+    cpu_flags,
     network_name,
     resolve_precision,
+    saturates_int8,
     session_options,
     verified_model_file,
 )
@@ -66,7 +68,15 @@ def test_cpu_is_always_there_as_the_last_resort() -> None:
 def test_int8_products_are_summed_without_saturating_on_every_cpu() -> None:
     """Without it a CPU lacking VNNI computes other vectors from the int8 file (0.90 to fp32's,
     against 0.97): test_the_int8_network_describes_images_as_the_fp32_one_does fails there."""
-    assert session_options(0).get_session_config_entry("session.x64quantprecision") == "1"
+    assert saturates_int8("fpu sse4_1 avx avx2 fma") and saturates_int8(None)
+    assert saturates_int8("avx2 avx_vnni")  # AVX-VNNI (256-bit) alone: the high-precision path, to be sure
+    assert not saturates_int8("avx2 avx512f avx512bw avx512_vnni")
+    options = session_options(0)
+    if saturates_int8(cpu_flags()):
+        assert options.get_session_config_entry("session.x64quantprecision") == "1"
+    else:
+        with pytest.raises(RuntimeError, match="does not have configuration"):
+            options.get_session_config_entry("session.x64quantprecision")
 
 
 def test_intra_op_threads_are_set_only_when_asked_for() -> None:
