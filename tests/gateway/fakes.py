@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import io
 import time
+import zipfile
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -57,6 +58,15 @@ def png(seed: int, size: int = 32) -> bytes:
     pixels = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
     out = io.BytesIO()
     Image.fromarray(pixels).save(out, format="PNG")
+    return out.getvalue()
+
+
+def zipped(files: dict[str, bytes]) -> bytes:
+    """A zip archive of these files (name -> content)."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as bundle:
+        for name, content in files.items():
+            bundle.writestr(name, content)
     return out.getvalue()
 
 

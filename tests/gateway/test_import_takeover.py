@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import io
 import time
-import zipfile
 from collections.abc import AsyncIterator
 
 import pytest
@@ -18,7 +17,7 @@ from services.gateway.import_queue import GROUP, TASKS_KEY, ImportQueue, ImportS
 from services.gateway.import_worker import ImportWorker
 from services.gateway.usecases import albums, images, imports
 from tests.gateway.conftest import MakeFakes
-from tests.gateway.fakes import SlowGet, png, until
+from tests.gateway.fakes import SlowGet, png, until, zipped
 from tests.gateway.stack_helpers import queue_in_db
 
 pytestmark = pytest.mark.anyio
@@ -90,10 +89,7 @@ async def test_an_import_whose_worker_died_holding_a_batch_is_finished_by_anothe
     fakes = make_fakes(ingest_batch_size=2)
     slow = fakes.use_search(SlowGet())
     await albums.create(fakes.deps, "demo")
-    archive = io.BytesIO()
-    with zipfile.ZipFile(archive, "w") as bundle:
-        for n in range(4):
-            bundle.writestr(f"p{n}.png", png(n, 64))
+    archive = io.BytesIO(zipped({f"p{n}.png": png(n, 64) for n in range(4)}))
     job = await imports.create(fakes.deps, queue, "demo", imports.ImportSpec(archive=archive))
     slow.answer.clear()  # the first batch waits for the album's answer: its worker is in the middle of it
     dying = asyncio.create_task(ImportWorker(fakes.deps, queue, VISIBILITY_MS / 1000, poll_s=0.1,

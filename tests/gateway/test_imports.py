@@ -9,7 +9,6 @@ import hashlib
 import io
 import json
 import time
-import zipfile
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -30,7 +29,7 @@ from services.gateway.records import AddResult, Item, NewImage, OnDuplicate
 from services.gateway.usecases import albums, images, imports, ingest, reembed
 from services.gateway.usecases.shared import image_id_of
 from tests.gateway.conftest import MakeFakes
-from tests.gateway.fakes import Fakes, LoopbackSearch, SlowGet, png, until
+from tests.gateway.fakes import Fakes, LoopbackSearch, SlowGet, png, until, zipped
 from tests.gateway.stack_helpers import (
     cropped_copy,
     file_server,
@@ -41,14 +40,6 @@ from tests.gateway.stack_helpers import (
 )
 
 pytestmark = pytest.mark.stack
-
-
-def zipped(files: dict[str, bytes]) -> bytes:
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w") as bundle:
-        for name, content in files.items():
-            bundle.writestr(name, content)
-    return out.getvalue()
 
 
 @pytest.fixture()
@@ -288,10 +279,7 @@ async def test_a_batch_whose_results_were_all_recorded_before_its_worker_died_is
     job staged, should the dead worker have been the one to delete it."""
     fakes = make_fakes(ingest_batch_size=2)
     await albums.create(fakes.deps, "demo")
-    archive = io.BytesIO()
-    with zipfile.ZipFile(archive, "w") as bundle:
-        for n in range(3):
-            bundle.writestr(f"p{n}.png", png(n, 64))
+    archive = io.BytesIO(zipped({f"p{n}.png": png(n, 64) for n in range(3)}))
     job = await imports.create(fakes.deps, import_queue, "demo", imports.ImportSpec(archive=archive))
     first, last = [await import_queue.take("test-worker", 100, 60_000) for _ in range(2)]
     assert first is not None and last is not None
