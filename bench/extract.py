@@ -98,14 +98,7 @@ def measure_naive(contents: list[bytes]) -> float:
 
     from services.extractor.pooling import embed_fmap
     from services.extractor.preprocess import PreprocessConfig, decode_image
-    from services.extractor.session import (
-        CPU_PROVIDER,
-        EXACT_INT8,
-        cpu_flags,
-        network_name,
-        resolve_precision,
-        saturates_int8,
-    )
+    from services.extractor.session import CPU_PROVIDER, network_name, resolve_precision, sum_int8_exactly
     from services.extractor.settings import ExtractorSettings
 
     settings = ExtractorSettings()
@@ -113,8 +106,7 @@ def measure_naive(contents: list[bytes]) -> float:
     # does (on a CPU without VNNI the default integer path is faster and saturates: lighter work).
     name = network_name(settings.model_name, resolve_precision(settings.precision, [CPU_PROVIDER]))
     options = ort.SessionOptions()
-    if saturates_int8(cpu_flags()):
-        options.add_session_config_entry(*EXACT_INT8)
+    sum_int8_exactly(options)
     session = ort.InferenceSession(str(settings.model_dir / f"{name}.onnx"), options, providers=[CPU_PROVIDER])
     config = PreprocessConfig(image_size=settings.image_size, resize=settings.resize)
     session.run(["fmap"], {"images": decode_image(contents[0], config)[None]})

@@ -139,6 +139,12 @@ def cpu_flags() -> str | None:
         return None
 
 
+def sum_int8_exactly(options: ort.SessionOptions) -> None:
+    """Asks for the high-precision int8 path where this CPU's default one may saturate (`EXACT_INT8`)."""
+    if saturates_int8(cpu_flags()):
+        options.add_session_config_entry(*EXACT_INT8)
+
+
 def session_options(intra_op_threads: int, spinning: bool = False) -> ort.SessionOptions:
     """Full graph optimisation; one inter-op thread (the graph is a chain, parallelism is inside
     ops); intra-op threads from settings, because onnxruntime's default (all cores) oversubscribes a
@@ -148,8 +154,7 @@ def session_options(intra_op_threads: int, spinning: bool = False) -> ort.Sessio
     vectors."""
     options = ort.SessionOptions()
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
-    if saturates_int8(cpu_flags()):
-        options.add_session_config_entry(*EXACT_INT8)
+    sum_int8_exactly(options)
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.inter_op_num_threads = 1
