@@ -117,10 +117,10 @@ def provider_options(provider: str) -> dict[str, str]:
 # 0.92 to the exact arithmetic's (the same file as QDQ, graph optimisations off), which a CPU with
 # VNNI computes: one model id stood for two sets of vectors, 0.90 to fp32's instead of 0.97. The
 # high-precision path (onnxruntime turns the weights to uint8 and multiplies U8U8, "only effective
-# with AVX2 or AVX512") is exact: as slow as fp32 on such a CPU (~25 against ~17 ms an image, one
-# thread). A CPU with AVX-512 VNNI keeps its own exact kernel (the one every figure before 2026-12-01
-# was measured on), as onnxruntime may take the U8U8 path there too, at a speed not measured here;
-# every other CPU (or one whose flags cannot be read) takes the high-precision path.
+# with AVX2 or AVX512") is exact: as slow as fp32 on such a CPU (bench/int8_paths.py: 1.04-1.05x fp32's
+# time, the saturating path 0.74x). A CPU with AVX-512 VNNI keeps its own exact kernel (the one every
+# figure before 2026-12-01 was measured on), as onnxruntime may take the U8U8 path there too, at a speed
+# not measured here; every other CPU (or one whose flags cannot be read) takes the high-precision path.
 EXACT_INT8 = ("session.x64quantprecision", "1")
 
 
