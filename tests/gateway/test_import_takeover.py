@@ -121,3 +121,15 @@ async def _entry_of(queue: ImportQueue, first: int) -> str:
         if int(fields[b"first"]) == first:
             return entry_id.decode()
     raise AssertionError(f"no batch starts at item {first}")
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "soon"])
+def test_a_takeover_time_that_is_not_a_positive_number_is_refused_by_name(
+        value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import ValidationError
+
+    from services.gateway.settings import GatewaySettings
+
+    monkeypatch.setenv("GATEWAY_IMPORT_TAKEOVER_S", value)
+    with pytest.raises(ValidationError, match="import_takeover_s"):
+        GatewaySettings()
