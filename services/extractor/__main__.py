@@ -15,11 +15,11 @@ from services.common.local_features import FeatureConfig
 from services.common.logs import configure_logging
 from services.common.metrics import start_metrics_server
 from services.extractor import detector as detector_file
-from services.extractor.batcher import DynamicBatcher
 from services.extractor.detector import Detector
 from services.extractor.faces import FaceConfig, FaceModel
+from services.extractor.lanes import Lane, Lanes
 from services.extractor.model import ImageEmbedder
-from services.extractor.servicer import SERVICE_NAMES, ExtractorServicer, VectorBatcher, registrar
+from services.extractor.servicer import SERVICE_NAMES, ExtractorServicer, registrar
 from services.extractor.session import CPU_PROVIDER
 from services.extractor.settings import ExtractorSettings, ProposalSource
 
@@ -34,13 +34,11 @@ class Extractor:
     health: health.aio.HealthServicer
     port: int
     embedder: ImageEmbedder
-    batcher: VectorBatcher
-    decode_pool: ThreadPoolExecutor
+    lanes: Lanes
     face_pool: ThreadPoolExecutor
 
     async def close(self) -> None:
-        await self.batcher.close()
-        self.decode_pool.shutdown(wait=True)
+        await self.lanes.close()
         self.face_pool.shutdown(wait=True)
 
 
@@ -62,20 +60,18 @@ def build(settings: ExtractorSettings, embedder: ImageEmbedder | None = None) ->
     max_wait_ms = settings.max_wait_ms
     if max_wait_ms is None:
         max_wait_ms = 0.0 if embedder.provider == CPU_PROVIDER else 5.0
-    batcher: VectorBatcher = DynamicBatcher(
-        embedder.embed_and_label, settings.max_batch, max_wait_ms / 1000, concurrency=settings.batch_concurrency
-    )
-    decode_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
+    lanes = Lanes(*(Lane.build(embedder, name, settings.decode_threads, settings.max_batch, max_wait_ms / 1000,
+                               settings.batch_concurrency) for name in ("interactive", "bulk")))
     local = FeatureConfig(side=settings.local_features_side, max_keypoints=settings.local_features_max)
     index = FeatureConfig(side=settings.local_features_index_side, max_keypoints=settings.local_features_index_max)
     faces = FaceModel(FaceConfig(side=settings.faces_side, upsample=settings.faces_upsample,
                                  min_face=settings.faces_min_size, max_faces=settings.faces_max),
                       settings.faces_model_dir)
     face_pool = ThreadPoolExecutor(1, thread_name_prefix="faces")
-    servicer = ExtractorServicer(embedder, batcher, decode_pool, local, faces, face_pool, proposal_detector(settings),
+    servicer = ExtractorServicer(embedder, lanes, local, faces, face_pool, proposal_detector(settings),
                                  index_features=index)
     server, health_servicer, port = create_server(settings, "extractor", registrar(servicer), SERVICE_NAMES)
-    return Extractor(server, health_servicer, port, embedder, batcher, decode_pool, face_pool)
+    return Extractor(server, health_servicer, port, embedder, lanes, face_pool)
 
 
 async def run(settings: ExtractorSettings) -> None:

@@ -3,7 +3,9 @@
 Each request's images are decoded concurrently in a thread pool; a bad image becomes an
 `ItemError` for that item alone. Each good image goes to the shared `DynamicBatcher` as soon as it
 is decoded, so the model starts on a request's first images while the rest decode, and concurrent
-requests fill the same batches. A request of purpose INDEX also gets every database row
+requests fill the same batches. Pool and batcher are those of the request's lane (`lanes.py`): images
+to be stored take the bulk lane, searches the interactive one, so that a search never queues behind
+an import. A request of purpose INDEX also gets every database row
 of each image (`EmbedResult.index_vectors`, first = the upright global vector) and its ImageNet
 labels (`EmbedResult.labels`, from the classifier head over the same feature map); one of purpose
 QUERY_VARIANTS the vectors of each image's query variants (`EmbedResult.variant_vectors`). A request asking for
@@ -27,11 +29,11 @@ from imagesearch.v1 import common_pb2, extractor_pb2, extractor_pb2_grpc
 
 from services.common.errors import InvalidArgument
 from services.common.local_features import FeatureConfig
-from services.extractor.batcher import DynamicBatcher
 from services.extractor.descriptors import Purpose
 from services.extractor.detector import Detector
 from services.extractor.faces import FACE_DIM, FaceModel, FacesOfImage, decode_full
 from services.extractor.keypoints import describe_image
+from services.extractor.lanes import Lane, Lanes
 from services.extractor.model import Embedded, EmbedJob, ImageEmbedder, Scales
 from services.extractor.preprocess import Decoded
 from services.extractor.proposals import Proposal
@@ -41,28 +43,24 @@ log = logging.getLogger(__name__)
 SERVICE_NAMES = (extractor_pb2.DESCRIPTOR.services_by_name["Extractor"].full_name,)
 
 T = TypeVar("T")
-# Items are decoded images with their purpose; results are each image's rows [R, dim] and labels.
-VectorBatcher = DynamicBatcher[EmbedJob, Embedded]
 # Regions one request may ask to be proposed per image.
 MAX_PROPOSALS = 10
 
 
 class ExtractorServicer(extractor_pb2_grpc.ExtractorServicer):
-    """Serves Embed and GetModelInfo over one embedder, batcher and decode pool."""
+    """Serves Embed and GetModelInfo over one embedder and its two lanes (a decode pool and a batcher each)."""
 
-    def __init__(self, embedder: ImageEmbedder, batcher: VectorBatcher, decode_pool: Executor,
-                 local_features: FeatureConfig | None = None, faces: FaceModel | None = None,
-                 face_pool: Executor | None = None, detector: Detector | None = None, *,
-                 index_features: FeatureConfig | None = None) -> None:
+    def __init__(self, embedder: ImageEmbedder, lanes: Lanes, local_features: FeatureConfig | None = None,
+                 faces: FaceModel | None = None, face_pool: Executor | None = None, detector: Detector | None = None,
+                 *, index_features: FeatureConfig | None = None) -> None:
         self.embedder = embedder
-        self.batcher = batcher
-        self.decode_pool = decode_pool
+        self.lanes = lanes
         self.local_features = local_features or FeatureConfig()
         # An indexed image's features (stored, and its keypoint rows): finer than a query's (see settings).
         self.index_features = index_features or self.local_features
         self.faces = faces or FaceModel()
         # Face detection holds the GIL in dlib: one image at a time, beside the network's own threads.
-        self.face_pool = face_pool or decode_pool
+        self.face_pool = face_pool or lanes.bulk.decode_pool
         # Proposals come from the detector when there is one (run in the decode pool beside the network),
         # else from the network's own feature map.
         self.detector = detector
@@ -75,8 +73,9 @@ class ExtractorServicer(extractor_pb2_grpc.ExtractorServicer):
         purpose = Purpose(request.purpose)
         if not 0 <= request.proposals <= MAX_PROPOSALS:
             raise InvalidArgument(f"EmbedRequest.proposals must be 0 to {MAX_PROPOSALS}, not {request.proposals}")
+        lane = self.lanes.of(purpose)
         results = await asyncio.gather(
-            *(self._decode_and_embed(data, purpose, request.local_features, request.proposals,
+            *(self._decode_and_embed(lane, data, purpose, request.local_features, request.proposals,
                                      request.fine_local_features)
               for data in request.images)
         )
@@ -90,7 +89,7 @@ class ExtractorServicer(extractor_pb2_grpc.ExtractorServicer):
             dim=self.embedder.dim,
             provider=self.embedder.provider,
             image_size=self.embedder.preprocess.image_size,
-            max_batch=self.batcher.max_batch,
+            max_batch=self.lanes.bulk.batcher.max_batch,
             index_rows=self.embedder.rows_per_image(Purpose.INDEX),
             query_variants=[v.value for v in self.embedder.descriptor.query_variants],
             face_model=self.faces.model_id if self.faces.installed() else "",
@@ -134,31 +133,32 @@ class ExtractorServicer(extractor_pb2_grpc.ExtractorServicer):
         """InvalidImage or ImageTooLarge as an embed would answer them, else the image's faces."""
         return self.faces.find(decode_full(data, self.embedder.preprocess))
 
-    async def _decode_and_embed(self, data: bytes, purpose: Purpose, local: bool, proposals: int = 0,
+    async def _decode_and_embed(self, lane: Lane, data: bytes, purpose: Purpose, local: bool, proposals: int = 0,
                                 fine: bool = False) -> extractor_pb2.EmbedResult:
         detected = proposals if self.detector is not None else 0
         if not local and not detected:
-            return await self._embed(await self._decode(data, self.embedder.decode), purpose, proposals)
-        decoded = await self._decode(data, self.embedder.decode_keeping_image)
+            return await self._embed(lane, await self._decode(lane, data, self.embedder.decode), purpose, proposals)
+        decoded = await self._decode(lane, data, self.embedder.decode_keeping_image)
         if isinstance(decoded, InvalidArgument):
-            return await self._embed(decoded, purpose)
+            return await self._embed(lane, decoded, purpose)
         scales, image = decoded
         result, features, boxes = await asyncio.gather(
-            self._embed(scales, purpose, proposals - detected),
-            self._describe(data, image, purpose, fine) if local else asyncio.sleep(0, []),
-            self._detect(image, detected))
+            self._embed(lane, scales, purpose, proposals - detected),
+            self._describe(lane, data, image, purpose, fine) if local else asyncio.sleep(0, []),
+            self._detect(lane, image, detected))
         result.local_features.extend(features)
         result.proposals.extend(_proposal_messages(boxes))
         return result
 
-    async def _detect(self, image: Decoded, count: int) -> list[Proposal]:
-        """The detector's boxes of the image, in the decode pool; none when not asked."""
+    async def _detect(self, lane: Lane, image: Decoded, count: int) -> list[Proposal]:
+        """The detector's boxes of the image, in the lane's decode pool; none when not asked."""
         if not count or self.detector is None:
             return []
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.decode_pool, self.detector.propose, image.image, count)
+        return await loop.run_in_executor(lane.decode_pool, self.detector.propose, image.image, count)
 
-    async def _describe(self, data: bytes, image: Decoded, purpose: Purpose, fine: bool = False) -> list[bytes]:
+    async def _describe(self, lane: Lane, data: bytes, image: Decoded, purpose: Purpose, fine: bool = False
+                        ) -> list[bytes]:
         """The image's serialised local features (a query's also mirrored; an indexed image's made finer
         when asked, for a keypoint index), from the image decoded for the network; none if they cannot be
         made: the image still has its vectors and is only not verified."""
@@ -166,26 +166,27 @@ class ExtractorServicer(extractor_pb2_grpc.ExtractorServicer):
         mirrored = purpose is not Purpose.INDEX
         config = self.index_features if fine and not mirrored else self.local_features
         try:
-            features = await loop.run_in_executor(self.decode_pool, describe_image, data, self.embedder.preprocess,
+            features = await loop.run_in_executor(lane.decode_pool, describe_image, data, self.embedder.preprocess,
                                                   config, mirrored, image)
         except Exception:
             log.exception("local features of an image failed; it goes on without them")
             return []
         return [f.to_bytes() for f in features]
 
-    async def _decode(self, data: bytes, decode: Callable[[bytes], T]) -> T | InvalidArgument:
-        """`decode(data)` in the decode pool, or the caller's error (InvalidImage, ImageTooLarge) for this item."""
+    async def _decode(self, lane: Lane, data: bytes, decode: Callable[[bytes], T]) -> T | InvalidArgument:
+        """`decode(data)` in the lane's decode pool, or the caller's error (InvalidImage, ImageTooLarge) for this
+        item."""
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self.decode_pool, decode, data)
+            return await loop.run_in_executor(lane.decode_pool, decode, data)
         except InvalidArgument as exc:
             return exc
 
-    async def _embed(self, item: Scales | InvalidArgument, purpose: Purpose, proposals: int = 0
+    async def _embed(self, lane: Lane, item: Scales | InvalidArgument, purpose: Purpose, proposals: int = 0
                      ) -> extractor_pb2.EmbedResult:
         if isinstance(item, InvalidArgument):
             return extractor_pb2.EmbedResult(error=common_pb2.ItemError(reason=item.reason, message=item.message))
-        embedded = await self.batcher.submit(EmbedJob(item, purpose, proposals))
+        embedded = await lane.batcher.submit(EmbedJob(item, purpose, proposals))
         result = self._result(embedded, purpose)
         result.proposals.extend(_proposal_messages(embedded.proposals))
         return result

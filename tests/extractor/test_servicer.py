@@ -22,7 +22,7 @@ from PIL import Image
 from services.common.grpc_server import ERROR_REASON_KEY, set_serving
 from services.common.local_features import LocalFeatures, match
 from services.extractor.__main__ import Extractor, build
-from services.extractor.batcher import BATCH_SIZE
+from services.extractor.batcher import BATCH_SIZE, IMAGES_EMBEDDED
 from services.extractor.servicer import SERVICE_NAMES
 from services.extractor.settings import ExtractorSettings
 
@@ -235,6 +235,28 @@ def test_concurrent_requests_share_batches(stub: extractor_pb2_grpc.ExtractorStu
         replies = list(pool.map(lambda p: embed(stub, [p.read_bytes()]), (photos * 2)[:requests]))
     assert all(r.results[0].WhichOneof("result") == "vector" for r in replies)
     assert batches_so_far() - before < requests
+
+
+def test_a_search_is_not_queued_behind_images_being_indexed(stub: extractor_pb2_grpc.ExtractorStub,
+                                                            photos: list[Path]) -> None:
+    """An import's batch (purpose INDEX, local features) takes seconds; a query sent while it runs is answered
+    long before it ends, from the interactive lane, instead of after every image queued before it."""
+    def embedded_so_far() -> float:
+        return next(s.value for m in IMAGES_EMBEDDED.collect() for s in m.samples if s.name.endswith("_total"))
+
+    bulk = [p.read_bytes() for p in (photos * 8)[:48]]
+    before = embedded_so_far()
+    with ThreadPoolExecutor(1) as pool:
+        indexing = pool.submit(lambda: stub.Embed(extractor_pb2.EmbedRequest(
+            images=bulk, purpose=extractor_pb2.EmbedRequest.INDEX, local_features=True), timeout=300))
+        while embedded_so_far() == before and not indexing.done():  # the batch is under way
+            threading.Event().wait(0.01)
+        query = stub.Embed(extractor_pb2.EmbedRequest(images=[edited_copy(photos[0])], local_features=True),
+                           timeout=60)
+        indexed_meanwhile = embedded_so_far() - before - 1  # less the query's own image
+        assert all(r.WhichOneof("result") == "vector" for r in indexing.result().results)
+    assert vector(query.results[0]).shape and query.results[0].local_features
+    assert indexed_meanwhile < len(bulk) / 2, f"the query was answered after {indexed_meanwhile:g} of {len(bulk)}"
 
 
 def jpeg_of(pixels: NDArray[np.uint8]) -> bytes:

@@ -1,0 +1,91 @@
+"""Search latency while an import runs, against the same searches with the system idle, in the same run.
+
+    .venv/bin/python bench/search_during_import.py [--album 200] [--queries 30] [--set .cache/evalset]
+
+Starts a fresh stack (real Milvus, S3, Redis, the three services) on free ports, imports the first `--album`
+gallery photos into one album, then searches it with new photos (edited copies, so that no answer comes from
+the gateway's cache), one at a time:
+  idle     `--queries` searches before the import and as many after it (the baseline)
+  during   searches one after another for as long as an import of the rest of the gallery into a second
+           album runs (`imagesearch ingest` of a folder: a tar archive, the gateway's import workers)
+The figure is the ratio of the p50s (`during_ratio`); the import's rate is printed beside it. The last line
+is a JSON object of the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import edited_copy, gallery_files, percentiles, print_json_line, running_stack
+from bench.e2e import measure_search
+from services.cli import pack_images
+from services.client import GatewayClient
+
+FINISHED = ("done", "failed", "cancelled")
+
+
+def import_and_wait(client: GatewayClient, album: str, files: list[Path], tmp: Path) -> dict[str, Any]:
+    archive = tmp / f"{album}.tar"
+    with open(archive, "wb") as out:
+        pack_images(files, out)
+    job = client.start_import(album, archive=archive)
+    while job["status"] not in FINISHED:
+        time.sleep(0.5)
+        job = client.get_import(job["id"])
+    return job
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--album", type=int, default=200, help="photos in the album searched")
+    parser.add_argument("--queries", type=int, default=30, help="idle searches before the import, and after it")
+    parser.add_argument("--top-k", type=int, default=10)
+    parser.add_argument("--set", type=Path, default=Path(".cache/evalset"), help="evaluation set (gallery photos)")
+    args = parser.parse_args()
+
+    files = gallery_files(args.set, 100_000)
+    if len(files) <= args.album:
+        raise SystemExit(f"{len(files)} photos: the import needs more than the album's {args.album}")
+    searched, imported = files[:args.album], files[args.album:]
+    contents = [p.read_bytes() for p in searched]
+    queries = iter(edited_copy(contents[i % len(contents)], seed=i) for i in range(1_000_000))
+    with running_stack() as stack, tempfile.TemporaryDirectory(prefix="bench-during-") as tmp:
+        client = GatewayClient(stack.http_url)
+        client.create_album("searched")
+        client.create_album("imported")
+        import_and_wait(client, "searched", searched, Path(tmp))
+        client.search("searched", image=next(queries), top_k=1)  # warm up
+        idle = measure_search(client, "searched", [next(queries) for _ in range(args.queries)], args.top_k)
+
+        archive = Path(tmp) / "imported.tar"
+        with open(archive, "wb") as out:
+            pack_images(imported, out)
+        started = time.time()
+        job = client.start_import("imported", archive=archive)
+        during: list[float] = []
+        while job["status"] not in FINISHED:
+            during += measure_search(client, "searched", [next(queries)], args.top_k)
+            job = client.get_import(job["id"])
+        rate = job["counts"]["added"] / ((job["finished_at_ms"] or time.time() * 1000) / 1000 - started)
+        idle += measure_search(client, "searched", [next(queries) for _ in range(args.queries)], args.top_k)
+
+    calm, busy = percentiles(idle), percentiles(during)
+    print(f"album searched: {len(searched)} photos; import of {len(imported)} photos into another album: "
+          f"{job['status']}, {rate:.1f} img/s")
+    print(f"search, idle:          p50 {calm['p50']:8.2f} ms  p95 {calm['p95']:8.2f} ms  ({calm['n']} searches)")
+    print(f"search, during import: p50 {busy['p50']:8.2f} ms  p95 {busy['p95']:8.2f} ms  ({busy['n']} searches)"
+          f"   during / idle p50 = {busy['p50'] / calm['p50']:.2f}")
+    print_json_line({"bench": "search_during_import", "album_images": len(searched), "imported": len(imported),
+                     "import_status": job["status"], "import_img_s": round(rate, 1), "search_idle_ms": calm,
+                     "search_during_import_ms": busy, "during_ratio": round(busy["p50"] / calm["p50"], 2)})
+
+
+if __name__ == "__main__":
+    main()
