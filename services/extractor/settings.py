@@ -102,6 +102,11 @@ class ExtractorSettings(ServiceSettings):
     # Batches run through the model at once (see batcher.py): 2 keeps the cores (or the GPU) busy
     # while the other batch is in its Python steps.
     batch_concurrency: int = 2
+    # How much lower the priority of the threads embedding images to be stored (imports, adds, re-embeds) is
+    # than the searches' (services/extractor/lanes.py; Linux' niceness, 0-19): while an import keeps the cores
+    # busy, a search's image gets them first. bench/search_during_import.py, 2 cores: query Embed p50 86 ms
+    # during an import at 0, 53 ms at 10 (29 ms idle).
+    bulk_niceness: int = Field(default=10, ge=0, le=19)
     # Local features for verifying copies (EmbedRequest.local_features): SIFT on the image brought to
     # this longer side, at most this many keypoints. bench/research/verify_experiment.py: 384 px / 500
     # keypoints reach copy R@1 0.991 re-ranking the 5 nearest (512 / 1000: 0.992 at 2.5x the time).

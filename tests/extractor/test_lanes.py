@@ -1,0 +1,39 @@
+"""The extractor's lanes (services/extractor/lanes.py): which lane a purpose takes, and the bulk lane's lower
+priority. That a query is answered beside an import's batch is tested end to end in test_servicer.py."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from services.extractor.descriptors import Purpose
+from services.extractor.lanes import Lanes, pool
+
+
+def niceness_of_a_thread(threads: ThreadPoolExecutor) -> int:
+    return threads.submit(lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id())).result()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="a thread has its own priority on Linux only")
+def test_a_pools_threads_run_at_the_niceness_asked_for_and_the_rest_keep_the_process_s() -> None:
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    lowered, plain = pool(1, "lowered", 5), pool(1, "plain")
+    try:
+        assert niceness_of_a_thread(lowered) == min(base + 5, 19)
+        assert niceness_of_a_thread(plain) == base
+        assert os.getpriority(os.PRIO_PROCESS, 0) == base  # the calling thread is left as it was
+    finally:
+        lowered.shutdown()
+        plain.shutdown()
+
+
+def test_images_to_be_stored_take_the_bulk_lane_and_searches_the_interactive_one() -> None:
+    interactive, bulk = object(), object()
+    lanes = Lanes(interactive, bulk)  # type: ignore[arg-type]
+    assert lanes.of(Purpose.INDEX) is bulk
+    assert lanes.of(Purpose.QUERY) is interactive
+    assert lanes.of(Purpose.QUERY_VARIANTS) is interactive
