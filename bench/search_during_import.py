@@ -1,13 +1,17 @@
-"""Search latency while an import runs, against the same searches with the system idle, in the same run.
+"""Search latency while an import (or a re-embed) runs, against the same searches with the system idle, in the
+same run.
 
-    .venv/bin/python bench/search_during_import.py [--album 200] [--queries 30] [--set .cache/evalset]
+    .venv/bin/python bench/search_during_import.py [--album 200] [--queries 30] [--during import|reembed]
+                                                   [--set .cache/evalset]
 
 Starts a fresh stack (real Milvus, S3, Redis, the three services) on free ports, imports the first `--album`
 gallery photos into one album, then searches it with new photos (edited copies, so that no answer comes from
 the gateway's cache), one at a time:
   idle     `--queries` searches before the import and as many after it (the baseline)
   during   searches one after another for as long as an import of the rest of the gallery into a second
-           album runs (`imagesearch ingest` of a folder: a tar archive, the gateway's import workers)
+           album runs (`imagesearch ingest` of a folder: a tar archive, the gateway's import workers), or with
+           `--during reembed` a re-embed of the album searched (`imagesearch reembed`: its images embedded
+           again into a new collection, which takes the album's place when done)
 The figure is the ratio of the p50s (`during_ratio`); the import's rate is printed beside it. The last line
 is a JSON object of the figures.
 """
@@ -48,6 +52,8 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=30, help="idle searches before the import, and after it")
     parser.add_argument("--top-k", type=int, default=10)
     parser.add_argument("--set", type=Path, default=Path(".cache/evalset"), help="evaluation set (gallery photos)")
+    parser.add_argument("--during", choices=("import", "reembed"), default="import",
+                        help="what runs meanwhile: an import into another album, or a re-embed of the one searched")
     args = parser.parse_args()
 
     files = gallery_files(args.set, 100_000)
@@ -64,27 +70,32 @@ def main() -> None:
         client.search("searched", image=next(queries), top_k=1)  # warm up
         idle = measure_search(client, "searched", [next(queries) for _ in range(args.queries)], args.top_k)
 
-        archive = Path(tmp) / "imported.tar"
-        with open(archive, "wb") as out:
-            pack_images(imported, out)
+        if args.during == "import":
+            archive = Path(tmp) / "imported.tar"
+            with open(archive, "wb") as out:
+                pack_images(imported, out)
         started = time.time()
-        job = client.start_import("imported", archive=archive)
+        job = client.start_import("imported", archive=archive) if args.during == "import" else \
+            client.reembed("searched")
         during: list[float] = []
         while job["status"] not in FINISHED:
             during += measure_search(client, "searched", [next(queries)], args.top_k)
             job = client.get_import(job["id"])
-        rate = job["counts"]["added"] / ((job["finished_at_ms"] or time.time() * 1000) / 1000 - started)
+        done = job["counts"]["added"] if args.during == "import" else len(searched)
+        rate = done / ((job["finished_at_ms"] or time.time() * 1000) / 1000 - started)
         idle += measure_search(client, "searched", [next(queries) for _ in range(args.queries)], args.top_k)
 
     calm, busy = percentiles(idle), percentiles(during)
-    print(f"album searched: {len(searched)} photos; import of {len(imported)} photos into another album: "
-          f"{job['status']}, {rate:.1f} img/s")
-    print(f"search, idle:          p50 {calm['p50']:8.2f} ms  p95 {calm['p95']:8.2f} ms  ({calm['n']} searches)")
-    print(f"search, during import: p50 {busy['p50']:8.2f} ms  p95 {busy['p95']:8.2f} ms  ({busy['n']} searches)"
-          f"   during / idle p50 = {busy['p50'] / calm['p50']:.2f}")
-    print_json_line({"bench": "search_during_import", "album_images": len(searched), "imported": len(imported),
-                     "import_status": job["status"], "import_img_s": round(rate, 1), "search_idle_ms": calm,
-                     "search_during_import_ms": busy, "during_ratio": round(busy["p50"] / calm["p50"], 2)})
+    what = f"import of {len(imported)} photos into another album" if args.during == "import" else \
+        "re-embed of the album searched"
+    print(f"album searched: {len(searched)} photos; {what}: {job['status']}, {rate:.1f} img/s")
+    print(f"search, idle:           p50 {calm['p50']:8.2f} ms  p95 {calm['p95']:8.2f} ms  ({calm['n']} searches)")
+    print(f"search, during {args.during:8s} p50 {busy['p50']:8.2f} ms  p95 {busy['p95']:8.2f} ms  ({busy['n']} "
+          f"searches)   during / idle p50 = {busy['p50'] / calm['p50']:.2f}")
+    print_json_line({"bench": "search_during_import", "during": args.during, "album_images": len(searched),
+                     "imported": len(imported) if args.during == "import" else 0, "job_status": job["status"],
+                     "job_img_s": round(rate, 1), "search_idle_ms": calm, "search_during_ms": busy,
+                     "during_ratio": round(busy["p50"] / calm["p50"], 2)})
 
 
 if __name__ == "__main__":
