@@ -2,7 +2,7 @@
 same run.
 
     .venv/bin/python bench/search_during_import.py [--album 200] [--queries 30] [--during import|reembed]
-                                                   [--set .cache/evalset]
+                                                   [--parts] [--set .cache/evalset]
 
 Starts a fresh stack (real Milvus, S3, Redis, the three services) on free ports, imports the first `--album`
 gallery photos into one album, then searches it with new photos (edited copies, so that no answer comes from
@@ -12,13 +12,16 @@ the gateway's cache), one at a time:
            album runs (`imagesearch ingest` of a folder: a tar archive, the gateway's import workers), or with
            `--during reembed` a re-embed of the album searched (`imagesearch reembed`: its images embedded
            again into a new collection, which takes the album's place when done)
-The figure is the ratio of the p50s (`during_ratio`); the import's rate is printed beside it. The last line
-is a JSON object of the figures.
+The figure is the ratio of the p50s (`during_ratio`); the job's rate is printed beside it. With --parts each
+search meanwhile is measured in turn with its parts alone (`bench/e2e.py`'s `measure_search_and_parts`: the
+query's Embed, the search service's Search, the verification of the nearest images), which says where the
+time goes (`during_parts_ms`). The last line is a JSON object of the figures.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 import tempfile
 import time
@@ -28,7 +31,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import edited_copy, gallery_files, percentiles, print_json_line, running_stack
-from bench.e2e import measure_search
+from bench.e2e import SearchSamples, measure_search, measure_search_and_parts
 from services.cli import pack_images
 from services.client import GatewayClient
 
@@ -54,6 +57,7 @@ def main() -> None:
     parser.add_argument("--set", type=Path, default=Path(".cache/evalset"), help="evaluation set (gallery photos)")
     parser.add_argument("--during", choices=("import", "reembed"), default="import",
                         help="what runs meanwhile: an import into another album, or a re-embed of the one searched")
+    parser.add_argument("--parts", action="store_true", help="each search meanwhile measured in turn with its parts")
     args = parser.parse_args()
 
     files = gallery_files(args.set, 100_000)
@@ -77,25 +81,36 @@ def main() -> None:
         started = time.time()
         job = client.start_import("imported", archive=archive) if args.during == "import" else \
             client.reembed("searched")
-        during: list[float] = []
+        during = SearchSamples()
         while job["status"] not in FINISHED:
-            during += measure_search(client, "searched", [next(queries)], args.top_k)
+            if args.parts:
+                samples = asyncio.run(measure_search_and_parts(stack, client, "searched", [next(queries)], args.top_k))
+                for name in ("e2e", "embed", "search", "verify"):
+                    getattr(during, name).extend(getattr(samples, name))
+            else:
+                during.e2e += measure_search(client, "searched", [next(queries)], args.top_k)
             job = client.get_import(job["id"])
         done = job["counts"]["added"] if args.during == "import" else len(searched)
         rate = done / ((job["finished_at_ms"] or time.time() * 1000) / 1000 - started)
         idle += measure_search(client, "searched", [next(queries) for _ in range(args.queries)], args.top_k)
 
-    calm, busy = percentiles(idle), percentiles(during)
+    calm, busy = percentiles(idle), percentiles(during.e2e)
+    parts = {name: percentiles(getattr(during, name))["p50"] for name in ("embed", "search", "verify")} \
+        if args.parts else {}
     what = f"import of {len(imported)} photos into another album" if args.during == "import" else \
         "re-embed of the album searched"
     print(f"album searched: {len(searched)} photos; {what}: {job['status']}, {rate:.1f} img/s")
     print(f"search, idle:           p50 {calm['p50']:8.2f} ms  p95 {calm['p95']:8.2f} ms  ({calm['n']} searches)")
     print(f"search, during {args.during:8s} p50 {busy['p50']:8.2f} ms  p95 {busy['p95']:8.2f} ms  ({busy['n']} "
           f"searches)   during / idle p50 = {busy['p50'] / calm['p50']:.2f}")
+    if parts:
+        print(f"  its parts meanwhile, p50: Embed {parts['embed']:.2f} ms, search {parts['search']:.2f} ms, "
+              f"verification {parts['verify']:.2f} ms")
     print_json_line({"bench": "search_during_import", "during": args.during, "album_images": len(searched),
                      "imported": len(imported) if args.during == "import" else 0, "job_status": job["status"],
                      "job_img_s": round(rate, 1), "search_idle_ms": calm, "search_during_ms": busy,
-                     "during_ratio": round(busy["p50"] / calm["p50"], 2)})
+                     "during_ratio": round(busy["p50"] / calm["p50"], 2),
+                     **({"during_parts_ms": {f"{k}_p50": v for k, v in parts.items()}} if parts else {})})
 
 
 if __name__ == "__main__":
