@@ -26,27 +26,15 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import edited_copy, gallery_files, percentiles, print_json_line, running_stack
-from bench.e2e import SearchSamples, measure_search, measure_search_and_parts
+from bench.e2e import SearchSamples, measure_import, measure_search, measure_search_and_parts
 from services.cli import pack_images
 from services.client import GatewayClient
 
 FINISHED = ("done", "failed", "cancelled")
-
-
-def import_and_wait(client: GatewayClient, album: str, files: list[Path], tmp: Path) -> dict[str, Any]:
-    archive = tmp / f"{album}.tar"
-    with open(archive, "wb") as out:
-        pack_images(files, out)
-    job = client.start_import(album, archive=archive)
-    while job["status"] not in FINISHED:
-        time.sleep(0.5)
-        job = client.get_import(job["id"])
-    return job
 
 
 def main() -> None:
@@ -70,7 +58,7 @@ def main() -> None:
         client = GatewayClient(stack.http_url)
         client.create_album("searched")
         client.create_album("imported")
-        import_and_wait(client, "searched", searched, Path(tmp))
+        measure_import(client, "searched", searched)
         client.search("searched", image=next(queries), top_k=1)  # warm up
         idle = measure_search(client, "searched", [next(queries) for _ in range(args.queries)], args.top_k)
 
