@@ -104,8 +104,8 @@ class ExtractorSettings(ServiceSettings):
     batch_concurrency: int = 2
     # How much lower the priority of the threads embedding images to be stored (imports, adds, re-embeds) is
     # than the searches' (services/extractor/lanes.py; Linux' niceness, 0-19): while an import keeps the cores
-    # busy, a search's image gets them first. bench/search_during_import.py, 2 cores: query Embed p50 86 ms
-    # during an import at 0, 53 ms at 10 (29 ms idle).
+    # busy, a search's image gets them first. bench/search_during_import.py, 2 cores: search p50 during an
+    # import 146 ms at 0, 107 ms at 10 (77-84 ms idle; 2,450 ms before the lanes).
     bulk_niceness: int = Field(default=10, ge=0, le=19)
     # Local features for verifying copies (EmbedRequest.local_features): SIFT on the image brought to
     # this longer side, at most this many keypoints. bench/research/verify_experiment.py: 384 px / 500

@@ -9,9 +9,11 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from pydantic import ValidationError
 
 from services.extractor.descriptors import Purpose
 from services.extractor.lanes import Lanes, pool
+from services.extractor.settings import ExtractorSettings
 
 
 def niceness_of_a_thread(threads: ThreadPoolExecutor) -> int:
@@ -37,3 +39,10 @@ def test_images_to_be_stored_take_the_bulk_lane_and_searches_the_interactive_one
     assert lanes.of(Purpose.INDEX) is bulk
     assert lanes.of(Purpose.QUERY) is interactive
     assert lanes.of(Purpose.QUERY_VARIANTS) is interactive
+
+
+@pytest.mark.parametrize("value", ["-1", "20", "low"])
+def test_a_bulk_niceness_outside_0_to_19_is_refused_by_name(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EXTRACTOR_BULK_NICENESS", value)
+    with pytest.raises(ValidationError, match="bulk_niceness"):
+        ExtractorSettings()
