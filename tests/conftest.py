@@ -17,6 +17,8 @@ import pytest
 from services import devstack
 from services.devstack import ROOT, Ports, Stack
 
+pytest_plugins = ["tests.async_timeout"]
+
 SERVERS = ("milvus", "s3", "redis")
 SERVICES = ("extractor", "search", "gateway")
 
