@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import grpc
@@ -17,7 +16,7 @@ from services.common.metrics import start_metrics_server
 from services.extractor import detector as detector_file
 from services.extractor.detector import Detector
 from services.extractor.faces import FaceConfig, FaceModel
-from services.extractor.lanes import Lane, Lanes
+from services.extractor.lanes import FaceTurns, Lane, Lanes
 from services.extractor.model import ImageEmbedder
 from services.extractor.servicer import SERVICE_NAMES, ExtractorServicer, registrar
 from services.extractor.session import CPU_PROVIDER
@@ -35,11 +34,9 @@ class Extractor:
     port: int
     embedder: ImageEmbedder
     lanes: Lanes
-    face_pool: ThreadPoolExecutor
 
     async def close(self) -> None:
         await self.lanes.close()
-        self.face_pool.shutdown(wait=True)
 
 
 def proposal_detector(settings: ExtractorSettings) -> Detector | None:
@@ -60,19 +57,19 @@ def build(settings: ExtractorSettings, embedder: ImageEmbedder | None = None) ->
     max_wait_ms = settings.max_wait_ms
     if max_wait_ms is None:
         max_wait_ms = 0.0 if embedder.provider == CPU_PROVIDER else 5.0
-    lanes = Lanes(*(Lane.build(embedder, name, settings.decode_threads, settings.max_batch, max_wait_ms / 1000,
-                               settings.batch_concurrency, nice)
-                    for name, nice in (("interactive", 0), ("bulk", settings.bulk_niceness))))
+    interactive, bulk = (Lane.build(embedder, name, settings.decode_threads, settings.max_batch, max_wait_ms / 1000,
+                                    settings.batch_concurrency, nice)
+                         for name, nice in (("interactive", 0), ("bulk", settings.bulk_niceness)))
+    lanes = Lanes(interactive, bulk, FaceTurns())
     local = FeatureConfig(side=settings.local_features_side, max_keypoints=settings.local_features_max)
     index = FeatureConfig(side=settings.local_features_index_side, max_keypoints=settings.local_features_index_max)
     faces = FaceModel(FaceConfig(side=settings.faces_side, upsample=settings.faces_upsample,
                                  min_face=settings.faces_min_size, max_faces=settings.faces_max),
                       settings.faces_model_dir)
-    face_pool = ThreadPoolExecutor(1, thread_name_prefix="faces")
-    servicer = ExtractorServicer(embedder, lanes, local, faces, face_pool, proposal_detector(settings),
+    servicer = ExtractorServicer(embedder, lanes, local, faces, proposal_detector(settings),
                                  index_features=index)
     server, health_servicer, port = create_server(settings, "extractor", registrar(servicer), SERVICE_NAMES)
-    return Extractor(server, health_servicer, port, embedder, lanes, face_pool)
+    return Extractor(server, health_servicer, port, embedder, lanes)
 
 
 async def run(settings: ExtractorSettings) -> None:

@@ -9,16 +9,26 @@ rest (queries, their variants, recognition) the interactive one. A query's image
 the bulk work rather than behind it, and the bulk lane's threads run at a lower priority (a higher niceness:
 `ExtractorSettings.bulk_niceness`), so that the cores go to the query first; with no query about, the bulk
 lane has them all. An idle lane costs only its parked threads.
+
+Face detection is not split so: it stays one image at a time, in one thread (dlib's models run in two
+threads at once were many times slower than one after the other). Both lanes share that thread
+(`FaceTurns`), which takes a face search's image before any waiting image to be stored: a face search
+waits for at most the one image under way, instead of every image an import queued before it.
 """
 
 from __future__ import annotations
 
+import functools
+import itertools
 import logging
 import os
+import queue
 import sys
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from services.extractor.batcher import DynamicBatcher
 from services.extractor.descriptors import Purpose
@@ -28,6 +38,7 @@ log = logging.getLogger(__name__)
 
 # Items are decoded images with their purpose; results are each image's rows [R, dim] and labels.
 VectorBatcher = DynamicBatcher[EmbedJob, Embedded]
+T = TypeVar("T")
 
 
 def pool(threads: int, name: str, niceness: int = 0) -> ThreadPoolExecutor:
@@ -66,12 +77,47 @@ class Lane:
         self.decode_pool.shutdown(wait=True)
 
 
+class FaceTurns:
+    """One thread that runs jobs one at a time: the interactive lane's in the order they came, then the bulk
+    lane's. A job cancelled before its turn (its call was) is not run."""
+
+    def __init__(self, name: str = "faces") -> None:
+        self._jobs: queue.PriorityQueue[tuple[int, int, Callable[[], Any] | None, Future[Any] | None]] = \
+            queue.PriorityQueue()
+        self._order = itertools.count()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, interactive: bool, fn: Callable[..., T], *args: Any) -> Future[T]:
+        future: Future[T] = Future()
+        self._jobs.put((0 if interactive else 1, next(self._order), functools.partial(fn, *args), future))
+        return future
+
+    def _run(self) -> None:
+        while True:
+            _, _, job, future = self._jobs.get()
+            if job is None or future is None:
+                return
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(job())
+            except BaseException as exc:  # the caller's to handle, as an executor's future carries it
+                future.set_exception(exc)
+
+    def shutdown(self) -> None:
+        """Runs the jobs already submitted, then stops the thread."""
+        self._jobs.put((2, next(self._order), None, None))
+        self._thread.join()
+
+
 @dataclass(frozen=True)
 class Lanes:
-    """The interactive lane (searches) and the bulk lane (images to be stored)."""
+    """The interactive lane (searches) and the bulk lane (images to be stored), and their shared face thread."""
 
     interactive: Lane
     bulk: Lane
+    faces: FaceTurns
 
     def of(self, purpose: Purpose) -> Lane:
         """The lane an image embedded for this purpose takes."""
@@ -80,3 +126,4 @@ class Lanes:
     async def close(self) -> None:
         await self.interactive.close()
         await self.bulk.close()
+        self.faces.shutdown()

@@ -5,7 +5,8 @@ Each request's images are decoded concurrently in a thread pool; a bad image bec
 is decoded, so the model starts on a request's first images while the rest decode, and concurrent
 requests fill the same batches. Pool and batcher are those of the request's lane (`lanes.py`): images
 to be stored take the bulk lane, searches the interactive one, so that a search never queues behind
-an import. A request of purpose INDEX also gets every database row
+an import; face detection runs one image at a time, a face search's query before the images of adds
+waiting (`DescribeFacesRequest.query`). A request of purpose INDEX also gets every database row
 of each image (`EmbedResult.index_vectors`, first = the upright global vector) and its ImageNet
 labels (`EmbedResult.labels`, from the classifier head over the same feature map); one of purpose
 QUERY_VARIANTS the vectors of each image's query variants (`EmbedResult.variant_vectors`). A request asking for
@@ -21,11 +22,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from concurrent.futures import Executor
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 from imagesearch.v1 import common_pb2, extractor_pb2, extractor_pb2_grpc
+from prometheus_client import Counter
 
 from services.common.errors import InvalidArgument
 from services.common.local_features import FeatureConfig
@@ -43,6 +44,9 @@ log = logging.getLogger(__name__)
 SERVICE_NAMES = (extractor_pb2.DESCRIPTOR.services_by_name["Extractor"].full_name,)
 
 T = TypeVar("T")
+FACE_IMAGES = Counter("imagesearch_extractor_face_images", "Images whose faces were looked for, by lane.", ["lane"])
+for _lane in ("interactive", "bulk"):
+    FACE_IMAGES.labels(_lane)  # both exported from the start, at 0
 # Regions one request may ask to be proposed per image.
 MAX_PROPOSALS = 10
 
@@ -51,16 +55,15 @@ class ExtractorServicer(extractor_pb2_grpc.ExtractorServicer):
     """Serves Embed and GetModelInfo over one embedder and its two lanes (a decode pool and a batcher each)."""
 
     def __init__(self, embedder: ImageEmbedder, lanes: Lanes, local_features: FeatureConfig | None = None,
-                 faces: FaceModel | None = None, face_pool: Executor | None = None, detector: Detector | None = None,
+                 faces: FaceModel | None = None, detector: Detector | None = None,
                  *, index_features: FeatureConfig | None = None) -> None:
         self.embedder = embedder
         self.lanes = lanes
         self.local_features = local_features or FeatureConfig()
         # An indexed image's features (stored, and its keypoint rows): finer than a query's (see settings).
         self.index_features = index_features or self.local_features
+        # Face detection runs one image at a time in the lanes' face thread, a face search's first.
         self.faces = faces or FaceModel()
-        # Face detection holds the GIL in dlib: one image at a time, beside the network's own threads.
-        self.face_pool = face_pool or lanes.bulk.decode_pool
         # Proposals come from the detector when there is one (run in the decode pool beside the network),
         # else from the network's own feature map.
         self.detector = detector
@@ -111,18 +114,20 @@ class ExtractorServicer(extractor_pb2_grpc.ExtractorServicer):
     ) -> extractor_pb2.DescribeFacesResponse:
         if not request.images:
             raise InvalidArgument("DescribeFacesRequest.images is empty: send at least one image")
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self.face_pool, self.faces.load)  # FaceModelUnavailable fails the call
-        results = await asyncio.gather(*(self._faces(data) for data in request.images))
+        await self._face_turn(request.query, self.faces.load)  # FaceModelUnavailable fails the call
+        results = await asyncio.gather(*(self._faces(request.query, data) for data in request.images))
         return extractor_pb2.DescribeFacesResponse(results=results, model=self.faces.model_id, dim=FACE_DIM)
 
-    async def _faces(self, data: bytes) -> extractor_pb2.FacesResult:
+    async def _face_turn(self, query: bool, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.wrap_future(self.lanes.faces.submit(query, fn, *args))
+
+    async def _faces(self, query: bool, data: bytes) -> extractor_pb2.FacesResult:
         """One image's faces, or the reason it has none (a bad image fails alone)."""
-        loop = asyncio.get_running_loop()
         try:
-            found: FacesOfImage = await loop.run_in_executor(self.face_pool, self._find_faces, data)
+            found: FacesOfImage = await self._face_turn(query, self._find_faces, data)
         except InvalidArgument as exc:
             return extractor_pb2.FacesResult(error=common_pb2.ItemError(reason=exc.reason, message=exc.message))
+        FACE_IMAGES.labels("interactive" if query else "bulk").inc()
         faces = [extractor_pb2.Face(x=f.box[0], y=f.box[1], width=f.box[2], height=f.box[3], score=f.score,
                                     landmarks=[extractor_pb2.FacePoint(x=x, y=y) for x, y in f.landmarks],
                                     descriptor=f.descriptor.tolist()) for f in found.faces]

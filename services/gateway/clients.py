@@ -64,8 +64,9 @@ class Extractor(Protocol):
         """Every class the extractor's classifier gives indexed images, with its words."""
         ...
 
-    async def describe_faces(self, images: Sequence[bytes]) -> FaceBatch:
-        """Each image's faces; `FaceModelUnavailable` when the extractor has no face models."""
+    async def describe_faces(self, images: Sequence[bytes], query: bool = False) -> FaceBatch:
+        """Each image's faces; `FaceModelUnavailable` when the extractor has no face models. A face search's query
+        image (`query`) is described before the images of adds and imports waiting."""
         ...
 
 
@@ -183,9 +184,10 @@ class GrpcExtractor:
                         reply.source)
 
 
-    async def describe_faces(self, images: Sequence[bytes]) -> FaceBatch:
-        reply = await call(self.stub.DescribeFaces, extractor_pb2.DescribeFacesRequest(images=list(images)),
-                           timeout=self.timeout_s, unavailable=ExtractorUnavailable, peer=self.peer)
+    async def describe_faces(self, images: Sequence[bytes], query: bool = False) -> FaceBatch:
+        request = extractor_pb2.DescribeFacesRequest(images=list(images), query=query)
+        reply = await call(self.stub.DescribeFaces, request, timeout=self.timeout_s, unavailable=ExtractorUnavailable,
+                           peer=self.peer)
         if len(reply.results) != len(images):
             raise ExtractorUnavailable(f"extractor answered {len(reply.results)} results for {len(images)} images")
         return FaceBatch(model=reply.model, dim=reply.dim, results=[_image_faces(r) for r in reply.results])

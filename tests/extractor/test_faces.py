@@ -1,5 +1,6 @@
 """Faces in the extractor: dlib's detector, landmarks and descriptor on real photos of people, and the
-DescribeFaces RPC's answers for many faces, no face, a bad image and missing models.
+DescribeFaces RPC's answers for many faces, no face, a bad image and missing models, and a face search's
+image described before the images of an add waiting.
 
 The photos are the face_recognition 1.3.0 sdist's (scripts/setup.sh --dev: .cache/faces/people): three
 of one person, one of another.
@@ -8,7 +9,9 @@ of one person, one of another.
 from __future__ import annotations
 
 import io
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
@@ -22,6 +25,7 @@ from services.common.grpc_server import ERROR_REASON_KEY
 from services.devstack import ROOT
 from services.extractor.faces import FACE_DIM, FaceModel, decode_full
 from services.extractor.preprocess import PreprocessConfig
+from services.extractor.servicer import FACE_IMAGES
 from services.extractor.settings import ExtractorSettings
 from tests.extractor.test_servicer import ServerThread
 
@@ -125,6 +129,29 @@ def test_describe_faces_answers_each_image_alone(stub: extractor_pb2_grpc.Extrac
     assert none.WhichOneof("result") == "faces" and len(none.faces.faces) == 0
     assert bad.WhichOneof("result") == "error" and bad.error.reason == "invalid_image"
     assert len(two.faces.faces) == 2
+
+
+def test_a_face_search_is_not_queued_behind_images_being_stored(stub: extractor_pb2_grpc.ExtractorStub,
+                                                               people: dict[str, bytes]) -> None:
+    """An add's or import's faces take seconds (one image at a time); a face search's query sent meanwhile is
+    described next, instead of after every image queued before it."""
+    def described(lane: str) -> float:
+        return next(s.value for m in FACE_IMAGES.collect() for s in m.samples
+                    if s.name.endswith("_total") and s.labels["lane"] == lane)
+
+    stub.DescribeFaces(extractor_pb2.DescribeFacesRequest(images=[people["obama"]], query=True), timeout=60)
+    bulk = (list(people.values()) * 8)[:24]
+    before = described("bulk")
+    with ThreadPoolExecutor(1) as pool:
+        storing = pool.submit(lambda: stub.DescribeFaces(extractor_pb2.DescribeFacesRequest(images=bulk), timeout=300))
+        while described("bulk") == before and not storing.done():  # the batch is under way
+            time.sleep(0.01)
+        query = stub.DescribeFaces(extractor_pb2.DescribeFacesRequest(images=[people["obama2"]], query=True),
+                                   timeout=60)
+        described_meanwhile = described("bulk") - before
+        assert all(r.WhichOneof("result") == "faces" for r in storing.result().results)
+    assert len(query.results[0].faces.faces) == 1
+    assert described_meanwhile < len(bulk) / 2, f"the query was answered after {described_meanwhile:g} of {len(bulk)}"
 
 
 def test_describe_faces_without_images_is_an_invalid_argument(stub: extractor_pb2_grpc.ExtractorStub) -> None:

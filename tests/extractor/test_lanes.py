@@ -1,18 +1,20 @@
 """The extractor's lanes (services/extractor/lanes.py): which lane a purpose takes, and the bulk lane's lower
-priority. That a query is answered beside an import's batch is tested end to end in test_servicer.py."""
+priority; the face thread's order. That a query is answered beside an import's batch is tested end to end in
+test_servicer.py, a face search's beside an add's faces in test_faces.py."""
 
 from __future__ import annotations
 
 import os
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from pydantic import ValidationError
 
 from services.extractor.descriptors import Purpose
-from services.extractor.lanes import Lanes, pool
+from services.extractor.lanes import FaceTurns, Lanes, pool
 from services.extractor.settings import ExtractorSettings
 
 
@@ -35,7 +37,7 @@ def test_a_pools_threads_run_at_the_niceness_asked_for_and_the_rest_keep_the_pro
 
 def test_images_to_be_stored_take_the_bulk_lane_and_searches_the_interactive_one() -> None:
     interactive, bulk = object(), object()
-    lanes = Lanes(interactive, bulk)  # type: ignore[arg-type]
+    lanes = Lanes(interactive, bulk, object())  # type: ignore[arg-type]
     assert lanes.of(Purpose.INDEX) is bulk
     assert lanes.of(Purpose.QUERY) is interactive
     assert lanes.of(Purpose.QUERY_VARIANTS) is interactive
@@ -46,3 +48,38 @@ def test_a_bulk_niceness_outside_0_to_19_is_refused_by_name(value: str, monkeypa
     monkeypatch.setenv("EXTRACTOR_BULK_NICENESS", value)
     with pytest.raises(ValidationError, match="bulk_niceness"):
         ExtractorSettings()
+
+
+def test_the_face_thread_runs_one_job_at_a_time_the_interactive_ones_first() -> None:
+    turns = FaceTurns()
+    gate, ran, running = threading.Event(), [], []
+
+    def job(name: str) -> str:
+        running.append(name)
+        assert len(running) == 1, f"{running} at once"
+        if name == "first":
+            gate.wait(10)
+        ran.append(name)
+        running.remove(name)
+        return name
+
+    first = turns.submit(False, job, "first")  # under way while the rest are queued
+    while not first.running():
+        time.sleep(0.001)
+    futures = [turns.submit(interactive, job, name) for interactive, name in
+               ((False, "bulk-1"), (True, "query-1"), (False, "bulk-2"), (True, "query-2"))]
+    assert turns.submit(True, job, "cancelled").cancel()  # its call was cancelled before its turn: not run
+    gate.set()
+    assert [f.result(10) for f in futures] == ["bulk-1", "query-1", "bulk-2", "query-2"]  # none ran beside another
+    turns.shutdown()
+    assert ran == ["first", "query-1", "query-2", "bulk-1", "bulk-2"]
+
+
+def test_a_failing_face_job_fails_its_caller_alone() -> None:
+    turns = FaceTurns()
+    try:
+        with pytest.raises(ZeroDivisionError):
+            turns.submit(True, lambda: 1 / 0).result(10)
+        assert turns.submit(False, lambda: 2).result(10) == 2
+    finally:
+        turns.shutdown()

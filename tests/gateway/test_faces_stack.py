@@ -72,10 +72,23 @@ def face_search(http: httpx.Client, album: str, photo: bytes, **params: object) 
     return http.post(f"/v1/albums/{album}/faces/search", params=params, files={"file": ("q.jpg", photo, "image/jpeg")})
 
 
+def faces_described(stack: Stack) -> dict[str, float]:
+    """The extractor's count of images whose faces it looked for, by lane (its Prometheus metrics)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"http://127.0.0.1:{stack.ports.extractor_metrics}/metrics", timeout=10).text
+    return {s.labels["lane"]: s.value for family in text_string_to_metric_families(text)
+            if family.name == "imagesearch_extractor_face_images" for s in family.samples if s.name.endswith("_total")}
+
+
 def test_a_new_photo_of_a_person_finds_the_album_photos_of_that_person_only(
-        http: httpx.Client, album: Album, people: dict[str, Path]) -> None:
+        stack: Stack, http: httpx.Client, album: Album, people: dict[str, Path]) -> None:
+    before = faces_described(stack)
     answer = face_search(http, album.name, people["obama3"].read_bytes())
     assert answer.status_code == 200, answer.text
+    # The query image took the face thread's interactive turn, not the queue of images being stored.
+    after = faces_described(stack)
+    assert (after["interactive"] - before["interactive"], after["bulk"] - before["bulk"]) == (1, 0)
     body = answer.json()
     assert len(body["faces"]) == 1 and body["face"] == 0
     assert {r["name"] for r in body["results"]} == {"obama", "obama2"}
