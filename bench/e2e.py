@@ -213,12 +213,15 @@ async def measure_search_and_parts(stack: Stack, client: GatewayClient, album: s
     return samples
 
 
-def measure_search(client: GatewayClient, album: str, queries: list[bytes], top_k: int) -> list[float]:
-    """Latency (ms) of `POST /v1/albums/A/search` with each query, one at a time."""
+def measure_search(client: GatewayClient, album: str, queries: list[bytes], top_k: int,
+                   faces: bool = False) -> list[float]:
+    """Latency (ms) of `POST /v1/albums/A/search` with each query, one at a time (`faces`: of
+    `POST /v1/albums/A/faces/search`)."""
+    search = client.search_faces if faces else client.search
     samples = []
     for query in queries:
         t = time.perf_counter()
-        client.search(album, image=query, top_k=top_k)
+        search(album, image=query, top_k=top_k)
         samples.append((time.perf_counter() - t) * 1000)
     return samples
 

@@ -2,7 +2,7 @@
 same run.
 
     .venv/bin/python bench/search_during_import.py [--album 200] [--queries 30] [--during import|reembed]
-                                                   [--parts] [--set .cache/evalset]
+                                                   [--parts | --faces] [--set .cache/evalset]
 
 Starts a fresh stack (real Milvus, S3, Redis, the three services) on free ports, imports the first `--album`
 gallery photos into one album, then searches it with new photos (edited copies, so that no answer comes from
@@ -15,7 +15,10 @@ the gateway's cache), one at a time:
 The figure is the ratio of the p50s (`during_ratio`); the job's rate is printed beside it. With --parts each
 search meanwhile is measured in turn with its parts alone (`bench/e2e.py`'s `measure_search_and_parts`: the
 query's Embed, the search service's Search, the verification of the nearest images), which says where the
-time goes (`during_parts_ms`). The last line is a JSON object of the figures.
+time goes (`during_parts_ms`). With --faces both albums index faces, the album searched also holds photos of
+two people (scripts/setup.sh --dev: .cache/faces/people), and the searches are face searches with edited
+copies of a third photo of one of them: the extractor finds faces one image at a time, the job's images
+too. The last line is a JSON object of the figures.
 """
 
 from __future__ import annotations
@@ -33,8 +36,10 @@ from bench.common import edited_copy, gallery_files, percentiles, print_json_lin
 from bench.e2e import SearchSamples, measure_import, measure_search, measure_search_and_parts
 from services.cli import pack_images
 from services.client import GatewayClient
+from services.devstack import ROOT
 
 FINISHED = ("done", "failed", "cancelled")
+PEOPLE = ROOT / ".cache" / "faces" / "people"
 
 
 def main() -> None:
@@ -46,21 +51,30 @@ def main() -> None:
     parser.add_argument("--during", choices=("import", "reembed"), default="import",
                         help="what runs meanwhile: an import into another album, or a re-embed of the one searched")
     parser.add_argument("--parts", action="store_true", help="each search meanwhile measured in turn with its parts")
+    parser.add_argument("--faces", action="store_true", help="face searches, both albums indexing faces")
     args = parser.parse_args()
+    if args.parts and args.faces:
+        parser.error("--parts measures the parts of an image search, not of a face search")
 
     files = gallery_files(args.set, 100_000)
     if len(files) <= args.album:
         raise SystemExit(f"{len(files)} photos: the import needs more than the album's {args.album}")
     searched, imported = files[:args.album], files[args.album:]
     contents = [p.read_bytes() for p in searched]
+    if args.faces:
+        if not (PEOPLE / "obama3.jpg").is_file():
+            raise SystemExit(f"no photos of people in {PEOPLE}: run scripts/setup.sh --dev")
+        searched += [PEOPLE / f"{name}.jpg" for name in ("obama", "obama2", "biden")]
+        contents = [(PEOPLE / "obama3.jpg").read_bytes()]
     queries = iter(edited_copy(contents[i % len(contents)], seed=i) for i in range(1_000_000))
     with running_stack() as stack, tempfile.TemporaryDirectory(prefix="bench-during-") as tmp:
         client = GatewayClient(stack.http_url)
-        client.create_album("searched")
-        client.create_album("imported")
+        client.create_album("searched", faces=args.faces)
+        client.create_album("imported", faces=args.faces)
         measure_import(client, "searched", searched)
-        client.search("searched", image=next(queries), top_k=1)  # warm up
-        idle = measure_search(client, "searched", [next(queries) for _ in range(args.queries)], args.top_k)
+        measure_search(client, "searched", [next(queries)], 1, args.faces)  # warm up
+        idle = measure_search(client, "searched", [next(queries) for _ in range(args.queries)], args.top_k,
+                              args.faces)
 
         if args.during == "import":
             archive = Path(tmp) / "imported.tar"
@@ -76,25 +90,28 @@ def main() -> None:
                 for name in ("e2e", "embed", "search", "verify"):
                     getattr(during, name).extend(getattr(samples, name))
             else:
-                during.e2e += measure_search(client, "searched", [next(queries)], args.top_k)
+                during.e2e += measure_search(client, "searched", [next(queries)], args.top_k, args.faces)
             job = client.get_import(job["id"])
         done = job["counts"]["added"] if args.during == "import" else len(searched)
         rate = done / ((job["finished_at_ms"] or time.time() * 1000) / 1000 - started)
-        idle += measure_search(client, "searched", [next(queries) for _ in range(args.queries)], args.top_k)
+        idle += measure_search(client, "searched", [next(queries) for _ in range(args.queries)], args.top_k,
+                               args.faces)
 
     calm, busy = percentiles(idle), percentiles(during.e2e)
     parts = {name: percentiles(getattr(during, name))["p50"] for name in ("embed", "search", "verify")} \
         if args.parts else {}
     what = f"import of {len(imported)} photos into another album" if args.during == "import" else \
         "re-embed of the album searched"
+    kind = "face search" if args.faces else "search"
     print(f"album searched: {len(searched)} photos; {what}: {job['status']}, {rate:.1f} img/s")
-    print(f"search, idle:           p50 {calm['p50']:8.2f} ms  p95 {calm['p95']:8.2f} ms  ({calm['n']} searches)")
-    print(f"search, during {args.during:8s} p50 {busy['p50']:8.2f} ms  p95 {busy['p95']:8.2f} ms  ({busy['n']} "
+    print(f"{kind}, idle:           p50 {calm['p50']:8.2f} ms  p95 {calm['p95']:8.2f} ms  ({calm['n']} searches)")
+    print(f"{kind}, during {args.during:8s} p50 {busy['p50']:8.2f} ms  p95 {busy['p95']:8.2f} ms  ({busy['n']} "
           f"searches)   during / idle p50 = {busy['p50'] / calm['p50']:.2f}")
     if parts:
         print(f"  its parts meanwhile, p50: Embed {parts['embed']:.2f} ms, search {parts['search']:.2f} ms, "
               f"verification {parts['verify']:.2f} ms")
-    print_json_line({"bench": "search_during_import", "during": args.during, "album_images": len(searched),
+    print_json_line({"bench": "search_during_import", "during": args.during, "faces": args.faces,
+                     "album_images": len(searched),
                      "imported": len(imported) if args.during == "import" else 0, "job_status": job["status"],
                      "job_img_s": round(rate, 1), "search_idle_ms": calm, "search_during_ms": busy,
                      "during_ratio": round(busy["p50"] / calm["p50"], 2),
