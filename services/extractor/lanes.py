@@ -4,16 +4,18 @@ An import sends the extractor batches of images back to back (several workers, 3
 decode pool and one batcher, both first in first out, a search's query image was decoded, described and run
 only after every image queued before it: `bench/search_during_import.py` measured searches answering in
 2.5 s (p50) during an import against 72 ms before it. Each lane has its own decode pool and its own batcher
-over the same network: images to be stored (purpose INDEX: imports, adds, re-embeds) take the bulk lane, the
-rest (queries, their variants, recognition) the interactive one. A query's image then starts at once, beside
-the bulk work rather than behind it, and the bulk lane's threads run at a lower priority (a higher niceness:
-`ExtractorSettings.bulk_niceness`), so that the cores go to the query first; with no query about, the bulk
-lane has them all. An idle lane costs only its parked threads.
+over the same network: images to be stored by imports and re-embeds (purpose INDEX) take the bulk lane, those
+someone waits for the interactive one: queries, their variants, recognition, and the images of an add
+(`EmbedRequest.interactive`, which the gateway sets on every request but its import workers'). A query's
+image then starts at once, beside the bulk work rather than behind it, and the bulk lane's threads run at a
+lower priority (a higher niceness: `ExtractorSettings.bulk_niceness`), so that the cores go to the query
+first; with no query about, the bulk lane has them all. An idle lane costs only its parked threads.
 
 Face detection is not split so: it stays one image at a time, in one thread (dlib's models run in two
 threads at once were many times slower than one after the other). Both lanes share that thread
-(`FaceTurns`), which takes a face search's image before any waiting image to be stored: a face search
-waits for at most the one image under way, instead of every image an import queued before it.
+(`FaceTurns`), which takes the images someone waits for (a face search's, an add's) before any waiting
+image of an import or a re-embed: a face search waits for at most the one image under way, instead of every
+image an import queued before it.
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ def pool(threads: int, name: str, niceness: int = 0) -> ThreadPoolExecutor:
 class Lane:
     """A decode pool (decoding, local features, proposals) and a batcher into the network, with its threads."""
 
+    name: str
     decode_pool: ThreadPoolExecutor
     batch_pool: ThreadPoolExecutor
     batcher: VectorBatcher
@@ -67,7 +70,7 @@ class Lane:
     def build(cls, embedder: ImageEmbedder, name: str, decode_threads: int, max_batch: int, max_wait_s: float,
               concurrency: int, niceness: int = 0) -> Lane:
         batch_pool = pool(concurrency, f"{name}-batch", niceness)
-        return cls(pool(decode_threads, f"{name}-decode", niceness), batch_pool,
+        return cls(name, pool(decode_threads, f"{name}-decode", niceness), batch_pool,
                    DynamicBatcher(embedder.embed_and_label, max_batch, max_wait_s, batch_pool, concurrency))
 
     async def close(self) -> None:
@@ -120,7 +123,7 @@ class Lanes:
     faces: FaceTurns
 
     def of(self, purpose: Purpose) -> Lane:
-        """The lane an image embedded for this purpose takes."""
+        """The lane an image embedded for this purpose takes, unless the request says someone waits for it."""
         return self.bulk if purpose is Purpose.INDEX else self.interactive
 
     async def close(self) -> None:

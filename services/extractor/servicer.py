@@ -5,8 +5,9 @@ Each request's images are decoded concurrently in a thread pool; a bad image bec
 is decoded, so the model starts on a request's first images while the rest decode, and concurrent
 requests fill the same batches. Pool and batcher are those of the request's lane (`lanes.py`): images
 to be stored take the bulk lane, searches the interactive one, so that a search never queues behind
-an import; face detection runs one image at a time, a face search's query before the images of adds
-waiting (`DescribeFacesRequest.query`). A request of purpose INDEX also gets every database row
+an import; so do the images of an add someone waits for (`EmbedRequest.interactive`). Face detection
+runs one image at a time, those someone waits for (a face search's, an add's) before the images of
+imports and re-embeds (`DescribeFacesRequest.interactive`). A request of purpose INDEX also gets every database row
 of each image (`EmbedResult.index_vectors`, first = the upright global vector) and its ImageNet
 labels (`EmbedResult.labels`, from the classifier head over the same feature map); one of purpose
 QUERY_VARIANTS the vectors of each image's query variants (`EmbedResult.variant_vectors`). A request asking for
@@ -44,9 +45,12 @@ log = logging.getLogger(__name__)
 SERVICE_NAMES = (extractor_pb2.DESCRIPTOR.services_by_name["Extractor"].full_name,)
 
 T = TypeVar("T")
+IMAGES_REQUESTED = Counter("imagesearch_extractor_images_requested", "Images sent to Embed, by the lane they took.",
+                           ["lane"])
 FACE_IMAGES = Counter("imagesearch_extractor_face_images", "Images whose faces were looked for, by lane.", ["lane"])
-for _lane in ("interactive", "bulk"):
-    FACE_IMAGES.labels(_lane)  # both exported from the start, at 0
+for _lane in ("interactive", "bulk"):  # both lanes exported from the start, at 0
+    IMAGES_REQUESTED.labels(_lane)
+    FACE_IMAGES.labels(_lane)
 # Regions one request may ask to be proposed per image.
 MAX_PROPOSALS = 10
 
@@ -76,7 +80,8 @@ class ExtractorServicer(extractor_pb2_grpc.ExtractorServicer):
         purpose = Purpose(request.purpose)
         if not 0 <= request.proposals <= MAX_PROPOSALS:
             raise InvalidArgument(f"EmbedRequest.proposals must be 0 to {MAX_PROPOSALS}, not {request.proposals}")
-        lane = self.lanes.of(purpose)
+        lane = self.lanes.interactive if request.interactive else self.lanes.of(purpose)
+        IMAGES_REQUESTED.labels(lane.name).inc(len(request.images))
         results = await asyncio.gather(
             *(self._decode_and_embed(lane, data, purpose, request.local_features, request.proposals,
                                      request.fine_local_features)
@@ -114,20 +119,20 @@ class ExtractorServicer(extractor_pb2_grpc.ExtractorServicer):
     ) -> extractor_pb2.DescribeFacesResponse:
         if not request.images:
             raise InvalidArgument("DescribeFacesRequest.images is empty: send at least one image")
-        await self._face_turn(request.query, self.faces.load)  # FaceModelUnavailable fails the call
-        results = await asyncio.gather(*(self._faces(request.query, data) for data in request.images))
+        await self._face_turn(request.interactive, self.faces.load)  # FaceModelUnavailable fails the call
+        results = await asyncio.gather(*(self._faces(request.interactive, data) for data in request.images))
         return extractor_pb2.DescribeFacesResponse(results=results, model=self.faces.model_id, dim=FACE_DIM)
 
-    async def _face_turn(self, query: bool, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.wrap_future(self.lanes.faces.submit(query, fn, *args))
+    async def _face_turn(self, interactive: bool, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.wrap_future(self.lanes.faces.submit(interactive, fn, *args))
 
-    async def _faces(self, query: bool, data: bytes) -> extractor_pb2.FacesResult:
+    async def _faces(self, interactive: bool, data: bytes) -> extractor_pb2.FacesResult:
         """One image's faces, or the reason it has none (a bad image fails alone)."""
         try:
-            found: FacesOfImage = await self._face_turn(query, self._find_faces, data)
+            found: FacesOfImage = await self._face_turn(interactive, self._find_faces, data)
         except InvalidArgument as exc:
             return extractor_pb2.FacesResult(error=common_pb2.ItemError(reason=exc.reason, message=exc.message))
-        FACE_IMAGES.labels("interactive" if query else "bulk").inc()
+        FACE_IMAGES.labels("interactive" if interactive else "bulk").inc()
         faces = [extractor_pb2.Face(x=f.box[0], y=f.box[1], width=f.box[2], height=f.box[3], score=f.score,
                                     landmarks=[extractor_pb2.FacePoint(x=x, y=y) for x, y in f.landmarks],
                                     descriptor=f.descriptor.tolist()) for f in found.faces]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
 from collections.abc import Callable, Iterator
@@ -93,7 +94,9 @@ async def main() -> None:
 
     grpc_server, health, grpc_port = create_server(settings, "gateway", register, [SERVICE_NAME])
     await grpc_server.start()
-    workers = [asyncio.create_task(ImportWorker(deps, queue, settings.import_visibility_s,
+    # The workers' images are served after those of searches and adds, which someone waits for.
+    background = dataclasses.replace(deps, extractor=extractor.background())
+    workers = [asyncio.create_task(ImportWorker(background, queue, settings.import_visibility_s,
                                                 takeover_s=settings.import_takeover_s).serve(), name=f"import-{n}")
                for n in range(settings.import_workers)]
 

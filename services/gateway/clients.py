@@ -64,9 +64,8 @@ class Extractor(Protocol):
         """Every class the extractor's classifier gives indexed images, with its words."""
         ...
 
-    async def describe_faces(self, images: Sequence[bytes], query: bool = False) -> FaceBatch:
-        """Each image's faces; `FaceModelUnavailable` when the extractor has no face models. A face search's query
-        image (`query`) is described before the images of adds and imports waiting."""
+    async def describe_faces(self, images: Sequence[bytes]) -> FaceBatch:
+        """Each image's faces; `FaceModelUnavailable` when the extractor has no face models."""
         ...
 
 
@@ -146,14 +145,21 @@ async def check_health(channel: grpc.aio.Channel, unavailable: type[Unavailable]
 
 
 class GrpcExtractor:
-    """The extractor service over gRPC."""
+    """The extractor service over gRPC. `interactive`: someone waits for the answers (the API's requests); the
+    import workers' client says not (`background`), so that the extractor serves their images after those of
+    searches and adds (services/extractor/lanes.py)."""
 
     peer = "extractor"
 
-    def __init__(self, channel: grpc.aio.Channel, timeout_s: float) -> None:
+    def __init__(self, channel: grpc.aio.Channel, timeout_s: float, interactive: bool = True) -> None:
         self.channel = channel
         self.stub = extractor_pb2_grpc.ExtractorStub(channel)
         self.timeout_s = timeout_s
+        self.interactive = interactive
+
+    def background(self) -> GrpcExtractor:
+        """A client over the same channel for work no one waits for: imports and re-embeds."""
+        return GrpcExtractor(self.channel, self.timeout_s, interactive=False)
 
     async def health(self, timeout_s: float = 2.0) -> None:
         await check_health(self.channel, ExtractorUnavailable, self.peer, timeout_s)
@@ -169,7 +175,7 @@ class GrpcExtractor:
                     fine_local_features: bool = False) -> EmbedBatch:
         request = extractor_pb2.EmbedRequest(images=list(images), purpose=purpose.name,
                                              local_features=local_features, proposals=proposals,
-                                             fine_local_features=fine_local_features)
+                                             fine_local_features=fine_local_features, interactive=self.interactive)
         reply = await call(self.stub.Embed, request, timeout=self.timeout_s, unavailable=ExtractorUnavailable,
                            peer=self.peer)
         results = [_embedding(r) for r in reply.results]
@@ -184,8 +190,8 @@ class GrpcExtractor:
                         reply.source)
 
 
-    async def describe_faces(self, images: Sequence[bytes], query: bool = False) -> FaceBatch:
-        request = extractor_pb2.DescribeFacesRequest(images=list(images), query=query)
+    async def describe_faces(self, images: Sequence[bytes]) -> FaceBatch:
+        request = extractor_pb2.DescribeFacesRequest(images=list(images), interactive=self.interactive)
         reply = await call(self.stub.DescribeFaces, request, timeout=self.timeout_s, unavailable=ExtractorUnavailable,
                            peer=self.peer)
         if len(reply.results) != len(images):

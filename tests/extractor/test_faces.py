@@ -139,14 +139,14 @@ def test_a_face_search_is_not_queued_behind_images_being_stored(stub: extractor_
         return next(s.value for m in FACE_IMAGES.collect() for s in m.samples
                     if s.name.endswith("_total") and s.labels["lane"] == lane)
 
-    stub.DescribeFaces(extractor_pb2.DescribeFacesRequest(images=[people["obama"]], query=True), timeout=60)
+    stub.DescribeFaces(extractor_pb2.DescribeFacesRequest(images=[people["obama"]], interactive=True), timeout=60)
     bulk = (list(people.values()) * 8)[:24]
     before = described("bulk")
     with ThreadPoolExecutor(1) as pool:
         storing = pool.submit(lambda: stub.DescribeFaces(extractor_pb2.DescribeFacesRequest(images=bulk), timeout=300))
         while described("bulk") == before and not storing.done():  # the batch is under way
             time.sleep(0.01)
-        query = stub.DescribeFaces(extractor_pb2.DescribeFacesRequest(images=[people["obama2"]], query=True),
+        query = stub.DescribeFaces(extractor_pb2.DescribeFacesRequest(images=[people["obama2"]], interactive=True),
                                    timeout=60)
         described_meanwhile = described("bulk") - before
         assert all(r.WhichOneof("result") == "faces" for r in storing.result().results)

@@ -211,7 +211,8 @@ def test_sql_orders_by_face_distance_and_recognises_by_face(http: httpx.Client, 
     assert filtered.status_code == 400 and "WHERE" in filtered.json()["error"]["message"]
 
 
-def test_an_album_made_without_faces_gets_them_by_a_re_embed(http: httpx.Client, people: dict[str, Path]) -> None:
+def test_an_album_made_without_faces_gets_them_by_a_re_embed(stack: Stack, http: httpx.Client,
+                                                             people: dict[str, Path]) -> None:
     name = unique_album("later-faces")
     assert http.post("/v1/albums", json={"name": name}).status_code == 201
     chosen = [people["obama"], people["obama2"], people["biden"]]
@@ -219,9 +220,12 @@ def test_an_album_made_without_faces_gets_them_by_a_re_embed(http: httpx.Client,
                       data={"name": [p.stem for p in chosen]})
     assert added.status_code == 201
     assert face_search(http, name, people["obama3"].read_bytes()).status_code == 409
+    before = faces_described(stack)
     job = http.post(f"/v1/albums/{name}/reembed", params={"faces": "true"})
     assert job.status_code == 202, job.text
     assert wait_for_job(http, job.json()["id"])["status"] == "done"
+    after = faces_described(stack)  # the re-embed's images waited behind any face search's
+    assert (after["interactive"] - before["interactive"], after["bulk"] - before["bulk"]) == (0, 3)
     assert http.get(f"/v1/albums/{name}").json()["faces"] is True
     found = face_search(http, name, people["obama3"].read_bytes()).json()["results"]
     assert sorted(r["name"] for r in found) == ["obama", "obama2"]

@@ -64,10 +64,9 @@ async def enable(deps: Deps, album: str) -> str:
     return info.face_model
 
 
-async def describe(deps: Deps, faces: Collection, contents: Sequence[bytes], query: bool = False) -> list[ImageFaces]:
-    """Each image's faces by the album's face model (`FaceModelUnavailable` if the extractor runs none); a face
-    search's `query` image goes before the images of adds and imports."""
-    batch = await deps.extractor.describe_faces(contents, query)
+async def describe(deps: Deps, faces: Collection, contents: Sequence[bytes]) -> list[ImageFaces]:
+    """Each image's faces by the album's face model (`FaceModelUnavailable` if the extractor runs none)."""
+    batch = await deps.extractor.describe_faces(contents)
     if batch.model != faces.model:
         raise FaceModelUnavailable(f"the extractor describes faces with {batch.model!r}, album "
                                    f"{faces.name.removesuffix(FACES_SUFFIX)!r} holds faces of {faces.model!r}")
@@ -156,7 +155,7 @@ async def query_face(deps: Deps, album: str, faces: Collection, query: Query, fa
         raise InvalidArgument("the query image is empty")
     if region is not None:
         content = await asyncio.to_thread(crop, content, region)
-    found = (await describe(deps, faces, [content], query=True))[0]
+    found = (await describe(deps, faces, [content]))[0]
     if found.error is not None:
         raise item_error(found.error)
     if not found.faces:
