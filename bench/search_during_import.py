@@ -1,8 +1,9 @@
 """Search latency while an import (or a re-embed) runs, against the same searches with the system idle, in the
-same run.
+same run; or that of adds (`--adds`).
 
     .venv/bin/python bench/search_during_import.py [--album 200] [--queries 30] [--during import|reembed]
-                                                   [--parts | --faces] [--set .cache/evalset]
+                                                   [--parts | --faces] [--adds [--gap 1.0]]
+                                                   [--set .cache/evalset]
 
 Starts a fresh stack (real Milvus, S3, Redis, the three services) on free ports, imports the first `--album`
 gallery photos into one album, then searches it with new photos (edited copies, so that no answer comes from
@@ -18,7 +19,10 @@ query's Embed, the search service's Search, the verification of the nearest imag
 time goes (`during_parts_ms`). With --faces both albums index faces, the album searched also holds photos of
 two people (scripts/setup.sh --dev: .cache/faces/people), and the searches are face searches with edited
 copies of a third photo of one of them: the extractor finds faces one image at a time, the job's images
-too. The last line is a JSON object of the figures.
+too. With --adds what is timed is not a search but the add of one new photo (an edited copy) to the album
+searched, as a user adds one and waits for the answer, `--gap` seconds after the previous one's answer (0:
+back to back, as a script adds photos one by one); its keys are `add_idle_ms` and `add_during_ms`. The last
+line is a JSON object of the figures.
 """
 
 from __future__ import annotations
@@ -35,11 +39,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import edited_copy, gallery_files, percentiles, print_json_line, running_stack
 from bench.e2e import SearchSamples, measure_import, measure_search, measure_search_and_parts
 from services.cli import pack_images
-from services.client import GatewayClient
+from services.client import GatewayClient, Upload
 from services.devstack import ROOT
 
 FINISHED = ("done", "failed", "cancelled")
 PEOPLE = ROOT / ".cache" / "faces" / "people"
+
+
+def measure_adds(client: GatewayClient, album: str, photos: list[bytes], gap_s: float) -> list[float]:
+    """Latency (ms) of adding each photo alone (`POST /v1/albums/A/images`), one after the other, `gap_s`
+    seconds apart (not timed)."""
+    samples = []
+    for content in photos:
+        time.sleep(gap_s)
+        t = time.perf_counter()
+        answer = client.add_images(album, [Upload(content, f"added-{time.time_ns()}.jpg")])
+        samples.append((time.perf_counter() - t) * 1000)
+        if answer["results"][0]["status"] != "added":
+            raise RuntimeError(f"a photo to add was not added: {answer['results'][0]}")
+    return samples
 
 
 def main() -> None:
@@ -52,9 +70,11 @@ def main() -> None:
                         help="what runs meanwhile: an import into another album, or a re-embed of the one searched")
     parser.add_argument("--parts", action="store_true", help="each search meanwhile measured in turn with its parts")
     parser.add_argument("--faces", action="store_true", help="face searches, both albums indexing faces")
+    parser.add_argument("--adds", action="store_true", help="time adds of one photo instead of searches")
+    parser.add_argument("--gap", type=float, default=1.0, help="with --adds: seconds between two adds")
     args = parser.parse_args()
-    if args.parts and args.faces:
-        parser.error("--parts measures the parts of an image search, not of a face search")
+    if args.parts and (args.faces or args.adds):
+        parser.error("--parts measures the parts of an image search, not of a face search or an add")
 
     files = gallery_files(args.set, 100_000)
     if len(files) <= args.album:
@@ -72,9 +92,14 @@ def main() -> None:
         client.create_album("searched", faces=args.faces)
         client.create_album("imported", faces=args.faces)
         measure_import(client, "searched", searched)
-        measure_search(client, "searched", [next(queries)], 1, args.faces)  # warm up
-        idle = measure_search(client, "searched", [next(queries) for _ in range(args.queries)], args.top_k,
-                              args.faces)
+
+        def timed(count: int) -> list[float]:
+            photos = [next(queries) for _ in range(count)]
+            return measure_adds(client, "searched", photos, args.gap) if args.adds else \
+                measure_search(client, "searched", photos, args.top_k, args.faces)
+
+        timed(1)  # warm up
+        idle = timed(args.queries)
 
         if args.during == "import":
             archive = Path(tmp) / "imported.tar"
@@ -90,30 +115,33 @@ def main() -> None:
                 for name in ("e2e", "embed", "search", "verify"):
                     getattr(during, name).extend(getattr(samples, name))
             else:
-                during.e2e += measure_search(client, "searched", [next(queries)], args.top_k, args.faces)
+                during.e2e += timed(1)
             job = client.get_import(job["id"])
         done = job["counts"]["added"] if args.during == "import" else len(searched)
         rate = done / ((job["finished_at_ms"] or time.time() * 1000) / 1000 - started)
-        idle += measure_search(client, "searched", [next(queries) for _ in range(args.queries)], args.top_k,
-                               args.faces)
+        idle += timed(args.queries)
 
     calm, busy = percentiles(idle), percentiles(during.e2e)
     parts = {name: percentiles(getattr(during, name))["p50"] for name in ("embed", "search", "verify")} \
         if args.parts else {}
     what = f"import of {len(imported)} photos into another album" if args.during == "import" else \
         "re-embed of the album searched"
-    kind = "face search" if args.faces else "search"
+    op = "add" if args.adds else "search"
+    kind = f"{'face ' if args.faces and not args.adds else ''}{op}{' (faces)' if args.faces and args.adds else ''}"
     print(f"album searched: {len(searched)} photos; {what}: {job['status']}, {rate:.1f} img/s")
-    print(f"{kind}, idle:           p50 {calm['p50']:8.2f} ms  p95 {calm['p95']:8.2f} ms  ({calm['n']} searches)")
-    print(f"{kind}, during {args.during:8s} p50 {busy['p50']:8.2f} ms  p95 {busy['p95']:8.2f} ms  ({busy['n']} "
-          f"searches)   during / idle p50 = {busy['p50'] / calm['p50']:.2f}")
+    before, after = (percentiles(half)["p50"] for half in (idle[:args.queries], idle[args.queries:]))
+    print(f"{kind}, idle:           p50 {calm['p50']:8.2f} ms  p95 {calm['p95']:8.2f} ms  ({calm['n']})   "
+          f"p50 before {before:.2f} ms, after {after:.2f} ms")
+    print(f"{kind}, during {args.during:8s} p50 {busy['p50']:8.2f} ms  p95 {busy['p95']:8.2f} ms  ({busy['n']})"
+          f"   during / idle p50 = {busy['p50'] / calm['p50']:.2f}")
     if parts:
         print(f"  its parts meanwhile, p50: Embed {parts['embed']:.2f} ms, search {parts['search']:.2f} ms, "
               f"verification {parts['verify']:.2f} ms")
-    print_json_line({"bench": "search_during_import", "during": args.during, "faces": args.faces,
+    print_json_line({"bench": "search_during_import", "during": args.during, "faces": args.faces, "timed": op,
+                     **({"gap_s": args.gap} if args.adds else {}),
                      "album_images": len(searched),
                      "imported": len(imported) if args.during == "import" else 0, "job_status": job["status"],
-                     "job_img_s": round(rate, 1), "search_idle_ms": calm, "search_during_ms": busy,
+                     "job_img_s": round(rate, 1), f"{op}_idle_ms": calm, f"{op}_during_ms": busy,
                      "during_ratio": round(busy["p50"] / calm["p50"], 2),
                      **({"during_parts_ms": {f"{k}_p50": v for k, v in parts.items()}} if parts else {})})
 
