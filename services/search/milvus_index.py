@@ -381,7 +381,9 @@ class MilvusIndex:
     a 2.3 standalone (measured here: top-10 of 10k x 1280 ~400 ms Strong vs ~4 ms Session/Bounded).
     "Session" gives read-your-writes only for writes made through this process (pymilvus tracks their
     timestamps), which suffices when one replica serves all writes. `list_collections` counts at
-    Bounded: an overview that may lag the newest writes by a moment.
+    Bounded: an overview that may lag the newest writes by a moment. A Session read right after a write
+    waits for it to become visible (0.2-0.6 s here, a few time ticks), so a write path reads before it
+    writes, never after (`_write_items`).
 
     Loading: collections are loaded on create and, on first use (or when Milvus says a collection is
     not loaded, as after a restart), before being read; a collection counts as loaded once a Strong
@@ -765,12 +767,13 @@ class MilvusIndex:
                      replacing: bool = True) -> None:
         """Upserts the items' rows; `replacing` items that may have had more vectors before, deletes the rows
         left over (not so for items read back with all their vectors, as an update writes them)."""
+        stale = self._stale_rows(cname, album, items) if replacing else []
         rows = [row for item in items for row in _rows(item, stored)]
         per_batch = max(1, INSERT_BATCH_BYTES // (stored.info.dim * 4 + 4096))
         for batch in chunks(rows, per_batch):
             self._upsert(cname, album, batch)
-        if replacing:
-            self._delete_stale_rows(cname, album, items)
+        for expr in stale:
+            self._delete_where(cname, album, expr)
 
     # --- Milvus calls ------------------------------------------------------------------------
     def _kw(self) -> dict[str, Any]:
@@ -987,19 +990,20 @@ class MilvusIndex:
         )
         return [*found[0]] if found else []
 
-    def _delete_stale_rows(self, cname: str, album: str, items: Sequence[Item]) -> None:
-        """Deletes the rows an item stored before has beyond its vectors now. Within one album version every
-        image has the same rows (the model id names them), so there are almost never any: a look at the read
-        consistency (one row at most) comes first, and only rows it sees are deleted (a delete costs a Strong
-        read, ~200 ms, which an import would otherwise pay per batch: bench/e2e.py)."""
+    def _stale_rows(self, cname: str, album: str, items: Sequence[Item]) -> list[str]:
+        """Filters for the rows an item stored before has beyond its vectors now, to delete once the item is
+        written. Within one album version every image has the same rows (the model id names them), so there are
+        almost never any: a look at the read consistency (one row at most) comes first, and only rows it sees
+        are deleted (a delete costs a Strong read, ~200 ms, which an import would otherwise pay per batch:
+        bench/e2e.py). The look comes before the upsert, which does not touch these rows: after it, a Session
+        read waits for the upsert to be visible, Milvus's next time tick (every 200 ms), which an add of one
+        photo paid (bench/search_during_import.py --adds)."""
         by_count: dict[int, list[str]] = defaultdict(list)
         for item in items:
             by_count[len(item.vectors)].append(item.id)
-        for n, ids in by_count.items():
-            for part in chunks(ids, IDS_PER_EXPR):
-                expr = all_of(ids_expr(part), f"ordinal >= {n}")
-                if self._query(cname, album, expr, ["pk"], limit=1):
-                    self._delete_where(cname, album, expr)
+        exprs = [all_of(ids_expr(part), f"ordinal >= {n}") for n, ids in by_count.items()
+                 for part in chunks(ids, IDS_PER_EXPR)]
+        return [expr for expr in exprs if self._query(cname, album, expr, ["pk"], limit=1)]
 
     def _upsert(self, cname: str, album: str, rows: Sequence[Row]) -> None:
         self._call(album, lambda c: c.upsert(cname, [*rows], **self._kw()))
