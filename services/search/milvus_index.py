@@ -380,10 +380,10 @@ class MilvusIndex:
     the read's start, which happens on the next time tick, so a Strong read takes ~200-400 ms more on
     a 2.3 standalone (measured here: top-10 of 10k x 1280 ~400 ms Strong vs ~4 ms Session/Bounded).
     "Session" gives read-your-writes only for writes made through this process (pymilvus tracks their
-    timestamps), which suffices when one replica serves all writes. `list_collections` counts at
-    Bounded: an overview that may lag the newest writes by a moment. A Session read right after a write
-    waits for it to become visible (0.2-0.6 s here, a few time ticks), so a write path reads before it
-    writes, never after (`_write_items`).
+    timestamps), which suffices when one replica serves all writes; `list_collections` counts at it too, so
+    an album listed right after an add counts the add. A Session read right after a write waits for it to
+    become visible (0.2-0.6 s here, a few time ticks), so a write path reads before it writes, never after
+    (`_write_items`).
 
     Loading: collections are loaded on create and, on first use (or when Milvus says a collection is
     not loaded, as after a restart), before being read; a collection counts as loaded once a Strong
@@ -536,8 +536,8 @@ class MilvusIndex:
                     continue  # dropped meanwhile
 
     def list_collections(self) -> list[Collection]:
-        """Every album of this service (its current version), by name, with counts read at Bounded
-        consistency."""
+        """Every album of this service (its current version), by name, with counts read at the read
+        consistency (at Bounded, a listing right after an add may not count it yet)."""
         names = self._call("", lambda c: c.list_collections(**self._kw()))
         albums: dict[str, Collection] = {}
         for physical in sorted(n for n in names if n.startswith(self.settings.collection_prefix)):
@@ -546,8 +546,9 @@ class MilvusIndex:
                 cname = collection_name(self.settings.collection_prefix, stored.info.name)
                 if stored.version and self._alias_target(cname) != physical:
                     continue  # a version in the making, or one being replaced
-                albums[stored.info.name] = _with_count(stored.info, self._count(physical, stored.info.name,
-                                                                                "Bounded"))
+                # Counted by the name writes address (pymilvus keeps a Session's write times by name).
+                albums[stored.info.name] = _with_count(
+                    stored.info, self._count(cname, stored.info.name, self.settings.read_consistency))
             except (AlbumNotFound, InvalidArgument):
                 continue  # dropped meanwhile, or not one of ours
         return sorted(albums.values(), key=lambda a: a.name)
