@@ -1,8 +1,8 @@
 """Search latency while an import (or a re-embed) runs, against the same searches with the system idle, in the
-same run; or that of adds (`--adds`).
+same run; or that of adds or of the album list (`--timed add|list`).
 
     .venv/bin/python bench/search_during_import.py [--album 200] [--queries 30] [--during import|reembed]
-                                                   [--parts | --faces] [--adds [--gap 1.0]]
+                                                   [--parts | --faces] [--timed search|add|list [--gap 1.0]]
                                                    [--set .cache/evalset]
 
 Starts a fresh stack (real Milvus, S3, Redis, the three services) on free ports, imports the first `--album`
@@ -19,9 +19,10 @@ query's Embed, the search service's Search, the verification of the nearest imag
 time goes (`during_parts_ms`). With --faces both albums index faces, the album searched also holds photos of
 two people (scripts/setup.sh --dev: .cache/faces/people), and the searches are face searches with edited
 copies of a third photo of one of them: the extractor finds faces one image at a time, the job's images
-too. With --adds what is timed is not a search but the add of one new photo (an edited copy) to the album
-searched, as a user adds one and waits for the answer, `--gap` seconds after the previous one's answer (0:
-back to back, as a script adds photos one by one); its keys are `add_idle_ms` and `add_during_ms`. The last
+too. With `--timed add` what is timed is not a search but the add of one new photo (an edited copy) to the
+album searched, as a user adds one and waits for the answer; with `--timed list`, the album list
+(`GET /v1/albums`, every album counted); each `--gap` seconds after the previous answer (0: back to back, as a
+script adds photos one by one). The keys are then `add_idle_ms` and `add_during_ms` (or `list_...`). The last
 line is a JSON object of the figures.
 """
 
@@ -60,6 +61,17 @@ def measure_adds(client: GatewayClient, album: str, photos: list[bytes], gap_s: 
     return samples
 
 
+def measure_listings(client: GatewayClient, count: int, gap_s: float) -> list[float]:
+    """Latency (ms) of listing the albums with their counts (`GET /v1/albums`), `gap_s` seconds apart."""
+    samples = []
+    for _ in range(count):
+        time.sleep(gap_s)
+        t = time.perf_counter()
+        client.list_albums()
+        samples.append((time.perf_counter() - t) * 1000)
+    return samples
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--album", type=int, default=200, help="photos in the album searched")
@@ -70,11 +82,12 @@ def main() -> None:
                         help="what runs meanwhile: an import into another album, or a re-embed of the one searched")
     parser.add_argument("--parts", action="store_true", help="each search meanwhile measured in turn with its parts")
     parser.add_argument("--faces", action="store_true", help="face searches, both albums indexing faces")
-    parser.add_argument("--adds", action="store_true", help="time adds of one photo instead of searches")
-    parser.add_argument("--gap", type=float, default=1.0, help="with --adds: seconds between two adds")
+    parser.add_argument("--timed", choices=["search", "add", "list"], default="search",
+                        help="what is timed: a search, the add of one photo, or the album list")
+    parser.add_argument("--gap", type=float, default=1.0, help="with --timed add|list: seconds between two")
     args = parser.parse_args()
-    if args.parts and (args.faces or args.adds):
-        parser.error("--parts measures the parts of an image search, not of a face search or an add")
+    if args.parts and (args.faces or args.timed != "search"):
+        parser.error("--parts measures the parts of an image search, not of a face search, an add or a list")
 
     files = gallery_files(args.set, 100_000)
     if len(files) <= args.album:
@@ -94,9 +107,12 @@ def main() -> None:
         measure_import(client, "searched", searched)
 
         def timed(count: int) -> list[float]:
+            if args.timed == "list":
+                return measure_listings(client, count, args.gap)
             photos = [next(queries) for _ in range(count)]
-            return measure_adds(client, "searched", photos, args.gap) if args.adds else \
-                measure_search(client, "searched", photos, args.top_k, args.faces)
+            if args.timed == "add":
+                return measure_adds(client, "searched", photos, args.gap)
+            return measure_search(client, "searched", photos, args.top_k, args.faces)
 
         timed(1)  # warm up
         idle = timed(args.queries)
@@ -126,8 +142,8 @@ def main() -> None:
         if args.parts else {}
     what = f"import of {len(imported)} photos into another album" if args.during == "import" else \
         "re-embed of the album searched"
-    op = "add" if args.adds else "search"
-    kind = f"{'face ' if args.faces and not args.adds else ''}{op}{' (faces)' if args.faces and args.adds else ''}"
+    op = args.timed
+    kind = "face search" if args.faces and op == "search" else f"{op} (faces)" if args.faces else op
     print(f"album searched: {len(searched)} photos; {what}: {job['status']}, {rate:.1f} img/s")
     before, after = (percentiles(half)["p50"] for half in (idle[:args.queries], idle[args.queries:]))
     print(f"{kind}, idle:           p50 {calm['p50']:8.2f} ms  p95 {calm['p95']:8.2f} ms  ({calm['n']})   "
@@ -138,7 +154,7 @@ def main() -> None:
         print(f"  its parts meanwhile, p50: Embed {parts['embed']:.2f} ms, search {parts['search']:.2f} ms, "
               f"verification {parts['verify']:.2f} ms")
     print_json_line({"bench": "search_during_import", "during": args.during, "faces": args.faces, "timed": op,
-                     **({"gap_s": args.gap} if args.adds else {}),
+                     **({"gap_s": args.gap} if op != "search" else {}),
                      "album_images": len(searched),
                      "imported": len(imported) if args.during == "import" else 0, "job_status": job["status"],
                      "job_img_s": round(rate, 1), f"{op}_idle_ms": calm, f"{op}_during_ms": busy,
