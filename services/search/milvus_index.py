@@ -998,7 +998,7 @@ class MilvusIndex:
         are deleted (a delete costs a Strong read, ~200 ms, which an import would otherwise pay per batch:
         bench/e2e.py). The look comes before the upsert, which does not touch these rows: after it, a Session
         read waits for the upsert to be visible, Milvus's next time tick (every 200 ms), which an add of one
-        photo paid (bench/search_during_import.py --adds)."""
+        photo paid (bench/search_during_import.py --timed add)."""
         by_count: dict[int, list[str]] = defaultdict(list)
         for item in items:
             by_count[len(item.vectors)].append(item.id)

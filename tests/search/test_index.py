@@ -454,7 +454,7 @@ def test_milvus_top_10_agrees_with_the_exact_index_on_random_data(milvus_index: 
 def test_milvus_writes_an_image_after_its_reads_so_it_never_waits_for_its_own_write(
         milvus_index: MilvusIndex, monkeypatch: pytest.MonkeyPatch) -> None:
     """A Session read right after an upsert waits until Milvus makes the upsert visible, 0.2-0.6 s on its
-    time tick: an add of one photo took ~400 ms instead of ~35 (bench/search_during_import.py --adds).
+    time tick: an add of one photo took ~400 ms instead of ~35 (bench/search_during_import.py --timed add).
     So an insert reads what it needs first; only the delete of rows left over (rare) reads after it."""
     calls: list[str] = []
     for method in ("get", "query", "search", "upsert", "delete"):
