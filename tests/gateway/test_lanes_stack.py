@@ -4,10 +4,13 @@ the images of an import or a re-embed the bulk one, whose threads run at a lower
 
 from __future__ import annotations
 
+import io
+import uuid
 from pathlib import Path
 
 import httpx
 import pytest
+from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
 from services.cli import pack_images
@@ -24,6 +27,16 @@ def images_requested(stack: Stack) -> dict[str, float]:
     return {s.labels["lane"]: s.value for family in text_string_to_metric_families(text)
             if family.name == "imagesearch_extractor_images_requested" for s in family.samples
             if s.name.endswith("_total")}
+
+
+def unseen(path: Path) -> bytes:
+    """The photo with one pixel set from a fresh UUID: bytes no test sent before, which the gateway's
+    query-embedding cache (by content hash) cannot answer, so the search goes to the extractor."""
+    image = Image.open(path).convert("RGB")
+    image.putpixel((0, 0), tuple(uuid.uuid4().bytes[:3]))
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    return out.getvalue()
 
 
 def taken(before: dict[str, float], after: dict[str, float]) -> tuple[float, float]:
@@ -44,7 +57,7 @@ def test_adds_and_searches_take_the_interactive_lane_and_imports_and_re_embeds_t
     assert taken(before, after) == (2, 0)
 
     before = after
-    client.search(album, image=photos[2].read_bytes(), top_k=3)
+    client.search(album, image=unseen(photos[2]), top_k=3)
     after = images_requested(stack)
     assert taken(before, after)[0] >= 1 and taken(before, after)[1] == 0
 
