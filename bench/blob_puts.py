@@ -1,0 +1,145 @@
+"""What an import's object store writes cost per image, by how the images' local features are laid out.
+
+    .venv/bin/python bench/blob_puts.py [--images 600] [--batch 32] [--workers 4] [--rounds 3] [--set .cache/evalset]
+
+An import writes two objects per image (services.gateway.usecases.ingest._write): its bytes and its local
+features. This bench starts the stack's own S3 server (SeaweedFS) and the extractor on free ports, has the
+extractor describe the gallery photos as an import does (purpose INDEX, local features: the real bytes an
+import stores), then writes them as the gateway does (its `BlobStore`, a batch's puts at once, `--workers`
+batches at once) in three layouts, in turn each round:
+  two_objects      today's: per image one put of its bytes and one of its features (the baseline)
+  features_packed  per image one put of its bytes; per batch one put of its images' features one after the
+                   other (a design whose reads would need each image's offset)
+  one_object       per image one put of its bytes and features together (fewest requests; same bytes)
+For each: the S3 server's CPU and this process's (the client: signing, hashing, HTTP) per image, the
+images/s, and each layout's total CPU against the baseline's in the same round (the median round's
+ratio). The last line is a JSON object of the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import cpu_seconds, gallery_files, print_json_line
+from services.devstack import Ports, Stack
+from services.gateway.blobstore import BlobStore
+
+LAYOUTS = ("two_objects", "features_packed", "one_object")
+
+
+async def describe(stack: Stack, contents: list[bytes], batch: int) -> list[bytes]:
+    """Each photo's local features as an import stores them."""
+    from imagesearch.v1 import extractor_pb2, extractor_pb2_grpc
+
+    from services.common.grpc_client import open_channel
+
+    features: list[bytes] = []
+    async with open_channel(f"127.0.0.1:{stack.ports.extractor}") as channel:
+        stub = extractor_pb2_grpc.ExtractorStub(channel)
+        for i in range(0, len(contents), batch):
+            reply = await stub.Embed(extractor_pb2.EmbedRequest(images=contents[i:i + batch], local_features=True,
+                                                                purpose=extractor_pb2.EmbedRequest.INDEX))
+            features.extend(r.local_features[0] if r.local_features else b"" for r in reply.results)
+    return features
+
+
+async def write(blobs: BlobStore, layout: str, prefix: str, contents: list[bytes], features: list[bytes],
+                batch: int, workers: int) -> None:
+    """Every image written in the layout, a batch's puts at once, `workers` batches at once."""
+    batches = [range(i, min(i + batch, len(contents))) for i in range(0, len(contents), batch)]
+
+    def puts(b: int, indexes: range) -> list[Awaitable[None]]:
+        if layout == "one_object":
+            return [blobs.put(f"{prefix}/i/{i}", contents[i] + features[i], "image/jpeg") for i in indexes]
+        images = [blobs.put(f"{prefix}/i/{i}", contents[i], "image/jpeg") for i in indexes]
+        if layout == "features_packed":
+            return [*images, blobs.put(f"{prefix}/f/{b}", b"".join(features[i] for i in indexes),
+                                       "application/octet-stream")]
+        return [*images, *(blobs.put(f"{prefix}/f/{i}", features[i], "application/octet-stream") for i in indexes)]
+
+    async def worker() -> None:
+        while batches:
+            b = len(batches) - 1
+            await asyncio.gather(*puts(b, batches.pop()))
+
+    await asyncio.gather(*(worker() for _ in range(workers)))
+
+
+def measure(stack: Stack, blobs: BlobStore, layout: str, contents: list[bytes], features: list[bytes],
+            batch: int, workers: int) -> dict[str, float]:
+    """One layout's CPU (ms) per image of the S3 server and of this process, and its images/s."""
+    s3_pid = stack.processes["s3"].proc.pid  # type: ignore[union-attr]
+    s3_before, own_before, started = cpu_seconds(s3_pid), time.process_time(), time.perf_counter()
+    asyncio.run(write(blobs, layout, f"{layout}-{uuid.uuid4().hex[:8]}", contents, features, batch, workers))
+    elapsed = time.perf_counter() - started
+    s3 = (cpu_seconds(s3_pid) - s3_before) * 1000 / len(contents)
+    client = (time.process_time() - own_before) * 1000 / len(contents)
+    return {"s3_cpu_ms": s3, "client_cpu_ms": client, "total_cpu_ms": s3 + client, "img_s": len(contents) / elapsed}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=600)
+    parser.add_argument("--batch", type=int, default=32, help="images per batch (an import's batch)")
+    parser.add_argument("--workers", type=int, default=4, help="batches written at once (an import's workers)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--set", type=Path, default=Path(".cache/evalset"), help="evaluation set (gallery photos)")
+    args = parser.parse_args()
+
+    contents = [p.read_bytes() for p in gallery_files(args.set, args.images)]
+    rounds: list[dict[str, dict[str, float]]] = []
+    with tempfile.TemporaryDirectory(prefix="imagesearch-bench-") as tmp:
+        stack = Stack(Path(tmp), Ports.free())
+        try:
+            stack.start(("s3", "extractor"))
+            features = asyncio.run(describe(stack, contents, args.batch))
+            env = stack.env()
+            blobs = BlobStore.connect(env["GATEWAY_S3_ENDPOINT"], env["GATEWAY_S3_ACCESS_KEY"],
+                                      env["GATEWAY_S3_SECRET_KEY"], "bench-blob-puts")
+            asyncio.run(blobs.ensure_bucket())
+            measure(stack, blobs, "two_objects", contents[:64], features[:64], args.batch, args.workers)  # warm up
+            for number in range(args.rounds):
+                order = LAYOUTS[number % len(LAYOUTS):] + LAYOUTS[:number % len(LAYOUTS)]
+                figures = {layout: measure(stack, blobs, layout, contents, features, args.batch, args.workers)
+                           for layout in order}
+                rounds.append(figures)
+                base = figures["two_objects"]["total_cpu_ms"]
+                print(f"round {number + 1}: " + ", ".join(
+                    f"{layout} S3 {f['s3_cpu_ms']:.2f} + client {f['client_cpu_ms']:.2f} ms an image "
+                    f"({f['total_cpu_ms'] / base:.2f}x), {f['img_s']:.0f} img/s" for layout, f in figures.items()))
+        finally:
+            stack.stop()
+
+    def ratio(r: dict[str, dict[str, float]], layout: str) -> float:
+        return r[layout]["total_cpu_ms"] / r["two_objects"]["total_cpu_ms"]
+
+    middle = sorted(rounds, key=lambda r: ratio(r, "features_packed"))[len(rounds) // 2]
+    sizes = sorted(len(f) for f in features)
+    print(f"{len(contents)} photos, their features {statistics.median(sizes) / 1000:.1f} KB at the median; "
+          f"the median round (by features_packed's ratio):")
+    for layout in LAYOUTS:
+        f = middle[layout]
+        print(f"  {layout:16} S3 server {f['s3_cpu_ms']:5.2f} ms + client {f['client_cpu_ms']:5.2f} ms of CPU an "
+              f"image = {f['total_cpu_ms']:5.2f} ({ratio(middle, layout):.2f}x two_objects), {f['img_s']:.0f} img/s")
+    print_json_line({
+        "bench": "blob_puts", "images": len(contents), "batch": args.batch, "workers": args.workers,
+        "features_kb_p50": round(statistics.median(sizes) / 1000, 1),
+        **{layout: {k: round(v, 2) for k, v in middle[layout].items()} for layout in LAYOUTS},
+        "ratio_features_packed": round(ratio(middle, "features_packed"), 2),
+        "ratio_one_object": round(ratio(middle, "one_object"), 2),
+        "rounds": [{layout: round(r[layout]["total_cpu_ms"], 2) for layout in LAYOUTS} for r in rounds],
+    })
+
+
+if __name__ == "__main__":
+    main()
