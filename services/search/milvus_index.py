@@ -404,6 +404,9 @@ class MilvusIndex:
         self._retry_at = 0.0
         self._albums: dict[str, Stored] = {}
         self._loaded: set[str] = set()
+        # Collections whose log a Strong read found replayed (`_check_caught_up`), not addressed by their own name
+        # since: an alias of one needs no check of its own (`_alias_checked`).
+        self._caught_up: set[str] = set()
         self._creating: set[str] = set()
         # Collections made through this connection (loaded once asked for, with no log to catch up on).
         self._fresh: set[str] = set()
@@ -546,6 +549,7 @@ class MilvusIndex:
                 cname = collection_name(self.settings.collection_prefix, stored.info.name)
                 if stored.version and self._alias_target(cname) != physical:
                     continue  # a version in the making, or one being replaced
+                self._albums[cname] = stored
                 # Counted by the name writes address (pymilvus keeps a Session's write times by name).
                 albums[stored.info.name] = _with_count(
                     stored.info, self._count(cname, stored.info.name, self.settings.read_consistency))
@@ -829,6 +833,7 @@ class MilvusIndex:
         with self._lock:
             client, self._client = self._client, None
             self._loaded.clear()
+            self._caught_up.clear()
             self._fresh.clear()
         if client is not None:
             try:
@@ -861,24 +866,25 @@ class MilvusIndex:
     def _ensure_loaded(self, client: MilvusClient, cname: str) -> None:
         if cname in self._loaded:
             return
-        if self._names_loaded(client, cname):
+        if self._alias_checked(cname):
             self._loaded.add(cname)
             return
         self._load(client, cname)
         if cname not in self._fresh:  # one made through this connection has no log to replay
             self._check_caught_up(client, cname)
+            self._caught_up.add(cname)
         self._loaded.add(cname)
 
-    def _names_loaded(self, client: MilvusClient, cname: str) -> bool:
-        """Whether `cname` is the alias of a collection checked already (`ping` checks each version's
-        collection by its own name, reads address an album by its alias): then it is loaded and caught up
-        too, and no second Strong read (~200 ms each) is made for it. Without this the first album listing
-        after a restart made one per album (5.8 s in CI), and the first search of each album one more."""
-        try:
-            target = str(client.describe_alias(cname, **self._kw())["collection_name"])
-        except MilvusException:
-            return False  # not an alias (a version's or a legacy album's collection), or Milvus is down
-        return target in self._loaded
+    def _alias_checked(self, cname: str) -> bool:
+        """Whether `cname` is an album's alias whose version's collection a Strong read found caught up, and
+        which nothing wrote to by its own name since: `ping` checks each version's collection by its own name,
+        reads address the album by its alias, the same collection (by the album as last described: `_album`,
+        `list_collections`). Without this the first album listing after a restart made one more Strong read
+        (~200 ms) per album (5.8 s in CI), and the first search of each album one more. A version written by
+        its own name (a re-embed's) is checked again through the alias once it is the album's: a Session read
+        by the alias would not wait for those writes (pymilvus keeps their times under the version's name)."""
+        stored = self._albums.get(cname)
+        return stored is not None and stored.version > 0 and version_name(cname, stored.version) in self._caught_up
 
     def _load(self, client: MilvusClient, cname: str) -> None:
         """Returns once Milvus has the collection loaded, asking it to load it where it is not loading."""
@@ -940,6 +946,7 @@ class MilvusIndex:
         cname = collection_name(self.settings.collection_prefix, name)
         if version:
             cname = version_name(cname, version)
+            self._caught_up.discard(cname)  # addressed by its own name: maybe written so (`_alias_checked`)
         stored = self._albums.get(cname) or self._describe(cname, name)
         if version and (stored.version != version or stored.info.name != name):
             raise AlbumNotFound(f"album {name!r} has no version {version}")
@@ -956,6 +963,7 @@ class MilvusIndex:
     def _forget(self, cname: str) -> None:
         self._albums.pop(cname, None)
         self._loaded.discard(cname)
+        self._caught_up.discard(cname)
         self._fresh.discard(cname)
 
     def _count(self, cname: str, album: str, consistency: str, expr: str = "") -> int:
