@@ -451,20 +451,27 @@ def test_milvus_top_10_agrees_with_the_exact_index_on_random_data(milvus_index: 
         milvus_index.drop_collection(name)
 
 
+def record_milvus_calls(monkeypatch: pytest.MonkeyPatch, *methods: str) -> list[tuple[str, str]]:
+    """From now on, each call an index makes to these pymilvus `MilvusClient` methods: (method, the consistency
+    level it asks for, or "None")."""
+    calls: list[tuple[str, str]] = []
+    for method in methods:
+        original = getattr(MilvusClient, method)
+
+        def recorded(self: MilvusClient, *args: Any, _original: Any = original, _method: str = method,
+                     **kwargs: Any) -> Any:
+            calls.append((_method, str(kwargs.get("consistency_level"))))
+            return _original(self, *args, **kwargs)
+        monkeypatch.setattr(MilvusClient, method, recorded)
+    return calls
+
+
 def test_milvus_writes_an_image_after_its_reads_so_it_never_waits_for_its_own_write(
         milvus_index: MilvusIndex, monkeypatch: pytest.MonkeyPatch) -> None:
     """A Session read right after an upsert waits until Milvus makes the upsert visible, 0.2-0.6 s on its
     time tick: an add of one photo took ~400 ms instead of ~35 (bench/search_during_import.py --timed add).
     So an insert reads what it needs first; only the delete of rows left over (rare) reads after it."""
-    calls: list[str] = []
-    for method in ("get", "query", "search", "upsert", "delete"):
-        original = getattr(MilvusClient, method)
-
-        def recorded(self: MilvusClient, *args: Any, _original: Any = original, _method: str = method,
-                     **kwargs: Any) -> Any:
-            calls.append(_method)
-            return _original(self, *args, **kwargs)
-        monkeypatch.setattr(MilvusClient, method, recorded)
+    calls = record_milvus_calls(monkeypatch, "get", "query", "search", "upsert", "delete")
     name = f"album-{uuid.uuid4().hex[:8]}"
     milvus_index.create_collection(name, DIM, "test-model")
     try:
@@ -473,10 +480,12 @@ def test_milvus_writes_an_image_after_its_reads_so_it_never_waits_for_its_own_wr
         for item in (Item(id="new", vectors=(vectors[1],)), Item(id="img0", vectors=(vectors[2], vectors[3]))):
             calls.clear()
             milvus_index.insert(name, [item])
-            assert "upsert" in calls and calls[-1] == "upsert", calls
+            methods = [method for method, _ in calls]
+            assert "upsert" in methods and methods[-1] == "upsert", methods
         calls.clear()
         milvus_index.insert(name, [Item(id="img0", vectors=(vectors[0],))])  # one row fewer: one to delete
-        assert calls[-3:] == ["upsert", "delete", "query"], calls  # the delete's Strong read (_delete_where)
+        methods = [method for method, _ in calls]
+        assert methods[-3:] == ["upsert", "delete", "query"], methods  # the delete's Strong read (_delete_where)
         assert len(milvus_index.get(name, ["img0"], with_vectors=True)[0].vectors) == 1
     finally:
         milvus_index.drop_collection(name)
@@ -492,23 +501,18 @@ def test_milvus_reads_after_a_restart_check_each_collection_once(milvus_index: M
     milvus_index.create_collection(name, DIM, "test-model")
     vectors = unit(np.random.default_rng(15), 3)
     milvus_index.insert(name, items_from(vectors))
-    levels: list[str] = []
-    original = MilvusClient.query
-
-    def recorded(self: MilvusClient, *args: Any, **kwargs: Any) -> Any:
-        levels.append(str(kwargs.get("consistency_level")))
-        return original(self, *args, **kwargs)
-    monkeypatch.setattr(MilvusClient, "query", recorded)
+    calls = record_milvus_calls(monkeypatch, "query")
     try:
         for listed_first in (True, False):
             restarted = MilvusIndex(milvus_index.settings)
             try:
                 restarted.ping()
-                levels.clear()
+                calls.clear()
                 if listed_first:
                     assert {a.name: a.count for a in restarted.list_collections()} == {name: 3}
                 assert restarted.search(name, vectors[0], 1)[0].id == "img0"
                 assert restarted.get_collection(name).count == 3
+                levels = [level for _, level in calls]
                 assert "Strong" not in levels, (listed_first, levels)
             finally:
                 restarted.close()
