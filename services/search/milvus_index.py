@@ -847,7 +847,8 @@ class MilvusIndex:
 
         The collection is new and empty, so nothing waits: its indexes are built as soon as asked for and
         loading finds them (pymilvus's wait would sleep 0.5 s before its first look), and the load, ~2 s of
-        Milvus 2.3's query coordinator ticks even for an empty collection, goes on while the caller does
+        Milvus 2.3's query coordinator ticks even for an empty collection (~3 s at its default
+        checkChannelInterval; the stack's is shorter: services.devstack), goes on while the caller does
         (an album's companion collection loads alongside); the first read of it waits (`_ensure_loaded`)."""
         params = client.prepare_index_params()
         for column in info.schema.columns:
