@@ -1,0 +1,104 @@
+"""How soon a new album answers its first read, and what the setting that hastens it costs at idle.
+
+    .venv/bin/python bench/album_ready.py [--albums 10] [--idle-albums 30] [--idle-s 15]
+
+Milvus loads a new collection (an album's first version, a re-embed's next one) by ticks of its query
+coordinator: until the load is done, the album's first read (an import's first claims, a search) waits.
+This bench starts a Milvus of the local stack twice, one after the other: once with
+`queryCoord.checkChannelInterval` at Milvus' own default, 1000 ms (the baseline), and once at the stack's
+(services.devstack.MILVUS_CHECK_CHANNEL_MS). With each, through the search service's own `MilvusIndex`:
+  ready   seconds from the start of `create_collection` (create, index, load asked for) to the answer of
+          the album's first read (a `get` of one id, which waits for the load), `--albums` albums one
+          after the other (p50, max)
+  idle    Milvus' CPU, % of one core, while nothing runs, with `--idle-albums` albums loaded: what the
+          shorter interval costs
+The last line is a JSON object of the figures: `ready_s` and `idle_cpu_pct` for the stack's setting,
+`baseline_ready_s` and `baseline_idle_cpu_pct` for the default, `ready_ratio` (p50 against p50).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import cpu_seconds, print_json_line
+from services.devstack import MILVUS_CHECK_CHANNEL_MS, Ports, Stack
+from services.search.milvus_index import MilvusIndex
+from services.search.settings import SearchSettings
+
+MILVUS_DEFAULT_MS = 1000
+DIM = 512
+
+
+@contextmanager
+def running_milvus(check_channel_ms: int) -> Iterator[tuple[str, int]]:
+    """The stack's Milvus alone on free ports, with this check interval: its URI and process id."""
+    with tempfile.TemporaryDirectory(prefix="imagesearch-ready-") as tmp:
+        stack = Stack(Path(tmp), Ports.free(), milvus_check_channel_ms=check_channel_ms)
+        try:
+            stack.start(("milvus",))
+            proc = stack.processes["milvus"].proc
+            assert proc is not None
+            yield f"http://127.0.0.1:{stack.ports.milvus}", proc.pid
+        finally:
+            stack.stop()
+
+
+def measure(check_channel_ms: int, albums: int, idle_albums: int, idle_s: float) -> tuple[list[float], float]:
+    """Seconds to each new album's first answer, and Milvus' idle CPU (% of a core) with `idle_albums` albums."""
+    with running_milvus(check_channel_ms) as (uri, pid):
+        index = MilvusIndex(SearchSettings(milvus_uri=uri))
+        try:
+            ready = []
+            for number in range(max(albums, idle_albums)):
+                started = time.perf_counter()
+                index.create_collection(f"album_{number}", DIM, "bench")
+                index.get(f"album_{number}", ["nothing"])
+                if number < albums:
+                    ready.append(time.perf_counter() - started)
+            time.sleep(3)  # the last loads' aftermath
+            before = cpu_seconds(pid)
+            time.sleep(idle_s)
+            idle = (cpu_seconds(pid) - before) / idle_s * 100
+        finally:
+            index.close()
+    return ready, idle
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--albums", type=int, default=10, help="albums whose first answer is timed")
+    parser.add_argument("--idle-albums", type=int, default=30, help="albums loaded while idle CPU is measured")
+    parser.add_argument("--idle-s", type=float, default=15.0)
+    args = parser.parse_args()
+    logging.getLogger("pymilvus").setLevel(logging.CRITICAL)  # an ERROR for each alias a new album looks for
+
+    figures = {}
+    for label, interval in (("baseline", MILVUS_DEFAULT_MS), ("stack", MILVUS_CHECK_CHANNEL_MS)):
+        ready, idle = measure(interval, args.albums, args.idle_albums, args.idle_s)
+        figures[label] = {"p50": round(statistics.median(ready), 2), "max": round(max(ready), 2)}, round(idle, 1)
+        print(f"checkChannelInterval {interval} ms: a new album answers after p50 {figures[label][0]['p50']} s "
+              f"(max {figures[label][0]['max']} s); Milvus idle with {args.idle_albums} albums: "
+              f"{figures[label][1]} % of a core")
+    (ready_s, idle_pct), (base_s, base_idle) = figures["stack"], figures["baseline"]
+    ratio = round(ready_s["p50"] / base_s["p50"], 2)
+    print(f"ready: {ready_s['p50']} s against {base_s['p50']} s ({ratio}x); "
+          f"idle CPU {idle_pct} % against {base_idle} %")
+    print_json_line({
+        "bench": "album_ready", "check_channel_ms": MILVUS_CHECK_CHANNEL_MS, "albums": args.albums,
+        "idle_albums": args.idle_albums, "ready_s": ready_s, "baseline_ready_s": base_s, "ready_ratio": ratio,
+        "idle_cpu_pct": idle_pct, "baseline_idle_cpu_pct": base_idle,
+    })
+
+
+if __name__ == "__main__":
+    main()
