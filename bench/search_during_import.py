@@ -1,7 +1,7 @@
 """Search latency while an import (or a re-embed) runs, against the same searches with the system idle, in the
 same run; or that of adds or of the album list (`--timed add|list`).
 
-    .venv/bin/python bench/search_during_import.py [--album 200] [--queries 30] [--during import|reembed]
+    .venv/bin/python bench/search_during_import.py [--album 200] [--queries 30] [--during import|reembed|add]
                                                    [--parts | --faces] [--timed search|add|list [--gap 1.0]]
                                                    [--set .cache/evalset]
 
@@ -12,7 +12,9 @@ the gateway's cache), one at a time:
   during   searches one after another for as long as an import of the rest of the gallery into a second
            album runs (`imagesearch ingest` of a folder: a tar archive, the gateway's import workers), or with
            `--during reembed` a re-embed of the album searched (`imagesearch reembed`: its images embedded
-           again into a new collection, which takes the album's place when done)
+           again into a new collection, which takes the album's place when done), or with `--during add`
+           adds of the rest of the gallery into the second album by HTTP requests of `--add-batch` images
+           (256, the most a request may hold), one after the other, as a script or the web page adds a folder
 The figure is the ratio of the p50s (`during_ratio`); the job's rate is printed beside it. With --parts each
 search meanwhile is measured in turn with its parts alone (`bench/e2e.py`'s `measure_search_and_parts`: the
 query's Embed, the search service's Search, the verification of the nearest images), which says where the
@@ -32,8 +34,10 @@ import argparse
 import asyncio
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -42,6 +46,7 @@ from bench.e2e import SearchSamples, measure_import, measure_search, measure_sea
 from services.cli import pack_images
 from services.client import GatewayClient, Upload
 from services.devstack import ROOT
+from services.gateway.settings import GatewaySettings
 
 FINISHED = ("done", "failed", "cancelled")
 PEOPLE = ROOT / ".cache" / "faces" / "people"
@@ -61,6 +66,33 @@ def measure_adds(client: GatewayClient, album: str, photos: list[bytes], gap_s: 
     return samples
 
 
+class BackgroundAdds(threading.Thread):
+    """Adds the photos to an album by HTTP requests of `batch` images each, one after the other; a job-like
+    status for the loop that searches meanwhile."""
+
+    def __init__(self, client: GatewayClient, album: str, files: list[Path], batch: int) -> None:
+        super().__init__(daemon=True)
+        self.client, self.album, self.files, self.batch = client, album, files, batch
+        self.added = 0
+        self.finished_at_ms: float | None = None
+        self.error = ""
+
+    def run(self) -> None:
+        try:
+            for start in range(0, len(self.files), self.batch):
+                answer = self.client.add_images(self.album, [Upload.from_path(p)
+                                                             for p in self.files[start:start + self.batch]])
+                self.added += sum(r["status"] == "added" for r in answer["results"])
+        except Exception as exc:  # reported as the job's status
+            self.error = f"{type(exc).__name__}: {exc}"
+        self.finished_at_ms = time.time() * 1000
+
+    def status(self) -> dict[str, Any]:
+        state = "running" if self.finished_at_ms is None else "failed" if self.error else "done"
+        return {"status": state, "counts": {"added": self.added}, "finished_at_ms": self.finished_at_ms,
+                "error": self.error}
+
+
 def measure_listings(client: GatewayClient, count: int, gap_s: float) -> list[float]:
     """Latency (ms) of listing the albums with their counts (`GET /v1/albums`), `gap_s` seconds apart."""
     samples = []
@@ -78,7 +110,9 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=30, help="idle searches before the import, and after it")
     parser.add_argument("--top-k", type=int, default=10)
     parser.add_argument("--set", type=Path, default=Path(".cache/evalset"), help="evaluation set (gallery photos)")
-    parser.add_argument("--during", choices=("import", "reembed"), default="import",
+    parser.add_argument("--add-batch", type=int, default=GatewaySettings().max_images_per_request,
+                        help="with --during add: images per add request")
+    parser.add_argument("--during", choices=("import", "reembed", "add"), default="import",
                         help="what runs meanwhile: an import into another album, or a re-embed of the one searched")
     parser.add_argument("--parts", action="store_true", help="each search meanwhile measured in turn with its parts")
     parser.add_argument("--faces", action="store_true", help="face searches, both albums indexing faces")
@@ -122,8 +156,13 @@ def main() -> None:
             with open(archive, "wb") as out:
                 pack_images(imported, out)
         started = time.time()
-        job = client.start_import("imported", archive=archive) if args.during == "import" else \
-            client.reembed("searched")
+        adds = BackgroundAdds(GatewayClient(stack.http_url), "imported", imported, args.add_batch)
+        if args.during == "add":
+            adds.start()
+            job = adds.status()
+        else:
+            job = client.start_import("imported", archive=archive) if args.during == "import" else \
+                client.reembed("searched")
         during = SearchSamples()
         while job["status"] not in FINISHED:
             if args.parts:
@@ -132,16 +171,19 @@ def main() -> None:
                     getattr(during, name).extend(getattr(samples, name))
             else:
                 during.e2e += timed(1)
-            job = client.get_import(job["id"])
-        done = job["counts"]["added"] if args.during == "import" else len(searched)
+            job = adds.status() if args.during == "add" else client.get_import(job["id"])
+        if job.get("error"):
+            print(f"  the adds stopped: {job['error']}", file=sys.stderr)
+        done = job["counts"]["added"] if args.during in ("import", "add") else len(searched)
         rate = done / ((job["finished_at_ms"] or time.time() * 1000) / 1000 - started)
         idle += timed(args.queries)
 
     calm, busy = percentiles(idle), percentiles(during.e2e)
     parts = {name: percentiles(getattr(during, name))["p50"] for name in ("embed", "search", "verify")} \
         if args.parts else {}
-    what = f"import of {len(imported)} photos into another album" if args.during == "import" else \
-        "re-embed of the album searched"
+    what = {"import": f"import of {len(imported)} photos into another album",
+            "add": f"adds of {len(imported)} photos into another album, {args.add_batch} a request",
+            "reembed": "re-embed of the album searched"}[args.during]
     op = args.timed
     kind = "face search" if args.faces and op == "search" else f"{op} (faces)" if args.faces else op
     print(f"album searched: {len(searched)} photos; {what}: {job['status']}, {rate:.1f} img/s")
@@ -156,7 +198,8 @@ def main() -> None:
     print_json_line({"bench": "search_during_import", "during": args.during, "faces": args.faces, "timed": op,
                      **({"gap_s": args.gap} if op != "search" else {}),
                      "album_images": len(searched),
-                     "imported": len(imported) if args.during == "import" else 0, "job_status": job["status"],
+                     "imported": len(imported) if args.during in ("import", "add") else 0,
+                     **({"add_batch": args.add_batch} if args.during == "add" else {}), "job_status": job["status"],
                      "job_img_s": round(rate, 1), f"{op}_idle_ms": calm, f"{op}_during_ms": busy,
                      "during_ratio": round(busy["p50"] / calm["p50"], 2),
                      **({"during_parts_ms": {f"{k}_p50": v for k, v in parts.items()}} if parts else {})})
