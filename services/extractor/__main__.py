@@ -57,10 +57,11 @@ def build(settings: ExtractorSettings, embedder: ImageEmbedder | None = None) ->
     max_wait_ms = settings.max_wait_ms
     if max_wait_ms is None:
         max_wait_ms = 0.0 if embedder.provider == CPU_PROVIDER else 5.0
-    interactive, bulk = (Lane.build(embedder, name, settings.decode_threads, settings.max_batch, max_wait_ms / 1000,
-                                    settings.batch_concurrency, nice)
-                         for name, nice in (("interactive", 0), ("bulk", settings.bulk_niceness)))
-    lanes = Lanes(interactive, bulk, FaceTurns())
+    interactive, adds, bulk = (
+        Lane.build(embedder, name, settings.decode_threads, settings.max_batch, max_wait_ms / 1000,
+                   settings.batch_concurrency, nice)
+        for name, nice in (("interactive", 0), ("adds", settings.adds_niceness), ("bulk", settings.bulk_niceness)))
+    lanes = Lanes(interactive, adds, bulk, FaceTurns())
     local = FeatureConfig(side=settings.local_features_side, max_keypoints=settings.local_features_max)
     index = FeatureConfig(side=settings.local_features_index_side, max_keypoints=settings.local_features_index_max)
     faces = FaceModel(FaceConfig(side=settings.faces_side, upsample=settings.faces_upsample,

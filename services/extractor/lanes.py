@@ -1,4 +1,4 @@
-"""Two lanes through the extractor, so that a search never waits behind an import.
+"""Three lanes through the extractor, so that a search never waits behind an import or an add.
 
 An import sends the extractor batches of images back to back (several workers, 32 images each). With one
 decode pool and one batcher, both first in first out, a search's query image was decoded, described and run
@@ -10,6 +10,12 @@ someone waits for the interactive one: queries, their variants, recognition, and
 image then starts at once, beside the bulk work rather than behind it, and the bulk lane's threads run at a
 lower priority (a higher niceness: `ExtractorSettings.bulk_niceness`), so that the cores go to the query
 first; with no query about, the bulk lane has them all. An idle lane costs only its parked threads.
+
+The images of an add (someone waits, but they are to be stored: purpose INDEX with `interactive`) take a
+third lane, `adds`, between the two: an add of up to 256 images (the web page's, a script's) in the
+interactive lane held every search made meanwhile behind all of them, seconds
+(`bench/search_during_import.py --during add`). Its threads run at a niceness between the others'
+(`ExtractorSettings.adds_niceness`): a search gets the cores before an add, an add before an import.
 
 Face detection is not split so: it stays one image at a time, in one thread (dlib's models run in two
 threads at once were many times slower than one after the other). Both lanes share that thread
@@ -116,17 +122,22 @@ class FaceTurns:
 
 @dataclass(frozen=True)
 class Lanes:
-    """The interactive lane (searches) and the bulk lane (images to be stored), and their shared face thread."""
+    """The interactive lane (searches), the adds lane (images to be stored that someone waits for) and the bulk
+    lane (images imports and re-embeds store), and their shared face thread."""
 
     interactive: Lane
+    adds: Lane
     bulk: Lane
     faces: FaceTurns
 
-    def of(self, purpose: Purpose) -> Lane:
-        """The lane an image embedded for this purpose takes, unless the request says someone waits for it."""
-        return self.bulk if purpose is Purpose.INDEX else self.interactive
+    def of(self, purpose: Purpose, interactive: bool = False) -> Lane:
+        """The lane an image embedded for this purpose takes; `interactive`: the request says someone waits."""
+        if purpose is Purpose.INDEX:
+            return self.adds if interactive else self.bulk
+        return self.interactive
 
     async def close(self) -> None:
         await self.interactive.close()
+        await self.adds.close()
         await self.bulk.close()
         self.faces.shutdown()

@@ -48,8 +48,9 @@ T = TypeVar("T")
 IMAGES_REQUESTED = Counter("imagesearch_extractor_images_requested", "Images sent to Embed, by the lane they took.",
                            ["lane"])
 FACE_IMAGES = Counter("imagesearch_extractor_face_images", "Images whose faces were looked for, by lane.", ["lane"])
-for _lane in ("interactive", "bulk"):  # both lanes exported from the start, at 0
+for _lane in ("interactive", "adds", "bulk"):  # every lane exported from the start, at 0
     IMAGES_REQUESTED.labels(_lane)
+for _lane in ("interactive", "bulk"):
     FACE_IMAGES.labels(_lane)
 # Regions one request may ask to be proposed per image.
 MAX_PROPOSALS = 10
@@ -80,7 +81,7 @@ class ExtractorServicer(extractor_pb2_grpc.ExtractorServicer):
         purpose = Purpose(request.purpose)
         if not 0 <= request.proposals <= MAX_PROPOSALS:
             raise InvalidArgument(f"EmbedRequest.proposals must be 0 to {MAX_PROPOSALS}, not {request.proposals}")
-        lane = self.lanes.interactive if request.interactive else self.lanes.of(purpose)
+        lane = self.lanes.of(purpose, request.interactive)
         IMAGES_REQUESTED.labels(lane.name).inc(len(request.images))
         results = await asyncio.gather(
             *(self._decode_and_embed(lane, data, purpose, request.local_features, request.proposals,

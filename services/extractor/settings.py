@@ -102,11 +102,15 @@ class ExtractorSettings(ServiceSettings):
     # Batches run through the model at once (see batcher.py): 2 keeps the cores (or the GPU) busy
     # while the other batch is in its Python steps.
     batch_concurrency: int = 2
-    # How much lower the priority of the threads embedding images to be stored (imports, adds, re-embeds) is
+    # How much lower the priority of the threads embedding images to be stored (imports, re-embeds) is
     # than the searches' (services/extractor/lanes.py; Linux' niceness, 0-19): while an import keeps the cores
     # busy, a search's image gets them first. bench/search_during_import.py, 2 cores: search p50 during an
     # import 146 ms at 0, 107 ms at 10 (77-84 ms idle; 2,450 ms before the lanes).
     bulk_niceness: int = Field(default=10, ge=0, le=19)
+    # The same for the threads embedding an add's images (stored, but someone waits for the answer): between
+    # the searches' and the imports' (lanes.py), so that a search made during an add of 256 images gets the
+    # cores first, and an add during an import before the import's images.
+    adds_niceness: int = Field(default=5, ge=0, le=19)
     # Local features for verifying copies (EmbedRequest.local_features): SIFT on the image brought to
     # this longer side, at most this many keypoints. bench/research/verify_experiment.py: 384 px / 500
     # keypoints reach copy R@1 0.991 re-ranking the 5 nearest (512 / 1000: 0.992 at 2.5x the time).

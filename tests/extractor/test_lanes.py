@@ -35,18 +35,23 @@ def test_a_pools_threads_run_at_the_niceness_asked_for_and_the_rest_keep_the_pro
         plain.shutdown()
 
 
-def test_images_to_be_stored_take_the_bulk_lane_and_searches_the_interactive_one() -> None:
-    interactive, bulk = object(), object()
-    lanes = Lanes(interactive, bulk, object())  # type: ignore[arg-type]
+def test_images_to_be_stored_take_the_bulk_lane_those_of_an_add_the_adds_lane_and_searches_the_interactive_one(
+        ) -> None:
+    interactive, adds, bulk = object(), object(), object()
+    lanes = Lanes(interactive, adds, bulk, object())  # type: ignore[arg-type]
     assert lanes.of(Purpose.INDEX) is bulk
-    assert lanes.of(Purpose.QUERY) is interactive
-    assert lanes.of(Purpose.QUERY_VARIANTS) is interactive
+    assert lanes.of(Purpose.INDEX, interactive=True) is adds
+    for waited in (False, True):
+        assert lanes.of(Purpose.QUERY, waited) is interactive
+        assert lanes.of(Purpose.QUERY_VARIANTS, waited) is interactive
 
 
 @pytest.mark.parametrize("value", ["-1", "20", "low"])
-def test_a_bulk_niceness_outside_0_to_19_is_refused_by_name(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("EXTRACTOR_BULK_NICENESS", value)
-    with pytest.raises(ValidationError, match="bulk_niceness"):
+@pytest.mark.parametrize("lane", ["bulk", "adds"])
+def test_a_lane_s_niceness_outside_0_to_19_is_refused_by_name(lane: str, value: str,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(f"EXTRACTOR_{lane.upper()}_NICENESS", value)
+    with pytest.raises(ValidationError, match=f"{lane}_niceness"):
         ExtractorSettings()
 
 

@@ -1,6 +1,6 @@
 """Which of the extractor's lanes (services/extractor/lanes.py) the gateway's work takes, read from the
-extractor's own metrics over the real stack: what someone waits for (an add, a search) the interactive lane,
-the images of an import or a re-embed the bulk one, whose threads run at a lower priority."""
+extractor's own metrics over the real stack: a search the interactive lane, an add's images the adds lane,
+the images of an import or a re-embed the bulk one, whose threads run at the lowest priority."""
 
 from __future__ import annotations
 
@@ -39,12 +39,13 @@ def unseen(path: Path) -> bytes:
     return out.getvalue()
 
 
-def taken(before: dict[str, float], after: dict[str, float]) -> tuple[float, float]:
-    """Images (interactive lane, bulk lane) between two readings."""
-    return after["interactive"] - before["interactive"], after["bulk"] - before["bulk"]
+def taken(before: dict[str, float], after: dict[str, float]) -> tuple[float, float, float]:
+    """Images (interactive lane, adds lane, bulk lane) between two readings."""
+    interactive, adds, bulk = (after[lane] - before[lane] for lane in ("interactive", "adds", "bulk"))
+    return interactive, adds, bulk
 
 
-def test_adds_and_searches_take_the_interactive_lane_and_imports_and_re_embeds_the_bulk_one(
+def test_searches_take_the_interactive_lane_adds_the_adds_lane_and_imports_and_re_embeds_the_bulk_one(
         stack: Stack, photos: list[Path], tmp_path: Path) -> None:
     client = GatewayClient(stack.http_url)
     album = unique_album("lanes")
@@ -54,12 +55,12 @@ def test_adds_and_searches_take_the_interactive_lane_and_imports_and_re_embeds_t
     added = client.add_images(album, [Upload(p.read_bytes(), p.name) for p in photos[:2]])
     assert [r["status"] for r in added["results"]] == ["added", "added"]
     after = images_requested(stack)
-    assert taken(before, after) == (2, 0)
+    assert taken(before, after) == (0, 2, 0)
 
     before = after
     client.search(album, image=unseen(photos[2]), top_k=3)
     after = images_requested(stack)
-    assert taken(before, after)[0] >= 1 and taken(before, after)[1] == 0
+    assert taken(before, after)[0] >= 1 and taken(before, after)[1:] == (0, 0)
 
     archive = tmp_path / "more.tar"
     with open(archive, "wb") as out:
@@ -68,10 +69,10 @@ def test_adds_and_searches_take_the_interactive_lane_and_imports_and_re_embeds_t
     job = wait_for_job(client.http, client.start_import(album, archive=archive)["id"])
     assert (job["status"], job["counts"]["added"]) == ("done", 2)
     after = images_requested(stack)
-    assert taken(before, after) == (0, 2)
+    assert taken(before, after) == (0, 0, 2)
 
     before = after
     job = wait_for_job(client.http, client.reembed(album)["id"])
     assert job["status"] == "done", job
     after = images_requested(stack)
-    assert taken(before, after) == (0, 4)
+    assert taken(before, after) == (0, 0, 4)
