@@ -4,8 +4,8 @@ An import sends the extractor batches of images back to back (several workers, 3
 decode pool and one batcher, both first in first out, a search's query image was decoded, described and run
 only after every image queued before it: `bench/search_during_import.py` measured searches answering in
 2.5 s (p50) during an import against 72 ms before it. Each lane has its own decode pool and its own batcher
-over the same network: images to be stored by imports and re-embeds (purpose INDEX) take the bulk lane, those
-someone waits for the interactive one: queries, their variants, recognition, and the images of an add
+over the same network: images to be stored by imports and re-embeds (purpose INDEX) take the bulk lane, the
+other images someone waits for the interactive one: queries, their variants, recognition
 (`EmbedRequest.interactive`, which the gateway sets on every request but its import workers'). A query's
 image then starts at once, beside the bulk work rather than behind it, and the bulk lane's threads run at a
 lower priority (a higher niceness: `ExtractorSettings.bulk_niceness`), so that the cores go to the query
@@ -18,7 +18,7 @@ interactive lane held every search made meanwhile behind all of them, seconds
 (`ExtractorSettings.adds_niceness`): a search gets the cores before an add, an add before an import.
 
 Face detection is not split so: it stays one image at a time, in one thread (dlib's models run in two
-threads at once were many times slower than one after the other). Both lanes share that thread
+threads at once were many times slower than one after the other). The lanes share that thread
 (`FaceTurns`), which takes the images someone waits for (a face search's, an add's) before any waiting
 image of an import or a re-embed: a face search waits for at most the one image under way, instead of every
 image an import queued before it.

@@ -5,7 +5,7 @@ Each request's images are decoded concurrently in a thread pool; a bad image bec
 is decoded, so the model starts on a request's first images while the rest decode, and concurrent
 requests fill the same batches. Pool and batcher are those of the request's lane (`lanes.py`): images
 to be stored take the bulk lane, searches the interactive one, so that a search never queues behind
-an import; so do the images of an add someone waits for (`EmbedRequest.interactive`). Face detection
+an import; the images of an add someone waits for (`EmbedRequest.interactive`) the adds lane. Face detection
 runs one image at a time, those someone waits for (a face search's, an add's) before the images of
 imports and re-embeds (`DescribeFacesRequest.interactive`). A request of purpose INDEX also gets every database row
 of each image (`EmbedResult.index_vectors`, first = the upright global vector) and its ImageNet
@@ -57,7 +57,7 @@ MAX_PROPOSALS = 10
 
 
 class ExtractorServicer(extractor_pb2_grpc.ExtractorServicer):
-    """Serves Embed and GetModelInfo over one embedder and its two lanes (a decode pool and a batcher each)."""
+    """Serves Embed and GetModelInfo over one embedder and its lanes (a decode pool and a batcher each)."""
 
     def __init__(self, embedder: ImageEmbedder, lanes: Lanes, local_features: FeatureConfig | None = None,
                  faces: FaceModel | None = None, detector: Detector | None = None,
