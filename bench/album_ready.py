@@ -1,4 +1,5 @@
-"""How soon a new album answers its first read, and what the setting that hastens it costs at idle.
+"""How soon a new album answers its first read (and what the setting that hastens it costs at idle), and how
+soon a new search service is ready over many albums.
 
     .venv/bin/python bench/album_ready.py [--albums 10] [--idle-albums 30] [--idle-s 15]
 
@@ -12,8 +13,12 @@ This bench starts a Milvus of the local stack twice, one after the other: once w
           after the other (p50, max)
   idle    Milvus' CPU, % of one core, while nothing runs, with `--idle-albums` albums loaded: what the
           shorter interval costs
+  restart (the stack's Milvus only) seconds a new search service takes to be ready over those albums
+          (`MilvusIndex.ping`: each album loaded and caught up with its log, a Strong read each), its checks
+          `PING_AT_ONCE` at a time, against the same checks one after the other (the baseline)
 The last line is a JSON object of the figures: `ready_s` and `idle_cpu_pct` for the stack's setting,
-`baseline_ready_s` and `baseline_idle_cpu_pct` for the default, `ready_ratio` (p50 against p50).
+`baseline_ready_s` and `baseline_idle_cpu_pct` for the default, `ready_ratio` (p50 against p50);
+`restart_ready_s`, `baseline_restart_ready_s` (one at a time), `restart_ratio`.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import cpu_seconds, print_json_line
 from services.devstack import MILVUS_CHECK_CHANNEL_MS, Ports, Stack
+from services.search import milvus_index
 from services.search.milvus_index import MilvusIndex
 from services.search.settings import SearchSettings
 
@@ -53,8 +59,23 @@ def running_milvus(check_channel_ms: int) -> Iterator[tuple[str, int]]:
             stack.stop()
 
 
-def measure(check_channel_ms: int, albums: int, idle_albums: int, idle_s: float) -> tuple[list[float], float]:
-    """Seconds to each new album's first answer, and Milvus' idle CPU (% of a core) with `idle_albums` albums."""
+def restart_ready_s(uri: str, at_once: int) -> float:
+    """Seconds a new search service (a fresh `MilvusIndex`) takes to check every album, `at_once` at a time."""
+    saved, milvus_index.PING_AT_ONCE = milvus_index.PING_AT_ONCE, at_once
+    index = MilvusIndex(SearchSettings(milvus_uri=uri))
+    try:
+        started = time.perf_counter()
+        index.ping()
+        return time.perf_counter() - started
+    finally:
+        index.close()
+        milvus_index.PING_AT_ONCE = saved
+
+
+def measure(check_channel_ms: int, albums: int, idle_albums: int, idle_s: float, restart: bool = False
+            ) -> tuple[list[float], float, dict[int, float]]:
+    """Seconds to each new album's first answer, Milvus' idle CPU (% of a core) with `idle_albums` albums, and
+    (`restart`) seconds a new search service takes to be ready over them, by checks at once."""
     with running_milvus(check_channel_ms) as (uri, pid):
         index = MilvusIndex(SearchSettings(milvus_uri=uri))
         try:
@@ -71,7 +92,9 @@ def measure(check_channel_ms: int, albums: int, idle_albums: int, idle_s: float)
             idle = (cpu_seconds(pid) - before) / idle_s * 100
         finally:
             index.close()
-    return ready, idle
+        restarts = {at_once: restart_ready_s(uri, at_once) for at_once in (1, milvus_index.PING_AT_ONCE)} \
+            if restart else {}
+    return ready, idle, restarts
 
 
 def main() -> None:
@@ -83,8 +106,9 @@ def main() -> None:
     logging.getLogger("pymilvus").setLevel(logging.CRITICAL)  # an ERROR for each alias a new album looks for
 
     figures = {}
+    restarts: dict[int, float] = {}
     for label, interval in (("baseline", MILVUS_DEFAULT_MS), ("stack", MILVUS_CHECK_CHANNEL_MS)):
-        ready, idle = measure(interval, args.albums, args.idle_albums, args.idle_s)
+        ready, idle, restarts = measure(interval, args.albums, args.idle_albums, args.idle_s, restart=label == "stack")
         figures[label] = {"p50": round(statistics.median(ready), 2), "max": round(max(ready), 2)}, round(idle, 1)
         print(f"checkChannelInterval {interval} ms: a new album answers after p50 {figures[label][0]['p50']} s "
               f"(max {figures[label][0]['max']} s); Milvus idle with {args.idle_albums} albums: "
@@ -93,10 +117,15 @@ def main() -> None:
     ratio = round(ready_s["p50"] / base_s["p50"], 2)
     print(f"ready: {ready_s['p50']} s against {base_s['p50']} s ({ratio}x); "
           f"idle CPU {idle_pct} % against {base_idle} %")
+    one_by_one, at_once = restarts[1], restarts[milvus_index.PING_AT_ONCE]
+    print(f"a new search service ready over {args.idle_albums} albums: {at_once:.2f} s checking "
+          f"{milvus_index.PING_AT_ONCE} at once, against {one_by_one:.2f} s one after the other "
+          f"({at_once / one_by_one:.2f}x)")
     print_json_line({
         "bench": "album_ready", "check_channel_ms": MILVUS_CHECK_CHANNEL_MS, "albums": args.albums,
         "idle_albums": args.idle_albums, "ready_s": ready_s, "baseline_ready_s": base_s, "ready_ratio": ratio,
-        "idle_cpu_pct": idle_pct, "baseline_idle_cpu_pct": base_idle,
+        "idle_cpu_pct": idle_pct, "baseline_idle_cpu_pct": base_idle, "restart_ready_s": round(at_once, 2),
+        "baseline_restart_ready_s": round(one_by_one, 2), "restart_ratio": round(at_once / one_by_one, 2),
     })
 
 
