@@ -27,36 +27,20 @@ import argparse
 import logging
 import statistics
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import cpu_seconds, print_json_line
-from services.devstack import MILVUS_CHECK_CHANNEL_MS, Ports, Stack
+from bench.hybrid import running_milvus
+from services.devstack import MILVUS_CHECK_CHANNEL_MS
 from services.search import milvus_index
 from services.search.milvus_index import MilvusIndex
 from services.search.settings import SearchSettings
 
 MILVUS_DEFAULT_MS = 1000
 DIM = 512
-
-
-@contextmanager
-def running_milvus(check_channel_ms: int) -> Iterator[tuple[str, int]]:
-    """The stack's Milvus alone on free ports, with this check interval: its URI and process id."""
-    with tempfile.TemporaryDirectory(prefix="imagesearch-ready-") as tmp:
-        stack = Stack(Path(tmp), Ports.free(), milvus_check_channel_ms=check_channel_ms)
-        try:
-            stack.start(("milvus",))
-            proc = stack.processes["milvus"].proc
-            assert proc is not None
-            yield f"http://127.0.0.1:{stack.ports.milvus}", proc.pid
-        finally:
-            stack.stop()
 
 
 def restart_ready_s(uri: str, at_once: int) -> float:
@@ -76,7 +60,8 @@ def measure(check_channel_ms: int, albums: int, idle_albums: int, idle_s: float,
             ) -> tuple[list[float], float, dict[int, float]]:
     """Seconds to each new album's first answer, Milvus' idle CPU (% of a core) with `idle_albums` albums, and
     (`restart`) seconds a new search service takes to be ready over them, by checks at once."""
-    with running_milvus(check_channel_ms) as (uri, pid):
+    with running_milvus("imagesearch-ready-", check_channel_ms=check_channel_ms) as milvus:
+        uri, pid = milvus.uri, milvus.pid
         index = MilvusIndex(SearchSettings(milvus_uri=uri))
         try:
             ready = []

@@ -61,7 +61,7 @@ from bench.common import ROOT, edited_copy, gallery_files, print_json_line
 from services.common.errors import InvalidArgument
 from services.common.filtering import And, Expr, Op, Predicate
 from services.common.schema import AlbumSchema, Column, ColumnType
-from services.devstack import Ports, Stack
+from services.devstack import MILVUS_CHECK_CHANNEL_MS, Ports, Stack
 from services.extractor.descriptors import Purpose
 from services.extractor.model import EmbedJob, ImageEmbedder, Scales
 from services.extractor.settings import ExtractorSettings
@@ -256,11 +256,12 @@ class Milvus:
 
 
 @contextlib.contextmanager
-def running_milvus(prefix: str = "imagesearch-hybrid-", config: Sequence[str] = ()) -> Iterator[Milvus]:
-    """A fresh Milvus on free loopback ports (with these more "key=value" settings), data in a temporary
-    directory; stopped on any exit."""
+def running_milvus(prefix: str = "imagesearch-hybrid-", config: Sequence[str] = (),
+                   check_channel_ms: int = MILVUS_CHECK_CHANNEL_MS) -> Iterator[Milvus]:
+    """A fresh Milvus on free loopback ports (with these more "key=value" settings, and its query coordinator's
+    checkChannelInterval: see services.devstack), data in a temporary directory; stopped on any exit."""
     with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
-        stack = Stack(Path(tmp), Ports.free(), milvus_config=config)
+        stack = Stack(Path(tmp), Ports.free(), milvus_config=config, milvus_check_channel_ms=check_channel_ms)
         try:
             stack.start(("milvus",))
             proc = stack.processes["milvus"].proc
