@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import sys
 import tempfile
 import threading
@@ -156,13 +157,15 @@ def main() -> None:
             with open(archive, "wb") as out:
                 pack_images(imported, out)
         started = time.time()
-        adds = BackgroundAdds(GatewayClient(stack.http_url), "imported", imported, args.add_batch)
         if args.during == "add":
+            adds = BackgroundAdds(GatewayClient(stack.http_url), "imported", imported, args.add_batch)
             adds.start()
-            job = adds.status()
+            poll = adds.status
         else:
-            job = client.start_import("imported", archive=archive) if args.during == "import" else \
-                client.reembed("searched")
+            job_id = (client.start_import("imported", archive=archive) if args.during == "import" else
+                      client.reembed("searched"))["id"]
+            poll = functools.partial(client.get_import, job_id)
+        job = poll()
         during = SearchSamples()
         while job["status"] not in FINISHED:
             if args.parts:
@@ -171,7 +174,7 @@ def main() -> None:
                     getattr(during, name).extend(getattr(samples, name))
             else:
                 during.e2e += timed(1)
-            job = adds.status() if args.during == "add" else client.get_import(job["id"])
+            job = poll()
         if job.get("error"):
             print(f"  the adds stopped: {job['error']}", file=sys.stderr)
         done = job["counts"]["added"] if args.during in ("import", "add") else len(searched)
