@@ -11,9 +11,13 @@ batches at once) in three layouts, in turn each round:
   features_packed  per image one put of its bytes; per batch one put of its images' features one after the
                    other (a design whose reads would need each image's offset)
   one_object       per image one put of its bytes and features together (fewest requests; same bytes)
+  two_objects_each today's objects, but each put handed to a thread of its own (`BlobStore.put`), as the gateway
+                   wrote them before `BlobStore.put_all` (a batch's puts on `PUT_THREADS` threads, one after
+                   the other), which the other layouts use
 For each: the S3 server's CPU and this process's (the client: signing, hashing, HTTP) per image, the
 images/s, and each layout's total CPU against the baseline's in the same round (the median round's
-ratio). The last line is a JSON object of the figures.
+ratio; two_objects_each's, the median of the rounds' ratios, its client's too). The last line is a JSON
+object of the figures.
 """
 
 from __future__ import annotations
@@ -25,16 +29,15 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import cpu_seconds, gallery_files, print_json_line
 from services.devstack import Ports, Stack
-from services.gateway.blobstore import BlobStore
+from services.gateway.blobstore import BlobStore, NewBlob
 
-LAYOUTS = ("two_objects", "features_packed", "one_object")
+LAYOUTS = ("two_objects", "features_packed", "one_object", "two_objects_each")
 
 
 async def describe(stack: Stack, contents: list[bytes], batch: int) -> list[bytes]:
@@ -58,19 +61,23 @@ async def write(blobs: BlobStore, layout: str, prefix: str, contents: list[bytes
     """Every image written in the layout, a batch's puts at once, `workers` batches at once."""
     batches = [range(i, min(i + batch, len(contents))) for i in range(0, len(contents), batch)]
 
-    def puts(b: int, indexes: range) -> list[Awaitable[None]]:
+    def objects(b: int, indexes: range) -> list[NewBlob]:
         if layout == "one_object":
-            return [blobs.put(f"{prefix}/i/{i}", contents[i] + features[i], "image/jpeg") for i in indexes]
-        images = [blobs.put(f"{prefix}/i/{i}", contents[i], "image/jpeg") for i in indexes]
+            return [NewBlob(f"{prefix}/i/{i}", contents[i] + features[i], "image/jpeg") for i in indexes]
+        images = [NewBlob(f"{prefix}/i/{i}", contents[i], "image/jpeg") for i in indexes]
         if layout == "features_packed":
-            return [*images, blobs.put(f"{prefix}/f/{b}", b"".join(features[i] for i in indexes),
-                                       "application/octet-stream")]
-        return [*images, *(blobs.put(f"{prefix}/f/{i}", features[i], "application/octet-stream") for i in indexes)]
+            return [*images, NewBlob(f"{prefix}/f/{b}", b"".join(features[i] for i in indexes),
+                                     "application/octet-stream")]
+        return [*images, *(NewBlob(f"{prefix}/f/{i}", features[i], "application/octet-stream") for i in indexes)]
 
     async def worker() -> None:
         while batches:
             b = len(batches) - 1
-            await asyncio.gather(*puts(b, batches.pop()))
+            batch = objects(b, batches.pop())
+            if layout == "two_objects_each":
+                await asyncio.gather(*(blobs.put(o.key, o.content, o.content_type) for o in batch))
+            else:
+                await blobs.put_all(batch)
 
     await asyncio.gather(*(worker() for _ in range(workers)))
 
@@ -131,12 +138,20 @@ def main() -> None:
         f = middle[layout]
         print(f"  {layout:16} S3 server {f['s3_cpu_ms']:5.2f} ms + client {f['client_cpu_ms']:5.2f} ms of CPU an "
               f"image = {f['total_cpu_ms']:5.2f} ({ratio(middle, layout):.2f}x two_objects), {f['img_s']:.0f} img/s")
+    each = sorted(rounds, key=lambda r: ratio(r, "two_objects_each"))[len(rounds) // 2]
+    print(f"each put on a thread of its own against put_all (the median round by its ratio): "
+          f"{ratio(each, 'two_objects_each'):.2f}x the CPU, the client's "
+          f"{each['two_objects_each']['client_cpu_ms']:.2f} ms against {each['two_objects']['client_cpu_ms']:.2f}")
     print_json_line({
         "bench": "blob_puts", "images": len(contents), "batch": args.batch, "workers": args.workers,
         "features_kb_p50": round(statistics.median(sizes) / 1000, 1),
         **{layout: {k: round(v, 2) for k, v in middle[layout].items()} for layout in LAYOUTS},
         "ratio_features_packed": round(ratio(middle, "features_packed"), 2),
         "ratio_one_object": round(ratio(middle, "one_object"), 2),
+        # put_all's gain, each round's ratio (the median), not the median round's by features_packed
+        "ratio_two_objects_each": round(statistics.median(ratio(r, "two_objects_each") for r in rounds), 2),
+        "client_ratio_two_objects_each": round(statistics.median(
+            r["two_objects_each"]["client_cpu_ms"] / r["two_objects"]["client_cpu_ms"] for r in rounds), 2),
         "rounds": [{layout: round(r[layout]["total_cpu_ms"], 2) for layout in LAYOUTS} for r in rounds],
     })
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 from urllib.parse import quote, unquote
@@ -27,6 +28,11 @@ from services.common.errors import ImageNotFound, StoreUnavailable
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+# How many threads one `put_all` writes its objects on, each one after the other. A thread per object (each put
+# handed to the default executor and its answer back to the event loop) costs the gateway ~25 % more CPU per
+# put for no more speed: the object store answers a batch's puts as fast either way. bench/blob_puts.py.
+PUT_THREADS = 4
 
 NAME_META = "original-name"
 _MISSING_CODES = {"NoSuchKey", "NoSuchObject", "NoSuchBucket", "ResourceNotFound"}
@@ -75,6 +81,16 @@ class Blob:
     content_type: str
 
 
+@dataclass(frozen=True)
+class NewBlob:
+    """An object to write: its key, bytes, content type and the name kept in its metadata (if any)."""
+
+    key: str
+    content: bytes
+    content_type: str
+    name: str = ""
+
+
 def _meta(headers: Any, key: str) -> str:
     """Reads one user-metadata entry whatever the case of its `X-Amz-Meta-` header."""
     wanted = f"x-amz-meta-{key}".lower()
@@ -97,6 +113,8 @@ class Blobs(Protocol):
     """What the use cases need of an object store."""
 
     async def put(self, key: str, content: bytes, content_type: str, name: str = "") -> None: ...
+
+    async def put_all(self, blobs: Sequence[NewBlob]) -> None: ...
 
     async def get(self, key: str) -> Blob: ...
 
@@ -157,11 +175,44 @@ class BlobStore:
 
     async def put(self, key: str, content: bytes, content_type: str, name: str = "") -> None:
         await self.ensure_bucket()
-        metadata = {NAME_META: quote(name, safe="")} if name else None
-        await self._run(
-            self.client.put_object, self.bucket, key, io.BytesIO(content), len(content),
-            content_type=content_type, metadata=metadata,
-        )
+        await self._run(self._put_sync, NewBlob(key, content, content_type, name))
+
+    def _put_sync(self, blob: NewBlob) -> None:
+        metadata: dict[str, str | list[str] | tuple[str]] | None = \
+            {NAME_META: quote(blob.name, safe="")} if blob.name else None
+        self.client.put_object(self.bucket, blob.key, io.BytesIO(blob.content), len(blob.content),
+                               content_type=blob.content_type, metadata=metadata)
+
+    async def put_all(self, blobs: Sequence[NewBlob]) -> None:
+        """Writes the objects, up to `PUT_THREADS` at once; the first failure stops the rest and is raised once
+        the puts under way have ended (what was written stays: the caller deletes it, as after failed puts)."""
+        if not blobs:
+            return
+        await self.ensure_bucket()
+        pending = iter(blobs)
+        lock = threading.Lock()
+        failed = threading.Event()
+
+        def put_pending() -> None:
+            while not failed.is_set():
+                with lock:
+                    blob = next(pending, None)
+                if blob is None:
+                    return
+                try:
+                    self._put_sync(blob)
+                except BaseException:
+                    failed.set()
+                    raise
+
+        try:
+            outcomes = await asyncio.gather(*(self._run(put_pending) for _ in range(min(PUT_THREADS, len(blobs)))),
+                                            return_exceptions=True)
+        finally:
+            failed.set()  # a caller cancelled meanwhile: its threads take no more
+        error = next((o for o in outcomes if isinstance(o, BaseException)), None)
+        if error is not None:
+            raise error
 
     async def get(self, key: str) -> Blob:
         return await self._run(self._get_sync, key)

@@ -27,7 +27,7 @@ from services.common.local_features import FeatureConfig
 from services.extractor.keypoints import describe_image
 from services.extractor.preprocess import PreprocessConfig
 from services.extractor.settings import ExtractorSettings
-from services.gateway.blobstore import Blob, BlobInfo
+from services.gateway.blobstore import Blob, BlobInfo, NewBlob
 from services.gateway.clients import GrpcVectorSearch
 from services.gateway.deps import Deps
 from services.gateway.records import (
@@ -234,6 +234,10 @@ class FakeBlobs:
         if self.put_error:
             raise self.put_error
         self.objects[key] = (content, content_type, name)
+
+    async def put_all(self, blobs: Sequence[NewBlob]) -> None:
+        for blob in blobs:
+            await self.put(blob.key, blob.content, blob.content_type, blob.name)
 
     async def get(self, key: str) -> Blob:
         if key not in self.objects:

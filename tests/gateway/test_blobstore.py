@@ -5,10 +5,12 @@ from __future__ import annotations
 import uuid
 
 import pytest
+import urllib3
 
 from services.common.errors import ImageNotFound, StoreUnavailable
 from services.devstack import S3_ACCESS_KEY, S3_SECRET_KEY, Stack, free_port
-from services.gateway.blobstore import BlobStore, image_key, thumbnail_key
+from services.gateway.blobstore import Blobs, BlobStore, NewBlob, image_key, thumbnail_key
+from tests.gateway.fakes import FakeBlobs
 
 pytestmark = pytest.mark.anyio
 
@@ -31,6 +33,33 @@ async def test_put_get_stat_keep_bytes_type_and_name(store: BlobStore) -> None:
     assert (blob.content, blob.content_type) == (b"bytes", "image/png")
     info = await store.stat("albums/a/images/x")
     assert (info.size, info.content_type, info.name) == (5, "image/png", "Café photo.png")
+
+
+@pytest.mark.parametrize("kind", ["s3", "fake"])
+async def test_put_all_writes_every_object_with_its_type_and_name(store: BlobStore, kind: str) -> None:
+    blobs: Blobs = store if kind == "s3" else FakeBlobs()  # the unit tests' fake behaves as the real store
+    new = [NewBlob(f"albums/a/images/{i}", f"bytes {i}".encode(), "image/png" if i % 2 else "image/jpeg",
+                   f"photo {i}.jpg" if i % 3 else "") for i in range(11)]
+    await blobs.put_all(new)
+    await blobs.put_all([])
+    for blob in new:
+        info = await blobs.stat(blob.key)
+        assert ((await blobs.get(blob.key)).content, info.content_type, info.name) == \
+            (blob.content, blob.content_type, blob.name)
+
+
+async def test_put_all_stops_at_a_failed_put_and_raises_it_as_store_unavailable(store: BlobStore) -> None:
+    class FailingThird(BlobStore):
+        def _put_sync(self, blob: NewBlob) -> None:
+            if blob.key.endswith("/3"):
+                raise urllib3.exceptions.ProtocolError("connection reset")
+            super()._put_sync(blob)
+
+    new = [NewBlob(f"albums/a/images/{i}", b"x", "image/jpeg") for i in range(40)]
+    with pytest.raises(StoreUnavailable):
+        await FailingThird(store.client, store.bucket).put_all(new)
+    written = await store.list_keys("albums/a/")
+    assert "albums/a/images/3" not in written and len(written) < len(new)  # the others stopped taking puts
 
 
 async def test_a_missing_object_is_image_not_found(store: BlobStore) -> None:

@@ -24,7 +24,7 @@ from services.common.errors import (
 from services.common.json_text import json_object
 from services.common.schema import CONTROL_CHARS
 from services.gateway import imaging
-from services.gateway.blobstore import features_key, image_key
+from services.gateway.blobstore import NewBlob, features_key, image_key
 from services.gateway.companions import companions_of
 from services.gateway.deps import Deps
 from services.gateway.records import (
@@ -348,19 +348,14 @@ async def _write(deps: Deps, album: str, items: list[tuple[_Accepted, Item, byte
     face_items = [f for _, item, _ in items if (found := (faces or {}).get(item.id)) is not None
                   and (f := face_usecases.face_item(item, found)) is not None]
     keypoint_items = deps.keypoints.items([(item, features) for _, item, features in items]) if keypoints else []
-    keys = [image_key(album, image.content_hash) for image, _, _ in items]
-    puts = [deps.blobs.put(key, image.content, image.content_type, image.name)
-            for key, (image, _, _) in zip(keys, items, strict=True)]
-    for image, _, features in items:
-        if features:
-            keys.append(features_key(album, image.content_hash))
-            puts.append(deps.blobs.put(keys[-1], features, FEATURES_CONTENT_TYPE))
-    outcomes = await asyncio.gather(*puts, return_exceptions=True)
-    failed = next((o for o in outcomes if isinstance(o, BaseException)), None)
+    blobs = [NewBlob(image_key(album, image.content_hash), image.content, image.content_type, image.name)
+             for image, _, _ in items]
+    blobs += [NewBlob(features_key(album, image.content_hash), features, FEATURES_CONTENT_TYPE)
+              for image, _, features in items if features]
+    keys = [blob.key for blob in blobs]
     inserting = False
     try:
-        if failed is not None:
-            raise failed
+        await deps.blobs.put_all(blobs)
         await face_usecases.write(deps, album, face_items)
         await deps.keypoints.write(album, keypoint_items)
         if not vectors:
