@@ -143,8 +143,9 @@ RETRY_TIMES = 2
 # Seconds between looks at a loading collection (pymilvus's own wait looks every 0.2 s; Milvus 2.3 marks
 # a collection loaded on its query coordinator's next 1 s tick, so a finer look returns sooner after it).
 LOAD_POLL_S = 0.05
-# Collections `ping` checks at once (each check mostly waits for Milvus' time tick).
-PING_AT_ONCE = 8
+# Collections `ping` checks, and `list_collections` describes and counts, at once (each mostly waits for Milvus:
+# a check for its time tick).
+AT_ONCE = 8
 _HIT_FIELDS = ["image_id", "name", "content_hash", "attributes", "created_at_ms"]
 _ITEM_FIELDS = [*_HIT_FIELDS, "ordinal"]
 _COLLECTION_NOT_FOUND, _COLLECTION_NOT_LOADED = 100, 101
@@ -533,16 +534,14 @@ class MilvusIndex:
         album is loading or its log is being replayed, as for up to ~30 s after a Milvus restart).
 
         Each album is checked once per connection, so once all are, a ping only lists the names. The checks
-        run `PING_AT_ONCE` at a time: each one's Strong read waits for Milvus' next time tick (~200 ms) rather
+        run `AT_ONCE` at a time: each one's Strong read waits for Milvus' next time tick (~200 ms) rather
         than working, and one after the other a search service over 30 albums took 7.6 s to be ready after a
         restart (2.2 s now: bench/album_ready.py)."""
         names = self._call("", lambda c: c.list_collections(**self._kw()))
         # One being created here is loaded by its creation, once its indexes are asked for.
         unchecked = [cname for cname in sorted(n for n in names if n.startswith(self.settings.collection_prefix))
                      if cname not in self._loaded and cname not in self._creating]
-        if unchecked:
-            with ThreadPoolExecutor(min(PING_AT_ONCE, len(unchecked)), thread_name_prefix="milvus-ping") as checks:
-                list(checks.map(self._check_loaded, unchecked))
+        _each_at_once(self._check_loaded, unchecked)
 
     def _check_loaded(self, cname: str) -> None:
         """`_ensure_loaded` of one collection, which may have been dropped meanwhile."""
@@ -551,22 +550,26 @@ class MilvusIndex:
 
     def list_collections(self) -> list[Collection]:
         """Every album of this service (its current version), by name, with counts read at the read
-        consistency (at Bounded, a listing right after an add may not count it yet)."""
+        consistency (at Bounded, a listing right after an add may not count it yet). The albums are described
+        and counted `AT_ONCE` at a time (bench/album_ready.py: one after the other, 30 albums took ~200 ms)."""
         names = self._call("", lambda c: c.list_collections(**self._kw()))
-        albums: dict[str, Collection] = {}
-        for physical in sorted(n for n in names if n.startswith(self.settings.collection_prefix)):
-            try:
-                stored = self._describe(physical, "")
-                cname = collection_name(self.settings.collection_prefix, stored.info.name)
-                if stored.version and self._alias_target(cname) != physical:
-                    continue  # a version in the making, or one being replaced
-                self._albums[cname] = stored
-                # Counted by the name writes address (pymilvus keeps a Session's write times by name).
-                albums[stored.info.name] = _with_count(
-                    stored.info, self._count(cname, stored.info.name, self.settings.read_consistency))
-            except (AlbumNotFound, InvalidArgument):
-                continue  # dropped meanwhile, or not one of ours
-        return sorted(albums.values(), key=lambda a: a.name)
+        physical = sorted(n for n in names if n.startswith(self.settings.collection_prefix))
+        albums = [album for album in _each_at_once(self._listed, physical) if album is not None]
+        return sorted(albums, key=lambda a: a.name)
+
+    def _listed(self, physical: str) -> Collection | None:
+        """The album a collection holds, counted; None for a version in the making or being replaced, one
+        dropped meanwhile, or one not of ours."""
+        try:
+            stored = self._describe(physical, "")
+            cname = collection_name(self.settings.collection_prefix, stored.info.name)
+            if stored.version and self._alias_target(cname) != physical:
+                return None
+            self._albums[cname] = stored
+            # Counted by the name writes address (pymilvus keeps a Session's write times by name).
+            return _with_count(stored.info, self._count(cname, stored.info.name, self.settings.read_consistency))
+        except (AlbumNotFound, InvalidArgument):
+            return None
 
     def _drop_alias(self, album: str, cname: str) -> None:
         if self._alias_target(cname):
@@ -1215,6 +1218,14 @@ def _item(rows: Sequence[dict[str, Any]], schema: AlbumSchema) -> Item:
         attributes=_attributes_of(first, schema),
         created_at_ms=int(first.get("created_at_ms", 0)),
     )
+
+
+def _each_at_once(fn: Callable[[str], T], names: Sequence[str]) -> list[T]:
+    """`fn` of each collection name, in their order, `AT_ONCE` of them at a time."""
+    if len(names) < 2:
+        return [fn(name) for name in names]
+    with ThreadPoolExecutor(min(AT_ONCE, len(names)), thread_name_prefix="milvus-each") as pool:
+        return list(pool.map(fn, names))
 
 
 def _with_count(info: Collection, count: int) -> Collection:
