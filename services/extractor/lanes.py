@@ -19,20 +19,22 @@ interactive lane held every search made meanwhile behind all of them, seconds
 
 Face detection is not split so: it stays one image at a time, in one thread (dlib's models run in two
 threads at once were many times slower than one after the other). The lanes share that thread
-(`FaceTurns`), which takes the images someone waits for (a face search's, an add's) before any waiting
-image of an import or a re-embed: a face search waits for at most the one image under way, instead of every
-image an import queued before it.
+(`FaceTurns`), which takes the images of face searches and of adds (`DescribeFacesRequest.to_store` with
+`interactive`) in turns, and those of imports and re-embeds when neither waits: a face search waits for at most
+the one image under way and one of an add, instead of every image an import or an add queued before it (an
+add of 256 photos into a face album held face searches up to ~22 s: `bench/search_during_import.py --faces
+--during add`); an add still moves while searches keep coming (searches first, always, held a 256-photo add past
+the gateway's 60 s deadline in that bench).
 """
 
 from __future__ import annotations
 
 import functools
-import itertools
 import logging
 import os
-import queue
 import sys
 import threading
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -87,36 +89,66 @@ class Lane:
 
 
 class FaceTurns:
-    """One thread that runs jobs one at a time: the interactive lane's in the order they came, then the bulk
-    lane's. A job cancelled before its turn (its call was) is not run."""
+    """One thread that runs jobs one at a time, by lane (`LANES`): the interactive lane's (face searches) and the
+    adds lane's take turns while both have jobs waiting, so that a search waits for at most one image of an add
+    and an add is not held up for as long as searches keep coming; the bulk lane's (imports, re-embeds) run when
+    neither has one. Within a lane, in the order they came. A job cancelled before its turn (its call was) is
+    not run."""
+
+    LANES = ("interactive", "adds", "bulk")
+
+    @staticmethod
+    def lane_of(interactive: bool, to_store: bool) -> str:
+        """The lane of a request's images: a face search's, an add's (someone waits, to be stored), or an
+        import's or a re-embed's (nobody waits)."""
+        if not interactive:
+            return "bulk"
+        return "adds" if to_store else "interactive"
 
     def __init__(self, name: str = "faces") -> None:
-        self._jobs: queue.PriorityQueue[tuple[int, int, Callable[[], Any] | None, Future[Any] | None]] = \
-            queue.PriorityQueue()
-        self._order = itertools.count()
+        self._waiting: dict[str, deque[tuple[Callable[[], Any], Future[Any]]]] = {lane: deque() for lane in self.LANES}
+        self._changed = threading.Condition()
+        self._last = ""
+        self._closing = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
-    def submit(self, interactive: bool, fn: Callable[..., T], *args: Any) -> Future[T]:
+    def submit(self, lane: str, fn: Callable[..., T], *args: Any) -> Future[T]:
+        """`fn(*args)` on the thread, in its lane's turn (one of `LANES`)."""
         future: Future[T] = Future()
-        self._jobs.put((0 if interactive else 1, next(self._order), functools.partial(fn, *args), future))
+        with self._changed:
+            self._waiting[lane].append((functools.partial(fn, *args), future))
+            self._changed.notify()
         return future
 
+    def _next(self) -> tuple[Callable[[], Any], Future[Any]] | None:
+        """The job whose turn it is (waiting for one); None once shut down and every job run."""
+        with self._changed:
+            while not (waiting := [lane for lane in self.LANES if self._waiting[lane]]):
+                if self._closing:
+                    return None
+                self._changed.wait()
+            lane = waiting[0]
+            if lane == "interactive" and self._last == "interactive" and "adds" in waiting:
+                lane = "adds"  # a search went last: an add's image now
+            self._last = lane
+            return self._waiting[lane].popleft()
+
     def _run(self) -> None:
-        while True:
-            _, _, job, future = self._jobs.get()
-            if job is None or future is None:
-                return
+        while (job := self._next()) is not None:
+            fn, future = job
             if not future.set_running_or_notify_cancel():
                 continue
             try:
-                future.set_result(job())
+                future.set_result(fn())
             except BaseException as exc:  # the caller's to handle, as an executor's future carries it
                 future.set_exception(exc)
 
     def shutdown(self) -> None:
         """Runs the jobs already submitted, then stops the thread."""
-        self._jobs.put((2, next(self._order), None, None))
+        with self._changed:
+            self._closing = True
+            self._changed.notify()
         self._thread.join()
 
 

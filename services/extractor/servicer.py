@@ -6,8 +6,8 @@ is decoded, so the model starts on a request's first images while the rest decod
 requests fill the same batches. Pool and batcher are those of the request's lane (`lanes.py`): images
 to be stored take the bulk lane, searches the interactive one, so that a search never queues behind
 an import; the images of an add someone waits for (`EmbedRequest.interactive`) the adds lane. Face detection
-runs one image at a time, those someone waits for (a face search's, an add's) before the images of
-imports and re-embeds (`DescribeFacesRequest.interactive`). A request of purpose INDEX also gets every database row
+runs one image at a time, a face search's first, then an add's, then those of imports and re-embeds
+(`DescribeFacesRequest.interactive` and `to_store`). A request of purpose INDEX also gets every database row
 of each image (`EmbedResult.index_vectors`, first = the upright global vector) and its ImageNet
 labels (`EmbedResult.labels`, from the classifier head over the same feature map); one of purpose
 QUERY_VARIANTS the vectors of each image's query variants (`EmbedResult.variant_vectors`). A request asking for
@@ -35,7 +35,7 @@ from services.extractor.descriptors import Purpose
 from services.extractor.detector import Detector
 from services.extractor.faces import FACE_DIM, FaceModel, FacesOfImage, decode_full
 from services.extractor.keypoints import describe_image
-from services.extractor.lanes import Lane, Lanes
+from services.extractor.lanes import FaceTurns, Lane, Lanes
 from services.extractor.model import Embedded, EmbedJob, ImageEmbedder, Scales
 from services.extractor.preprocess import Decoded
 from services.extractor.proposals import Proposal
@@ -50,7 +50,7 @@ IMAGES_REQUESTED = Counter("imagesearch_extractor_images_requested", "Images sen
 FACE_IMAGES = Counter("imagesearch_extractor_face_images", "Images whose faces were looked for, by lane.", ["lane"])
 for _lane in ("interactive", "adds", "bulk"):  # every lane exported from the start, at 0
     IMAGES_REQUESTED.labels(_lane)
-for _lane in ("interactive", "bulk"):
+for _lane in FaceTurns.LANES:
     FACE_IMAGES.labels(_lane)
 # Regions one request may ask to be proposed per image.
 MAX_PROPOSALS = 10
@@ -67,7 +67,7 @@ class ExtractorServicer(extractor_pb2_grpc.ExtractorServicer):
         self.local_features = local_features or FeatureConfig()
         # An indexed image's features (stored, and its keypoint rows): finer than a query's (see settings).
         self.index_features = index_features or self.local_features
-        # Face detection runs one image at a time in the lanes' face thread, a face search's first.
+        # Face detection runs one image at a time in the lanes' face thread, face searches and adds in turns.
         self.faces = faces or FaceModel()
         # Proposals come from the detector when there is one (run in the decode pool beside the network),
         # else from the network's own feature map.
@@ -120,20 +120,21 @@ class ExtractorServicer(extractor_pb2_grpc.ExtractorServicer):
     ) -> extractor_pb2.DescribeFacesResponse:
         if not request.images:
             raise InvalidArgument("DescribeFacesRequest.images is empty: send at least one image")
-        await self._face_turn(request.interactive, self.faces.load)  # FaceModelUnavailable fails the call
-        results = await asyncio.gather(*(self._faces(request.interactive, data) for data in request.images))
+        lane = FaceTurns.lane_of(request.interactive, request.to_store)
+        await self._face_turn(lane, self.faces.load)  # FaceModelUnavailable fails the call
+        results = await asyncio.gather(*(self._faces(lane, data) for data in request.images))
         return extractor_pb2.DescribeFacesResponse(results=results, model=self.faces.model_id, dim=FACE_DIM)
 
-    async def _face_turn(self, interactive: bool, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.wrap_future(self.lanes.faces.submit(interactive, fn, *args))
+    async def _face_turn(self, lane: str, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.wrap_future(self.lanes.faces.submit(lane, fn, *args))
 
-    async def _faces(self, interactive: bool, data: bytes) -> extractor_pb2.FacesResult:
+    async def _faces(self, lane: str, data: bytes) -> extractor_pb2.FacesResult:
         """One image's faces, or the reason it has none (a bad image fails alone)."""
         try:
-            found: FacesOfImage = await self._face_turn(interactive, self._find_faces, data)
+            found: FacesOfImage = await self._face_turn(lane, self._find_faces, data)
         except InvalidArgument as exc:
             return extractor_pb2.FacesResult(error=common_pb2.ItemError(reason=exc.reason, message=exc.message))
-        FACE_IMAGES.labels("interactive" if interactive else "bulk").inc()
+        FACE_IMAGES.labels(lane).inc()
         faces = [extractor_pb2.Face(x=f.box[0], y=f.box[1], width=f.box[2], height=f.box[3], score=f.score,
                                     landmarks=[extractor_pb2.FacePoint(x=x, y=y) for x, y in f.landmarks],
                                     descriptor=f.descriptor.tolist()) for f in found.faces]

@@ -131,8 +131,10 @@ def test_describe_faces_answers_each_image_alone(stub: extractor_pb2_grpc.Extrac
     assert len(two.faces.faces) == 2
 
 
+@pytest.mark.parametrize(("interactive", "lane"), [(False, "bulk"), (True, "adds")])  # an import's, an add's
 def test_a_face_search_is_not_queued_behind_images_being_stored(stub: extractor_pb2_grpc.ExtractorStub,
-                                                               people: dict[str, bytes]) -> None:
+                                                               people: dict[str, bytes], interactive: bool,
+                                                               lane: str) -> None:
     """An add's or import's faces take seconds (one image at a time); a face search's query sent meanwhile is
     described next, instead of after every image queued before it."""
     def described(lane: str) -> float:
@@ -141,14 +143,15 @@ def test_a_face_search_is_not_queued_behind_images_being_stored(stub: extractor_
 
     stub.DescribeFaces(extractor_pb2.DescribeFacesRequest(images=[people["obama"]], interactive=True), timeout=60)
     bulk = (list(people.values()) * 8)[:24]
-    before = described("bulk")
+    before = described(lane)
+    request = extractor_pb2.DescribeFacesRequest(images=bulk, interactive=interactive, to_store=True)
     with ThreadPoolExecutor(1) as pool:
-        storing = pool.submit(lambda: stub.DescribeFaces(extractor_pb2.DescribeFacesRequest(images=bulk), timeout=300))
-        while described("bulk") == before and not storing.done():  # the batch is under way
+        storing = pool.submit(lambda: stub.DescribeFaces(request, timeout=300))
+        while described(lane) == before and not storing.done():  # the batch is under way
             time.sleep(0.01)
         query = stub.DescribeFaces(extractor_pb2.DescribeFacesRequest(images=[people["obama2"]], interactive=True),
                                    timeout=60)
-        described_meanwhile = described("bulk") - before
+        described_meanwhile = described(lane) - before
         assert all(r.WhichOneof("result") == "faces" for r in storing.result().results)
     assert len(query.results[0].faces.faces) == 1
     assert described_meanwhile < len(bulk) / 2, f"the query was answered after {described_meanwhile:g} of {len(bulk)}"

@@ -55,7 +55,7 @@ def test_a_lane_s_niceness_outside_0_to_19_is_refused_by_name(lane: str, value: 
         ExtractorSettings()
 
 
-def test_the_face_thread_runs_one_job_at_a_time_the_interactive_ones_first() -> None:
+def test_the_face_thread_runs_one_job_at_a_time_searches_and_adds_in_turns_then_imports() -> None:
     turns = FaceTurns()
     gate, ran, running = threading.Event(), [], []
 
@@ -68,23 +68,34 @@ def test_the_face_thread_runs_one_job_at_a_time_the_interactive_ones_first() -> 
         running.remove(name)
         return name
 
-    first = turns.submit(False, job, "first")  # under way while the rest are queued
+    first = turns.submit("bulk", job, "first")  # under way while the rest are queued
     while not first.running():
         time.sleep(0.001)
-    futures = [turns.submit(interactive, job, name) for interactive, name in
-               ((False, "bulk-1"), (True, "query-1"), (False, "bulk-2"), (True, "query-2"))]
-    assert turns.submit(True, job, "cancelled").cancel()  # its call was cancelled before its turn: not run
+    queued = [("bulk", "bulk-1"), ("adds", "add-1"), ("interactive", "query-1"), ("bulk", "bulk-2"),
+              ("adds", "add-2"), ("interactive", "query-2")]
+    futures = [turns.submit(lane, job, name) for lane, name in queued]
+    assert turns.submit("interactive", job, "cancelled").cancel()  # cancelled before its turn: not run
     gate.set()
-    assert [f.result(10) for f in futures] == ["bulk-1", "query-1", "bulk-2", "query-2"]  # none ran beside another
+    assert [f.result(10) for f in futures] == [name for _, name in queued]  # none ran beside another
     turns.shutdown()
-    assert ran == ["first", "query-1", "query-2", "bulk-1", "bulk-2"]
+    assert ran == ["first", "query-1", "add-1", "query-2", "add-2", "bulk-1", "bulk-2"]
+
+
+@pytest.mark.parametrize(("interactive", "to_store", "lane"), [
+    (True, False, "interactive"),  # a face search's query image
+    (True, True, "adds"),  # an add's images
+    (False, True, "bulk"),  # an import's or a re-embed's
+    (False, False, "bulk"),  # a client from before `to_store` that nobody waits for
+])
+def test_a_face_request_s_lane(interactive: bool, to_store: bool, lane: str) -> None:
+    assert FaceTurns.lane_of(interactive, to_store) == lane
 
 
 def test_a_failing_face_job_fails_its_caller_alone() -> None:
     turns = FaceTurns()
     try:
         with pytest.raises(ZeroDivisionError):
-            turns.submit(True, lambda: 1 / 0).result(10)
-        assert turns.submit(False, lambda: 2).result(10) == 2
+            turns.submit("interactive", lambda: 1 / 0).result(10)
+        assert turns.submit("bulk", lambda: 2).result(10) == 2
     finally:
         turns.shutdown()
