@@ -64,8 +64,9 @@ class Extractor(Protocol):
         """Every class the extractor's classifier gives indexed images, with its words."""
         ...
 
-    async def describe_faces(self, images: Sequence[bytes]) -> FaceBatch:
-        """Each image's faces; `FaceModelUnavailable` when the extractor has no face models."""
+    async def describe_faces(self, images: Sequence[bytes], to_store: bool = False) -> FaceBatch:
+        """Each image's faces; `FaceModelUnavailable` when the extractor has no face models. `to_store`: the
+        images are to be stored (an add's, an import's, a re-embed's), not a face search's."""
         ...
 
 
@@ -190,8 +191,11 @@ class GrpcExtractor:
                         reply.source)
 
 
-    async def describe_faces(self, images: Sequence[bytes]) -> FaceBatch:
-        request = extractor_pb2.DescribeFacesRequest(images=list(images), interactive=self.interactive)
+    async def describe_faces(self, images: Sequence[bytes], to_store: bool = False) -> FaceBatch:
+        """Each image's faces; `to_store`: the images are to be stored (an add's: their turn comes after the
+        face searches' waiting, not beside them)."""
+        request = extractor_pb2.DescribeFacesRequest(images=list(images), interactive=self.interactive,
+                                                     to_store=to_store)
         reply = await call(self.stub.DescribeFaces, request, timeout=self.timeout_s, unavailable=ExtractorUnavailable,
                            peer=self.peer)
         if len(reply.results) != len(images):

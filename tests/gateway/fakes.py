@@ -120,7 +120,7 @@ class FakeExtractor:
     async def labels(self) -> LabelSet:
         return LabelSet((LabelInfo("espresso", ("espresso",)), LabelInfo("tabby", ("tabby", "tabby cat"))), "fake")
 
-    async def describe_faces(self, images: Sequence[bytes]) -> FaceBatch:
+    async def describe_faces(self, images: Sequence[bytes], to_store: bool = False) -> FaceBatch:
         """An extractor without face models (the real one's faces: tests/extractor/test_faces.py)."""
         raise FaceModelUnavailable("the face models are not installed (fake extractor)")
 

@@ -55,10 +55,14 @@ def album(_stack: Stack, people: dict[str, Path], photos: list[Path]) -> Album:
         assert created.status_code == 201, created.text
         assert created.json()["faces"] is True and created.json()["face_model"]
         files = [("file", (p.name, p.read_bytes(), "image/jpeg")) for p in chosen]
+        before = faces_described(_stack)
         added = http.post(f"/v1/albums/{name}/images", files=files, data={
             "name": [p.stem for p in chosen],
             "attributes": [json.dumps({"person": person}) for person in ("obama", "obama", "biden", "", "")]})
         assert added.status_code == 201, added.text
+    # An add's images took the face thread's adds turn: in turns with face searches, before an import's.
+    after = faces_described(_stack)
+    assert {lane: after[lane] - before[lane] for lane in after} == {"interactive": 0, "adds": 5, "bulk": 0}
     return Album(name, {p.stem: r["id"] for p, r in zip(chosen, added.json()["results"], strict=True)})
 
 

@@ -46,6 +46,10 @@ log = logging.getLogger(__name__)
 
 # Faces listed per image in an item's attributes, beside the image's size (the frame of the boxes).
 FACES_KEY = "faces"
+# Images to be stored are described this many a call, one call after the other: the extractor finds faces one
+# image at a time, an add's in turns with face searches, and 256 of them in one call outlasted the call's
+# deadline while searches kept coming (bench/search_during_import.py --faces --during add).
+FACES_PER_CALL = 32
 
 
 async def faces_of(deps: Deps, album: str) -> Collection | None:
@@ -64,13 +68,20 @@ async def enable(deps: Deps, album: str) -> str:
     return info.face_model
 
 
-async def describe(deps: Deps, faces: Collection, contents: Sequence[bytes]) -> list[ImageFaces]:
-    """Each image's faces by the album's face model (`FaceModelUnavailable` if the extractor runs none)."""
-    batch = await deps.extractor.describe_faces(contents)
-    if batch.model != faces.model:
-        raise FaceModelUnavailable(f"the extractor describes faces with {batch.model!r}, album "
-                                   f"{faces.name.removesuffix(FACES_SUFFIX)!r} holds faces of {faces.model!r}")
-    return batch.results
+async def describe(deps: Deps, faces: Collection, contents: Sequence[bytes], to_store: bool = False
+                   ) -> list[ImageFaces]:
+    """Each image's faces by the album's face model (`FaceModelUnavailable` if the extractor runs none);
+    `to_store`: images to be stored (an add's, an import's, a re-embed's), not a face search's; described
+    `FACES_PER_CALL` a call."""
+    per_call = FACES_PER_CALL if to_store else max(len(contents), 1)
+    found: list[ImageFaces] = []
+    for start in range(0, len(contents), per_call):
+        batch = await deps.extractor.describe_faces(contents[start:start + per_call], to_store=to_store)
+        if batch.model != faces.model:
+            raise FaceModelUnavailable(f"the extractor describes faces with {batch.model!r}, album "
+                                       f"{faces.name.removesuffix(FACES_SUFFIX)!r} holds faces of {faces.model!r}")
+        found.extend(batch.results)
+    return found
 
 
 def face_item(item: Item, found: ImageFaces) -> Item | None:

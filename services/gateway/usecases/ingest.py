@@ -297,8 +297,9 @@ async def _embed(deps: Deps, collection: Collection, model: str, images: Mapping
     if companions.faces is None:
         embeddings = await embed_for_album(deps, collection, model, contents, fine)
     else:
-        embeddings, faces = await asyncio.gather(embed_for_album(deps, collection, model, contents, fine),
-                                                 face_usecases.describe(deps, companions.faces, contents))
+        embeddings, faces = await asyncio.gather(
+            embed_for_album(deps, collection, model, contents, fine),
+            face_usecases.describe(deps, companions.faces, contents, to_store=True))
     return Described(dict(zip(images, embeddings, strict=True)),
                      dict(zip(images, faces, strict=True)) if companions.faces is not None else {}, fine)
 

@@ -176,7 +176,7 @@ async def _reembed_page(deps: Deps, target: Collection, items: list[Item], versi
             rows = await embed_for_album(deps, target, target.model, contents, keypoints)
         else:
             rows, found = await asyncio.gather(embed_for_album(deps, target, target.model, contents, keypoints),
-                                               face_usecases.describe(deps, faces, contents))
+                                               face_usecases.describe(deps, faces, contents, to_store=True))
             await _write_faces(deps, target.name, [item for item, _ in readable], found)
         new: list[Item] = []
         features: dict[str, bytes] = {}
