@@ -554,8 +554,8 @@ class MilvusIndex:
         and counted `AT_ONCE` at a time (bench/album_ready.py: one after the other, 30 albums took ~200 ms)."""
         names = self._call("", lambda c: c.list_collections(**self._kw()))
         physical = sorted(n for n in names if n.startswith(self.settings.collection_prefix))
-        albums = [album for album in _each_at_once(self._listed, physical) if album is not None]
-        return sorted(albums, key=lambda a: a.name)
+        albums = {album.name: album for album in _each_at_once(self._listed, physical) if album is not None}
+        return sorted(albums.values(), key=lambda a: a.name)
 
     def _listed(self, physical: str) -> Collection | None:
         """The album a collection holds, counted; None for a version in the making or being replaced, one
