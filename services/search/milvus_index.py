@@ -551,7 +551,7 @@ class MilvusIndex:
     def list_collections(self) -> list[Collection]:
         """Every album of this service (its current version), by name, with counts read at the read
         consistency (at Bounded, a listing right after an add may not count it yet). The albums are described
-        and counted `AT_ONCE` at a time (bench/album_ready.py: one after the other, 30 albums took ~200 ms)."""
+        and counted `AT_ONCE` at a time (bench/album_ready.py: one after the other, 30 albums took 200-300 ms)."""
         names = self._call("", lambda c: c.list_collections(**self._kw()))
         physical = sorted(n for n in names if n.startswith(self.settings.collection_prefix))
         albums = {album.name: album for album in _each_at_once(self._listed, physical) if album is not None}
@@ -812,7 +812,7 @@ class MilvusIndex:
                     self._forget(collection_name(self.settings.collection_prefix, album))
                 if type(error) is StoreUnavailable and attempt == 0:
                     log.warning("Milvus call failed (%s); reconnecting", error.message)
-                    self._reset()
+                    self._reset(client)
                     continue
                 raise error from exc
         raise AssertionError("unreachable")
@@ -843,8 +843,13 @@ class MilvusIndex:
             log.info("connected to Milvus at %s", self.settings.milvus_uri)
             return self._client
 
-    def _reset(self) -> None:
+    def _reset(self, failed: MilvusClient | None = None) -> None:
+        """Drops the client (and what was known through it), so that the next call connects again; with
+        `failed`, only if it is still that one: calls running at once (`AT_ONCE`) that lost the same connection
+        reset it once, and none closes a client another has just connected."""
         with self._lock:
+            if failed is not None and self._client is not failed:
+                return
             client, self._client = self._client, None
             self._loaded.clear()
             self._caught_up.clear()
@@ -1221,11 +1226,17 @@ def _item(rows: Sequence[dict[str, Any]], schema: AlbumSchema) -> Item:
 
 
 def _each_at_once(fn: Callable[[str], T], names: Sequence[str]) -> list[T]:
-    """`fn` of each collection name, in their order, `AT_ONCE` of them at a time."""
+    """`fn` of each collection name, in their order, `AT_ONCE` of them at a time. The first error is raised
+    without waiting for the names not started yet (they are not: one album not loaded after a restart would
+    otherwise have the caller wait for every other album's check too)."""
     if len(names) < 2:
         return [fn(name) for name in names]
-    with ThreadPoolExecutor(min(AT_ONCE, len(names)), thread_name_prefix="milvus-each") as pool:
-        return list(pool.map(fn, names))
+    pool = ThreadPoolExecutor(min(AT_ONCE, len(names)), thread_name_prefix="milvus-each")
+    try:
+        futures = [pool.submit(fn, name) for name in names]
+        return [future.result() for future in futures]
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _with_count(info: Collection, count: int) -> Collection:

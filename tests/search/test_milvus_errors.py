@@ -3,12 +3,17 @@ tests/test_faults.py; these are the messages seen there, and the rules for them)
 
 from __future__ import annotations
 
+import threading
+import time
+
 import grpc
 import pytest
 from pymilvus.exceptions import MilvusException, ParamError
 
 from services.common.errors import AlbumNotFound, ImageSearchError, InvalidArgument, StoreUnavailable
-from services.search.milvus_index import _deadline_exceeded, map_error
+from services.search import milvus_index
+from services.search.milvus_index import MilvusIndex, _deadline_exceeded, _each_at_once, map_error
+from services.search.settings import SearchSettings
 
 
 @pytest.mark.parametrize("message", [
@@ -89,3 +94,44 @@ def test_a_read_reaching_a_collection_being_released_is_made_again(monkeypatch: 
     answers[:] = [map_error(MilvusException(code=65535, message="proxy not healthy"), "shoes"), "rows"]
     with pytest.raises(StoreUnavailable):
         index._read("c", "shoes", read)
+
+
+def test_work_on_each_album_at_once_keeps_the_order_and_stops_at_the_first_error(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(milvus_index, "AT_ONCE", 2)
+    assert _each_at_once(str.upper, ["b", "a", "c"]) == ["B", "A", "C"]
+    started: list[str] = []
+    lock = threading.Lock()
+
+    def check(name: str) -> str:
+        with lock:
+            started.append(name)
+        if name == "a0":
+            raise StoreUnavailable("album a0 is not loaded")
+        time.sleep(0.2)
+        return name
+
+    began = time.monotonic()
+    with pytest.raises(StoreUnavailable, match="a0"):
+        _each_at_once(check, [f"a{i}" for i in range(20)])
+    # Raised once the first album failed: the albums not started yet were not (one after another, 2 at a
+    # time, the other 19 would have taken ~2 s).
+    assert time.monotonic() - began < 1.0 and len(started) < 20
+
+
+def test_a_reset_for_a_lost_connection_leaves_a_client_connected_since() -> None:
+    """Calls running at once that lost one connection reset it once: a later one's reset does not close the
+    client another call has just connected."""
+    class Client:
+        closed = False
+
+        def close(self) -> None:
+            self.closed = True
+
+    index = MilvusIndex(SearchSettings(milvus_uri="http://127.0.0.1:9"))
+    lost, fresh = Client(), Client()
+    index._client = fresh  # type: ignore[assignment]
+    index._reset(lost)  # type: ignore[arg-type]
+    assert index._client is fresh and not fresh.closed
+    index._reset(fresh)  # type: ignore[arg-type]
+    assert index._client is None and fresh.closed
