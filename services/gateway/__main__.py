@@ -71,7 +71,8 @@ async def main() -> None:
     extractor = GrpcExtractor(extractor_channel, settings.rpc_timeout_s)
     search = GrpcVectorSearch(search_channel, settings.rpc_timeout_s)
     blobs = BlobStore.connect(settings.s3_endpoint, settings.s3_access_key, settings.s3_secret_key, settings.s3_bucket,
-                              secure=settings.s3_secure, region=settings.s3_region, timeout_s=settings.s3_timeout_s)
+                              secure=settings.s3_secure, region=settings.s3_region, timeout_s=settings.s3_timeout_s,
+                              put_threads=settings.s3_put_threads)
     try:
         await blobs.ensure_bucket()
     except StoreUnavailable as exc:

@@ -29,9 +29,10 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# How many threads one `put_all` writes its objects on, each one after the other. A thread per object (each put
-# handed to the default executor and its answer back to the event loop) costs the gateway ~25 % more CPU per
-# put for no more speed: the object store answers a batch's puts as fast either way. bench/blob_puts.py.
+# How many threads one `put_all` writes its objects on, each one after the other (by default: GatewaySettings.
+# s3_put_threads). A thread per object (each put handed to the default executor and its answer back to the event
+# loop) costs the gateway ~25 % more CPU per put for no more speed: the stack's object store answers a batch's
+# puts as fast either way. bench/blob_puts.py.
 PUT_THREADS = 4
 
 NAME_META = "original-name"
@@ -128,21 +129,22 @@ class Blobs(Protocol):
 class BlobStore:
     """Put, get, stat and delete objects of one bucket; created on `ensure_bucket`."""
 
-    def __init__(self, client: Minio, bucket: str) -> None:
+    def __init__(self, client: Minio, bucket: str, put_threads: int = PUT_THREADS) -> None:
         self.client = client
         self.bucket = bucket
+        self.put_threads = put_threads
         self._bucket_ready = False
 
     @classmethod
     def connect(
         cls, endpoint: str, access_key: str, secret_key: str, bucket: str, *, secure: bool = False, region: str = "",
-        timeout_s: float = 30.0,
+        timeout_s: float = 30.0, put_threads: int = PUT_THREADS,
     ) -> BlobStore:
         client = Minio(
             endpoint, access_key=access_key, secret_key=secret_key, secure=secure,
             region=region or None, http_client=default_http_client(timeout_s),
         )
-        return cls(client, bucket)
+        return cls(client, bucket, put_threads)
 
     async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         try:
@@ -184,8 +186,10 @@ class BlobStore:
                                content_type=blob.content_type, metadata=metadata)
 
     async def put_all(self, blobs: Sequence[NewBlob]) -> None:
-        """Writes the objects, up to `PUT_THREADS` at once; the first failure stops the rest and is raised once
-        the puts under way have ended (what was written stays: the caller deletes it, as after failed puts)."""
+        """Writes the objects, up to `put_threads` at once; the first failure stops the rest and is raised once
+        the puts under way have ended (what was written stays: the caller deletes it, as after failed puts).
+        Cancelled, it stops taking puts and returns at once; a put under way then ends by itself, as a
+        cancelled `asyncio.to_thread` call's does."""
         if not blobs:
             return
         await self.ensure_bucket()
@@ -206,7 +210,7 @@ class BlobStore:
                     raise
 
         try:
-            outcomes = await asyncio.gather(*(self._run(put_pending) for _ in range(min(PUT_THREADS, len(blobs)))),
+            outcomes = await asyncio.gather(*(self._run(put_pending) for _ in range(min(self.put_threads, len(blobs)))),
                                             return_exceptions=True)
         finally:
             failed.set()  # a caller cancelled meanwhile: its threads take no more

@@ -117,6 +117,10 @@ class GatewaySettings(ServiceSettings):
     redis_timeout_s: float = 2.0
     # Seconds for one object store call.
     s3_timeout_s: float = 30.0
+    # Puts one add or import batch keeps under way at once (`BlobStore.put_all`; its client's connection pool
+    # holds 16). 4 costs the least CPU against the stack's local store (bench/blob_puts.py); an object store
+    # farther away (a round trip of milliseconds) writes a large add sooner with more.
+    s3_put_threads: int = Field(default=4, ge=1, le=16)
     # Images per batch of an import (one Embed call each) and of a re-embed, and import workers in this
     # process (0: none, e.g. to run workers apart from the API). A batch's own steps (its Redis records,
     # the staged pack read from the object store, blobs written, the rows' insert) leave the extractor idle

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 
 import pytest
 import urllib3
+from pydantic import ValidationError
 
 from services.common.errors import ImageNotFound, StoreUnavailable
 from services.devstack import S3_ACCESS_KEY, S3_SECRET_KEY, Stack, free_port
 from services.gateway.blobstore import Blobs, BlobStore, NewBlob, image_key, thumbnail_key
+from services.gateway.settings import GatewaySettings
 from tests.gateway.fakes import FakeBlobs
 
 pytestmark = pytest.mark.anyio
@@ -84,3 +88,28 @@ async def test_an_unreachable_store_is_store_unavailable() -> None:
         await store.ensure_bucket()
     with pytest.raises(StoreUnavailable):
         await store.get("albums/a/images/x")
+
+
+@pytest.mark.parametrize("value", ["0", "17", "many"])
+def test_puts_at_once_outside_1_to_16_are_refused_by_name(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GATEWAY_S3_PUT_THREADS", value)
+    with pytest.raises(ValidationError, match="s3_put_threads"):
+        GatewaySettings()
+
+
+async def test_put_all_keeps_at_most_its_threads_puts_under_way(store: BlobStore) -> None:
+    running, most, lock = [0], [0], threading.Lock()
+
+    class Counting(BlobStore):
+        def _put_sync(self, blob: NewBlob) -> None:
+            with lock:
+                running[0] += 1
+                most[0] = max(most[0], running[0])
+            time.sleep(0.01)
+            super()._put_sync(blob)
+            with lock:
+                running[0] -= 1
+
+    await Counting(store.client, store.bucket, put_threads=2).put_all(
+        [NewBlob(f"albums/a/images/{i}", b"x", "image/jpeg") for i in range(12)])
+    assert most[0] == 2 and len(await store.list_keys("albums/a/")) == 12
