@@ -6,8 +6,8 @@ is decoded, so the model starts on a request's first images while the rest decod
 requests fill the same batches. Pool and batcher are those of the request's lane (`lanes.py`): images
 to be stored take the bulk lane, searches the interactive one, so that a search never queues behind
 an import; the images of an add someone waits for (`EmbedRequest.interactive`) the adds lane. Face detection
-runs one image at a time, a face search's first, then an add's, then those of imports and re-embeds
-(`DescribeFacesRequest.interactive` and `to_store`). A request of purpose INDEX also gets every database row
+runs one image at a time, face searches' and adds' in turns, those of imports and re-embeds when neither
+waits (`DescribeFacesRequest.interactive` and `to_store`). A request of purpose INDEX also gets every database row
 of each image (`EmbedResult.index_vectors`, first = the upright global vector) and its ImageNet
 labels (`EmbedResult.labels`, from the classifier head over the same feature map); one of purpose
 QUERY_VARIANTS the vectors of each image's query variants (`EmbedResult.variant_vectors`). A request asking for

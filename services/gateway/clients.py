@@ -192,8 +192,8 @@ class GrpcExtractor:
 
 
     async def describe_faces(self, images: Sequence[bytes], to_store: bool = False) -> FaceBatch:
-        """Each image's faces; `to_store`: the images are to be stored (an add's: their turn comes after the
-        face searches' waiting, not beside them)."""
+        """Each image's faces; `to_store`: the images are to be stored (an add's: described in turns with face
+        searches' images rather than queued with them)."""
         request = extractor_pb2.DescribeFacesRequest(images=list(images), interactive=self.interactive,
                                                      to_store=to_store)
         reply = await call(self.stub.DescribeFaces, request, timeout=self.timeout_s, unavailable=ExtractorUnavailable,
