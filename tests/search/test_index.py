@@ -17,6 +17,7 @@ from pymilvus import MilvusClient
 from services.common.errors import AlbumNotFound, AlreadyExists, InvalidArgument
 from services.common.filtering import Expr, bind, from_json
 from services.common.schema import NO_COLUMNS
+from services.search import milvus_index
 from services.search.filters import matches
 from services.search.index import (
     EXPAND_ALPHA,
@@ -204,6 +205,21 @@ def test_a_deleted_image_leaves_search_and_count_at_once(index: VectorIndex, alb
     assert "img4" not in ids(index.search(album, vectors[4], 10))
     assert index.get(album, ["img4"]) == []
     assert index.get_collection(album).count == 9
+
+
+@pytest.mark.parametrize("window", [milvus_index.MILVUS_MAX_WINDOW, 3])  # all rows read at once, or too many
+def test_deleting_images_deletes_every_row_of_theirs(index: VectorIndex, album: str, window: int,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    # Milvus deletes by primary key the rows one read returns, by expression when there are more than that.
+    monkeypatch.setattr(milvus_index, "MILVUS_MAX_WINDOW", window)
+    vectors = unit(np.random.default_rng(41), 12)
+    index.insert(album, [Item(id=f"img{i}", vectors=tuple(vectors[3 * i:3 * i + 3]), name=f"n{i}") for i in range(4)])
+    assert index.delete(album, ["img1", "img2", "missing"]) == 2
+    assert index.count(album) == 2 and index.get(album, ["img1", "img2"]) == []
+    for vector in vectors[3:9]:
+        assert not {"img1", "img2"} & set(ids(index.search(album, vector, 10)))
+    assert {hit.id for vector in (vectors[0], vectors[10]) for hit in index.search(album, vector, 1)} == \
+        {"img0", "img3"}
 
 
 def test_inserting_the_same_id_again_replaces_the_item(index: VectorIndex, album: str) -> None:
