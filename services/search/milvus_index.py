@@ -1065,11 +1065,13 @@ class MilvusIndex:
     def _delete_keys(self, cname: str, album: str, keys: Sequence[str]) -> None:
         """Deletes rows by primary key; returns once reads at Session consistency no longer see them (one Strong
         read, as `_delete_where`: pymilvus records no timestamp for these deletes either)."""
-        def delete(part: list[str]) -> Callable[[MilvusClient], Any]:
-            return lambda c: c.delete(cname, ids=part, **self._kw())
+        def delete(part: Sequence[str]) -> Callable[[MilvusClient], Any]:
+            # Milvus answers an expression that only lists primary keys at once; pymilvus's own `ids=` writes
+            # the keys into it unescaped (a quote in an image id broke it).
+            return lambda c: c.delete(cname, filter=ids_expr(part, field="pk"), **self._kw())
 
         for part in chunks(keys, IDS_PER_EXPR):
-            self._call(album, delete(list(part)))
+            self._call(album, delete(part))
         self._count(cname, album, "Strong")
 
     def _delete_where(self, cname: str, album: str, expr: str) -> None:
