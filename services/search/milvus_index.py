@@ -32,6 +32,7 @@ Every pymilvus error is mapped here (`map_error`): nothing from pymilvus or grpc
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import re
@@ -762,7 +763,10 @@ class MilvusIndex:
             if len(rows) < MILVUS_MAX_WINDOW:  # every row of these images
                 existing = {str(row["image_id"]) for row in rows if row["ordinal"] == 0}
                 if existing:
-                    self._delete_keys(cname, name, [str(row["pk"]) for row in rows if row["image_id"] in existing])
+                    keys = [str(row["pk"]) for row in rows if row["image_id"] in existing]
+                    # Milvus answers an expression that only lists primary keys at once (pymilvus's own `ids=`
+                    # writes them in unescaped: a quote in an image id broke it).
+                    self._delete_where(cname, name, *(ids_expr(part, "pk") for part in chunks(keys, IDS_PER_EXPR)))
             else:
                 existing = {str(row["image_id"]) for row in
                             self._query(cname, name, all_of("ordinal == 0", ids_expr(part)), ["image_id"])}
@@ -802,8 +806,7 @@ class MilvusIndex:
         per_batch = max(1, INSERT_BATCH_BYTES // (stored.info.dim * 4 + 4096))
         for batch in chunks(rows, per_batch):
             self._upsert(cname, album, batch)
-        for expr in stale:
-            self._delete_where(cname, album, expr)
+        self._delete_where(cname, album, *stale)
 
     # --- Milvus calls ------------------------------------------------------------------------
     def _kw(self) -> dict[str, Any]:
@@ -1062,27 +1065,22 @@ class MilvusIndex:
     def _upsert(self, cname: str, album: str, rows: Sequence[Row]) -> None:
         self._call(album, lambda c: c.upsert(cname, [*rows], **self._kw()))
 
-    def _delete_keys(self, cname: str, album: str, keys: Sequence[str]) -> None:
-        """Deletes rows by primary key; returns once reads at Session consistency no longer see them (one Strong
-        read, as `_delete_where`: pymilvus records no timestamp for these deletes either)."""
-        def delete(part: Sequence[str]) -> Callable[[MilvusClient], Any]:
-            # Milvus answers an expression that only lists primary keys at once; pymilvus's own `ids=` writes
-            # the keys into it unescaped (a quote in an image id broke it).
-            return lambda c: c.delete(cname, filter=ids_expr(part, field="pk"), **self._kw())
-
-        for part in chunks(keys, IDS_PER_EXPR):
-            self._call(album, delete(part))
-        self._count(cname, album, "Strong")
-
-    def _delete_where(self, cname: str, album: str, expr: str) -> None:
-        """Deletes matching rows; returns once reads at Session consistency no longer see them.
+    def _delete_where(self, cname: str, album: str, *exprs: str) -> None:
+        """Deletes the rows matching each expression; returns once reads at Session consistency no longer see
+        them.
 
         pymilvus records no timestamp for a delete by filter, so a Session read right after it may
-        still see the rows; one Strong read (it waits for Milvus's next time tick, ~200 ms) closes
-        that window. Deletes are rare, so searches keep Session's speed.
+        still see the rows; one Strong read after them all (it waits for Milvus's next time tick, ~200 ms)
+        closes that window. Deletes are rare, so searches keep Session's speed.
         """
-        self._call(album, lambda c: c.delete(cname, filter=expr, **self._kw()))
+        if not exprs:
+            return
+        for expr in exprs:
+            self._call(album, functools.partial(self._delete, cname, expr))
         self._count(cname, album, "Strong")
+
+    def _delete(self, cname: str, expr: str, client: MilvusClient) -> Any:
+        return client.delete(cname, filter=expr, **self._kw())
 
 
 # --- rows <-> records ------------------------------------------------------------------------------
