@@ -21,8 +21,8 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
-from services.common.errors import ImageNotFound
-from services.gateway.blobstore import features_key, image_key
+from services.common.errors import ImageNotFound, StoreUnavailable
+from services.gateway.blobstore import NewBlob, features_key, image_key
 from services.gateway.companions import companions_of
 from services.gateway.deps import Deps
 from services.gateway.import_queue import ImportJob, ImportQueue, ImportStatus
@@ -206,12 +206,14 @@ async def _write_faces(deps: Deps, album: str, items: list[Item], found: list[Im
 
 
 async def _put_features(deps: Deps, album: str, features: dict[str, bytes]) -> None:
-    """Stores re-made local features; one that cannot be written only leaves its image unverified."""
-    puts = [deps.blobs.put(features_key(album, h), f, FEATURES_CONTENT_TYPE) for h, f in features.items()]
-    failed = [o for o in await asyncio.gather(*puts, return_exceptions=True) if isinstance(o, BaseException)]
-    if failed:
-        log.warning("album %s: %d image(s) re-embedded without stored local features: %s", album, len(failed),
-                    failed[0])
+    """Stores re-made local features, as an add does (`BlobStore.put_all`); features that cannot be written only
+    leave their images verified by the features stored before (or unverified, where there were none)."""
+    try:
+        await deps.blobs.put_all([NewBlob(features_key(album, h), f, FEATURES_CONTENT_TYPE)
+                                  for h, f in features.items()])
+    except StoreUnavailable as exc:
+        log.warning("album %s: local features of up to %d re-embedded image(s) not written: %s", album,
+                    len(features), exc.message)
 
 
 # --- as a background job (the import queue's workers run it) ---------------------------------------------
