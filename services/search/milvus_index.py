@@ -43,7 +43,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import grpc
 import numpy as np
@@ -119,6 +119,7 @@ from services.search.milvus_filter import (
     field_of,
     quote_string,
 )
+from services.search.recent_writes import RecentWrites
 from services.search.search_plan import FILTERED_SEARCHES, ExpiringCache, post_filter_depth
 from services.search.settings import SearchSettings
 
@@ -371,6 +372,24 @@ def _map_milvus(exc: MilvusException, album: str) -> ImageSearchError:
 # --- the index -----------------------------------------------------------------------------------
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _changes_album(method: F) -> F:
+    """Marks a MilvusIndex method that changes an album as a whole (its first argument the album's name): reads
+    of it by id run at the read consistency while it runs and for the window after (`RecentWrites.changed`)."""
+
+    @functools.wraps(method)
+    def changing(self: MilvusIndex, name: str, *args: Any, **kwargs: Any) -> Any:
+        self._recent.changed(name)
+        try:
+            return method(self, name, *args, **kwargs)
+        finally:
+            self._recent.changed(name)
+
+    return cast(F, changing)
+
+
 class MilvusIndex:
     """Albums as Milvus collections, reached lazily: the service starts and answers without Milvus.
 
@@ -389,7 +408,9 @@ class MilvusIndex:
     timestamps), which suffices when one replica serves all writes; `list_collections` counts at it too, so
     an album listed right after an add counts the add. A Session read right after a write waits for it to
     become visible (0.2-0.6 s here, a few time ticks), so a write path reads before it writes, never after
-    (`_write_items`).
+    (`_write_items`). A read by image id (`get`, an insert's and a delete's look at the rows) of images that this
+    process has not written within `settings.recent_writes_s` runs at Bounded instead, which waits for nothing
+    (services/search/recent_writes.py): back-to-back adds no longer wait for each other's tick.
 
     Loading: collections are loaded on create and, on first use (or when Milvus says a collection is
     not loaded, as after a restart), before being read; a collection counts as loaded once a Strong
@@ -418,8 +439,12 @@ class MilvusIndex:
         self._fresh: set[str] = set()
         # Images matching each filter (and "": all of them) per collection, to plan filtered searches.
         self._counts: ExpiringCache[tuple[str, str], int] = ExpiringCache(settings.filter_share_ttl_s)
+        # Images (and albums as a whole) written through this process lately, by album name: read by id at the
+        # read consistency; others at Bounded (`_by_id_level`).
+        self._recent = RecentWrites(settings.recent_writes_s)
 
     # --- albums ------------------------------------------------------------------------------
+    @_changes_album
     def create_collection(self, name: str, dim: int, model: str, index_type: str = "",
                           schema: AlbumSchema = NO_COLUMNS) -> Collection:
         """Creates, indexes and loads an album's first version, named by an alias of the album's name;
@@ -458,6 +483,7 @@ class MilvusIndex:
         finally:
             self._creating.discard(physical)
 
+    @_changes_album
     def drop_collection(self, name: str) -> bool:
         """Drops an album, every version of it; False if there was none."""
         cname = collection_name(self.settings.collection_prefix, name)
@@ -481,6 +507,7 @@ class MilvusIndex:
         return sorted(n for n in names if pattern.fullmatch(n))
 
     # --- versions: re-embedding beside the album ---------------------------------------------------
+    @_changes_album
     def begin_version(self, name: str, dim: int, model: str) -> int:
         """A new, empty version of the album (its columns and index type, this model and dim), filled
         beside the album while the album answers from its current version; any other version in the
@@ -496,6 +523,7 @@ class MilvusIndex:
         log.info("album %s: version %d begun (model %s)", name, number, model)
         return number
 
+    @_changes_album
     def commit_version(self, name: str, version: int) -> Collection:
         """Makes the version the album's: its alias moves there at once, the old version is dropped."""
         cname, active = self._album(name)
@@ -515,6 +543,7 @@ class MilvusIndex:
         log.info("album %s: version %d is the album now", name, version)
         return self.get_collection(name)
 
+    @_changes_album
     def abort_version(self, name: str, version: int) -> bool:
         """Drops a version in the making; False if there was none (the album's own version stays)."""
         cname, active = self._album(name)
@@ -690,9 +719,10 @@ class MilvusIndex:
         cname, stored = self._album(name, version)
         wanted = check_ids(ids)
         fields = [*stored.fields(), "vector"] if with_vectors else stored.fields()
+        level = self._by_id_level(name, wanted)
         rows: Rows = []
         for part in chunks(wanted, IDS_PER_EXPR):
-            rows.extend(self._query(cname, name, ids_expr(part), fields))
+            rows.extend(self._query(cname, name, ids_expr(part), fields, level=level))
         items = _items_from_rows(rows, stored.info.schema)
         return [items[i] for i in wanted if i in items]
 
@@ -759,7 +789,10 @@ class MilvusIndex:
         cname, _ = self._album(name)
         deleted = 0
         for part in chunks(check_ids(ids), IDS_PER_EXPR):
-            rows = self._query(cname, name, ids_expr(part), ["pk", "image_id", "ordinal"], limit=MILVUS_MAX_WINDOW)
+            level = self._by_id_level(name, part)
+            self._recent.wrote(name, part)
+            rows = self._query(cname, name, ids_expr(part), ["pk", "image_id", "ordinal"], limit=MILVUS_MAX_WINDOW,
+                               level=level)
             if len(rows) < MILVUS_MAX_WINDOW:  # every row of these images
                 existing = {str(row["image_id"]) for row in rows if row["ordinal"] == 0}
                 if existing:
@@ -772,6 +805,7 @@ class MilvusIndex:
                             self._query(cname, name, all_of("ordinal == 0", ids_expr(part)), ["image_id"])}
                 if existing:
                     self._delete_where(cname, name, ids_expr(sorted(existing)))
+            self._recent.wrote(name, part)
             deleted += len(existing)
         return deleted
 
@@ -1014,8 +1048,9 @@ class MilvusIndex:
         )
         return int(rows[0]["count(*)"]) if rows else 0
 
-    def _query(self, cname: str, album: str, expr: str, fields: Sequence[str], **page: int) -> Rows:
-        level = self.settings.read_consistency
+    def _query(self, cname: str, album: str, expr: str, fields: Sequence[str], level: str = "", **page: int) -> Rows:
+        """Rows matching `expr`, read at `level` (by default the read consistency)."""
+        level = level or self.settings.read_consistency
         found = self._read(
             cname,
             album,
@@ -1060,10 +1095,24 @@ class MilvusIndex:
             by_count[len(item.vectors)].append(item.id)
         exprs = [all_of(ids_expr(part), f"ordinal >= {n}") for n, ids in by_count.items()
                  for part in chunks(ids, IDS_PER_EXPR)]
-        return [expr for expr in exprs if self._query(cname, album, expr, ["pk"], limit=1)]
+        level = self._by_id_level(album, [item.id for item in items])
+        return [expr for expr in exprs if self._query(cname, album, expr, ["pk"], limit=1, level=level)]
+
+    def _by_id_level(self, album: str, ids: Sequence[str]) -> str:
+        """The consistency to read these images of the album by id at: Bounded where the read consistency is
+        Session and this process has written none of them (nor the album as a whole) lately, for a Session read
+        waits for this process's last write to the album to become visible (Milvus' next time tick), and a
+        Bounded one for nothing, seeing every write older than the window."""
+        session = self.settings.read_consistency == "Session"
+        return "Bounded" if session and self._recent.settled(album, ids) else self.settings.read_consistency
 
     def _upsert(self, cname: str, album: str, rows: Sequence[Row]) -> None:
-        self._call(album, lambda c: c.upsert(cname, [*rows], **self._kw()))
+        ids = {str(row["image_id"]) for row in rows}
+        self._recent.wrote(album, ids)
+        try:
+            self._call(album, lambda c: c.upsert(cname, [*rows], **self._kw()))
+        finally:
+            self._recent.wrote(album, ids)
 
     def _delete_where(self, cname: str, album: str, *exprs: str) -> None:
         """Deletes the rows matching each expression; returns once reads at Session consistency no longer see

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from services.common.settings import ServiceSettings
@@ -53,6 +54,12 @@ class SearchSettings(ServiceSettings):
     # replica, for several replicas, but waits for Milvus' next time tick (~200-400 ms a read on a
     # 2.3 standalone). See MilvusIndex.
     read_consistency: str = "Session"
+    # Seconds an image written through this process is read back at `read_consistency`; an image not written for
+    # longer, read by its id (an add's look at which images the album holds, an insert's at their rows, a get),
+    # is read at Bounded consistency, which does not wait for Milvus' next time tick (services/search/
+    # recent_writes.py; bench/adds.py). Must be longer than the Milvus' `common.gracefulTime` (5 s by default),
+    # the age of the newest write a Bounded read is sure to see. 0: every read at `read_consistency`.
+    recent_writes_s: float = Field(default=10.0, ge=0)
     # Rows fetched per wanted image on the first search round (regional descriptors share an image).
     search_overfetch: int = 2
     # Seconds to wait for a collection to load into memory (first use after a Milvus restart).

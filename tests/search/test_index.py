@@ -507,6 +507,64 @@ def test_milvus_writes_an_image_after_its_reads_so_it_never_waits_for_its_own_wr
         milvus_index.drop_collection(name)
 
 
+def test_back_to_back_adds_each_find_their_image_absent_then_present(index: VectorIndex, album: str) -> None:
+    """What an add asks of the album, one add right after another: which of its images the album holds (none:
+    each is new), then, once inserted, the image is there, with its vector, and the earlier ones too."""
+    vectors = unit(np.random.default_rng(16), 6)
+    for n, vector in enumerate(vectors):
+        image = f"new{n}"
+        assert index.get(album, [image]) == []
+        index.insert(album, [Item(id=image, vectors=(vector,), content_hash=f"h{n}")])
+        assert [i.id for i in index.get(album, [f"new{k}" for k in range(n + 1)])] == [f"new{k}" for k in range(n + 1)]
+    assert index.get_collection(album).count == len(vectors)
+
+
+def test_milvus_reads_by_id_at_bounded_unless_this_process_wrote_the_images_lately(
+        milvus_index: MilvusIndex, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Session read waits for this process's last write to the album to become visible (Milvus' next time tick,
+    140-340 ms after back-to-back adds: bench/adds.py); a read by id of images this process has not written within
+    `recent_writes_s` runs at Bounded, which waits for nothing. Images written lately, and an album changed as a
+    whole lately (created here), are read at Session, so that this process reads its own writes."""
+    name = f"album-{uuid.uuid4().hex[:8]}"
+    milvus_index.create_collection(name, DIM, "test-model")
+    vectors = unit(np.random.default_rng(17), 4)
+    milvus_index.insert(name, items_from(vectors[:2]))
+    other = MilvusIndex(milvus_index.settings)  # another process: it wrote nothing of the album
+    try:
+        other.get_collection(name)  # its first read of the album checks it once (a Strong read: `_check_caught_up`)
+        calls = record_milvus_calls(monkeypatch, "query")
+        milvus_index.get(name, ["img9"])
+        assert [level for _, level in calls] == ["Session"]  # the album was created here a moment ago
+        calls.clear()
+        other.get(name, ["img0", "img9"])
+        assert [level for _, level in calls] == ["Bounded"]
+        calls.clear()
+        other.insert(name, [Item(id="img5", vectors=(vectors[2],))])
+        assert [level for _, level in calls] == ["Bounded"]  # the insert's look at the image's rows
+        calls.clear()
+        assert [i.id for i in other.get(name, ["img5"])] == ["img5"]
+        assert [i.id for i in other.get(name, ["img0", "img5"])] == ["img0", "img5"]
+        assert [level for _, level in calls] == ["Session", "Session"]
+        calls.clear()
+        other.get(name, ["img1"])
+        assert [level for _, level in calls] == ["Bounded"]
+        calls.clear()
+        assert other.delete(name, ["img5"]) == 1
+        assert other.get(name, ["img5"]) == []
+        assert [level for _, level in calls][-1] == "Session"
+        disabled = MilvusIndex(milvus_index.settings.model_copy(update={"recent_writes_s": 0}))
+        try:
+            disabled.get_collection(name)
+            calls.clear()
+            disabled.get(name, ["img0"])
+            assert [level for _, level in calls] == ["Session"]
+        finally:
+            disabled.close()
+    finally:
+        other.close()
+        milvus_index.drop_collection(name)
+
+
 def test_milvus_reads_after_a_restart_check_each_collection_once(milvus_index: MilvusIndex,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """A restarted search service checks each album's collection (loaded, its log replayed: a Strong read of
