@@ -377,7 +377,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def _changes_album(method: F) -> F:
     """Marks a MilvusIndex method that changes an album as a whole (its first argument the album's name): reads
-    of it by id run at the read consistency while it runs and for the window after (`RecentWrites.changed`)."""
+    of it by id run at the read consistency while it runs and for the window after (`RecentWrites.changed`).
+    Not a new album's creation: its collection is new, and every row written to it since is an image written."""
 
     @functools.wraps(method)
     def changing(self: MilvusIndex, name: str, *args: Any, **kwargs: Any) -> Any:
@@ -444,7 +445,6 @@ class MilvusIndex:
         self._recent = RecentWrites(settings.recent_writes_s)
 
     # --- albums ------------------------------------------------------------------------------
-    @_changes_album
     def create_collection(self, name: str, dim: int, model: str, index_type: str = "",
                           schema: AlbumSchema = NO_COLUMNS) -> Collection:
         """Creates, indexes and loads an album's first version, named by an alias of the album's name;

@@ -6,8 +6,8 @@ the album holds (and an insert which rows they had) right after the previous add
 such look waited 140-340 ms (bench/adds.py). A read at Bounded consistency waits for nothing: it sees
 every write older than Milvus' `common.gracefulTime` (5 s by default). So a read by image id at Bounded
 sees the latest state of every image that this process has not written for longer than that; an image
-written more recently, or an album whose rows changed in a way not told by id (created, dropped, a
-version switched), is read at Session as before. The window must be longer than the Milvus' graceful
+written more recently, or an album changed as a whole lately (dropped, a version made, switched or
+dropped), is read at Session as before. The window must be longer than the Milvus' graceful
 time (SearchSettings.recent_writes_s).
 """
 
@@ -44,7 +44,7 @@ class RecentWrites:
             self._prune(album, now)
 
     def changed(self, album: str) -> None:
-        """The album changed as a whole (created, dropped, a version made, switched or dropped)."""
+        """The album changed as a whole (dropped, a version made, switched or dropped)."""
         if self.window_s > 0:
             with self._lock:
                 self._whole[album] = self._clock()

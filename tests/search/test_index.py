@@ -524,7 +524,7 @@ def test_milvus_reads_by_id_at_bounded_unless_this_process_wrote_the_images_late
     """A Session read waits for this process's last write to the album to become visible (Milvus' next time tick,
     140-340 ms after back-to-back adds: bench/adds.py); a read by id of images this process has not written within
     `recent_writes_s` runs at Bounded, which waits for nothing. Images written lately, and an album changed as a
-    whole lately (created here), are read at Session, so that this process reads its own writes."""
+    whole lately (a version switched, here), are read at Session, so that this process reads its own writes."""
     name = f"album-{uuid.uuid4().hex[:8]}"
     milvus_index.create_collection(name, DIM, "test-model")
     vectors = unit(np.random.default_rng(17), 4)
@@ -533,8 +533,9 @@ def test_milvus_reads_by_id_at_bounded_unless_this_process_wrote_the_images_late
     try:
         other.get_collection(name)  # its first read of the album checks it once (a Strong read: `_check_caught_up`)
         calls = record_milvus_calls(monkeypatch, "query")
+        milvus_index.get(name, ["img0"])
         milvus_index.get(name, ["img9"])
-        assert [level for _, level in calls] == ["Session"]  # the album was created here a moment ago
+        assert [level for _, level in calls] == ["Session", "Bounded"]  # img0 written here a moment ago
         calls.clear()
         other.get(name, ["img0", "img9"])
         assert [level for _, level in calls] == ["Bounded"]
@@ -552,6 +553,11 @@ def test_milvus_reads_by_id_at_bounded_unless_this_process_wrote_the_images_late
         assert other.delete(name, ["img5"]) == 1
         assert other.get(name, ["img5"]) == []
         assert [level for _, level in calls][-1] == "Session"
+        version = other.begin_version(name, DIM, "test-model-2")
+        other.commit_version(name, version)
+        calls.clear()
+        assert other.get(name, ["img9"]) == []
+        assert [level for _, level in calls] == ["Session"]
         disabled = MilvusIndex(milvus_index.settings.model_copy(update={"recent_writes_s": 0}))
         try:
             disabled.get_collection(name)
