@@ -8,7 +8,8 @@ every write older than Milvus' `common.gracefulTime` (5 s by default). So a read
 sees the latest state of every image that this process has not written for longer than that; an image
 written more recently, or an album changed as a whole lately (dropped, a version made, switched or
 dropped), is read at Session as before. The window must be longer than the Milvus' graceful
-time (SearchSettings.recent_writes_s).
+time (SearchSettings.recent_writes_s). (A process that has not written to a collection gets no more from
+Session than from Eventually: pymilvus has no write time of its to wait for, so such reads lose nothing.)
 """
 
 from __future__ import annotations
