@@ -100,8 +100,10 @@ class VectorSearch(Protocol):
         `max_distance`: none farther."""
         ...
 
-    async def search_many(self, collection: str, vectors: Sequence[Sequence[float]], top_k: int) -> list[list[Hit]]:
-        """Each vector's nearest images (id, distance and row only), in one call."""
+    async def search_many(self, collection: str, vectors: Sequence[Sequence[float]], top_k: int,
+                          primary_only: bool = False) -> list[list[Hit]]:
+        """Each vector's nearest images (id, distance and row only), in one call; `primary_only`: by their upright
+        global row only."""
         ...
 
     async def get(self, collection: str, ids: Sequence[str], with_vectors: bool = False,
@@ -305,8 +307,9 @@ class GrpcVectorSearch:
                     content_hash=h.content_hash, created_at_ms=h.created_at_ms, row=h.row)
                 for h in reply.hits]
 
-    async def search_many(self, collection: str, vectors: Sequence[Sequence[float]], top_k: int) -> list[list[Hit]]:
-        request = search_pb2.SearchManyRequest(collection=collection, top_k=top_k,
+    async def search_many(self, collection: str, vectors: Sequence[Sequence[float]], top_k: int,
+                          primary_only: bool = False) -> list[list[Hit]]:
+        request = search_pb2.SearchManyRequest(collection=collection, top_k=top_k, primary_only=primary_only,
                                                vectors=[search_pb2.Descriptor(values=list(v)) for v in vectors])
         reply = await self._call(self.stub.SearchMany, request)
         return [[Hit(id=h.id, name="", distance=h.distance, attributes={}, content_hash="", created_at_ms=0, row=h.row)

@@ -182,9 +182,11 @@ class VectorIndex(Protocol):
         only when `primary_only`, else by their best one."""
         ...
 
-    def search_many(self, name: str, vectors: Sequence[Sequence[float] | Vector], top_k: int) -> list[list[Hit]]:
+    def search_many(self, name: str, vectors: Sequence[Sequence[float] | Vector], top_k: int,
+                    primary_only: bool = False) -> list[list[Hit]]:
         """For each vector, the `top_k` images nearest to it (one hit each, id, distance and row only), nearest
-        first: one call for the many descriptors of one query (its keypoints against a keypoint companion)."""
+        first: one call for the many descriptors of one query (its keypoints against a keypoint companion), or
+        for the many images of one add (`primary_only`: by their first rows alone, as `search`'s)."""
         ...
 
     def get(self, name: str, ids: Sequence[str], with_vectors: bool = False, version: int = 0) -> list[Item]:
@@ -578,9 +580,11 @@ class ExactIndex:
         scored.sort(key=lambda entry: (-entry[0], entry[2].id))
         return [_hit(item, similarity, row) for similarity, row, item in scored[:top_k]]
 
-    def search_many(self, name: str, vectors: Sequence[Sequence[float] | Vector], top_k: int) -> list[list[Hit]]:
+    def search_many(self, name: str, vectors: Sequence[Sequence[float] | Vector], top_k: int,
+                    primary_only: bool = False) -> list[list[Hit]]:
         """Each vector's `top_k` nearest images, computed exactly (ids, distances and rows only)."""
-        return [[Hit(id=h.id, distance=h.distance, row=h.row) for h in self.search(name, v, top_k)] for v in vectors]
+        return [[Hit(id=h.id, distance=h.distance, row=h.row)
+                 for h in self.search(name, v, top_k, primary_only=primary_only)] for v in vectors]
 
     def get(self, name: str, ids: Sequence[str], with_vectors: bool = False, version: int = 0) -> list[Item]:
         """Stored items among `ids`, in the order asked."""

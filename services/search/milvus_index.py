@@ -669,20 +669,24 @@ class MilvusIndex:
                 return hits[:top_k]
             limit = min(limit * 4, MILVUS_MAX_WINDOW)
 
-    def search_many(self, name: str, vectors: Sequence[Sequence[float] | Vector], top_k: int) -> list[list[Hit]]:
+    def search_many(self, name: str, vectors: Sequence[Sequence[float] | Vector], top_k: int,
+                    primary_only: bool = False) -> list[list[Hit]]:
         """Each vector's nearest images in one Milvus search of many queries: `top_k * search_overfetch` rows
-        each, their first row per image kept (ids, distances and rows only: nothing else is read)."""
+        each (`top_k` of the first rows alone, `primary_only`), their first row per image kept (ids, distances and
+        rows only: nothing else is read)."""
         check_top_k(top_k, self.settings.max_top_k)
         if not vectors:
             return []
         cname, stored = self._album(name)
         queries = [normalise(v, stored.info.dim).tolist() for v in vectors]
-        limit = min(top_k * max(1, self.settings.search_overfetch), MILVUS_MAX_WINDOW)
+        overfetch = 1 if primary_only else max(1, self.settings.search_overfetch)
+        limit = min(top_k * overfetch, MILVUS_MAX_WINDOW)
         params = search_params(stored.info.index_type, limit, self.settings)
         level = self.settings.read_consistency
         found = self._read(cname, name, lambda c: c.search(
-            cname, queries, limit=limit, output_fields=["image_id", "ordinal"], search_params=params,
-            anns_field="vector", consistency_level=level, **self._kw()))
+            cname, queries, filter="ordinal == 0" if primary_only else "", limit=limit,
+            output_fields=["image_id", "ordinal"], search_params=params, anns_field="vector", consistency_level=level,
+            **self._kw()))
         return [_nearest_images(rows, top_k) for rows in found]
 
     def _post_filter_depth(self, cname: str, album: str, stored: Stored, expr: str, rows_wanted: int) -> int:

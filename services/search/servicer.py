@@ -74,7 +74,8 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
 
     async def SearchMany(self, request: search_pb2.SearchManyRequest, context: Context) -> Any:
         vectors = [np.asarray(v.values, dtype=np.float32) for v in request.vectors]
-        found = await asyncio.to_thread(self.index.search_many, request.collection, vectors, request.top_k)
+        found = await asyncio.to_thread(self.index.search_many, request.collection, vectors, request.top_k,
+                                        request.primary_only)
         return search_pb2.SearchManyResponse(results=[
             search_pb2.HitList(hits=[search_pb2.Hit(id=h.id, distance=h.distance, row=h.row) for h in hits])
             for hits in found])

@@ -313,6 +313,25 @@ def test_primary_only_matches_an_image_by_its_first_vector_alone(index: VectorIn
     assert ids(kind_a) == ["rotated"] and kind_a[0].distance == pytest.approx(by_first["rotated"], abs=1e-4)
 
 
+def test_search_many_primary_only_answers_each_vector_as_a_primary_only_search_does(index: VectorIndex,
+                                                                                  album: str) -> None:
+    """An add's near-duplicate look: every new image's nearest by their first rows, in one call."""
+    rng = np.random.default_rng(23)
+    upright, query = unit(rng, 2)
+    near = query + 0.3 * unit(rng, 1)[0]
+    others = unit(rng, 6)
+    index.insert(album, [Item(id="rotated", vectors=(upright, query)), Item(id="near", vectors=(near,)),
+                         *(Item(id=f"img{i}", vectors=(v,)) for i, v in enumerate(others))])
+    queries = [query, others[2], upright]
+    found = index.search_many(album, queries, 3, primary_only=True)
+    for vector, hits in zip(queries, found, strict=True):
+        alone = index.search(album, vector, 3, primary_only=True)
+        assert ids(hits) == ids(alone)
+        assert [h.distance for h in hits] == pytest.approx([h.distance for h in alone], abs=1e-4)
+        assert all(h.row == 0 for h in hits)
+    assert ids(found[0])[0] == "near" and ids(index.search_many(album, [query], 1)[0]) == ["rotated"]
+
+
 
 def test_search_many_gives_each_vectors_nearest_images_with_the_row_that_matched(index: VectorIndex) -> None:
     name = f"album-{uuid.uuid4().hex[:8]}.keypoints"
