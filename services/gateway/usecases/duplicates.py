@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 
 from services.common.errors import InvalidArgument
@@ -26,7 +25,8 @@ class DuplicateGroup:
 
 async def groups(deps: Deps, album: str, max_distance: float) -> list[DuplicateGroup]:
     """Every group of two or more images linked by pairs at most `max_distance` apart (upright vectors),
-    the largest groups first. Walks the whole album: a search per image."""
+    the largest groups first. Walks the whole album: a page of images at a time, one search of many queries
+    for each page's nearest images."""
     if not 0 <= max_distance <= MAX_DISTANCE:
         raise InvalidArgument(f"max_distance must be between 0 and {MAX_DISTANCE}")
     await deps.collection(album)
@@ -45,10 +45,11 @@ async def groups(deps: Deps, album: str, max_distance: float) -> list[DuplicateG
         after = page[-1].id
         stored = await deps.search.get(album, [i.id for i in page], with_vectors=True)
         items.update((i.id, i) for i in stored)
-        found = await asyncio.gather(*(deps.search.search(album, item.vectors[0], NEIGHBOURS, exclude_ids=[item.id],
-                                                          primary_only=True, max_distance=max_distance)
-                                       for item in stored if item.vectors))
-        for item, hits in zip([i for i in stored if i.vectors], found, strict=True):
+        described = [i for i in stored if i.vectors]
+        found = await deps.search.search_many(album, [item.vectors[0] for item in described], NEIGHBOURS + 1,
+                                              primary_only=True) if described else []
+        for item, nearest in zip(described, found, strict=True):
+            hits = [hit for hit in nearest if hit.id != item.id and hit.distance <= max_distance][:NEIGHBOURS]
             for hit in hits:
                 a, b = root(item.id), root(hit.id)
                 if a != b:
