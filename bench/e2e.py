@@ -1,6 +1,7 @@
 """End-to-end speed of the whole system on this machine: ingest rate and search latency.
 
     .venv/bin/python bench/e2e.py [--images 600] [--queries 100] [--rounds 3] [--set .cache/evalset] [--details]
+                                  [--on-duplicate keep|skip|replace]
 
 Starts a fresh stack (real Milvus, S3, Redis, the three services) on free ports, then measures,
 in the same run:
@@ -28,7 +29,9 @@ in the same run:
              swayed by other load than a rate; the same during the peer's run (`peer_cpu_ms`)
   memory     RSS of each process after the run
 With --details the albums are made with a keypoint index (and the peer asks for the finer local
-features such an album stores: EmbedRequest.fine_local_features).
+features such an album stores: EmbedRequest.fine_local_features). With --on-duplicate skip (or replace)
+the imports also look for each photo's near-duplicates in the album, as the web page's imports do by default
+(the peer does not: that look is ingest's own work).
 The last line is a JSON object of the figures.
 """
 
@@ -71,7 +74,7 @@ from services.devstack import Stack  # noqa: E402
 from services.gateway.settings import GatewaySettings  # noqa: E402
 
 
-def measure_import(client: GatewayClient, album: str, files: list[Path]) -> float:
+def measure_import(client: GatewayClient, album: str, files: list[Path], on_duplicate: str = "keep") -> float:
     """Images/s of one import of the photos as a tar archive, from the upload to the job done: the time the
     gateway recorded the job finished (`finished_at_ms`, this machine's clock), not when a poll every 0.5 s
     noticed it (up to 0.5 s later; polling more often costs the gateway CPU the import needs)."""
@@ -80,7 +83,7 @@ def measure_import(client: GatewayClient, album: str, files: list[Path]) -> floa
         with open(archive, "wb") as out:
             pack_images(files, out)
         started = time.time()
-        job = client.start_import(album, archive=archive)
+        job = client.start_import(album, archive=archive, on_duplicate=on_duplicate)
         while job["status"] not in ("done", "failed", "cancelled"):
             time.sleep(0.5)
             job = client.get_import(job["id"])
@@ -243,6 +246,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3,
                         help="imports, each into a new album and followed by its peer; the median ratio's is reported")
     parser.add_argument("--details", action="store_true", help="albums with a keypoint index (CreateAlbum details)")
+    parser.add_argument("--on-duplicate", choices=("keep", "skip", "replace"), default="keep",
+                        help="the imports' near-duplicate handling (skip: the web page's default; its look at the "
+                             "album is work the extractor alone does not do)")
     args = parser.parse_args()
 
     files = gallery_files(args.set, args.images)
@@ -261,7 +267,7 @@ def main() -> None:
             if round_:
                 client.create_album(name, details=args.details)
             cpu_before = stack_cpu_seconds(stack)
-            rate = measure_import(client, name, files)
+            rate = measure_import(client, name, files, args.on_duplicate)
             rounds.append(IngestRound(rate, cpu_ms_per_image(cpu_before, stack_cpu_seconds(stack), len(files)),
                                       measure_peers(stack, contents, args.batch, workers, args.details)))
         add_rate = measure_add(client, f"{album}_add", files, args.batch)
@@ -302,7 +308,8 @@ def main() -> None:
           f"is {ingest_cpu['total'] / peer_cpu['total']:.2f}x the peer's, its rate {ingest_rate / peer_rate:.2f}x")
     print("RSS (MB): " + ", ".join(f"{k} {v}" for k, v in rss.items()))
     print_json_line({
-        "bench": "e2e", "details": args.details, "album_images": count.get("image_count"),
+        "bench": "e2e", "details": args.details, "on_duplicate": args.on_duplicate,
+        "album_images": count.get("image_count"),
         "ingest_img_s": round(ingest_rate, 1),
         "ingest_peer_img_s": round(peer_rate, 1), "ingest_ratio": round(ingest_rate / peer_rate, 2),
         "add_img_s": round(add_rate, 1), "search_ms": e2e, "search_parts_ms": {"p50": parts, "embed_p50": embed["p50"],
