@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -163,6 +164,19 @@ def session_options(intra_op_threads: int, spinning: bool = False) -> ort.Sessio
     return options
 
 
+def threads_per_run(cores: int, batches_in_flight: int) -> int:
+    """onnxruntime's threads for each network run on the CPU when the settings leave them to us: the cores shared
+    by the batches in flight (`ExtractorSettings.batch_concurrency`), one each at least. Two batches of two threads
+    each on two cores made the threads wait on each other: ingest's embedding ran at 149-153 images/s against
+    164-183 with one thread a run, queries alike (bench/extract.py, in turn; bench/README.md)."""
+    return max(1, cores // max(1, batches_in_flight))
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity, which a container's cpuset narrows)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 class OnnxSession:
     """The feature-map network; loads on first use (or `load()`), once, thread-safely."""
 
@@ -183,8 +197,11 @@ class OnnxSession:
         """The network file the settings' precision resolves to here; int8 on the CPU provider only."""
         precision = resolve_precision(settings.precision, available_providers(settings.providers))
         providers = [CPU_PROVIDER] if precision is Precision.INT8 else settings.providers
-        return cls(settings.model_dir, network_name(settings.model_name, precision), providers,
-                   settings.intra_op_threads, settings.ort_spinning)
+        threads = settings.intra_op_threads
+        if threads == 0 and available_providers(providers)[:1] == [CPU_PROVIDER]:
+            threads = threads_per_run(usable_cores(), settings.batch_concurrency)
+        return cls(settings.model_dir, network_name(settings.model_name, precision), providers, threads,
+                   settings.ort_spinning)
 
     def load(self) -> None:
         """Verifies the file and builds the session; later calls do nothing."""

@@ -51,7 +51,10 @@ class ExtractorSettings(ServiceSettings):
     precision: Precision = Precision.AUTO
     # Ordered preference; intersected with what onnxruntime reports available.
     providers: list[str] = Field(default_factory=lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
-    # 0 lets onnxruntime choose (all cores); set it when several processes share a machine.
+    # onnxruntime's threads for each network run. 0: on the CPU, the cores shared by the batches in flight
+    # (`batch_concurrency`), at least one each (1 on 2 cores: ingest's embedding 164-183 images/s against 149-153
+    # with onnxruntime's choice, all cores a run, queries alike: session.threads_per_run); on a GPU onnxruntime's
+    # choice. Set it when several processes share a machine.
     intra_op_threads: int = 0
     # onnxruntime's worker threads busy-wait between operators by default; that steals the cores the
     # decode threads and a second batch need (bench/extract_probe.py, 2 cores: one worker 48 -> 72

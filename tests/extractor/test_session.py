@@ -18,6 +18,8 @@ from services.extractor.session import (
     resolve_precision,
     saturates_int8,
     session_options,
+    threads_per_run,
+    usable_cores,
     verified_model_file,
 )
 from services.extractor.settings import ExtractorSettings, Precision
@@ -82,6 +84,20 @@ def test_int8_products_are_summed_without_saturating_on_every_cpu() -> None:
 def test_intra_op_threads_are_set_only_when_asked_for() -> None:
     assert session_options(2).intra_op_num_threads == 2
     assert session_options(0).intra_op_num_threads == 0
+
+
+def test_each_run_gets_the_cores_shared_by_the_batches_in_flight_at_least_one() -> None:
+    assert [threads_per_run(cores, 2) for cores in (1, 2, 3, 4, 16)] == [1, 1, 1, 2, 8]
+    assert threads_per_run(8, 1) == 8 and threads_per_run(8, 0) == 8
+
+
+def test_a_cpu_session_left_to_choose_shares_the_cores_and_one_asked_for_keeps_its_threads(model_dir: Path) -> None:
+    chosen = OnnxSession.from_settings(ExtractorSettings(model_dir=model_dir, providers=["CPUExecutionProvider"],
+                                                         batch_concurrency=2))
+    assert chosen.intra_op_threads == threads_per_run(usable_cores(), 2) >= 1
+    asked = OnnxSession.from_settings(ExtractorSettings(model_dir=model_dir, providers=["CPUExecutionProvider"],
+                                                        intra_op_threads=3))
+    assert asked.intra_op_threads == 3
 
 
 def test_the_session_turns_a_uint8_nhwc_batch_into_the_last_feature_map(model_dir: Path) -> None:
