@@ -19,9 +19,12 @@ def test_a_held_proxy_port_fails_the_start_with_a_message(tmp_path: Path) -> Non
         held.bind(("127.0.0.1", 0))
         held.listen()
         port = held.getsockname()[1]
+        # Every other port free, not the package's defaults (2379 for etcd, 53100 and up for its parts): an
+        # `imagesearch up`, or another test's Milvus, may hold those, and the start then fails on them first.
         done = subprocess.run(
             [sys.executable, "-m", "services.milvus_server", "--data", str(tmp_path / "milvus"),
-             "--proxy-port", str(port), "--etcd-port", str(free_port())],  # not 2379: an `imagesearch up` may hold it
+             "--proxy-port", str(port), "--etcd-port", str(free_port()),
+             *(f"--{name}-port={free_port()}" for name in MILVUS_INTERNAL_PORTS)],
             cwd=ROOT, capture_output=True, text=True, timeout=60,
         )
     assert done.returncode == 1
