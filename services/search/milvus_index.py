@@ -651,7 +651,7 @@ class MilvusIndex:
         bound = bind(filter, stored.info.schema) if filter is not None else None
         filter_expr = compile_filter(bound, stored.info.schema)
         scope = all_of(ids_expr(excluded, negate=True) if excluded else "", "ordinal == 0" if primary_only else "")
-        overfetch = 1 if primary_only else max(1, self.settings.search_overfetch)
+        overfetch = self._overfetch(primary_only)
         depth = self._post_filter_depth(cname, name, stored, filter_expr, top_k * overfetch)
         if depth:
             hits = self._post_filtered(cname, name, stored, query, scope, bound, top_k, depth)
@@ -679,8 +679,7 @@ class MilvusIndex:
             return []
         cname, stored = self._album(name)
         queries = [normalise(v, stored.info.dim).tolist() for v in vectors]
-        overfetch = 1 if primary_only else max(1, self.settings.search_overfetch)
-        limit = min(top_k * overfetch, MILVUS_MAX_WINDOW)
+        limit = min(top_k * self._overfetch(primary_only), MILVUS_MAX_WINDOW)
         params = search_params(stored.info.index_type, limit, self.settings)
         level = self.settings.read_consistency
         found = self._read(cname, name, lambda c: c.search(
@@ -688,6 +687,11 @@ class MilvusIndex:
             output_fields=["image_id", "ordinal"], search_params=params, anns_field="vector", consistency_level=level,
             **self._kw()))
         return [_nearest_images(rows, top_k) for rows in found]
+
+    def _overfetch(self, primary_only: bool) -> int:
+        """Rows to read per image wanted: one where only the images' first rows are searched (one each), else
+        `search_overfetch` (an image's other rows may come first)."""
+        return 1 if primary_only else max(1, self.settings.search_overfetch)
 
     def _post_filter_depth(self, cname: str, album: str, stored: Stored, expr: str, rows_wanted: int) -> int:
         """How many rows of an unfiltered search to test the filter on; 0: the filter goes into the search
@@ -803,7 +807,7 @@ class MilvusIndex:
                     keys = [str(row["pk"]) for row in rows if row["image_id"] in existing]
                     # Milvus answers an expression that only lists primary keys at once (pymilvus's own `ids=`
                     # writes them in unescaped: a quote in an image id broke it).
-                    self._delete_where(cname, name, *(ids_expr(part, "pk") for part in chunks(keys, IDS_PER_EXPR)))
+                    self._delete_where(cname, name, *(ids_expr(few, "pk") for few in chunks(keys, IDS_PER_EXPR)))
             else:
                 existing = {str(row["image_id"]) for row in
                             self._query(cname, name, all_of("ordinal == 0", ids_expr(part)), ["image_id"])}
