@@ -27,13 +27,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import print_json_line, stack_cpu_seconds
-from bench.deletes import percentiles
+from bench.common import percentiles, print_json_line, stack_cpu_seconds
 from services.common.grpc_client import open_channel
 from services.devstack import Ports, Stack
 from services.gateway.clients import GrpcVectorSearch
 from services.gateway.records import Item
 from services.gateway.settings import GatewaySettings
+from services.gateway.usecases.shared import nearest_others
 
 DIM = 512
 ALBUM = "near"
@@ -45,13 +45,9 @@ def unit(vectors: np.ndarray) -> np.ndarray:
 
 
 async def by_many(search: GrpcVectorSearch, ids: list[str], vectors: list[list[float]]) -> dict[str, str]:
-    found = await search.search_many(ALBUM, vectors, 2, primary_only=True)
-    out = {}
-    for image, hits in zip(ids, found, strict=True):
-        other = next((h for h in hits if h.id != image), None)
-        if other is not None and other.distance <= LIMIT:
-            out[image] = other.id
-    return out
+    """The gateway's own look (`nearest_others`, as `near_duplicates` asks it)."""
+    found = await nearest_others(search, ALBUM, list(zip(ids, vectors, strict=True)), 1, LIMIT)
+    return {image: hits[0].id for image, hits in zip(ids, found, strict=True) if hits}
 
 
 async def by_each(search: GrpcVectorSearch, ids: list[str], vectors: list[list[float]]) -> dict[str, str]:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from services.common.errors import InvalidArgument
 from services.gateway.deps import Deps
 from services.gateway.records import ImageRecord, Item
-from services.gateway.usecases.shared import record_of
+from services.gateway.usecases.shared import nearest_others, record_of
 
 # Images read at once while walking the album, and neighbours looked at per image.
 PAGE = 200
@@ -46,10 +46,9 @@ async def groups(deps: Deps, album: str, max_distance: float) -> list[DuplicateG
         stored = await deps.search.get(album, [i.id for i in page], with_vectors=True)
         items.update((i.id, i) for i in stored)
         described = [i for i in stored if i.vectors]
-        found = await deps.search.search_many(album, [item.vectors[0] for item in described], NEIGHBOURS + 1,
-                                              primary_only=True) if described else []
-        for item, nearest in zip(described, found, strict=True):
-            hits = [hit for hit in nearest if hit.id != item.id and hit.distance <= max_distance][:NEIGHBOURS]
+        found = await nearest_others(deps.search, album, [(item.id, item.vectors[0]) for item in described],
+                                     NEIGHBOURS, max_distance)
+        for item, hits in zip(described, found, strict=True):
             for hit in hits:
                 a, b = root(item.id), root(hit.id)
                 if a != b:

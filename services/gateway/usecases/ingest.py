@@ -49,6 +49,7 @@ from services.gateway.usecases.shared import (
     image_id_of,
     item_error,
     meanwhile_if_slow,
+    nearest_others,
     now_ms,
 )
 
@@ -306,19 +307,14 @@ async def _embed(deps: Deps, collection: Collection, model: str, images: Mapping
 
 async def near_duplicates(deps: Deps, album: str, items: Sequence[Item]) -> dict[str, str]:
     """New image id -> the id of an image it is a near-duplicate of: one in the album within the
-    near-duplicate distance (by their upright rows), or one earlier in the batch. The album is asked once for
-    every image's nearest two (the image itself may be one: an import's retry), not once an image: a search of
-    many queries costs Milvus and the search service a fraction of as many searches
-    (bench/near_duplicate_lookups.py)."""
+    near-duplicate distance (by their upright rows; the image itself, in the album on an import's retry, is not
+    one), or one earlier in the batch."""
     limit = deps.settings.near_duplicate_distance
     found: dict[str, str] = {}
-    if not items:
-        return found
-    nearest = await deps.search.search_many(album, [item.vectors[0] for item in items], 2, primary_only=True)
+    nearest = await nearest_others(deps.search, album, [(item.id, item.vectors[0]) for item in items], 1, limit)
     for item, hits in zip(items, nearest, strict=True):
-        other = next((hit for hit in hits if hit.id != item.id), None)
-        if other is not None and other.distance <= limit:
-            found[item.id] = other.id
+        if hits:
+            found[item.id] = hits[0].id
     vectors = np.asarray([item.vectors[0] for item in items], dtype=np.float32)
     if len(items) > 1:
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
