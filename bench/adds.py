@@ -27,8 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import print_json_line
-from bench.deletes import percentiles
+from bench.common import percentiles, print_json_line
 from bench.hybrid import running_milvus
 from services.search.index import Item
 from services.search.milvus_index import MilvusIndex

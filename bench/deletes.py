@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import print_json_line
+from bench.common import percentiles, print_json_line
 from bench.hybrid import running_milvus
 from services.search.index import Item
 from services.search.milvus_index import MilvusIndex, all_of, collection_name, ids_expr
@@ -43,11 +42,6 @@ def delete_by_expression(index: MilvusIndex, ids: list[str]) -> int:
     if existing:
         index._delete_where(cname, ALBUM, ids_expr([row["image_id"] for row in existing]))
     return len(existing)
-
-
-def percentiles(values: list[float]) -> dict[str, float]:
-    ordered = sorted(values)
-    return {"p50": round(statistics.median(ordered), 1), "p95": round(ordered[int(0.95 * (len(ordered) - 1))], 1)}
 
 
 def main() -> None:
