@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
-from services.common.errors import ImageNotFound, StoreUnavailable
+from services.common.errors import ImageNotFound, ImageSearchError
 from services.gateway.blobstore import NewBlob, features_key, image_key
 from services.gateway.companions import companions_of
 from services.gateway.deps import Deps
@@ -211,7 +211,7 @@ async def _put_features(deps: Deps, album: str, features: dict[str, bytes]) -> N
     try:
         await deps.blobs.put_all([NewBlob(features_key(album, h), f, FEATURES_CONTENT_TYPE)
                                   for h, f in features.items()])
-    except StoreUnavailable as exc:
+    except ImageSearchError as exc:  # any failure of the store's, as before put_all (a missing bucket too)
         log.warning("album %s: local features of up to %d re-embedded image(s) not written: %s", album,
                     len(features), exc.message)
 
