@@ -59,6 +59,11 @@ def field_of(column: str) -> str:
     return BUILTIN_FIELDS.get(column) or DECLARED_PREFIX + column
 
 
+def all_of(*parts: str) -> str:
+    """The expressions joined by "and" (empty ones left out)."""
+    return " and ".join(f"({p})" for p in parts if p)
+
+
 def compile_filter(expr: Expr | None, schema: AlbumSchema) -> str:
     """The Milvus expression of a bound filter ("" for none: every row)."""
     if expr is None or expr == And(()):

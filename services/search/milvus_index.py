@@ -115,6 +115,7 @@ from services.search.index import (
 from services.search.milvus_filter import (
     NULLS_FIELD,
     PLACEHOLDERS,
+    all_of,
     compile_filter,
     field_of,
     quote_string,
@@ -297,10 +298,6 @@ def search_params(index_type: IndexType, limit: int, settings: SearchSettings) -
 def ids_expr(ids: Sequence[str], field: str = "image_id", negate: bool = False) -> str:
     keyword = "not in" if negate else "in"
     return f"{field} {keyword} [{', '.join(quote_string(i) for i in ids)}]"
-
-
-def all_of(*parts: str) -> str:
-    return " and ".join(f"({p})" for p in parts if p)
 
 
 def chunks(values: Sequence[T], size: int) -> Iterator[Sequence[T]]:
