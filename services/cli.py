@@ -173,8 +173,29 @@ def follow_import(client: GatewayClient, job: dict[str, Any], progress: bool = T
             eta = f"{job['eta_s']:.0f}s" if job.get("eta_s") is not None else "-"
             bar.set_postfix_str(f"{job['rate']:.1f} img/s, left {eta}, {job['counts']['failed']} failed")
             if job["status"] in ("done", "failed", "cancelled"):
-                return job
+                return job if job["status"] == "done" else _settled(client, job, sleep)
             sleep(0.5)
+
+
+# A cancelled or failed import's batches under way when it ended still record what they add (it stays): its
+# counts are read again until they have not changed for this long, for at most `SETTLE_MAX_S`.
+SETTLE_QUIET_S = 2.0
+SETTLE_MAX_S = 30.0
+
+
+def _settled(client: GatewayClient, job: dict[str, Any], sleep: Callable[[float], None]) -> dict[str, Any]:
+    """The ended import once its counts stop changing (or as last read, should the gateway not answer)."""
+    quiet = waited = 0.0
+    while quiet < SETTLE_QUIET_S and waited < SETTLE_MAX_S:
+        sleep(0.5)
+        waited += 0.5
+        try:
+            latest = client.get_import(job["id"])
+        except (httpx.TransportError, ApiError):
+            return job
+        quiet = quiet + 0.5 if latest["processed"] == job["processed"] else 0.0
+        job = latest
+    return job
 
 
 def cmd_ingest(args: argparse.Namespace, client: GatewayClient) -> int:
@@ -200,13 +221,20 @@ def cmd_ingest(args: argparse.Namespace, client: GatewayClient) -> int:
         print(f"failed {failure['name']}: {error.get('reason')}: {error.get('message')}")
     for problem in unreadable:
         print(f"failed {problem}")
-    counts = job["counts"]
-    counts["failed"] += len(unreadable)
+    counts = {**job["counts"], "failed": job["counts"]["failed"] + len(unreadable)}
+    print(import_summary(args.album, job, counts))
+    return 1 if counts["failed"] or job["status"] != "done" else 0
+
+
+def import_summary(album: str, job: dict[str, Any], counts: dict[str, int]) -> str:
+    """What an ended import did, in a line: its counts, and how it ended unless done."""
     words = {"added": "added", "duplicates": "duplicate", "skipped": "skipped (near-duplicate)",
              "replaced": "replaced", "failed": "failed"}
-    summary = ", ".join(f"{counts[k]} {w}" for k, w in words.items() if counts[k] or k in ("added", "failed"))
-    print(f"album {args.album}: {summary}" + (f" (import {job['status']}: {job['error']})" if job.get("error") else ""))
-    return 1 if counts["failed"] or job["status"] != "done" else 0
+    summary = ", ".join(f"{counts[k]} {w}" for k, w in words.items() if counts.get(k) or k in ("added", "failed"))
+    if job["status"] == "done":
+        return f"album {album}: {summary}"
+    why = f": {job['error']}" if job.get("error") else ""
+    return f"album {album}: {summary} (import {job['status']}{why}; what it added stays)"
 
 
 def _attributes_source(given: str | None) -> tuple[Path | None, dict[str, Any] | None]:

@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 import pytest
 
-from services.cli import GatewayGone, follow_import, main, start_import
+from services.cli import GatewayGone, follow_import, import_summary, main, start_import
 from services.client import ApiError
 from services.devstack import free_port
 
@@ -60,6 +60,39 @@ def test_an_error_of_the_request_itself_is_not_waited_out() -> None:
 
     with pytest.raises(ApiError):
         follow_import(Gone(0), {"id": "j1", "album": "a", "total": 4}, progress=False)  # type: ignore[arg-type]
+
+
+class Cancelled:
+    """A client whose import is cancelled at its second poll, while two batches are under way: they record what
+    they add over the next polls (processed 10, then 12, then 14, then no more)."""
+
+    base_url = "http://gateway"
+
+    def __init__(self) -> None:
+        self.polls = 0
+
+    def get_import(self, import_id: str) -> dict[str, Any]:
+        self.polls += 1
+        processed = 6 if self.polls == 1 else min(14, 10 + 2 * (self.polls - 2))
+        return {"id": import_id, "album": "a", "total": 40, "processed": processed, "rate": 1.0, "eta_s": None,
+                "status": "running" if self.polls == 1 else "cancelled", "error": "",
+                "counts": {"added": processed, "duplicates": 0, "skipped": 0, "replaced": 0, "failed": 0}}
+
+
+def test_a_cancelled_import_is_reported_cancelled_with_what_its_batches_under_way_added() -> None:
+    """The CLI following an import that someone cancels (the page, `imagesearch cancel-import`) reads it again until
+    its counts stop changing, since the batches under way when it was cancelled still add theirs, and its summary
+    says it was cancelled (before: the counts of the poll that saw it cancelled, and no word of it)."""
+    client, slept = Cancelled(), []
+    job = follow_import(client, {"id": "j1", "album": "a", "total": 40}, progress=False,  # type: ignore[arg-type]
+                        sleep=slept.append)
+    assert (job["status"], job["processed"]) == ("cancelled", 14)
+    assert import_summary("a", job, job["counts"]) == \
+        "album a: 14 added, 0 failed (import cancelled; what it added stays)"
+    failed = {**job, "status": "failed", "error": "upload_interrupted: the upload stopped"}
+    assert import_summary("a", failed, failed["counts"]).endswith("(import failed: upload_interrupted: the upload "
+                                                                  "stopped; what it added stays)")
+    assert import_summary("a", {**job, "status": "done"}, job["counts"]) == "album a: 14 added, 0 failed"
 
 
 class DroppedUploads:
