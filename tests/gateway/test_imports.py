@@ -20,6 +20,7 @@ import pytest
 from imagesearch.v1 import gateway_pb2, gateway_pb2_grpc
 
 from services.common.errors import InvalidArgument, SearchUnavailable, StoreUnavailable, Unavailable
+from services.common.schema import AlbumSchema, Column, ColumnType
 from services.devstack import Stack
 from services.gateway import import_queue as import_queue_module
 from services.gateway.blobstore import features_key, image_key, staging_key
@@ -657,6 +658,34 @@ async def test_an_import_whose_request_is_cancelled_while_it_stages_fails_at_onc
     await process_the_rest(fakes, import_queue)
     assert (await import_queue.get(job.id)).counts["added"] == 4 and await images.count(fakes.deps, "demo") == 4
     assert not staged(fakes)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+async def test_a_manifest_s_name_beside_the_file_or_url_names_the_image(
+        make_fakes: MakeFakes, import_queue: ImportQueue, suffix: str) -> None:
+    """A manifest row with a `name` beside its `file` or `url` names the image by it (not an attribute, which the
+    built-in name column would hide); a row without one leaves the file's path or the URL's last part; a row naming
+    its file by `name` alone finds it as before."""
+    fakes = make_fakes(ingest_batch_size=2)
+    await albums.create(fakes.deps, "demo", AlbumSchema.of([Column("price", ColumnType.FLOAT)]))
+    fakes.fetcher.pages["https://shop.example/p/77.png"] = png(4, 64)
+    rows = [{"file": "shoes/a.png", "name": "Red shoe", "price": 39.5}, {"file": "shoes/b.png", "price": 12.0},
+            {"name": "c.png", "price": 5.0}, {"url": "https://shop.example/p/77.png", "name": "Blue boot"}]
+    if suffix == ".csv":
+        manifest = "file,url,name,price\n" + "".join(f"{r.get('file', '')},{r.get('url', '')},{r.get('name', '')},"
+                                                     f"{r.get('price', '')}\n" for r in rows)
+    else:
+        manifest = "".join(json.dumps(r) + "\n" for r in rows)
+    archive = io.BytesIO(zipped({"shoes/a.png": png(1, 64), "shoes/b.png": png(2, 64), "c.png": png(3, 64)}))
+    job = await imports.create(fakes.deps, import_queue, "demo", imports.ImportSpec(
+        archive=archive, manifest=manifest, manifest_name=f"shoes{suffix}"))
+    await process_the_rest(fakes, import_queue)
+    assert (await import_queue.get(job.id)).counts["added"] == 4
+    listed = {i.name: i.attributes for i in await images.list_images(fakes.deps, "demo")}
+    assert {name: attributes.get("price") for name, attributes in listed.items()} == \
+        {"Red shoe": 39.5, "shoes/b.png": 12.0, "c.png": 5.0, "Blue boot": None}
+    assert not any("name" in attributes for attributes in listed.values())
 
 
 @pytest.mark.anyio

@@ -162,17 +162,17 @@ async def _stage(deps: Deps, queue: ImportQueue, job_id: str, spec: ImportSpec, 
     stager = _Stager(deps, queue, job_id, deps.settings.ingest_batch_size)
     try:
         for url in urls:
-            await stager.add(ItemSource(name_from_url(url), url=url,
-                                        attributes={**spec.attributes, **rows.get(url, {})}))
+            name, attributes = _named(rows.get(url, {}), name_from_url(url))
+            await stager.add(ItemSource(name, url=url, attributes={**spec.attributes, **attributes}))
         files = ManifestFiles(key for key in rows if not _is_url(key))
         if spec.archive is not None:
             for path, content in archive_images(spec.archive, deps.settings.max_image_bytes):
                 row = files.key_of(path)
-                attributes = {**spec.attributes, **(rows[row] if row is not None else {})}
+                name, attributes = _named(rows[row] if row is not None else {}, path)
                 if isinstance(content, ImageSearchError):
-                    await stager.add(ItemSource(path, error=f"{content.reason}: {content.message}"))
+                    await stager.add(ItemSource(name, error=f"{content.reason}: {content.message}"))
                 else:
-                    await stager.add(ItemSource(path, attributes=attributes), content)
+                    await stager.add(ItemSource(name, attributes={**spec.attributes, **attributes}), content)
         for key in rows:
             if not _is_url(key) and key not in files.matched:
                 await stager.add(ItemSource(key, error="invalid_image: the manifest names it, but the import has "
@@ -180,6 +180,15 @@ async def _stage(deps: Deps, queue: ImportQueue, job_id: str, spec: ImportSpec, 
         return await stager.finish()
     finally:
         await stager.settle()
+
+
+def _named(row: JsonObject, default: str) -> tuple[str, JsonObject]:
+    """An item's name and attributes from its manifest row: the row's `name` beside its `file` or `url` names the
+    image (the built-in column; an attribute so called would be hidden by it), else the file's path or the URL's
+    last part does."""
+    attributes = dict(row)
+    name = attributes.pop("name", None)
+    return (str(name) if name not in (None, "") else default), attributes
 
 
 class _Stopped(Exception):
