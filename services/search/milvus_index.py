@@ -107,7 +107,6 @@ from services.search.index import (
     normalise,
     now_ms,
     order_column,
-    ordered_ids,
     prepare_items,
     row_key,
     vector_limit,
@@ -120,6 +119,7 @@ from services.search.milvus_filter import (
     field_of,
     quote_string,
 )
+from services.search.milvus_order import Sampling, first_ids
 from services.search.recent_writes import RecentWrites
 from services.search.search_plan import FILTERED_SEARCHES, ExpiringCache, post_filter_depth
 from services.search.settings import SearchSettings
@@ -305,6 +305,26 @@ def chunks(values: Sequence[T], size: int) -> Iterator[Sequence[T]]:
         yield values[start : start + size]
 
 
+@dataclass(frozen=True)
+class _AlbumRows:
+    """An album's images (one row each: the expressions keep ordinal 0) read with `fields`, for
+    `milvus_order.first_ids`."""
+
+    index: MilvusIndex
+    cname: str
+    album: str
+    fields: list[str]
+
+    def first(self, expr: str, limit: int) -> list[Row]:
+        return self.index._query(self.cname, self.album, expr, self.fields, limit=limit)
+
+    def every(self, expr: str) -> Iterator[Row]:
+        return self.index._scan(self.cname, self.album, expr, self.fields)
+
+    def count(self, expr: str) -> int:
+        return self.index._count(self.cname, self.album, self.index.settings.read_consistency, expr)
+
+
 # --- errors ------------------------------------------------------------------------------------
 
 
@@ -440,6 +460,8 @@ class MilvusIndex:
         # Images (and albums as a whole) written through this process lately, by album name: read by id at the
         # read consistency; others at Bounded (`_by_id_level`).
         self._recent = RecentWrites(settings.recent_writes_s)
+        # How an order by a column samples the album (services.search.milvus_order).
+        self.order_sampling = Sampling(most=MILVUS_MAX_WINDOW)
 
     # --- albums ------------------------------------------------------------------------------
     def create_collection(self, name: str, dim: int, model: str, index_type: str = "",
@@ -741,13 +763,11 @@ class MilvusIndex:
         expr = all_of("ordinal == 0", self._filter_expr(stored, filter),
                       f"image_id > {quote_string(after_id)}" if after_id else "")
         if order_by:
-            order_column(order_by, stored.info.schema)
-            field = field_of(order_by)
-            fields = ["image_id", field, *stored.null_fields]
-            pairs = ((_column_of_row(row, order_by, stored.info.schema), str(row["image_id"]))
-                     for row in self._scan(cname, name, expr, fields))
-            ids = ordered_ids(pairs, descending)[offset:offset + limit]
-            return self.get(name, ids, version=version)
+            kind = order_column(order_by, stored.info.schema)
+            album_rows = _AlbumRows(self, cname, name, ["image_id", field_of(order_by), *stored.null_fields])
+            ids = first_ids(album_rows, stored.info.schema, kind, expr, order_by, descending, offset + limit,
+                            lambda row: _column_of_row(row, order_by, stored.info.schema), self.order_sampling)
+            return self.get(name, ids[offset:], version=version)
         if offset + limit > MILVUS_MAX_WINDOW:
             raise InvalidArgument(f"offset + limit must be at most {MILVUS_MAX_WINDOW}; page on with after_id "
                                   "(the last id of the page before) instead")

@@ -21,6 +21,7 @@ from services.search import milvus_index as milvus_index_module
 from services.search.filters import matches
 from services.search.index import ExactIndex, Item, Selection, VectorIndex, ordered_ids
 from services.search.milvus_index import MilvusIndex
+from services.search.milvus_order import Sampling
 from services.search.settings import SearchSettings
 
 DIM = 16
@@ -210,6 +211,43 @@ def test_ordering_by_a_column_puts_nulls_last_ascending_and_first_descending(
     assert got == want
     page = index.query(album, None, limit=7, offset=5, order_by=column, descending=descending)
     assert [i.id for i in page] == want[5:12]
+
+
+@pytest.mark.parametrize("column", ["price", "qty", "listed_at", "created_at", "colour"])
+@pytest.mark.parametrize("descending", [False, True])
+def test_an_order_read_past_a_threshold_of_a_small_sample_is_the_whole_order(
+    filled: tuple[VectorIndex, str, list[Item]], column: str, descending: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An album of more images than an order reads whole (here 8, in Milvus 2,000) has a number's or a time's
+    order read from the rows past a threshold (services.search.milvus_order): each page, with and without a
+    filter, is the page of the whole order, nulls and ties as there; most of them read fewer rows than the album
+    holds. (The created_at values grow with the ids, so the sample, the first rows by id, is the oldest: the
+    thresholds go deeper until enough rows pass.) Strings are read whole."""
+    index, album, items = filled
+    from services.search.index import column_value
+
+    scanned: list[int] = []
+    if isinstance(index, MilvusIndex):
+        monkeypatch.setattr(index, "order_sampling", Sampling(whole=8, most=16))
+        scan = index._scan
+
+        def counted(*args: Any) -> Iterator[dict[str, Any]]:
+            found = list(scan(*args))
+            scanned.append(len(found))
+            return iter(found)
+
+        monkeypatch.setattr(index, "_scan", counted)
+    in_stock = Predicate("in_stock", Op.EQ, (True,))
+    for expr in (None, in_stock):
+        kept = [i for i in items if expr is None or i.id in expected(items, expr)]
+        want = ordered_ids(((column_value(i, column), i.id) for i in kept), descending)
+        for offset, limit in ((0, 1), (0, 5), (3, 7), (0, 12), (20, 30), (0, 100)):
+            page = index.query(album, expr, limit=limit, offset=offset, order_by=column, descending=descending)
+            assert [i.id for i in page] == want[offset:offset + limit], (expr, offset, limit)
+    if isinstance(index, MilvusIndex) and column != "colour":
+        assert min(scanned) < len(items) // 2
+    if isinstance(index, MilvusIndex) and column == "colour":
+        assert scanned and min(scanned) >= len(expected(items, in_stock))
 
 
 def test_paging_by_id_with_after_id_walks_every_image_once(filled: tuple[VectorIndex, str, list[Item]]) -> None:
