@@ -6,8 +6,8 @@
 A row names its image by `file` (or `path`, `url` or `name`): the file's name, or its path relative to
 the folder or archive imported (or to a folder above it: `gallery/a.jpg` finds `a.jpg` of the folder
 `gallery` sent; `ManifestFiles`), or the URL to fetch it from. A `name` beside one of the others stays in the
-row: the import names the image by it (services.gateway.usecases.imports). CSV cells are text, so they are read by the
-album's declared column types (int, float, bool as true/false/1/0/yes/no, timestamp as ISO 8601,
+row: the import names the image by it (services.gateway.usecases.imports). CSV cells are text, so they are
+read by the album's declared column types (int, float, bool as true/false/1/0/yes/no, timestamp as ISO 8601,
 string_list split on `|`); an empty cell is null; an undeclared column stays text. JSONL values are JSON
 already. The gateway checks every value again.
 """

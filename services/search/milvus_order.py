@@ -91,14 +91,14 @@ def first_ids(rows: Rows, schema: AlbumSchema, kind: ColumnType, expr: str, colu
     values = sorted((v for row in sample if (v := value_of(row)) is not None), reverse=descending)
     rank = FIRST_MARGIN * need * len(sample) // max(total, 1)
     while values and rank < len(values):
-        past = list(rows.every(where(Op.GE if descending else Op.LE, _literal(values[rank], column, kind))))
+        past = list(rows.every(where(Op.GE if descending else Op.LE, _literal(values[rank], column))))
         if len(past) >= need:
             return nulls + ordered(past)[:need]
         rank = rank * DEEPER + DEEPER
     return ordered(rows.every(expr))[:want]
 
 
-def _literal(value: Any, column: str, kind: ColumnType) -> Any:
+def _literal(value: Any, column: str) -> Any:
     """A row's value as a filter compares it: `created_at` (milliseconds in a row) as a time."""
     if column == "created_at" and isinstance(value, int):
         return from_timestamp_us(value * 1000)
