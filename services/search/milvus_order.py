@@ -4,16 +4,15 @@ Milvus 2.3 returns a query's rows in primary key order and has no ORDER BY: orde
 that column of every matching image and sorting here (`MilvusIndex.query`), which grows with the album: ~2 s an
 order at 100,000 images, for the web page's newest images of an album or SQL's `ORDER BY price DESC LIMIT 10`.
 
-For a number or a time (`created_at` and declared int, float and timestamp columns), where more than a few
-thousand images match, the rows past a threshold are read instead. The first rows by key are a sample of the
-album that says nothing of the order, image ids being the hashes of their bytes; it holds as many rows as the
-square root of the matches, so that the first threshold lets about as many through. That threshold is the value
-at the sample's rank that about twice the wanted rows of the whole album pass, and only the rows at or past it
-are read. When fewer pass, the next threshold, four times as deep in the sample, then the next, until the
-sample's last value, after which every value is read as before. The order is exact, ties by id: every row at or
-past the threshold is read, and the wanted rows are all among them once enough pass. Nulls, which come first in
-a descending order, are read apart then (their ids: as many reads as before where most of the album is null).
-Strings and booleans are read whole as before.
+For a number, a time or a string (any column but a boolean or a list), where more than a few thousand images match,
+the rows past a threshold are read instead. The first rows by key are a sample of the album that says nothing of
+the order, image ids being the hashes of their bytes; it holds as many rows as the square root of the matches, so
+that the first threshold lets about as many through. That threshold is the value at the sample's rank that about
+twice the wanted rows of the whole album pass, and only the rows at or past it are read. When fewer pass, the next
+threshold, four times as deep in the sample, then the next, until the sample's last value, after which every value
+is read as before. The order is exact, ties by id: every row at or past the threshold is read, and the wanted rows
+are all among them once enough pass. Nulls, which come first in a descending order, are read apart then (their ids:
+as many reads as before where most of the album is null). Booleans are read whole as before.
 """
 
 from __future__ import annotations
@@ -29,8 +28,8 @@ from services.search.index import ordered_ids
 from services.search.milvus_filter import all_of, compile_filter
 
 Row = Mapping[str, Any]
-# The kinds whose order a threshold can cut (strings and booleans are read whole).
-CUT_KINDS = frozenset({ColumnType.INT, ColumnType.FLOAT, ColumnType.TIMESTAMP})
+# The kinds whose order a threshold can cut (booleans, two values, are read whole).
+CUT_KINDS = frozenset({ColumnType.INT, ColumnType.FLOAT, ColumnType.TIMESTAMP, ColumnType.STRING})
 # The first threshold's rank lets about this many times the wanted rows through; each next one this many times
 # deeper in the sample.
 FIRST_MARGIN = 2
