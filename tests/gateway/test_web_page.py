@@ -188,6 +188,18 @@ def test_sql_select_nearest_to_an_uploaded_image_shows_cards_with_name_price_and
     assert cards.locator(".kv[data-column='name']").count() == 0  # the name is the card's title
 
 
+def test_an_sql_example_button_stays_the_same_button_when_its_statement_changes(page: Page, shop: Shop) -> None:
+    """The examples are drawn again when the album's sample image name arrives, a moment after the album: the
+    buttons are kept and given their new statements, so that a click made meanwhile lands on the button aimed at
+    (before, every button was replaced, and a click in that moment could land on none: CI saw "count" do nothing)."""
+    choose_album(page, shop)
+    page.evaluate("window.kept = [...document.querySelectorAll('#sqlExamples button')]")
+    page.evaluate("sampleImageName = 'another name.jpg'; renderExamples()")
+    assert page.evaluate("[...document.querySelectorAll('#sqlExamples button')].every((b, i) => b === window.kept[i])")
+    page.get_by_role("button", name="update one image").click()
+    expect(page.locator("#sql")).to_have_value(re.compile(r"WHERE name = 'another name\.jpg'$"))
+
+
 def test_sql_count_and_group_by_are_shown_as_tables(page: Page, shop: Shop) -> None:
     choose_album(page, shop)
     page.get_by_role("button", name="count", exact=True).click()
