@@ -4,12 +4,13 @@
 
 Starts a Milvus of the local stack and fills an album of `--images` images (one `--dim` row each, ids the hashes
 of their numbers, as image ids are the hashes of their bytes; a declared float `price`, null for a fifth of them;
-`created_at` a second apart) through the search service's own `MilvusIndex`, then asks for pages in an order, each
-way in turn, `--orders` times each:
+`created_at` a second apart; a camera's file name) through the search service's own `MilvusIndex`, then asks for
+pages in an order, each way in turn, `--orders` times each:
   newest        created_at descending, 12: the web page's newest images of an album
   price_desc    price descending, 10 (nulls first, as SQL's ORDER BY ... DESC)
   price_asc     price ascending, 10
   newest_cheap  created_at descending, 12, among the images with price < 50
+  name          name ascending, 50 (names IMG_<8 random digits>.jpg, as a camera's)
   threshold  `MilvusIndex.query(order_by=...)`: the rows past a threshold from a sample (services.search.milvus_order)
   baseline   the way before: every matching image's value read (a window of 16,384 at a time) and sorted here,
              then the page's images read
@@ -48,6 +49,7 @@ ORDERS: dict[str, tuple[str, bool, int, Expr | None]] = {
     "price_desc": ("price", True, 10, None),
     "price_asc": ("price", False, 10, None),
     "newest_cheap": ("created_at", True, 12, CHEAP),
+    "name": ("name", False, 50, None),
 }
 
 
@@ -70,6 +72,7 @@ def fill(index: MilvusIndex, images: int, dim: int) -> None:
         prices = rng.uniform(1, 500, count).round(2)
         nulls = rng.random(count) < 0.2
         index.insert(ALBUM, [Item(id=hashlib.sha256(str(n).encode()).hexdigest()[:32], vectors=(vectors[k],),
+                                  name=f"IMG_{int(rng.integers(10**8)):08d}.jpg",
                                   attributes={"price": None if nulls[k] else float(prices[k])},
                                   created_at_ms=base + n * 1000)
                              for k, n in enumerate(range(first, first + count))])
