@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from services.common.filtering import Op, Predicate
-from services.common.schema import AlbumSchema, ColumnType, from_timestamp_us
+from services.common.schema import AlbumSchema, ColumnType
 from services.search.index import ordered_ids
 from services.search.milvus_filter import all_of, compile_filter
 
@@ -90,15 +90,9 @@ def first_ids(rows: Rows, schema: AlbumSchema, kind: ColumnType, expr: str, colu
     values = sorted((v for row in sample if (v := value_of(row)) is not None), reverse=descending)
     rank = FIRST_MARGIN * need * len(sample) // max(total, 1)
     while values and rank < len(values):
-        past = list(rows.every(where(Op.GE if descending else Op.LE, _literal(values[rank], column))))
+        past = list(rows.every(where(Op.GE if descending else Op.LE, values[rank])))
         if len(past) >= need:
             return nulls + ordered(past)[:need]
         rank = rank * DEEPER + DEEPER
     return ordered(rows.every(expr))[:want]
 
-
-def _literal(value: Any, column: str) -> Any:
-    """A row's value as a filter compares it: `created_at` (milliseconds in a row) as a time."""
-    if column == "created_at" and isinstance(value, int):
-        return from_timestamp_us(value * 1000)
-    return value
