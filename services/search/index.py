@@ -686,6 +686,19 @@ def row_key(image_id: str, ordinal: int) -> str:
     return f"{image_id}#{ordinal}"
 
 
+# Characters that sort at or below the "#" of a row's key (a space, "!", '"', "#"; control characters are not ids).
+_KEY_ORDER_BREAKERS = re.compile(r'[ !"#]')
+
+
+def key_order_is_id_order(ids: Iterable[str]) -> bool:
+    """Whether the first images of an album by row key (`row_key`, one row each) are its first images by id.
+
+    The two orders differ only where one id extends another with a character at or below "#" ("a!" comes before
+    "a" by key, after it by id). An image read after these by key that comes before one of them by id is then a
+    prefix of that one followed by such a character: where none of these ids holds one, none comes before them."""
+    return not any(_KEY_ORDER_BREAKERS.search(i) for i in ids)
+
+
 def _hit(item: Item, similarity: float, row: int = 0) -> Hit:
     return Hit(
         id=item.id,

@@ -119,7 +119,7 @@ from services.search.milvus_filter import (
     field_of,
     quote_string,
 )
-from services.search.milvus_order import Sampling, first_ids
+from services.search.milvus_order import Sampling, first_by_id, first_ids
 from services.search.recent_writes import RecentWrites
 from services.search.search_plan import FILTERED_SEARCHES, ExpiringCache, post_filter_depth
 from services.search.settings import SearchSettings
@@ -755,9 +755,9 @@ class MilvusIndex:
 
     def query(self, name: str, filter: Expr | None = None, limit: int = DEFAULT_LIST_LIMIT, offset: int = 0,
               after_id: str = "", order_by: str = "", descending: bool = False, version: int = 0) -> list[Item]:
-        """A page of matching items without vectors. By id: Milvus orders a query's rows by primary key,
-        and `image_id > after_id` walks albums of any size. By a column: every match's value is read
-        (only that field) and sorted here, then the page's items are fetched."""
+        """A page of matching items without vectors. By id: Milvus returns a query's first rows by primary key,
+        the first by id too for the ids of most albums (`first_by_id`), and `image_id > after_id` walks albums of
+        any size. By a column: see `milvus_order.first_ids`; then the page's items are fetched."""
         limit, offset = check_page(limit, offset)
         cname, stored = self._album(name, version)
         expr = all_of("ordinal == 0", self._filter_expr(stored, filter),
@@ -771,8 +771,8 @@ class MilvusIndex:
         if offset + limit > MILVUS_MAX_WINDOW:
             raise InvalidArgument(f"offset + limit must be at most {MILVUS_MAX_WINDOW}; page on with after_id "
                                   "(the last id of the page before) instead")
-        rows = self._query(cname, name, expr, stored.fields(), limit=limit, offset=offset)
-        return sorted(_items_from_rows(rows, stored.info.schema).values(), key=lambda item: item.id)
+        rows = first_by_id(_AlbumRows(self, cname, name, stored.fields()), expr, offset + limit, MILVUS_MAX_WINDOW)
+        return list(_items_from_rows(rows[offset:], stored.info.schema).values())
 
     def count_groups(self, name: str, columns: Sequence[str], filter: Expr | None = None) -> list[Group]:
         """How many matching images have each combination of the columns' values (read field by field)."""
@@ -846,15 +846,17 @@ class MilvusIndex:
         return [str(row["image_id"]) for row in self._scan(cname, album, expr, ["image_id"])]
 
     def _scan(self, cname: str, album: str, expr: str, fields: Sequence[str]) -> Iterator[Row]:
-        """Every row matching `expr` (which keeps one row per image), a window at a time by image id."""
+        """Every row matching `expr`, a window at a time by primary key (the order Milvus reads them in; by image
+        id, an id holding a character below the key's "#" could fall between two windows)."""
         after = ""
+        fields = list(fields) if "pk" in fields else [*fields, "pk"]
         while True:
-            window = all_of(expr, f"image_id > {quote_string(after)}" if after else "")
+            window = all_of(expr, f"pk > {quote_string(after)}" if after else "")
             rows = self._query(cname, album, window, fields, limit=MILVUS_MAX_WINDOW)
             yield from rows
             if len(rows) < MILVUS_MAX_WINDOW:
                 return
-            after = max(str(row["image_id"]) for row in rows)
+            after = max(str(row["pk"]) for row in rows)
 
     def _write_items(self, cname: str, album: str, stored: Stored, items: Sequence[Item],
                      replacing: bool = True) -> None:
@@ -1299,15 +1301,15 @@ def _nearest_images(rows: Sequence[dict[str, Any]], top_k: int) -> list[Hit]:
     return list(best.values())
 
 
-def _items_from_rows(rows: Sequence[dict[str, Any]], schema: AlbumSchema) -> dict[str, Item]:
-    grouped: dict[str, list[dict[str, Any]]] = defaultdict(list)
+def _items_from_rows(rows: Sequence[Mapping[str, Any]], schema: AlbumSchema) -> dict[str, Item]:
+    grouped: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
     for row in rows:
         grouped[str(row["image_id"])].append(row)
     return {image_id: _item(sorted(parts, key=lambda r: int(r["ordinal"])), schema)
             for image_id, parts in grouped.items()}
 
 
-def _item(rows: Sequence[dict[str, Any]], schema: AlbumSchema) -> Item:
+def _item(rows: Sequence[Mapping[str, Any]], schema: AlbumSchema) -> Item:
     first = rows[0]
     vectors = tuple(np.asarray(r["vector"], dtype=np.float32) for r in rows if "vector" in r)
     return Item(

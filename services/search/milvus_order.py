@@ -11,8 +11,8 @@ that the first threshold lets about as many through. That threshold is the value
 twice the wanted rows of the whole album pass, and only the rows at or past it are read. When fewer pass, the next
 threshold, four times as deep in the sample, then the next, until the sample's last value, after which every value
 is read as before. The order is exact, ties by id: every row at or past the threshold is read, and the wanted rows
-are all among them once enough pass. Nulls, which come first in a descending order, are read apart then (their ids:
-as many reads as before where most of the album is null). Booleans are read whole as before.
+are all among them once enough pass. Nulls, which come first in a descending order, are read apart then: the first
+by id, which are the first by key (`first_by_id`). Booleans are read whole as before.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 from services.common.filtering import Op, Predicate
 from services.common.schema import AlbumSchema, ColumnType
-from services.search.index import ordered_ids
+from services.search.index import key_order_is_id_order, ordered_ids
 from services.search.milvus_filter import all_of, compile_filter
 
 Row = Mapping[str, Any]
@@ -83,7 +83,7 @@ def first_ids(rows: Rows, schema: AlbumSchema, kind: ColumnType, expr: str, colu
     def where(op: Op, *values: Any) -> str:
         return all_of(expr, compile_filter(Predicate(column, op, values), schema))
 
-    nulls = ordered(rows.every(where(Op.IS_NULL))) if descending else []  # first, by id
+    nulls = ordered(first_by_id(rows, where(Op.IS_NULL), want, sampling.most)) if descending else []  # first, by id
     if len(nulls) >= want:
         return nulls[:want]
     need = want - len(nulls)
@@ -96,3 +96,13 @@ def first_ids(rows: Rows, schema: AlbumSchema, kind: ColumnType, expr: str, colu
         rank = rank * DEEPER + DEEPER
     return ordered(rows.every(expr))[:want]
 
+
+
+def first_by_id(rows: Rows, expr: str, want: int, most: int) -> list[Row]:
+    """The first `want` rows matching `expr` by image id: the first by key, which are those unless their ids say
+    otherwise (`key_order_is_id_order`), else every match sorted; every match too if `want` is over the `most`
+    rows one read returns."""
+    found: Sequence[Row] | None = rows.first(expr, want) if want <= most else None
+    if found is None or (len(found) == want and not key_order_is_id_order(str(row["image_id"]) for row in found)):
+        found = list(rows.every(expr))
+    return sorted(found, key=lambda row: str(row["image_id"]))[:want]

@@ -260,6 +260,37 @@ def test_paging_by_id_with_after_id_walks_every_image_once(filled: tuple[VectorI
     assert seen == sorted(i.id for i in items)
 
 
+@pytest.mark.parametrize("window", [milvus_index_module.MILVUS_MAX_WINDOW, 3])
+def test_ids_that_sort_otherwise_by_row_key_are_paged_walked_and_ordered_by_id(
+    index: VectorIndex, album: str, window: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A row's key is its id and "#<ordinal>": an id extending another with a character at or below "#" ("a!",
+    "a b", "a#0") comes before it by key and after it by id. Pages by after_id and by offset, a walk of every image
+    (Milvus read in windows of 3 rows, or in one) and the nulls first of a descending order give each image once,
+    in id order."""
+    monkeypatch.setattr(milvus_index_module, "MILVUS_MAX_WINDOW", window)
+    if isinstance(index, MilvusIndex):
+        monkeypatch.setattr(index, "order_sampling", Sampling(whole=2, most=window))
+    ids = ["a", "a b", "a!", 'a"', "a#", "a##", "a#0", "a#!", "a$", "ab", "b", "b!", " ", "!", "b c!", "c"]
+    items = [Item(id=i, vectors=(v,), name=f"n{k}", attributes={"price": None if k % 3 else float(k)})
+             for k, (i, v) in enumerate(zip(ids, vectors(len(ids)), strict=True))]
+    index.insert(album, items)
+    want = sorted(ids)
+    seen: list[str] = []
+    after = ""
+    while page := index.query(album, None, limit=2, after_id=after):
+        seen.extend(i.id for i in page)
+        after = page[-1].id
+    assert seen == want
+    for offset in range(window - 1 if window < len(ids) else len(ids)):
+        assert [i.id for i in index.query(album, None, limit=1, offset=offset)] == want[offset:offset + 1]
+    assert [(g.key, g.count) for g in index.count_groups(album, ["in_stock"])] == [((None,), len(ids))]
+    by_price = ordered_ids(((i.attributes["price"], i.id) for i in items), True)
+    for limit in (1, 3, 11, len(ids)):
+        assert [i.id for i in index.query(album, None, limit=limit, order_by="price", descending=True)] == \
+            by_price[:limit]
+
+
 def test_groups_count_each_combination_of_values(filled: tuple[VectorIndex, str, list[Item]]) -> None:
     index, album, items = filled
     groups = index.count_groups(album, ["in_stock", "qty"], Predicate("price", Op.IS_NULL))
