@@ -756,8 +756,9 @@ class MilvusIndex:
     def query(self, name: str, filter: Expr | None = None, limit: int = DEFAULT_LIST_LIMIT, offset: int = 0,
               after_id: str = "", order_by: str = "", descending: bool = False, version: int = 0) -> list[Item]:
         """A page of matching items without vectors. By id: Milvus returns a query's first rows by primary key,
-        the first by id too for the ids of most albums (`first_by_id`), and `image_id > after_id` walks albums of
-        any size. By a column: see `milvus_order.first_ids`; then the page's items are fetched."""
+        which are the first by id unless an id holds a character at or below the key's "#" (then every match is
+        read and sorted: `first_by_id`); `image_id > after_id` walks albums of any size. By a column: the ids from
+        `milvus_order.first_ids`, then the page's items."""
         limit, offset = check_page(limit, offset)
         cname, stored = self._album(name, version)
         expr = all_of("ordinal == 0", self._filter_expr(stored, filter),

@@ -97,7 +97,6 @@ def first_ids(rows: Rows, schema: AlbumSchema, kind: ColumnType, expr: str, colu
     return ordered(rows.every(expr))[:want]
 
 
-
 def first_by_id(rows: Rows, expr: str, want: int, most: int) -> list[Row]:
     """The first `want` rows matching `expr` by image id: the first by key, which are those unless their ids say
     otherwise (`key_order_is_id_order`), else every match sorted; every match too if `want` is over the `most`
