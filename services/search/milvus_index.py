@@ -848,7 +848,7 @@ class MilvusIndex:
 
     def _scan(self, cname: str, album: str, expr: str, fields: Sequence[str]) -> Iterator[Row]:
         """Every row matching `expr`, a window at a time by primary key (the order Milvus reads them in; by image
-        id, an id holding a character below the key's "#" could fall between two windows)."""
+        id, an id holding a character at or below the key's "#" could fall between two windows)."""
         after = ""
         fields = list(fields) if "pk" in fields else [*fields, "pk"]
         while True:

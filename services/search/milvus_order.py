@@ -83,7 +83,8 @@ def first_ids(rows: Rows, schema: AlbumSchema, kind: ColumnType, expr: str, colu
     def where(op: Op, *values: Any) -> str:
         return all_of(expr, compile_filter(Predicate(column, op, values), schema))
 
-    nulls = ordered(first_by_id(rows, where(Op.IS_NULL), want, sampling.most)) if descending else []  # first, by id
+    nulls = [str(row["image_id"]) for row in first_by_id(rows, where(Op.IS_NULL), want, sampling.most)] \
+        if descending else []  # first, by id
     if len(nulls) >= want:
         return nulls[:want]
     need = want - len(nulls)
