@@ -34,6 +34,8 @@ import httpx
 from services.client import ApiError, GatewayClient, Upload
 
 DEFAULT_URL = os.environ.get("IMAGESEARCH_URL", "http://127.0.0.1:8000")
+# `up` keeps its data in the project's folder, wherever it is run from (IMAGESEARCH_DATA: elsewhere).
+DEFAULT_DATA = os.environ.get("IMAGESEARCH_DATA", str(Path(__file__).resolve().parent.parent / ".data"))
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 DEMO_ALBUM = "demo"
 # How long `ingest` and `reembed` wait for an unreachable gateway before leaving the job to itself.
@@ -201,8 +203,12 @@ def _settled(client: GatewayClient, job: dict[str, Any], sleep: Callable[[float]
 def cmd_ingest(args: argparse.Namespace, client: GatewayClient) -> int:
     urls = [p for p in args.paths if p.startswith(("http://", "https://"))]
     local = [Path(p) for p in args.paths if p not in urls]
-    client.ensure_album(args.album)
     manifest, common = _attributes_source(args.attributes)
+    # Checked before anything is sent or made: a mistyped path is not an empty import into a new album.
+    missing = [str(p) for p in [*local, *([manifest] if manifest else [])] if not p.exists()]
+    if missing:
+        raise FileNotFoundError(f"no such file or folder: {', '.join(missing)} (paths are read from "
+                                f"{Path.cwd()})")
     with tempfile.TemporaryDirectory(prefix="imagesearch-") as work:
         archive: Path | None = None
         unreadable: list[str] = []
@@ -212,7 +218,14 @@ def cmd_ingest(args: argparse.Namespace, client: GatewayClient) -> int:
             archive = Path(work) / "images.tar"
             with open(archive, "wb") as out:
                 packed, unreadable = pack_images(local, out)
+            if not packed and not urls:
+                for problem in unreadable:
+                    print(f"failed {problem}", file=sys.stderr)
+                raise ValueError(f"no image file ({' '.join(sorted(IMAGE_SUFFIXES))}) in {', '.join(map(str, local))}")
             print(f"sending {packed} image file(s) ...", file=sys.stderr)
+        if client.get_album(args.album) is None:
+            client.create_album(args.album)
+            print(f"created album {args.album}", file=sys.stderr)
         job = start_import(client, args.album, archive=archive, urls=urls, manifest=manifest, attributes=common,
                            on_duplicate=args.on_duplicate)
     job = follow_import(client, job, progress=not args.quiet)
@@ -540,7 +553,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--url", default=DEFAULT_URL, help="the gateway's HTTP address (env IMAGESEARCH_URL)")
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="run the whole system on this machine")
-    up.add_argument("--data", default=os.environ.get("IMAGESEARCH_DATA", ".data"), help="where data is kept")
+    up.add_argument("--data", default=DEFAULT_DATA, help="where data is kept (env IMAGESEARCH_DATA)")
     up.add_argument("--port", type=int, default=8000, help="HTTP port of the API and web page")
     up.add_argument("--no-demo", action="store_true", help="do not load the demo album")
     ingest = sub.add_parser("ingest", help="import image files, folders (recursively), zip/tar archives or URLs into "

@@ -59,6 +59,39 @@ def test_cli_reports_a_corrupt_file_and_keeps_the_rest(stack: Stack, photos: lis
     assert [(f["name"], f["error"]["reason"]) for f in failed] == [("broken.jpg", "invalid_image")]
 
 
+def test_the_command_reads_the_paths_it_is_given_from_the_caller_s_folder(
+        stack: Stack, photos: list[Path], tmp_path: Path) -> None:
+    """`./imagesearch` run from elsewhere: relative paths name files there, not in the project's folder; a path
+    that is not there, or a folder without images, is said so before any album is made."""
+    album = f"cwd_{uuid.uuid4().hex[:8]}"
+    (tmp_path / "pics").mkdir()
+    for photo in photos[:3]:
+        (tmp_path / "pics" / photo.name).write_bytes(photo.read_bytes())
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "pics.csv").write_text("file,note\n" + "".join(f"{p.name},from {p.stem}\n" for p in photos[:3]))
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(ROOT / "imagesearch"), *args], cwd=tmp_path, capture_output=True, text=True,
+                              timeout=300, env={**os.environ, "IMAGESEARCH_URL": stack.http_url})
+
+    for path, said in [("nothere", "no such file or folder: nothere"), ("empty", "no image file")]:
+        refused = run("ingest", path, "--album", album)
+        assert refused.returncode == 2 and said in refused.stderr, refused.stderr
+    assert httpx.get(f"{stack.http_url}/v1/albums/{album}").status_code == 404  # no album made by a typo
+    refused = run("ingest", "pics", "--album", album, "--attributes", "nothere.csv")
+    assert refused.returncode == 2 and "no such file or folder: nothere.csv" in refused.stderr, refused.stderr
+
+    ingest = run("ingest", "pics", "--album", album, "--attributes", "pics.csv")
+    assert ingest.returncode == 0 and "3 added" in ingest.stdout, ingest.stdout + ingest.stderr
+    assert f"created album {album}" in ingest.stderr
+    search = run("search", f"pics/{photos[1].name}", "--album", album, "--top-k", "1")
+    assert search.returncode == 0 and photos[1].name in search.stdout.splitlines()[1], search.stdout + search.stderr
+    nearest = run("sql", f"SELECT name, note FROM {album} ORDER BY feature <-> image('pics/{photos[2].name}') "
+                         "LIMIT 1", "--json")
+    assert nearest.returncode == 0, nearest.stderr
+    assert json.loads(nearest.stdout)["rows"][0]["values"] == [photos[2].name, f"from {photos[2].stem}"]
+
+
 def test_cli_search_of_an_unknown_album_says_so(stack: Stack, photos: list[Path]) -> None:
     result = _cli(stack, "search", str(photos[0]), "--album", "no-such-album")
     assert result.returncode == 2
