@@ -282,6 +282,34 @@ def test_search_max_distance_leaves_only_the_nearest_images(page: Page, shop: Sh
     expect(cards).to_have_count(1)
 
 
+def test_a_failed_search_or_another_album_leaves_no_results_of_the_last_search(
+        page: Page, shop: Shop, http: httpx.Client, tmp_path: Path) -> None:
+    choose_album(page, shop)
+    page.set_input_files("#queryFile", str(shop.photos[2]))
+    cards = page.locator("#results .card")
+    expect(cards).to_have_count(len(shop.photos))
+
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    page.set_input_files("#queryFile", str(broken))
+    expect(page.locator("#searchMsg")).to_have_class(re.compile(r"\berror\b"))
+    expect(page.locator("#searchMsg")).to_contain_text("image")
+    expect(cards).to_have_count(0)  # not the previous photo's results under the error
+
+    page.set_input_files("#queryFile", str(shop.photos[2]))
+    expect(cards).to_have_count(len(shop.photos))
+    other = unique_album("web")
+    assert http.post("/v1/albums", json={"name": other}).status_code == 201
+    page.click("#refresh")
+    page.locator(f"#album option[value='{other}']").wait_for(state="attached")
+    page.select_option("#album", other)
+    expect(page.locator("#albumStats")).to_contain_text("0 images")
+    expect(cards).to_have_count(0)  # the shop's results are not this album's
+    expect(page.locator("#searchMsg")).to_have_text("")
+    page.click("#search")  # the query photo stays: searching it here finds nothing
+    expect(page.locator("#results .empty")).to_be_visible()
+
+
 # --- albums --------------------------------------------------------------------------------------------
 
 
