@@ -239,11 +239,16 @@ def cmd_ingest(args: argparse.Namespace, client: GatewayClient) -> int:
     return 1 if counts["failed"] or job["status"] != "done" else 0
 
 
-def import_summary(album: str, job: dict[str, Any], counts: dict[str, int]) -> str:
-    """What an ended import did, in a line: its counts, and how it ended unless done."""
+def counts_text(counts: dict[str, int]) -> str:
+    """An import's counts in words: added and failed always, the others where there are any."""
     words = {"added": "added", "duplicates": "duplicate", "skipped": "skipped (near-duplicate)",
              "replaced": "replaced", "failed": "failed"}
-    summary = ", ".join(f"{counts[k]} {w}" for k, w in words.items() if counts.get(k) or k in ("added", "failed"))
+    return ", ".join(f"{counts[k]} {w}" for k, w in words.items() if counts.get(k) or k in ("added", "failed"))
+
+
+def import_summary(album: str, job: dict[str, Any], counts: dict[str, int]) -> str:
+    """What an ended import did, in a line: its counts, and how it ended unless done."""
+    summary = counts_text(counts)
     if job["status"] == "done":
         return f"album {album}: {summary}"
     why = f": {job['error']}" if job.get("error") else ""
@@ -287,10 +292,21 @@ def cmd_export(args: argparse.Namespace, client: GatewayClient) -> int:
 
 def cmd_imports(args: argparse.Namespace, client: GatewayClient) -> int:
     for job in client.list_imports(args.album):
-        counts = job["counts"]
-        print(f"{job['id']}  {job['album']:<20s} {job['status']:<9s} {job['processed']:>7d}/{job['total']:<7d} "
-              f"{counts['added']} added, {counts['failed']} failed  {job['rate']:.1f} img/s")
+        print(import_line(job))
     return 0
+
+
+def import_line(job: dict[str, Any]) -> str:
+    """A job of the listing in a line: what it is, how far, what it did, and why it ended so if it failed."""
+    counts = job["counts"]
+    if job["kind"] == "reembed":
+        did = f"{counts['added']} re-embedded, {counts['failed']} left out"
+    else:
+        did = counts_text(counts)
+    rate = f"  {job['rate']:.1f} img/s" if job["rate"] else ""
+    why = f"  ({job['error']})" if job.get("error") else ""
+    return (f"{job['id']}  {job['album']:<20s} {job['kind']:<8s} {job['status']:<9s} "
+            f"{job['processed']:>7d}/{job['total']:<7d} {did}{rate}{why}")
 
 
 def cmd_import_results(args: argparse.Namespace, client: GatewayClient) -> int:
@@ -447,17 +463,30 @@ def cmd_sql(args: argparse.Namespace, client: GatewayClient) -> int:
     return 0
 
 
+# The widest a table's cell is printed (--json has every value whole).
+CELL_WIDTH = 48
+
+
+def fit(text: str, width: int) -> str:
+    """The text, cut in the middle where it is wider: names that share a long beginning (a folder's path) keep
+    the end that tells them apart."""
+    if len(text) <= width:
+        return text
+    head = (width - 1) // 2
+    return f"{text[:head]}…{text[len(text) - (width - 1 - head):]}"
+
+
 def print_sql_result(answer: dict[str, Any], base_url: str) -> None:
     """A statement's result as a table (SELECT), or what it changed."""
     columns, rows = answer.get("columns") or [], answer.get("rows") or []
     if columns:
         cells = [[_cell_text(v) for v in row["values"]] for row in rows]
-        widths = [min(40, max([len(c), *(len(r[i]) for r in cells)])) for i, c in enumerate(columns)]
+        widths = [min(CELL_WIDTH, max([len(c), *(len(r[i]) for r in cells)])) for i, c in enumerate(columns)]
         print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
         print("  ".join("-" * w for w in widths))
         for row, cell in zip(rows, cells, strict=True):
             link = f"  {base_url}{row['image']['url']}" if row.get("image") else ""
-            print("  ".join(v[:40].ljust(w) for v, w in zip(cell, widths, strict=True)) + link)
+            print("  ".join(fit(v, w).ljust(w) for v, w in zip(cell, widths, strict=True)) + link)
     summary = f"{answer['statement']} {answer['album']}: "
     summary += f"{answer['affected']} affected" if answer.get("affected") is not None else f"{len(rows)} row(s)"
     print(f"{summary} in {answer['took_ms']:.1f} ms")

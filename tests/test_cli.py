@@ -7,7 +7,15 @@ from typing import Any
 import httpx
 import pytest
 
-from services.cli import GatewayGone, follow_import, import_summary, main, start_import
+from services.cli import (
+    GatewayGone,
+    follow_import,
+    import_line,
+    import_summary,
+    main,
+    print_sql_result,
+    start_import,
+)
 from services.client import ApiError
 from services.devstack import free_port
 
@@ -143,3 +151,32 @@ def test_an_upload_refused_or_timed_out_is_not_sent_again(error: Exception) -> N
 def test_a_gateway_away_too_long_leaves_the_upload_unsent() -> None:
     with pytest.raises(GatewayGone, match="the import was not queued: run the same command again"):
         start_import(DroppedUploads(drops=10**6), "a", patience_s=0.0, sleep=lambda s: None)  # type: ignore[arg-type]
+
+
+def _job(**fields: Any) -> dict[str, Any]:
+    counts = {"added": 0, "duplicates": 0, "skipped": 0, "replaced": 0, "failed": 0, **fields.pop("counts", {})}
+    return {"id": "j1", "album": "a", "kind": "archive", "status": "done", "total": 4, "processed": 4, "rate": 2.0,
+            "error": None, **fields, "counts": counts}
+
+
+def test_the_listing_of_imports_says_what_each_job_is_did_and_why_it_failed() -> None:
+    assert import_line(_job(counts={"added": 3, "failed": 1})) == \
+        "j1  a                    archive  done            4/4       3 added, 1 failed  2.0 img/s"
+    again = import_line(_job(counts={"duplicates": 4}))  # the same archive again: nothing added, and why
+    assert again.endswith("0 added, 4 duplicate, 0 failed  2.0 img/s")
+    reembed = import_line(_job(kind="reembed", counts={"added": 4}))
+    assert " reembed " in reembed and "4 re-embedded, 0 left out" in reembed and "added" not in reembed
+    failed = import_line(_job(status="failed", total=0, processed=0, rate=0.0,
+                              error="invalid_archive: neither a zip nor a tar"))
+    assert failed.endswith("0/0       0 added, 0 failed  (invalid_archive: neither a zip nor a tar)")
+
+
+def test_an_sql_table_cuts_a_long_value_in_the_middle_so_names_sharing_a_folder_stay_apart(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    names = [f"gcompris_categorization_resource_images_fishes_fish{i}.jpg" for i in (1, 10)]
+    print_sql_result({"statement": "SELECT", "album": "shop", "took_ms": 1.0, "columns": ["name", "price"],
+                      "rows": [{"values": [n, 9.5]} for n in names]}, "http://x")
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2].split() == ["gcompris_categorization…_images_fishes_fish1.jpg", "9.5000"]
+    assert lines[3].split() == ["gcompris_categorization…images_fishes_fish10.jpg", "9.5000"]
+    assert len(lines[3].split()[0]) == 48 and lines[-1] == "SELECT shop: 2 row(s) in 1.0 ms"

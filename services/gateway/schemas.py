@@ -407,7 +407,7 @@ class ImportCounts(BaseModel):
 class ImportOut(BaseModel):
     id: str
     album: str
-    kind: str = Field(description="urls, archive or manifest.")
+    kind: str = Field(description="urls, archive or manifest (an import), or reembed (a re-embed of the album).")
     status: ImportStatus
     total: int
     processed: int
