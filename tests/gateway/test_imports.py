@@ -155,6 +155,9 @@ def test_bad_imports_are_refused_before_anything_is_queued(http: httpx.Client) -
     for request, status in cases:
         answer = http.post(f"/v1/albums/{album}/imports", **request)
         assert answer.status_code == status, (request, answer.text)
+    not_archive = http.post(f"/v1/albums/{album}/imports", files={"archive": ("x.zip", b"not an archive")}).json()
+    assert not_archive["error"]["message"] == ("the archive is neither a zip nor a tar file (.zip, .tar, .tar.gz, "
+                                               ".tar.bz2 or .tar.xz); its first bytes are b'not '")
     assert http.post("/v1/albums/no-such-album/imports", json={"urls": ["http://x/y.png"]}).status_code == 404
     assert http.get("/v1/imports/0123456789abcdef0123456789abcdef").status_code == 404
     assert http.get(f"/v1/albums/{album}").json()["image_count"] == 0

@@ -567,6 +567,19 @@ def test_an_import_of_urls_lists_the_failed_one_with_its_reason(
     assert page.evaluate("document.documentElement.scrollWidth") <= 400  # nothing wider than the phone
 
 
+def test_an_import_that_failed_shows_nothing_imported_and_why_not_a_full_bar(
+        page: Page, http: httpx.Client, empty_album: str) -> None:
+    refused = http.post(f"/v1/albums/{empty_album}/imports", files={"archive": ("holiday.zip", b"not an archive")})
+    assert refused.status_code == 400, refused.text
+    open_album(page, empty_album, 0)
+    job = page.locator("#jobs .job")
+    expect(job.locator(".status")).to_have_text("failed")
+    expect(job.locator(".counts")).to_have_text("nothing imported")
+    expect(job.locator(".msg")).to_have_text("invalid_argument: the archive is neither a zip nor a tar file (.zip, "
+                                             ".tar, .tar.gz, .tar.bz2 or .tar.xz); its first bytes are b'not '")
+    assert job.locator(".bar .ok").evaluate("e => e.getBoundingClientRect().width") == 0
+
+
 def test_an_import_with_more_failures_than_shown_links_to_the_next_page_of_them(
         page: Page, http: httpx.Client, empty_album: str, photos: list[Path]) -> None:
     with file_server(photos[0].parent) as base:

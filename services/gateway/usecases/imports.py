@@ -262,6 +262,9 @@ class _Stager:
             raise _Stopped
 
 
+ARCHIVE_KINDS = ".zip, .tar, .tar.gz, .tar.bz2 or .tar.xz"
+
+
 def archive_images(archive: IO[bytes], max_bytes: int) -> Iterator[tuple[str, bytes | ImageSearchError]]:
     """(path, bytes) of every image file in a zip or tar archive (gzip, bz2 or xz compressed), by path
     order; an image over `max_bytes` comes as its error. Other files, folders, links and hidden files
@@ -273,7 +276,12 @@ def archive_images(archive: IO[bytes], max_bytes: int) -> Iterator[tuple[str, by
         yield from _zip_images(archive, max_bytes)
         return
     try:
-        with tarfile.open(fileobj=archive, mode="r:*") as tar:
+        tar = tarfile.open(fileobj=archive, mode="r:*")  # noqa: SIM115 (closed by the `with tar` below)
+    except tarfile.TarError:  # its message lists each compression tried, over lines
+        raise InvalidArgument(f"the archive is neither a zip nor a tar file ({ARCHIVE_KINDS}); its first bytes "
+                              f"are {magic!r}") from None
+    try:
+        with tar:
             members = sorted((m for m in tar.getmembers() if m.isfile() and _is_image_path(m.name)),
                              key=lambda m: m.name)
             for member in members:
@@ -283,7 +291,7 @@ def archive_images(archive: IO[bytes], max_bytes: int) -> Iterator[tuple[str, by
                 handle = tar.extractfile(member)
                 yield member.name, handle.read() if handle is not None else b""
     except tarfile.TarError as exc:
-        raise InvalidArgument(f"the archive is neither a zip nor a tar file ({exc})") from None
+        raise InvalidArgument(f"the tar archive cannot be read ({exc})") from None
 
 
 def _zip_images(archive: IO[bytes], max_bytes: int) -> Iterator[tuple[str, bytes | ImageSearchError]]:
