@@ -125,6 +125,12 @@ class ImageNotFound(NotFound):
     reason = "image_not_found"
 
 
+class FileNotFound(NotFound):
+    """An import's manifest names a file the import does not hold."""
+
+    reason = "file_not_found"
+
+
 class AlreadyExists(ImageSearchError):
     reason = "already_exists"
     grpc_code = grpc.StatusCode.ALREADY_EXISTS

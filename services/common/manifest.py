@@ -23,6 +23,8 @@ from typing import Any
 from services.common.errors import InvalidAttributes
 
 FILE_KEYS = ("file", "path", "url", "name")
+# The most bad rows a refused manifest's error lists (it counts the rest).
+REPORTED = 20
 LIST_SEPARATOR = "|"
 _TRUE, _FALSE = {"true", "t", "1", "yes", "y"}, {"false", "f", "0", "no", "n"}
 
@@ -50,13 +52,22 @@ def parse_manifest(text: str, suffix: str, columns: Mapping[str, str]) -> dict[s
     else:
         raise ManifestError("a manifest is a .csv or .jsonl file")
     manifest: dict[str, dict[str, Any]] = {}
+    problems: list[str] = []
     for line, row in rows:
+        if isinstance(row, str):
+            problems.append(f"line {line}: {row}")
+            continue
         key = next((str(row.pop(k)) for k in FILE_KEYS if row.get(k) not in (None, "")), None)
         if key is None:
-            raise ManifestError(f"line {line}: the row names no file (a 'file' or 'url' column)")
-        if key in manifest:
-            raise ManifestError(f"line {line}: {key!r} has a row already")
-        manifest[key] = row
+            problems.append(f"line {line}: the row names no file (a 'file' or 'url' column)")
+        elif key in manifest:
+            problems.append(f"line {line}: {key!r} has a row already")
+        else:
+            manifest[key] = row
+    if problems:  # every bad row at once (the first REPORTED), so that one run finds them all
+        more = f"; and {len(problems) - REPORTED} more" if len(problems) > REPORTED else ""
+        head = f"{len(problems)} rows cannot be read: " if len(problems) > 1 else ""
+        raise ManifestError(head + "; ".join(problems[:REPORTED]) + more)
     return manifest
 
 
@@ -109,30 +120,37 @@ def _shared_tail(a: tuple[str, ...], b: tuple[str, ...]) -> int:
     return n
 
 
-def _jsonl_rows(text: str) -> Iterable[tuple[int, dict[str, Any]]]:
+# Rows: (line, the row's values, or what is wrong with it).
+_Rows = Iterable[tuple[int, "dict[str, Any] | str"]]
+
+
+def _jsonl_rows(text: str) -> _Rows:
     for line, raw in enumerate(text.splitlines(), 1):
         if not raw.strip():
             continue
         try:
             row = json.loads(raw)
         except json.JSONDecodeError as exc:
-            raise ManifestError(f"line {line}: not JSON ({exc.msg})") from None
-        if not isinstance(row, dict):
-            raise ManifestError(f"line {line}: a row is a JSON object")
-        yield line, row
+            yield line, f"not JSON ({exc.msg})"
+            continue
+        yield line, row if isinstance(row, dict) else "a row is a JSON object"
 
 
-def _csv_rows(text: str, columns: Mapping[str, str]) -> Iterable[tuple[int, dict[str, Any]]]:
+def _csv_rows(text: str, columns: Mapping[str, str]) -> _Rows:
     reader = csv.DictReader(text.splitlines())
     for line, row in enumerate(reader, 2):
         if None in row:
-            raise ManifestError(f"line {line}: more cells than the header has columns")
-        yield line, {key: _cell(value, columns.get(key), line, key)
-                     for key, value in row.items() if key and value not in (None, "")}
+            yield line, "more cells than the header has columns"
+            continue
+        try:
+            yield line, {key: _cell(value, columns.get(key), key)
+                         for key, value in row.items() if key and value not in (None, "")}
+        except ValueError as exc:
+            yield line, str(exc)
 
 
-def _cell(value: str, kind: str | None, line: int, key: str) -> Any:
-    """A CSV cell read by its column's type (undeclared: text)."""
+def _cell(value: str, kind: str | None, key: str) -> Any:
+    """A CSV cell read by its column's type (undeclared: text); ValueError says why it is not one."""
     try:
         if kind == "int":
             return int(value)
@@ -146,5 +164,5 @@ def _cell(value: str, kind: str | None, line: int, key: str) -> Any:
         if kind == "string_list":
             return [item.strip() for item in value.split(LIST_SEPARATOR) if item.strip()]
     except ValueError as exc:
-        raise ManifestError(f"line {line}: {key} is a {kind} column and {value!r} is not one ({exc})") from None
+        raise ValueError(f"{key} is a {kind} column and {value!r} is not one ({exc})") from None
     return value

@@ -63,3 +63,18 @@ def test_a_bad_manifest_names_the_line_and_the_problem(tmp_path: Path, name: str
     path.write_text(text)
     with pytest.raises(ManifestError, match=words):
         read_manifest(path, COLUMNS)
+
+
+def test_every_bad_row_of_a_manifest_is_named_at_once(tmp_path: Path) -> None:
+    """One run finds them all: the rows that cannot be read, each with its line (the first 20, then a count)."""
+    path = tmp_path / "m.csv"
+    path.write_text("file,price,in_stock\na.jpg,cheap,true\nb.jpg,2,maybe\nc.jpg,3,yes\nc.jpg,4,no\n")
+    with pytest.raises(ManifestError) as caught:
+        read_manifest(path, COLUMNS)
+    assert str(caught.value) == (
+        f"{path}: 3 rows cannot be read: line 2: price is a float column and 'cheap' is not one (could not convert "
+        "string to float: 'cheap'); line 3: in_stock is a bool column and 'maybe' is not one (not true or false); "
+        "line 5: 'c.jpg' has a row already")
+    path.write_text("file,price\n" + "".join(f"{n}.jpg,x\n" for n in range(25)))
+    with pytest.raises(ManifestError, match=r"^.*25 rows cannot be read: line 2: .*; line 21: [^;]*; and 5 more$"):
+        read_manifest(path, COLUMNS)

@@ -102,7 +102,7 @@ def test_an_archive_with_a_manifest_gets_typed_attributes(http: httpx.Client, ph
     assert (job["total"], job["counts"]["added"], job["counts"]["failed"]) == (6, 4, 2)
     failures = {f["name"]: f["error"]["reason"] for f in http.get(f"/v1/imports/{job['id']}/results",
                                                                    params={"failed": True}).json()["results"]}
-    assert failures == {"shoes/broken.jpg": "invalid_image", "shoes/gone.png": "invalid_image"}
+    assert failures == {"shoes/broken.jpg": "invalid_image", "shoes/gone.png": "file_not_found"}
     images = {i["name"]: given_attributes(i["attributes"])
               for i in http.get(f"/v1/albums/{album}/images").json()["images"]}
     assert images[f"shoes/{photos[0].name}"] == {"price": 39.5, "sizes": ["41", "42"], "kind": "promo",

@@ -175,7 +175,7 @@ async def _stage(deps: Deps, queue: ImportQueue, job_id: str, spec: ImportSpec, 
                     await stager.add(ItemSource(name, attributes={**spec.attributes, **attributes}), content)
         for key in rows:
             if not _is_url(key) and key not in files.matched:
-                await stager.add(ItemSource(key, error="invalid_image: the manifest names it, but the import has "
+                await stager.add(ItemSource(key, error="file_not_found: the manifest names it, but the import has "
                                                        "no such file"))
         return await stager.finish()
     finally:
