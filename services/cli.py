@@ -161,7 +161,9 @@ def follow_import(client: GatewayClient, job: dict[str, Any], progress: bool = T
 
     patience = Patience(client, patience_s, sleep)
     doing = "re-embed" if job.get("kind") == "reembed" else "import"
-    with tqdm(total=job["total"], unit="img", disable=not progress, desc=f"{doing} {job['album']}") as bar:
+    # The rate and time left are the gateway's (of the whole job, whoever started it), not tqdm's of the polls.
+    with tqdm(total=job["total"], unit="img", disable=not progress, desc=f"{doing} {job['album']}",
+              bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]") as bar:
         while True:
             try:
                 job = client.get_import(job["id"])

@@ -115,12 +115,16 @@ def page(stack: Stack, browser: Browser, request: pytest.FixtureRequest,
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
+    # What the page itself loads (not the API's answers, which a test may make fail) is all there.
+    missing: list[str] = []
+    page.on("response", lambda r: missing.append(r.url) if r.status == 404 and "/v1/" not in r.url else None)
     page.goto("/")
     yield page
     folder = tmp_path_factory.getbasetemp() / "screenshots"
     screenshot(page, request.node.name, folder)
     context.close()
     assert not errors, f"the page raised: {errors}"
+    assert not missing, f"the page asked for what is not there: {missing}"
 
 
 def screenshot(page: Page, name: str, folder: Path) -> Path:
