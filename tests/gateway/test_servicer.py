@@ -38,9 +38,15 @@ def test_grpc_round_trip_create_add_search_get_delete(gateway: gateway_pb2_grpc.
     images = [gateway_pb2.NewImage(content=p.read_bytes(), name=p.stem, attributes_json=json.dumps({"i": i}))
               for i, p in enumerate(photos[:4])]
     images.append(gateway_pb2.NewImage(content=b"not an image", name="junk"))
+    # Attributes that cannot be read fail their image alone, as over HTTP (they failed the whole call).
+    images.append(gateway_pb2.NewImage(content=photos[4].read_bytes(), name="list", attributes_json="[1]"))
+    images.append(gateway_pb2.NewImage(content=photos[4].read_bytes(), name="both", attributes_json="{}",
+                                       attributes=attributes_to_wire({"i": 4})))
     added = gateway.AddImages(gateway_pb2.AddImagesRequest(album=name, images=images), timeout=60)
-    assert [r.status for r in added.results] == ["added"] * 4 + ["failed"]
-    assert added.results[4].error.reason == "invalid_image"
+    assert [r.status for r in added.results] == ["added"] * 4 + ["failed"] * 3
+    assert [r.error.reason for r in added.results[4:]] == ["invalid_image", "invalid_attributes",
+                                                          "invalid_attributes"]
+    assert "not both" in added.results[6].error.message
 
     found = gateway.SearchImages(gateway_pb2.SearchImagesRequest(album=name, image=photos[2].read_bytes(), top_k=2),
                                  timeout=60)
