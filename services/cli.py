@@ -416,6 +416,23 @@ def cmd_images(args: argparse.Namespace, client: GatewayClient) -> int:
     return 0
 
 
+def cmd_duplicates(args: argparse.Namespace, client: GatewayClient) -> int:
+    """The album's groups of near-duplicates, the largest first: a line a group, then a line an image (id,
+    name, link); with --json the gateway's answer."""
+    found = client.duplicates(args.album, args.max_distance)
+    if args.json:
+        print(json.dumps(found, indent=2, ensure_ascii=False))
+        return 0
+    for number, group in enumerate(found["groups"], 1):
+        print(f"group {number}: {len(group['images'])} images, each within {group['distance']:.4f} of another")
+        for image in group["images"]:
+            print(f"  {image['id']}  {image['name']:<40s}  {client.base_url}{image['url']}")
+    in_groups = sum(len(g["images"]) for g in found["groups"])
+    print(f"album {args.album}: {len(found['groups'])} group(s) of near-duplicates ({in_groups} images) within "
+          f"distance {found['max_distance']}", file=sys.stderr)
+    return 0
+
+
 def cmd_albums(args: argparse.Namespace, client: GatewayClient) -> int:
     for album in client.list_albums():
         columns = ", ".join(f"{c['name']} {c['type']}" for c in album.get("columns", []))
@@ -607,6 +624,12 @@ def build_parser() -> argparse.ArgumentParser:
                                        "(e.g. espresso, 'tabby cat'), or a tag set by hand")
     listing.add_argument("--where", help="only the images matching this filter too")
     listing.add_argument("--limit", type=int, default=50)
+    dupes = sub.add_parser("duplicates", help="groups of near-duplicate images of an album (the same photo resaved, "
+                                              "resized, lightly edited)")
+    dupes.add_argument("--album", required=True)
+    dupes.add_argument("--max-distance", type=float, help="at most this far apart (cosine distance; default: the "
+                                                          "gateway's near-duplicate distance, the one imports use)")
+    dupes.add_argument("--json", action="store_true", help="the answer as JSON")
     imports = sub.add_parser("imports", help="list imports, newest first")
     imports.add_argument("--album")
     results = sub.add_parser("import-results", help="each item's result of an import (or re-embed), one JSON "
@@ -683,7 +706,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handlers = {"ingest": cmd_ingest, "search": cmd_search, "albums": cmd_albums, "delete-album": cmd_delete_album,
                 "reembed": cmd_reembed, "create-album": cmd_create_album, "sql": cmd_sql, "imports": cmd_imports,
                 "cancel-import": cmd_cancel_import, "import-results": cmd_import_results, "export": cmd_export,
-                "recognize": cmd_recognize, "images": cmd_images, "faces": cmd_faces}
+                "recognize": cmd_recognize, "images": cmd_images, "faces": cmd_faces, "duplicates": cmd_duplicates}
     client = GatewayClient(args.url)
     try:
         return handlers[args.command](args, client)

@@ -212,6 +212,12 @@ class GatewayClient:
             params["threshold"] = threshold
         return self._query(f"/v1/albums/{album}/recognize", params, image, url, image_id)
 
+    def duplicates(self, album: str, max_distance: float | None = None) -> dict[str, Any]:
+        """Groups of near-duplicate images of the album (within `max_distance`, else the gateway's near-duplicate
+        distance), the largest first."""
+        params = {"max_distance": max_distance} if max_distance is not None else {}
+        return dict(self._json(self.http.get(f"/v1/albums/{album}/duplicates", params=params)))
+
     def search_faces(self, album: str, *, image: bytes | None = None, url: str | None = None,
                      image_id: str | None = None, top_k: int = 10, max_distance: float | None = None,
                      face: int = 0) -> dict[str, Any]:

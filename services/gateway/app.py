@@ -725,7 +725,7 @@ def _add_import_routes(app: FastAPI, settings: GatewaySettings, deps: Deps, queu
                                                     json_schema_extra={"minimum": 0, "maximum": 2})] = None,
     ) -> schemas.DuplicatesOut:
         """Groups of near-duplicate images of the album, the largest first."""
-        limit = settings.near_duplicate_distance if max_distance is None else max_distance
+        limit = duplicates.distance_limit(deps, max_distance)
         groups = await duplicates.groups(deps, album, limit)
         return schemas.DuplicatesOut(album=album, max_distance=limit, groups=[
             schemas.DuplicateGroup(images=[schemas.ImageOut.of(i) for i in g.images], distance=round(g.distance, 5))

@@ -323,10 +323,9 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
     async def FindDuplicates(
         self, request: gateway_pb2.FindDuplicatesRequest, context: Context
     ) -> gateway_pb2.FindDuplicatesResponse:
-        limit = request.max_distance if request.HasField("max_distance") else \
-            self.deps.settings.near_duplicate_distance
+        limit = duplicates.distance_limit(self.deps, request.max_distance if request.HasField("max_distance") else None)
         found = await duplicates.groups(self.deps, request.album, limit)
-        return gateway_pb2.FindDuplicatesResponse(groups=[
+        return gateway_pb2.FindDuplicatesResponse(album=request.album, max_distance=limit, groups=[
             gateway_pb2.DuplicateGroup(images=[image_message(i) for i in g.images], distance=g.distance)
             for g in found])
 

@@ -19,6 +19,7 @@ import httpx
 import pytest
 from imagesearch.v1 import gateway_pb2, gateway_pb2_grpc
 
+from services.cli import main as cli_main
 from services.common.errors import InvalidArgument, SearchUnavailable, StoreUnavailable, Unavailable
 from services.common.schema import AlbumSchema, Column, ColumnType
 from services.devstack import Stack
@@ -188,8 +189,8 @@ def test_a_cancelled_import_stops_and_keeps_what_it_added(http: httpx.Client, ph
     assert seen() == views[-1]  # nothing more after the cancel
 
 
-def test_near_duplicates_are_skipped_on_import_and_listed_in_the_album(http: httpx.Client,
-                                                                       photos: list[Path]) -> None:
+def test_near_duplicates_are_skipped_on_import_and_listed_in_the_album(
+        http: httpx.Client, stack: Stack, photos: list[Path], capsys: pytest.CaptureFixture[str]) -> None:
     album = unique_album("near")
     assert http.post("/v1/albums", json={"name": album}).status_code == 201
     originals = {p.name: p.read_bytes() for p in photos[:3]}
@@ -202,9 +203,24 @@ def test_near_duplicates_are_skipped_on_import_and_listed_in_the_album(http: htt
     assert job["counts"]["skipped"] == 3 and job["counts"]["added"] == 0
     kept = http.post(f"/v1/albums/{album}/imports", files={"archive": ("c.zip", zipped(resaved))})
     assert wait_for_job(http, kept.json()["id"])["counts"]["added"] == 3
-    groups = http.get(f"/v1/albums/{album}/duplicates").json()["groups"]
-    assert sorted(sorted(i["name"] for i in g["images"]) for g in groups) == sorted(
-        sorted([p.name, f"again-{p.name}"]) for p in photos[:3])
+    found = http.get(f"/v1/albums/{album}/duplicates").json()
+    pairs = sorted(sorted([p.name, f"again-{p.name}"]) for p in photos[:3])
+    assert sorted(sorted(i["name"] for i in g["images"]) for g in found["groups"]) == pairs
+    assert found["max_distance"] > 0  # the gateway's near-duplicate distance, said
+
+    # The same groups from the command line and over gRPC, the distance used said by both.
+    capsys.readouterr()
+    assert cli_main(["--url", stack.http_url, "duplicates", "--album", album]) == 0
+    out, err = capsys.readouterr()
+    assert out.count("group ") == 3 and out.count("again-") == 3
+    assert f"album {album}: 3 group(s) of near-duplicates (6 images) within distance {found['max_distance']}" in err
+    assert cli_main(["--url", stack.http_url, "duplicates", "--album", album, "--max-distance", "0"]) == 0
+    assert "0 group(s)" in capsys.readouterr().err
+    with grpc.insecure_channel(f"127.0.0.1:{stack.ports.gateway}") as channel:
+        answer = gateway_pb2_grpc.GatewayStub(channel).FindDuplicates(
+            gateway_pb2.FindDuplicatesRequest(album=album), timeout=30)
+    assert sorted(sorted(i.name for i in g.images) for g in answer.groups) == pairs
+    assert (answer.album, answer.max_distance) == (album, pytest.approx(found["max_distance"]))
 
 
 def test_imports_over_grpc(stack: Stack, photos: list[Path]) -> None:

@@ -23,6 +23,11 @@ class DuplicateGroup:
     distance: float
 
 
+def distance_limit(deps: Deps, max_distance: float | None) -> float:
+    """The distance asked for, else the gateway's near-duplicate distance (the one imports skip by)."""
+    return deps.settings.near_duplicate_distance if max_distance is None else max_distance
+
+
 async def groups(deps: Deps, album: str, max_distance: float) -> list[DuplicateGroup]:
     """Every group of two or more images linked by pairs at most `max_distance` apart (upright vectors),
     the largest groups first. Walks the whole album: a page of images at a time, one search of many queries
