@@ -661,6 +661,8 @@ def test_re_embedding_an_album_from_the_page_runs_to_done_beside_its_import(
     page.click("#reembedNo")
     expect(page.locator("#reembedConfirm")).to_be_hidden()
     page.click("#reembed")
+    expect(page.locator("#reembedDetailsLine")).to_be_visible()
+    page.check("#reembedFaces")  # an album made without faces indexes them from this re-embed on
     page.click("#reembedYes")
     expect(page.locator("#reembedConfirm")).to_be_hidden()
     jobs = page.locator("#jobs .job")
@@ -672,6 +674,42 @@ def test_re_embedding_an_album_from_the_page_runs_to_done_beside_its_import(
     expect(jobs.nth(1).locator(".jobtitle")).to_have_text("Archive import")
     expect(page.locator("#albumStats")).to_contain_text("3 images")
     assert http.get("/v1/imports", params={"album": empty_album}).json()["imports"][0]["kind"] == "reembed"
+    described = http.get(f"/v1/albums/{empty_album}").json()
+    assert (described["faces"], described["details"]) == (True, False)
+    expect(page.locator("#albumColumns .chip")).to_have_text(["faces"])
+    page.click("#reembed")
+    expect(page.locator("#reembedFacesLine")).to_be_hidden()  # it has them now
+    expect(page.locator("#reembedDetailsLine")).to_be_visible()
+
+
+def test_the_album_s_near_duplicates_are_shown_in_groups_within_the_distance_asked(
+        page: Page, http: httpx.Client, empty_album: str, photos: list[Path]) -> None:
+    files = [("file", (p.name, p.read_bytes(), "application/octet-stream")) for p in photos[:3]]
+    files += [("file", (f"resaved-{p.name}", cropped_copy(p, keep=1.0, quality=90), "application/octet-stream"))
+              for p in photos[:2]]
+    assert http.post(f"/v1/albums/{empty_album}/images", files=files).status_code == 201
+    open_album(page, empty_album, 5)
+    page.click("#findDupes")
+    groups = page.locator("#dupes .group")
+    expect(groups).to_have_count(2)
+    message = page.locator("#dupesMsg")
+    expect(message).to_contain_text("2 groups of near-duplicates (4 images) within distance")
+    names = sorted(sorted(group.locator("img").evaluate_all("images => images.map(i => i.alt)"))
+                   for group in groups.all())
+    assert names == sorted(sorted([p.name, f"resaved-{p.name}"]) for p in photos[:2])
+    expect(groups.first.locator(".hint")).to_contain_text(re.compile(r"^2 images · each within 0\.\d{4} of another$"))
+
+    page.fill("#dupeDistance", "0")
+    page.press("#dupeDistance", "Enter")
+    expect(message).to_have_text("No near-duplicates within distance 0.")
+    expect(groups).to_have_count(0)
+    page.fill("#dupeDistance", "5")
+    page.click("#findDupes")
+    expect(message).to_have_class(re.compile(r"\berror\b"))
+    expect(message).to_contain_text("max_distance must be between 0 and 2")
+    page.fill("#dupeDistance", "")
+    page.click("#findDupes")
+    expect(groups).to_have_count(2)
 
 
 def test_adding_images_from_the_page_counts_them_and_shows_them_newest_first(
