@@ -325,16 +325,29 @@ def cmd_cancel_import(args: argparse.Namespace, client: GatewayClient) -> int:
     return 0
 
 
+def _query_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("query", nargs="?", help="an image file, or an http(s) URL of one")
+    parser.add_argument("--image-id", help="instead, an image of the album (its id: `images`, `search` list them)")
+
+
+def query_of(args: argparse.Namespace) -> dict[str, Any]:
+    """The query image of a search, recognise or faces command: a file's bytes, a URL, or an album image's id."""
+    if bool(args.query) == bool(args.image_id):
+        raise ValueError("give a query image (a file or URL) or --image-id, one of them")
+    if args.image_id:
+        return {"image_id": args.image_id}
+    if args.query.startswith(("http://", "https://")):
+        return {"url": args.query}
+    return {"image": Path(args.query).read_bytes()}
+
+
 def cmd_search(args: argparse.Namespace, client: GatewayClient) -> int:
     filter_doc = json.loads(args.filter) if args.filter else None
     mode = "similar" if args.similar else "copy"
     options: dict[str, Any] = {"top_k": args.top_k, "filter": filter_doc, "mode": mode, "where": args.where,
                                "max_distance": args.max_distance, "region": args.region,
                                "proposals": args.proposals or 0}
-    if args.query.startswith(("http://", "https://")):
-        answer = client.search(args.album, url=args.query, **options)
-    else:
-        answer = client.search(args.album, image=Path(args.query).read_bytes(), **options)
+    answer = client.search(args.album, **query_of(args), **options)
     print(f"{len(answer['results'])} results in {answer['took_ms']:.1f} ms "
           f"(distance: {answer['metric']}; then matching points where verified)")
     _print_hits(answer["results"], client)
@@ -357,10 +370,7 @@ def _print_hits(hits: list[dict[str, Any]], client: GatewayClient) -> None:
 def cmd_faces(args: argparse.Namespace, client: GatewayClient) -> int:
     """The album's images where the person of the query photo's face appears, nearest first."""
     options: dict[str, Any] = {"top_k": args.top_k, "max_distance": args.max_distance, "face": args.face}
-    if args.query.startswith(("http://", "https://")):
-        answer = client.search_faces(args.album, url=args.query, **options)
-    else:
-        answer = client.search_faces(args.album, image=Path(args.query).read_bytes(), **options)
+    answer = client.search_faces(args.album, **query_of(args), **options)
     if args.json:
         print(json.dumps(answer))
         return 0
@@ -377,10 +387,7 @@ def cmd_faces(args: argparse.Namespace, client: GatewayClient) -> int:
 
 def cmd_recognize(args: argparse.Namespace, client: GatewayClient) -> int:
     options: dict[str, Any] = {"evidence": args.evidence, "threshold": args.threshold, "faces": args.faces}
-    if args.query.startswith(("http://", "https://")):
-        answer = client.recognize(args.album, args.label, url=args.query, **options)
-    else:
-        answer = client.recognize(args.album, args.label, image=Path(args.query).read_bytes(), **options)
+    answer = client.recognize(args.album, args.label, **query_of(args), **options)
     top = answer["candidates"][0] if answer["candidates"] else None
     if answer["unknown"]:
         nearest = f" (nearest label {top['label']!r}, confidence {top['confidence']:.2f})" if top else ""
@@ -639,7 +646,7 @@ def build_parser() -> argparse.ArgumentParser:
     cancel = sub.add_parser("cancel-import", help="stop an import (what it added stays)")
     cancel.add_argument("id")
     search = sub.add_parser("search", help="find an album's images nearest to an image file or URL")
-    search.add_argument("query")
+    _query_arguments(search)
     search.add_argument("--album", required=True)
     search.add_argument("--top-k", type=int, default=5)
     search.add_argument("--filter", help='a JSON filter, e.g. \'{"kind": "photo"}\'')
@@ -654,7 +661,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "or salient parts) and show each one's results")
     recognize = sub.add_parser("recognize", help="the label an image file or URL most likely has among an album's "
                                                  "labelled images, or unknown")
-    recognize.add_argument("query")
+    _query_arguments(recognize)
     recognize.add_argument("--album", required=True)
     recognize.add_argument("--label", required=True, help="the label attribute, e.g. category")
     recognize.add_argument("--evidence", type=int, default=5, help="nearest labelled images to show")
@@ -664,7 +671,7 @@ def build_parser() -> argparse.ArgumentParser:
                            help="by the photo's largest face (an album created with --faces; e.g. --label person)")
     faces = sub.add_parser("faces", help="find the images of an album (created with --faces) where the person of a "
                                          "photo's face appears")
-    faces.add_argument("query")
+    _query_arguments(faces)
     faces.add_argument("--album", required=True)
     faces.add_argument("--top-k", type=int, default=10)
     faces.add_argument("--max-distance", type=float, help="faces farther than this are other people (cosine "

@@ -42,6 +42,17 @@ def test_cli_ingests_a_folder_and_finds_a_photo_first(stack: Stack, photos: list
     assert first[3] == photos[2].name
     assert float(first[1]) < 0.01 and int(first[2]) >= 100
 
+    # An image of the album as the query, by its id: the others nearest to it.
+    listed = _cli(stack, "images", "--album", album).stdout.splitlines()
+    image_id = next(line.split()[0] for line in listed if photos[2].name in line)
+    by_id = _cli(stack, "search", "--image-id", image_id, "--album", album, "--top-k", "3")
+    assert by_id.returncode == 0, by_id.stderr
+    names = [line.split()[3] for line in by_id.stdout.splitlines()[1:]]
+    assert len(names) == 3 and photos[2].name not in names
+    for args in ([], [str(photos[2]), "--image-id", image_id]):
+        neither = _cli(stack, "search", *args, "--album", album)
+        assert neither.returncode == 2 and "give a query image (a file or URL) or --image-id" in neither.stderr
+
 
 def test_cli_reports_a_corrupt_file_and_keeps_the_rest(stack: Stack, photos: list[Path], tmp_path: Path) -> None:
     album = f"cli-{uuid.uuid4().hex[:8]}"
