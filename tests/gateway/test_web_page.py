@@ -264,6 +264,38 @@ def test_search_where_filter_shows_only_matching_images_with_their_columns(page:
     assert card_value(first, "distance") == "0.0000" and int(card_value(first, "matches")) > 20
 
 
+def test_a_result_searched_with_becomes_the_query_read_from_the_album(page: Page, shop: Shop) -> None:
+    choose_album(page, shop)
+    page.set_input_files("#queryFile", str(shop.photos[2]))
+    cards = page.locator("#results .card")
+    expect(cards).to_have_count(len(shop.photos))
+    chosen = card_names(cards)[1]
+    cards.nth(1).locator("button.again").click()
+    # the album's image is the query: the others nearest to it, itself left out
+    expect(page.locator("#searchMsg")).to_have_text(re.compile(r"^5 results"))
+    expect(cards).to_have_count(len(shop.photos) - 1)
+    assert chosen not in card_names(cards)
+    assert "/content" in (page.locator("#preview").get_attribute("src") or "")
+    page.select_option("#mode", "similar")
+    page.click("#search")  # the same query, another mode
+    expect(cards).to_have_count(len(shop.photos) - 1)
+    assert chosen not in card_names(cards)
+
+    # A box drawn on it searches that part of its bytes (read from the album): itself found first.
+    page.select_option("#mode", "copy")
+    page.locator("#preview").scroll_into_view_if_needed()
+    shown = page.locator("#preview").bounding_box()
+    assert shown is not None
+    with page.expect_request(lambda r: r.url.split("?")[0].endswith("/search")) as request:
+        page.mouse.move(shown["x"] + shown["width"] * 0.1, shown["y"] + shown["height"] * 0.1)
+        page.mouse.down()
+        page.mouse.move(shown["x"] + shown["width"] * 0.9, shown["y"] + shown["height"] * 0.9, steps=6)
+        page.mouse.up()
+    assert "region" in parse_qs(urlparse(request.value.url).query)
+    expect(page.locator("#searchMsg")).not_to_have_class(re.compile(r"\berror\b"))
+    expect(cards.first.locator(".name")).to_have_text(chosen)
+
+
 def test_search_max_distance_leaves_only_the_nearest_images(page: Page, shop: Shop) -> None:
     choose_album(page, shop)
     page.set_input_files("#queryFile", str(shop.photos[2]))
