@@ -411,7 +411,8 @@ def cmd_recognize(args: argparse.Namespace, client: GatewayClient) -> int:
 def cmd_images(args: argparse.Namespace, client: GatewayClient) -> int:
     """Lists an album's images (those tagged with a word's labels, with --tag), a line each: id, name
     and its tags with their probabilities."""
-    page = client.list_images(args.album, limit=args.limit, where=args.where, tag=args.tag)
+    page = client.list_images(args.album, limit=args.limit, where=args.where, tag=args.tag, order_by=args.order_by,
+                              desc=args.desc, after=args.after or "", offset=args.offset)
     for image in page["images"]:
         attributes = image.get("attributes") or {}
         tags, scores = attributes.get("tags") or [], attributes.get("tag_scores") or []
@@ -420,6 +421,10 @@ def cmd_images(args: argparse.Namespace, client: GatewayClient) -> int:
         print(f"{image['id']}  {image['name']:<32s}  {shown}")
     if not page["images"]:
         print(f"no images{f' tagged {args.tag!r}' if args.tag else ''} in album {args.album}", file=sys.stderr)
+    elif page.get("next_after"):
+        print(f"more: --after {page['next_after']}", file=sys.stderr)
+    elif args.order_by and len(page["images"]) == args.limit:
+        print(f"more: --offset {args.offset + args.limit}", file=sys.stderr)
     return 0
 
 
@@ -630,7 +635,11 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--tag", help="a word: images whose ImageNet labels have it among their WordNet lemmas "
                                        "(e.g. espresso, 'tabby cat'), or a tag set by hand")
     listing.add_argument("--where", help="only the images matching this filter too")
-    listing.add_argument("--limit", type=int, default=50)
+    listing.add_argument("--limit", type=int, default=50, help="at most this many (1 to 1000)")
+    listing.add_argument("--order-by", help="a column (or name, created_at) to order by; default: by id")
+    listing.add_argument("--desc", action="store_true", help="with --order-by: the largest first")
+    listing.add_argument("--after", help="by id: the page after this id (the `more:` line of the page before)")
+    listing.add_argument("--offset", type=int, default=0, help="with --order-by: skip this many")
     dupes = sub.add_parser("duplicates", help="groups of near-duplicate images of an album (the same photo resaved, "
                                               "resized, lightly edited)")
     dupes.add_argument("--album", required=True)

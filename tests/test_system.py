@@ -42,6 +42,19 @@ def test_cli_ingests_a_folder_and_finds_a_photo_first(stack: Stack, photos: list
     assert first[3] == photos[2].name
     assert float(first[1]) < 0.01 and int(first[2]) >= 100
 
+    # Listed a page at a time, by id or by a column.
+    page1 = _cli(stack, "images", "--album", album, "--limit", "3")
+    ids = [line.split()[0] for line in page1.stdout.splitlines()]
+    assert len(ids) == 3 and page1.stderr.strip().endswith(f"more: --after {ids[-1]}")
+    rest = _cli(stack, "images", "--album", album, "--limit", "3", "--after", ids[-1])
+    ids += [line.split()[0] for line in rest.stdout.splitlines()]
+    assert len(ids) == len(set(ids)) == 5 and ids == sorted(ids) and "more:" not in rest.stderr
+    by_name = _cli(stack, "images", "--album", album, "--order-by", "name", "--desc", "--limit", "2")
+    names = [line.split()[1] for line in by_name.stdout.splitlines()]
+    stored = [("sub/" if i % 2 else "") + p.name for i, p in enumerate(photos[:5])]  # named by path in the folder
+    assert names == sorted(stored, reverse=True)[:2], by_name.stdout + by_name.stderr
+    assert by_name.stderr.strip().endswith("more: --offset 2")
+
     # An image of the album as the query, by its id: the others nearest to it.
     listed = _cli(stack, "images", "--album", album).stdout.splitlines()
     image_id = next(line.split()[0] for line in listed if photos[2].name in line)
