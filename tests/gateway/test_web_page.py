@@ -745,7 +745,7 @@ def test_the_album_s_near_duplicates_are_shown_in_groups_within_the_distance_ask
 
 
 def test_adding_images_from_the_page_counts_them_and_shows_them_newest_first(
-        page: Page, empty_album: str, photos: list[Path]) -> None:
+        page: Page, empty_album: str, photos: list[Path], tmp_path: Path) -> None:
     open_album(page, empty_album, 0)
     page.set_input_files("#addFiles", [str(p) for p in photos[:2]])
     expect(page.locator("#addPicked")).to_contain_text("2 images")
@@ -754,6 +754,16 @@ def test_adding_images_from_the_page_counts_them_and_shows_them_newest_first(
     expect(page.locator("#albumStats")).to_contain_text("2 images")
     expect(page.locator("#newest img")).to_have_count(2)
     assert thumbnail_names(page) == sorted(p.name for p in photos[:2])
+
+    resaved = tmp_path / f"resaved-{photos[0].stem}.jpg"  # the same photo saved again: a near-duplicate
+    resaved.write_bytes(cropped_copy(photos[0], keep=1.0, quality=90))
+    page.set_input_files("#addFiles", str(resaved))
+    page.select_option("#addOnDuplicate", "skip")
+    page.click("#add")
+    expect(page.locator("#addMsg")).to_have_text(
+        f"0 added, 0 duplicate(s), 1 skipped (near-duplicate), 0 failed.\n"
+        f"• {resaved.name}: not added, a near-duplicate of an image of the album")
+    expect(page.locator("#albumStats")).to_contain_text("2 images")
 
 
 # --- recognise -----------------------------------------------------------------------------------------
