@@ -409,9 +409,8 @@ def _add_image_routes(app: FastAPI, settings: GatewaySettings, deps: Deps) -> No
         listing = Listing(filter=_filter(where, filter), limit=limit, offset=offset, after=after or "",
                           order_by=order_by or "", descending=desc, tag=tag or "")
         listed = await images.list_images(deps, album, listing)
-        next_after = listed[-1].id if len(listed) == limit and not order_by else None
         return schemas.ImageList(images=[schemas.ImageOut.of(i) for i in listed], limit=limit, offset=offset,
-                                 next_after=next_after)
+                                 next_after=images.next_after(listing, listed))
 
     @app.get("/v1/albums/{album}/images/count", tags=["images"], response_model=schemas.CountOut)
     async def count_images(album: AlbumName, where: Where = None, filter: FilterJson = None) -> schemas.CountOut:

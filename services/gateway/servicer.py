@@ -247,7 +247,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
                           after=request.after, order_by=request.order_by, descending=request.descending,
                           tag=request.tag)
         listed = await images.list_images(self.deps, request.album, listing)
-        return gateway_pb2.ListImagesResponse(images=[image_message(i) for i in listed])
+        return gateway_pb2.ListImagesResponse(images=[image_message(i) for i in listed],
+                                              next_after=images.next_after(listing, listed))
 
     async def CountImages(
         self, request: gateway_pb2.CountImagesRequest, context: Context

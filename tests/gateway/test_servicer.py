@@ -74,7 +74,12 @@ def test_grpc_round_trip_create_add_search_get_delete(gateway: gateway_pb2_grpc.
     thumb = gateway.GetThumbnail(gateway_pb2.GetThumbnailRequest(album=name, id=image.id, size=64), timeout=30)
     assert thumb.content_type == "image/jpeg"
     listed = gateway.ListImages(gateway_pb2.ListImagesRequest(album=name), timeout=30)
-    assert len(listed.images) == 4
+    assert len(listed.images) == 4 and not listed.HasField("next_after")
+    page = gateway.ListImages(gateway_pb2.ListImagesRequest(album=name, limit=3), timeout=30)
+    assert page.next_after == page.images[-1].id  # paged on as over HTTP
+    rest = gateway.ListImages(gateway_pb2.ListImagesRequest(album=name, limit=3, after=page.next_after), timeout=30)
+    assert [i.id for i in [*page.images, *rest.images]] == [i.id for i in listed.images]
+    assert not rest.HasField("next_after")
 
     assert gateway.DeleteImage(gateway_pb2.DeleteImageRequest(album=name, id=image.id), timeout=30).deleted
     assert gateway.GetAlbum(gateway_pb2.GetAlbumRequest(name=name), timeout=30).image_count == 3

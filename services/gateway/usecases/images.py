@@ -80,6 +80,12 @@ async def get_thumbnail(deps: Deps, album: str, image_id: str, size: int | None 
     return Blob(content, "image/jpeg")
 
 
+def next_after(listing: Listing, listed: list[ImageRecord]) -> str | None:
+    """The `after` of the page that follows a full page by id (None: the last page, or ordered by a column,
+    which pages on by offset)."""
+    return listed[-1].id if len(listed) == listing.limit and not listing.order_by else None
+
+
 async def list_images(deps: Deps, album: str, listing: Listing = FIRST_PAGE) -> list[ImageRecord]:
     """A page of the album's images matching the filter (and tagged with `listing.tag`'s labels), by id
     (from after `listing.after`, for albums of any size) or ordered by a column (content type and size are
