@@ -257,17 +257,23 @@ def import_summary(album: str, job: dict[str, Any], counts: dict[str, int]) -> s
     return f"album {album}: {summary} (import {job['status']}{why}; what it added stays)"
 
 
-def _attributes_source(given: str | None) -> tuple[Path | None, dict[str, Any] | None]:
-    """(a manifest to send, attributes for every image) from --attributes: a JSON object, or the path of a
-    CSV/JSONL manifest with a row per file (the gateway reads it by the album's column types)."""
-    if not given:
-        return None, None
-    if given.lstrip().startswith("{"):
-        common = json.loads(given)
-        if not isinstance(common, dict):
-            raise ValueError("--attributes takes a JSON object or a .csv/.jsonl manifest")
-        return None, common
-    return Path(given), None
+def _attributes_source(given: Sequence[str] | None) -> tuple[Path | None, dict[str, Any] | None]:
+    """(a manifest to send, attributes for every image) from --attributes, given once or twice: a JSON object,
+    and/or the path of a CSV/JSONL manifest with a row per file (the gateway reads it by the album's column
+    types; a row's value wins over the object's)."""
+    manifest: Path | None = None
+    common: dict[str, Any] | None = None
+    for value in given or []:
+        if value.lstrip().startswith("{"):
+            parsed = json.loads(value)
+            if not isinstance(parsed, dict) or common is not None:
+                raise ValueError("--attributes takes one JSON object and/or one .csv/.jsonl manifest")
+            common = parsed
+        elif manifest is None:
+            manifest = Path(value)
+        else:
+            raise ValueError("--attributes takes one JSON object and/or one .csv/.jsonl manifest")
+    return manifest, common
 
 
 def cmd_export(args: argparse.Namespace, client: GatewayClient) -> int:
@@ -620,8 +626,9 @@ def build_parser() -> argparse.ArgumentParser:
                                            "an album, in the background, with a progress bar")
     ingest.add_argument("paths", nargs="+")
     ingest.add_argument("--album", required=True)
-    ingest.add_argument("--attributes", help="a JSON object given to every image, or a .csv/.jsonl manifest with a "
-                                             "row per file (a 'file' column, then the attributes)")
+    ingest.add_argument("--attributes", action="append",
+                        help="a JSON object given to every image, or a .csv/.jsonl manifest with a row per file (a "
+                             "'file' column, then the attributes); both: give it twice (a row's value wins)")
     ingest.add_argument("--on-duplicate", choices=["keep", "skip", "replace"], default="keep",
                         help="an image within the near-duplicate distance of one in the album: keep it too, skip "
                              "it, or replace the old one")

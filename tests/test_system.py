@@ -105,15 +105,16 @@ def test_the_command_reads_the_paths_it_is_given_from_the_caller_s_folder(
     refused = run("ingest", "pics", "--album", album, "--attributes", "nothere.csv")
     assert refused.returncode == 2 and "no such file or folder: nothere.csv" in refused.stderr, refused.stderr
 
-    ingest = run("ingest", "pics", "--album", album, "--attributes", "pics.csv")
+    ingest = run("ingest", "pics", "--album", album, "--attributes", "pics.csv",
+                 "--attributes", '{"source": "cwd", "note": "overridden by each row"}')
     assert ingest.returncode == 0 and "3 added" in ingest.stdout, ingest.stdout + ingest.stderr
     assert f"created album {album}" in ingest.stderr
     search = run("search", f"pics/{photos[1].name}", "--album", album, "--top-k", "1")
     assert search.returncode == 0 and photos[1].name in search.stdout.splitlines()[1], search.stdout + search.stderr
-    nearest = run("sql", f"SELECT name, note FROM {album} ORDER BY feature <-> image('pics/{photos[2].name}') "
-                         "LIMIT 1", "--json")
+    nearest = run("sql", f"SELECT name, note, source FROM {album} ORDER BY feature <-> "
+                         f"image('pics/{photos[2].name}') LIMIT 1", "--json")
     assert nearest.returncode == 0, nearest.stderr
-    assert json.loads(nearest.stdout)["rows"][0]["values"] == [photos[2].name, f"from {photos[2].stem}"]
+    assert json.loads(nearest.stdout)["rows"][0]["values"] == [photos[2].name, f"from {photos[2].stem}", "cwd"]
 
 
 def test_cli_search_of_an_unknown_album_says_so(stack: Stack, photos: list[Path]) -> None:
