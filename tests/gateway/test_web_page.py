@@ -845,11 +845,14 @@ def test_a_box_drawn_on_the_query_photo_searches_that_part_and_moving_or_resizin
     page.set_input_files("#queryFile", str(query))
     cards = page.locator("#results .card")
     expect(cards).not_to_have_count(0)
-    shown = page.locator("#preview").bounding_box()
-    assert shown is not None
-    scale = shown["width"] / 640  # screen pixels per photo pixel
+    page.locator("#preview").evaluate("e => e.scrollIntoView({block: 'center'})")  # all of it in the window
 
     def at(x: float, y: float) -> tuple[float, float]:
+        """Where a pixel of the photo is on the screen now (the panels above it may have grown meanwhile: the
+        album's newest thumbnails loading moved it down between two drags)."""
+        shown = page.locator("#preview").bounding_box()
+        assert shown is not None
+        scale = shown["width"] / 640  # screen pixels per photo pixel
         return shown["x"] + x * scale, shown["y"] + y * scale
 
     def drag(start: tuple[float, float], end: tuple[float, float]) -> list[int]:
