@@ -426,7 +426,8 @@ def cmd_images(args: argparse.Namespace, client: GatewayClient) -> int:
                           for t, s in zip(tags, [*scores, *[None] * len(tags)], strict=False))
         print(f"{image['id']}  {image['name']:<32s}  {shown}")
     if not page["images"]:
-        print(f"no images{f' tagged {args.tag!r}' if args.tag else ''} in album {args.album}", file=sys.stderr)
+        more = " more" if args.after or args.offset else ""  # past a last page that was full
+        print(f"no{more} images{f' tagged {args.tag!r}' if args.tag else ''} in album {args.album}", file=sys.stderr)
     elif page.get("next_after"):
         print(f"more: --after {page['next_after']}", file=sys.stderr)
     elif args.order_by and len(page["images"]) == args.limit:

@@ -49,6 +49,8 @@ def test_cli_ingests_a_folder_and_finds_a_photo_first(stack: Stack, photos: list
     rest = _cli(stack, "images", "--album", album, "--limit", "3", "--after", ids[-1])
     ids += [line.split()[0] for line in rest.stdout.splitlines()]
     assert len(ids) == len(set(ids)) == 5 and ids == sorted(ids) and "more:" not in rest.stderr
+    past = _cli(stack, "images", "--album", album, "--after", ids[-1])
+    assert past.stdout == "" and f"no more images in album {album}" in past.stderr
     by_name = _cli(stack, "images", "--album", album, "--order-by", "name", "--desc", "--limit", "2")
     names = [line.split()[1] for line in by_name.stdout.splitlines()]
     stored = [("sub/" if i % 2 else "") + p.name for i, p in enumerate(photos[:5])]  # named by path in the folder
@@ -92,6 +94,8 @@ def test_the_command_reads_the_paths_it_is_given_from_the_caller_s_folder(
     for photo in photos[:3]:
         (tmp_path / "pics" / photo.name).write_bytes(photo.read_bytes())
     (tmp_path / "empty").mkdir()
+    (tmp_path / "services").mkdir()  # a package of the caller's own named as ours is not what the tool imports
+    (tmp_path / "services" / "__init__.py").write_text("raise SystemExit('the caller folder was imported')\n")
     (tmp_path / "pics.csv").write_text("file,note\n" + "".join(f"{p.name},from {p.stem}\n" for p in photos[:3]))
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
