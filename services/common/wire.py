@@ -70,7 +70,10 @@ def value_from_wire(wire: common_pb2.Value, depth: int = 0) -> Any:
         return None
     if kind == "timestamp_value":
         stamp = wire.timestamp_value
-        return from_timestamp_us(stamp.seconds * 1_000_000 + stamp.nanos // 1000)
+        try:
+            return from_timestamp_us(stamp.seconds * 1_000_000 + stamp.nanos // 1000)
+        except (OverflowError, ValueError):  # past the years a datetime holds
+            raise InvalidArgument(f"timestamp of {stamp.seconds} seconds is out of range") from None
     if kind == "list_value":
         return [value_from_wire(v, depth + 1) for v in wire.list_value.values]
     if kind == "map_value":

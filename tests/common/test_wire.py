@@ -57,6 +57,9 @@ def test_values_that_json_cannot_carry_are_refused() -> None:
         value_to_wire(object())
     with pytest.raises(InvalidArgument):
         value_from_wire(common_pb2.Value(float_value=float("nan")))
+    for seconds in (10**15, -10**15):  # past the years a datetime holds: refused, not an internal error
+        with pytest.raises(InvalidArgument, match="out of range"):
+            value_from_wire(common_pb2.Value(timestamp_value={"seconds": seconds}))
     deep: Any = "x"
     for _ in range(40):
         deep = [deep]
