@@ -15,6 +15,7 @@ already. The gateway checks every value again.
 from __future__ import annotations
 
 import csv
+import io
 import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path, PurePosixPath
@@ -125,7 +126,8 @@ _Rows = Iterable[tuple[int, "dict[str, Any] | str"]]
 
 
 def _jsonl_rows(text: str) -> _Rows:
-    for line, raw in enumerate(text.splitlines(), 1):
+    # By "\n" only: JSON text may hold U+2028 and other characters str.splitlines() would cut a row at.
+    for line, raw in enumerate((row.removesuffix("\r") for row in text.split("\n")), 1):
         if not raw.strip():
             continue
         try:
@@ -137,8 +139,10 @@ def _jsonl_rows(text: str) -> _Rows:
 
 
 def _csv_rows(text: str, columns: Mapping[str, str]) -> _Rows:
-    reader = csv.DictReader(text.splitlines())
-    for line, row in enumerate(reader, 2):
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    for row in reader:
+        # The line the row starts on: the reader has read to its end, past the line breaks quoted in its cells.
+        line = reader.line_num - sum(str(v).count("\n") for v in row.values() if v is not None)
         if None in row:
             yield line, "more cells than the header has columns"
             continue

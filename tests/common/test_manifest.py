@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from services.common.manifest import ManifestError, ManifestFiles, read_manifest
+from services.common.manifest import ManifestError, ManifestFiles, parse_manifest, read_manifest
 
 COLUMNS = {"price": "float", "qty": "int", "in_stock": "bool", "sizes": "string_list", "listed_at": "timestamp"}
 
@@ -78,3 +78,15 @@ def test_every_bad_row_of_a_manifest_is_named_at_once(tmp_path: Path) -> None:
     path.write_text("file,price\n" + "".join(f"{n}.jpg,x\n" for n in range(25)))
     with pytest.raises(ManifestError, match=r"^.*25 rows cannot be read: line 2: .*; line 21: [^;]*; and 5 more$"):
         read_manifest(path, COLUMNS)
+
+
+def test_a_bad_row_is_named_by_the_line_it_starts_on() -> None:
+    """Blank lines and line breaks quoted in a cell count (the reader's rows are not lines); a JSONL row holding a
+    character str.splitlines() would cut at (U+2028, written raw by json.dumps(ensure_ascii=False)) stays one row."""
+    csv_text = 'file,price,note\n\na.jpg,x,\nb.jpg,1,"two\nlines"\n\nc.jpg,y,\n'
+    with pytest.raises(ManifestError, match=r"line 3: price .*'x'.*; line 7: price .*'y'"):
+        parse_manifest(csv_text, ".csv", COLUMNS)
+    jsonl = '{"file": "a.jpg", "note": "one\u2028row"}\r\n[1]\n'
+    with pytest.raises(ManifestError, match=r"^line 2: a row is a JSON object$"):
+        parse_manifest(jsonl, ".jsonl", COLUMNS)
+    assert parse_manifest(jsonl.split("\r\n")[0], ".jsonl", COLUMNS) == {"a.jpg": {"note": "one\u2028row"}}
