@@ -8,6 +8,7 @@ import asyncio
 import hashlib
 import io
 import json
+import tarfile
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
@@ -143,6 +144,16 @@ def test_an_import_sent_again_with_its_idempotency_key_is_answered_with_the_one_
     wait_for_job(http, sent[2].json()["id"])
 
 
+def gzipped_tar(content: bytes) -> bytes:
+    """A .tar.gz of one image, `a.png`."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w:gz") as tar:
+        member = tarfile.TarInfo("a.png")
+        member.size = len(content)
+        tar.addfile(member, io.BytesIO(content))
+    return out.getvalue()
+
+
 def test_bad_imports_are_refused_before_anything_is_queued(http: httpx.Client) -> None:
     album = unique_album("bad")
     assert http.post("/v1/albums", json={"name": album}).status_code == 201
@@ -152,6 +163,8 @@ def test_bad_imports_are_refused_before_anything_is_queued(http: httpx.Client) -
         ({"json": {"urls": ["http://x/y.png"], "on_duplicate": "maybe"}}, 400),
         ({"files": {"archive": ("x.zip", b"not an archive")}}, 400),
         ({"files": {"archive": ("x.zip", zipped({"a.txt": b"x"}))}}, 400),
+        ({"files": {"archive": ("x.tar.gz", gzipped_tar(png(1))[:40])}}, 400),  # cut short: not a 500
+        ({"files": {"archive": ("x.tar.gz", gzipped_tar(png(1))[:len(gzipped_tar(png(1))) // 2])}}, 400),
     ]
     for request, status in cases:
         answer = http.post(f"/v1/albums/{album}/imports", **request)

@@ -26,8 +26,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import lzma
 import tarfile
 import zipfile
+import zlib
 from collections.abc import Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass, field, replace
 from pathlib import PurePosixPath
@@ -263,6 +265,11 @@ class _Stager:
 
 
 ARCHIVE_KINDS = ".zip, .tar, .tar.gz, .tar.bz2 or .tar.xz"
+# What a compressed archive cut short or damaged raises while it is read (gzip: EOFError, zlib.error; xz:
+# LZMAError; bz2 and the rest: OSError).
+_CUT_SHORT = (EOFError, zlib.error, lzma.LZMAError, OSError)
+# How gzip, bzip2 and xz data begin.
+_COMPRESSED = (b"\x1f\x8b", b"BZh", b"\xfd7zX")
 
 
 def archive_images(archive: IO[bytes], max_bytes: int) -> Iterator[tuple[str, bytes | ImageSearchError]]:
@@ -277,7 +284,9 @@ def archive_images(archive: IO[bytes], max_bytes: int) -> Iterator[tuple[str, by
         return
     try:
         tar = tarfile.open(fileobj=archive, mode="r:*")  # noqa: SIM115 (closed by the `with tar` below)
-    except tarfile.TarError:  # its message lists each compression tried, over lines
+    except (tarfile.TarError, *_CUT_SHORT):  # its message lists each compression tried, over lines
+        if magic.startswith(_COMPRESSED):
+            raise InvalidArgument("the compressed archive is cut short or damaged") from None
         raise InvalidArgument(f"the archive is neither a zip nor a tar file ({ARCHIVE_KINDS}); its first bytes "
                               f"are {magic!r}") from None
     try:
@@ -292,6 +301,8 @@ def archive_images(archive: IO[bytes], max_bytes: int) -> Iterator[tuple[str, by
                 yield member.name, handle.read() if handle is not None else b""
     except tarfile.TarError as exc:
         raise InvalidArgument(f"the tar archive cannot be read ({exc})") from None
+    except _CUT_SHORT as exc:
+        raise InvalidArgument(f"the tar archive is cut short or damaged ({type(exc).__name__}: {exc})") from None
 
 
 def _zip_images(archive: IO[bytes], max_bytes: int) -> Iterator[tuple[str, bytes | ImageSearchError]]:
@@ -307,7 +318,7 @@ def _zip_images(archive: IO[bytes], max_bytes: int) -> Iterator[tuple[str, bytes
                     content = handle.read(max_bytes + 1)
                 yield member.filename, content if len(content) <= max_bytes else ImageTooLarge(
                     f"more than {max_bytes} bytes")
-    except (zipfile.BadZipFile, OSError) as exc:
+    except (zipfile.BadZipFile, *_CUT_SHORT) as exc:
         raise InvalidArgument(f"the zip archive cannot be read ({exc})") from None
 
 
