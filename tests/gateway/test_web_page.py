@@ -338,8 +338,19 @@ def test_a_failed_search_or_another_album_leaves_no_results_of_the_last_search(
     assert http.post("/v1/albums", json={"name": other}).status_code == 201
     page.click("#refresh")
     page.locator(f"#album option[value='{other}']").wait_for(state="attached")
+    held: list[Route] = []  # a search of the shop whose answer comes once another album is chosen
+    page.route("**/search?*", lambda route: held.append(route))
+    page.click("#search")
+    for _ in range(100):
+        if held:
+            break
+        page.wait_for_timeout(50)
     page.select_option("#album", other)
     expect(page.locator("#albumStats")).to_contain_text("0 images")
+    with page.expect_response(lambda r: "/search?" in r.url):
+        held[0].continue_()
+    page.unroute("**/search?*")
+    page.wait_for_timeout(200)  # the answer handled
     expect(cards).to_have_count(0)  # the shop's results are not this album's
     expect(page.locator("#searchMsg")).to_have_text("")
     page.click("#search")  # the query photo stays: searching it here finds nothing
