@@ -13,7 +13,8 @@
     │   └── UrlFetchFailed             422                  "url_fetch_failed"
     ├── NotFound                       404 NOT_FOUND        "not_found"
     │   ├── AlbumNotFound              404                  "album_not_found"
-    │   └── ImageNotFound              404                  "image_not_found"
+    │   ├── ImageNotFound              404                  "image_not_found"
+    │   └── FileNotFound               404                  "file_not_found" (an import's item only)
     ├── AlreadyExists                  409 ALREADY_EXISTS   "already_exists"
     ├── ModelMismatch                  409 FAILED_PRECONDITION "model_mismatch"
     ├── FacesNotEnabled                409 FAILED_PRECONDITION "faces_not_enabled"
