@@ -280,6 +280,10 @@ def test_a_result_searched_with_becomes_the_query_read_from_the_album(page: Page
     page.click("#search")  # the same query, another mode
     expect(cards).to_have_count(len(shop.photos) - 1)
     assert chosen not in card_names(cards)
+    page.fill("#where", "price > 1000")
+    page.press("#where", "Enter")
+    expect(page.locator("#results .empty")).to_have_text("No other image matches the filter.")
+    page.fill("#where", "")
 
     # A box drawn on it searches that part of its bytes (read from the album): itself found first.
     page.select_option("#mode", "copy")
