@@ -109,13 +109,14 @@ def image_filter(request: Any) -> ImageFilter:
 def new_image(message: gateway_pb2.NewImage) -> NewImage:
     """An image of AddImages; attributes that cannot be read fail that image alone, as over HTTP."""
     attributes: JsonObject | InvalidAttributes
-    try:
-        if message.attributes and message.attributes_json:
-            raise InvalidAttributes("give the attributes as a map or as JSON text, not both")
-        attributes = attributes_from_wire(message.attributes) if message.attributes else \
-            parse_attributes(message.attributes_json)
-    except InvalidArgument as exc:  # a value nesting too deep or not finite, too
-        attributes = exc if isinstance(exc, InvalidAttributes) else InvalidAttributes(exc.message)
+    if message.attributes and message.attributes_json:
+        attributes = InvalidAttributes("give the attributes as a map or as JSON text, not both")
+    else:
+        try:
+            attributes = attributes_from_wire(message.attributes) if message.attributes else \
+                parse_attributes(message.attributes_json)
+        except InvalidArgument as exc:  # a value nesting too deep, not finite or out of range, too
+            attributes = exc if isinstance(exc, InvalidAttributes) else InvalidAttributes(exc.message)
     return NewImage(content=message.content, name=message.name, attributes=attributes)
 
 
