@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from typing import Any
 
 import httpx
@@ -9,6 +10,7 @@ import pytest
 
 from services.cli import (
     GatewayGone,
+    build_parser,
     follow_import,
     import_line,
     import_summary,
@@ -18,6 +20,12 @@ from services.cli import (
 )
 from services.client import ApiError
 from services.devstack import free_port
+
+
+def test_every_command_but_up_names_what_runs_it() -> None:
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert len(commands) >= 16
+    assert [name for name, parser in commands.items() if not callable(parser.get_default("run"))] == ["up"]
 
 
 def test_a_command_with_no_gateway_to_reach_says_so(capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,0 +1,95 @@
+"""An album's images: listed, exported, grouped as near-duplicates."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from services.client import GatewayClient
+
+
+def cmd_export(args: argparse.Namespace, client: GatewayClient) -> int:
+    """Writes every image's metadata (id, name, attributes, creation time, content hash) as JSON lines,
+    walking the album by id pages (any size of album)."""
+    out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout  # noqa: SIM115 (stdout is not ours to close)
+    count, after = 0, ""
+    try:
+        while True:
+            page = client.list_images(args.album, limit=1000, after=after, where=args.where)
+            for image in page["images"]:
+                out.write(json.dumps({k: image[k] for k in ("id", "name", "attributes", "created_at_ms",
+                                                              "content_hash")}, ensure_ascii=False) + "\n")
+            count += len(page["images"])
+            if page.get("next_after") is None:
+                break
+            after = page["next_after"]
+    finally:
+        if args.out:
+            out.close()
+    print(f"exported {count} image(s) of album {args.album}", file=sys.stderr)
+    return 0
+
+
+def cmd_images(args: argparse.Namespace, client: GatewayClient) -> int:
+    """Lists an album's images (those tagged with a word's labels, with --tag), a line each: id, name
+    and its tags with their probabilities."""
+    page = client.list_images(args.album, limit=args.limit, where=args.where, tag=args.tag, order_by=args.order_by,
+                              desc=args.desc, after=args.after or "", offset=args.offset)
+    for image in page["images"]:
+        attributes = image.get("attributes") or {}
+        tags, scores = attributes.get("tags") or [], attributes.get("tag_scores") or []
+        shown = ", ".join(f"{t} {s:.2f}" if isinstance(s, int | float) else str(t)
+                          for t, s in zip(tags, [*scores, *[None] * len(tags)], strict=False))
+        print(f"{image['id']}  {image['name']:<32s}  {shown}")
+    if not page["images"]:
+        more = " more" if args.after or args.offset else ""  # past a last page that was full
+        print(f"no{more} images{f' tagged {args.tag!r}' if args.tag else ''} in album {args.album}", file=sys.stderr)
+    elif page.get("next_after"):
+        print(f"more: --after {page['next_after']}", file=sys.stderr)
+    elif args.order_by and len(page["images"]) == args.limit:
+        print(f"more: --offset {args.offset + args.limit}", file=sys.stderr)
+    return 0
+
+
+def cmd_duplicates(args: argparse.Namespace, client: GatewayClient) -> int:
+    """The album's groups of near-duplicates, the largest first: a line a group, then a line an image (id,
+    name, link); with --json the gateway's answer."""
+    found = client.duplicates(args.album, args.max_distance)
+    if args.json:
+        print(json.dumps(found, indent=2, ensure_ascii=False))
+        return 0
+    for number, group in enumerate(found["groups"], 1):
+        print(f"group {number}: {len(group['images'])} images, each within {group['distance']:.4f} of another")
+        for image in group["images"]:
+            print(f"  {image['id']}  {image['name']:<40s}  {client.base_url}{image['url']}")
+    in_groups = sum(len(g["images"]) for g in found["groups"])
+    print(f"album {args.album}: {len(found['groups'])} group(s) of near-duplicates ({in_groups} images) within "
+          f"distance {found['max_distance']}", file=sys.stderr)
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    export = sub.add_parser("export", help="write every image's metadata as JSON lines (any size of album)")
+    export.add_argument("--album", required=True)
+    export.add_argument("--out", help="a file to write (default: standard output)")
+    export.add_argument("--where", help="only the images matching this filter")
+    listing = sub.add_parser("images", help="list an album's images with their tags; --tag finds them by a word")
+    listing.add_argument("--album", required=True)
+    listing.add_argument("--tag", help="a word: images whose ImageNet labels have it among their WordNet lemmas "
+                                       "(e.g. espresso, 'tabby cat'), or a tag set by hand")
+    listing.add_argument("--where", help="only the images matching this filter too")
+    listing.add_argument("--limit", type=int, default=50, help="at most this many (1 to 1000)")
+    listing.add_argument("--order-by", help="a column (or name, created_at) to order by; default: by id")
+    listing.add_argument("--desc", action="store_true", help="with --order-by: the largest first")
+    listing.add_argument("--after", help="by id: the page after this id (the `more:` line of the page before)")
+    listing.add_argument("--offset", type=int, default=0, help="with --order-by: skip this many")
+    dupes = sub.add_parser("duplicates", help="groups of near-duplicate images of an album (the same photo resaved, "
+                                              "resized, lightly edited)")
+    dupes.add_argument("--album", required=True)
+    dupes.add_argument("--max-distance", type=float, help="at most this far apart (cosine distance; default: the "
+                                                          "gateway's near-duplicate distance, the one imports use)")
+    dupes.add_argument("--json", action="store_true", help="the answer as JSON")
+    export.set_defaults(run=cmd_export)
+    listing.set_defaults(run=cmd_images)
+    dupes.set_defaults(run=cmd_duplicates)

@@ -1,0 +1,278 @@
+"""Imports and re-embeds: background jobs started, followed with a progress bar, listed and cancelled."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from services.cli.packing import ARCHIVE_SUFFIXES, IMAGE_SUFFIXES, pack_images
+from services.client import ApiError, GatewayClient
+
+# How long `ingest` and `reembed` wait for an unreachable gateway before leaving the job to itself.
+UNREACHABLE_PATIENCE_S = 600.0
+
+
+class GatewayGone(Exception):
+    """The gateway could not be reached for longer than a wait allows."""
+
+
+class Patience:
+    """Waits out a gateway that cannot be reached (refused, the connection dropped, 502/503 while it restarts;
+    with `timeouts`, no answer in time, a 504 from a proxy in front of it too), `patience_s` at most at a time;
+    any other error is the request's own and raised."""
+
+    def __init__(self, client: GatewayClient, patience_s: float, sleep: Callable[[float], None],
+                 timeouts: bool = True) -> None:
+        self.client = client
+        self.patience_s = patience_s
+        self.sleep = sleep
+        self.timeouts = timeouts
+        self.since: float | None = None
+
+    def wait(self, exc: Exception, then: str) -> None:
+        """After `exc`: sleeps a little if the gateway may come back, else raises (GatewayGone saying `then`
+        once the patience is spent)."""
+        timed_out = isinstance(exc, httpx.TimeoutException) or (isinstance(exc, ApiError) and exc.status == 504)
+        if (isinstance(exc, ApiError) and exc.status not in (502, 503, 504)) or (timed_out and not self.timeouts):
+            raise exc
+        now = time.monotonic()
+        self.since = self.since or now
+        if now - self.since > self.patience_s:
+            raise GatewayGone(f"the gateway at {self.client.base_url} has not answered for {self.patience_s:.0f} s "
+                              f"({exc}); {then}") from exc
+        self.sleep(2.0)
+
+    def reached(self) -> None:
+        self.since = None
+
+
+def start_import(client: GatewayClient, album: str, patience_s: float = UNREACHABLE_PATIENCE_S,
+                 sleep: Callable[[float], None] = time.sleep, **fields: Any) -> dict[str, Any]:
+    """Sends an import, again if the gateway stopped before it answered (killed while it read or staged the
+    upload) once it answers again: what the stopped gateway had added already counts as duplicates, and its
+    job is failed by the gateway's workers. A timeout (ours, or a proxy's 504) is not sent again: the gateway
+    may still be staging, and would then run the import twice."""
+    patience = Patience(client, patience_s, sleep, timeouts=False)
+    told = False
+    key = uuid.uuid4().hex  # every try is the same import: one the gateway queued is answered, not run again
+    while True:
+        try:
+            return client.start_import(album, idempotency_key=key, **fields)
+        except (httpx.TransportError, ApiError) as exc:
+            patience.wait(exc, "the import was not queued: run the same command again")
+            if not told:
+                print(f"the gateway did not take the import ({type(exc).__name__}); sending it again when it "
+                      "answers", file=sys.stderr)
+                told = True
+
+
+def follow_import(client: GatewayClient, job: dict[str, Any], progress: bool = True,
+                  patience_s: float = UNREACHABLE_PATIENCE_S, sleep: Callable[[float], None] = time.sleep
+                  ) -> dict[str, Any]:
+    """Waits for an import to finish, with a progress bar (rate and time left from the gateway). A gateway
+    that cannot be reached (restarting, its host rebooting) is waited for up to `patience_s` at a time: the
+    import goes on by itself meanwhile (the job lives in Redis, any gateway's workers carry it on)."""
+    from tqdm import tqdm
+
+    patience = Patience(client, patience_s, sleep)
+    doing = "re-embed" if job.get("kind") == "reembed" else "import"
+    # The rate and time left are the gateway's (of the whole job, whoever started it), not tqdm's of the polls.
+    with tqdm(total=job["total"], unit="img", disable=not progress, desc=f"{doing} {job['album']}",
+              bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]") as bar:
+        while True:
+            try:
+                job = client.get_import(job["id"])
+            except (httpx.TransportError, ApiError) as exc:
+                bar.set_postfix_str(f"gateway unreachable ({type(exc).__name__}), waiting: the {doing} goes on")
+                patience.wait(exc, f"{doing} {job['id']} goes on by itself: `imagesearch imports --album "
+                                   f"{job['album']}` shows it")
+                continue
+            patience.reached()
+            bar.update(job["processed"] - bar.n)
+            eta = f"{job['eta_s']:.0f}s" if job.get("eta_s") is not None else "-"
+            bar.set_postfix_str(f"{job['rate']:.1f} img/s, left {eta}, {job['counts']['failed']} failed")
+            if job["status"] in ("done", "failed", "cancelled"):
+                return job if job["status"] == "done" else _settled(client, job, sleep)
+            sleep(0.5)
+
+
+# A cancelled or failed import's batches under way when it ended still record what they add (it stays): its
+# counts are read again until they have not changed for this long, for at most `SETTLE_MAX_S`.
+SETTLE_QUIET_S = 2.0
+SETTLE_MAX_S = 30.0
+
+
+def _settled(client: GatewayClient, job: dict[str, Any], sleep: Callable[[float], None]) -> dict[str, Any]:
+    """The ended import once its counts stop changing (or as last read, should the gateway not answer)."""
+    quiet = waited = 0.0
+    while quiet < SETTLE_QUIET_S and waited < SETTLE_MAX_S:
+        sleep(0.5)
+        waited += 0.5
+        try:
+            latest = client.get_import(job["id"])
+        except (httpx.TransportError, ApiError):
+            return job
+        quiet = quiet + 0.5 if latest["processed"] == job["processed"] else 0.0
+        job = latest
+    return job
+
+
+def cmd_ingest(args: argparse.Namespace, client: GatewayClient) -> int:
+    urls = [p for p in args.paths if p.startswith(("http://", "https://"))]
+    local = [Path(p) for p in args.paths if p not in urls]
+    manifest, common = _attributes_source(args.attributes)
+    # Checked before anything is sent or made: a mistyped path is not an empty import into a new album.
+    missing = [str(p) for p in [*local, *([manifest] if manifest else [])] if not p.exists()]
+    if missing:
+        raise FileNotFoundError(f"no such file or folder: {', '.join(missing)} (paths are read from "
+                                f"{Path.cwd()})")
+    with tempfile.TemporaryDirectory(prefix="imagesearch-") as work:
+        archive: Path | None = None
+        unreadable: list[str] = []
+        if len(local) == 1 and local[0].is_file() and local[0].name.lower().endswith(ARCHIVE_SUFFIXES):
+            archive = local[0]
+        elif local:
+            archive = Path(work) / "images.tar"
+            with open(archive, "wb") as out:
+                packed, unreadable = pack_images(local, out)
+            if not packed and not urls:
+                for problem in unreadable:
+                    print(f"failed {problem}", file=sys.stderr)
+                raise ValueError(f"no image file ({' '.join(sorted(IMAGE_SUFFIXES))}) in {', '.join(map(str, local))}")
+            print(f"sending {packed} image file(s) ...", file=sys.stderr)
+        if client.get_album(args.album) is None:
+            client.create_album(args.album)
+            print(f"created album {args.album}", file=sys.stderr)
+        job = start_import(client, args.album, archive=archive, urls=urls, manifest=manifest, attributes=common,
+                           on_duplicate=args.on_duplicate)
+    job = follow_import(client, job, progress=not args.quiet)
+    for failure in client.import_results(job["id"], failed_only=True):
+        error = failure.get("error") or {}
+        print(f"failed {failure['name']}: {error.get('reason')}: {error.get('message')}")
+    for problem in unreadable:
+        print(f"failed {problem}")
+    counts = {**job["counts"], "failed": job["counts"]["failed"] + len(unreadable)}
+    print(import_summary(args.album, job, counts))
+    return 1 if counts["failed"] or job["status"] != "done" else 0
+
+
+def counts_text(counts: dict[str, int]) -> str:
+    """An import's counts in words: added and failed always, the others where there are any."""
+    words = {"added": "added", "duplicates": "duplicate", "skipped": "skipped (near-duplicate)",
+             "replaced": "replaced", "failed": "failed"}
+    return ", ".join(f"{counts[k]} {w}" for k, w in words.items() if counts.get(k) or k in ("added", "failed"))
+
+
+def import_summary(album: str, job: dict[str, Any], counts: dict[str, int]) -> str:
+    """What an ended import did, in a line: its counts, and how it ended unless done."""
+    summary = counts_text(counts)
+    if job["status"] == "done":
+        return f"album {album}: {summary}"
+    why = f": {job['error']}" if job.get("error") else ""
+    return f"album {album}: {summary} (import {job['status']}{why}; what it added stays)"
+
+
+def _attributes_source(given: Sequence[str] | None) -> tuple[Path | None, dict[str, Any] | None]:
+    """(a manifest to send, attributes for every image) from --attributes, given once or twice: a JSON object,
+    and/or the path of a CSV/JSONL manifest with a row per file (the gateway reads it by the album's column
+    types; a row's value wins over the object's)."""
+    manifest: Path | None = None
+    common: dict[str, Any] | None = None
+    for value in given or []:
+        if value.lstrip().startswith("{"):
+            parsed = json.loads(value)
+            if not isinstance(parsed, dict) or common is not None:
+                raise ValueError("--attributes takes one JSON object and/or one .csv/.jsonl manifest")
+            common = parsed
+        elif manifest is None:
+            manifest = Path(value)
+        else:
+            raise ValueError("--attributes takes one JSON object and/or one .csv/.jsonl manifest")
+    return manifest, common
+
+
+def cmd_imports(args: argparse.Namespace, client: GatewayClient) -> int:
+    for job in client.list_imports(args.album):
+        print(import_line(job))
+    return 0
+
+
+def import_line(job: dict[str, Any]) -> str:
+    """A job of the listing in a line: what it is, how far, what it did, and why it ended so if it failed."""
+    counts = job["counts"]
+    if job["kind"] == "reembed":
+        did = f"{counts['added']} re-embedded, {counts['failed']} left out"
+    else:
+        did = counts_text(counts)
+    rate = f"  {job['rate']:.1f} img/s" if job["rate"] else ""
+    why = f"  ({job['error']})" if job.get("error") else ""
+    return (f"{job['id']}  {job['album']:<20s} {job['kind']:<8s} {job['status']:<9s} "
+            f"{job['processed']:>7d}/{job['total']:<7d} {did}{rate}{why}")
+
+
+def cmd_import_results(args: argparse.Namespace, client: GatewayClient) -> int:
+    """Every item's result (only the failures with --failed), one JSON object a line, in item order: read a page
+    at a time, so an import of any size streams."""
+    for result in client.import_results(args.id, failed_only=args.failed):
+        print(json.dumps(result, ensure_ascii=False))
+    return 0
+
+
+def cmd_cancel_import(args: argparse.Namespace, client: GatewayClient) -> int:
+    job = client.cancel_import(args.id)
+    print(f"import {job['id']}: {job['status']} after {job['processed']} of {job['total']} image(s)")
+    return 0
+
+
+def cmd_reembed(args: argparse.Namespace, client: GatewayClient) -> int:
+    print(f"re-embedding album {args.album} from its stored images; it answers searches as it is meanwhile ...")
+    job = follow_import(client, client.reembed(args.album, faces=args.faces, details=args.details), progress=True)
+    for failure in client.import_results(job["id"], failed_only=True):
+        error = failure.get("error") or {}
+        print(f"left out {failure['id']}: {error.get('reason')}: {error.get('message')}")
+    album = client.get_album(args.album) or {}
+    print(f"album {args.album}: {job['counts']['added']} images re-embedded ({job['status']}), model "
+          f"{album.get('model', '?')}" + (f": {job['error']}" if job.get("error") else ""))
+    return 0 if job["status"] == "done" and not job["counts"]["failed"] else 1
+
+
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    ingest = sub.add_parser("ingest", help="import image files, folders (recursively), zip/tar archives or URLs into "
+                                           "an album, in the background, with a progress bar")
+    ingest.add_argument("paths", nargs="+")
+    ingest.add_argument("--album", required=True)
+    ingest.add_argument("--attributes", action="append",
+                        help="a JSON object given to every image, or a .csv/.jsonl manifest with a row per file (a "
+                             "'file' column, then the attributes); both: give it twice (a row's value wins)")
+    ingest.add_argument("--on-duplicate", choices=["keep", "skip", "replace"], default="keep",
+                        help="an image within the near-duplicate distance of one in the album: keep it too, skip "
+                             "it, or replace the old one")
+    ingest.add_argument("--quiet", action="store_true", help="no progress bar")
+    imports = sub.add_parser("imports", help="list imports, newest first")
+    imports.add_argument("--album")
+    results = sub.add_parser("import-results", help="each item's result of an import (or re-embed), one JSON "
+                                                    "object a line, in item order")
+    results.add_argument("id")
+    results.add_argument("--failed", action="store_true", help="only the items that failed, with their reasons")
+    cancel = sub.add_parser("cancel-import", help="stop an import (what it added stays)")
+    cancel.add_argument("id")
+    reembed = sub.add_parser("reembed", help="re-embed an album's images with the extractor's current model")
+    reembed.add_argument("--album", required=True)
+    reembed.add_argument("--faces", action="store_true",
+                         help="make the album index faces, finding those of the images it holds")
+    reembed.add_argument("--details", action="store_true",
+                         help="make the album keep a keypoint index, indexing the images it holds")
+    ingest.set_defaults(run=cmd_ingest)
+    imports.set_defaults(run=cmd_imports)
+    results.set_defaults(run=cmd_import_results)
+    cancel.set_defaults(run=cmd_cancel_import)
+    reembed.set_defaults(run=cmd_reembed)
