@@ -239,8 +239,37 @@ class GatewayClient:
         data = {k: v for k, v in {"url": url, "image_id": image_id}.items() if v}
         return dict(self._json(self.http.post(path, params=params, files=files, data=data)))
 
-    def update_images(self, album: str, attributes: dict[str, Any], where: str) -> int:
-        """Changes the attributes of the images matching the filter; returns how many."""
-        response = self.http.patch(f"/v1/albums/{album}/images", params={"where": where},
-                                   json={"attributes": attributes})
+    def get_image(self, album: str, image_id: str) -> dict[str, Any]:
+        return dict(self._json(self.http.get(f"/v1/albums/{album}/images/{image_id}")))
+
+    def image_content(self, album: str, image_id: str) -> bytes:
+        """The image's original bytes."""
+        response = self.http.get(f"/v1/albums/{album}/images/{image_id}/content")
+        _raise_for_error(response)
+        return response.content
+
+    def image_faces(self, album: str, image_id: str) -> dict[str, Any]:
+        """The faces found in the image (an album that indexes faces), the largest first."""
+        return dict(self._json(self.http.get(f"/v1/albums/{album}/images/{image_id}/faces")))
+
+    def update_image(self, album: str, image_id: str, attributes: dict[str, Any],
+                     name: str | None = None) -> dict[str, Any]:
+        """Changes one image's attributes (merged; None removes one) and name; answers the image as it is now."""
+        body: dict[str, Any] = {"attributes": attributes, **({"name": name} if name is not None else {})}
+        return dict(self._json(self.http.patch(f"/v1/albums/{album}/images/{image_id}", json=body)))
+
+    def update_images(self, album: str, attributes: dict[str, Any], where: str | None = None,
+                      all: bool = False) -> int:
+        """Changes the attributes of the images matching the filter (every image: `all`); returns how many."""
+        params: dict[str, Any] = {"where": where} if where else {"all": all}
+        response = self.http.patch(f"/v1/albums/{album}/images", params=params, json={"attributes": attributes})
         return int(self._json(response)["updated"])
+
+    def delete_image(self, album: str, image_id: str) -> bool:
+        """Deletes one image with its bytes; False if the album had no such image."""
+        return bool(self._json(self.http.delete(f"/v1/albums/{album}/images/{image_id}"))["deleted"])
+
+    def delete_images(self, album: str, where: str | None = None, all: bool = False) -> int:
+        """Deletes the images matching the filter (every image: `all`); returns how many."""
+        params: dict[str, Any] = {"where": where} if where else {"all": all}
+        return int(self._json(self.http.delete(f"/v1/albums/{album}/images", params=params))["deleted"])

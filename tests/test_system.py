@@ -121,6 +121,69 @@ def test_the_command_reads_the_paths_it_is_given_from_the_caller_s_folder(
     assert json.loads(nearest.stdout)["rows"][0]["values"] == [photos[2].name, f"from {photos[2].stem}", "cwd"]
 
 
+def test_cli_shows_changes_and_deletes_images(stack: Stack, photos: list[Path], tmp_path: Path) -> None:
+    """One image shown (its bytes saved), images changed by id or by a filter with values read as the columns'
+    types, and deleted the same two ways; what cannot be done is said, and changes nothing."""
+    album = f"edit_{uuid.uuid4().hex[:8]}"
+    made = _cli(stack, "create-album", album, "--column", "price:float", "--column", "in_stock:bool",
+                "--column", "sizes:string_list")
+    assert made.returncode == 0, made.stderr
+    (tmp_path / "pics").mkdir()
+    for photo in photos[:4]:
+        (tmp_path / "pics" / photo.name).write_bytes(photo.read_bytes())
+    assert _cli(stack, "ingest", str(tmp_path / "pics"), "--album", album, "--attributes",
+                '{"colour": "red", "price": 10}').returncode == 0
+    listed = dict(line.split()[1::-1] for line in _cli(stack, "images", "--album", album).stdout.splitlines())
+    first, second = listed[photos[0].name], listed[photos[1].name]
+
+    shown = _cli(stack, "image", first, "--album", album, "--save", str(tmp_path / "saved"))
+    assert shown.returncode == 0, shown.stderr
+    lines = [line for line in shown.stdout.splitlines() if not line.startswith((" ", "content", "attributes"))]
+    facts = dict(line.split(maxsplit=1) for line in lines)
+    assert (facts["id"], facts["name"], facts["album"]) == (first, photos[0].name, album)
+    assert "  price                10.0" in shown.stdout and '  colour               "red"' in shown.stdout
+    assert (tmp_path / "saved").read_bytes() == photos[0].read_bytes()
+    assert json.loads(_cli(stack, "image", first, "--album", album, "--json").stdout)["attributes"]["price"] == 10.0
+
+    # By id: each value read as its column's type (undeclared: text); the name too, for one image.
+    changed = _cli(stack, "update-images", first, "--album", album, "--set", "price=42.5", "--set", "in_stock=yes",
+                   "--set", "sizes=38|39", "--set", "note=007", "--unset", "colour", "--name", "renamed.png")
+    assert changed.returncode == 0, changed.stderr
+    got = httpx.get(f"{stack.http_url}/v1/albums/{album}/images/{first}").json()
+    assert got["name"] == "renamed.png"
+    assert {k: got["attributes"].get(k) for k in ("price", "in_stock", "sizes", "note", "colour")} == {
+        "price": 42.5, "in_stock": True, "sizes": ["38", "39"], "note": "007", "colour": None}
+    # By a filter, and every image.
+    by_filter = _cli(stack, "update-images", "--album", album, "--where", "price > 40", "--set", "colour=blue")
+    assert by_filter.returncode == 0 and f"album {album}: 1 image(s) updated" in by_filter.stdout, by_filter.stderr
+    assert _cli(stack, "update-images", "--album", album, "--all", "--set", "in_stock=false").stdout.strip() == \
+        f"album {album}: 4 image(s) updated"
+
+    # Refused, with nothing changed: a value not of its column's type, no images named, two names at once.
+    for args, said in [([first, "--set", "price=cheap"], "price is a float column and 'cheap' is not one"),
+                       (["--set", "price=1"], "name the images: their ids, --where FILTER, or --all"),
+                       ([first, "--where", "price > 1", "--set", "price=1"], "name the images"),
+                       ([first, second, "--name", "x"], "--name renames one image"),
+                       ([first], "nothing to change"),
+                       ([first, "--set", "price"], "--set takes NAME=VALUE")]:
+        refused = _cli(stack, "update-images", *args, "--album", album)
+        assert refused.returncode == 2 and said in refused.stderr, (args, refused.stderr)
+    assert httpx.get(f"{stack.http_url}/v1/albums/{album}/images/{first}").json()["attributes"]["price"] == 42.5
+    no_faces = _cli(stack, "image", first, "--album", album, "--faces")
+    assert no_faces.returncode == 2 and "409" in no_faces.stderr and "faces" in no_faces.stderr
+
+    # Deleted by id (one the album lacks said, the others deleted) and by a filter.
+    missing = first[:-1] + ("0" if first[-1] != "0" else "1")
+    deleted = _cli(stack, "delete-images", first, missing, "--album", album)
+    assert deleted.returncode == 1 and f"album {album}: 1 image(s) deleted, 1 not found" in deleted.stdout
+    assert f"no image {missing} in album {album}" in deleted.stderr
+    assert httpx.get(f"{stack.http_url}/v1/albums/{album}/images/{first}").status_code == 404
+    assert _cli(stack, "delete-images", "--album", album).returncode == 2  # nothing named: nothing deleted
+    by_where = _cli(stack, "delete-images", "--album", album, "--where", f"name = '{photos[1].name}'")
+    assert by_where.stdout.strip() == f"album {album}: 1 image(s) deleted", by_where.stderr
+    assert httpx.get(f"{stack.http_url}/v1/albums/{album}/images/count").json()["count"] == 2
+
+
 def test_cli_search_of_an_unknown_album_says_so(stack: Stack, photos: list[Path]) -> None:
     result = _cli(stack, "search", str(photos[0]), "--album", "no-such-album")
     assert result.returncode == 2

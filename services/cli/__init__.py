@@ -6,6 +6,8 @@
                                                      the nearest images (and of each region proposed)
     imagesearch recognize IMAGE|URL --album A --label category          the label, or unknown
     imagesearch images --album A [--tag espresso] [--where TEXT]     list images (found by a word)
+    imagesearch image ID --album A [--faces] [--save FILE]           one image, its bytes saved
+    imagesearch update-images ID... | --where TEXT --album A --set NAME=VALUE   change attributes; delete-images
     imagesearch sql "SELECT ... ORDER BY feature <-> image('q.jpg')"   run one SQL statement
     imagesearch albums | create-album A --column price:float | delete-album A
     imagesearch reembed --album A                    re-embed an album with the current model
@@ -21,7 +23,7 @@ from collections.abc import Callable, Sequence
 
 import httpx
 
-from services.cli import albums, images, jobs, queries, sql, up
+from services.cli import albums, edits, images, jobs, queries, sql, up
 from services.cli.jobs import GatewayGone, follow_import, import_line, import_summary, start_import
 from services.cli.packing import pack_images
 from services.cli.sql import print_sql_result
@@ -38,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="imagesearch", description="Search by image.")
     parser.add_argument("--url", default=DEFAULT_URL, help="the gateway's HTTP address (env IMAGESEARCH_URL)")
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (up, jobs, queries, images, albums, sql):
+    for module in (up, jobs, queries, images, edits, albums, sql):
         module.add_commands(sub)
     return parser
 

@@ -1,10 +1,13 @@
-"""An album's images: listed, exported, grouped as near-duplicates."""
+"""An album's images: listed, exported, grouped as near-duplicates; one shown, its bytes saved."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 from services.client import GatewayClient
 
@@ -69,6 +72,43 @@ def cmd_duplicates(args: argparse.Namespace, client: GatewayClient) -> int:
     return 0
 
 
+def cmd_image(args: argparse.Namespace, client: GatewayClient) -> int:
+    """One image: what is stored of it, its attributes (and its faces, with --faces); --save writes its bytes."""
+    image = client.get_image(args.album, args.id)
+    found = client.image_faces(args.album, args.id) if args.faces else None
+    if args.json:
+        print(json.dumps({**image, **({"faces": found["faces"]} if found else {})}, indent=2, ensure_ascii=False))
+    else:
+        print_image(image, found, client.base_url)
+    if args.save:
+        content = client.image_content(args.album, args.id)
+        Path(args.save).write_bytes(content)
+        print(f"saved {len(content):,} bytes to {args.save}", file=sys.stderr)
+    return 0
+
+
+def print_image(image: dict[str, Any], found: dict[str, Any] | None, base_url: str) -> None:
+    """An image as a list of facts, then its attributes, then its faces (boxes in its pixels) if asked for."""
+    added = datetime.fromtimestamp(image["created_at_ms"] / 1000, UTC).isoformat(timespec="seconds")
+    stored = ", ".join(p for p in (image.get("content_type"), image.get("size_bytes") and
+                                   f"{image['size_bytes']:,} bytes") if p)
+    facts = [("id", image["id"]), ("name", image["name"]), ("album", image["album"]), ("stored", stored),
+             ("added", added.replace("+00:00", "Z")), ("content hash", image["content_hash"]),
+             ("bytes", f"{base_url}{image['url']}")]
+    for label, value in facts:
+        if value:
+            print(f"{label:<13s} {value}")
+    attributes = image.get("attributes") or {}
+    print("attributes" + ("" if attributes else "    none"))
+    for key, value in attributes.items():
+        print(f"  {key:<20s} {'NULL' if value is None else json.dumps(value, ensure_ascii=False)}")
+    if found is not None:
+        faces = found["faces"]
+        print(f"faces         {len(faces)} in {found['width']}x{found['height']}")
+        for number, face in enumerate(faces):
+            print(f"  {number}  {face['x']},{face['y']} {face['width']}x{face['height']}  score {face['score']:.2f}")
+
+
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     export = sub.add_parser("export", help="write every image's metadata as JSON lines (any size of album)")
     export.add_argument("--album", required=True)
@@ -93,3 +133,12 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     export.set_defaults(run=cmd_export)
     listing.set_defaults(run=cmd_images)
     dupes.set_defaults(run=cmd_duplicates)
+    shown = sub.add_parser("image", help="one image of an album: its name, attributes, what is stored (its faces "
+                                         "with --faces); --save writes its bytes")
+    shown.add_argument("id")
+    shown.add_argument("--album", required=True)
+    shown.add_argument("--faces", action="store_true", help="also the faces found in it (an album created with "
+                                                            "--faces); --face N of `faces` searches one")
+    shown.add_argument("--save", metavar="PATH", help="write the image's original bytes to this file")
+    shown.add_argument("--json", action="store_true", help="the image as JSON")
+    shown.set_defaults(run=cmd_image)

@@ -147,14 +147,15 @@ def _csv_rows(text: str, columns: Mapping[str, str]) -> _Rows:
             yield line, "more cells than the header has columns"
             continue
         try:
-            yield line, {key: _cell(value, columns.get(key), key)
+            yield line, {key: cell_value(value, columns.get(key), key)
                          for key, value in row.items() if key and value not in (None, "")}
         except ValueError as exc:
             yield line, str(exc)
 
 
-def _cell(value: str, kind: str | None, key: str) -> Any:
-    """A CSV cell read by its column's type (undeclared: text); ValueError says why it is not one."""
+def cell_value(value: str, kind: str | None, key: str) -> Any:
+    """A text value (a CSV cell, a `--set` of the command line) read by its column's type (undeclared: text);
+    ValueError says why it is not one."""
     try:
         if kind == "int":
             return int(value)

@@ -154,6 +154,12 @@ def test_grpc_and_the_cli_search_faces_as_http_does(stack: Stack, http: httpx.Cl
                           "--json"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
     assert cli.returncode == 0, cli.stderr
     assert [r["name"] for r in json.loads(cli.stdout)["results"]] == [r["name"] for r in over_http]
+    # An image's faces, as the gateway found them at import.
+    shown = subprocess.run([sys.executable, "-m", "services.cli", "image", album.ids["obama"], "--album", album.name,
+                            "--faces", "--json"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    assert shown.returncode == 0, shown.stderr
+    stored = http.get(f"/v1/albums/{album.name}/images/{album.ids['obama']}/faces").json()["faces"]
+    assert json.loads(shown.stdout)["faces"] == stored and len(stored) == 1
 
 
 def test_a_picture_of_two_people_lists_both_faces_and_each_finds_its_person(

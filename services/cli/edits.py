@@ -1,0 +1,99 @@
+"""Images changed or deleted: by id, or every image a filter matches."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from services.cli.images import print_image
+from services.client import ApiError, GatewayClient
+from services.common.manifest import LIST_SEPARATOR, cell_value
+
+
+def chosen(args: argparse.Namespace) -> str:
+    """Which images a command acts on, checked: `ids`, `where` or `all` (one of them)."""
+    given = [what for what, on in (("ids", bool(args.ids)), ("where", bool(args.where)), ("all", args.all)) if on]
+    if len(given) != 1:
+        raise ValueError("name the images: their ids, --where FILTER, or --all (one of them)")
+    return given[0]
+
+
+def changes_of(sets: Sequence[str], unsets: Sequence[str], columns: dict[str, str]) -> dict[str, Any]:
+    """The attributes `--set NAME=VALUE` and `--unset NAME` give, each value read as its declared column's type
+    (as a CSV manifest's cells are: int, float, bool as true/false, a string list split at '|'; undeclared: text)."""
+    changes: dict[str, Any] = {}
+    for spec in sets:
+        name, equals, value = spec.partition("=")
+        if not equals or not name.strip():
+            raise ValueError(f"--set takes NAME=VALUE, not {spec!r}")
+        changes[name.strip()] = cell_value(value, columns.get(name.strip()), name.strip())
+    for name in unsets:
+        changes[name.strip()] = None
+    return changes
+
+
+def cmd_update_images(args: argparse.Namespace, client: GatewayClient) -> int:
+    target = chosen(args)
+    if args.name is not None and (target != "ids" or len(args.ids) != 1):
+        raise ValueError("--name renames one image: give its id alone")
+    album = client.get_album(args.album)
+    if album is None:
+        raise ValueError(f"no album {args.album!r} (`imagesearch albums` lists them)")
+    changes = changes_of(args.set or [], args.unset or [], {c["name"]: c["type"] for c in album.get("columns", [])})
+    if not changes and args.name is None:
+        raise ValueError("nothing to change: give --set NAME=VALUE, --unset NAME or --name")
+    if target != "ids":
+        updated = client.update_images(args.album, changes, where=args.where, all=args.all)
+        print(f"album {args.album}: {updated} image(s) updated")
+        return 0
+    if len(args.ids) == 1:
+        print_image(client.update_image(args.album, args.ids[0], changes, args.name), None, client.base_url)
+        return 0
+    return _each(args.ids, lambda image_id: client.update_image(args.album, image_id, changes), "updated", args.album)
+
+
+def cmd_delete_images(args: argparse.Namespace, client: GatewayClient) -> int:
+    if chosen(args) != "ids":
+        deleted = client.delete_images(args.album, where=args.where, all=args.all)
+        print(f"album {args.album}: {deleted} image(s) deleted")
+        return 0
+    return _each(args.ids, lambda image_id: client.delete_image(args.album, image_id), "deleted", args.album)
+
+
+def _each(ids: Sequence[str], act: Callable[[str], object], done: str, album: str) -> int:
+    """Acts on each image by id; one the album lacks is said and skipped (1 then), any other error stops."""
+    missing = 0
+    for image_id in ids:
+        try:
+            act(image_id)
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+            print(f"no image {image_id} in album {album}: {exc.message}", file=sys.stderr)
+            missing += 1
+    print(f"album {album}: {len(ids) - missing} image(s) {done}" + (f", {missing} not found" if missing else ""))
+    return 1 if missing else 0
+
+
+def _which(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("ids", nargs="*", metavar="ID", help="the images' ids (`images`, `search` list them)")
+    parser.add_argument("--album", required=True)
+    parser.add_argument("--where", help="instead, every image matching this filter, e.g. \"price > 100\"")
+    parser.add_argument("--all", action="store_true", help="instead, every image of the album")
+
+
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    update = sub.add_parser("update-images", help="change images' attributes (one image's name too); their vectors "
+                                                  "and bytes stay")
+    _which(update)
+    update.add_argument("--set", action="append", metavar="NAME=VALUE",
+                        help="an attribute, read as its column's type (bool: true/false; string_list: items split at "
+                             f"'{LIST_SEPARATOR}'; undeclared: text)")
+    update.add_argument("--unset", action="append", metavar="NAME", help="clear this attribute")
+    update.add_argument("--name", help="the image's new name (one image)")
+    update.set_defaults(run=cmd_update_images)
+    delete = sub.add_parser("delete-images", help="delete images with their bytes, vectors and features")
+    _which(delete)
+    delete.set_defaults(run=cmd_delete_images)
