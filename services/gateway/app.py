@@ -24,6 +24,7 @@ from starlette.convertors import StringConvertor, register_url_convertor
 from starlette.datastructures import UploadFile as StarletteUpload
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match, Route
+from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.common.errors import ERRORS_BY_REASON, ImageSearchError, InvalidArgument, InvalidAttributes
@@ -269,6 +270,8 @@ def _add_operational_routes(app: FastAPI, checks: Mapping[str, HealthCheck]) -> 
     async def index() -> HTMLResponse:
         return HTMLResponse(page)
 
+    app.mount("/web", PageFiles(directory=WEB_DIR), name="web")  # the page's scripts and style sheet
+
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, str]:
         """The process is up (it says nothing of the services it needs)."""
@@ -285,6 +288,16 @@ def _add_operational_routes(app: FastAPI, checks: Mapping[str, HealthCheck]) -> 
     @app.get("/metrics", tags=["operations"], response_class=Response)
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+class PageFiles(StaticFiles):
+    """The page's own files, asked again of the gateway each time they are used (answered 304 while unchanged):
+    after an upgrade, a browser runs the new scripts with the new page, not yesterday's cached ones."""
+
+    def file_response(self, *args: Any, **kwargs: Any) -> Response:
+        response = super().file_response(*args, **kwargs)
+        response.headers["Cache-Control"] = "no-cache"
+        return response
 
 
 class ImageIdConvertor(StringConvertor):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
 
 import httpx
@@ -192,6 +193,16 @@ async def test_openapi_document_and_web_page_are_served(client: httpx.AsyncClien
     assert mode["in"] == "query" and mode["schema"]["enum"] == ["copy", "similar"] and "similar" in mode["description"]
     page = await client.get("/")
     assert page.status_code == 200 and "<html" in page.text.lower()
+    # Its scripts and style sheet, each there, asked again by the browser each time (no stale script after an
+    # upgrade); a file that is not there is the API's JSON 404.
+    parts = re.findall(r'(?:src|href)="(/web/[^"]+)"', page.text)
+    assert {"/web/page.css", "/web/common.js", "/web/jobs.js"} <= set(parts)
+    for part in parts:
+        served = await client.get(part)
+        assert served.status_code == 200 and served.headers["cache-control"] == "no-cache", part
+        assert served.headers["content-type"].startswith("text/css" if part.endswith(".css") else "text/javascript")
+    missing = await client.get("/web/nothere.js")
+    assert missing.status_code == 404 and missing.json()["error"]["reason"] == "not_found"
 
 
 async def test_unknown_route_is_a_json_404(client: httpx.AsyncClient) -> None:

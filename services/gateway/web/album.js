@@ -1,0 +1,312 @@
+/* The album panel: newest images, and the import form. */
+"use strict";
+
+// --- album view: newest images, imports and re-embeds ------------------------------------------------
+
+const NEWEST = 8;
+const FAILURES_SHOWN = 50;
+const FINISHED = new Set(["done", "failed", "cancelled"]);
+const JOB_TITLES = { archive: "Archive import", urls: "URL import", manifest: "Manifest import", reembed: "Re-embed" };
+// What the server takes from an archive: image files by suffix, hidden files and macOS' resource forks left out.
+const IMAGE_SUFFIXES = [".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"];
+const jobLabels = new Map();  // job id -> what this page sent: "holiday.zip", "holiday/", "3 URLs"
+let importSource = "archive";
+let folder = null;
+let jobPoll = null;
+let viewAlbum = "";
+
+function plural(n, word) { return `${n} ${word}${n === 1 ? "" : "s"}`; }
+
+function formatBytes(n) {
+  if (n < 1024) return `${n} B`;
+  const units = ["KB", "MB", "GB", "TB"];
+  let i = -1;
+  do { n /= 1024; i++; } while (n >= 1024 && i < units.length - 1);
+  return `${n.toFixed(n < 10 ? 1 : 0)} ${units[i]}`;
+}
+
+function formatDuration(seconds) {
+  const s = Math.max(0, Math.round(seconds));
+  if (s < 60) return `${s} s`;
+  if (s < 3600) return `${Math.floor(s / 60)} min ${s % 60} s`;
+  return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
+}
+
+/** "14:02" today, "3 May 14:02" another day. */
+function clockTime(ms) {
+  const d = new Date(ms);
+  const time = `${String(d.getHours()).padStart(2, "0")}:${String(d.getMinutes()).padStart(2, "0")}`;
+  return d.toDateString() === new Date().toDateString() ? time : `${d.getDate()} ${MONTHS[d.getMonth()]} ${time}`;
+}
+
+function showAlbumView(album) {
+  const name = album ? album.name : "";
+  $("albumNote").textContent = album ? `${name} · ${plural(album.image_count, "image")}` : "";
+  $("reembed").disabled = $("startImport").disabled = $("findDupes").disabled = !album;
+  if (name !== viewAlbum) {
+    viewAlbum = name;
+    $("reembedConfirm").hidden = true;
+    show($("jobsMsg"), "");
+    show($("dupesMsg"), "");
+    $("dupes").replaceChildren();
+    $("jobs").replaceChildren();
+    $("jobs").classList.remove("all");
+    foldOlderJobs();
+  }
+  if (!album) {
+    $("newest").replaceChildren(emptyState("Create or choose an album."));
+    return;
+  }
+  loadNewest(name);
+  loadJobs(name);
+}
+
+async function loadNewest(album) {
+  try {
+    const { body } = await api(`/v1/albums/${encodeURIComponent(album)}/images?order_by=created_at&desc=true&limit=${NEWEST}`);
+    if (album !== currentAlbum()) return;
+    if (!body.images.length) $("newest").replaceChildren(emptyState("No images yet: add some, or import an archive, a folder or URLs."));
+    else $("newest").replaceChildren(...body.images.map(thumbLink));
+  } catch (e) { showError($("jobsMsg"), e); }
+}
+
+function thumbLink(image) {
+  const link = el("a", "thumb");
+  link.href = image.url; link.target = "_blank"; link.rel = "noopener"; link.title = image.name;
+  const img = el("img");
+  img.src = image.thumbnail_url; img.alt = image.name; img.loading = "lazy";
+  link.append(img, el("span", null, image.name.split("/").pop()));
+  return link;
+}
+
+// --- the import form ---
+
+function selectSource(source) {
+  importSource = source;
+  for (const tab of $("importPanel").querySelectorAll("[role=tab]")) {
+    const on = tab.dataset.source === source;
+    tab.setAttribute("aria-selected", String(on));
+    $(tab.getAttribute("aria-controls")).hidden = !on;
+  }
+}
+
+function setPicked(id, parts) {
+  const box = $(id);
+  box.replaceChildren(...parts.map((p, i) => i === 0 ? el("b", null, p) : document.createTextNode(" · " + p)));
+  box.title = parts.join(" · ");
+}
+
+function isImagePath(path) {
+  const parts = path.split("/");
+  if (parts.some((p) => p.startsWith(".") || p === "__MACOSX")) return false;
+  const lower = path.toLowerCase();
+  return IMAGE_SUFFIXES.some((s) => lower.endsWith(s));
+}
+
+/** The chosen folder's image files, named by their path under the folder (what a manifest's file column names,
+ *  as the CLI names them). */
+function folderImages(files) {
+  const all = [...files].map((file) => {
+    const parts = (file.webkitRelativePath || file.name).split("/");
+    return { root: parts.length > 1 ? parts[0] : "", path: parts.slice(parts.length > 1 ? 1 : 0).join("/"), file };
+  });
+  const entries = all.filter((e) => isImagePath(e.path)).sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+  return { root: all.length ? all[0].root || "folder" : "", entries, others: all.length - entries.length,
+           bytes: entries.reduce((n, e) => n + e.file.size, 0) };
+}
+
+// A folder goes up as one tar archive: one import job (resumable, with progress, per-item results and cancel, like
+// an archive), and tar is simple enough to write here: 512-byte headers before each file's bytes. The Blob only
+// refers to the files, so nothing is read into memory before the upload streams it.
+const TEXT = new TextEncoder();
+
+function tarBlob(entries) {
+  const parts = [];
+  for (const { path, file } of entries) {
+    const mtime = Math.floor((file.lastModified || Date.now()) / 1000);
+    if (TEXT.encode(path).length > 100 || /[^\x20-\x7e]/.test(path)) {
+      const record = paxRecord("path", path);  // a long or non-ASCII name: a pax header carries it in UTF-8
+      parts.push(tarHeader("PaxHeader/" + asciiName(path, 90), record.length, mtime, "x"), record, tarPadding(record.length));
+    }
+    parts.push(tarHeader(asciiName(path, 100), file.size, mtime, "0"), file, tarPadding(file.size));
+  }
+  parts.push(new Uint8Array(1024));  // two zero blocks end the archive
+  return new Blob(parts, { type: "application/x-tar" });
+}
+
+function asciiName(path, length) { return path.replace(/[^\x20-\x7e]/g, "_").slice(-length); }
+
+function tarPadding(size) { return new Uint8Array((512 - (size % 512)) % 512); }
+
+/** A pax record, "<length> <key>=<value>\n", its length counting its own digits. */
+function paxRecord(key, value) {
+  const body = TEXT.encode(` ${key}=${value}\n`);
+  let length = body.length + 1;
+  while (String(length).length + body.length !== length) length = String(length).length + body.length;
+  return TEXT.encode(`${length} ${key}=${value}\n`);
+}
+
+/** A POSIX ustar header block. */
+function tarHeader(name, size, mtime, type) {
+  const block = new Uint8Array(512);
+  const put = (offset, text) => block.set(TEXT.encode(text), offset);
+  const octal = (n, width) => n.toString(8).padStart(width - 1, "0") + "\0";
+  put(0, name);
+  put(100, "0000644\0"); put(108, "0000000\0"); put(116, "0000000\0");
+  put(124, octal(size, 12)); put(136, octal(mtime, 12));
+  put(148, "        ");  // the checksum counts its own field as spaces
+  put(156, type); put(257, "ustar\0"); put(263, "00");
+  const sum = block.reduce((a, b) => a + b, 0);
+  put(148, sum.toString(8).padStart(6, "0") + "\0 ");
+  return block;
+}
+
+/** POSTs a form with upload progress (fetch cannot report it), with these more headers; answers like api(). */
+function postWithProgress(path, form, onProgress, headers = {}) {
+  return new Promise((resolve, reject) => {
+    const xhr = new XMLHttpRequest();
+    xhr.open("POST", path);
+    for (const [name, value] of Object.entries(headers)) xhr.setRequestHeader(name, value);
+    xhr.upload.onprogress = (e) => { if (e.lengthComputable) onProgress(e.loaded, e.total); };
+    xhr.onload = () => {
+      let body = xhr.responseText;
+      if ((xhr.getResponseHeader("content-type") || "").includes("json")) {
+        try { body = JSON.parse(body); } catch (e) { /* keep the text */ }
+      }
+      if (xhr.status >= 200 && xhr.status < 300) return resolve({ status: xhr.status, body });
+      const error = apiError(xhr.status, body);
+      error.dropped = DROPPED_STATUSES.includes(xhr.status);
+      reject(error);
+    };
+    xhr.onerror = () => reject(Object.assign(new Error("The gateway cannot be reached."), { dropped: true }));
+    xhr.send(form);
+  });
+}
+
+// An upload the gateway dropped (it was restarted while it read or staged the archive: the connection refused or
+// cut, or 502/503) is sent again once the gateway answers, for up to 10 minutes, as the CLI does; images the
+// stopped gateway had added then count as duplicates. A refusal (the archive is bad, too large, ...) is not, nor a
+// 504: a proxy that gave up waiting while the gateway may still be staging the upload (it would run twice).
+const DROPPED_STATUSES = [502, 503];
+const RESEND_FOR_MS = 10 * 60 * 1000;
+
+/** postWithProgress, sent again while the gateway drops it; onWait(error, nextTryInMs) before each wait. Every try
+ *  carries the same Idempotency-Key: a try after one the gateway queued (its answer lost) is answered with that
+ *  import, not run again. */
+async function postUntilTaken(path, form, onProgress, onWait) {
+  const giveUpAt = Date.now() + RESEND_FOR_MS;
+  const headers = { "Idempotency-Key": randomKey() };
+  let wait = 1000;
+  for (;;) {
+    try { return await postWithProgress(path, form, onProgress, headers); }
+    catch (error) {
+      if (!error.dropped || Date.now() + wait > giveUpAt) throw error;
+      onWait(error, wait);
+      await new Promise((resolve) => setTimeout(resolve, wait));
+      wait = Math.min(wait * 2, 10_000);
+    }
+  }
+}
+
+/** 128 random bits in hex (crypto.randomUUID needs a secure context; a gateway may be served over plain http). */
+function randomKey() {
+  return Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+function showUploadWaiting(error) {
+  $("upload").hidden = false;
+  $("upload").querySelector(".ok").style.width = "0%";
+  $("uploadText").textContent = "Waiting for the gateway…";
+  const why = (error.detail || error.message).replace(/\.$/, "");
+  show($("importMsg"), `The upload did not get through (${why}); it is sent again when the gateway answers.`);
+}
+
+function showUpload(loaded, total) {
+  $("upload").hidden = false;
+  const done = total ? loaded / total : 0;
+  $("upload").querySelector(".ok").style.width = `${(done * 100).toFixed(1)}%`;
+  $("uploadText").textContent = done < 1 ? `Uploading… ${formatBytes(loaded)} of ${formatBytes(total)}`
+                                         : "Uploaded; the gateway is staging the images…";
+}
+
+/** The import's form, and a label for its job; or a message saying what is missing. */
+function importForm() {
+  const form = new FormData();
+  let label;
+  if (importSource === "archive") {
+    const file = $("importArchive").files[0];
+    if (!file) return { missing: "Choose a .zip or .tar archive of images." };
+    form.append("archive", file, file.name);
+    label = file.name;
+  } else if (importSource === "folder") {
+    if (!folder) return { missing: "Choose a folder of images." };
+    if (!folder.entries.length) return { missing: `The folder "${folder.root}" has no images.` };
+    form.append("archive", tarBlob(folder.entries), `${folder.root}.tar`);
+    label = `${folder.root}/`;
+  } else {
+    const urls = $("importUrls").value.split("\n").map((u) => u.trim()).filter(Boolean);
+    if (!urls.length && !$("importManifest").files.length)
+      return { missing: "Paste image URLs, one per line (or choose a manifest with a url column)." };
+    form.append("urls", urls.join("\n"));
+    label = urls.length ? plural(urls.length, "URL") : $("importManifest").files[0].name;
+  }
+  const manifest = $("importManifest").files[0];
+  if (manifest) form.append("manifest", manifest, manifest.name);
+  if ($("importAttrs").value.trim()) form.append("attributes", $("importAttrs").value.trim());
+  form.append("on_duplicate", $("importOnDuplicate").value);
+  return { form, label };
+}
+
+async function startImport() {
+  const album = currentAlbum();
+  if (!album) return show($("importMsg"), "Create or choose an album first.", "error");
+  const { form, label, missing } = importForm();
+  if (missing) return show($("importMsg"), missing, "error");
+  $("startImport").disabled = true;
+  show($("importMsg"), "");
+  try {
+    const { body } = await postUntilTaken(`/v1/albums/${encodeURIComponent(album)}/imports`, form, showUpload,
+                                          showUploadWaiting);
+    jobLabels.set(body.id, label);
+    show($("importMsg"), `Import of ${label} started: ${plural(body.total, "image")} queued.`, "ok");
+    clearImportForm();
+    if (album === currentAlbum()) placeJob(body, true);
+  } catch (e) { showError($("importMsg"), e); }
+  finally { $("startImport").disabled = false; $("upload").hidden = true; }
+}
+
+function clearImportForm() {
+  $("importArchive").value = ""; $("importFolder").value = ""; $("importUrls").value = "";
+  folder = null;
+  setManifest(null);
+  $("archivePicked").textContent = "a .zip or .tar (.tar.gz too); folders inside are fine";
+  $("folderPicked").textContent = "its images, subfolders too, sent as one archive";
+}
+
+function setManifest(file) {
+  if (!file) {
+    $("importManifest").value = "";
+    $("manifestPicked").textContent = "a row per file or URL with its attributes";
+  } else setPicked("manifestPicked", [file.name, formatBytes(file.size)]);
+  $("clearManifest").hidden = !file;
+}
+
+for (const tab of $("importPanel").querySelectorAll("[role=tab]"))
+  tab.addEventListener("click", () => selectSource(tab.dataset.source));
+for (const button of $("importPanel").querySelectorAll("[data-pick]"))
+  button.addEventListener("click", () => $(button.dataset.pick).click());
+$("importArchive").addEventListener("change", (e) => {
+  const file = e.target.files[0];
+  if (file) setPicked("archivePicked", [file.name, formatBytes(file.size)]);
+});
+$("importFolder").addEventListener("change", (e) => {
+  folder = e.target.files.length ? folderImages(e.target.files) : null;
+  if (!folder) return;
+  const parts = [`${folder.root}/`, `${plural(folder.entries.length, "image")}, ${formatBytes(folder.bytes)}`];
+  if (folder.others) parts.push(`${plural(folder.others, "other file")} left out`);
+  setPicked("folderPicked", parts);
+});
+$("importManifest").addEventListener("change", (e) => setManifest(e.target.files[0]));
+$("clearManifest").addEventListener("click", () => setManifest(null));
+$("startImport").addEventListener("click", startImport);
+
