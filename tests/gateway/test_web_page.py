@@ -1015,4 +1015,95 @@ def test_find_this_person_boxes_the_query_face_and_each_photo_of_that_person(
     page.click("#findPerson")
     expect(page.locator("#searchMsg")).to_contain_text("no face found")
     expect(page.locator("#queryFrame .face-box")).to_have_count(0)
+
+    # An image's details box its faces; a click on one finds that person, the image the query.
+    page.locator("#newest .thumb[title='obama']").click()
+    expect(page.locator("#imgFacesNote")).to_have_text("1 face: click one to find that person")
+    expect(page.locator("#imgFrame .face-box")).to_have_count(1)
+    screenshot(page, "test_image_details_faces", tmp_path)
+    page.locator("#imgFrame .face-box").click()
+    expect(page.locator("#imageDialog")).not_to_be_visible()
+    expect(page.locator("#searchMsg")).to_contain_text("1 photo of this person")
+    assert card_names(page.locator("#results .card")) == ["obama2"]  # the other photo: the query's own is left out
+    page.locator("#newest .thumb[title='biden']").click()
+    page.locator("#imgFrame .face-box").click()
+    expect(page.locator("#results .empty")).to_have_text("No other photo of this album shows this person.")
     assert http.delete(f"/v1/albums/{album}").status_code == 200
+
+
+def test_an_image_s_details_change_its_name_and_attributes_and_delete_it(
+        page: Page, http: httpx.Client, photos: list[Path], tmp_path: Path) -> None:
+    """A card or thumbnail opens the image: typed fields for the album's columns, the others as JSON; what is
+    saved is what the form changed, the cards showing it redrawn; bad input is refused with nothing changed;
+    a delete asks first, then leaves no card of the image."""
+    shop = fill_shop(http, unique_album("webedit"), photos[:len(ROWS)])
+    page.click("#refresh")
+    choose_album(page, shop)
+    name = shop.name_of(1)
+    page.set_input_files("#queryFile", str(shop.photos[1]))
+    result = page.locator("#results .card", has_text=name).first
+    expect(result).to_be_visible()
+    result.locator("a").click()
+    dialog = page.locator("#imageDialog")
+    expect(dialog).to_be_visible()
+    expect(page.locator("#imgTitle")).to_have_text(name)
+    expect(page.locator("#imgField-price")).to_have_value("45.5")
+    expect(page.locator("#imgField-colour")).to_have_value("blue")
+    expect(page.locator("#imgField-in_stock")).to_have_value("true")
+    expect(page.locator("#imgField-sizes")).to_have_value("42")
+    expect(page.locator("#imgFacts")).to_contain_text("content hash")
+    image_id = result.get_attribute("data-image-id")
+    before = http.get(f"/v1/albums/{shop.album}/images/{image_id}").json()
+
+    # Refused, nothing changed: other attributes that are not an object; a value the album's column cannot take.
+    others = page.input_value("#imgOthers")
+    assert json.loads(others)["tags"] == before["attributes"]["tags"]  # the network's labels: not declared
+    page.fill("#imgOthers", "[1, 2]")
+    page.click("#imgSave")
+    expect(page.locator("#imgMsg")).to_contain_text("a JSON object is needed")
+    page.fill("#imgOthers", others)
+    page.fill("#imgField-listed_at", "last tuesday")
+    page.click("#imgSave")
+    expect(page.locator("#imgMsg")).to_contain_text("listed_at")
+    expect(page.locator("#imgMsg")).to_have_class(re.compile("error"))
+    assert http.get(f"/v1/albums/{shop.album}/images/{image_id}").json() == before
+
+    page.fill("#imgField-listed_at", "2024-03-01")
+    page.fill("#imgName", "renamed")
+    page.fill("#imgField-price", "39.5")
+    page.select_option("#imgField-in_stock", "false")
+    page.fill("#imgField-sizes", "41, 42")
+    page.fill("#imgField-note", "on sale")
+    page.fill("#imgOthers", json.dumps({**json.loads(others), "shelf": 4}))
+    page.click("#imgSave")
+    expect(page.locator("#imgMsg")).to_have_text("Saved: name, price, sizes, in_stock, note, shelf.")
+    after = http.get(f"/v1/albums/{shop.album}/images/{image_id}").json()
+    assert after["name"] == "renamed"
+    assert {k: after["attributes"][k] for k in ("price", "colour", "sizes", "in_stock", "note", "shelf")} == {
+        "price": 39.5, "colour": "blue", "sizes": ["41", "42"], "in_stock": False, "note": "on sale", "shelf": 4}
+    # Not changed: the same time written as a date; the network's labels kept.
+    assert {k: after["attributes"][k] for k in ("listed_at", "tags")} == {
+        k: before["attributes"][k] for k in ("listed_at", "tags")}
+    screenshot(page, "test_image_details", tmp_path)
+    page.keyboard.press("Escape")
+    expect(dialog).not_to_be_visible()
+    card = page.locator(f"#results .card[data-image-id='{image_id}']")
+    expect(card.locator(".name")).to_have_text("renamed")
+    assert (card_value(card, "price"), card_value(card, "note")) == ("39.5", "on sale")
+    expect(page.locator(f"#newest .thumb[data-image-id='{image_id}']")).to_have_attribute("title", "renamed")
+
+    # A delete asks first; then the image is gone from the album and from the page.
+    page.locator(f"#newest .thumb[data-image-id='{image_id}']").click()
+    page.click("#imgDelete")
+    expect(page.locator("#imgConfirm")).to_be_visible()
+    page.click("#imgDeleteNo")
+    expect(page.locator("#imgConfirm")).to_be_hidden()
+    assert http.get(f"/v1/albums/{shop.album}/images/{image_id}").status_code == 200
+    page.click("#imgDelete")
+    page.click("#imgDeleteYes")
+    expect(dialog).not_to_be_visible()
+    expect(page.locator("#jobsMsg")).to_have_text("Deleted renamed.")
+    expect(page.locator("#albumStats")).to_contain_text(f"{len(ROWS) - 1} images")
+    expect(page.locator(f"[data-image-id='{image_id}']")).to_have_count(0)
+    assert http.get(f"/v1/albums/{shop.album}/images/{image_id}").status_code == 404
+    assert http.delete(f"/v1/albums/{shop.album}").status_code == 200

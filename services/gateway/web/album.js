@@ -73,6 +73,8 @@ async function loadNewest(album) {
 function thumbLink(image) {
   const link = el("a", "thumb");
   link.href = image.url; link.target = "_blank"; link.rel = "noopener"; link.title = image.name;
+  link.dataset.imageId = image.id;
+  opensDetails(link, image);
   const img = el("img");
   img.src = image.thumbnail_url; img.alt = image.name; img.loading = "lazy";
   link.append(img, el("span", null, image.name.split("/").pop()));

@@ -36,6 +36,12 @@ const LABEL_TYPES = ["string", "int", "bool", "string_list"];
 /** The album the search area's results are of: another one chosen clears them (the query photo stays). */
 let resultsAlbum = null;
 
+/** The chosen album's count, model and metric beside its name. */
+function showAlbumStats(a) {
+  $("albumStats").textContent = a ? `${a.image_count} image${a.image_count === 1 ? "" : "s"} · ${a.model.split("/")[0]} · ${a.metric}` : "";
+  $("albumStats").title = a ? `model ${a.model}, ${a.dim} dimensions` : "";
+}
+
 function albumChanged() {
   const a = albums.get(currentAlbum());
   if (currentAlbum() !== resultsAlbum) {
@@ -50,8 +56,7 @@ function albumChanged() {
     $("results").replaceChildren();
     show($("searchMsg"), "");
   }
-  $("albumStats").textContent = a ? `${a.image_count} image${a.image_count === 1 ? "" : "s"} · ${a.model.split("/")[0]} · ${a.metric}` : "";
-  $("albumStats").title = a ? `model ${a.model}, ${a.dim} dimensions` : "";
+  showAlbumStats(a);
   $("albumColumns").replaceChildren();
   for (const c of a ? a.columns : []) {
     const chip = el("span", "chip", c.name);

@@ -98,11 +98,22 @@ function kvNode(label, value, type) {
   return row;
 }
 
+/** Lines of [label, value, type]; those of an image's attributes (`attributePairs`) are marked, to be redrawn when
+ * the image is changed. */
+function kvsNode(pairs) {
+  const kvs = el("div", "kvs" + (pairs.attributes ? " attrs" : ""));
+  for (const [label, value, type] of pairs) kvs.appendChild(kvNode(label, value, type));
+  return kvs;
+}
+
 /** A thumbnail card: the image's name, then each group of [label, value, type] as label/value lines. */
 function imageCard(image, groups) {
   const card = el("div", "card");
+  card.dataset.imageId = image.id;
   const link = el("a");
   link.href = image.url; link.target = "_blank"; link.rel = "noopener";
+  link.title = "Details: attributes, faces; edit or delete";
+  opensDetails(link, image);
   const img = el("img");
   img.src = image.thumbnail_url; img.alt = image.name; img.loading = "lazy";
   link.appendChild(img);
@@ -111,9 +122,7 @@ function imageCard(image, groups) {
   name.title = image.name;
   meta.appendChild(name);
   for (const pairs of groups.filter((g) => g.length)) {
-    const kvs = el("div", "kvs");
-    for (const [label, value, type] of pairs) kvs.appendChild(kvNode(label, value, type));
-    meta.appendChild(kvs);
+    meta.appendChild(kvsNode(pairs));
   }
   card.append(link, meta);
   return card;

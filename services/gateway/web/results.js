@@ -34,7 +34,8 @@ async function findPerson(face) {
     const n = body.results.length;
     const others = body.faces.length > 1 ? ` · ${body.faces.length} faces in the photo: click another to search it` : "";
     show($("searchMsg"), `${n} photo${n === 1 ? "" : "s"} of this person (face distance ≤ ${body.max_distance}) in ${body.took_ms.toFixed(1)} ms${others}`);
-    if (!n) $("results").replaceChildren(emptyState("Nobody in this album looks like this person."));
+    if (!n) $("results").replaceChildren(emptyState(form.has("image_id") ? "No other photo of this album shows this person."
+                                                                       : "Nobody in this album looks like this person."));
     for (const hit of body.results) $("results").appendChild(faceCard(hit, album));
   } catch (e) { if (album === currentAlbum()) { clearFaces(); show($("searchMsg"), e.message, "error"); } }
   finally { $("findPerson").disabled = !(albums.get(currentAlbum()) || {}).faces; }
@@ -152,7 +153,9 @@ function attributePairs(attributes, album) {
   const types = columnTypes(album);
   const names = declared.map((c) => c.name).filter((n) => n in attributes);
   for (const key of Object.keys(attributes)) if (!names.includes(key)) names.push(key);
-  return names.map((n) => [n, attributes[n], types[n]]);
+  const pairs = names.map((n) => [n, attributes[n], types[n]]);
+  pairs.attributes = true;
+  return pairs;
 }
 
 function renderResults(results, album) {

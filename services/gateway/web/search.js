@@ -51,8 +51,9 @@ async function queryForm(bytes = false) {
   return form;
 }
 
-/** A result's "Search with this": the album's image becomes the query (read by the gateway from the album). */
-function setQueryImage(image, album) {
+/** A result's "Search with this": the album's image becomes the query (read by the gateway from the album), and
+ * `then` runs with it (a search; a face search from the image's details). */
+function setQueryImage(image, album, then = search) {
   clearFaces();
   queryFile = null;
   queryImage = { id: image.id, name: image.name, url: image.url, album };
@@ -62,7 +63,7 @@ function setQueryImage(image, album) {
   $("preview").src = image.url;
   $("preview").style.display = "block";
   $("preview").scrollIntoView({ block: "nearest" });
-  search();
+  then();
 }
 
 $("search").addEventListener("click", () => search());

@@ -1,0 +1,261 @@
+/* An image's details: the photo with its faces, what is stored of it, its name and attributes edited, deleted. */
+"use strict";
+
+/** The image the dialog shows: {album, image (as the API answers it), faces (null: none asked)}. */
+let details = null;
+
+/** A link of a card or thumbnail: a plain click opens the image's details (a middle or modified click still
+ * opens its bytes in a new tab). */
+function opensDetails(link, image) {
+  link.addEventListener("click", (e) => {
+    if (e.button !== 0 || e.ctrlKey || e.metaKey || e.shiftKey || e.altKey) return;
+    e.preventDefault();
+    openDetails(image);
+  });
+}
+
+/** The album an image belongs to, read from its URL (/v1/albums/{album}/images/{id}/...). */
+function albumOfImage(image) {
+  const match = /\/v1\/albums\/([^/]+)\/images\//.exec(image.url || "");
+  return match ? decodeURIComponent(match[1]) : currentAlbum();
+}
+
+async function openDetails(shown) {
+  const album = albumOfImage(shown);
+  details = { album, image: shown, faces: null };
+  $("imgTitle").textContent = shown.name;
+  $("imgFull").src = shown.url;
+  $("imgFull").alt = shown.name;
+  $("imgOpen").href = shown.url;
+  $("imgConfirm").hidden = true;
+  show($("imgMsg"), "Loading…");
+  $("imgFacts").replaceChildren();
+  $("imgFields").replaceChildren();
+  drawDetailFaces();
+  setDetailsBusy(true);
+  if (!$("imageDialog").open) $("imageDialog").showModal();
+  try {
+    const { body } = await api(imagePath(album, shown.id));
+    if (!details || details.image.id !== shown.id) return;  // another image opened meanwhile
+    fillDetails(body);
+    show($("imgMsg"), "");
+    setDetailsBusy(false);
+  } catch (e) { showError($("imgMsg"), e); return; }
+  if ((albums.get(album) || {}).faces) loadDetailFaces(album, shown.id);
+}
+
+function imagePath(album, id) { return `/v1/albums/${encodeURIComponent(album)}/images/${encodeURIComponent(id)}`; }
+
+function setDetailsBusy(busy) {
+  for (const id of ["imgSave", "imgDelete", "imgSearch", "imgDeleteYes"]) $(id).disabled = busy;
+}
+
+/** The dialog filled from the image as stored: facts, its name, a field per declared column, the rest as JSON. */
+function fillDetails(image) {
+  details.image = image;
+  $("imgTitle").textContent = image.name;
+  const facts = [["id", image.id], ["stored", [image.content_type, image.size_bytes != null ? formatBytes(image.size_bytes) : ""].filter(Boolean).join(", ")],
+                 ["added", readableTime(new Date(image.created_at_ms).toISOString())], ["content hash", image.content_hash]];
+  $("imgFacts").replaceChildren(...facts.filter(([, v]) => v).flatMap(([k, v]) => {
+    const value = el("dd", null, v);
+    value.title = v;
+    return [el("dt", null, k), value];
+  }));
+  $("imgName").value = image.name;
+  const columns = (albums.get(details.album) || { columns: [] }).columns;
+  const fields = columns.map((c) => attributeField(c, image.attributes[c.name]));
+  details.fields = fields;
+  $("imgFields").replaceChildren(...fields.map((f) => f.node));
+  const declared = new Set(columns.map((c) => c.name));
+  const others = Object.fromEntries(Object.entries(image.attributes).filter(([k]) => !declared.has(k)));
+  details.others = others;
+  $("imgOthers").value = Object.keys(others).length ? JSON.stringify(others, null, 1) : "";
+}
+
+/** A labelled input for a declared column, of its type; `read()` is the value to store (null when left empty),
+ * or throws saying why the input is not one. */
+function attributeField(column, value) {
+  const node = el("div", "field");
+  const id = `imgField-${column.name}`;
+  const label = el("label", null, column.name);
+  label.htmlFor = id;
+  label.appendChild(el("span", "t", ` ${column.type}`));
+  let input;
+  if (column.type === "bool") {
+    input = el("select");
+    for (const [v, text] of [["", "—"], ["true", "true"], ["false", "false"]]) {
+      const option = el("option", null, text);
+      option.value = v;
+      input.appendChild(option);
+    }
+    input.value = value == null ? "" : String(value);
+  } else {
+    input = el("input");
+    input.type = column.type === "int" || column.type === "float" ? "number" : "text";
+    if (column.type === "int") input.step = "1";
+    if (column.type === "float") input.step = "any";
+    if (column.type === "timestamp") input.placeholder = "2024-01-31T12:00:00Z";
+    if (column.type === "string_list") input.placeholder = "a, b, c";
+    input.value = value == null ? "" : Array.isArray(value) ? value.join(", ") : String(value);
+  }
+  input.id = id;
+  input.dataset.column = column.name;
+  node.append(label, input);
+  const read = () => {
+    const text = input.value.trim();
+    if (text === "") return null;
+    if (column.type === "int" || column.type === "float") {
+      const number = Number(text);
+      if (!Number.isFinite(number) || (column.type === "int" && !Number.isInteger(number)))
+        throw new Error(`${column.name} is ${column.type === "int" ? "an int" : "a float"} column: ${JSON.stringify(text)} is not one.`);
+      return number;
+    }
+    if (column.type === "bool") return text === "true";
+    if (column.type === "string_list") return text.split(",").map((s) => s.trim()).filter(Boolean);
+    return input.value;
+  };
+  return { name: column.name, type: column.type, node, read, before: value === undefined ? null : value };
+}
+
+/** Whether a field's value is the one stored: a time written another way ("2024-03-01" for midnight UTC) is. */
+function sameValue(value, before, type) {
+  if (type === "timestamp" && value != null && before != null && Date.parse(withZone(value)) === Date.parse(before)) return true;
+  return JSON.stringify(value) === JSON.stringify(before);
+}
+
+/** A time as the gateway reads it: without a zone, UTC (the browser would read a date-time as local). */
+function withZone(text) {
+  return /T.*(Z|[+-]\d{2}:?\d{2})$/i.test(text) || !text.includes("T") ? text : `${text}Z`;
+}
+
+/** What the form changes: {name?, attributes} with only the values that differ (null clears one). */
+function detailChanges() {
+  const attributes = {};
+  for (const field of details.fields) {
+    const value = field.read();
+    if (!sameValue(value, field.before, field.type)) attributes[field.name] = value;
+  }
+  const text = $("imgOthers").value.trim();
+  let others = {};
+  if (text) {
+    try { others = JSON.parse(text); } catch (e) { throw new Error(`Other attributes: not JSON (${e.message}).`); }
+    if (!others || typeof others !== "object" || Array.isArray(others)) throw new Error("Other attributes: a JSON object is needed, e.g. {\"note\": \"sale\"}.");
+  }
+  for (const key of Object.keys(details.others)) if (!(key in others)) attributes[key] = null;
+  for (const [key, value] of Object.entries(others))
+    if (JSON.stringify(value) !== JSON.stringify(details.others[key])) attributes[key] = value;
+  const changes = { attributes };
+  const name = $("imgName").value.trim();
+  if (!name) throw new Error("The image needs a name.");
+  if (name !== details.image.name) changes.name = name;
+  return changes;
+}
+
+async function saveDetails() {
+  let changes;
+  try { changes = detailChanges(); } catch (e) { return show($("imgMsg"), e.message, "error box"); }
+  if (!Object.keys(changes.attributes).length && !changes.name) return show($("imgMsg"), "Nothing changed.");
+  const { album, image } = details;
+  setDetailsBusy(true);
+  show($("imgMsg"), "Saving…");
+  try {
+    const { body } = await api(imagePath(album, image.id), { method: "PATCH", headers: { "Content-Type": "application/json" },
+                                                             body: JSON.stringify(changes) });
+    if (!details || details.image.id !== image.id) return;
+    fillDetails(body);
+    updateCards(body, album);
+    const what = [changes.name ? "name" : "", ...Object.keys(changes.attributes)].filter(Boolean);
+    show($("imgMsg"), `Saved: ${what.join(", ")}.`, "ok");
+  } catch (e) { showError($("imgMsg"), e); }
+  finally { setDetailsBusy(false); }
+}
+
+/** Every card and thumbnail of the image shows its new name and attributes. */
+function updateCards(image, album) {
+  for (const node of document.querySelectorAll(`[data-image-id="${CSS.escape(image.id)}"]`)) {
+    if (node.classList.contains("thumb")) {
+      node.title = image.name;
+      node.querySelector("span").textContent = image.name.split("/").pop();
+      continue;
+    }
+    const name = node.querySelector(".name");
+    name.textContent = name.title = image.name;
+    const kvs = node.querySelector(".kvs.attrs");
+    if (kvs) kvs.replaceWith(kvsNode(attributePairs(image.attributes, album)));
+  }
+}
+
+async function deleteDetails() {
+  const { album, image } = details;
+  setDetailsBusy(true);
+  try {
+    await api(imagePath(album, image.id), { method: "DELETE" });
+  } catch (e) { setDetailsBusy(false); $("imgConfirm").hidden = true; return showError($("imgMsg"), e); }
+  for (const node of document.querySelectorAll(`[data-image-id="${CSS.escape(image.id)}"]`)) node.remove();
+  $("imageDialog").close();
+  show($("jobsMsg"), `Deleted ${image.name}.`, "ok");
+  recount(album);
+}
+
+/** After a delete: the album's count, and its newest images. */
+async function recount(album) {
+  try {
+    const { body } = await api(`/v1/albums/${encodeURIComponent(album)}`);
+    albums.set(body.name, body);
+    const option = [...$("album").options].find((o) => o.value === body.name);
+    if (option) option.textContent = `${body.name} (${body.image_count})`;
+    if (body.name !== currentAlbum()) return;
+    showAlbumStats(body);
+    $("albumNote").textContent = `${body.name} · ${plural(body.image_count, "image")}`;
+    loadNewest(body.name);
+  } catch (e) { showError($("jobsMsg"), e); }
+}
+
+async function loadDetailFaces(album, id) {
+  try {
+    const { body } = await api(`${imagePath(album, id)}/faces`);
+    if (!details || details.image.id !== id) return;
+    details.faces = body.faces;
+    drawDetailFaces();
+  } catch (e) { show($("imgFacesNote"), `Faces: ${e.message}`, "error"); }
+}
+
+/** The image's faces as boxes over it; a click finds that person in the album. */
+function drawDetailFaces() {
+  const img = $("imgFull"), frame = $("imgFrame");
+  for (const old of frame.querySelectorAll(".face-box")) old.remove();
+  const faces = details && details.faces;
+  show($("imgFacesNote"), faces ? (faces.length ? `${plural(faces.length, "face")}: click one to find that person`
+                                                : "No face found in this image.") : "");
+  if (!faces || !img.naturalWidth) return;
+  const scale = img.clientWidth / img.naturalWidth;
+  faces.forEach((f, i) => {
+    const box = el("div", "face-box");
+    Object.assign(box.style, { left: `${f.x * scale}px`, top: `${f.y * scale}px`, width: `${f.width * scale}px`, height: `${f.height * scale}px` });
+    box.dataset.face = String(i);
+    box.title = "Find this person in the album";
+    box.appendChild(el("b", "", `face ${i + 1}`));
+    box.addEventListener("click", () => {
+      const { album, image } = details;
+      $("imageDialog").close();
+      setQueryImage(image, album, () => findPerson(i));
+    });
+    frame.appendChild(box);
+  });
+}
+$("imgFull").addEventListener("load", drawDetailFaces);
+window.addEventListener("resize", drawDetailFaces);
+
+$("imgSave").addEventListener("click", saveDetails);
+$("imgDelete").addEventListener("click", () => { $("imgConfirm").hidden = false; $("imgDeleteYes").focus(); });
+$("imgDeleteNo").addEventListener("click", () => { $("imgConfirm").hidden = true; });
+$("imgDeleteYes").addEventListener("click", deleteDetails);
+$("imgSearch").addEventListener("click", () => {
+  const { album, image } = details;
+  $("imageDialog").close();
+  setQueryImage(image, album);
+});
+$("imgClose").addEventListener("click", () => $("imageDialog").close());
+// A click on the backdrop (outside the dialog's box) closes it, as Escape does.
+$("imageDialog").addEventListener("click", (e) => { if (e.target === $("imageDialog")) $("imageDialog").close(); });
+$("imageDialog").addEventListener("close", () => { details = null; $("imgFull").removeAttribute("src"); });
