@@ -225,11 +225,15 @@ class GatewayClient:
 
     def search_faces(self, album: str, *, image: bytes | None = None, url: str | None = None,
                      image_id: str | None = None, top_k: int = 10, max_distance: float | None = None,
-                     face: int = 0) -> dict[str, Any]:
-        """The album's images where the person of the query's face (`face`: 0 the largest) appears."""
+                     face: int = 0, region: str | None = None) -> dict[str, Any]:
+        """The album's images where the person of the query's face (`face`: 0 the largest) appears; `region`
+        ("x,y,w,h"): the face looked for in that box of the query only (its boxes still in the whole image's
+        pixels)."""
         params: dict[str, Any] = {"top_k": top_k, "face": face}
         if max_distance is not None:
             params["max_distance"] = max_distance
+        if region:
+            params["region"] = region
         return self._query(f"/v1/albums/{album}/faces/search", params, image, url, image_id)
 
     def _query(self, path: str, params: dict[str, Any], image: bytes | None, url: str | None,

@@ -8,6 +8,7 @@ face_recognition 1.3.0 sdist's tests, fetched by scripts/setup.sh --dev into .ca
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -20,6 +21,7 @@ import grpc
 import httpx
 import pytest
 from imagesearch.v1 import gateway_pb2, gateway_pb2_grpc
+from PIL import Image
 
 from services.devstack import ROOT, Stack
 from tests.conftest import SERVERS, SERVICES
@@ -173,6 +175,39 @@ def test_a_picture_of_two_people_lists_both_faces_and_each_finds_its_person(
         assert len(body["faces"]) == 2 and body["face"] == face
         found.append(frozenset(r["name"] for r in body["results"]))
     assert set(found) == {frozenset({"obama", "obama2"}), frozenset({"biden"})}
+
+
+def test_a_face_looked_for_in_a_region_is_boxed_in_the_whole_photo(
+        stack: Stack, http: httpx.Client, album: Album, people: dict[str, Path], tmp_path: Path) -> None:
+    """A region cuts the part of the query the detector looks at; the faces answered are where they are in the
+    whole photo (not in the part cut), the same over HTTP, gRPC and the CLI."""
+    picture = side_by_side(people["obama3"].read_bytes(), people["biden"].read_bytes())
+    width, height = Image.open(io.BytesIO(picture)).size
+    whole = face_search(http, album.name, picture).json()
+    left_width = round(Image.open(people["obama3"]).width * height / Image.open(people["obama3"]).height)
+    (right,) = [f for f in whole["faces"] if f["x"] >= left_width]
+    region = f"{left_width},0,{width - left_width},{height}"
+    answer = face_search(http, album.name, picture, region=region)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert (body["width"], body["height"], len(body["faces"])) == (width, height, 1)
+    (found,) = body["faces"]
+    for key in ("x", "y", "width", "height"):
+        assert abs(found[key] - right[key]) <= 0.05 * right["width"], (found, right)
+    assert all(left_width <= x <= width for x, _ in found["landmarks"])
+    assert [r["name"] for r in body["results"]] == ["biden"]
+    with grpc.insecure_channel(f"127.0.0.1:{stack.ports.gateway}") as channel:
+        over_grpc = gateway_pb2_grpc.GatewayStub(channel).SearchFaces(gateway_pb2.SearchFacesRequest(
+            album=album.name, image=picture, region=gateway_pb2.Region(x=left_width, y=0, width=width - left_width,
+                                                                        height=height)), timeout=60)
+    assert (over_grpc.faces[0].x, over_grpc.width, [h.image.name for h in over_grpc.hits]) == (
+        found["x"], width, ["biden"])
+    (tmp_path / "two.jpg").write_bytes(picture)
+    cli = subprocess.run([sys.executable, "-m", "services.cli", "faces", str(tmp_path / "two.jpg"), "--album",
+                          album.name, "--region", region, "--json"], capture_output=True, text=True, cwd=ROOT,
+                         env={**os.environ, "IMAGESEARCH_URL": stack.http_url}, timeout=120)
+    assert cli.returncode == 0, cli.stderr
+    assert json.loads(cli.stdout)["faces"] == body["faces"]
 
 
 def test_recognize_by_faces_names_the_person_or_says_unknown(stack: Stack, http: httpx.Client, album: Album,

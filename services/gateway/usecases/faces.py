@@ -18,6 +18,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 
 from services.common.errors import (
     FaceModelUnavailable,
@@ -37,7 +38,7 @@ from services.gateway.records import (
     JsonObject,
     Query,
 )
-from services.gateway.regions import Region, crop
+from services.gateway.regions import Region, crop, shown_size
 from services.gateway.usecases.images import stored_items
 from services.gateway.usecases.search import check_max_distance
 from services.gateway.usecases.shared import item_error, record_of
@@ -161,11 +162,10 @@ async def query_face(deps: Deps, album: str, faces: Collection, query: Query, fa
         chosen = _chosen(face, len(items[0].vectors))
         return (boxes, chosen, int(attributes.get("width", 0)), int(attributes.get("height", 0)),
                 items[0].vectors[chosen], [query.image_id])
-    content = query.image if query.image is not None else await deps.fetch_url(query.url or "")
-    if not content:
+    photo = query.image if query.image is not None else await deps.fetch_url(query.url or "")
+    if not photo:
         raise InvalidArgument("the query image is empty")
-    if region is not None:
-        content = await asyncio.to_thread(crop, content, region)
+    content = photo if region is None else await asyncio.to_thread(crop, photo, region)
     found = (await describe(deps, faces, [content]))[0]
     if found.error is not None:
         raise item_error(found.error)
@@ -174,7 +174,20 @@ async def query_face(deps: Deps, album: str, faces: Collection, query: Query, fa
                           "finds frontal faces at least ~5 % of the image's longer side (about 40 px at 800 px); "
                           "try a closer or larger photo of the face")
     chosen = _chosen(face, len(found.faces))
-    return ([f.box for f in found.faces], chosen, found.width, found.height, found.faces[chosen].descriptor, [])
+    boxes, (width, height) = [f.box for f in found.faces], (found.width, found.height)
+    if region is not None:  # in the photo's pixels, as the region was given, not the cut part's
+        boxes = [_in_photo(b, region, found.width, found.height) for b in boxes]
+        width, height = shown_size(photo)
+    return boxes, chosen, width, height, found.faces[chosen].descriptor, []
+
+
+def _in_photo(box: FaceBox, region: Region, cut_width: int, cut_height: int) -> FaceBox:
+    """A face found in the cut region (`cut_width` x `cut_height`: the region, made smaller if it was large) where
+    it is in the whole photo."""
+    sx, sy = region.width / max(cut_width, 1), region.height / max(cut_height, 1)
+    return replace(box, x=region.x + round(box.x * sx), y=region.y + round(box.y * sy), width=round(box.width * sx),
+                   height=round(box.height * sy),
+                   landmarks=tuple((region.x + x * sx, region.y + y * sy) for x, y in box.landmarks))
 
 
 def _chosen(face: int, count: int) -> int:
