@@ -26,6 +26,7 @@ from playwright.sync_api import Browser, Locator, Page, Route, ViewportSize, exp
 
 from services.devstack import ROOT, Stack
 from tests.conftest import SERVERS, SERVICES
+from tests.extractor.test_faces import side_by_side
 from tests.gateway.stack_helpers import (
     DETAILS,
     circular_detail,
@@ -1009,6 +1010,43 @@ def test_find_this_person_boxes_the_query_face_and_each_photo_of_that_person(
     page.check("#byFace")
     page.click("#recognize")
     expect(page.locator("#recognition .label")).to_have_text("obama")
+
+    # The options: how many labelled images a recognition shows, and below what it answers unknown.
+    page.click("#options summary")
+    page.fill("#evidence", "2")
+    page.fill("#threshold", "0.95")
+    page.click("#recognize")
+    expect(page.locator("#recognition .why")).to_contain_text("unknown below 0.95")
+    expect(page.locator("#recognition .evidence .card")).to_have_count(2)
+
+    # A box drawn around one person of a picture of two: the face is looked for there, and boxed where it is.
+    two = tmp_path / "two.jpg"
+    two.write_bytes(side_by_side(people["obama3"].read_bytes(), people["biden"].read_bytes()))
+    page.set_input_files("#queryFile", str(two))
+    expect(page.locator("#searchMsg")).to_contain_text("result")
+    page.locator("#preview").evaluate("e => e.scrollIntoView({block: 'center'})")
+    natural = page.locator("#preview").evaluate("e => [e.naturalWidth, e.naturalHeight]")
+    left_width = natural[0] - round(Image.open(people["biden"]).width * natural[1] / Image.open(people["biden"]).height)
+    shown = page.locator("#preview").bounding_box()
+    assert shown is not None
+    scale = shown["width"] / natural[0]
+    with page.expect_response(lambda r: "/search?" in r.url and "region=" in r.url):
+        page.mouse.move(shown["x"] + (left_width + 4) * scale, shown["y"] + 4 * scale)
+        page.mouse.down()
+        page.mouse.move(shown["x"] + (natural[0] - 4) * scale, shown["y"] + (natural[1] - 4) * scale, steps=6)
+        page.mouse.up()
+    page.click("#findPerson")
+    expect(page.locator("#searchMsg")).to_contain_text("1 photo of this person in the box")
+    expect(query_box).to_have_count(1)
+    face = query_box.bounding_box()
+    assert face and face["x"] >= shown["x"] + left_width * scale  # in the right half, where the box is
+    assert card_names(page.locator("#results .card")) == ["biden"]
+    screenshot(page, "test_find_this_person_in_a_box", tmp_path)
+    page.fill("#faceDistance", "0.0001")
+    page.click("#findPerson")
+    expect(page.locator("#searchMsg")).to_contain_text("0 photos of this person in the box (face distance ≤ 0.0001)")
+    page.fill("#faceDistance", "")
+    page.click("#clearRegion")
 
     page.set_input_files("#queryFile", str(photos[2]))  # no face in it: a clear message, no result
     expect(page.locator("#searchMsg")).to_contain_text("result")

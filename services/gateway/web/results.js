@@ -15,25 +15,30 @@ function clearFaces() {
 async function findPerson(face) {
   if (!currentAlbum()) return show($("searchMsg"), "Create or choose an album first.", "error");
   const album = currentAlbum();
-  const form = await queryForm();
+  const region = queryRegion;  // a box drawn: the face is looked for in it (a small face in a large photo)
+  let form;
+  try { form = await queryForm(Boolean(region)); } catch (e) { return show($("searchMsg"), e.message, "error"); }
   if (album !== currentAlbum()) return;
   if (!form) return show($("searchMsg"), "Drop a photo of the person or paste an image URL.", "error");
   const params = new URLSearchParams({ top_k: $("topK").value || "12", face: String(face) });
+  if (region) params.set("region", region.join(","));
+  if ($("faceDistance").value.trim()) params.set("max_distance", $("faceDistance").value.trim());
   $("findPerson").disabled = true;
   show($("searchMsg"), "Looking for faces…");
   $("recognition").hidden = true;
-  lastSearch = null;  // the copy search's results and regions give way to the person's photos
+  lastSearch = null;  // the copy search's results and proposed regions give way to the person's photos
   setProposals([]);
-  setRegion(null);
   $("results").replaceChildren();
   try {
     const { body } = await api(`/v1/albums/${encodeURIComponent(album)}/faces/search?${params}`, { method: "POST", body: form });
     if (album !== currentAlbum()) return;
     faceSearch = body;
+    $("faceDistance").placeholder = `${body.max_distance} (the gateway's)`;
     drawQueryFaces();
     const n = body.results.length;
     const others = body.faces.length > 1 ? ` · ${body.faces.length} faces in the photo: click another to search it` : "";
-    show($("searchMsg"), `${n} photo${n === 1 ? "" : "s"} of this person (face distance ≤ ${body.max_distance}) in ${body.took_ms.toFixed(1)} ms${others}`);
+    const where = region ? " in the box" : "";
+    show($("searchMsg"), `${n} photo${n === 1 ? "" : "s"} of this person${where} (face distance ≤ ${body.max_distance}) in ${body.took_ms.toFixed(1)} ms${others}`);
     if (!n) $("results").replaceChildren(emptyState(form.has("image_id") ? "No other photo of this album shows this person."
                                                                        : "Nobody in this album looks like this person."));
     for (const hit of body.results) $("results").appendChild(faceCard(hit, album));
@@ -87,7 +92,8 @@ async function recognize() {
   const form = await queryForm();
   if (album !== currentAlbum()) return;
   if (!form) return show($("searchMsg"), "Drop a photo or paste an image URL.", "error");
-  const params = new URLSearchParams({ label, evidence: "6" });
+  const params = new URLSearchParams({ label, evidence: $("evidence").value.trim() || "6" });
+  if ($("threshold").value.trim()) params.set("threshold", $("threshold").value.trim());
   if ($("byFace").checked) params.set("faces", "true");
   $("recognize").disabled = true;
   show($("searchMsg"), "Recognising…");
