@@ -713,13 +713,14 @@ def _add_import_routes(app: FastAPI, settings: GatewaySettings, deps: Deps, queu
     async def import_results(
         import_id: IMPORT_ID,
         failed: Annotated[bool, Query(description="Only the images that failed, with their reasons.")] = False,
-        after: Annotated[int | None, Query(ge=0, description="Only items after this index: the `next_after` of the "
-                                                             "page before.")] = None,
-        limit: Annotated[int, Query(ge=1, le=imports.RESULTS_PAGE_MAX,
-                                    description="At most this many results.")] = imports.RESULTS_PAGE,
+        after: Annotated[int | None, Query(description="Only items after this index: the `next_after` of the "
+                                                       "page before.", json_schema_extra={"minimum": 0})] = None,
+        limit: Annotated[int, Query(description=f"At most this many results, 1 to {imports.RESULTS_PAGE_MAX}.",
+                                    json_schema_extra={"minimum": 1, "maximum": imports.RESULTS_PAGE_MAX})
+                         ] = imports.RESULTS_PAGE,
     ) -> schemas.ImportResults:
         """What happened to each image processed so far, in the import's order, a page at a time."""
-        page = await imports.results(queue, import_id, failed_only=failed, after=-1 if after is None else after,
+        page = await imports.results(queue, import_id, failed_only=failed, after=after,
                                      limit=limit)
         return schemas.ImportResults(results=[schemas.ImportItemOut.model_validate(r) for r in page.results],
                                      next_after=page.next_after)

@@ -311,7 +311,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         self, request: gateway_pb2.GetImportResultsRequest, context: Context
     ) -> gateway_pb2.GetImportResultsResponse:
         page = await imports.results(self.queue, request.id, failed_only=request.failed_only,
-                                     after=request.after if request.HasField("after") else -1,
+                                     after=request.after if request.HasField("after") else None,
                                      limit=request.limit or imports.RESULTS_PAGE)
         return gateway_pb2.GetImportResultsResponse(results=[
             gateway_pb2.ImportItem(index=r["index"], name=r["name"], status=r["status"], id=r.get("id") or "",

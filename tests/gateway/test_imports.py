@@ -73,9 +73,11 @@ def test_an_import_of_urls_reaches_done_with_each_failure_named(http: httpx.Clie
         if (after := page["next_after"]) is None:
             break
     assert pages == [[0, 1, 2], [3]]
-    for bad in ({"limit": 0}, {"limit": 10_001}, {"after": -1}):
+    for bad in ({"limit": 0}, {"limit": 10_001}, {"after": -1}):  # out of range: 400, as a listing's limit is
         refused = http.get(f"/v1/imports/{job['id']}/results", params=bad)
-        assert refused.status_code == 422, (bad, refused.text)
+        assert (refused.status_code, refused.json()["error"]["reason"]) == (400, "invalid_argument"), refused.text
+    not_a_number = http.get(f"/v1/imports/{job['id']}/results", params={"limit": "ten"})
+    assert not_a_number.status_code == 422  # not of its type: 422, as the README says
     assert http.get(f"/v1/albums/{album}").json()["image_count"] == 3
     listed = http.get("/v1/imports", params={"album": album}).json()["imports"]
     assert [j["id"] for j in listed] == [job["id"]]
@@ -890,8 +892,9 @@ async def recorded_job(import_queue: ImportQueue, failed: Sequence[int], total: 
 
 
 async def pages_of(import_queue: ImportQueue, job: ImportJob, failed_only: bool, limit: int) -> list[list[int]]:
-    pages, after = [], -1
-    while after is not None:
+    pages: list[list[int]] = []
+    after: int | None = None
+    while not pages or after is not None:
         page = await imports.results(import_queue, job.id, failed_only, after, limit)
         pages.append([r["index"] for r in page.results])
         after = page.next_after
@@ -909,7 +912,7 @@ async def test_results_and_failures_are_read_a_page_at_a_time(import_queue: Impo
     assert await pages_of(import_queue, job, True, 10) == [[1, 3, 4, 6]]
     assert await pages_of(import_queue, job, False, 3) == [[0, 1, 2], [3, 4, 5], [6]]
     assert await pages_of(import_queue, await recorded_job(import_queue, failed=[]), True, 2) == [[]]
-    for after, limit in ((-2, 10), (-1, 0), (-1, imports.RESULTS_PAGE_MAX + 1)):
+    for after, limit in ((-1, 10), (-2, 10), (None, 0), (None, imports.RESULTS_PAGE_MAX + 1)):
         with pytest.raises(InvalidArgument):
             await imports.results(import_queue, job.id, True, after, limit)
 

@@ -353,18 +353,18 @@ class ResultsPage:
     next_after: int | None = None
 
 
-async def results(queue: ImportQueue, job_id: str, failed_only: bool = False, after: int = -1,
+async def results(queue: ImportQueue, job_id: str, failed_only: bool = False, after: int | None = None,
                   limit: int = RESULTS_PAGE) -> ResultsPage:
-    """A page of the processed items' results in item order, those after item `after`: at most `limit` of them,
-    only the failures with `failed_only` (a re-embed records only its failures). Any size of import pages so,
-    each page read alone."""
+    """A page of the processed items' results in item order, those after item `after` (None: from the first):
+    at most `limit` of them, only the failures with `failed_only` (a re-embed records only its failures). Any
+    size of import pages so, each page read alone."""
     if not 1 <= limit <= RESULTS_PAGE_MAX:
-        raise InvalidArgument(f"limit must be between 1 and {RESULTS_PAGE_MAX}")
-    if after < -1:
-        raise InvalidArgument("after must be an item index (0 or more)")
+        raise InvalidArgument(f"limit must be between 1 and {RESULTS_PAGE_MAX}, not {limit}")
+    if after is not None and after < 0:
+        raise InvalidArgument(f"after must be an item index (0 or more), not {after}")
     job = await queue.get(job_id)
     read = queue.failures_after if failed_only or job.kind == reembed.KIND else queue.results_after
-    found, next_after = await read(job, after, limit)
+    found, next_after = await read(job, -1 if after is None else after, limit)
     return ResultsPage(found, next_after)
 
 
