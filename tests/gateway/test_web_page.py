@@ -1130,6 +1130,26 @@ def test_an_image_s_details_change_its_name_and_attributes_and_delete_it(
     assert (card_value(card, "price"), card_value(card, "note")) == ("39.5", "on sale")
     expect(page.locator(f"#newest .thumb[data-image-id='{image_id}']")).to_have_attribute("title", "renamed")
 
+    # Only what the form changed is sent: an empty list shown as an empty field stays a list; a number field
+    # holding what is not a number is refused, not stored as none.
+    other = http.get(f"/v1/albums/{shop.album}/images", params={"where": f"name = '{shop.name_of(3)}'"}).json()
+    (other_image,) = other["images"]
+    assert other_image["attributes"]["sizes"] == []
+    page.locator(f"#newest .thumb[data-image-id='{other_image['id']}']").click()
+    expect(page.locator("#imgField-sizes")).to_have_value("")
+    page.click("#imgField-price")
+    page.keyboard.press("Control+A")
+    page.keyboard.type("1e")
+    page.click("#imgSave")
+    expect(page.locator("#imgMsg")).to_contain_text("price is a float column: what is typed is not a number")
+    page.fill("#imgField-price", "20")
+    page.fill("#imgName", "green one")
+    page.click("#imgSave")
+    expect(page.locator("#imgMsg")).to_have_text("Saved: name.")
+    stored = http.get(f"/v1/albums/{shop.album}/images/{other_image['id']}").json()
+    assert (stored["name"], stored["attributes"]["sizes"], stored["attributes"]["price"]) == ("green one", [], 20.0)
+    page.keyboard.press("Escape")
+
     # A delete asks first; then the image is gone from the album and from the page.
     page.locator(f"#newest .thumb[data-image-id='{image_id}']").click()
     page.click("#imgDelete")

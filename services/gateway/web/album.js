@@ -74,6 +74,7 @@ function thumbLink(image) {
   const link = el("a", "thumb");
   link.href = image.url; link.target = "_blank"; link.rel = "noopener"; link.title = image.name;
   link.dataset.imageId = image.id;
+  link.dataset.album = albumOfImage(image);
   opensDetails(link, image);
   const img = el("img");
   img.src = image.thumbnail_url; img.alt = image.name; img.loading = "lazy";

@@ -10,6 +10,15 @@ const SQL_TYPES = { string: "VARCHAR", int: "BIGINT", float: "DOUBLE", bool: "BO
 const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
 const BUILTIN_TYPES = { created_at: "timestamp" };
 const ISO_TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?$/;
+// What an add or import does with an image within the near-duplicate distance of one in the album.
+const ON_DUPLICATE = [["keep", "keep both"], ["skip", "skip the new image"], ["replace", "replace the old image"]];
+for (const select of document.querySelectorAll("select.on-duplicate")) {
+  for (const [value, text] of ON_DUPLICATE) {
+    const option = el("option", null, text);
+    option.value = value;
+    select.appendChild(option);
+  }
+}
 let queryFile = null;
 /** An image of the album as the query (a result's "Search with this"): {id, name, url, album}; null: none. */
 let queryImage = null;
@@ -110,6 +119,7 @@ function kvsNode(pairs) {
 function imageCard(image, groups) {
   const card = el("div", "card");
   card.dataset.imageId = image.id;
+  card.dataset.album = albumOfImage(image);
   const link = el("a");
   link.href = image.url; link.target = "_blank"; link.rel = "noopener";
   link.title = "Details: attributes, faces; edit or delete";

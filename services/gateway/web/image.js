@@ -20,10 +20,15 @@ function albumOfImage(image) {
   return match ? decodeURIComponent(match[1]) : currentAlbum();
 }
 
+/** Whether the dialog still shows this image (a late answer about another is dropped). */
+function stillShown(id) { return Boolean(details && details.image.id === id); }
+
 async function openDetails(shown) {
   const album = albumOfImage(shown);
-  details = { album, image: shown, faces: null };
+  details = { album, image: shown, faces: null, fields: [], others: {} };
   $("imgTitle").textContent = shown.name;
+  $("imgName").value = "";
+  $("imgOthers").value = "";
   $("imgFull").src = shown.url;
   $("imgFull").alt = shown.name;
   $("imgOpen").href = shown.url;
@@ -33,15 +38,18 @@ async function openDetails(shown) {
   $("imgFields").replaceChildren();
   drawDetailFaces();
   setDetailsBusy(true);
+  // An image of another album (an SQL result of another table) is shown and edited, not searched with here.
+  const here = album === currentAlbum();
+  $("imgSearch").hidden = !here;
   if (!$("imageDialog").open) $("imageDialog").showModal();
   try {
     const { body } = await api(imagePath(album, shown.id));
-    if (!details || details.image.id !== shown.id) return;  // another image opened meanwhile
+    if (!stillShown(shown.id)) return;  // another image opened meanwhile
     fillDetails(body);
     show($("imgMsg"), "");
     setDetailsBusy(false);
-  } catch (e) { showError($("imgMsg"), e); return; }
-  if ((albums.get(album) || {}).faces) loadDetailFaces(album, shown.id);
+  } catch (e) { if (stillShown(shown.id)) showError($("imgMsg"), e); return; }
+  if (here && (albums.get(album) || {}).faces) loadDetailFaces(album, shown.id);
 }
 
 function imagePath(album, id) { return `/v1/albums/${encodeURIComponent(album)}/images/${encodeURIComponent(id)}`; }
@@ -95,13 +103,20 @@ function attributeField(column, value) {
     if (column.type === "int") input.step = "1";
     if (column.type === "float") input.step = "any";
     if (column.type === "timestamp") input.placeholder = "2024-01-31T12:00:00Z";
-    if (column.type === "string_list") input.placeholder = "a, b, c";
+    if (column.type === "string_list") input.placeholder = "a, b, c (split at commas)";
     input.value = value == null ? "" : Array.isArray(value) ? value.join(", ") : String(value);
   }
   input.id = id;
   input.dataset.column = column.name;
+  if (column.type !== "bool") input.title = "Left empty: none";
   node.append(label, input);
+  const initial = input.value;
+  // The value to store; `undefined` while the field is as it was shown (a value shown otherwise than stored,
+  // an empty list or a list item with a comma, is not rewritten by a save of another field).
   const read = () => {
+    if (input.value === initial && !(input.validity && input.validity.badInput)) return undefined;
+    if (input.validity && input.validity.badInput)
+      throw new Error(`${column.name} is ${column.type === "int" ? "an int" : "a float"} column: what is typed is not a number.`);
     const text = input.value.trim();
     if (text === "") return null;
     if (column.type === "int" || column.type === "float") {
@@ -133,13 +148,14 @@ function detailChanges() {
   const attributes = {};
   for (const field of details.fields) {
     const value = field.read();
-    if (!sameValue(value, field.before, field.type)) attributes[field.name] = value;
+    if (value !== undefined && !sameValue(value, field.before, field.type)) attributes[field.name] = value;
   }
   const text = $("imgOthers").value.trim();
   let others = {};
   if (text) {
     try { others = JSON.parse(text); } catch (e) { throw new Error(`Other attributes: not JSON (${e.message}).`); }
     if (!others || typeof others !== "object" || Array.isArray(others)) throw new Error("Other attributes: a JSON object is needed, e.g. {\"note\": \"sale\"}.");
+    if ("name" in others) throw new Error("Other attributes: the image's name is changed in the Name field, not as an attribute.");
   }
   for (const key of Object.keys(details.others)) if (!(key in others)) attributes[key] = null;
   for (const [key, value] of Object.entries(others))
@@ -161,18 +177,38 @@ async function saveDetails() {
   try {
     const { body } = await api(imagePath(album, image.id), { method: "PATCH", headers: { "Content-Type": "application/json" },
                                                              body: JSON.stringify(changes) });
-    if (!details || details.image.id !== image.id) return;
+    updateCards(body, album);  // also when the dialog was closed meanwhile
+    if (!stillShown(image.id)) return;
     fillDetails(body);
-    updateCards(body, album);
     const what = [changes.name ? "name" : "", ...Object.keys(changes.attributes)].filter(Boolean);
     show($("imgMsg"), `Saved: ${what.join(", ")}.`, "ok");
-  } catch (e) { showError($("imgMsg"), e); }
-  finally { setDetailsBusy(false); }
+  } catch (e) { if (stillShown(image.id)) showError($("imgMsg"), e); }
+  finally { if (stillShown(image.id)) setDetailsBusy(false); }
+}
+
+/** The cards and thumbnails of an image of an album (an image's id is its content's: the same photo in another
+ * album has the same id). */
+function nodesOf(id, album) {
+  return [...document.querySelectorAll(`[data-image-id="${CSS.escape(id)}"]`)].filter((n) => n.dataset.album === album);
+}
+
+/** The results the page keeps to draw again (a proposed region's tab, the whole photo's), changed as the image
+ * was: `image` its new state, null when deleted. */
+function changeKept(id, album, image) {
+  if (!lastSearch || lastSearch.album !== album) return;
+  for (const results of [lastSearch.body.results, ...proposals.map((p) => p.results)]) {
+    for (let i = results.length - 1; i >= 0; i--) {
+      if (results[i].id !== id) continue;
+      if (image) Object.assign(results[i], { name: image.name, attributes: image.attributes });
+      else results.splice(i, 1);
+    }
+  }
 }
 
 /** Every card and thumbnail of the image shows its new name and attributes. */
 function updateCards(image, album) {
-  for (const node of document.querySelectorAll(`[data-image-id="${CSS.escape(image.id)}"]`)) {
+  changeKept(image.id, album, image);
+  for (const node of nodesOf(image.id, album)) {
     if (node.classList.contains("thumb")) {
       node.title = image.name;
       node.querySelector("span").textContent = image.name.split("/").pop();
@@ -190,9 +226,13 @@ async function deleteDetails() {
   setDetailsBusy(true);
   try {
     await api(imagePath(album, image.id), { method: "DELETE" });
-  } catch (e) { setDetailsBusy(false); $("imgConfirm").hidden = true; return showError($("imgMsg"), e); }
-  for (const node of document.querySelectorAll(`[data-image-id="${CSS.escape(image.id)}"]`)) node.remove();
-  $("imageDialog").close();
+  } catch (e) {
+    if (stillShown(image.id)) { setDetailsBusy(false); $("imgConfirm").hidden = true; showError($("imgMsg"), e); }
+    return;
+  }
+  changeKept(image.id, album, null);
+  for (const node of nodesOf(image.id, album)) node.remove();
+  if (stillShown(image.id)) $("imageDialog").close();
   show($("jobsMsg"), `Deleted ${image.name}.`, "ok");
   recount(album);
 }
@@ -214,10 +254,10 @@ async function recount(album) {
 async function loadDetailFaces(album, id) {
   try {
     const { body } = await api(`${imagePath(album, id)}/faces`);
-    if (!details || details.image.id !== id) return;
+    if (!stillShown(id)) return;
     details.faces = body.faces;
     drawDetailFaces();
-  } catch (e) { show($("imgFacesNote"), `Faces: ${e.message}`, "error"); }
+  } catch (e) { if (stillShown(id)) show($("imgFacesNote"), `Faces: ${e.message}`, "error"); }
 }
 
 /** The image's faces as boxes over it; a click finds that person in the album. */
@@ -256,6 +296,12 @@ $("imgSearch").addEventListener("click", () => {
   setQueryImage(image, album);
 });
 $("imgClose").addEventListener("click", () => $("imageDialog").close());
-// A click on the backdrop (outside the dialog's box) closes it, as Escape does.
-$("imageDialog").addEventListener("click", (e) => { if (e.target === $("imageDialog")) $("imageDialog").close(); });
+// A click on the backdrop (outside the dialog's box) closes it, as Escape does; not a drag that began inside
+// (selecting a field's text past its edge).
+let pressedOnBackdrop = false;
+$("imageDialog").addEventListener("pointerdown", (e) => { pressedOnBackdrop = e.target === $("imageDialog"); });
+$("imageDialog").addEventListener("click", (e) => {
+  if (e.target === $("imageDialog") && pressedOnBackdrop) $("imageDialog").close();
+  pressedOnBackdrop = false;
+});
 $("imageDialog").addEventListener("close", () => { details = null; $("imgFull").removeAttribute("src"); });

@@ -33,7 +33,7 @@ async function findPerson(face) {
     const { body } = await api(`/v1/albums/${encodeURIComponent(album)}/faces/search?${params}`, { method: "POST", body: form });
     if (album !== currentAlbum()) return;
     faceSearch = body;
-    $("faceDistance").placeholder = `${body.max_distance} (the gateway's)`;
+    if (!params.has("max_distance")) $("faceDistance").placeholder = `${body.max_distance} (the gateway's)`;
     drawQueryFaces();
     const n = body.results.length;
     const others = body.faces.length > 1 ? ` · ${body.faces.length} faces in the photo: click another to search it` : "";
