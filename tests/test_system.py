@@ -165,7 +165,8 @@ def test_cli_shows_changes_and_deletes_images(stack: Stack, photos: list[Path], 
                        ([first, "--where", "price > 1", "--set", "price=1"], "name the images"),
                        ([first, second, "--name", "x"], "--name renames one image"),
                        ([first], "nothing to change"),
-                       ([first, "--set", "price"], "--set takes NAME=VALUE")]:
+                       ([first, "--set", "price"], "--set takes NAME=VALUE"),
+                       (["--all", "--set", "name=x"], "an image's name is not an attribute: --name renames one")]:
         refused = _cli(stack, "update-images", *args, "--album", album)
         assert refused.returncode == 2 and said in refused.stderr, (args, refused.stderr)
     assert httpx.get(f"{stack.http_url}/v1/albums/{album}/images/{first}").json()["attributes"]["price"] == 42.5
@@ -176,7 +177,11 @@ def test_cli_shows_changes_and_deletes_images(stack: Stack, photos: list[Path], 
     missing = first[:-1] + ("0" if first[-1] != "0" else "1")
     deleted = _cli(stack, "delete-images", first, missing, "--album", album)
     assert deleted.returncode == 1 and f"album {album}: 1 image(s) deleted, 1 not found" in deleted.stdout
-    assert f"no image {missing} in album {album}" in deleted.stderr
+    assert f"error: no image {missing} in album '{album}'" in deleted.stderr
+    gone = _cli(stack, "update-images", first, "--album", album, "--set", "price=1")  # one id: the same answer
+    assert gone.returncode == 1 and f"album {album}: 0 image(s) updated, 1 not found" in gone.stdout, gone.stderr
+    typo = _cli(stack, "delete-images", second, missing, "--album", f"{album}x")  # no such album: said once
+    assert typo.returncode == 2 and typo.stderr.count("album_not_found") == 1, typo.stderr
     assert httpx.get(f"{stack.http_url}/v1/albums/{album}/images/{first}").status_code == 404
     assert _cli(stack, "delete-images", "--album", album).returncode == 2  # nothing named: nothing deleted
     by_where = _cli(stack, "delete-images", "--album", album, "--where", f"name = '{photos[1].name}'")

@@ -31,6 +31,8 @@ def changes_of(sets: Sequence[str], unsets: Sequence[str], columns: dict[str, st
         changes[name.strip()] = cell_value(value, columns.get(name.strip()), name.strip())
     for name in unsets:
         changes[name.strip()] = None
+    if "name" in changes:
+        raise ValueError("an image's name is not an attribute: --name renames one image")
     return changes
 
 
@@ -48,9 +50,10 @@ def cmd_update_images(args: argparse.Namespace, client: GatewayClient) -> int:
         updated = client.update_images(args.album, changes, where=args.where, all=args.all)
         print(f"album {args.album}: {updated} image(s) updated")
         return 0
-    if len(args.ids) == 1:
-        print_image(client.update_image(args.album, args.ids[0], changes, args.name), None, client.base_url)
-        return 0
+    if len(args.ids) == 1:  # the image as it is now
+        return _each(args.ids, lambda image_id: print_image(client.update_image(args.album, image_id, changes,
+                                                                               args.name), None, client.base_url),
+                     "updated", args.album, summary=False)
     return _each(args.ids, lambda image_id: client.update_image(args.album, image_id, changes), "updated", args.album)
 
 
@@ -62,18 +65,20 @@ def cmd_delete_images(args: argparse.Namespace, client: GatewayClient) -> int:
     return _each(args.ids, lambda image_id: client.delete_image(args.album, image_id), "deleted", args.album)
 
 
-def _each(ids: Sequence[str], act: Callable[[str], object], done: str, album: str) -> int:
-    """Acts on each image by id; one the album lacks is said and skipped (1 then), any other error stops."""
+def _each(ids: Sequence[str], act: Callable[[str], object], done: str, album: str, summary: bool = True) -> int:
+    """Acts on each image by id; one the album lacks is said and skipped (1 then), any other error (no such album
+    among them) stops."""
     missing = 0
     for image_id in ids:
         try:
             act(image_id)
         except ApiError as exc:
-            if exc.status != 404:
+            if exc.reason != "image_not_found":
                 raise
-            print(f"no image {image_id} in album {album}: {exc.message}", file=sys.stderr)
+            print(f"error: {exc.message}", file=sys.stderr)
             missing += 1
-    print(f"album {album}: {len(ids) - missing} image(s) {done}" + (f", {missing} not found" if missing else ""))
+    if summary or missing:
+        print(f"album {album}: {len(ids) - missing} image(s) {done}" + (f", {missing} not found" if missing else ""))
     return 1 if missing else 0
 
 
