@@ -201,6 +201,7 @@ async def test_openapi_document_and_web_page_are_served(client: httpx.AsyncClien
         served = await client.get(part)
         assert served.status_code == 200 and served.headers["cache-control"] == "no-cache", part
         assert served.headers["content-type"].startswith("text/css" if part.endswith(".css") else "text/javascript")
+    assert '<link rel="icon" href="data:image/svg+xml,' in page.text  # its icon inline: no /favicon.ico asked
     missing = await client.get("/web/nothere.js")
     assert missing.status_code == 404 and missing.json()["error"]["reason"] == "not_found"
 
