@@ -49,6 +49,8 @@ def test_cli_ingests_a_folder_and_finds_a_photo_first(stack: Stack, photos: list
     rest = _cli(stack, "images", "--album", album, "--limit", "3", "--after", ids[-1])
     ids += [line.split()[0] for line in rest.stdout.splitlines()]
     assert len(ids) == len(set(ids)) == 5 and ids == sorted(ids) and "more:" not in rest.stderr
+    as_json = [json.loads(line) for line in _cli(stack, "images", "--album", album, "--json").stdout.splitlines()]
+    assert [i["id"] for i in as_json] == ids and all(i["attributes"]["source"] == "cli" for i in as_json)
     past = _cli(stack, "images", "--album", album, "--after", ids[-1])
     assert past.stdout == "" and f"no more images in album {album}" in past.stderr
     by_name = _cli(stack, "images", "--album", album, "--order-by", "name", "--desc", "--limit", "2")

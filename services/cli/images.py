@@ -40,6 +40,9 @@ def cmd_images(args: argparse.Namespace, client: GatewayClient) -> int:
     page = client.list_images(args.album, limit=args.limit, where=args.where, tag=args.tag, order_by=args.order_by,
                               desc=args.desc, after=args.after or "", offset=args.offset)
     for image in page["images"]:
+        if args.json:
+            print(json.dumps(image, ensure_ascii=False))
+            continue
         attributes = image.get("attributes") or {}
         tags, scores = attributes.get("tags") or [], attributes.get("tag_scores") or []
         shown = ", ".join(f"{t} {s:.2f}" if isinstance(s, int | float) else str(t)
@@ -124,6 +127,8 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     listing.add_argument("--desc", action="store_true", help="with --order-by: the largest first")
     listing.add_argument("--after", help="by id: the page after this id (the `more:` line of the page before)")
     listing.add_argument("--offset", type=int, default=0, help="with --order-by: skip this many")
+    listing.add_argument("--json", action="store_true", help="each image as a JSON object a line: its attributes, "
+                                                             "what is stored of it, its links")
     dupes = sub.add_parser("duplicates", help="groups of near-duplicate images of an album (the same photo resaved, "
                                               "resized, lightly edited)")
     dupes.add_argument("--album", required=True)
