@@ -102,14 +102,15 @@ async function loadSampleName(album) {
   } catch (e) { /* the examples keep a placeholder name */ }
 }
 
-/** Reloads one album (GET /v1/albums/{album}): its count, once a job has added to it. */
-async function refreshAlbum(name) {
+/** Reloads one album (GET /v1/albums/{album}): its count, once a job has added to it or an image was deleted;
+ * `redraw(album)` shows it again if it is the one chosen (all of it, by default). */
+async function refreshAlbum(name, redraw = albumChanged) {
   try {
     const { body } = await api(`/v1/albums/${encodeURIComponent(name)}`);
     albums.set(body.name, body);
     const option = [...$("album").options].find((o) => o.value === body.name);
     if (option) option.textContent = `${body.name} (${body.image_count})`;
-    if (body.name === currentAlbum()) albumChanged();
+    if (body.name === currentAlbum()) redraw(body);
   } catch (e) { showError($("jobsMsg"), e); }
 }
 

@@ -234,21 +234,11 @@ async function deleteDetails() {
   for (const node of nodesOf(image.id, album)) node.remove();
   if (stillShown(image.id)) $("imageDialog").close();
   show($("jobsMsg"), `Deleted ${image.name}.`, "ok");
-  recount(album);
-}
-
-/** After a delete: the album's count, and its newest images. */
-async function recount(album) {
-  try {
-    const { body } = await api(`/v1/albums/${encodeURIComponent(album)}`);
-    albums.set(body.name, body);
-    const option = [...$("album").options].find((o) => o.value === body.name);
-    if (option) option.textContent = `${body.name} (${body.image_count})`;
-    if (body.name !== currentAlbum()) return;
-    showAlbumStats(body);
-    $("albumNote").textContent = `${body.name} · ${plural(body.image_count, "image")}`;
-    loadNewest(body.name);
-  } catch (e) { showError($("jobsMsg"), e); }
+  refreshAlbum(album, (a) => {  // its count and newest images; the results shown stay
+    showAlbumStats(a);
+    $("albumNote").textContent = `${a.name} · ${plural(a.image_count, "image")}`;
+    loadNewest(a.name);
+  });
 }
 
 async function loadDetailFaces(album, id) {
