@@ -66,6 +66,10 @@ class GatewayClient:
     def list_albums(self) -> list[dict[str, Any]]:
         return list(self._json(self.http.get("/v1/albums"))["albums"])
 
+    def album(self, album: str) -> dict[str, Any]:
+        """The album; ApiError 404 album_not_found when there is none."""
+        return dict(self._json(self.http.get(f"/v1/albums/{album}")))
+
     def get_album(self, album: str) -> dict[str, Any] | None:
         try:
             return dict(self._json(self.http.get(f"/v1/albums/{album}")))

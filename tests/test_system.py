@@ -155,6 +155,11 @@ def test_cli_shows_changes_and_deletes_images(stack: Stack, photos: list[Path], 
     assert got["name"] == "renamed.png"
     assert {k: got["attributes"].get(k) for k in ("price", "in_stock", "sizes", "note", "colour")} == {
         "price": 42.5, "in_stock": True, "sizes": ["38", "39"], "note": "007", "colour": None}
+    # Tags set by hand are a list, found by `images --tag` as the network's labels are.
+    tagged = _cli(stack, "update-images", second, "--album", album, "--set", "tags=sale|new arrival")
+    assert tagged.returncode == 0, tagged.stderr
+    found = _cli(stack, "images", "--album", album, "--tag", "new arrival")
+    assert [line.split()[0] for line in found.stdout.splitlines()] == [second], found.stdout + found.stderr
     # By a filter, and every image.
     by_filter = _cli(stack, "update-images", "--album", album, "--where", "price > 40", "--set", "colour=blue")
     assert by_filter.returncode == 0 and f"album {album}: 1 image(s) updated" in by_filter.stdout, by_filter.stderr
@@ -168,7 +173,9 @@ def test_cli_shows_changes_and_deletes_images(stack: Stack, photos: list[Path], 
                        ([first, second, "--name", "x"], "--name renames one image"),
                        ([first], "nothing to change"),
                        ([first, "--set", "price"], "--set takes NAME=VALUE"),
-                       (["--all", "--set", "name=x"], "an image's name is not an attribute: --name renames one")]:
+                       (["--all", "--set", "name=x"], "an image's name is not an attribute: --name renames one"),
+                       ([first, "--set", "price=nan"], "price is a float column and 'nan' is not one (not a finite"),
+                       ([first, "--set", "price=1", "--unset", "price"], "price is both set and unset")]:
         refused = _cli(stack, "update-images", *args, "--album", album)
         assert refused.returncode == 2 and said in refused.stderr, (args, refused.stderr)
     assert httpx.get(f"{stack.http_url}/v1/albums/{album}/images/{first}").json()["attributes"]["price"] == 42.5
@@ -180,10 +187,11 @@ def test_cli_shows_changes_and_deletes_images(stack: Stack, photos: list[Path], 
     deleted = _cli(stack, "delete-images", first, missing, "--album", album)
     assert deleted.returncode == 1 and f"album {album}: 1 image(s) deleted, 1 not found" in deleted.stdout
     assert f"error: no image {missing} in album '{album}'" in deleted.stderr
-    gone = _cli(stack, "update-images", first, "--album", album, "--set", "price=1")  # one id: the same answer
-    assert gone.returncode == 1 and f"album {album}: 0 image(s) updated, 1 not found" in gone.stdout, gone.stderr
-    typo = _cli(stack, "delete-images", second, missing, "--album", f"{album}x")  # no such album: said once
-    assert typo.returncode == 2 and typo.stderr.count("album_not_found") == 1, typo.stderr
+    gone = _cli(stack, "update-images", first, "--album", album, "--set", "price=1")  # none found: 2
+    assert gone.returncode == 2 and f"album {album}: 0 image(s) updated, 1 not found" in gone.stdout, gone.stderr
+    for command in (["delete-images"], ["update-images", "--set", "price=1"]):  # no such album: said once
+        typo = _cli(stack, *command, second, missing, "--album", f"{album}x")
+        assert typo.returncode == 2 and typo.stderr.count("404 album_not_found") == 1, typo.stderr
     assert httpx.get(f"{stack.http_url}/v1/albums/{album}/images/{first}").status_code == 404
     assert _cli(stack, "delete-images", "--album", album).returncode == 2  # nothing named: nothing deleted
     by_where = _cli(stack, "delete-images", "--album", album, "--where", f"name = '{photos[1].name}'")

@@ -10,6 +10,7 @@ from typing import Any
 from services.cli.images import print_image
 from services.client import ApiError, GatewayClient
 from services.common.manifest import LIST_SEPARATOR, cell_value
+from services.common.schema import TAGS_ATTRIBUTE
 
 
 def chosen(args: argparse.Namespace) -> str:
@@ -22,7 +23,9 @@ def chosen(args: argparse.Namespace) -> str:
 
 def changes_of(sets: Sequence[str], unsets: Sequence[str], columns: dict[str, str]) -> dict[str, Any]:
     """The attributes `--set NAME=VALUE` and `--unset NAME` give, each value read as its declared column's type
-    (as a CSV manifest's cells are: int, float, bool as true/false, a string list split at '|'; undeclared: text)."""
+    (as a CSV manifest's cells are: int, float, bool as true/false, a string list split at '|'; the tags a list
+    too; undeclared: text)."""
+    columns = {TAGS_ATTRIBUTE: "string_list", **columns}
     changes: dict[str, Any] = {}
     for spec in sets:
         name, equals, value = spec.partition("=")
@@ -30,6 +33,8 @@ def changes_of(sets: Sequence[str], unsets: Sequence[str], columns: dict[str, st
             raise ValueError(f"--set takes NAME=VALUE, not {spec!r}")
         changes[name.strip()] = cell_value(value, columns.get(name.strip()), name.strip())
     for name in unsets:
+        if name.strip() in changes:
+            raise ValueError(f"{name.strip()} is both set and unset: one of them")
         changes[name.strip()] = None
     if "name" in changes:
         raise ValueError("an image's name is not an attribute: --name renames one image")
@@ -40,9 +45,7 @@ def cmd_update_images(args: argparse.Namespace, client: GatewayClient) -> int:
     target = chosen(args)
     if args.name is not None and (target != "ids" or len(args.ids) != 1):
         raise ValueError("--name renames one image: give its id alone")
-    album = client.get_album(args.album)
-    if album is None:
-        raise ValueError(f"no album {args.album!r} (`imagesearch albums` lists them)")
+    album = client.album(args.album)
     changes = changes_of(args.set or [], args.unset or [], {c["name"]: c["type"] for c in album.get("columns", [])})
     if not changes and args.name is None:
         raise ValueError("nothing to change: give --set NAME=VALUE, --unset NAME or --name")
@@ -66,8 +69,8 @@ def cmd_delete_images(args: argparse.Namespace, client: GatewayClient) -> int:
 
 
 def _each(ids: Sequence[str], act: Callable[[str], object], done: str, album: str, summary: bool = True) -> int:
-    """Acts on each image by id; one the album lacks is said and skipped (1 then), any other error (no such album
-    among them) stops."""
+    """Acts on each image by id; one the album lacks is said and skipped, any other error (no such album among
+    them) stops. Exit status 0 all done, 1 some not found, 2 none found."""
     missing = 0
     for image_id in ids:
         try:
@@ -79,7 +82,7 @@ def _each(ids: Sequence[str], act: Callable[[str], object], done: str, album: st
             missing += 1
     if summary or missing:
         print(f"album {album}: {len(ids) - missing} image(s) {done}" + (f", {missing} not found" if missing else ""))
-    return 1 if missing else 0
+    return 0 if not missing else 1 if missing < len(ids) else 2
 
 
 def _which(parser: argparse.ArgumentParser) -> None:
@@ -94,8 +97,8 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
                                                   "and bytes stay")
     _which(update)
     update.add_argument("--set", action="append", metavar="NAME=VALUE",
-                        help="an attribute, read as its column's type (bool: true/false; string_list: items split at "
-                             f"'{LIST_SEPARATOR}'; undeclared: text)")
+                        help="an attribute, read as its column's type (bool: true/false, yes/no or 1/0; string_list "
+                             f"and tags: items split at '{LIST_SEPARATOR}'; undeclared: text)")
     update.add_argument("--unset", action="append", metavar="NAME", help="clear this attribute")
     update.add_argument("--name", help="the image's new name (one image)")
     update.set_defaults(run=cmd_update_images)

@@ -79,14 +79,14 @@ def cmd_image(args: argparse.Namespace, client: GatewayClient) -> int:
     """One image: what is stored of it, its attributes (and its faces, with --faces); --save writes its bytes."""
     image = client.get_image(args.album, args.id)
     found = client.image_faces(args.album, args.id) if args.faces else None
+    if args.save:  # first: a path that cannot be written is the answer, not a line after the image
+        content = client.image_content(args.album, args.id)
+        Path(args.save).write_bytes(content)
+        print(f"saved {len(content):,} bytes to {args.save}", file=sys.stderr)
     if args.json:
         print(json.dumps({**image, **({"faces": found["faces"]} if found else {})}, indent=2, ensure_ascii=False))
     else:
         print_image(image, found, client.base_url)
-    if args.save:
-        content = client.image_content(args.album, args.id)
-        Path(args.save).write_bytes(content)
-        print(f"saved {len(content):,} bytes to {args.save}", file=sys.stderr)
     return 0
 
 

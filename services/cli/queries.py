@@ -62,7 +62,7 @@ def cmd_faces(args: argparse.Namespace, client: GatewayClient) -> int:
         return 0
     face = answer["faces"][answer["face"]]
     print(f"{len(answer['faces'])} face(s) in the query; searched face {answer['face']} at "
-          f"{face['x']},{face['y']} {face['width']}x{face['height']}: {len(answer['results'])} images of that person "
+          f"{face['x']},{face['y']} {face['width']}x{face['height']}: {_images(len(answer['results']))} of that person "
           f"(distance <= {answer['max_distance']}) in {answer['took_ms']:.1f} ms")
     for rank, hit in enumerate(answer["results"], 1):
         box = hit["face"]
@@ -134,3 +134,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     search.set_defaults(run=cmd_search)
     recognize.set_defaults(run=cmd_recognize)
     faces.set_defaults(run=cmd_faces)
+
+
+def _images(count: int) -> str:
+    return f"{count} image{'' if count == 1 else 's'}"

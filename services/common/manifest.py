@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -158,9 +159,18 @@ def cell_value(value: str, kind: str | None, key: str) -> Any:
     ValueError says why it is not one."""
     try:
         if kind == "int":
-            return int(value)
+            try:
+                return int(value)
+            except ValueError:
+                raise ValueError("not a whole number") from None
         if kind == "float":
-            return float(value)
+            try:
+                number = float(value)
+            except ValueError:
+                raise ValueError("not a number") from None
+            if not math.isfinite(number):
+                raise ValueError("not a finite number")
+            return number
         if kind == "bool":
             lowered = value.strip().lower()
             if lowered not in _TRUE | _FALSE:
@@ -169,5 +179,6 @@ def cell_value(value: str, kind: str | None, key: str) -> Any:
         if kind == "string_list":
             return [item.strip() for item in value.split(LIST_SEPARATOR) if item.strip()]
     except ValueError as exc:
-        raise ValueError(f"{key} is a {kind} column and {value!r} is not one ({exc})") from None
+        article = "an" if kind == "int" else "a"
+        raise ValueError(f"{key} is {article} {kind} column and {value!r} is not one ({exc})") from None
     return value

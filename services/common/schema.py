@@ -37,6 +37,8 @@ MAX_COLUMNS = 32
 MAX_STRING_BYTES = 1024
 MAX_LIST_ITEMS = 64
 MAX_LIST_ITEM_BYTES = 256
+# The attribute every image's labels are kept in (the network's at import, or set by hand): a list of words.
+TAGS_ATTRIBUTE = "tags"
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 # C0 controls and DEL, except tab and line breaks: they cannot be written as a filter literal.
 CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")

@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 
 from services.common.errors import InvalidArgument
 from services.common.filtering import ATTRIBUTES_PREFIX, Op, Predicate
-from services.common.schema import CONTROL_CHARS, MAX_LIST_ITEM_BYTES, AlbumSchema, ColumnType
+from services.common.schema import CONTROL_CHARS, MAX_LIST_ITEM_BYTES, TAGS_ATTRIBUTE, AlbumSchema, ColumnType
 from services.gateway.records import JsonObject, LabelInfo, Tag
 
-TAGS = "tags"
+TAGS = TAGS_ATTRIBUTE
 TAG_SCORES = "tag_scores"
 _SPACES = re.compile(r"[\s_]+")
 

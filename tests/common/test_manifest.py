@@ -49,7 +49,8 @@ def test_jsonl_rows_keep_their_json_values(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("name", "text", "words"), [
     ("m.csv", "file,price\na.jpg,cheap\n", "line 2: price is a float column"),
-    ("m.csv", "file,qty\na.jpg,1.5\n", "qty is a int column"),
+    ("m.csv", "file,qty\na.jpg,1.5\n", r"qty is an int column and '1.5' is not one \(not a whole number\)"),
+    ("m.csv", "file,price\na.jpg,nan\n", r"price is a float column and 'nan' is not one \(not a finite number\)"),
     ("m.csv", "file,in_stock\na.jpg,maybe\n", "in_stock"),
     ("m.csv", "price\n3\n", "names no file"),
     ("m.csv", "file,price\na.jpg,1\na.jpg,2\n", "has a row already"),
@@ -72,8 +73,8 @@ def test_every_bad_row_of_a_manifest_is_named_at_once(tmp_path: Path) -> None:
     with pytest.raises(ManifestError) as caught:
         read_manifest(path, COLUMNS)
     assert str(caught.value) == (
-        f"{path}: 3 rows cannot be read: line 2: price is a float column and 'cheap' is not one (could not convert "
-        "string to float: 'cheap'); line 3: in_stock is a bool column and 'maybe' is not one (not true or false); "
+        f"{path}: 3 rows cannot be read: line 2: price is a float column and 'cheap' is not one (not a number); "
+        "line 3: in_stock is a bool column and 'maybe' is not one (not true or false); "
         "line 5: 'c.jpg' has a row already")
     path.write_text("file,price\n" + "".join(f"{n}.jpg,x\n" for n in range(25)))
     with pytest.raises(ManifestError, match=r"^.*25 rows cannot be read: line 2: .*; line 21: [^;]*; and 5 more$"):

@@ -202,7 +202,7 @@ async def enabled(deps: Deps, album: str) -> Collection:
     faces = await faces_of(deps, album)
     if faces is None:
         raise FacesNotEnabled(f"album {album!r} does not index faces: create an album with faces on "
-                              f"(POST /v1/albums with \"faces\": true, `imagesearch albums create NAME --faces`) "
+                              f"(POST /v1/albums with \"faces\": true, `imagesearch create-album NAME --faces`) "
                               "and add the photos there")
     return faces
 
