@@ -1056,7 +1056,7 @@ def test_find_this_person_boxes_the_query_face_and_each_photo_of_that_person(
 
     # An image's details box its faces; a click on one finds that person, the image the query.
     page.locator("#newest .thumb[title='obama']").click()
-    expect(page.locator("#imgFacesNote")).to_have_text("1 face: click one to find that person")
+    expect(page.locator("#imgFacesNote")).to_have_text("1 face: click it to find that person")
     expect(page.locator("#imgFrame .face-box")).to_have_count(1)
     screenshot(page, "test_image_details_faces", tmp_path)
     page.locator("#imgFrame .face-box").click()
@@ -1099,6 +1099,9 @@ def test_an_image_s_details_change_its_name_and_attributes_and_delete_it(
     page.fill("#imgOthers", "[1, 2]")
     page.click("#imgSave")
     expect(page.locator("#imgMsg")).to_contain_text("a JSON object is needed")
+    page.fill("#imgOthers", json.dumps({**json.loads(others), "price": 8}))  # a column has its own field
+    page.click("#imgSave")
+    expect(page.locator("#imgMsg")).to_contain_text("Other attributes: price has its own field above.")
     page.fill("#imgOthers", others)
     page.fill("#imgField-listed_at", "last tuesday")
     page.click("#imgSave")
@@ -1123,12 +1126,22 @@ def test_an_image_s_details_change_its_name_and_attributes_and_delete_it(
     assert {k: after["attributes"][k] for k in ("listed_at", "tags")} == {
         k: before["attributes"][k] for k in ("listed_at", "tags")}
     screenshot(page, "test_image_details", tmp_path)
+    # Closing with unsaved changes says so first; closing again leaves them.
+    page.fill("#imgField-note", "half typed")
     page.keyboard.press("Escape")
+    expect(page.locator("#imgMsg")).to_have_text("Unsaved changes: Save them, or close again to leave them.")
+    expect(dialog).to_be_visible()
+    page.click("#imgClose")
     expect(dialog).not_to_be_visible()
+    assert http.get(f"/v1/albums/{shop.album}/images/{image_id}").json()["attributes"]["note"] == "on sale"
     card = page.locator(f"#results .card[data-image-id='{image_id}']")
     expect(card.locator(".name")).to_have_text("renamed")
     assert (card_value(card, "price"), card_value(card, "note")) == ("39.5", "on sale")
     expect(page.locator(f"#newest .thumb[data-image-id='{image_id}']")).to_have_attribute("title", "renamed")
+    card.locator(".name").click()  # the name opens the image as well as its picture
+    expect(page.locator("#imgTitle")).to_have_text("renamed")
+    page.keyboard.press("Escape")
+    expect(dialog).not_to_be_visible()
 
     # Only what the form changed is sent: an empty list shown as an empty field stays a list; a number field
     # holding what is not a number is refused, not stored as none.

@@ -129,7 +129,8 @@ function imageCard(image, groups) {
   link.appendChild(img);
   const meta = el("div", "meta");
   const name = el("div", "name", image.name);
-  name.title = image.name;
+  name.title = `${image.name}: details`;
+  opensDetails(name, image);
   meta.appendChild(name);
   for (const pairs of groups.filter((g) => g.length)) {
     meta.appendChild(kvsNode(pairs));

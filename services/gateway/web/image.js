@@ -25,7 +25,8 @@ function stillShown(id) { return Boolean(details && details.image.id === id); }
 
 async function openDetails(shown) {
   const album = albumOfImage(shown);
-  details = { album, image: shown, faces: null, fields: [], others: {} };
+  details = { album, image: shown, faces: null, fields: [], others: {}, loaded: false };
+  warnedUnsaved = false;
   $("imgTitle").textContent = shown.name;
   $("imgName").value = "";
   $("imgOthers").value = "";
@@ -46,6 +47,7 @@ async function openDetails(shown) {
     const { body } = await api(imagePath(album, shown.id));
     if (!stillShown(shown.id)) return;  // another image opened meanwhile
     fillDetails(body);
+    details.loaded = true;
     show($("imgMsg"), "");
     setDetailsBusy(false);
   } catch (e) { if (stillShown(shown.id)) showError($("imgMsg"), e); return; }
@@ -103,12 +105,12 @@ function attributeField(column, value) {
     if (column.type === "int") input.step = "1";
     if (column.type === "float") input.step = "any";
     if (column.type === "timestamp") input.placeholder = "2024-01-31T12:00:00Z";
-    if (column.type === "string_list") input.placeholder = "a, b, c (split at commas)";
+    if (column.type === "string_list") input.placeholder = "a, b, c";
     input.value = value == null ? "" : Array.isArray(value) ? value.join(", ") : String(value);
   }
   input.id = id;
   input.dataset.column = column.name;
-  if (column.type !== "bool") input.title = "Left empty: none";
+  if (column.type !== "bool") input.title = column.type === "string_list" ? "Items split at commas; left empty: none" : "Left empty: none";
   node.append(label, input);
   const initial = input.value;
   // The value to store; `undefined` while the field is as it was shown (a value shown otherwise than stored,
@@ -156,6 +158,8 @@ function detailChanges() {
     try { others = JSON.parse(text); } catch (e) { throw new Error(`Other attributes: not JSON (${e.message}).`); }
     if (!others || typeof others !== "object" || Array.isArray(others)) throw new Error("Other attributes: a JSON object is needed, e.g. {\"note\": \"sale\"}.");
     if ("name" in others) throw new Error("Other attributes: the image's name is changed in the Name field, not as an attribute.");
+    const declared = details.fields.map((f) => f.name).filter((n) => n in others);
+    if (declared.length) throw new Error(`Other attributes: ${declared.join(", ")} ${declared.length === 1 ? "has its" : "have their"} own field above.`);
   }
   for (const key of Object.keys(details.others)) if (!(key in others)) attributes[key] = null;
   for (const [key, value] of Object.entries(others))
@@ -165,6 +169,26 @@ function detailChanges() {
   if (!name) throw new Error("The image needs a name.");
   if (name !== details.image.name) changes.name = name;
   return changes;
+}
+
+/** Whether the form holds what is not saved (input that cannot be read counts). */
+function unsavedChanges() {
+  if (!details || !details.loaded) return false;
+  try {
+    const changes = detailChanges();
+    return Boolean(changes.name || Object.keys(changes.attributes).length);
+  } catch (e) { return true; }
+}
+
+/** Closes the dialog; with unsaved changes, the first try only says so. */
+let warnedUnsaved = false;
+function closeDetails() {
+  if (!warnedUnsaved && unsavedChanges()) {
+    warnedUnsaved = true;
+    show($("imgMsg"), "Unsaved changes: Save them, or close again to leave them.", "error box");
+    return;
+  }
+  $("imageDialog").close();
 }
 
 async function saveDetails() {
@@ -180,6 +204,7 @@ async function saveDetails() {
     updateCards(body, album);  // also when the dialog was closed meanwhile
     if (!stillShown(image.id)) return;
     fillDetails(body);
+    warnedUnsaved = false;
     const what = [changes.name ? "name" : "", ...Object.keys(changes.attributes)].filter(Boolean);
     show($("imgMsg"), `Saved: ${what.join(", ")}.`, "ok");
   } catch (e) { if (stillShown(image.id)) showError($("imgMsg"), e); }
@@ -215,7 +240,8 @@ function updateCards(image, album) {
       continue;
     }
     const name = node.querySelector(".name");
-    name.textContent = name.title = image.name;
+    name.textContent = image.name;
+    name.title = `${image.name}: details`;
     const kvs = node.querySelector(".kvs.attrs");
     if (kvs) kvs.replaceWith(kvsNode(attributePairs(image.attributes, album)));
   }
@@ -255,7 +281,7 @@ function drawDetailFaces() {
   const img = $("imgFull"), frame = $("imgFrame");
   for (const old of frame.querySelectorAll(".face-box")) old.remove();
   const faces = details && details.faces;
-  show($("imgFacesNote"), faces ? (faces.length ? `${plural(faces.length, "face")}: click one to find that person`
+  show($("imgFacesNote"), faces ? (faces.length ? `${plural(faces.length, "face")}: click ${faces.length === 1 ? "it" : "one"} to find that person`
                                                 : "No face found in this image.") : "");
   if (!faces || !img.naturalWidth) return;
   const scale = img.clientWidth / img.naturalWidth;
@@ -285,13 +311,15 @@ $("imgSearch").addEventListener("click", () => {
   $("imageDialog").close();
   setQueryImage(image, album);
 });
-$("imgClose").addEventListener("click", () => $("imageDialog").close());
+$("imgClose").addEventListener("click", closeDetails);
+// Escape: as the close button (the browser closes the dialog by itself if asked twice in a row).
+$("imageDialog").addEventListener("cancel", (e) => { e.preventDefault(); closeDetails(); });
 // A click on the backdrop (outside the dialog's box) closes it, as Escape does; not a drag that began inside
 // (selecting a field's text past its edge).
 let pressedOnBackdrop = false;
 $("imageDialog").addEventListener("pointerdown", (e) => { pressedOnBackdrop = e.target === $("imageDialog"); });
 $("imageDialog").addEventListener("click", (e) => {
-  if (e.target === $("imageDialog") && pressedOnBackdrop) $("imageDialog").close();
+  if (e.target === $("imageDialog") && pressedOnBackdrop) closeDetails();
   pressedOnBackdrop = false;
 });
 $("imageDialog").addEventListener("close", () => { details = null; $("imgFull").removeAttribute("src"); });
