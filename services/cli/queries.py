@@ -84,6 +84,9 @@ def cmd_recognize(args: argparse.Namespace, client: GatewayClient) -> int:
               f"(known {answer['known']:.2f}, threshold {answer['threshold']:.2f})")
     for other in answer["candidates"][1:]:
         print(f"  or {other['label']}  confidence {other['confidence']:.2f}")
+    if answer.get("face"):
+        box = answer["face"]
+        print(f"by the face at {box['x']},{box['y']} {box['width']}x{box['height']} (the photo's largest)")
     calibration = answer["calibration"]
     if calibration["top1"] is not None:
         print(f"calibrated on {calibration['images']} labelled images, {calibration['labels']} labels "

@@ -436,6 +436,8 @@ class RecognizeOutcome:
     candidates: list[LabelScore]
     evidence: list[Evidence]
     calibration: CalibrationReport
+    # By faces: the query's face recognised (its largest), in the query image's pixels.
+    face: FaceBox | None = None
 
 
 @dataclass(frozen=True)

@@ -365,6 +365,8 @@ class RecognizeOut(BaseModel):
     candidates: list[LabelScoreOut] = Field(description="The labels voted for, most votes first (at most 5).")
     evidence: list[EvidenceOut] = Field(description="The nearest labelled images, nearest first.")
     calibration: CalibrationOut
+    face: FaceBoxOut | None = Field(None, description="With faces=true: the photo's face recognised (its largest), "
+                                                      "in the photo's pixels.")
 
     @classmethod
     def of(cls, o: RecognizeOutcome) -> RecognizeOut:
@@ -378,7 +380,8 @@ class RecognizeOut(BaseModel):
             evidence=[EvidenceOut(id=e.image.id, name=e.image.name, distance=e.distance, labels=list(e.labels),
                                   url=e.image.url, thumbnail_url=e.image.thumbnail_url) for e in o.evidence],
             calibration=CalibrationOut(images=c.images, labels=c.labels, calibrated=c.calibrated, top1=c.top1,
-                                       known_rejected=c.known_rejected, unknown_rejected=c.unknown_rejected))
+                                       known_rejected=c.known_rejected, unknown_rejected=c.unknown_rejected),
+            face=FaceBoxOut.of(o.face) if o.face is not None else None)
 
 
 class ImportCreate(BaseModel):

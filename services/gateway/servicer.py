@@ -130,7 +130,8 @@ def recognize_message(o: RecognizeOutcome) -> gateway_pb2.RecognizeResponse:
         evidence=[gateway_pb2.Evidence(image=image_message(e.image), distance=e.distance, labels=list(e.labels))
                   for e in o.evidence],
         calibration=gateway_pb2.Calibration(images=c.images, labels=c.labels, calibrated=c.calibrated, top1=c.top1,
-                                            known_rejected=c.known_rejected, unknown_rejected=c.unknown_rejected))
+                                            known_rejected=c.known_rejected, unknown_rejected=c.unknown_rejected),
+        face=face_box_message(o.face) if o.face is not None else None)
 
 
 def sql_message(result: SqlResult) -> gateway_pb2.SqlResponse:

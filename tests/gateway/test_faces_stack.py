@@ -220,6 +220,9 @@ def test_recognize_by_faces_names_the_person_or_says_unknown(stack: Stack, http:
 
     known = recognize(people["obama3"].read_bytes())
     assert known["label"] == "obama" and known["unknown"] is False
+    # The face recognised is the one a face search takes (the largest), where it is in the photo.
+    searched = face_search(http, album.name, people["obama3"].read_bytes()).json()
+    assert known["face"] == searched["faces"][searched["face"]]
     assert [e["name"] for e in known["evidence"]][:2] == ["obama", "obama2"]  # type: ignore[index]
     # A person the album has no photo of: the nearest labelled face is another person's.
     album_without_biden = unique_album("faces-nobiden")
@@ -234,6 +237,10 @@ def test_recognize_by_faces_names_the_person_or_says_unknown(stack: Stack, http:
         answer = gateway_pb2_grpc.GatewayStub(channel).Recognize(gateway_pb2.RecognizeRequest(
             album=album.name, image=people["obama3"].read_bytes(), label="person", faces=True), timeout=60)
         assert answer.label == "obama" and not answer.unknown
+        assert (answer.face.x, answer.face.width) == (known["face"]["x"], known["face"]["width"])  # type: ignore[index]
+        plain = gateway_pb2_grpc.GatewayStub(channel).Recognize(gateway_pb2.RecognizeRequest(
+            album=album.name, image=people["obama3"].read_bytes(), label="person"), timeout=60)
+        assert not plain.HasField("face")  # by the whole photo: no face
     assert http.delete(f"/v1/albums/{album_without_biden}").status_code == 200
 
 

@@ -1010,6 +1010,9 @@ def test_find_this_person_boxes_the_query_face_and_each_photo_of_that_person(
     page.check("#byFace")
     page.click("#recognize")
     expect(page.locator("#recognition .label")).to_have_text("obama")
+    expect(page.locator("#searchMsg")).to_contain_text("by the face boxed on the photo")
+    expect(query_box).to_have_count(1)  # the face recognised
+    expect(query_box).to_have_attribute("title", "the face recognised")
 
     # The options: how many labelled images a recognition shows, and below what it answers unknown.
     page.click("#options summary")

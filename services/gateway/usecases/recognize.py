@@ -25,6 +25,7 @@ from services.gateway.records import (
     CalibrationReport,
     Collection,
     Evidence,
+    FaceBox,
     Hit,
     LabelScore,
     Query,
@@ -62,12 +63,14 @@ async def recognize(deps: Deps, album: str, query: Query, label: str, evidence: 
     condition = bind(Not(Predicate(column, Op.IS_NULL)), collection.schema)
     face_collection = await face_usecases.enabled(deps, album) if faces else None
     calibration = await album_calibration(deps, collection, column, key, condition, face_collection)
+    face: FaceBox | None = None
     if face_collection is None:
         vector, model, exclude = await _query_vector(deps, collection, query)
         hits = await deps.search.search(album, vector, deps.settings.recognize_k, condition, exclude,
                                         primary_only=True)
     else:
-        *_, vector, exclude = await face_usecases.query_face(deps, album, face_collection, query)
+        boxes, chosen, _, _, vector, exclude = await face_usecases.query_face(deps, album, face_collection, query)
+        face = boxes[chosen] if chosen < len(boxes) else None
         model = face_collection.model
         hits = await _labelled_face_hits(deps, album, face_collection, vector, exclude)
     labelled = [(h, ls) for h in hits if (ls := labels_of(h.attributes.get(key)))]
@@ -84,7 +87,7 @@ async def recognize(deps: Deps, album: str, query: Query, label: str, evidence: 
         confidence=candidates[0].confidence if candidates else 0.0, known=answer.known, threshold=answer.threshold,
         candidates=candidates,
         evidence=[Evidence(record_of(album, h), h.distance, ls) for h, ls in labelled[:evidence]],
-        calibration=_report(calibration))
+        calibration=_report(calibration), face=face)
 
 
 def label_column(collection: Collection, label: str) -> tuple[str, str]:

@@ -56,7 +56,7 @@ function drawQueryFaces() {
     const box = el("div", "face-box" + (i === faceSearch.face ? " chosen" : ""));
     Object.assign(box.style, { left: `${f.x * scale}px`, top: `${f.y * scale}px`, width: `${f.width * scale}px`, height: `${f.height * scale}px` });
     box.dataset.face = String(i);
-    box.title = i === faceSearch.face ? "the face searched" : "click to find this person instead";
+    box.title = faceSearch.recognised ? "the face recognised" : i === faceSearch.face ? "the face searched" : "click to find this person instead";
     if (faceSearch.faces.length > 1) box.appendChild(el("b", "", i === faceSearch.face ? "searched" : `face ${i + 1}`));
     box.addEventListener("pointerdown", (e) => e.stopPropagation());
     box.addEventListener("click", (e) => { e.stopPropagation(); if (i !== faceSearch.face) findPerson(i); });
@@ -98,11 +98,20 @@ async function recognize() {
   $("recognize").disabled = true;
   show($("searchMsg"), "Recognising…");
   $("recognition").hidden = true;
+  clearFaces();
+  lastSearch = null;  // the copy search's results and regions give way to the answer (it reads the whole photo)
+  setProposals([]);
+  setRegion(null);
   $("results").replaceChildren();
   try {
     const { body } = await api(`/v1/albums/${encodeURIComponent(album)}/recognize?${params}`, { method: "POST", body: form });
     if (album !== currentAlbum()) return;
-    show($("searchMsg"), `Recognised in ${body.took_ms.toFixed(1)} ms · ${body.calibration.images} labelled images, ${plural(body.calibration.labels, "label")}`);
+    const byFace = body.face ? " · by the face boxed on the photo" : "";
+    show($("searchMsg"), `Recognised in ${body.took_ms.toFixed(1)} ms · ${body.calibration.images} labelled images, ${plural(body.calibration.labels, "label")}${byFace}`);
+    if (body.face) {  // which face was recognised, boxed on the query
+      faceSearch = { faces: [body.face], face: 0, recognised: true };
+      drawQueryFaces();
+    }
     renderRecognition(body, album);
   } catch (e) { if (album === currentAlbum()) show($("searchMsg"), e.message, "error"); }
   finally { $("recognize").disabled = false; }
