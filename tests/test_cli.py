@@ -188,3 +188,8 @@ def test_an_sql_table_cuts_a_long_value_in_the_middle_so_names_sharing_a_folder_
     assert lines[2].split() == ["gcompris_categorization…_images_fishes_fish1.jpg", "9.5000"]
     assert lines[3].split() == ["gcompris_categorization…images_fishes_fish10.jpg", "9.5000"]
     assert len(lines[3].split()[0]) == 48 and lines[-1] == "SELECT shop: 2 row(s) in 1.0 ms"
+    print_sql_result({"statement": "SELECT", "album": "shop", "took_ms": 1.0, "columns": ["name"],
+                      "rows": [{"values": ["a"], "image": {"url": "/v1/albums/shop/images/1/content"}}]}, "http://x")
+    header, rule, row, _ = capsys.readouterr().out.splitlines()  # a row of an image: its link, under "image"
+    assert (header.split(), rule.split(), row.split()) == (
+        ["name", "image"], ["----", "-----"], ["a", "http://x/v1/albums/shop/images/1/content"])

@@ -57,8 +57,9 @@ def print_sql_result(answer: dict[str, Any], base_url: str) -> None:
     if columns:
         cells = [[_cell_text(v) for v in row["values"]] for row in rows]
         widths = [min(CELL_WIDTH, max([len(c), *(len(r[i]) for r in cells)])) for i, c in enumerate(columns)]
-        print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
-        print("  ".join("-" * w for w in widths))
+        linked = any(row.get("image") for row in rows)  # a row of an image ends with its link
+        print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)) + ("  image" if linked else ""))
+        print("  ".join("-" * w for w in widths) + ("  -----" if linked else ""))
         for row, cell in zip(rows, cells, strict=True):
             link = f"  {base_url}{row['image']['url']}" if row.get("image") else ""
             print("  ".join(fit(v, w).ljust(w) for v, w in zip(cell, widths, strict=True)) + link)

@@ -291,6 +291,7 @@ function drawDetailFaces() {
     box.dataset.face = String(i);
     box.title = "Find this person in the album";
     box.appendChild(el("b", "", `face ${i + 1}`));
+    keepLabelInside(box, f, scale, img.clientWidth);
     box.addEventListener("click", () => {
       const { album, image } = details;
       $("imageDialog").close();

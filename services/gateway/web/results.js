@@ -58,12 +58,20 @@ function drawQueryFaces() {
     box.dataset.face = String(i);
     box.title = faceSearch.recognised ? "the face recognised" : i === faceSearch.face ? "the face searched" : "click to find this person instead";
     if (faceSearch.faces.length > 1) box.appendChild(el("b", "", i === faceSearch.face ? "searched" : `face ${i + 1}`));
+    keepLabelInside(box, f, scale, img.clientWidth);
     box.addEventListener("pointerdown", (e) => e.stopPropagation());
     box.addEventListener("click", (e) => { e.stopPropagation(); if (i !== faceSearch.face) findPerson(i); });
     frame.appendChild(box);
   });
 }
 $("preview").addEventListener("load", drawQueryFaces);
+
+/** A face box's label goes under it when the box is at the photo's top edge, and ends at its right side when the
+ * box is near the right edge: the frame cuts what sticks out. */
+function keepLabelInside(box, face, scale, width) {
+  box.classList.toggle("label-below", face.y * scale < 18);
+  box.classList.toggle("label-right", face.x * scale + 70 > width);
+}
 
 /** A result of a face search: the whole photo, its matched face boxed (positions as fractions of the square). */
 function faceCard(hit, album) {
