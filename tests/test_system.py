@@ -160,6 +160,8 @@ def test_cli_shows_changes_and_deletes_images(stack: Stack, photos: list[Path], 
     assert tagged.returncode == 0, tagged.stderr
     found = _cli(stack, "images", "--album", album, "--tag", "new arrival")
     assert [line.split()[0] for line in found.stdout.splitlines()] == [second], found.stdout + found.stderr
+    hand = httpx.get(f"{stack.http_url}/v1/albums/{album}/images/{second}").json()["attributes"]
+    assert (hand["tags"], hand.get("tag_scores")) == (["sale", "new arrival"], None)  # the network's scores went
     # By a filter, and every image.
     by_filter = _cli(stack, "update-images", "--album", album, "--where", "price > 40", "--set", "colour=blue")
     assert by_filter.returncode == 0 and f"album {album}: 1 image(s) updated" in by_filter.stdout, by_filter.stderr
@@ -231,7 +233,7 @@ def test_the_sql_session_of_the_readme_on_real_photos(stack: Stack, photos: list
                                  f"('red', 'blue') AND in_stock ORDER BY feature <-> image('{query}') LIMIT 10")
     assert nearest.returncode == 0, nearest.stderr
     lines = nearest.stdout.splitlines()
-    assert lines[0].split() == ["name", "price", "distance"]
+    assert lines[0].split() == ["name", "price", "distance", "image"]  # each row ends with the image's link
     rows = [line.split() for line in lines[2:-1]]
     assert rows[0][0] == "a.png" and sorted(r[0] for r in rows) == ["a.png", "b.png", "e.png"]
     assert float(rows[0][2]) < 0.01 and "3 row(s)" in lines[-1]

@@ -71,17 +71,22 @@ def cmd_delete_images(args: argparse.Namespace, client: GatewayClient) -> int:
 def _each(ids: Sequence[str], act: Callable[[str], object], done: str, album: str, summary: bool = True) -> int:
     """Acts on each image by id; one the album lacks is said and skipped, any other error (no such album among
     them) stops. Exit status 0 all done, 1 some not found, 2 none found."""
-    missing = 0
-    for image_id in ids:
-        try:
-            act(image_id)
-        except ApiError as exc:
-            if exc.reason != "image_not_found":
-                raise
-            print(f"error: {exc.message}", file=sys.stderr)
-            missing += 1
-    if summary or missing:
-        print(f"album {album}: {len(ids) - missing} image(s) {done}" + (f", {missing} not found" if missing else ""))
+    missing = acted = 0
+    try:
+        for image_id in ids:
+            try:
+                act(image_id)
+                acted += 1
+            except ApiError as exc:
+                if exc.reason != "image_not_found":
+                    raise
+                print(f"error: {exc.message}", file=sys.stderr)
+                missing += 1
+    finally:  # also when an error stops it: what was done before it
+        if summary or missing:
+            left = len(ids) - acted - missing
+            print(f"album {album}: {acted} image(s) {done}" + (f", {missing} not found" if missing else "")
+                  + (f", {left} not reached" if left else ""))
     return 0 if not missing else 1 if missing < len(ids) else 2
 
 

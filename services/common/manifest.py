@@ -18,16 +18,22 @@ import csv
 import io
 import json
 import math
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from services.common.errors import InvalidAttributes
+from services.common.schema import INT64_MAX, INT64_MIN
 
 FILE_KEYS = ("file", "path", "url", "name")
 # The most bad rows a refused manifest's error lists (it counts the rest).
 REPORTED = 20
 LIST_SEPARATOR = "|"
+# Numbers as a CSV cell or the command line writes them: ASCII digits, a sign, a decimal point, an exponent.
+WHOLE_NUMBER = re.compile(r"[+-]?0*([0-9]+)", re.ASCII)
+DECIMAL_NUMBER = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?", re.ASCII)
+_NOT_FINITE = {"nan", "inf", "infinity"}
 _TRUE, _FALSE = {"true", "t", "1", "yes", "y"}, {"false", "f", "0", "no", "n"}
 
 
@@ -159,17 +165,19 @@ def cell_value(value: str, kind: str | None, key: str) -> Any:
     ValueError says why it is not one."""
     try:
         if kind == "int":
-            try:
-                return int(value)
-            except ValueError:
-                raise ValueError("not a whole number") from None
+            digits = WHOLE_NUMBER.fullmatch(value.strip())
+            if not digits:
+                raise ValueError("not a whole number")
+            if len(digits.group(1)) > 19 or not INT64_MIN <= (whole := int(value)) <= INT64_MAX:
+                raise ValueError("outside the 64-bit range")
+            return whole
         if kind == "float":
-            try:
-                number = float(value)
-            except ValueError:
-                raise ValueError("not a number") from None
+            if not DECIMAL_NUMBER.fullmatch(value.strip()):
+                raise ValueError("not a finite number" if value.strip().lower().lstrip("+-") in _NOT_FINITE
+                                 else "not a number")
+            number = float(value)
             if not math.isfinite(number):
-                raise ValueError("not a finite number")
+                raise ValueError("too large")
             return number
         if kind == "bool":
             lowered = value.strip().lower()

@@ -14,8 +14,9 @@ A word finds the labels whose WordNet lemmas include it, case-insensitively ("ta
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from services.common.errors import InvalidArgument
 from services.common.filtering import ATTRIBUTES_PREFIX, Op, Predicate
@@ -77,6 +78,15 @@ def tag_filter(schema: AlbumSchema, values: Sequence[str]) -> Predicate | None:
     """Images whose tags hold any of the values (None where the album's `tags` is not a list)."""
     column = tags_column(schema)
     return Predicate(column, Op.CONTAINS_ANY, tuple(values)) if column else None
+
+
+def tags_set_by_hand(schema: AlbumSchema, changes: Mapping[str, Any]) -> dict[str, Any]:
+    """Changes that set `tags` by hand clear the classifier's scores too (they were of its own tags: shown beside
+    the new words, and a re-embed would take the new words for the classifier's and replace them), unless they
+    set the scores as well or the album declares them."""
+    if TAGS in changes and TAG_SCORES not in changes and schema.get(TAG_SCORES) is None:
+        return {**changes, TAG_SCORES: None}
+    return dict(changes)
 
 
 def with_tags(schema: AlbumSchema, attributes: JsonObject, tags: Sequence[Tag], refresh: bool = False) -> JsonObject:

@@ -199,6 +199,7 @@ def test_an_sql_example_button_stays_the_same_button_when_its_statement_changes(
     (before, every button was replaced, and a click in that moment could land on none: CI saw "count" do nothing)."""
     choose_album(page, shop)
     page.wait_for_function("sampleImageName !== ''")  # the album's own arrived: it does not overwrite the one set here
+    page.wait_for_load_state("networkidle")  # nor does a second one (the album chosen again as the listing lands)
     page.evaluate("window.kept = [...document.querySelectorAll('#sqlExamples button')]")
     page.evaluate("sampleImageName = 'another name.jpg'; renderExamples()")
     assert page.evaluate("[...document.querySelectorAll('#sqlExamples button')].every((b, i) => b === window.kept[i])")

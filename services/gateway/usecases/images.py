@@ -18,7 +18,7 @@ from services.gateway.blobstore import Blob, features_key, image_key, thumbnail_
 from services.gateway.companions import faces_collection
 from services.gateway.deps import Deps
 from services.gateway.records import FIRST_PAGE, NO_FILTER, GroupCount, ImageFilter, ImageRecord, Item, Listing
-from services.gateway.tags import check_word, tag_filter
+from services.gateway.tags import check_word, tag_filter, tags_set_by_hand
 from services.gateway.usecases.shared import record_of
 
 log = logging.getLogger(__name__)
@@ -126,8 +126,9 @@ async def count_groups(deps: Deps, album: str, columns: Sequence[str],
 async def update_image(deps: Deps, album: str, image_id: str, changes: Mapping[str, Any]) -> ImageRecord:
     """Changes one image's attributes (and name; None clears a declared column or removes an undeclared
     attribute); its vectors, blobs and local features are untouched. Returns the image as it is now."""
+    collection = await deps.collection(album)
     await stored_items(deps, album, image_id)
-    await deps.search.update(album, changes, ids=[image_id])
+    await deps.search.update(album, tags_set_by_hand(collection.schema, changes), ids=[image_id])
     deps.calibrations.changed(album)
     return await get_image(deps, album, image_id)
 
@@ -138,7 +139,8 @@ async def update_images(deps: Deps, album: str, changes: Mapping[str, Any], filt
     `all`); returns how many. Nothing changes when a value does not suit its column."""
     collection = await deps.collection(album)
     selected = _selection(deps, collection, filter, all, "update")
-    updated = await deps.search.update(album, changes, filter=selected, all=selected is None)
+    updated = await deps.search.update(album, tags_set_by_hand(collection.schema, changes), filter=selected,
+                                       all=selected is None)
     deps.calibrations.changed(album)
     log.info("updated %d image(s) of album %s: %s", updated, album, sorted(changes))
     return updated

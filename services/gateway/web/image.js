@@ -20,8 +20,9 @@ function albumOfImage(image) {
   return match ? decodeURIComponent(match[1]) : currentAlbum();
 }
 
-/** Whether the dialog still shows this image (a late answer about another is dropped). */
-function stillShown(id) { return Boolean(details && details.image.id === id); }
+/** Whether the dialog still shows this image of this album (a late answer about another is dropped; the same
+ * photo in two albums has one id). */
+function stillShown(id, album) { return Boolean(details && details.image.id === id && details.album === album); }
 
 async function openDetails(shown) {
   const album = albumOfImage(shown);
@@ -45,12 +46,12 @@ async function openDetails(shown) {
   if (!$("imageDialog").open) $("imageDialog").showModal();
   try {
     const { body } = await api(imagePath(album, shown.id));
-    if (!stillShown(shown.id)) return;  // another image opened meanwhile
+    if (!stillShown(shown.id, album)) return;  // another image opened meanwhile
     fillDetails(body);
     details.loaded = true;
     show($("imgMsg"), "");
     setDetailsBusy(false);
-  } catch (e) { if (stillShown(shown.id)) showError($("imgMsg"), e); return; }
+  } catch (e) { if (stillShown(shown.id, album)) showError($("imgMsg"), e); return; }
   if (here && (albums.get(album) || {}).faces) loadDetailFaces(album, shown.id);
 }
 
@@ -147,7 +148,7 @@ function withZone(text) {
 
 /** What the form changes: {name?, attributes} with only the values that differ (null clears one). */
 function detailChanges() {
-  const attributes = {};
+  const attributes = Object.create(null);  // an attribute named __proto__ is an attribute
   for (const field of details.fields) {
     const value = field.read();
     if (value !== undefined && !sameValue(value, field.before, field.type)) attributes[field.name] = value;
@@ -157,11 +158,11 @@ function detailChanges() {
   if (text) {
     try { others = JSON.parse(text); } catch (e) { throw new Error(`Other attributes: not JSON (${e.message}).`); }
     if (!others || typeof others !== "object" || Array.isArray(others)) throw new Error("Other attributes: a JSON object is needed, e.g. {\"note\": \"sale\"}.");
-    if ("name" in others) throw new Error("Other attributes: the image's name is changed in the Name field, not as an attribute.");
-    const declared = details.fields.map((f) => f.name).filter((n) => n in others);
+    if (Object.hasOwn(others, "name")) throw new Error("Other attributes: the image's name is changed in the Name field, not as an attribute.");
+    const declared = details.fields.map((f) => f.name).filter((n) => Object.hasOwn(others, n));
     if (declared.length) throw new Error(`Other attributes: ${declared.join(", ")} ${declared.length === 1 ? "has its" : "have their"} own field above.`);
   }
-  for (const key of Object.keys(details.others)) if (!(key in others)) attributes[key] = null;
+  for (const key of Object.keys(details.others)) if (!Object.hasOwn(others, key)) attributes[key] = null;
   for (const [key, value] of Object.entries(others))
     if (JSON.stringify(value) !== JSON.stringify(details.others[key])) attributes[key] = value;
   const changes = { attributes };
@@ -180,18 +181,20 @@ function unsavedChanges() {
   } catch (e) { return true; }
 }
 
-/** Closes the dialog; with unsaved changes, the first try only says so. */
+/** Closes the dialog, and says whether it did: with unsaved changes, the first try only says so. */
 let warnedUnsaved = false;
 function closeDetails() {
   if (!warnedUnsaved && unsavedChanges()) {
     warnedUnsaved = true;
     show($("imgMsg"), "Unsaved changes: Save them, or close again to leave them.", "error box");
-    return;
+    return false;
   }
   $("imageDialog").close();
+  return true;
 }
 
 async function saveDetails() {
+  warnedUnsaved = false;  // its message replaces the warning: a close after it warns again
   let changes;
   try { changes = detailChanges(); } catch (e) { return show($("imgMsg"), e.message, "error box"); }
   if (!Object.keys(changes.attributes).length && !changes.name) return show($("imgMsg"), "Nothing changed.");
@@ -202,13 +205,13 @@ async function saveDetails() {
     const { body } = await api(imagePath(album, image.id), { method: "PATCH", headers: { "Content-Type": "application/json" },
                                                              body: JSON.stringify(changes) });
     updateCards(body, album);  // also when the dialog was closed meanwhile
-    if (!stillShown(image.id)) return;
+    if (!stillShown(image.id, album)) return;
     fillDetails(body);
     warnedUnsaved = false;
     const what = [changes.name ? "name" : "", ...Object.keys(changes.attributes)].filter(Boolean);
     show($("imgMsg"), `Saved: ${what.join(", ")}.`, "ok");
-  } catch (e) { if (stillShown(image.id)) showError($("imgMsg"), e); }
-  finally { if (stillShown(image.id)) setDetailsBusy(false); }
+  } catch (e) { if (stillShown(image.id, album)) showError($("imgMsg"), e); }
+  finally { if (stillShown(image.id, album)) setDetailsBusy(false); }
 }
 
 /** The cards and thumbnails of an image of an album (an image's id is its content's: the same photo in another
@@ -253,12 +256,12 @@ async function deleteDetails() {
   try {
     await api(imagePath(album, image.id), { method: "DELETE" });
   } catch (e) {
-    if (stillShown(image.id)) { setDetailsBusy(false); $("imgConfirm").hidden = true; showError($("imgMsg"), e); }
+    if (stillShown(image.id, album)) { setDetailsBusy(false); $("imgConfirm").hidden = true; showError($("imgMsg"), e); }
     return;
   }
   changeKept(image.id, album, null);
   for (const node of nodesOf(image.id, album)) node.remove();
-  if (stillShown(image.id)) $("imageDialog").close();
+  if (stillShown(image.id, album)) $("imageDialog").close();
   show($("jobsMsg"), `Deleted ${image.name}.`, "ok");
   refreshAlbum(album, (a) => {  // its count and newest images; the results shown stay
     showAlbumStats(a);
@@ -270,10 +273,10 @@ async function deleteDetails() {
 async function loadDetailFaces(album, id) {
   try {
     const { body } = await api(`${imagePath(album, id)}/faces`);
-    if (!stillShown(id)) return;
+    if (!stillShown(id, album)) return;
     details.faces = body.faces;
     drawDetailFaces();
-  } catch (e) { if (stillShown(id)) show($("imgFacesNote"), `Faces: ${e.message}`, "error"); }
+  } catch (e) { if (stillShown(id, album)) show($("imgFacesNote"), `Faces: ${e.message}`, "error"); }
 }
 
 /** The image's faces as boxes over it; a click finds that person in the album. */
@@ -294,8 +297,7 @@ function drawDetailFaces() {
     keepLabelInside(box, f, scale, img.clientWidth);
     box.addEventListener("click", () => {
       const { album, image } = details;
-      $("imageDialog").close();
-      setQueryImage(image, album, () => findPerson(i));
+      if (closeDetails()) setQueryImage(image, album, () => findPerson(i));
     });
     frame.appendChild(box);
   });
@@ -309,9 +311,10 @@ $("imgDeleteNo").addEventListener("click", () => { $("imgConfirm").hidden = true
 $("imgDeleteYes").addEventListener("click", deleteDetails);
 $("imgSearch").addEventListener("click", () => {
   const { album, image } = details;
-  $("imageDialog").close();
-  setQueryImage(image, album);
+  if (closeDetails()) setQueryImage(image, album);
 });
+// An edit after the warning is warned about again.
+$("imageDialog").addEventListener("input", () => { warnedUnsaved = false; });
 $("imgClose").addEventListener("click", closeDetails);
 // Escape: as the close button (the browser closes the dialog by itself if asked twice in a row).
 $("imageDialog").addEventListener("cancel", (e) => { e.preventDefault(); closeDetails(); });
