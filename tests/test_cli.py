@@ -172,6 +172,8 @@ def test_the_listing_of_imports_says_what_each_job_is_did_and_why_it_failed() ->
         "j1  a                    archive  done            4/4       3 added, 1 failed  2.0 img/s"
     again = import_line(_job(counts={"duplicates": 4}))  # the same archive again: nothing added, and why
     assert again.endswith("0 added, 4 duplicate, 0 failed  2.0 img/s")
+    named = import_line(_job(counts={"added": 4}, source="holiday.tar"))  # what was imported, when the gateway says
+    assert named.endswith("4 added, 0 failed  2.0 img/s  holiday.tar")
     reembed = import_line(_job(kind="reembed", counts={"added": 4}))
     assert " reembed " in reembed and "4 re-embedded, 0 left out" in reembed and "added" not in reembed
     failed = import_line(_job(status="failed", total=0, processed=0, rate=0.0,

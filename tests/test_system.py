@@ -79,7 +79,9 @@ def test_cli_reports_a_corrupt_file_and_keeps_the_rest(stack: Stack, photos: lis
     assert result.returncode == 1
     assert "broken.jpg" in result.stdout + result.stderr
     assert "1 added" in result.stdout
-    (job_id,) = [line.split()[0] for line in _cli(stack, "imports", "--album", album).stdout.splitlines()]
+    (listed,) = _cli(stack, "imports", "--album", album).stdout.splitlines()
+    job_id = listed.split()[0]
+    assert listed.endswith(f"{tmp_path.name}.tar")  # the folder sent, packed in a tar named by it
     listed = _cli(stack, "import-results", job_id)
     assert listed.returncode == 0, listed.stderr
     assert sorted(json.loads(line)["status"] for line in listed.stdout.splitlines()) == ["added", "failed"]

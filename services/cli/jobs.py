@@ -141,7 +141,8 @@ def cmd_ingest(args: argparse.Namespace, client: GatewayClient) -> int:
         if len(local) == 1 and local[0].is_file() and local[0].name.lower().endswith(ARCHIVE_SUFFIXES):
             archive = local[0]
         elif local:
-            archive = Path(work) / "images.tar"
+            # Named by the folder it packs: listings name the import by it ("holiday.tar").
+            archive = Path(work) / f"{local[0].resolve().name if len(local) == 1 else 'images'}.tar"
             with open(archive, "wb") as out:
                 packed, unreadable = pack_images(local, out)
             if not packed and not urls:
@@ -215,8 +216,9 @@ def import_line(job: dict[str, Any]) -> str:
         did = counts_text(counts)
     rate = f"  {job['rate']:.1f} img/s" if job["rate"] else ""
     why = f"  ({job['error']})" if job.get("error") else ""
+    source = f"  {job['source']}" if job.get("source") else ""
     return (f"{job['id']}  {job['album']:<20s} {job['kind']:<8s} {job['status']:<9s} "
-            f"{job['processed']:>7d}/{job['total']:<7d} {did}{rate}{why}")
+            f"{job['processed']:>7d}/{job['total']:<7d} {did}{rate}{source}{why}")
 
 
 def cmd_import_results(args: argparse.Namespace, client: GatewayClient) -> int:

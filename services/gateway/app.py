@@ -773,5 +773,6 @@ async def _import_spec(request: Request, settings: GatewaySettings) -> ImportSpe
     except ValueError:
         raise InvalidArgument(f"on_duplicate is one of {', '.join(o.value for o in OnDuplicate)}") from None
     return ImportSpec(urls=urls, archive=archive.file if isinstance(archive, StarletteUpload) else None,
+                      archive_name=(archive.filename or "") if isinstance(archive, StarletteUpload) else "",
                       manifest=manifest_text, manifest_name=manifest_name,
                       attributes=parse_attributes(str(form.get("attributes") or "")), on_duplicate=on_duplicate)

@@ -143,6 +143,8 @@ class ImportJob:
     finished_at_ms: int = 0
     error: str = ""
     on_duplicate: str = "skip"
+    # What is imported, in words ("holiday.zip", "shoes.csv", "3 URLs"); empty for a re-embed.
+    source: str = ""
 
     @property
     def processed(self) -> int:
@@ -469,14 +471,14 @@ class ImportQueue:
 
     # --- jobs -------------------------------------------------------------------------------------
     async def create(self, album: str, kind: str, on_duplicate: str = "skip", status: ImportStatus =
-                     ImportStatus.STAGING, key: str = "") -> str:
+                     ImportStatus.STAGING, key: str = "", source: str = "") -> str:
         """Records a new job (no items yet); returns its id. With an idempotency `key`, the job is the key's
         (`job_of_key`) from now on."""
         job_id = uuid.uuid4().hex
         now = _now_ms()
         fields: dict[Any, Any] = {"album": album, "kind": kind, "status": status.value, "total": 0,
                                   "on_duplicate": on_duplicate, "created_at_ms": now, "updated_at_ms": now,
-                                  "started_at_ms": 0, "finished_at_ms": 0, "error": "",
+                                  "started_at_ms": 0, "finished_at_ms": 0, "error": "", "source": source,
                                   "request_id": request_id_var.get(), **dict.fromkeys(COUNTERS, 0)}
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(_job_key(job_id), mapping=fields)
@@ -589,7 +591,7 @@ class ImportQueue:
             counts={c: int(fields.get(c, 0)) for c in COUNTERS}, created_at_ms=int(fields.get("created_at_ms", 0)),
             updated_at_ms=int(fields.get("updated_at_ms", 0)), started_at_ms=int(fields.get("started_at_ms", 0)),
             finished_at_ms=int(fields.get("finished_at_ms", 0)), error=fields.get("error", ""),
-            on_duplicate=fields.get("on_duplicate", "skip"),
+            on_duplicate=fields.get("on_duplicate", "skip"), source=fields.get("source", ""),
         )
 
     async def _fields(self, job_id: str) -> dict[str, str]:

@@ -418,6 +418,8 @@ class ImportOut(BaseModel):
     rate: float = Field(description="Images per second since the import started.")
     eta_s: float | None = Field(description="Seconds left at that rate (null when unknown or finished).")
     on_duplicate: str
+    source: str = Field("", description="What is imported: the archive's and manifest's file names, or the URL (or "
+                                        "how many); empty for a re-embed.")
     error: str | None = None
     created_at_ms: int
     started_at_ms: int | None = None
@@ -429,7 +431,7 @@ class ImportOut(BaseModel):
         eta = job.eta_s()
         return cls(id=job.id, album=job.album, kind=job.kind, status=job.status, total=job.total,
                    processed=job.processed, counts=ImportCounts(**job.counts), rate=round(job.rate(), 3),
-                   eta_s=round(eta, 1) if eta is not None else None, on_duplicate=job.on_duplicate,
+                   eta_s=round(eta, 1) if eta is not None else None, on_duplicate=job.on_duplicate, source=job.source,
                    error=job.error or None, created_at_ms=job.created_at_ms, started_at_ms=job.started_at_ms or None,
                    finished_at_ms=job.finished_at_ms or None, status_url=f"/v1/imports/{job.id}")
 

@@ -294,6 +294,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
 
     async def CreateImport(self, request: gateway_pb2.CreateImportRequest, context: Context) -> gateway_pb2.ImportJob:
         spec = ImportSpec(urls=list(request.urls), archive=io.BytesIO(request.archive) if request.archive else None,
+                          archive_name=request.archive_name,
                           manifest=request.manifest, manifest_name=f"manifest.{request.manifest_format or 'csv'}",
                           attributes=attributes_from_wire(request.attributes),
                           on_duplicate=on_duplicate(request.on_duplicate), idempotency_key=request.idempotency_key)
@@ -349,5 +350,6 @@ def import_message(job: ImportJob) -> gateway_pb2.ImportJob:
     return gateway_pb2.ImportJob(
         id=job.id, album=job.album, kind=job.kind, status=job.status.value, total=job.total,
         processed=job.processed, rate=job.rate(), eta_s=job.eta_s(), on_duplicate=job.on_duplicate, error=job.error,
+        source=job.source,
         created_at_ms=job.created_at_ms, started_at_ms=job.started_at_ms, finished_at_ms=job.finished_at_ms,
         **job.counts)

@@ -61,7 +61,7 @@ def test_an_import_of_urls_reaches_done_with_each_failure_named(http: httpx.Clie
         assert created.json()["status"] in ("queued", "running", "done") and created.json()["total"] == 4
         job = wait_for_job(http, created.json()["id"])
     assert (job["status"], job["processed"], job["counts"]["added"], job["counts"]["failed"]) == ("done", 4, 3, 1)
-    assert job["rate"] > 0 and job["eta_s"] is None
+    assert job["rate"] > 0 and job["eta_s"] is None and job["source"] == "4 URLs"  # what listings name it by
     failures = http.get(f"/v1/imports/{job['id']}/results", params={"failed": True}).json()
     assert [(f["url"], f["error"]["reason"]) for f in failures["results"]] == [(urls[3], "url_fetch_failed")]
     assert failures["next_after"] is None
@@ -104,6 +104,7 @@ def test_an_archive_with_a_manifest_gets_typed_attributes(http: httpx.Client, ph
     assert created.status_code == 202, created.text
     job = wait_for_job(http, created.json()["id"])
     assert (job["total"], job["counts"]["added"], job["counts"]["failed"]) == (6, 4, 2)
+    assert job["source"] == "shoes.zip + shoes.csv"
     failures = {f["name"]: f["error"]["reason"] for f in http.get(f"/v1/imports/{job['id']}/results",
                                                                    params={"failed": True}).json()["results"]}
     assert failures == {"shoes/broken.jpg": "invalid_image", "shoes/gone.png": "file_not_found"}
@@ -246,7 +247,8 @@ def test_imports_over_grpc(stack: Stack, photos: list[Path]) -> None:
         manifest = "\n".join(json.dumps({"file": p.name, "n": i}) for i, p in enumerate(photos[:2]))
         job = gateway.CreateImport(gateway_pb2.CreateImportRequest(
             album=album, archive=zipped({p.name: p.read_bytes() for p in photos[:2]}), manifest=manifest,
-            manifest_format="jsonl"), timeout=60)
+            manifest_format="jsonl", archive_name="two.zip"), timeout=60)
+        assert job.source == "two.zip + manifest.jsonl"
         deadline = time.monotonic() + 60
         while job.status not in ("done", "failed") and time.monotonic() < deadline:
             time.sleep(0.2)

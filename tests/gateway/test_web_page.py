@@ -503,7 +503,10 @@ def test_importing_a_zip_archive_shows_its_progress_to_done_and_the_new_images(
     expect(page.locator("#newest img")).to_have_count(3)
     assert thumbnail_names(page) == sorted(f"holiday/{p.name}" for p in photos[:3])
     listed = http.get("/v1/imports", params={"album": empty_album}).json()["imports"]
-    assert [(j["kind"], j["on_duplicate"]) for j in listed] == [("archive", "skip")]
+    assert [(j["kind"], j["on_duplicate"], j["source"]) for j in listed] == [("archive", "skip", "holiday.zip")]
+    page.reload()  # the page knows what it sent no more: the gateway's record of the job names it
+    open_album(page, empty_album, 3)
+    expect(page.locator("#jobs .job .jobtitle")).to_have_text("Archive import · holiday.zip")
 
 
 def answering(status: int, reason: str, answered: list[Route]) -> Callable[[Route], None]:

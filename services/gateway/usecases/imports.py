@@ -86,6 +86,8 @@ class ImportSpec:
     archive: IO[bytes] | None = None
     manifest: str = ""
     manifest_name: str = ""
+    # The archive's file name as the client sent it (a folder the CLI or the page sends: "holiday.tar").
+    archive_name: str = ""
     attributes: JsonObject = field(default_factory=dict)
     on_duplicate: OnDuplicate = OnDuplicate.KEEP
     # The client's name for this import, the same on every try of it (see `create`).
@@ -95,10 +97,24 @@ class ImportSpec:
     def kind(self) -> str:
         return "archive" if self.archive is not None else "manifest" if self.manifest else "urls"
 
+    @property
+    def source(self) -> str:
+        """What is imported, in words, as listings name the job: the archive's and the manifest's file names, the
+        URL (or how many)."""
+        parts = [self.archive_name or "an archive"] if self.archive is not None else []
+        if self.manifest:
+            parts.append(self.manifest_name or "a manifest")
+        if self.urls:
+            parts.append(self.urls[0] if len(self.urls) == 1 else f"{len(self.urls)} URLs")
+        text = " + ".join(parts)
+        return "".join(c if c.isprintable() else "?" for c in text)[:SOURCE_CHARS]
+
 
 # --- creating -------------------------------------------------------------------------------------------
 
 
+# The longest a job's source is kept (a file name, a URL).
+SOURCE_CHARS = 200
 # What an idempotency key may be: a UUID, a hash, any token of printable ASCII.
 MAX_IDEMPOTENCY_KEY = 200
 # The statuses of an import whose upload was all staged: a request with its key is answered with it.
@@ -131,7 +147,7 @@ async def create(deps: Deps, queue: ImportQueue, album: str, spec: ImportSpec) -
             raise InvalidArgument(f"{url[:80]!r} is not an http(s) URL")
     if spec.archive is None and not urls:
         raise InvalidArgument("an import needs URLs, an archive, or a manifest with a url column")
-    job_id = await queue.create(album, spec.kind, spec.on_duplicate.value, key=key)
+    job_id = await queue.create(album, spec.kind, spec.on_duplicate.value, key=key, source=spec.source)
     try:
         total = await _stage(deps, queue, job_id, spec, rows, urls)
         if (await queue.start(job_id, total)).finished:

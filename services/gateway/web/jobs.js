@@ -66,7 +66,7 @@ function updateJobRow(row, job) {
   row.dataset.status = job.status;
   row.dataset.failed = String(job.counts.failed);
   const title = row.querySelector(".jobtitle");
-  const label = jobLabels.get(job.id);
+  const label = jobLabels.get(job.id) || job.source;  // what this page sent, or what the gateway recorded
   title.replaceChildren(JOB_TITLES[job.kind] || `${job.kind} job`);
   if (label) title.append(el("span", "sub", ` · ${label}`));
   title.title = `${title.textContent} (job ${job.id})`;
