@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import mimetypes
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,11 @@ import httpx
 
 # Results read a request at a time (the gateway's most).
 RESULTS_PAGE = 10_000
+
+
+def shown_name(path: Path) -> str:
+    """A file's name as text to send (a name in bytes that are not UTF-8 has them replaced)."""
+    return os.fsencode(path.name).decode("utf-8", "replace")
 
 
 class ApiError(Exception):
@@ -139,19 +145,21 @@ class GatewayClient:
 
     def start_import(self, album: str, *, archive: Path | None = None, urls: Sequence[str] = (),
                      manifest: Path | None = None, attributes: dict[str, Any] | None = None,
-                     on_duplicate: str = "keep", idempotency_key: str = "", timeout_s: float = 3600.0
-                     ) -> dict[str, Any]:
+                     on_duplicate: str = "keep", idempotency_key: str = "", timeout_s: float = 3600.0,
+                     archive_name: str = "") -> dict[str, Any]:
         """Queues an import (an archive of images, URLs, a manifest); answers once it is staged. The same
-        `idempotency_key` on each try of one import: the gateway answers a try after one it queued with that."""
+        `idempotency_key` on each try of one import: the gateway answers a try after one it queued with that.
+        `archive_name`: what the import is listed as (default: the archive file's name)."""
         data = {"urls": "\n".join(urls), "attributes": json.dumps(attributes or {}), "on_duplicate": on_duplicate}
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         with contextlib.ExitStack() as files:
             parts: list[tuple[str, tuple[str, Any, str]]] = []
             if archive is not None:
-                parts.append(("archive", (archive.name, files.enter_context(open(archive, "rb")),
+                parts.append(("archive", (archive_name or shown_name(archive), files.enter_context(open(archive, "rb")),
                                           "application/octet-stream")))
             if manifest is not None:
-                parts.append(("manifest", (manifest.name, files.enter_context(open(manifest, "rb")), "text/plain")))
+                parts.append(("manifest", (shown_name(manifest), files.enter_context(open(manifest, "rb")),
+                                           "text/plain")))
             if not parts:
                 return dict(self._json(self.http.post(f"/v1/albums/{album}/imports", timeout=timeout_s, json={
                     "urls": list(urls), "attributes": attributes or {}, "on_duplicate": on_duplicate},

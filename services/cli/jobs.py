@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -15,7 +16,7 @@ from typing import Any
 import httpx
 
 from services.cli.packing import ARCHIVE_SUFFIXES, IMAGE_SUFFIXES, pack_images
-from services.client import ApiError, GatewayClient
+from services.client import ApiError, GatewayClient, shown_name
 
 # How long `ingest` and `reembed` wait for an unreachable gateway before leaving the job to itself.
 UNREACHABLE_PATIENCE_S = 600.0
@@ -141,8 +142,7 @@ def cmd_ingest(args: argparse.Namespace, client: GatewayClient) -> int:
         if len(local) == 1 and local[0].is_file() and local[0].name.lower().endswith(ARCHIVE_SUFFIXES):
             archive = local[0]
         elif local:
-            # Named by the folder it packs: listings name the import by it ("holiday.tar").
-            archive = Path(work) / f"{local[0].resolve().name if len(local) == 1 else 'images'}.tar"
+            archive = Path(work) / "images.tar"
             with open(archive, "wb") as out:
                 packed, unreadable = pack_images(local, out)
             if not packed and not urls:
@@ -154,7 +154,7 @@ def cmd_ingest(args: argparse.Namespace, client: GatewayClient) -> int:
             client.create_album(args.album)
             print(f"created album {args.album}", file=sys.stderr)
         job = start_import(client, args.album, archive=archive, urls=urls, manifest=manifest, attributes=common,
-                           on_duplicate=args.on_duplicate)
+                           on_duplicate=args.on_duplicate, archive_name=_listed_as(local, archive))
     job = follow_import(client, job, progress=not args.quiet)
     for failure in client.import_results(job["id"], failed_only=True):
         error = failure.get("error") or {}
@@ -164,6 +164,18 @@ def cmd_ingest(args: argparse.Namespace, client: GatewayClient) -> int:
     counts = {**job["counts"], "failed": job["counts"]["failed"] + len(unreadable)}
     print(import_summary(args.album, job, counts))
     return 1 if counts["failed"] or job["status"] != "done" else 0
+
+
+def _listed_as(local: Sequence[Path], archive: Path | None) -> str:
+    """What the import is listed as: an archive given, by its name; folders packed, by the folder's ("holiday.tar",
+    as the page names a folder it sends)."""
+    if archive is None or not local:
+        return ""
+    if archive == local[0]:
+        return shown_name(archive)
+    folder = Path(os.path.abspath(local[0])) if len(local) == 1 else None  # as typed: a link by its own name
+    named = shown_name(folder)[:100] if folder is not None and folder.name else "images"
+    return f"{named}.tar"
 
 
 def counts_text(counts: dict[str, int]) -> str:

@@ -724,7 +724,7 @@ def test_re_embedding_an_album_from_the_page_runs_to_done_beside_its_import(
     expect(reembed.locator(".jobtitle")).to_have_text("Re-embed")
     expect(reembed.locator(".status")).to_have_text("done")
     expect(reembed.locator(".counts")).to_have_text("3 of 3 · 3 re-embedded")
-    expect(jobs.nth(1).locator(".jobtitle")).to_have_text("Archive import")
+    expect(jobs.nth(1).locator(".jobtitle")).to_have_text("Archive import · shoes.zip")  # as the gateway lists it
     expect(page.locator("#albumStats")).to_contain_text("3 images")
     assert http.get("/v1/imports", params={"album": empty_album}).json()["imports"][0]["kind"] == "reembed"
     described = http.get(f"/v1/albums/{empty_album}").json()

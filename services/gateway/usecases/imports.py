@@ -101,13 +101,17 @@ class ImportSpec:
     def source(self) -> str:
         """What is imported, in words, as listings name the job: the archive's and the manifest's file names, the
         URL (or how many)."""
-        parts = [self.archive_name or "an archive"] if self.archive is not None else []
+        def file_name(name: str) -> str:  # a client's path of it: its last part
+            return PurePosixPath(name[-SOURCE_CHARS:].replace("\\", "/")).name
+
+        parts = [file_name(self.archive_name) or "an archive"] if self.archive is not None else []
         if self.manifest:
-            parts.append(self.manifest_name or "a manifest")
-        if self.urls:
-            parts.append(self.urls[0] if len(self.urls) == 1 else f"{len(self.urls)} URLs")
-        text = " + ".join(parts)
-        return "".join(c if c.isprintable() else "?" for c in text)[:SOURCE_CHARS]
+            parts.append(file_name(self.manifest_name) or "a manifest")
+        urls = list(dict.fromkeys(self.urls))
+        if urls:
+            parts.append(urls[0][:SOURCE_CHARS] if len(urls) == 1 else f"{len(urls)} URLs")
+        text = " + ".join(parts)[:SOURCE_CHARS]
+        return "".join(c if c.isprintable() else "?" for c in text)
 
 
 # --- creating -------------------------------------------------------------------------------------------
