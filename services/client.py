@@ -77,8 +77,9 @@ class GatewayClient:
         return dict(self._json(self.http.get(f"/v1/albums/{album}")))
 
     def get_album(self, album: str) -> dict[str, Any] | None:
+        """The album, or None when there is none."""
         try:
-            return dict(self._json(self.http.get(f"/v1/albums/{album}")))
+            return self.album(album)
         except ApiError as exc:
             if exc.status == 404:
                 return None

@@ -53,11 +53,12 @@ def cmd_update_images(args: argparse.Namespace, client: GatewayClient) -> int:
         updated = client.update_images(args.album, changes, where=args.where, all=args.all)
         print(f"album {args.album}: {updated} image(s) updated")
         return 0
-    if len(args.ids) == 1:  # the image as it is now
-        return _each(args.ids, lambda image_id: print_image(client.update_image(args.album, image_id, changes,
-                                                                               args.name), None, client.base_url),
-                     "updated", args.album, summary=False)
-    return _each(args.ids, lambda image_id: client.update_image(args.album, image_id, changes), "updated", args.album)
+    def update(image_id: str) -> None:
+        image = client.update_image(args.album, image_id, changes, args.name)
+        if len(args.ids) == 1:  # one image: as it is now, in place of a count
+            print_image(image, None, client.base_url)
+
+    return _each(args.ids, update, "updated", args.album, summary=len(args.ids) > 1)
 
 
 def cmd_delete_images(args: argparse.Namespace, client: GatewayClient) -> int:

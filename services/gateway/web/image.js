@@ -116,16 +116,16 @@ function attributeField(column, value) {
   const initial = input.value;
   // The value to store; `undefined` while the field is as it was shown (a value shown otherwise than stored,
   // an empty list or a list item with a comma, is not rewritten by a save of another field).
+  const numberColumn = `${column.name} is ${column.type === "int" ? "an int" : "a float"} column`;
   const read = () => {
-    if (input.value === initial && !(input.validity && input.validity.badInput)) return undefined;
-    if (input.validity && input.validity.badInput)
-      throw new Error(`${column.name} is ${column.type === "int" ? "an int" : "a float"} column: what is typed is not a number.`);
+    if (input.validity.badInput) throw new Error(`${numberColumn}: what is typed is not a number.`);
+    if (input.value === initial) return undefined;
     const text = input.value.trim();
     if (text === "") return null;
     if (column.type === "int" || column.type === "float") {
       const number = Number(text);
       if (!Number.isFinite(number) || (column.type === "int" && !Number.isInteger(number)))
-        throw new Error(`${column.name} is ${column.type === "int" ? "an int" : "a float"} column: ${JSON.stringify(text)} is not one.`);
+        throw new Error(`${numberColumn}: ${JSON.stringify(text)} is not one.`);
       return number;
     }
     if (column.type === "bool") return text === "true";
@@ -263,11 +263,7 @@ async function deleteDetails() {
   for (const node of nodesOf(image.id, album)) node.remove();
   if (stillShown(image.id, album)) $("imageDialog").close();
   show($("jobsMsg"), `Deleted ${image.name}.`, "ok");
-  refreshAlbum(album, (a) => {  // its count and newest images; the results shown stay
-    showAlbumStats(a);
-    $("albumNote").textContent = `${a.name} · ${plural(a.image_count, "image")}`;
-    loadNewest(a.name);
-  });
+  refreshAlbum(album, (a) => { showAlbumStats(a); showAlbumView(a); });  // its count, newest images; the results stay
 }
 
 async function loadDetailFaces(album, id) {
@@ -289,12 +285,8 @@ function drawDetailFaces() {
   if (!faces || !img.naturalWidth) return;
   const scale = img.clientWidth / img.naturalWidth;
   faces.forEach((f, i) => {
-    const box = el("div", "face-box");
-    Object.assign(box.style, { left: `${f.x * scale}px`, top: `${f.y * scale}px`, width: `${f.width * scale}px`, height: `${f.height * scale}px` });
-    box.dataset.face = String(i);
+    const box = faceBox(f, i, scale, img.clientWidth, `face ${i + 1}`);
     box.title = "Find this person in the album";
-    box.appendChild(el("b", "", `face ${i + 1}`));
-    keepLabelInside(box, f, scale, img.clientWidth);
     box.addEventListener("click", () => {
       const { album, image } = details;
       if (closeDetails()) setQueryImage(image, album, () => findPerson(i));

@@ -53,12 +53,10 @@ function drawQueryFaces() {
   if (!faceSearch) return;
   const scale = img.naturalWidth && img.clientWidth ? img.clientWidth / img.naturalWidth : 0;
   faceSearch.faces.forEach((f, i) => {
-    const box = el("div", "face-box" + (i === faceSearch.face ? " chosen" : ""));
-    Object.assign(box.style, { left: `${f.x * scale}px`, top: `${f.y * scale}px`, width: `${f.width * scale}px`, height: `${f.height * scale}px` });
-    box.dataset.face = String(i);
+    const label = faceSearch.faces.length > 1 ? (i === faceSearch.face ? "searched" : `face ${i + 1}`) : "";
+    const box = faceBox(f, i, scale, img.clientWidth, label);
+    box.classList.toggle("chosen", i === faceSearch.face);
     box.title = faceSearch.recognised ? "the face recognised" : i === faceSearch.face ? "the face searched" : "click to find this person instead";
-    if (faceSearch.faces.length > 1) box.appendChild(el("b", "", i === faceSearch.face ? "searched" : `face ${i + 1}`));
-    keepLabelInside(box, f, scale, img.clientWidth);
     box.addEventListener("pointerdown", (e) => e.stopPropagation());
     box.addEventListener("click", (e) => { e.stopPropagation(); if (i !== faceSearch.face) findPerson(i); });
     frame.appendChild(box);
@@ -66,11 +64,18 @@ function drawQueryFaces() {
 }
 $("preview").addEventListener("load", drawQueryFaces);
 
-/** A face box's label goes under it when the box is at the photo's top edge, and ends at its right side when the
- * box is near the right edge: the frame cuts what sticks out. */
-function keepLabelInside(box, face, scale, width) {
+/** The `i`th face of a photo shown `scale` times its size (`width` pixels wide) as a box over it, with its label if
+ * any: under the box when the box is at the photo's top edge, ending at its right side when the box is near the
+ * right edge (the frame cuts what sticks out). */
+function faceBox(face, i, scale, width, label) {
+  const box = el("div", "face-box");
+  Object.assign(box.style, { left: `${face.x * scale}px`, top: `${face.y * scale}px`, width: `${face.width * scale}px`,
+                             height: `${face.height * scale}px` });
+  box.dataset.face = String(i);
+  if (label) box.appendChild(el("b", "", label));
   box.classList.toggle("label-below", face.y * scale < 18);
   box.classList.toggle("label-right", face.x * scale + 70 > width);
+  return box;
 }
 
 /** A result of a face search: the whole photo, its matched face boxed (positions as fractions of the square). */
