@@ -167,12 +167,10 @@ def cmd_ingest(args: argparse.Namespace, client: GatewayClient) -> int:
 
 
 def _listed_as(local: Sequence[Path], archive: Path | None) -> str:
-    """What the import is listed as: an archive given, by its name; folders packed, by the folder's ("holiday.tar",
-    as the page names a folder it sends)."""
-    if archive is None or not local:
+    """What the import is listed as when the CLI packed folders: the folder's name ("holiday.tar", as the page
+    names a folder it sends); empty otherwise (an archive given is listed by its own name, the client's default)."""
+    if archive is None or not local or archive == local[0]:
         return ""
-    if archive == local[0]:
-        return shown_name(archive)
     folder = Path(os.path.abspath(local[0])) if len(local) == 1 else None  # as typed: a link by its own name
     named = shown_name(folder)[:100] if folder is not None and folder.name else "images"
     return f"{named}.tar"
