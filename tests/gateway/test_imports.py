@@ -747,12 +747,13 @@ async def test_an_import_whose_staging_stopped_midway_is_failed_and_its_staged_p
     once the job has staged nothing for import_staging_stale_s a worker's sweep fails it, naming why, and
     deletes its staged packs; the batch it had added stays, a batch it had queued adds nothing. A job that
     staged a moment ago is left alone, and a staging that wakes up after the sweep stops."""
-    fakes, gate, creating = await staging_import(make_fakes, import_queue, 12, import_staging_stale_s=0.3)
+    # Stale after 1 s: the first batch's processing (a fraction of that) fits well before it, on a loaded machine too.
+    fakes, gate, creating = await staging_import(make_fakes, import_queue, 12, import_staging_stale_s=1.0)
     first = await take_and_process(fakes, import_queue)
     assert await imports.fail_stopped_staging(fakes.deps, import_queue) == []  # staged a moment ago
     assert staged(fakes)
 
-    await asyncio.sleep(0.4)
+    await asyncio.sleep(1.1)
     assert await imports.fail_stopped_staging(fakes.deps, import_queue) == [first.job_id]
     assert await imports.fail_stopped_staging(fakes.deps, import_queue) == []
     assert not staged(fakes)
