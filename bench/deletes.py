@@ -28,7 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import percentiles, print_json_line
 from bench.hybrid import running_milvus
 from services.search.index import Item
-from services.search.milvus_index import MilvusIndex, all_of, collection_name, ids_expr
+from services.search.milvus_filter import all_of
+from services.search.milvus_index import MilvusIndex, ids_expr
+from services.search.milvus_layout import collection_name
 from services.search.settings import SearchSettings
 
 DIM = 512

@@ -66,7 +66,8 @@ from services.extractor.descriptors import Purpose
 from services.extractor.model import EmbedJob, ImageEmbedder, Scales
 from services.extractor.settings import ExtractorSettings
 from services.search.index import Hit, IndexType, Item
-from services.search.milvus_index import MilvusIndex, collection_name
+from services.search.milvus_index import MilvusIndex
+from services.search.milvus_layout import collection_name
 from services.search.settings import SearchSettings
 
 Matrix = NDArray[np.float32]

@@ -38,7 +38,8 @@ from services.common.filtering import Expr, Op, Predicate
 from services.common.schema import AlbumSchema, Column, ColumnType
 from services.search.index import Item, ordered_ids
 from services.search.milvus_filter import all_of, compile_filter, field_of
-from services.search.milvus_index import MilvusIndex, _column_of_row
+from services.search.milvus_index import MilvusIndex
+from services.search.milvus_layout import column_of_row
 from services.search.settings import SearchSettings
 
 ALBUM = "ordering"
@@ -58,7 +59,7 @@ def read_all(index: MilvusIndex, column: str, descending: bool, limit: int, filt
     cname, stored = index._album(ALBUM)
     expr = all_of("ordinal == 0", compile_filter(filter, SCHEMA) if filter is not None else "")
     fields = ["image_id", field_of(column), *stored.null_fields]
-    pairs = ((_column_of_row(row, column, SCHEMA), str(row["image_id"])) for row in index._scan(cname, ALBUM, expr,
+    pairs = ((column_of_row(row, column, SCHEMA), str(row["image_id"])) for row in index._scan(cname, ALBUM, expr,
                                                                                                  fields))
     return ordered_ids(pairs, descending)[:limit]
 

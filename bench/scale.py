@@ -74,7 +74,8 @@ from services.common.filtering import Expr, Op, Predicate
 from services.common.schema import AlbumSchema, Column, ColumnType
 from services.search.index import row_key
 from services.search.milvus_filter import NULLS_FIELD, field_of
-from services.search.milvus_index import NULL_NAMES_FIELD, MilvusIndex, collection_name
+from services.search.milvus_index import MilvusIndex
+from services.search.milvus_layout import NULL_NAMES_FIELD, collection_name
 from services.search.settings import SearchSettings
 
 Matrix = NDArray[np.float32]

@@ -11,7 +11,7 @@ An album may declare columns when it is created; each image then has a value of 
     timestamp     datetime (UTC, us)  ISO 8601 string     INT64 (us since epoch)  TIMESTAMP, TIMESTAMPTZ, DATE
     string_list   list[str]           array of strings    ARRAY of VARCHAR        VARCHAR[], TEXT[]
 
-The search service stores them as Milvus scalar fields (services.search.milvus_index), the gRPC wire
+The search service stores them as Milvus scalar fields (services.search.milvus_layout), the gRPC wire
 carries them as `imagesearch.v1.Value` (services.common.wire, whose `ColumnType` enum mirrors this
 one: a test holds them together), and the HTTP API's OpenAPI document takes `json_schema` from here.
 Attributes an album does not declare are kept as they are (any JSON) in one JSON field.

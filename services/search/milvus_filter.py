@@ -5,7 +5,7 @@ holds where it is true, and the one that holds where it is false (where it is un
 holds); `NOT` swaps them and `AND`/`OR` combine them as De Morgan says. The result matches exactly
 the rows `filters.truth` calls true (tests/search runs both on a real server).
 
-Storage (services.search.milvus_index): a declared column `c` is the field `c_<c>`, holding a
+Storage (services.search.milvus_layout): a declared column `c` is the field `c_<c>`, holding a
 placeholder when null ("", 0, false, []) and the name `c` in the array field `nulls`; a test that
 the placeholder would pass is guarded with `not array_contains(nulls, "c")`. Undeclared attributes
 live in the JSON field `attributes`; built-in columns are the fields `image_id`, `name`,

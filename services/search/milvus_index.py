@@ -1,39 +1,13 @@
-"""`MilvusIndex`: the `VectorIndex` the service runs, one Milvus collection per album.
+"""`MilvusIndex`: the `VectorIndex` the service runs, one Milvus collection per album (its layout, and how
+rows are read back as images: `milvus_layout`; how pymilvus errors become ours: `milvus_errors`).
 
-Layout of an album's collection (one row per vector of an image):
-
-    pk             VARCHAR   "<image_id>#<k>", k = position of the vector in the item (0 = global)
-    image_id       VARCHAR   the image's id; get/delete/exclude work on it, so on all its rows
-    ordinal        INT64     k again: `ordinal == 0` selects one row per image (count, list, primary_only)
-    name, content_hash VARCHAR; attributes JSON; created_at_ms INT64   copied onto every row
-    c_<column>     one scalar field per declared column (services.common.schema), with a scalar index
-                   where Milvus 2.3 has one (STL_SORT on numbers and timestamps, Trie on strings)
-    nulls          ARRAY of VARCHAR: the declared columns the image has no value for (filters test it)
-    null_names     VARCHAR: the same names joined by "," (rows are read back with it: Milvus 2.3 returns
-                   an ARRAY field far slower than a VARCHAR, and the array made most of what a filter added
-                   to a post-filtered search: bench/README.md, "Scale", layout 3)
-    vector         FLOAT_VECTOR(dim), L2-normalised, indexed for inner product
-
-`attributes` holds the undeclared attributes; a null declared value is a placeholder in its field
-and its column's name in `nulls` (see `milvus_filter`, which compiles filters for this layout).
-Albums made before columns existed (layout 1) have neither `c_` fields nor `nulls`; those made before
-`null_names` (layout 2) are read back with `nulls`.
-
-The collection's description holds the album's metadata as JSON (real name, model, dim, metric,
-index type, creation time, columns, layout version): it is the only record of which albums exist.
-
-Collection names are `prefix + encoded album name`, where the encoding maps "_" to "__" and "-" to
-"_h" (Milvus allows only letters, digits and "_"). No two album names encode alike, since "_" in the
-encoding always starts a two-character escape.
-
-Every pymilvus error is mapped here (`map_error`): nothing from pymilvus or grpc leaves this module.
+Every pymilvus error is mapped (`milvus_errors.map_error`): nothing from pymilvus or grpc leaves these modules.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import logging
 import re
 import threading
@@ -46,16 +20,11 @@ from dataclasses import dataclass, replace
 from typing import Any, TypeVar, cast
 
 import grpc
-import numpy as np
-from pymilvus import DataType, MilvusClient
-from pymilvus.client.types import LoadState, Status
+from pymilvus import MilvusClient
+from pymilvus.client.types import LoadState
 from pymilvus.client.utils import SciPyHelper
 from pymilvus.exceptions import (
-    DataNotMatchException,
-    DataTypeNotMatchException,
     MilvusException,
-    MilvusUnavailableException,
-    ParamError,
 )
 
 from services.common.errors import (
@@ -67,26 +36,11 @@ from services.common.errors import (
 )
 from services.common.filtering import Expr, bind
 from services.common.schema import (
-    MAX_COLUMNS,
-    MAX_LIST_ITEM_BYTES,
-    MAX_LIST_ITEMS,
-    MAX_STRING_BYTES,
     NO_COLUMNS,
     AlbumSchema,
-    Column,
-    ColumnType,
-    column_type,
-    from_timestamp_us,
-    timestamp_us,
 )
-from services.search.filters import Row as FilterRow
-from services.search.filters import matches
 from services.search.index import (
     DEFAULT_LIST_LIMIT,
-    MAX_HASH_BYTES,
-    MAX_ID_BYTES,
-    MAX_NAME_BYTES,
-    METRIC,
     Collection,
     Group,
     Hit,
@@ -95,29 +49,47 @@ from services.search.index import (
     Selection,
     Vector,
     apply_changes,
-    check_album_name,
     check_changes,
     check_dim,
     check_ids,
     check_index_type,
     check_page,
     check_top_k,
-    distance_of,
     group_counts,
     normalise,
     now_ms,
     order_column,
     prepare_items,
-    row_key,
     vector_limit,
 )
+from services.search.milvus_errors import (
+    COLLECTION_NOT_FOUND,
+    CollectionNotLoaded,
+    StorePartDown,
+    deadline_exceeded,
+    map_error,
+    released_under_it,
+)
 from services.search.milvus_filter import (
-    NULLS_FIELD,
-    PLACEHOLDERS,
     all_of,
     compile_filter,
     field_of,
     quote_string,
+)
+from services.search.milvus_layout import (
+    SCALAR_INDEXES,
+    Stored,
+    best_per_image,
+    build_schema,
+    collection_name,
+    column_of_row,
+    index_params,
+    items_from_rows,
+    nearest_images,
+    parse_album,
+    rows_of,
+    search_params,
+    version_name,
 )
 from services.search.milvus_order import Sampling, first_by_id, first_ids
 from services.search.recent_writes import RecentWrites
@@ -129,10 +101,6 @@ T = TypeVar("T")
 Row = dict[str, Any]
 Rows = list[Row]
 
-# Layout 1: no declared columns; layout 2: `c_` fields and `nulls`; layout 3: and `null_names` (see the module
-# doc). New albums, and new versions of an album (a re-embed), get the latest.
-SCHEMA_VERSION = 3
-NULL_NAMES_FIELD = "null_names"
 # Milvus 2.3 caps a search's limit, and a query's offset + limit, at 16384.
 MILVUS_MAX_WINDOW = 16384
 # Ids per `in [...]` expression, to keep expressions small.
@@ -149,149 +117,9 @@ LOAD_POLL_S = 0.05
 # Collections `ping` checks, and `list_collections` describes and counts, at once (each mostly waits for Milvus:
 # a check for its time tick).
 AT_ONCE = 8
-_HIT_FIELDS = ["image_id", "name", "content_hash", "attributes", "created_at_ms"]
-_ITEM_FIELDS = [*_HIT_FIELDS, "ordinal"]
-_COLLECTION_NOT_FOUND, _COLLECTION_NOT_LOADED = 100, 101
-# Milvus field types of declared columns, and the scalar index each gets (none where 2.3 has none).
-_FIELD_TYPES = {
-    ColumnType.STRING: DataType.VARCHAR,
-    ColumnType.INT: DataType.INT64,
-    ColumnType.FLOAT: DataType.DOUBLE,
-    ColumnType.BOOL: DataType.BOOL,
-    ColumnType.TIMESTAMP: DataType.INT64,
-    ColumnType.STRING_LIST: DataType.ARRAY,
-}
-_SCALAR_INDEXES = {
-    ColumnType.STRING: "Trie",
-    ColumnType.INT: "STL_SORT",
-    ColumnType.FLOAT: "STL_SORT",
-    ColumnType.TIMESTAMP: "STL_SORT",
-}
-
-
-class CollectionNotLoaded(StoreUnavailable):
-    """Milvus holds the collection but has not loaded it into memory (e.g. just restarted)."""
-
-
-@dataclass(frozen=True)
-class Stored:
-    """An album (one version of it) as this index keeps it: its metadata, its collection's layout, and
-    the version's number (0: an album made before versions, whose collection has the album's name)."""
-
-    info: Collection
-    layout: int
-    version: int = 0
-
-    def fields(self) -> list[str]:
-        """The scalar fields an item is read back from."""
-        typed = [field_of(c.name) for c in self.info.schema.columns]
-        return [*_ITEM_FIELDS, *typed, *self.null_fields] if self.layout >= 2 else _ITEM_FIELDS
-
-    @property
-    def null_fields(self) -> list[str]:
-        """The field a row's null columns are read from (none before declared columns)."""
-        return [NULL_NAMES_FIELD] if self.layout >= 3 else [NULLS_FIELD] if self.layout >= 2 else []
-
-
-# --- names and metadata ----------------------------------------------------------------------------
-
-
-def collection_name(prefix: str, album: str) -> str:
-    """The Milvus collection of an album: "_" -> "__", "-" -> "_h", "." (a companion) -> "_c" after the prefix."""
-    return prefix + check_album_name(album).replace("_", "__").replace("-", "_h").replace(".", "_c")
-
-
-def version_name(cname: str, version: int) -> str:
-    """The collection of one version of an album ("_v" never occurs in an encoded name)."""
-    return f"{cname}_v{version}"
-
-
-def describe_album(info: Collection, version: int = 0, layout: int = 0) -> str:
-    """The collection description: the album's metadata as JSON (the latest layout unless told)."""
-    return json.dumps(
-        {
-            "imagesearch_schema": layout or SCHEMA_VERSION,
-            "version": version,
-            "album": info.name,
-            "model": info.model,
-            "dim": info.dim,
-            "metric": info.metric,
-            "index_type": info.index_type.value,
-            "created_at_ms": info.created_at_ms,
-            "columns": [[c.name, c.type.value] for c in info.schema.columns],
-        },
-        sort_keys=True,
-    )
-
-
-def parse_album(description: str) -> Stored | None:
-    """The album metadata in a collection description; None if the collection is not one of ours."""
-    try:
-        meta = json.loads(description)
-        if not isinstance(meta, dict) or meta.get("imagesearch_schema") not in range(1, SCHEMA_VERSION + 1):
-            return None
-        columns = [Column(str(name), column_type(kind)) for name, kind in meta.get("columns", [])]
-        info = Collection(
-            name=str(meta["album"]),
-            dim=int(meta["dim"]),
-            model=str(meta["model"]),
-            index_type=IndexType(meta["index_type"]),
-            created_at_ms=int(meta["created_at_ms"]),
-            metric=str(meta.get("metric", METRIC)),
-            schema=AlbumSchema(tuple(columns)),
-        )
-        return Stored(info, int(meta["imagesearch_schema"]), int(meta.get("version", 0)))
-    except (ValueError, KeyError, TypeError, ImageSearchError):
-        return None
-
-
-def build_schema(info: Collection, version: int = 0, layout: int = 0) -> Any:
-    """The collection schema of an album (see the module doc), in the latest layout unless told."""
-    layout = layout or SCHEMA_VERSION
-    schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False,
-                                        description=describe_album(info, version, layout))
-    schema.add_field("pk", DataType.VARCHAR, is_primary=True, max_length=MAX_ID_BYTES + 8)
-    schema.add_field("image_id", DataType.VARCHAR, max_length=MAX_ID_BYTES)
-    schema.add_field("ordinal", DataType.INT64)
-    schema.add_field("name", DataType.VARCHAR, max_length=MAX_NAME_BYTES)
-    schema.add_field("content_hash", DataType.VARCHAR, max_length=MAX_HASH_BYTES)
-    schema.add_field("attributes", DataType.JSON)
-    schema.add_field("created_at_ms", DataType.INT64)
-    for column in info.schema.columns:
-        schema.add_field(field_of(column.name), _FIELD_TYPES[column.type], **_field_options(column.type))
-    schema.add_field(NULLS_FIELD, DataType.ARRAY, element_type=DataType.VARCHAR, max_capacity=MAX_COLUMNS,
-                     max_length=64)
-    if layout >= 3:  # as long as every column's name (Milvus sizes segments by the declared maximum lengths)
-        schema.add_field(NULL_NAMES_FIELD, DataType.VARCHAR,
-                         max_length=max(1, sum(len(c.name) + 1 for c in info.schema.columns)))
-    schema.add_field("vector", DataType.FLOAT_VECTOR, dim=info.dim)
-    return schema
-
-
-def _field_options(kind: ColumnType) -> dict[str, Any]:
-    if kind is ColumnType.STRING:
-        return {"max_length": MAX_STRING_BYTES}
-    if kind is ColumnType.STRING_LIST:
-        return {"element_type": DataType.VARCHAR, "max_capacity": MAX_LIST_ITEMS, "max_length": MAX_LIST_ITEM_BYTES}
-    return {}
-
-
-def index_params(index_type: IndexType, settings: SearchSettings) -> dict[str, Any]:
-    """Build parameters of the vector index."""
-    if index_type is IndexType.HNSW:
-        return {"M": settings.hnsw_m, "efConstruction": settings.hnsw_ef_construction}
-    if index_type is IndexType.IVF_FLAT:
-        return {"nlist": settings.ivf_nlist}
-    return {"nlist": settings.ivf_nlist, "m": settings.ivf_pq_m, "nbits": 8}
-
-
-def search_params(index_type: IndexType, limit: int, settings: SearchSettings) -> dict[str, Any]:
-    """Search breadth: HNSW's ef is at least the number of rows asked for."""
-    if index_type is IndexType.HNSW:
-        return {"metric_type": "IP", "params": {"ef": max(settings.hnsw_ef, limit)}}
-    return {"metric_type": "IP", "params": {"nprobe": min(settings.ivf_nprobe, settings.ivf_nlist)}}
-
-
+# How long a read that reached a collection being let go (`released_under_it`) waits before it is made again (the
+# album's alias has moved on by then).
+RELEASED_RETRY_S = 0.2
 # --- expressions ---------------------------------------------------------------------------------
 
 
@@ -323,67 +151,6 @@ class _AlbumRows:
 
     def count(self, expr: str) -> int:
         return self.index._count(self.cname, self.album, self.index.settings.read_consistency, expr)
-
-
-# --- errors ------------------------------------------------------------------------------------
-
-
-def map_error(exc: BaseException, album: str) -> ImageSearchError | None:
-    """Our error for a pymilvus/grpc one; None for anything else (a bug: let it surface)."""
-    if isinstance(exc, ImageSearchError):
-        return exc
-    if isinstance(exc, MilvusException):
-        return _map_milvus(exc, album)
-    if isinstance(exc, grpc.RpcError):
-        code = exc.code() if callable(getattr(exc, "code", None)) else None
-        if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED):
-            return InvalidArgument(f"vector store rejected the request: {code.name}")
-        return StoreUnavailable(f"vector store is unavailable: {getattr(code, 'name', exc)}")
-    if isinstance(exc, grpc.FutureTimeoutError | TimeoutError | ConnectionError):
-        return StoreUnavailable(f"vector store is unavailable: {type(exc).__name__}")
-    return None
-
-
-class StorePartDown(StoreUnavailable):
-    """Milvus answers, saying one of its own parts is down, starting or stopping (seen through a
-    restart: "empty grpc client: failed to connect 192.0.2.2:57607, reason: connection error"):
-    unavailable for the caller, but our connection is fine, so it is not remade (which, with Milvus
-    half stopped, can take the whole timeout while every other call waits for it)."""
-
-
-# Milvus' words for a read that reached a collection as its query node let it go (a version's old collection
-# released as the album moved on; a node restarting), and how long to wait before reading again (the alias
-# has moved on by then).
-_RELEASED_MARKERS = ("channel not available", "delegator closed")
-RELEASED_RETRY_S = 0.2
-_UNAVAILABLE_MARKERS = ("failed to connect", "empty grpc client", "service unavailable", "not healthy",
-                        "is not ready", "stopping",
-                        # the call's time ran out inside Milvus ("proxy TaskCondition context Done")
-                        "context done", "context deadline exceeded",
-                        *_RELEASED_MARKERS)
-
-
-def released_under_it(error: ImageSearchError) -> bool:
-    """Whether the error is Milvus saying the read reached a collection it was releasing."""
-    return any(marker in error.message.lower() for marker in _RELEASED_MARKERS)
-
-
-def _map_milvus(exc: MilvusException, album: str) -> ImageSearchError:
-    message = str(exc.message)
-    if exc.code == _COLLECTION_NOT_FOUND or "collection not found" in message:
-        return AlbumNotFound(f"album {album!r} not found")
-    if exc.code == _COLLECTION_NOT_LOADED or "not loaded" in message:
-        return CollectionNotLoaded(f"album {album!r} is loading")
-    code = exc.code() if callable(exc.code) else exc.code  # pymilvus' retry wrapper passes grpc's method
-    if isinstance(code, grpc.StatusCode) or code == Status.CONNECT_FAILED:
-        return StoreUnavailable(f"vector store is unavailable: {message}")
-    if isinstance(exc, MilvusUnavailableException) or isinstance(exc.__cause__, grpc.RpcError):
-        return StoreUnavailable(f"vector store is unavailable: {message}")
-    if any(marker in message.lower() for marker in _UNAVAILABLE_MARKERS):
-        return StorePartDown(f"vector store is unavailable: {message}")
-    if isinstance(exc, ParamError | DataNotMatchException | DataTypeNotMatchException):
-        return InvalidArgument(f"vector store rejected the request: {message}")
-    return ImageSearchError(f"vector store error: {message}")
 
 
 # --- the index -----------------------------------------------------------------------------------
@@ -482,7 +249,7 @@ class MilvusIndex:
         except ImageSearchError:
             self._call(name, lambda c: c.drop_collection(physical, **self._kw()))
             raise
-        self._albums[cname] = Stored(info, SCHEMA_VERSION, 1)
+        self._albums[cname] = Stored.new(info, 1)
         self._fresh.add(cname)
         log.info("created album %s (%s, dim %d, %s, %d column(s))", name, physical, dim, kind.value,
                  len(info.schema.columns))
@@ -683,7 +450,7 @@ class MilvusIndex:
         expr = all_of(filter_expr, scope)
         while True:
             rows = self._search_rows(cname, name, stored, query, expr, limit)
-            hits = _best_per_image(rows, stored.info.schema)
+            hits = best_per_image(rows, stored.info.schema)
             if len(hits) >= top_k or len(rows) < limit or limit >= MILVUS_MAX_WINDOW:
                 return hits[:top_k]
             limit = min(limit * 4, MILVUS_MAX_WINDOW)
@@ -705,7 +472,7 @@ class MilvusIndex:
             cname, queries, filter="ordinal == 0" if primary_only else "", limit=limit,
             output_fields=["image_id", "ordinal"], search_params=params, anns_field="vector", consistency_level=level,
             **self._kw()))
-        return [_nearest_images(rows, top_k) for rows in found]
+        return [nearest_images(rows, top_k) for rows in found]
 
     def _overfetch(self, primary_only: bool) -> int:
         """Rows to read per image wanted: one where only the images' first rows are searched (one each), else
@@ -725,7 +492,7 @@ class MilvusIndex:
         """The `top_k` images the bound filter matches among the nearest `depth` rows of a search without it;
         None when fewer match there and the album has more rows."""
         rows = self._search_rows(cname, album, stored, query, scope, depth)
-        hits = _best_per_image(rows, stored.info.schema, filter, top_k)
+        hits = best_per_image(rows, stored.info.schema, filter, top_k)
         return hits[:top_k] if len(hits) >= top_k or len(rows) < depth else None
 
     def _filter_share(self, cname: str, album: str, expr: str) -> float:
@@ -750,7 +517,7 @@ class MilvusIndex:
         rows: Rows = []
         for part in chunks(wanted, IDS_PER_EXPR):
             rows.extend(self._query(cname, name, ids_expr(part), fields, level=level))
-        items = _items_from_rows(rows, stored.info.schema)
+        items = items_from_rows(rows, stored.info.schema)
         return [items[i] for i in wanted if i in items]
 
     def query(self, name: str, filter: Expr | None = None, limit: int = DEFAULT_LIST_LIMIT, offset: int = 0,
@@ -767,13 +534,13 @@ class MilvusIndex:
             kind = order_column(order_by, stored.info.schema)
             album_rows = _AlbumRows(self, cname, name, ["image_id", field_of(order_by), *stored.null_fields])
             ids = first_ids(album_rows, stored.info.schema, kind, expr, order_by, descending, offset + limit,
-                            lambda row: _column_of_row(row, order_by, stored.info.schema), self.order_sampling)
+                            lambda row: column_of_row(row, order_by, stored.info.schema), self.order_sampling)
             return self.get(name, ids[offset:], version=version)
         if offset + limit > MILVUS_MAX_WINDOW:
             raise InvalidArgument(f"offset + limit must be at most {MILVUS_MAX_WINDOW}; page on with after_id "
                                   "(the last id of the page before) instead")
         rows = first_by_id(_AlbumRows(self, cname, name, stored.fields()), expr, offset + limit, MILVUS_MAX_WINDOW)
-        return list(_items_from_rows(rows[offset:], stored.info.schema).values())
+        return list(items_from_rows(rows[offset:], stored.info.schema).values())
 
     def count_groups(self, name: str, columns: Sequence[str], filter: Expr | None = None) -> list[Group]:
         """How many matching images have each combination of the columns' values (read field by field)."""
@@ -782,7 +549,7 @@ class MilvusIndex:
             order_column(column, stored.info.schema)
         expr = all_of("ordinal == 0", self._filter_expr(stored, filter))
         fields = ["image_id", *{field_of(c) for c in columns}, *stored.null_fields]
-        return group_counts(tuple(_column_of_row(row, c, stored.info.schema) for c in columns)
+        return group_counts(tuple(column_of_row(row, c, stored.info.schema) for c in columns)
                             for row in self._scan(cname, name, expr, fields))
 
     def update(self, name: str, selection: Selection, changes: Mapping[str, Any]) -> int:
@@ -864,7 +631,7 @@ class MilvusIndex:
         """Upserts the items' rows; `replacing` items that may have had more vectors before, deletes the rows
         left over (not so for items read back with all their vectors, as an update writes them)."""
         stale = self._stale_rows(cname, album, items) if replacing else []
-        rows = [row for item in items for row in _rows(item, stored)]
+        rows = [row for item in items for row in rows_of(item, stored)]
         per_batch = max(1, INSERT_BATCH_BYTES // (stored.info.dim * 4 + 4096))
         for batch in chunks(rows, per_batch):
             self._upsert(cname, album, batch)
@@ -947,8 +714,8 @@ class MilvusIndex:
         (an album's companion collection loads alongside); the first read of it waits (`_ensure_loaded`)."""
         params = client.prepare_index_params()
         for column in info.schema.columns:
-            if column.type in _SCALAR_INDEXES:
-                params.add_index(field_of(column.name), index_type=_SCALAR_INDEXES[column.type])
+            if column.type in SCALAR_INDEXES:
+                params.add_index(field_of(column.name), index_type=SCALAR_INDEXES[column.type])
         kind = info.index_type
         params.add_index("vector", index_type=kind.value, metric_type="IP", params=index_params(kind, self.settings))
         client.create_index(cname, params, sync=False, **self._kw())
@@ -987,7 +754,7 @@ class MilvusIndex:
         deadline = time.monotonic() + self.settings.milvus_load_timeout_s
         while (state := client.get_load_state(cname, **self._kw())["state"]) != LoadState.Loaded:
             if state == LoadState.NotExist:
-                raise MilvusException(_COLLECTION_NOT_FOUND, f"collection not found: {cname}")
+                raise MilvusException(COLLECTION_NOT_FOUND, f"collection not found: {cname}")
             if time.monotonic() > deadline:
                 raise CollectionNotLoaded(f"collection {cname} is still loading after "
                                           f"{self.settings.milvus_load_timeout_s:.0f} s")
@@ -1012,7 +779,7 @@ class MilvusIndex:
             client.query(cname, filter="ordinal == 0", output_fields=["count(*)"], consistency_level="Strong",
                          timeout=self.settings.milvus_catch_up_timeout_s, retry_times=RETRY_TIMES)
         except Exception as exc:
-            if not _deadline_exceeded(exc):
+            if not deadline_exceeded(exc):
                 raise
             log.info("collection %s is loaded but Milvus has not caught up with its log yet", cname)
             raise CollectionNotLoaded(f"collection {cname} is loading (Milvus is replaying its log)") from exc
@@ -1160,169 +927,6 @@ class MilvusIndex:
         return client.delete(cname, filter=expr, **self._kw())
 
 
-# --- rows <-> records ------------------------------------------------------------------------------
-
-
-def _rows(item: Item, stored: Stored) -> list[dict[str, Any]]:
-    """The item's rows: one per vector, its metadata copied onto each."""
-    scalars: dict[str, Any] = {"attributes": item.attributes}
-    if stored.layout >= 2:
-        typed, extra = stored.info.schema.split(item.attributes)
-        nulls = [name for name, value in typed.items() if value is None]
-        scalars = {"attributes": extra, NULLS_FIELD: nulls}
-        if stored.layout >= 3:
-            scalars[NULL_NAMES_FIELD] = ",".join(nulls)
-        for column in stored.info.schema.columns:
-            scalars[field_of(column.name)] = _field_value(column.type, typed[column.name])
-    return [
-        {
-            "pk": row_key(item.id, k),
-            "image_id": item.id,
-            "ordinal": k,
-            "name": item.name,
-            "content_hash": item.content_hash,
-            "created_at_ms": item.created_at_ms,
-            **scalars,
-            "vector": vector.tolist(),
-        }
-        for k, vector in enumerate(item.vectors)
-    ]
-
-
-def _field_value(kind: ColumnType, value: Any) -> Any:
-    """A declared value as its field stores it (a null as its placeholder, a timestamp in us)."""
-    stored: Any = PLACEHOLDERS[kind] if value is None else value
-    return timestamp_us(stored) if kind is ColumnType.TIMESTAMP else stored
-
-
-def _attributes_of(entity: Mapping[str, Any], schema: AlbumSchema) -> dict[str, Any]:
-    """An image's attributes from its row: the undeclared ones, then every declared column (None if null)."""
-    attributes = dict(entity.get("attributes") or {})
-    nulls = _nulls_of(entity)
-    for column in schema.columns:
-        attributes[column.name] = _column_of_row(entity, column.name, schema, nulls)
-    return attributes
-
-
-def _nulls_of(entity: Mapping[str, Any]) -> set[str]:
-    """The declared columns a row holds no value for: from `null_names` (layout 3), else from `nulls`."""
-    names = entity.get(NULL_NAMES_FIELD)
-    if names is not None:
-        return set(names.split(",")) if names else set()
-    return set(entity.get(NULLS_FIELD) or ())
-
-
-def _column_of_row(entity: Mapping[str, Any], column: str, schema: AlbumSchema,
-                   nulls: set[str] | None = None) -> Any:
-    """A built-in or declared column's value in a row (declared: None when null, timestamps as datetimes)."""
-    declared = schema.get(column)
-    if declared is None:
-        value = entity[field_of(column)]
-        return str(value) if isinstance(value, str) else value
-    if column in (nulls if nulls is not None else _nulls_of(entity)):
-        return None
-    value = entity.get(field_of(column))
-    if declared.type is ColumnType.TIMESTAMP:
-        return from_timestamp_us(int(value or 0))
-    if declared.type is ColumnType.STRING_LIST:
-        return list(value or [])
-    return value
-
-
-class _RowAttributes(Mapping[str, Any]):
-    """An image's attributes as `_attributes_of` reads them from its row, each read when asked for: a
-    filter tested on many rows reads only the columns it names."""
-
-    def __init__(self, entity: Mapping[str, Any], schema: AlbumSchema) -> None:
-        self._entity = entity
-        self._schema = schema
-
-    def __getitem__(self, key: str) -> Any:
-        if self._schema.get(key) is not None:
-            return _column_of_row(self._entity, key, self._schema)
-        return (self._entity.get("attributes") or {})[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(_attributes_of(self._entity, self._schema))
-
-    def __len__(self) -> int:
-        return len(_attributes_of(self._entity, self._schema))
-
-
-def _matches(filter: Expr | None, image_id: str, entity: Mapping[str, Any], schema: AlbumSchema) -> bool:
-    """Whether the row's image matches the bound filter (None: every image)."""
-    if filter is None:
-        return True
-    row = FilterRow(image_id, entity.get("name", ""), entity.get("content_hash", ""),
-                    int(entity.get("created_at_ms", 0)), _RowAttributes(entity, schema))
-    return matches(filter, row)
-
-
-def _best_per_image(rows: Sequence[dict[str, Any]], schema: AlbumSchema, filter: Expr | None = None,
-                    enough: int = 0) -> list[Hit]:
-    """One hit per image from rows ordered by similarity: the first (best) row of each image; of the images
-    the bound `filter` matches if one is given. With `enough`, the rows after the `enough`-th image found
-    are left unread, except those as near as it (ties are ordered by id)."""
-    best: dict[str, Hit] = {}
-    seen: set[str] = set()
-    last = 0.0  # the distance of the last image found: the farthest, rows being ordered by distance
-    for row in rows:
-        distance = distance_of(row["distance"])
-        if enough and len(best) >= enough and distance > last:
-            break
-        entity = row["entity"]
-        image_id = str(entity["image_id"])
-        if image_id in seen:
-            continue
-        seen.add(image_id)
-        if _matches(filter, image_id, entity, schema):
-            best[image_id] = Hit(
-                id=image_id,
-                distance=distance,
-                name=entity.get("name", ""),
-                content_hash=entity.get("content_hash", ""),
-                attributes=_attributes_of(entity, schema),
-                created_at_ms=int(entity.get("created_at_ms", 0)),
-                row=int(entity.get("ordinal", 0)),
-            )
-            last = distance
-    return sorted(best.values(), key=lambda hit: (hit.distance, hit.id))
-
-
-def _nearest_images(rows: Sequence[dict[str, Any]], top_k: int) -> list[Hit]:
-    """The first `top_k` images of rows ordered by similarity, each at its best row."""
-    best: dict[str, Hit] = {}
-    for row in rows:
-        image_id = str(row["entity"]["image_id"])
-        if image_id not in best:
-            best[image_id] = Hit(id=image_id, distance=distance_of(row["distance"]),
-                                 row=int(row["entity"].get("ordinal", 0)))
-            if len(best) == top_k:
-                break
-    return list(best.values())
-
-
-def _items_from_rows(rows: Sequence[Mapping[str, Any]], schema: AlbumSchema) -> dict[str, Item]:
-    grouped: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
-    for row in rows:
-        grouped[str(row["image_id"])].append(row)
-    return {image_id: _item(sorted(parts, key=lambda r: int(r["ordinal"])), schema)
-            for image_id, parts in grouped.items()}
-
-
-def _item(rows: Sequence[Mapping[str, Any]], schema: AlbumSchema) -> Item:
-    first = rows[0]
-    vectors = tuple(np.asarray(r["vector"], dtype=np.float32) for r in rows if "vector" in r)
-    return Item(
-        id=str(first["image_id"]),
-        vectors=vectors,
-        name=first.get("name", ""),
-        content_hash=first.get("content_hash", ""),
-        attributes=_attributes_of(first, schema),
-        created_at_ms=int(first.get("created_at_ms", 0)),
-    )
-
-
 def _each_at_once(fn: Callable[[str], T], names: Sequence[str]) -> list[T]:
     """`fn` of each collection name, in their order, `AT_ONCE` of them at a time. The first error is raised
     without waiting for the names not started yet (they are not: one album not loaded after a restart would
@@ -1341,19 +945,6 @@ def _with_count(info: Collection, count: int) -> Collection:
     return replace(info, count=count)
 
 
-def _deadline_exceeded(exc: BaseException) -> bool:
-    """Whether a pymilvus call ran out of time: grpc's DEADLINE_EXCEEDED (raised as is, or its code
-    wrapped), or Milvus answering first that the call's context ended ("proxy TaskCondition context
-    Done", code 65535)."""
-    if isinstance(exc, grpc.RpcError) and callable(getattr(exc, "code", None)):
-        return bool(exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED)
-    if isinstance(exc, MilvusException):
-        code = exc.code() if callable(exc.code) else exc.code
-        message = str(exc.message).lower()
-        return code == grpc.StatusCode.DEADLINE_EXCEEDED or "context done" in message or "deadline exceeded" in message
-    return False
-
-
 def _drop_connection(alias: str) -> None:
     """Closes and forgets pymilvus's connection of that alias, if it holds one."""
     from pymilvus import connections
@@ -1366,7 +957,6 @@ def _drop_connection(alias: str) -> None:
 
 def milvus_answers(uri: str, timeout_s: float) -> bool:
     """Whether Milvus's proxy at `uri` answers an RPC (GetVersion), on a channel closed afterwards."""
-    import grpc
 
     target = uri.split("://", 1)[-1].rstrip("/")
     with grpc.insecure_channel(target) as channel:

@@ -28,7 +28,8 @@ from services.search.index import (
     expanded_query,
     search_expanded,
 )
-from services.search.milvus_index import MilvusIndex, collection_name
+from services.search.milvus_index import MilvusIndex
+from services.search.milvus_layout import collection_name
 from services.search.settings import SearchSettings
 
 DIM = 32

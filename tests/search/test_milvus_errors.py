@@ -12,7 +12,8 @@ from pymilvus.exceptions import MilvusException, ParamError
 
 from services.common.errors import AlbumNotFound, ImageSearchError, InvalidArgument, StoreUnavailable
 from services.search import milvus_index
-from services.search.milvus_index import MilvusIndex, _deadline_exceeded, _each_at_once, map_error
+from services.search.milvus_errors import deadline_exceeded, map_error
+from services.search.milvus_index import MilvusIndex, _each_at_once
 from services.search.settings import SearchSettings
 
 
@@ -45,10 +46,10 @@ def test_other_errors_keep_their_meaning() -> None:
 
 def test_a_read_that_ran_out_of_time_is_told_apart() -> None:
     # Both ways a Strong read waiting for a restarted Milvus to catch up with its log ends.
-    assert _deadline_exceeded(MilvusException(code=65535, message="proxy TaskCondition context Done"))
-    assert _deadline_exceeded(MilvusException(code=grpc.StatusCode.DEADLINE_EXCEEDED, message="timeout"))
-    assert not _deadline_exceeded(MilvusException(code=101, message="collection not loaded"))
-    assert not _deadline_exceeded(KeyError("a bug"))
+    assert deadline_exceeded(MilvusException(code=65535, message="proxy TaskCondition context Done"))
+    assert deadline_exceeded(MilvusException(code=grpc.StatusCode.DEADLINE_EXCEEDED, message="timeout"))
+    assert not deadline_exceeded(MilvusException(code=101, message="collection not loaded"))
+    assert not deadline_exceeded(KeyError("a bug"))
 
 
 def test_pymilvus_looks_for_scipy_before_any_thread_does() -> None:

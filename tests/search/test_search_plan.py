@@ -16,7 +16,8 @@ from pymilvus import MilvusClient
 from services.common.filtering import Op, Predicate
 from services.common.schema import AlbumSchema, Column, ColumnType
 from services.search.index import Item
-from services.search.milvus_index import MilvusIndex, collection_name
+from services.search.milvus_index import MilvusIndex
+from services.search.milvus_layout import collection_name
 from services.search.search_plan import ExpiringCache, post_filter_depth
 
 DIM = 32

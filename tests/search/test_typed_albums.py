@@ -18,6 +18,7 @@ from services.common.errors import InvalidArgument, InvalidAttributes, InvalidFi
 from services.common.filtering import And, Expr, Not, Op, Or, Predicate
 from services.common.schema import AlbumSchema, Column, ColumnType
 from services.search import milvus_index as milvus_index_module
+from services.search import milvus_layout
 from services.search.filters import matches
 from services.search.index import ExactIndex, Item, Selection, VectorIndex, ordered_ids
 from services.search.milvus_index import MilvusIndex
@@ -50,8 +51,8 @@ def filled(request: pytest.FixtureRequest) -> Iterator[tuple[VectorIndex, str, l
     index: VectorIndex = ExactIndex(SearchSettings(max_top_k=100)) if request.param == "exact" else \
         request.getfixturevalue("milvus_index")
     name = f"shoes-{uuid.uuid4().hex[:8]}"
-    with mock.patch.object(milvus_index_module, "SCHEMA_VERSION", 2 if request.param == "milvus_layout2" else
-                           milvus_index_module.SCHEMA_VERSION):
+    with mock.patch.object(milvus_layout, "SCHEMA_VERSION", 2 if request.param == "milvus_layout2" else
+                           milvus_layout.SCHEMA_VERSION):
         index.create_collection(name, DIM, "test-model", schema=SHOES)
     yield index, name, fill(index, name)
     index.drop_collection(name)
@@ -369,7 +370,7 @@ def test_an_album_of_the_release_before_null_names_updates_and_re_embeds_into_th
     """An album made with the `nulls` array alone (layout 2): its rows are written and updated as before (a
     field it lacks would fail the insert), its nulls read back; a re-embed's new version has `null_names`."""
     name = f"shoes-{uuid.uuid4().hex[:8]}"
-    with mock.patch.object(milvus_index_module, "SCHEMA_VERSION", 2):
+    with mock.patch.object(milvus_layout, "SCHEMA_VERSION", 2):
         milvus_index.create_collection(name, DIM, "test-model", schema=SHOES)
     milvus_index = MilvusIndex(milvus_index.settings)  # a service started since: the layout read from Milvus
     try:

@@ -13,7 +13,8 @@ import pytest
 from services.common.errors import AlbumNotFound
 from services.common.schema import AlbumSchema, Column, ColumnType
 from services.search.index import Collection, IndexType, Item, VectorIndex, now_ms
-from services.search.milvus_index import MilvusIndex, build_schema, collection_name
+from services.search.milvus_index import MilvusIndex
+from services.search.milvus_layout import build_schema, collection_name
 
 DIM = 8
 SCHEMA = AlbumSchema.of([Column("price", ColumnType.FLOAT)])
