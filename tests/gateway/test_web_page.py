@@ -20,6 +20,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import httpx
+import numpy as np
 import pytest
 from PIL import Image
 from playwright.sync_api import Browser, Locator, Page, Route, ViewportSize, expect, sync_playwright
@@ -828,20 +829,79 @@ def test_find_by_word_shows_the_images_tagged_with_its_label_and_their_scores(
     choose_album(page, shop)
     expected = http.get(f"/v1/albums/{shop.album}/images", params={"tag": "Egyptian cat"}).json()["images"]
     assert [image["name"] for image in expected] == [shop.name_of(1)]  # chelsea, the cat
-    page.fill("#tagWord", "egyptian cat")
-    page.press("#tagWord", "Enter")
-    cards = page.locator("#tagResults .card")
+    page.fill("#browseWord", "egyptian cat")
+    page.press("#browseWord", "Enter")
+    cards = page.locator("#browseResults .card")
     expect(cards).to_have_count(1)
     assert card_names(cards) == [shop.name_of(1)]
-    tags = cards.first.locator(".kv .k").all_inner_texts()
+    tags = cards.first.locator(".kvs").first.locator(".kv .k").all_inner_texts()
     assert tags == expected[0]["attributes"]["tags"] and tags[0] == "Egyptian cat"
     assert card_value(cards.first, "Egyptian cat") == f"{expected[0]['attributes']['tag_scores'][0]:.2f}"
-    expect(page.locator("#tagMsg")).to_contain_text("1 image tagged")
-    page.locator("#tagPanel").scroll_into_view_if_needed()
+    assert card_value(cards.first, "colour") == "blue"  # its attributes below its tags
+    expect(page.locator("#browseMsg")).to_contain_text("1 image tagged")
+    page.locator("#browsePanel").scroll_into_view_if_needed()
     screenshot(page, "test_find_by_word", tmp_path)
-    page.fill("#tagWord", "no-such-word")
-    page.click("#findTag")
-    expect(page.locator("#tagResults .empty")).to_contain_text("no-such-word")
+    page.fill("#browseWord", "no-such-word")
+    page.click("#browse")
+    expect(page.locator("#browseResults .empty")).to_contain_text("no-such-word")
+
+
+def test_browsing_an_album_filters_orders_and_pages_through_every_image(
+        page: Page, shop: Shop, http: httpx.Client, tmp_path: Path) -> None:
+    choose_album(page, shop)
+    page.click("#browseAll")  # every image, newest first
+    cards = page.locator("#browseResults .card")
+    newest = http.get(f"/v1/albums/{shop.album}/images", params={"order_by": "created_at", "desc": "true"}).json()
+    expect(cards).to_have_count(len(shop.photos))
+    assert card_names(cards) == [image["name"] for image in newest["images"]]
+    expect(page.locator("#browseMsg")).to_have_text(f"{len(shop.photos)} of {len(shop.photos)} images")
+    expect(page.locator("#browseMore")).to_be_hidden()
+
+    page.fill("#browseWhere", "price < 50")  # a filter and a declared column's order, as the API answers them
+    page.select_option("#browseOrder", "price desc")
+    page.click("#browse")
+    cheap = http.get(f"/v1/albums/{shop.album}/images",
+                     params={"where": "price < 50", "order_by": "price", "desc": "true"}).json()["images"]
+    assert [image["attributes"]["price"] for image in cheap] == [49.0, 45.5, 30.0, 20.0]
+    expect(page.locator("#browseMsg")).to_have_text("4 of 4 images matching price < 50")
+    assert card_names(cards) == [image["name"] for image in cheap]
+    assert [card_value(cards.nth(i), "price") for i in range(4)] == ["49", "45.5", "30", "20"]
+    page.select_option("#browseOrder", "price")  # a new order shows at once
+    expect(cards.first.locator(".kv[data-column='price'] .v")).to_have_text("20")
+    page.locator("#browsePanel").scroll_into_view_if_needed()
+    screenshot(page, "test_browse", tmp_path)
+
+    page.fill("#browseWhere", "price <")  # refused by the gateway: its message, no cards
+    page.press("#browseWhere", "Enter")
+    expect(page.locator("#browseMsg.error")).to_contain_text("where")
+    expect(cards).to_have_count(0)
+
+    many = unique_album("browse")  # more than a page: "More" adds the next one
+    assert http.post("/v1/albums", json={"name": many}).status_code == 201
+    files = [("file", (f"n{i:02d}.png", noise_png(i), "image/png")) for i in range(50)]
+    assert http.post(f"/v1/albums/{many}/images", files=files).status_code == 201
+    page.reload()
+    page.locator(f"#album option[value='{many}']").wait_for(state="attached")
+    page.select_option("#album", many)
+    page.select_option("#browseOrder", "name")
+    page.click("#browse")
+    expect(cards).to_have_count(48)
+    expect(page.locator("#browseMsg")).to_have_text("48 of 50 images")
+    page.click("#browseMore")
+    expect(cards).to_have_count(50)
+    assert card_names(cards) == [f"n{i:02d}.png" for i in range(50)]
+    expect(page.locator("#browseMsg")).to_have_text("50 of 50 images")
+    expect(page.locator("#browseMore")).to_be_hidden()
+    page.select_option("#album", shop.album)  # another album leaves nothing of this one
+    expect(cards).to_have_count(0)
+
+
+def noise_png(seed: int, side: int = 48) -> bytes:
+    """A small image of random pixels, unlike any other seed's."""
+    pixels = np.random.default_rng(seed).integers(0, 256, (side, side, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 # --- a box on the query photo --------------------------------------------------------------------------

@@ -52,6 +52,7 @@ function showAlbumView(album) {
     $("jobs").replaceChildren();
     $("jobs").classList.remove("all");
     foldOlderJobs();
+    clearBrowse(name);
   }
   if (!album) {
     $("newest").replaceChildren(emptyState("Create or choose an album."));

@@ -193,13 +193,18 @@ function renderResults(results, album) {
     if (r.matches != null) found.push(["matches", r.matches]);
     const card = imageCard(r, [found, attributePairs(r.attributes || {}, album)]);
     if (r.matches != null) card.querySelector(".kv[data-column=matches]").title = "keypoints of the query verified on this image";
-    const again = el("button", "link again", "Search with this");
-    again.type = "button";
-    again.title = "Search the album with this image as the query";
-    again.addEventListener("click", () => setQueryImage(r, album));
-    card.querySelector(".meta").appendChild(again);
+    card.querySelector(".meta").appendChild(searchWithThis(r, album));
     grid.appendChild(card);
   }
+}
+
+/** A card's "Search with this": the album searched with the image as the query. */
+function searchWithThis(image, album) {
+  const again = el("button", "link again", "Search with this");
+  again.type = "button";
+  again.title = "Search the album with this image as the query";
+  again.addEventListener("click", () => setQueryImage(image, album));
+  return again;
 }
 
 function whereExample(columns) {

@@ -243,32 +243,3 @@ $("preview").addEventListener("error", () => { $("preview").style.display = "non
 window.addEventListener("resize", () => { drawRegion(); drawProposals(); drawQueryFaces(); });
 $("clearRegion").addEventListener("click", () => { setRegion(null); search(); });
 
-$("findTag").addEventListener("click", () => findByTag());
-$("tagWord").addEventListener("keydown", (e) => { if (e.key === "Enter") findByTag(); });
-
-/** The album's images tagged with a label the word names (GET .../images?tag=), with their tags and scores. */
-async function findByTag() {
-  if (!currentAlbum()) return show($("tagMsg"), "Create or choose an album first.", "error");
-  const word = $("tagWord").value.trim();
-  if (!word) return show($("tagMsg"), "Type a word, e.g. espresso.", "error");
-  const album = currentAlbum();
-  $("findTag").disabled = true;
-  $("tagResults").replaceChildren();
-  show($("tagMsg"), "Finding…");
-  try {
-    const params = new URLSearchParams({ tag: word, limit: "48" });
-    const { body } = await api(`/v1/albums/${encodeURIComponent(album)}/images?${params}`);
-    const n = body.images.length;
-    show($("tagMsg"), `${n}${n === 48 ? "+" : ""} image${n === 1 ? "" : "s"} tagged “${word}”`);
-    if (!n) $("tagResults").replaceChildren(emptyState(`No image of ${album} has a label named “${word}”.`));
-    for (const image of body.images) {
-      const a = image.attributes || {};
-      const scores = a.tag_scores || [];
-      // One line per tag, its probability beside it (tags set by hand have none).
-      const tags = (a.tags || []).map((t, i) => [t, scores[i] != null ? Number(scores[i]).toFixed(2) : ""]);
-      $("tagResults").appendChild(imageCard(image, [tags]));
-    }
-  } catch (e) { showError($("tagMsg"), e); }
-  finally { $("findTag").disabled = false; }
-}
-
