@@ -144,6 +144,16 @@ class GatewayClient:
             params["order_by"] = order_by
         return dict(self._json(self.http.get(f"/v1/albums/{album}/images", params=params)))
 
+    def count_images(self, album: str, where: str | None = None) -> int:
+        """How many images the album has, or how many match `where`."""
+        params = {"where": where} if where else {}
+        return int(self._json(self.http.get(f"/v1/albums/{album}/images/count", params=params))["count"])
+
+    def group_images(self, album: str, by: Sequence[str], where: str | None = None) -> dict[str, Any]:
+        """How many (matching) images have each combination of the columns' values, most first."""
+        params: dict[str, Any] = {"by": list(by), **({"where": where} if where else {})}
+        return dict(self._json(self.http.get(f"/v1/albums/{album}/images/groups", params=params)))
+
     def start_import(self, album: str, *, archive: Path | None = None, urls: Sequence[str] = (),
                      manifest: Path | None = None, attributes: dict[str, Any] | None = None,
                      on_duplicate: str = "keep", idempotency_key: str = "", timeout_s: float = 3600.0,

@@ -169,6 +169,15 @@ def test_cli_shows_changes_and_deletes_images(stack: Stack, photos: list[Path], 
     assert by_filter.returncode == 0 and f"album {album}: 1 image(s) updated" in by_filter.stdout, by_filter.stderr
     assert _cli(stack, "update-images", "--album", album, "--all", "--set", "in_stock=false").stdout.strip() == \
         f"album {album}: 4 image(s) updated"
+    # Counted, all or by a filter, and grouped by columns, the largest group first.
+    assert _cli(stack, "count", "--album", album).stdout.strip() == "4"
+    assert _cli(stack, "count", "--album", album, "--where", "price > 40").stdout.strip() == "1"
+    grouped = _cli(stack, "count", "--album", album, "--by", "price", "--by", "in_stock")
+    assert grouped.stdout.splitlines() == ["price  in_stock  count", "10.0   false     3", "42.5   false     1"]
+    assert json.loads(_cli(stack, "count", "--album", album, "--by", "price", "--json").stdout)["groups"] == [
+        {"key": [10.0], "count": 3}, {"key": [42.5], "count": 1}]
+    undeclared = _cli(stack, "count", "--album", album, "--by", "colour")
+    assert undeclared.returncode == 2 and "colour" in undeclared.stderr, undeclared.stderr
 
     # Refused, with nothing changed: a value not of its column's type, no images named, two names at once.
     for args, said in [([first, "--set", "price=cheap"], "price is a float column and 'cheap' is not one"),

@@ -1,4 +1,4 @@
-"""An album's images: listed, exported, grouped as near-duplicates; one shown, its bytes saved."""
+"""An album's images: listed, counted, exported, grouped as near-duplicates; one shown, its bytes saved."""
 
 from __future__ import annotations
 
@@ -55,6 +55,26 @@ def cmd_images(args: argparse.Namespace, client: GatewayClient) -> int:
         print(f"more: --after {page['next_after']}", file=sys.stderr)
     elif args.order_by and len(page["images"]) == args.limit:
         print(f"more: --offset {args.offset + args.limit}", file=sys.stderr)
+    return 0
+
+
+def cmd_count(args: argparse.Namespace, client: GatewayClient) -> int:
+    """How many images the album has (matching --where); with --by, how many have each combination of those
+    columns' values, most first: a line a group (the values, then the count), or the gateway's answer with --json."""
+    if not args.by:
+        count = client.count_images(args.album, args.where)
+        print(json.dumps({"count": count}) if args.json else count)
+        return 0
+    found = client.group_images(args.album, args.by, args.where)
+    if args.json:
+        print(json.dumps(found, indent=2, ensure_ascii=False))
+        return 0
+    shown = [["NULL" if v is None else v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)
+              for v in group["key"]] for group in found["groups"]]
+    widths = [max([len(c), *(len(row[i]) for row in shown)]) for i, c in enumerate(found["columns"])]
+    print("  ".join(c.ljust(w) for c, w in zip(found["columns"], widths, strict=True)) + "  count")
+    for row, group in zip(shown, found["groups"], strict=True):
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) + f"  {group['count']}")
     return 0
 
 
@@ -129,6 +149,14 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     listing.add_argument("--offset", type=int, default=0, help="with --order-by: skip this many")
     listing.add_argument("--json", action="store_true", help="each image as a JSON object a line: its attributes, "
                                                              "what is stored of it, its links")
+    counting = sub.add_parser("count", help="how many images an album has (matching a filter); --by: how many "
+                                            "have each value of columns")
+    counting.add_argument("--album", required=True)
+    counting.add_argument("--where", help="only the images matching this filter")
+    counting.add_argument("--by", action="append", metavar="COLUMN", help="group by this column (built-in or "
+                                                                         "declared; again for more columns)")
+    counting.add_argument("--json", action="store_true", help="the answer as JSON")
+    counting.set_defaults(run=cmd_count)
     dupes = sub.add_parser("duplicates", help="groups of near-duplicate images of an album (the same photo resaved, "
                                               "resized, lightly edited)")
     dupes.add_argument("--album", required=True)
