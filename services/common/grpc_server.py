@@ -6,8 +6,8 @@ import asyncio
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, NoReturn
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 ERROR_REASON_KEY = "x-error-reason"
 
 Handler = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+StreamHandler = Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]
 
 
 def _metadata_value(context: grpc.aio.ServicerContext, key: str) -> str | None:
@@ -33,7 +34,8 @@ def _metadata_value(context: grpc.aio.ServicerContext, key: str) -> str | None:
 
 
 class ServiceInterceptor(grpc.aio.ServerInterceptor):
-    """Wraps every unary RPC: sets the request id, maps our errors to status codes, records metrics."""
+    """Wraps every unary RPC, and every one that streams its answers: sets the request id, maps our errors to
+    status codes, records metrics."""
 
     def __init__(self, service: str) -> None:
         self.service = service
@@ -44,39 +46,68 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
-            return handler
         method = str(handler_call_details.method).rsplit("/", 1)[-1]
-        return grpc.unary_unary_rpc_method_handler(
-            self._wrap(method, handler.unary_unary),
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        if handler is not None and handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self._wrap(method, handler.unary_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler is not None and handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                self._wrap_stream(method, handler.unary_stream),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
 
     def _wrap(self, method: str, inner: Handler) -> Handler:
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
             request_id_var.set(_metadata_value(context, REQUEST_ID_HEADER) or new_request_id())
             started = time.perf_counter()
-            code = grpc.StatusCode.OK
+            outcome = [grpc.StatusCode.OK]
             try:
                 return await inner(request, context)
-            except ImageSearchError as exc:
-                code = exc.grpc_code
-                log.info("%s failed: %s (%s)", method, exc.message, exc.reason)
-                context.set_trailing_metadata(((ERROR_REASON_KEY, exc.reason),))
-                await context.abort(code, exc.message)
-            except grpc.aio.AbortError:
-                code = context.code() or grpc.StatusCode.UNKNOWN
-                raise
-            except Exception:
-                code = grpc.StatusCode.INTERNAL
-                log.exception("%s failed unexpectedly", method)
-                context.set_trailing_metadata(((ERROR_REASON_KEY, "internal"),))
-                await context.abort(code, "internal error")
+            except Exception as exc:
+                await self._fail(method, context, exc, outcome)
             finally:
-                observe_request(self.service, method, code.name, time.perf_counter() - started)
+                observe_request(self.service, method, outcome[0].name, time.perf_counter() - started)
 
         return wrapped
+
+    def _wrap_stream(self, method: str, inner: StreamHandler) -> StreamHandler:
+        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            request_id_var.set(_metadata_value(context, REQUEST_ID_HEADER) or new_request_id())
+            started = time.perf_counter()
+            outcome = [grpc.StatusCode.OK]
+            try:
+                async for response in inner(request, context):
+                    yield response
+            except Exception as exc:
+                await self._fail(method, context, exc, outcome)
+            finally:
+                observe_request(self.service, method, outcome[0].name, time.perf_counter() - started)
+
+        return wrapped
+
+    @staticmethod
+    async def _fail(method: str, context: grpc.aio.ServicerContext, exc: Exception,
+                    outcome: list[grpc.StatusCode]) -> NoReturn:
+        """Ends the call for `exc` (our error: its status; anything else: INTERNAL, logged with its traceback),
+        its status code put in `outcome`."""
+        if isinstance(exc, grpc.aio.AbortError):
+            outcome[0] = context.code() or grpc.StatusCode.UNKNOWN
+            raise exc
+        if isinstance(exc, ImageSearchError):
+            outcome[0] = exc.grpc_code
+            log.info("%s failed: %s (%s)", method, exc.message, exc.reason)
+            context.set_trailing_metadata(((ERROR_REASON_KEY, exc.reason),))
+        else:
+            outcome[0] = grpc.StatusCode.INTERNAL
+            log.error("%s failed unexpectedly", method, exc_info=exc)
+            context.set_trailing_metadata(((ERROR_REASON_KEY, "internal"),))
+        await context.abort(outcome[0], exc.message if isinstance(exc, ImageSearchError) else "internal error")
+        raise AssertionError("context.abort raises")  # typed as returning
 
 
 def create_server(
