@@ -144,6 +144,16 @@ class GatewayClient:
             params["order_by"] = order_by
         return dict(self._json(self.http.get(f"/v1/albums/{album}/images", params=params)))
 
+    def export_images(self, album: str, where: str | None = None, tag: str | None = None) -> Iterator[str]:
+        """Every image matching `where` (and tagged with `tag`'s labels) as a JSON line, by id, read as the gateway
+        streams them (albums of any size); a download cut short raises httpx's RemoteProtocolError."""
+        params = {k: v for k, v in (("where", where), ("tag", tag)) if v}
+        with self.http.stream("GET", f"/v1/albums/{album}/export", params=params) as response:
+            if response.status_code >= 400:
+                response.read()
+                _raise_for_error(response)
+            yield from response.iter_lines()
+
     def count_images(self, album: str, where: str | None = None) -> int:
         """How many images the album has, or how many match `where`."""
         params = {"where": where} if where else {}

@@ -58,6 +58,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: the gateway at {args.url} did not answer in time ({type(exc).__name__}); what was asked may "
               "still be under way (an import: `imagesearch imports` lists it)", file=sys.stderr)
         return 2
+    except httpx.RemoteProtocolError as exc:
+        print(f"error: the gateway at {args.url} broke off its answer midway ({exc}); what was written of it is "
+              "incomplete", file=sys.stderr)
+        return 2
     except httpx.TransportError as exc:
         print(f"error: cannot reach the gateway at {args.url} ({type(exc).__name__}: {exc}); is it running? "
               "(`imagesearch up` starts it; --url or IMAGESEARCH_URL point elsewhere)", file=sys.stderr)

@@ -13,20 +13,14 @@ from services.client import GatewayClient
 
 
 def cmd_export(args: argparse.Namespace, client: GatewayClient) -> int:
-    """Writes every image's metadata (id, name, attributes, creation time, content hash) as JSON lines,
-    walking the album by id pages (any size of album)."""
+    """Writes every image (matching --where, tagged --tag) as a JSON line, as the gateway lists it: id, name,
+    attributes, creation time, content hash, links; read as the gateway streams them (any size of album)."""
     out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout  # noqa: SIM115 (stdout is not ours to close)
-    count, after = 0, ""
+    count = 0
     try:
-        while True:
-            page = client.list_images(args.album, limit=1000, after=after, where=args.where)
-            for image in page["images"]:
-                out.write(json.dumps({k: image[k] for k in ("id", "name", "attributes", "created_at_ms",
-                                                              "content_hash")}, ensure_ascii=False) + "\n")
-            count += len(page["images"])
-            if page.get("next_after") is None:
-                break
-            after = page["next_after"]
+        for line in client.export_images(args.album, args.where, args.tag):
+            out.write(line + "\n")
+            count += 1
     finally:
         if args.out:
             out.close()
@@ -137,6 +131,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     export.add_argument("--album", required=True)
     export.add_argument("--out", help="a file to write (default: standard output)")
     export.add_argument("--where", help="only the images matching this filter")
+    export.add_argument("--tag", help="only the images tagged with this word (see images --tag)")
     listing = sub.add_parser("images", help="list an album's images with their tags; --tag finds them by a word")
     listing.add_argument("--album", required=True)
     listing.add_argument("--tag", help="a word: images whose ImageNet labels have it among their WordNet lemmas "

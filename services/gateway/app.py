@@ -9,15 +9,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import FastAPI, File, Form, Header, Query, Request, UploadFile
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError, WithJsonSchema
 from starlette.convertors import StringConvertor, register_url_convertor
@@ -37,6 +38,7 @@ from services.gateway.records import (
     AddResult,
     AddStatus,
     ImageFilter,
+    ImageRecord,
     JsonObject,
     Listing,
     NewImage,
@@ -313,10 +315,16 @@ IMAGE_ID_SCHEMA = {"pattern": "^[0-9a-f]{32}$"}
 WHERE_DESCRIPTION = ("The filter in its text form, as SQL's WHERE: price < 50 and colour in ('red', 'blue') and "
                      "in_stock (see the README for the language).")
 FILTER_DESCRIPTION = 'The filter in its JSON form: {"price": {"lt": 50}, "colour": {"in": ["red", "blue"]}}.'
+# An export's lines: JSON objects, one a line.
+EXPORT_MEDIA_TYPE = "application/x-ndjson"
 AlbumName = Annotated[str, ALBUM_PATH]
 ImageId = Annotated[str, PathParam(description="The image's id (32 hex digits).", json_schema_extra=IMAGE_ID_SCHEMA)]
 Where = Annotated[str | None, Query(description=WHERE_DESCRIPTION)]
 FilterJson = Annotated[str | None, Query(description=FILTER_DESCRIPTION)]
+TAG_DESCRIPTION = ("Only images tagged with this word: an ImageNet label whose WordNet lemmas include it "
+                   "(case-insensitive; e.g. espresso, tabby cat), or a tag set by hand. A word no image has answers "
+                   "no images; combines with where/filter.")
+Tag = Annotated[str | None, Query(description=TAG_DESCRIPTION, json_schema_extra={"maxLength": 256})]
 
 
 def _add_album_routes(app: FastAPI, deps: Deps, queue: ImportQueue) -> None:
@@ -412,11 +420,7 @@ def _add_image_routes(app: FastAPI, settings: GatewaySettings, deps: Deps) -> No
         order_by: Annotated[str | None, Query(description="A column to order by: id, name, content_hash, "
                                                           "created_at or a declared one (nulls last).")] = None,
         desc: Annotated[bool, Query(description="Order descending (nulls first).")] = False,
-        tag: Annotated[str | None, Query(description="Only images tagged with this word: an ImageNet label whose "
-                                                     "WordNet lemmas include it (case-insensitive; e.g. espresso, "
-                                                     "tabby cat), or a tag set by hand. A word no image has "
-                                                     "answers no images; combines with where/filter.",
-                                         json_schema_extra={"maxLength": 256})] = None,
+        tag: Tag = None,
     ) -> schemas.ImageList:
         """A page of the album's images matching the filter (and tag), by id or ordered by a column."""
         listing = Listing(filter=_filter(where, filter), limit=limit, offset=offset, after=after or "",
@@ -424,6 +428,27 @@ def _add_image_routes(app: FastAPI, settings: GatewaySettings, deps: Deps) -> No
         listed = await images.list_images(deps, album, listing)
         return schemas.ImageList(images=[schemas.ImageOut.of(i) for i in listed], limit=limit, offset=offset,
                                  next_after=images.next_after(listing, listed))
+
+    @app.get("/v1/albums/{album}/export", tags=["images"], response_class=StreamingResponse,
+             responses={200: {"content": {EXPORT_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/ImageOut"}}},
+                              "description": "One image a line (as listed), by id."}})
+    async def export_images(album: AlbumName, where: Where = None, filter: FilterJson = None,
+                            tag: Tag = None) -> StreamingResponse:
+        """Every image matching the filter (and tag) as JSON lines, by id, for albums of any size: a download
+        (`<album>.jsonl`). A missing album or a bad filter is answered as such before the first line; a failure
+        later cuts the download short (no last chunk), which clients report as an error."""
+        pages = images.export(deps, album, _filter(where, filter), tag or "")
+        none: list[ImageRecord] = []
+        first = await anext(pages, none)
+
+        async def lines() -> AsyncIterator[bytes]:
+            page = first
+            while page:
+                yield b"".join(schemas.ImageOut.of(i).model_dump_json().encode() + b"\n" for i in page)
+                page = await anext(pages, none)
+
+        disposition = f"attachment; filename*=UTF-8''{quote(album)}.jsonl"
+        return StreamingResponse(lines(), media_type=EXPORT_MEDIA_TYPE, headers={"Content-Disposition": disposition})
 
     @app.get("/v1/albums/{album}/images/count", tags=["images"], response_model=schemas.CountOut)
     async def count_images(album: AlbumName, where: Where = None, filter: FilterJson = None) -> schemas.CountOut:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import AsyncIterator
 from typing import Any, TypeAlias
 
 import grpc
@@ -251,6 +252,13 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         listed = await images.list_images(self.deps, request.album, listing)
         return gateway_pb2.ListImagesResponse(images=[image_message(i) for i in listed],
                                               next_after=images.next_after(listing, listed))
+
+    async def ExportImages(
+        self, request: gateway_pb2.ExportImagesRequest, context: Context
+    ) -> AsyncIterator[gateway_pb2.Image]:
+        async for page in images.export(self.deps, request.album, image_filter(request), request.tag):
+            for image in page:
+                yield image_message(image)
 
     async def CountImages(
         self, request: gateway_pb2.CountImagesRequest, context: Context

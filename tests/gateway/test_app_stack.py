@@ -250,6 +250,24 @@ def test_get_content_thumbnail_and_list(http: httpx.Client, photos: list[Path],
     assert {i["id"] for i in listed + rest} == {r["id"] for r in results}
 
 
+def test_an_export_streams_every_matching_image_as_a_json_line_and_refuses_before_the_first(
+        http: httpx.Client, filled: tuple[str, list[dict[str, Any]]]) -> None:
+    album, results = filled
+    exported = http.get(f"/v1/albums/{album}/export")
+    assert exported.status_code == 200 and exported.headers["content-type"] == "application/x-ndjson"
+    assert exported.headers["content-disposition"] == f"attachment; filename*=UTF-8''{album}.jsonl"
+    listed = http.get(f"/v1/albums/{album}/images", params={"limit": 100}).json()["images"]
+    assert [json.loads(line) for line in exported.text.splitlines()] == listed  # as listed, by id
+    things = http.get(f"/v1/albums/{album}/export", params={"where": "kind = 'thing'"}).text.splitlines()
+    assert sorted(json.loads(line)["id"] for line in things) == sorted(
+        r["id"] for r, a in zip(results, ATTRIBUTES, strict=True) if a["kind"] == "thing")
+    assert http.get(f"/v1/albums/{album}/export", params={"where": "kind = 'none such'"}).text == ""
+    missing = http.get("/v1/albums/no-such-album/export")
+    assert (missing.status_code, missing.json()["error"]["reason"]) == (404, "album_not_found")
+    bad = http.get(f"/v1/albums/{album}/export", params={"where": "kind ="})
+    assert bad.status_code in (400, 422) and bad.json()["error"]["reason"] == "invalid_filter"
+
+
 def test_a_deleted_image_is_gone_from_search_and_count(http: httpx.Client, photos: list[Path]) -> None:
     album, results = fill(http, photos)
     image_id = results[1]["id"]

@@ -11,9 +11,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import grpc
 import httpx
 import numpy as np
 import pytest
+from imagesearch.v1 import gateway_pb2, gateway_pb2_grpc
 
 from services.common.grpc_client import open_channel
 from services.devstack import ROOT, Stack
@@ -63,6 +65,17 @@ def test_an_album_past_the_query_window_is_walked_whole(stack: Stack, tmp_path: 
         rows = [json.loads(line) for line in out.read_text().splitlines()]
         assert len(rows) == IMAGES and given_attributes(rows[0]["attributes"]) == {"bucket": 0}
         assert rows[-1]["name"] == f"n{IMAGES - 1}"
+        # The export's own answer, a line an image streamed, over HTTP (what the CLI reads) and gRPC, filtered.
+        with http.stream("GET", f"/v1/albums/{album}/export", params={"where": "bucket = 3"}) as streamed:
+            assert streamed.headers["content-type"] == "application/x-ndjson"
+            assert streamed.headers["content-disposition"] == f"attachment; filename*=UTF-8''{album}.jsonl"
+            lines = [json.loads(line) for line in streamed.iter_lines()]
+        assert len(lines) == 1650 and [r["id"] for r in lines] == sorted(r["id"] for r in lines)
+        assert {given_attributes(r["attributes"])["bucket"] for r in lines} == {3}
+        with grpc.insecure_channel(f"127.0.0.1:{stack.ports.gateway}") as channel:
+            request = gateway_pb2.ExportImagesRequest(album=album, where="bucket = 3")
+            assert [i.id for i in gateway_pb2_grpc.GatewayStub(channel).ExportImages(request, timeout=120)] == \
+                [r["id"] for r in lines]
 
         updated = http.patch(f"/v1/albums/{album}/images", params={"where": "bucket < 9"},
                              json={"attributes": {"seen": True}})

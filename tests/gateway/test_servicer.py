@@ -80,6 +80,10 @@ def test_grpc_round_trip_create_add_search_get_delete(gateway: gateway_pb2_grpc.
     rest = gateway.ListImages(gateway_pb2.ListImagesRequest(album=name, limit=3, after=page.next_after), timeout=30)
     assert [i.id for i in [*page.images, *rest.images]] == [i.id for i in listed.images]
     assert not rest.HasField("next_after")
+    exported = gateway.ExportImages(gateway_pb2.ExportImagesRequest(album=name), timeout=30)
+    assert [i.id for i in exported] == [i.id for i in listed.images]  # streamed, by id
+    chosen = gateway.ExportImages(gateway_pb2.ExportImagesRequest(album=name, where="i >= 2"), timeout=30)
+    assert sorted(given_attributes(json.loads(i.attributes_json))["i"] for i in chosen) == [2, 3]
 
     assert gateway.DeleteImage(gateway_pb2.DeleteImageRequest(album=name, id=image.id), timeout=30).deleted
     assert gateway.GetAlbum(gateway_pb2.GetAlbumRequest(name=name), timeout=30).image_count == 3
@@ -95,6 +99,11 @@ def test_grpc_errors_carry_status_and_reason(gateway: gateway_pb2_grpc.GatewaySt
     with pytest.raises(grpc.RpcError) as invalid:
         gateway.CreateAlbum(gateway_pb2.CreateAlbumRequest(name="Bad Name"), timeout=30)
     assert invalid.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+    # A streamed answer fails the same way, before its first image.
+    with pytest.raises(grpc.RpcError) as streamed:
+        list(gateway.ExportImages(gateway_pb2.ExportImagesRequest(album="no-such-album"), timeout=30))
+    assert streamed.value.code() == grpc.StatusCode.NOT_FOUND  # type: ignore[attr-defined]
+    assert _reason(streamed.value) == "album_not_found"
 
 
 def test_grpc_typed_album_filters_updates_deletes_and_sql_match_http(

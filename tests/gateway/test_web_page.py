@@ -870,6 +870,11 @@ def test_browsing_an_album_filters_orders_and_pages_through_every_image(
     expect(cards.first.locator(".kv[data-column='price'] .v")).to_have_text("20")
     page.locator("#browsePanel").scroll_into_view_if_needed()
     screenshot(page, "test_browse", tmp_path)
+    with page.expect_download() as download:  # every image it shows, as JSON lines, by id
+        page.click("#browseExport")
+    assert download.value.suggested_filename == f"{shop.album}.jsonl"
+    lines = Path(download.value.path()).read_text().splitlines()
+    assert [json.loads(line)["id"] for line in lines] == sorted(image["id"] for image in cheap)
 
     page.fill("#browseWhere", "price <")  # refused by the gateway: its message, no cards
     page.press("#browseWhere", "Enter")

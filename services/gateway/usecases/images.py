@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -27,6 +27,8 @@ IMAGE_ID = re.compile(r"[0-9a-f]{32}")
 MAX_LIST_LIMIT = 1000
 # Offsets are 64-bit on the wire; ordering by a column sorts every match, so no real offset comes near.
 MAX_OFFSET = 2**62
+# Images read per step of an export.
+EXPORT_PAGE = 1000
 # Images deleted per step of a delete by filter (their vectors, then their blobs).
 DELETE_BATCH = 500
 
@@ -106,6 +108,21 @@ async def list_images(deps: Deps, album: str, listing: Listing = FIRST_PAGE) -> 
     items = await deps.search.query(album, expr, listing.limit, listing.offset,
                                     listing.after, listing.order_by, listing.descending)
     return [record_of(album, i) for i in items]
+
+
+async def export(deps: Deps, album: str, filter: ImageFilter = NO_FILTER,
+                 tag: str = "") -> AsyncIterator[list[ImageRecord]]:
+    """Every image matching the filter (and tagged with `tag`'s labels), by id, a page at a time (albums of any
+    size: each page is read after the last id of the one before). The first page is read at the first step, so a
+    missing album or a bad filter fails there."""
+    after = ""
+    while True:
+        page = await list_images(deps, album, Listing(filter=filter, limit=EXPORT_PAGE, after=after, tag=tag))
+        if page:
+            yield page
+        if len(page) < EXPORT_PAGE:
+            return
+        after = page[-1].id
 
 
 async def count(deps: Deps, album: str, filter: ImageFilter = NO_FILTER) -> int:

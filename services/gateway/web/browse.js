@@ -23,7 +23,7 @@ function clearBrowse(album) {
   browsing = null;
   fillBrowseOrders(album);
   $("browseResults").replaceChildren();
-  $("browseMore").hidden = true;
+  $("browseMore").hidden = $("browseExport").hidden = true;
   show($("browseMsg"), "");
 }
 
@@ -34,7 +34,7 @@ async function browse() {
   browsing = { album, word: $("browseWord").value.trim(), where: $("browseWhere").value.trim(), orderBy,
                desc: direction === "desc", offset: 0, total: null };
   $("browseResults").replaceChildren();
-  $("browseMore").hidden = true;
+  $("browseMore").hidden = $("browseExport").hidden = true;
   show($("browseMsg"), "Finding…");
   await browsePage(browsing);
 }
@@ -58,13 +58,22 @@ async function browsePage(asked) {
     const full = body.images.length === BROWSE_PAGE;
     $("browseMore").hidden = !full || (asked.total != null && asked.offset >= asked.total);
     for (const image of body.images) $("browseResults").appendChild(browseCard(image, asked));
-    if (asked.offset) show($("browseMsg"), browseSummary(asked, full));
+    if (asked.offset) { show($("browseMsg"), browseSummary(asked, full)); showExport(asked); }
     else { show($("browseMsg"), ""); $("browseResults").replaceChildren(emptyState(browseEmptyText(asked))); }
   } catch (e) {
     if (browsing === asked) showError($("browseMsg"), e);
   } finally {
     $("browse").disabled = $("browseMore").disabled = false;
   }
+}
+
+/** The download of every image the browsing shows (all pages), by id: GET .../export with its word and filter. */
+function showExport(asked) {
+  const params = new URLSearchParams();
+  if (asked.word) params.set("tag", asked.word);
+  if (asked.where) params.set("where", asked.where);
+  $("browseExport").href = `/v1/albums/${encodeURIComponent(asked.album)}/export${params.size ? "?" + params : ""}`;
+  $("browseExport").hidden = false;
 }
 
 /** A card: with a word, the image's tags and their probabilities first; then its attributes; "Search with this". */
