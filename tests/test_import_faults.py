@@ -11,6 +11,7 @@ import random
 import tarfile
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -160,3 +161,18 @@ def test_a_re_embed_goes_on_after_the_gateway_dies_and_the_album_answers_all_alo
         assert all(a == (200, images[3][0]) for a in answers), answers
         assert http.get("/v1/albums/again").json()["image_count"] == 80
         assert [a["name"] for a in http.get("/v1/albums").json()["albums"]].count("again") == 1
+
+
+def test_the_gateway_answers_at_once_after_redis_restarts(stack: Stack) -> None:
+    """Its pooled connections to the Redis that died are dead: each is remade on its first use, not answered
+    with a 503 (one a pooled connection, seen right after Redis was back)."""
+    with httpx.Client(base_url=stack.http_url, timeout=30) as http:
+        def listing() -> int:
+            return http.get("/v1/imports", params={"limit": 5}).status_code
+
+        with ThreadPoolExecutor(8) as pool:  # several pooled connections, each used since
+            assert set(pool.map(lambda _: listing(), range(40))) == {200}
+        stack.kill("redis")
+        stack.ensure(SERVERS + SERVICES)
+        with ThreadPoolExecutor(8) as pool:
+            assert list(pool.map(lambda _: listing(), range(40))) == [200] * 40

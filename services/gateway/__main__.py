@@ -18,6 +18,9 @@ import httpx
 import uvicorn
 from imagesearch.v1 import gateway_pb2_grpc
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from services.common.errors import StoreUnavailable
 from services.common.grpc_client import open_channel
@@ -77,8 +80,13 @@ async def main() -> None:
         await blobs.ensure_bucket()
     except StoreUnavailable as exc:
         log.warning("object store not ready at start (will retry on use): %s", exc.message)
+    # A pooled connection to a Redis that has restarted since is dead: the first command on it fails with a
+    # ConnectionError (seen as 503s, one per pooled connection, right after Redis was back). Such a command is made
+    # once more on a new connection (redis-py retries none when built from a URL). Only connection errors: a
+    # command that timed out may have run.
     redis = Redis.from_url(settings.redis_url, socket_timeout=settings.redis_timeout_s,
-                           socket_connect_timeout=settings.redis_timeout_s)
+                           socket_connect_timeout=settings.redis_timeout_s, retry=Retry(NoBackoff(), 1),
+                           retry_on_error=[RedisConnectionError])
     http_client = httpx.AsyncClient(timeout=settings.url_fetch_timeout_s,
                                     headers={"User-Agent": "imagesearch-gateway/1.0"})
     deps = Deps(
