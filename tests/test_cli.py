@@ -18,6 +18,7 @@ from services.cli import (
     print_sql_result,
     start_import,
 )
+from services.cli.jobs import make_album
 from services.client import ApiError
 from services.devstack import free_port
 
@@ -195,3 +196,43 @@ def test_an_sql_table_cuts_a_long_value_in_the_middle_so_names_sharing_a_folder_
     header, rule, row, _ = capsys.readouterr().out.splitlines()  # a row of an image: its link, under "image"
     assert (header.split(), rule.split(), row.split()) == (
         ["name", "image"], ["----", "-----"], ["a", "http://x/v1/albums/shop/images/1/content"])
+
+
+class AlbumAway:
+    """A client whose gateway is away for `away` calls (refused, then 503 while it starts), then has no album `a`
+    until asked to make it; `made` says what creating it answers (its album, or 409: made meanwhile)."""
+
+    base_url = "http://gateway"
+
+    def __init__(self, away: int, made: Exception | None = None) -> None:
+        self.away, self.made = away, made
+        self.calls: list[str] = []
+
+    def _call(self, what: str) -> None:
+        self.calls.append(what)
+        if len(self.calls) <= self.away:
+            raise httpx.ConnectError("refused") if len(self.calls) % 2 else ApiError(503, "unavailable", "starting")
+
+    def get_album(self, album: str) -> dict[str, Any] | None:
+        self._call("get")
+        return None
+
+    def create_album(self, album: str) -> dict[str, Any]:
+        self._call("create")
+        if self.made is not None:
+            raise self.made
+        return {"name": album}
+
+
+def test_ingest_waits_for_a_gateway_restarting_as_it_starts_before_making_the_album(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    client, slept = AlbumAway(away=3), []
+    assert make_album(client, "a", sleep=slept.append)  # type: ignore[arg-type]
+    assert client.calls == ["get", "get", "get", "get", "create"] and slept == [2.0] * 3
+    assert "the gateway does not answer (ConnectError); waiting for it" in capsys.readouterr().err
+    raced = AlbumAway(away=0, made=ApiError(409, "already_exists", "album 'a' already exists"))
+    assert not make_album(raced, "a", sleep=slept.append)  # type: ignore[arg-type]
+    with pytest.raises(GatewayGone, match="nothing was sent"):
+        make_album(AlbumAway(away=10**6), "a", patience_s=0.0, sleep=lambda s: None)  # type: ignore[arg-type]
+    with pytest.raises(ApiError):  # the request's own error: not waited out
+        make_album(AlbumAway(away=0, made=ApiError(400, "invalid_argument", "bad name")), "a")  # type: ignore[arg-type]

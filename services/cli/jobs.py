@@ -71,9 +71,35 @@ def start_import(client: GatewayClient, album: str, patience_s: float = UNREACHA
         except (httpx.TransportError, ApiError) as exc:
             patience.wait(exc, "the import was not queued: run the same command again")
             if not told:
-                print(f"the gateway did not take the import ({type(exc).__name__}); sending it again when it "
+                print(f"the gateway did not take the import ({_why(exc)}); sending it again when it "
                       "answers", file=sys.stderr)
                 told = True
+
+
+def make_album(client: GatewayClient, album: str, patience_s: float = UNREACHABLE_PATIENCE_S,
+               sleep: Callable[[float], None] = time.sleep) -> bool:
+    """Creates the album unless it exists; True if this made it. A gateway that cannot be reached (restarting
+    as the command starts) is waited for, as `start_import` waits for it."""
+    patience = Patience(client, patience_s, sleep)
+    told = False
+    while True:
+        try:
+            if client.get_album(album) is not None:
+                return False
+            client.create_album(album)
+            return True
+        except (httpx.TransportError, ApiError) as exc:
+            if isinstance(exc, ApiError) and exc.status == 409:  # made meanwhile (a try whose answer was lost)
+                return False
+            patience.wait(exc, "nothing was sent: run the same command again")
+            if not told:
+                print(f"the gateway does not answer ({_why(exc)}); waiting for it", file=sys.stderr)
+                told = True
+
+
+def _why(exc: Exception) -> str:
+    """What a failed call to the gateway met: its answer (a 503 naming Redis, say), or the connection's error."""
+    return f"{exc.status} {exc.reason}" if isinstance(exc, ApiError) else type(exc).__name__
 
 
 def follow_import(client: GatewayClient, job: dict[str, Any], progress: bool = True,
@@ -93,7 +119,8 @@ def follow_import(client: GatewayClient, job: dict[str, Any], progress: bool = T
             try:
                 job = client.get_import(job["id"])
             except (httpx.TransportError, ApiError) as exc:
-                bar.set_postfix_str(f"gateway unreachable ({type(exc).__name__}), waiting: the {doing} goes on")
+                met = "answers " + _why(exc) if isinstance(exc, ApiError) else f"unreachable ({_why(exc)})"
+                bar.set_postfix_str(f"gateway {met}, waiting: the {doing} goes on")
                 patience.wait(exc, f"{doing} {job['id']} goes on by itself: `imagesearch imports --album "
                                    f"{job['album']}` shows it")
                 continue
@@ -150,8 +177,7 @@ def cmd_ingest(args: argparse.Namespace, client: GatewayClient) -> int:
                     print(f"failed {problem}", file=sys.stderr)
                 raise ValueError(f"no image file ({' '.join(sorted(IMAGE_SUFFIXES))}) in {', '.join(map(str, local))}")
             print(f"sending {packed} image file(s) ...", file=sys.stderr)
-        if client.get_album(args.album) is None:
-            client.create_album(args.album)
+        if make_album(client, args.album):
             print(f"created album {args.album}", file=sys.stderr)
         job = start_import(client, args.album, archive=archive, urls=urls, manifest=manifest, attributes=common,
                            on_duplicate=args.on_duplicate, archive_name=_listed_as(local, archive))
