@@ -66,6 +66,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: cannot reach the gateway at {args.url} ({type(exc).__name__}: {exc}); is it running? "
               "(`imagesearch up` starts it; --url or IMAGESEARCH_URL point elsewhere)", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # What reads the output stopped early (`| head`): stop quietly, as other command-line tools do; what is
+        # still buffered for it goes nowhere (not a second error as Python exits).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except (ApiError, GatewayGone, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -63,6 +63,9 @@ def test_an_album_past_the_query_window_is_walked_whole(stack: Stack, tmp_path: 
                                   cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
         assert exported.returncode == 0, exported.stderr
         rows = [json.loads(line) for line in out.read_text().splitlines()]
+        piped = subprocess.run(f"{sys.executable} -m services.cli export --album {album} | head -1", shell=True,
+                               cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        assert json.loads(piped.stdout)["name"] == "n0" and piped.stderr == "", piped.stderr  # stopped quietly
         assert len(rows) == IMAGES and given_attributes(rows[0]["attributes"]) == {"bucket": 0}
         assert rows[-1]["name"] == f"n{IMAGES - 1}"
         # The export's own answer, a line an image streamed, over HTTP (what the CLI reads) and gRPC, filtered.
