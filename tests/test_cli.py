@@ -217,7 +217,7 @@ class AlbumAway:
         self._call("get")
         return None
 
-    def create_album(self, album: str) -> dict[str, Any]:
+    def create_album(self, album: str, columns: Any = ()) -> dict[str, Any]:
         self._call("create")
         if self.made is not None:
             raise self.made

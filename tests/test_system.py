@@ -212,6 +212,36 @@ def test_cli_shows_changes_and_deletes_images(stack: Stack, photos: list[Path], 
     assert httpx.get(f"{stack.http_url}/v1/albums/{album}/images/count").json()["count"] == 2
 
 
+def test_cli_ingest_of_a_csv_manifest_into_a_new_album_declares_its_columns(stack: Stack, photos: list[Path],
+                                                                           tmp_path: Path) -> None:
+    """The album `ingest` makes for a CSV manifest declares its columns, typed as all their cells read (so that a
+    filter compares prices as numbers); into an album that exists without them, a note says they stay text."""
+    folder = tmp_path / "shop"
+    folder.mkdir()
+    for name, photo in zip("abc", photos, strict=False):
+        (folder / f"{name}.png").write_bytes(photo.read_bytes())
+    (tmp_path / "shop.csv").write_text("file,price,in_stock,sizes,listed_at,colour\n"
+                                       "a.png,8.25,true,41|42,2024-03-01,red\n"
+                                       "b.png,12,no,42,,blue\n"
+                                       "c.png,5,yes,,2023-01-01T10:00:00Z,\n")
+    album = f"guess_{uuid.uuid4().hex[:8]}"
+    ingest = _cli(stack, "ingest", str(folder), "--album", album, "--attributes", str(tmp_path / "shop.csv"))
+    assert ingest.returncode == 0 and "3 added" in ingest.stdout, ingest.stdout + ingest.stderr
+    assert f"created album {album} with columns price:float in_stock:bool sizes:string_list listed_at:timestamp " \
+           "colour:string (the types the cells of shop.csv read as" in ingest.stderr, ingest.stderr
+    declared = httpx.get(f"{stack.http_url}/v1/albums/{album}").json()["columns"]
+    assert [(c["name"], c["type"]) for c in declared] == [("price", "float"), ("in_stock", "bool"),
+                                                          ("sizes", "string_list"), ("listed_at", "timestamp"),
+                                                          ("colour", "string")]
+    assert _cli(stack, "count", "--album", album, "--where", "price < 10 and in_stock").stdout.strip() == "2"
+
+    plain = f"plain_{uuid.uuid4().hex[:8]}"
+    assert _cli(stack, "create-album", plain).returncode == 0
+    noted = _cli(stack, "ingest", str(folder), "--album", plain, "--attributes", str(tmp_path / "shop.csv"))
+    assert noted.returncode == 0 and f"note: album {plain} declares no column price, in_stock, sizes, listed_at, " \
+           "colour: those cells are stored as text" in noted.stderr, noted.stderr
+
+
 def test_cli_search_of_an_unknown_album_says_so(stack: Stack, photos: list[Path]) -> None:
     result = _cli(stack, "search", str(photos[0]), "--album", "no-such-album")
     assert result.returncode == 2

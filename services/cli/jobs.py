@@ -9,7 +9,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,8 @@ import httpx
 
 from services.cli.packing import ARCHIVE_SUFFIXES, IMAGE_SUFFIXES, pack_images
 from services.client import ApiError, GatewayClient, shown_name
+from services.common.manifest import guess_column_types, json_column_types
+from services.common.schema import MAX_COLUMNS
 
 # How long `ingest` and `reembed` wait for an unreachable gateway before leaving the job to itself.
 UNREACHABLE_PATIENCE_S = 600.0
@@ -76,17 +78,17 @@ def start_import(client: GatewayClient, album: str, patience_s: float = UNREACHA
                 told = True
 
 
-def make_album(client: GatewayClient, album: str, patience_s: float = UNREACHABLE_PATIENCE_S,
-               sleep: Callable[[float], None] = time.sleep) -> bool:
-    """Creates the album unless it exists; True if this made it. A gateway that cannot be reached (restarting
-    as the command starts) is waited for, as `start_import` waits for it."""
+def make_album(client: GatewayClient, album: str, columns: Mapping[str, str] | None = None,
+               patience_s: float = UNREACHABLE_PATIENCE_S, sleep: Callable[[float], None] = time.sleep) -> bool:
+    """Creates the album (with these declared columns: name -> type) unless it exists; True if this made it. A
+    gateway that cannot be reached (restarting as the command starts) is waited for, as `start_import` waits."""
     patience = Patience(client, patience_s, sleep)
     told = False
     while True:
         try:
             if client.get_album(album) is not None:
                 return False
-            client.create_album(album)
+            client.create_album(album, [{"name": n, "type": k} for n, k in (columns or {}).items()])
             return True
         except (httpx.TransportError, ApiError) as exc:
             if isinstance(exc, ApiError) and exc.status == 409:  # made meanwhile (a try whose answer was lost)
@@ -177,8 +179,20 @@ def cmd_ingest(args: argparse.Namespace, client: GatewayClient) -> int:
                     print(f"failed {problem}", file=sys.stderr)
                 raise ValueError(f"no image file ({' '.join(sorted(IMAGE_SUFFIXES))}) in {', '.join(map(str, local))}")
             print(f"sending {packed} image file(s) ...", file=sys.stderr)
-        if make_album(client, args.album):
-            print(f"created album {args.album}", file=sys.stderr)
+        # A CSV manifest's cells are text: a new album declares its columns (and those of the attributes given to
+        # all), so that filters compare numbers as numbers. (JSON values keep their types undeclared.)
+        guessed = dict(list({**json_column_types(common or {}),
+                             **guess_column_types(manifest.read_text(encoding="utf-8-sig"))}.items())[:MAX_COLUMNS]) \
+            if manifest is not None and manifest.suffix.lower() == ".csv" else {}
+        if make_album(client, args.album, guessed):
+            print(f"created album {args.album}" + (f" with columns {_columns_text(guessed)} (the types the cells of "
+                  f"{manifest.name if manifest else ''} read as; `create-album` first to choose others)" if guessed
+                  else ""), file=sys.stderr)
+        elif undeclared := {n: k for n, k in guessed.items()
+                            if n not in {c["name"] for c in client.album(args.album).get("columns", [])}}:
+            print(f"note: album {args.album} declares no column {', '.join(undeclared)}: those cells are stored as "
+                  f"text, which filters compare as text (a new album declares them: {_columns_text(undeclared)})",
+                  file=sys.stderr)
         job = start_import(client, args.album, archive=archive, urls=urls, manifest=manifest, attributes=common,
                            on_duplicate=args.on_duplicate, archive_name=_listed_as(local, archive))
     job = follow_import(client, job, progress=not args.quiet)
@@ -190,6 +204,11 @@ def cmd_ingest(args: argparse.Namespace, client: GatewayClient) -> int:
     counts = {**job["counts"], "failed": job["counts"]["failed"] + len(unreadable)}
     print(import_summary(args.album, job, counts))
     return 1 if counts["failed"] or job["status"] != "done" else 0
+
+
+def _columns_text(columns: Mapping[str, str]) -> str:
+    """Columns as `create-album --column` takes them: "price:float in_stock:bool"."""
+    return " ".join(f"{name}:{kind}" for name, kind in columns.items())
 
 
 def _listed_as(local: Sequence[Path], archive: Path | None) -> str:

@@ -20,11 +20,12 @@ import json
 import math
 import re
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from services.common.errors import InvalidAttributes
-from services.common.schema import INT64_MAX, INT64_MIN
+from services.common.schema import INT64_MAX, INT64_MIN, MAX_COLUMNS, check_column_name
 
 FILE_KEYS = ("file", "path", "url", "name")
 # The most bad rows a refused manifest's error lists (it counts the rest).
@@ -158,6 +159,58 @@ def _csv_rows(text: str, columns: Mapping[str, str]) -> _Rows:
                          for key, value in row.items() if key and value not in (None, "")}
         except ValueError as exc:
             yield line, str(exc)
+
+
+# The types a CSV column is tried as, in this order: the first that every cell of it reads as is its guess.
+_GUESSES = ("int", "float", "bool", "timestamp")
+
+
+def guess_column_types(text: str) -> dict[str, str]:
+    """For each column of a CSV manifest that may be declared (not the file's or the name's; a valid, unreserved
+    name; the first MAX_COLUMNS): the column type all its cells (not empty) read as: int, float, bool, timestamp
+    (ISO 8601), string_list (a cell holds `|`), else string. What to declare it as for filters to compare its
+    values as such; a guess: digits that are codes ("00123") read as int too."""
+    reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff"), newline=""))
+    names = [name for name in reader.fieldnames or [] if _declarable(name)][:MAX_COLUMNS]  # as many as an album has
+    cells: dict[str, list[str]] = {name: [] for name in names}
+    for row in reader:
+        for name, values in cells.items():
+            if (value := row.get(name)) not in (None, ""):
+                values.append(str(value))
+    return {name: _guess(values) for name, values in cells.items()}
+
+
+def json_column_types(attributes: Mapping[str, Any]) -> dict[str, str]:
+    """The column types of attributes given as JSON (a string, a whole number, a number, true or false, a list of
+    strings), for the names a column may have; others (null, objects, other lists) are left undeclared."""
+    kinds = {name: ("bool" if isinstance(value, bool) else "int" if isinstance(value, int) else
+                    "float" if isinstance(value, float) else "string" if isinstance(value, str) else
+                    "string_list" if isinstance(value, list) and all(isinstance(v, str) for v in value) else "")
+             for name, value in attributes.items() if _declarable(name)}
+    return {name: kind for name, kind in kinds.items() if kind}
+
+
+def _declarable(name: str) -> bool:
+    try:
+        return name not in FILE_KEYS and check_column_name(name) == name
+    except InvalidAttributes:
+        return False
+
+
+def _guess(values: list[str]) -> str:
+    if any(LIST_SEPARATOR in value for value in values):
+        return "string_list"
+    for kind in _GUESSES if values else ():
+        try:
+            for value in values:
+                if kind == "timestamp":
+                    datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+                else:
+                    cell_value(value, kind, "")
+            return kind
+        except ValueError:
+            continue
+    return "string"
 
 
 def cell_value(value: str, kind: str | None, key: str) -> Any:

@@ -6,7 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from services.common.manifest import ManifestError, ManifestFiles, parse_manifest, read_manifest
+from services.common.manifest import (
+    ManifestError,
+    ManifestFiles,
+    guess_column_types,
+    json_column_types,
+    parse_manifest,
+    read_manifest,
+)
 
 COLUMNS = {"price": "float", "qty": "int", "in_stock": "bool", "sizes": "string_list", "listed_at": "timestamp"}
 
@@ -94,3 +101,19 @@ def test_a_bad_row_is_named_by_the_line_it_starts_on() -> None:
     with pytest.raises(ManifestError, match=r"^line 2: a row is a JSON object$"):
         parse_manifest(jsonl, ".jsonl", COLUMNS)
     assert parse_manifest(jsonl.split("\r\n")[0], ".jsonl", COLUMNS) == {"a.jpg": {"note": "one\u2028row"}}
+
+
+def test_a_csv_manifest_s_columns_are_guessed_as_the_type_all_their_cells_read_as() -> None:
+    text = ("\ufefffile,name,qty,price,in_stock,sizes,when,note,Bad Name,distance\n"
+            "a.jpg,A,3,8.25,true,41|42,2024-03-01,hi,x,1\n"
+            "b.jpg,B,-4,10,no,,2024-05-01T10:00:00Z,,y,2\n"
+            "c.jpg,C,,1e3,,43,,007,z,3\n")
+    # Not the file's or the name's, nor a name no column may have (capitals, a space; reserved: distance).
+    assert guess_column_types(text) == {"qty": "int", "price": "float", "in_stock": "bool", "sizes": "string_list",
+                                        "when": "timestamp", "note": "string"}
+    assert guess_column_types("file,blank\na.jpg,\n") == {"blank": "string"}  # no cell to go by: text
+    assert guess_column_types("file,mixed\na.jpg,1\nb.jpg,x\n") == {"mixed": "string"}
+    given = {"source": "shop", "n": 3, "share": 0.5, "new": True, "tags": ["a"], "none": None, "deep": {"a": 1},
+             "mixed": ["a", 1], "Bad": "x"}
+    assert json_column_types(given) == {"source": "string", "n": "int", "share": "float", "new": "bool",
+                                        "tags": "string_list"}
