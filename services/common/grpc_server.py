@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import inspect
 import logging
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from typing import Any, NoReturn
 
 import grpc
@@ -23,7 +25,7 @@ log = logging.getLogger(__name__)
 ERROR_REASON_KEY = "x-error-reason"
 
 Handler = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
-StreamHandler = Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]
+StreamHandler = Callable[[Any, grpc.aio.ServicerContext], AsyncGenerator[Any, None]]
 
 
 def _metadata_value(context: grpc.aio.ServicerContext, key: str) -> str | None:
@@ -53,7 +55,9 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
-        if handler is not None and handler.unary_stream is not None:
+        # An RPC that streams its answers as an async generator (ours); not one that writes them itself (grpc's
+        # Health.Watch, a coroutine calling context.write), which is left as it is.
+        if handler is not None and inspect.isasyncgenfunction(handler.unary_stream):
             return grpc.unary_stream_rpc_method_handler(
                 self._wrap_stream(method, handler.unary_stream),
                 request_deserializer=handler.request_deserializer,
@@ -76,13 +80,14 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         return wrapped
 
     def _wrap_stream(self, method: str, inner: StreamHandler) -> StreamHandler:
-        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncGenerator[Any, None]:
             request_id_var.set(_metadata_value(context, REQUEST_ID_HEADER) or new_request_id())
             started = time.perf_counter()
             outcome = [grpc.StatusCode.OK]
             try:
-                async for response in inner(request, context):
-                    yield response
+                async with contextlib.aclosing(inner(request, context)) as responses:
+                    async for response in responses:
+                        yield response
             except Exception as exc:
                 await self._fail(method, context, exc, outcome)
             finally:

@@ -120,6 +120,8 @@ AT_ONCE = 8
 # How long a read that reached a collection being let go (`released_under_it`) waits before it is made again (the
 # album's alias has moved on by then).
 RELEASED_RETRY_S = 0.2
+
+
 # --- expressions ---------------------------------------------------------------------------------
 
 

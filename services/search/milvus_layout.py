@@ -271,7 +271,7 @@ def _nulls_of(entity: Mapping[str, Any]) -> set[str]:
 
 
 def column_of_row(entity: Mapping[str, Any], column: str, schema: AlbumSchema,
-                   nulls: set[str] | None = None) -> Any:
+                  nulls: set[str] | None = None) -> Any:
     """A built-in or declared column's value in a row (declared: None when null, timestamps as datetimes)."""
     declared = schema.get(column)
     if declared is None:
@@ -317,7 +317,7 @@ def _matches(filter: Expr | None, image_id: str, entity: Mapping[str, Any], sche
 
 
 def best_per_image(rows: Sequence[dict[str, Any]], schema: AlbumSchema, filter: Expr | None = None,
-                    enough: int = 0) -> list[Hit]:
+                   enough: int = 0) -> list[Hit]:
     """One hit per image from rows ordered by similarity: the first (best) row of each image; of the images
     the bound `filter` matches if one is given. With `enough`, the rows after the `enough`-th image found
     are left unread, except those as near as it (ties are ordered by id)."""

@@ -897,6 +897,11 @@ def test_browsing_an_album_filters_orders_and_pages_through_every_image(
     assert card_names(cards) == [f"n{i:02d}.png" for i in range(50)]
     expect(page.locator("#browseMsg")).to_have_text("50 of 50 images")
     expect(page.locator("#browseMore")).to_be_hidden()
+    cards.first.locator(".name").click()  # deleted from its details: counted out of what Browse shows
+    page.click("#imgDelete")
+    page.click("#imgDeleteYes")
+    expect(cards).to_have_count(49)
+    expect(page.locator("#browseMsg")).to_have_text("49 of 49 images")
     page.select_option("#album", shop.album)  # another album leaves nothing of this one
     expect(cards).to_have_count(0)
 

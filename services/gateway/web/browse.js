@@ -48,6 +48,7 @@ async function browsePage(asked) {
   if (asked.word) params.set("tag", asked.word);
   if (asked.where) params.set("where", asked.where);
   $("browse").disabled = $("browseMore").disabled = true;
+  asked.loading = true;
   try {
     const counting = asked.offset || asked.word ? null
       : api(`${path}/count?${new URLSearchParams(asked.where ? { where: asked.where } : {})}`);
@@ -63,8 +64,20 @@ async function browsePage(asked) {
   } catch (e) {
     if (browsing === asked) showError($("browseMsg"), e);
   } finally {
-    $("browse").disabled = $("browseMore").disabled = false;
+    asked.loading = false;
+    // Only the browsing shown: a late answer to an earlier one must not let "More" ask for a page twice.
+    if (!browsing || !browsing.loading) $("browse").disabled = $("browseMore").disabled = false;
   }
+}
+
+/** An image deleted (its details' Delete): one fewer shown and matching, so that "More" asks from the right place. */
+function browseImageGone(id, album) {
+  if (!browsing || browsing.album !== album) return;
+  const shown = [...$("browseResults").querySelectorAll(".card")].some((c) => c.dataset.imageId === id && c.dataset.album === album);
+  if (!shown) return;
+  browsing.offset -= 1;
+  if (browsing.total != null) browsing.total -= 1;
+  if (browsing.offset) show($("browseMsg"), browseSummary(browsing, !$("browseMore").hidden));
 }
 
 /** The download of every image the browsing shows (all pages), by id: GET .../export with its word and filter. */
@@ -72,7 +85,8 @@ function showExport(asked) {
   const params = new URLSearchParams();
   if (asked.word) params.set("tag", asked.word);
   if (asked.where) params.set("where", asked.where);
-  $("browseExport").href = `/v1/albums/${encodeURIComponent(asked.album)}/export${params.size ? "?" + params : ""}`;
+  const query = params.toString();
+  $("browseExport").href = `/v1/albums/${encodeURIComponent(asked.album)}/export${query ? "?" + query : ""}`;
   $("browseExport").hidden = false;
 }
 

@@ -260,6 +260,7 @@ async function deleteDetails() {
     return;
   }
   changeKept(image.id, album, null);
+  browseImageGone(image.id, album);  // before its card goes: Browse counts it out
   for (const node of nodesOf(image.id, album)) node.remove();
   if (stillShown(image.id, album)) $("imageDialog").close();
   show($("jobsMsg"), `Deleted ${image.name}.`, "ok");
