@@ -198,7 +198,9 @@ def cmd_ingest(args: argparse.Namespace, client: GatewayClient) -> int:
     job = follow_import(client, job, progress=not args.quiet)
     for failure in client.import_results(job["id"], failed_only=True):
         error = failure.get("error") or {}
-        print(f"failed {failure['name']}: {error.get('reason')}: {error.get('message')}")
+        file = failure.get("file") or ""
+        shown = failure["name"] + (f" ({file})" if file and file != failure["name"] else "")  # named by its manifest
+        print(f"failed {shown}: {error.get('reason')}: {error.get('message')}")
     for problem in unreadable:
         print(f"failed {problem}")
     counts = {**job["counts"], "failed": job["counts"]["failed"] + len(unreadable)}

@@ -195,10 +195,12 @@ class ItemSource:
     error: str = ""
     offset: int = -1
     length: int = 0
+    # Its file's path in the archive imported (or as a manifest named it): a manifest's `name` may name it otherwise.
+    file: str = ""
 
     def to_json(self) -> str:
         return json.dumps({"name": self.name, "url": self.url, "staged": self.staged, "attributes": self.attributes,
-                           "error": self.error, "offset": self.offset, "length": self.length},
+                           "error": self.error, "offset": self.offset, "length": self.length, "file": self.file},
                           separators=(",", ":"), default=str)
 
     @classmethod
@@ -206,7 +208,7 @@ class ItemSource:
         raw = json.loads(text)
         return cls(name=raw["name"], url=raw.get("url", ""), staged=raw.get("staged", ""),
                    attributes=raw.get("attributes") or {}, error=raw.get("error", ""),
-                   offset=int(raw.get("offset", -1)), length=int(raw.get("length", 0)))
+                   offset=int(raw.get("offset", -1)), length=int(raw.get("length", 0)), file=raw.get("file", ""))
 
     def cut(self, staged: bytes) -> bytes:
         """The item's bytes out of its staged object."""

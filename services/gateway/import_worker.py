@@ -140,6 +140,6 @@ class ImportWorker:
         sources = await self.queue.items(batch.job_id, [i for i in batch.indexes if i not in done])
         message = f"gave up after {self.max_attempts} attempts: {type(exc).__name__}"
         failed = {i: ("failed", {"index": i, "name": s.name, "status": "failed", "id": None, "url": s.url,
-                                 "error": {"reason": "internal", "message": message}, "near": None})
+                                 "file": s.file, "error": {"reason": "internal", "message": message}, "near": None})
                   for i, s in sources.items()}
         await self.queue.record(batch.job_id, failed)

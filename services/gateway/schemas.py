@@ -448,6 +448,8 @@ class ImportItemOut(BaseModel):
     status: AddStatus
     id: str | None = None
     url: str = ""
+    file: str = Field(default="", description="Its file's path in the archive imported (empty for a URL): a "
+                                              "manifest's `name` may name the image otherwise.")
     error: ItemError | None = None
     near: str | None = Field(default=None, description="Skipped or replaced: the near-duplicate in the album.")
 

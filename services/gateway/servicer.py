@@ -325,7 +325,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
                                      limit=request.limit or imports.RESULTS_PAGE)
         return gateway_pb2.GetImportResultsResponse(results=[
             gateway_pb2.ImportItem(index=r["index"], name=r["name"], status=r["status"], id=r.get("id") or "",
-                                   url=r.get("url") or "", near=r.get("near") or "",
+                                   url=r.get("url") or "", near=r.get("near") or "", file=r.get("file") or "",
                                    error=common_pb2.ItemError(**r["error"]) if r.get("error") else None)
             for r in page.results], next_after=page.next_after)
 

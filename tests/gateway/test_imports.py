@@ -91,9 +91,9 @@ def test_an_archive_with_a_manifest_gets_typed_attributes(http: httpx.Client, ph
     files["shoes/broken.jpg"] = b"\xff\xd8 not really a jpeg"
     files["notes.txt"] = b"not an image, left out"
     files["__MACOSX/._x.png"] = b"left out"
-    manifest = (f"file,price,sizes,kind\nshoes/{photos[0].name},39.5,41|42,promo\n{photos[1].name},12,,\n"
-                f"shoes/{photos[2].name},cheap,,\nshoes/gone.png,1,,\n"
-                f"store/shoes/{photos[3].name},5,,\n")  # the path from a folder above the one sent
+    manifest = (f"file,name,price,sizes,kind\nshoes/{photos[0].name},,39.5,41|42,promo\n{photos[1].name},,12,,\n"
+                f"shoes/{photos[2].name},,cheap,,\nshoes/gone.png,,1,,\nshoes/broken.jpg,Broken shoe,1,,\n"
+                f"store/shoes/{photos[3].name},,5,,\n")  # the path from a folder above the one sent
     created = http.post(f"/v1/albums/{album}/imports", files={
         "archive": ("shoes.zip", zipped(files)), "manifest": ("shoes.csv", manifest.encode())})
     assert created.status_code == 422 and "price is a float column" in created.json()["error"]["message"]
@@ -105,9 +105,11 @@ def test_an_archive_with_a_manifest_gets_typed_attributes(http: httpx.Client, ph
     job = wait_for_job(http, created.json()["id"])
     assert (job["total"], job["counts"]["added"], job["counts"]["failed"]) == (6, 4, 2)
     assert job["source"] == "shoes.zip + shoes.csv"
-    failures = {f["name"]: f["error"]["reason"] for f in http.get(f"/v1/imports/{job['id']}/results",
-                                                                   params={"failed": True}).json()["results"]}
-    assert failures == {"shoes/broken.jpg": "invalid_image", "shoes/gone.png": "file_not_found"}
+    failures = {(f["name"], f["file"]): f["error"]["reason"] for f in http.get(
+        f"/v1/imports/{job['id']}/results", params={"failed": True}).json()["results"]}
+    # Each by its name, and the file it is (a manifest's name names it otherwise).
+    assert failures == {("Broken shoe", "shoes/broken.jpg"): "invalid_image",
+                        ("shoes/gone.png", "shoes/gone.png"): "file_not_found"}
     images = {i["name"]: given_attributes(i["attributes"])
               for i in http.get(f"/v1/albums/{album}/images").json()["images"]}
     assert images[f"shoes/{photos[0].name}"] == {"price": 39.5, "sizes": ["41", "42"], "kind": "promo",

@@ -192,13 +192,15 @@ async def _stage(deps: Deps, queue: ImportQueue, job_id: str, spec: ImportSpec, 
                 row = files.key_of(path)
                 name, attributes = _named(rows[row] if row is not None else {}, path)
                 if isinstance(content, ImageSearchError):
-                    await stager.add(ItemSource(name, error=f"{content.reason}: {content.message}"))
+                    await stager.add(ItemSource(name, error=f"{content.reason}: {content.message}", file=path))
                 else:
-                    await stager.add(ItemSource(name, attributes={**spec.attributes, **attributes}), content)
+                    await stager.add(ItemSource(name, attributes={**spec.attributes, **attributes}, file=path),
+                                     content)
         for key in rows:
             if not _is_url(key) and key not in files.matched:
-                await stager.add(ItemSource(key, error="file_not_found: the manifest names it, but the import has "
-                                                       "no such file"))
+                await stager.add(ItemSource(_named(rows[key], key)[0], file=key,
+                                            error="file_not_found: the manifest names it, but the import has no such "
+                                                  "file"))
         return await stager.finish()
     finally:
         await stager.settle()
@@ -583,5 +585,6 @@ async def _forget_earlier_images(deps: Deps, queue: ImportQueue, job: ImportJob,
 def _result(index: int, source: ItemSource | None, result: AddResult) -> tuple[str, dict[str, Any]]:
     error = {"reason": result.error.reason, "message": result.error.message} if result.error else None
     body = {"index": index, "name": result.name, "status": result.status.value, "id": result.id or None,
-            "url": source.url if source else "", "error": error, "near": result.near or None}
+            "url": source.url if source else "", "file": source.file if source else "", "error": error,
+            "near": result.near or None}
     return COUNTER_OF[result.status], body

@@ -209,6 +209,11 @@ function failureNode(item) {
   head.append(name, el("code", "reason", item.error ? item.error.reason : item.status));
   node.appendChild(head);
   if (item.error) node.appendChild(el("div", "why", item.error.message));
+  if (item.file && item.file !== item.name) {  // named otherwise by its manifest row: which file it is
+    const file = el("div", "src", `file ${item.file}`);
+    file.title = item.file;
+    node.appendChild(file);
+  }
   if (item.url && !(item.error && item.error.message.includes(item.url))) {
     const src = el("div", "src", item.url);
     src.title = item.url;
