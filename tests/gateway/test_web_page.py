@@ -906,6 +906,26 @@ def test_browsing_an_album_filters_orders_and_pages_through_every_image(
     expect(cards).to_have_count(0)
 
 
+def test_a_csv_manifest_s_undeclared_columns_are_noted_before_the_import(page: Page, shop: Shop) -> None:
+    """A CSV manifest's cells are text: its columns the album does not declare are said before anything is sent
+    (a filter would compare them as text); declared ones, and a JSONL manifest (typed values), say nothing."""
+    choose_album(page, shop)
+    note = page.locator("#manifestNote")
+    page.set_input_files("#importManifest", files=[{"name": "stock.csv", "mimeType": "text/csv",
+                                                    "buffer": b"file,price,colour\na.png,1,red\n"}])
+    expect(page.locator("#manifestPicked")).to_contain_text("stock.csv")
+    expect(note).to_be_hidden()
+    page.set_input_files("#importManifest", files=[{"name": "stock.jsonl", "mimeType": "application/json",
+                                                    "buffer": b'{"file": "a.png", "weight": 2}\n'}])
+    expect(page.locator("#manifestPicked")).to_contain_text("stock.jsonl")
+    expect(note).to_be_hidden()
+    page.set_input_files("#importManifest", files=[{"name": "stock.csv", "mimeType": "text/csv",
+                                                    "buffer": b'file,name,price,weight,"in stock"\na.png,A,1,2,y\n'}])
+    expect(note).to_have_text(f"{shop.album} declares no column weight, in stock: those cells are stored as text, "
+                              "which filters compare as text. An album created with them as typed columns stores "
+                              "them typed.")
+
+
 def noise_png(seed: int, side: int = 48) -> bytes:
     """A small image of random pixels, unlike any other seed's."""
     pixels = np.random.default_rng(seed).integers(0, 256, (side, side, 3), dtype=np.uint8)

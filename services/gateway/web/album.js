@@ -53,6 +53,7 @@ function showAlbumView(album) {
     $("jobs").classList.remove("all");
     foldOlderJobs();
     clearBrowse(name);
+    noteUndeclared();
   }
   if (!album) {
     $("newest").replaceChildren(emptyState("Create or choose an album."));
@@ -293,6 +294,28 @@ function setManifest(file) {
     $("manifestPicked").textContent = "a row per file or URL with its attributes";
   } else setPicked("manifestPicked", [file.name, formatBytes(file.size)]);
   $("clearManifest").hidden = !file;
+  noteUndeclared();
+}
+
+// A manifest's columns that name the file, URL or name: not attributes.
+const MANIFEST_KEYS = new Set(["file", "path", "url", "name"]);
+
+/** Under a CSV manifest: its columns the album does not declare, whose cells (text) are stored as text, so that
+ *  a filter such as price < 10 would compare them as text. JSONL values keep their JSON types. */
+async function noteUndeclared() {
+  const file = $("importManifest").files[0];
+  const album = currentAlbum();
+  $("manifestNote").hidden = true;
+  if (!file || !album || !file.name.toLowerCase().endsWith(".csv")) return;
+  const header = (await file.slice(0, 65536).text()).replace(/^\ufeff/, "").split(/\r?\n/, 1)[0];
+  if ($("importManifest").files[0] !== file || currentAlbum() !== album) return;  // another chosen meanwhile
+  const declared = new Set((albums.get(album) || { columns: [] }).columns.map((c) => c.name));
+  const names = header.split(",").map((n) => n.trim().replace(/^"(.*)"$/, "$1")).filter((n) => n && !MANIFEST_KEYS.has(n));
+  const undeclared = names.filter((n) => !declared.has(n));
+  if (!undeclared.length) return;
+  $("manifestNote").textContent = `${album} declares no column ${undeclared.join(", ")}: those cells are stored as text, `
+    + "which filters compare as text. An album created with them as typed columns stores them typed.";
+  $("manifestNote").hidden = false;
 }
 
 for (const tab of $("importPanel").querySelectorAll("[role=tab]"))
