@@ -524,6 +524,11 @@ class ImportQueue:
             replies = await self._run(pipe.execute())
         return ImportStatus(_text(replies[-1])) if replies[-1] else ImportStatus.FAILED
 
+    async def touch_staging(self, job_id: str) -> None:
+        """Says the job's staging goes on (its stager lives, however long a batch takes), so that no sweep takes it
+        for stopped (`fail_stale_staging`); a job no longer staging is left alone."""
+        await self._run(self.redis.zadd(STAGING_KEY, {job_id: _now_ms()}, xx=True))
+
     async def start(self, job_id: str, total: int) -> ImportStatus:
         """Ends a job's staging: its `total` items are all stored and queued (`add_batch`). Marks it queued,
         or done if its batches have all been processed already; returns its status (a job cancelled or
@@ -542,7 +547,8 @@ class ImportQueue:
         return await self._fail_if_staging(job_id, error, staged_before_ms=None)
 
     async def fail_stale_staging(self, stale_s: float, error: str) -> list[str]:
-        """Fails the jobs still staging that staged no batch for `stale_s` (the process staging them stopped);
+        """Fails the jobs still staging that staged no batch, and were not touched, for `stale_s` (the process
+        staging them stopped);
         returns their ids. Their batches already queued are then skipped, what they added stays."""
         before = _now_ms() - int(stale_s * 1000)
         stale = await self._run(self.redis.zrangebyscore(STAGING_KEY, "-inf", before, start=0, num=100))

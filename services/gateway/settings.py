@@ -136,6 +136,7 @@ class GatewaySettings(ServiceSettings):
     # Seconds a batch may go untouched before another worker takes it over whoever holds it (a worker that
     # lives on but dropped it); a living worker touches its batch every third of it.
     import_visibility_s: float = 60.0
-    # Seconds an import may stay staging without a batch staged before a worker fails it (the gateway that
-    # read its upload stopped midway: the upload must be sent again) and deletes what it had staged.
-    import_staging_stale_s: float = 600.0
+    # Seconds an import may stay staging unheard of before a worker's sweep (every minute) fails it (the gateway
+    # that read its upload stopped midway: the upload must be sent again) and deletes what it had staged. A
+    # living gateway says its staging goes on four times as often, however long a batch takes.
+    import_staging_stale_s: float = 60.0

@@ -339,6 +339,22 @@ async def test_a_batch_whose_results_were_all_recorded_before_its_worker_died_is
 
 
 @pytest.mark.anyio
+async def test_a_staging_that_goes_on_slowly_is_not_taken_for_stopped(
+        make_fakes: MakeFakes, import_queue: ImportQueue) -> None:
+    """A living gateway whose staging waits (a pack's upload held) longer than import_staging_stale_s says its
+    staging goes on: no sweep fails it, and it ends queued with every image."""
+    fakes, gate, creating = await staging_import(make_fakes, import_queue, 12, import_staging_stale_s=0.4)
+    first = await take_and_process(fakes, import_queue)
+    await asyncio.sleep(1.0)  # held two and a half stale windows
+    assert await imports.fail_stopped_staging(fakes.deps, import_queue) == []
+    gate.set()
+    assert (await creating).status in (ImportStatus.QUEUED, ImportStatus.RUNNING)
+    await process_the_rest(fakes, import_queue)
+    job = await import_queue.get(first.job_id)
+    assert (job.status, job.counts["added"]) == (ImportStatus.DONE, 12)
+
+
+@pytest.mark.anyio
 @pytest.mark.parametrize("undo", ["vectors_kept", "vectors_back"])
 async def test_a_batch_whose_insert_was_applied_yet_raised_is_made_whole_on_its_retry(
         make_fakes: MakeFakes, import_queue: ImportQueue, undo: str) -> None:
@@ -744,11 +760,16 @@ async def test_a_job_whose_batches_were_all_processed_while_it_staged_is_done_wh
 
 @pytest.mark.anyio
 async def test_an_import_whose_staging_stopped_midway_is_failed_and_its_staged_packs_deleted(
-        make_fakes: MakeFakes, import_queue: ImportQueue) -> None:
-    """The gateway reading an upload stops while it stages (here its staging frozen: a pack's upload held):
-    once the job has staged nothing for import_staging_stale_s a worker's sweep fails it, naming why, and
-    deletes its staged packs; the batch it had added stays, a batch it had queued adds nothing. A job that
-    staged a moment ago is left alone, and a staging that wakes up after the sweep stops."""
+        make_fakes: MakeFakes, import_queue: ImportQueue, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The gateway reading an upload stops while it stages (here its staging frozen: a pack's upload held, and
+    nothing said of it since, as from a stopped gateway): once the job has been unheard of for
+    import_staging_stale_s a worker's sweep fails it, naming why, and deletes its staged packs; the batch it had
+    added stays, a batch it had queued adds nothing. A job that staged a moment ago is left alone, and a staging
+    that wakes up after the sweep stops."""
+    async def stopped(job_id: str) -> None:
+        """A stopped gateway says nothing of its staging."""
+
+    monkeypatch.setattr(import_queue, "touch_staging", stopped)
     # Stale after 1 s: the first batch's processing (a fraction of that) fits well before it, on a loaded machine too.
     fakes, gate, creating = await staging_import(make_fakes, import_queue, 12, import_staging_stale_s=1.0)
     first = await take_and_process(fakes, import_queue)

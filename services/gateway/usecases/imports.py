@@ -24,13 +24,14 @@ import has finished.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import lzma
 import tarfile
 import zipfile
 import zlib
-from collections.abc import Iterator, Mapping, Sequence, Set
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass, field, replace
 from pathlib import PurePosixPath
 from typing import IO, Any
@@ -42,6 +43,7 @@ from services.common.errors import (
     ImageTooLarge,
     InvalidArgument,
     InvalidImage,
+    StoreUnavailable,
     Unavailable,
     UrlFetchFailed,
 )
@@ -153,7 +155,8 @@ async def create(deps: Deps, queue: ImportQueue, album: str, spec: ImportSpec) -
         raise InvalidArgument("an import needs URLs, an archive, or a manifest with a url column")
     job_id = await queue.create(album, spec.kind, spec.on_duplicate.value, key=key, source=spec.source)
     try:
-        total = await _stage(deps, queue, job_id, spec, rows, urls)
+        async with _staging_said(queue, job_id, deps.settings.import_staging_stale_s):
+            total = await _stage(deps, queue, job_id, spec, rows, urls)
         if (await queue.start(job_id, total)).finished:
             await _forget_staged(deps, job_id)  # cancelled while staging: packs may have gone up since
     except _Stopped:
@@ -171,6 +174,26 @@ async def create(deps: Deps, queue: ImportQueue, album: str, spec: ImportSpec) -
         await _forget_staged(deps, job_id)
         raise
     return await queue.get(job_id)
+
+
+@contextlib.asynccontextmanager
+async def _staging_said(queue: ImportQueue, job_id: str, stale_s: float) -> AsyncIterator[None]:
+    """Touches the staging job four times in `stale_s` while its staging runs: a job a living gateway stages is
+    never taken for stopped, however long a batch takes, and one whose gateway stopped is failed within
+    `stale_s` of its last touch (plus a worker's sweep), not after a long wait meant for slow batches."""
+    async def touch() -> None:
+        while True:
+            await asyncio.sleep(max(stale_s / 4, 0.05))
+            with contextlib.suppress(StoreUnavailable):  # Redis away a moment: the next touch says it
+                await queue.touch_staging(job_id)
+
+    toucher = asyncio.create_task(touch())
+    try:
+        yield
+    finally:
+        toucher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await toucher
 
 
 def _is_url(text: str) -> bool:
