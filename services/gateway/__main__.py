@@ -82,11 +82,11 @@ async def main() -> None:
         log.warning("object store not ready at start (will retry on use): %s", exc.message)
     # A pooled connection to a Redis that has restarted since is dead: the first command on it fails with a
     # ConnectionError (seen as 503s, one per pooled connection, right after Redis was back). Such a command is made
-    # once more on a new connection (redis-py retries none when built from a URL). Only connection errors: a
-    # command that timed out may have run.
+    # once more on a new connection (redis-py retries none when built from a URL). Only connection errors (a Retry
+    # retries timeouts too unless told): a command that timed out may have run, and must not run twice.
     redis = Redis.from_url(settings.redis_url, socket_timeout=settings.redis_timeout_s,
-                           socket_connect_timeout=settings.redis_timeout_s, retry=Retry(NoBackoff(), 1),
-                           retry_on_error=[RedisConnectionError])
+                           socket_connect_timeout=settings.redis_timeout_s,
+                           retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)))
     http_client = httpx.AsyncClient(timeout=settings.url_fetch_timeout_s,
                                     headers={"User-Agent": "imagesearch-gateway/1.0"})
     deps = Deps(

@@ -192,8 +192,7 @@ async def _staging_said(queue: ImportQueue, job_id: str, stale_s: float) -> Asyn
         yield
     finally:
         toucher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await toucher
+        await asyncio.gather(toucher, return_exceptions=True)  # its end, not a cancel of the caller, swallowed
 
 
 def _is_url(text: str) -> bool:
