@@ -18,7 +18,7 @@ from services.cli import (
     print_sql_result,
     start_import,
 )
-from services.cli.jobs import make_album
+from services.cli.jobs import _guessed_columns, make_album
 from services.client import ApiError
 from services.devstack import free_port
 
@@ -236,3 +236,11 @@ def test_ingest_waits_for_a_gateway_restarting_as_it_starts_before_making_the_al
         make_album(AlbumAway(away=10**6), "a", patience_s=0.0, sleep=lambda s: None)  # type: ignore[arg-type]
     with pytest.raises(ApiError):  # the request's own error: not waited out
         make_album(AlbumAway(away=0, made=ApiError(400, "invalid_argument", "bad name")), "a")  # type: ignore[arg-type]
+
+
+def test_ingest_declares_no_column_that_its_csv_cells_and_its_json_value_type_apart(tmp_path: Any) -> None:
+    manifest = tmp_path / "stock.csv"
+    manifest.write_text("file,price,in_stock\na.png,3,1\nb.png,,0\n")
+    # in_stock: numbers in the cells, true for the rows without one: left undeclared (either type refuses the other).
+    assert _guessed_columns(manifest, {"in_stock": True, "source": "shop", "price": 9.5}) == {
+        "source": "string", "price": "float"}

@@ -181,9 +181,8 @@ def cmd_ingest(args: argparse.Namespace, client: GatewayClient) -> int:
             print(f"sending {packed} image file(s) ...", file=sys.stderr)
         # A CSV manifest's cells are text: a new album declares its columns (and those of the attributes given to
         # all), so that filters compare numbers as numbers. (JSON values keep their types undeclared.)
-        guessed = dict(list({**json_column_types(common or {}),
-                             **guess_column_types(manifest.read_text(encoding="utf-8-sig"))}.items())[:MAX_COLUMNS]) \
-            if manifest is not None and manifest.suffix.lower() == ".csv" else {}
+        guessed = _guessed_columns(manifest, common) if manifest is not None and manifest.suffix.lower() == ".csv" \
+            else {}
         if make_album(client, args.album, guessed):
             print(f"created album {args.album}" + (f" with columns {_columns_text(guessed)} (the types the cells of "
                   f"{manifest.name if manifest else ''} read as; `create-album` first to choose others)" if guessed
@@ -206,6 +205,16 @@ def cmd_ingest(args: argparse.Namespace, client: GatewayClient) -> int:
     counts = {**job["counts"], "failed": job["counts"]["failed"] + len(unreadable)}
     print(import_summary(args.album, job, counts))
     return 1 if counts["failed"] or job["status"] != "done" else 0
+
+
+def _guessed_columns(manifest: Path, common: Mapping[str, Any] | None) -> dict[str, str]:
+    """The columns to declare for a CSV manifest and the attributes given to all: each typed as its cells read, and
+    as its JSON value; one the two type apart is left undeclared (a row without the cell takes the JSON value)."""
+    cells = guess_column_types(manifest.read_text(encoding="utf-8-sig"))
+    given = json_column_types(common or {})
+    kinds = {**given, **cells}
+    agreed = {name: kind for name, kind in kinds.items() if given.get(name, kind) == cells.get(name, kind)}
+    return dict(list(agreed.items())[:MAX_COLUMNS])
 
 
 def _columns_text(columns: Mapping[str, str]) -> str:

@@ -14,6 +14,7 @@ already. The gateway checks every value again.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -161,32 +162,60 @@ def _csv_rows(text: str, columns: Mapping[str, str]) -> _Rows:
             yield line, str(exc)
 
 
-# The types a CSV column is tried as, in this order: the first that every cell of it reads as is its guess.
-_GUESSES = ("int", "float", "bool", "timestamp")
+# A manifest's columns that ingest never declares: the network's tag scores (beside `tags`, declared a list).
+_NOT_GUESSED = {"tag_scores"}
 
 
 def guess_column_types(text: str) -> dict[str, str]:
     """For each column of a CSV manifest that may be declared (not the file's or the name's; a valid, unreserved
-    name; the first MAX_COLUMNS): the column type all its cells (not empty) read as: int, float, bool, timestamp
-    (ISO 8601), string_list (a cell holds `|`), else string. What to declare it as for filters to compare its
-    values as such; a guess: digits that are codes ("00123") read as int too."""
+    name; the first MAX_COLUMNS): the column type every cell of it (not empty) reads as: float for numbers (whole
+    ones too: a later 9.99 fits), bool, timestamp (ISO 8601), string_list where a cell holds `|` (and `tags`
+    always, the network's labels' column), else string (digits with a leading zero are codes: "00123"). What to
+    declare it as for filters to compare its values as such. Reads the rows once, keeping no cell."""
     reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff"), newline=""))
-    names = [name for name in reader.fieldnames or [] if _declarable(name)][:MAX_COLUMNS]  # as many as an album has
-    cells: dict[str, list[str]] = {name: [] for name in names}
+    names = [name for name in reader.fieldnames or [] if _declarable(name) and name not in _NOT_GUESSED][:MAX_COLUMNS]
+    possible: dict[str, set[str]] = {name: {"float", "bool", "timestamp", "string_list", "string"} for name in names}
+    seen: set[str] = set()
+    listed = {"tags"}  # a cell holding `|` makes its column a list (a cell without one: a list of one)
     for row in reader:
-        for name, values in cells.items():
+        for name, kinds in possible.items():
             if (value := row.get(name)) not in (None, ""):
-                values.append(str(value))
-    return {name: _guess(values) for name, values in cells.items()}
+                seen.add(name)
+                kinds.intersection_update(_kinds_of(str(value)))
+                if LIST_SEPARATOR in str(value):
+                    listed.add(name)
+    return {name: "string_list" if name in listed else _first_of(kinds) if name in seen else "string"
+            for name, kinds in possible.items()}
+
+
+def _kinds_of(value: str) -> set[str]:
+    """The column types a cell reads as (text and a list always; a list alone when it holds `|`)."""
+    if LIST_SEPARATOR in value:
+        return {"string_list"}
+    kinds = {"string", "string_list"}
+    text = value.strip()
+    if DECIMAL_NUMBER.fullmatch(text) and not re.fullmatch(r"[+-]?0[0-9]+", text) and math.isfinite(float(text)):
+        kinds.add("float")
+    if text.lower() in (_TRUE | _FALSE) - {"1", "0"}:  # 1 and 0 read as numbers
+        kinds.add("bool")
+    with contextlib.suppress(ValueError):
+        datetime.fromisoformat(text.upper().replace("Z", "+00:00"))
+        kinds.add("timestamp")
+    return kinds
+
+
+def _first_of(kinds: set[str]) -> str:
+    """The most telling of the types every cell read as: a number before a flag, a time, text."""
+    return next(kind for kind in ("float", "bool", "timestamp", "string") if kind in kinds)
 
 
 def json_column_types(attributes: Mapping[str, Any]) -> dict[str, str]:
-    """The column types of attributes given as JSON (a string, a whole number, a number, true or false, a list of
-    strings), for the names a column may have; others (null, objects, other lists) are left undeclared."""
-    kinds = {name: ("bool" if isinstance(value, bool) else "int" if isinstance(value, int) else
-                    "float" if isinstance(value, float) else "string" if isinstance(value, str) else
+    """The column types of attributes given as JSON (a string, a number, true or false, a list of strings), for
+    the names a column may have; others (null, objects, other lists) are left undeclared."""
+    kinds = {name: ("bool" if isinstance(value, bool) else "float" if isinstance(value, int | float) else
+                    "string" if isinstance(value, str) else
                     "string_list" if isinstance(value, list) and all(isinstance(v, str) for v in value) else "")
-             for name, value in attributes.items() if _declarable(name)}
+             for name, value in attributes.items() if _declarable(name) and name not in _NOT_GUESSED}
     return {name: kind for name, kind in kinds.items() if kind}
 
 
@@ -195,22 +224,6 @@ def _declarable(name: str) -> bool:
         return name not in FILE_KEYS and check_column_name(name) == name
     except InvalidAttributes:
         return False
-
-
-def _guess(values: list[str]) -> str:
-    if any(LIST_SEPARATOR in value for value in values):
-        return "string_list"
-    for kind in _GUESSES if values else ():
-        try:
-            for value in values:
-                if kind == "timestamp":
-                    datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-                else:
-                    cell_value(value, kind, "")
-            return kind
-        except ValueError:
-            continue
-    return "string"
 
 
 def cell_value(value: str, kind: str | None, key: str) -> Any:

@@ -104,16 +104,17 @@ def test_a_bad_row_is_named_by_the_line_it_starts_on() -> None:
 
 
 def test_a_csv_manifest_s_columns_are_guessed_as_the_type_all_their_cells_read_as() -> None:
-    text = ("\ufefffile,name,qty,price,in_stock,sizes,when,note,Bad Name,distance\n"
-            "a.jpg,A,3,8.25,true,41|42,2024-03-01,hi,x,1\n"
-            "b.jpg,B,-4,10,no,,2024-05-01T10:00:00Z,,y,2\n"
-            "c.jpg,C,,1e3,,43,,007,z,3\n")
-    # Not the file's or the name's, nor a name no column may have (capitals, a space; reserved: distance).
-    assert guess_column_types(text) == {"qty": "int", "price": "float", "in_stock": "bool", "sizes": "string_list",
-                                        "when": "timestamp", "note": "string"}
+    text = ("\ufefffile,name,qty,price,in_stock,sizes,when,note,sku,tags,tag_scores,Bad Name,distance\n"
+            "a.jpg,A,3,8.25,true,41|42,2024-03-01,hi,00123,espresso,0.5,x,1\n"
+            "b.jpg,B,-4,10,no,,2024-05-01t10:00:00z,,00124,cup,0.4,y,2\n"
+            "c.jpg,C,,1e3,,43,,007,A-77,,,z,3\n")
+    # Numbers as float (a later 9.99 fits), codes with a leading zero as text, `tags` a list (the network's labels'
+    # column) and its scores left out; not the file's or the name's, nor a name no column may have.
+    assert guess_column_types(text) == {"qty": "float", "price": "float", "in_stock": "bool", "sizes": "string_list",
+                                        "when": "timestamp", "note": "string", "sku": "string", "tags": "string_list"}
     assert guess_column_types("file,blank\na.jpg,\n") == {"blank": "string"}  # no cell to go by: text
-    assert guess_column_types("file,mixed\na.jpg,1\nb.jpg,x\n") == {"mixed": "string"}
+    assert guess_column_types("file,mixed,bits\na.jpg,1,1\nb.jpg,x,0\n") == {"mixed": "string", "bits": "float"}
     given = {"source": "shop", "n": 3, "share": 0.5, "new": True, "tags": ["a"], "none": None, "deep": {"a": 1},
-             "mixed": ["a", 1], "Bad": "x"}
-    assert json_column_types(given) == {"source": "string", "n": "int", "share": "float", "new": "bool",
+             "mixed": ["a", 1], "Bad": "x", "tag_scores": [0.5]}
+    assert json_column_types(given) == {"source": "string", "n": "float", "share": "float", "new": "bool",
                                         "tags": "string_list"}

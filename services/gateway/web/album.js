@@ -297,8 +297,10 @@ function setManifest(file) {
   noteUndeclared();
 }
 
-// A manifest's columns that name the file, URL or name: not attributes.
+// A manifest's columns that name the file, URL or name: not attributes; and what no column may be named.
 const MANIFEST_KEYS = new Set(["file", "path", "url", "name"]);
+const COLUMN_NAME = /^[a-z_][a-z0-9_]{0,62}$/;
+const BUILT_IN = new Set(["id", "content_hash", "created_at", "attributes", "tags", "tag_scores"]);
 
 /** Under a CSV manifest: its columns the album does not declare, whose cells (text) are stored as text, so that
  *  a filter such as price < 10 would compare them as text. JSONL values keep their JSON types. */
@@ -307,10 +309,14 @@ async function noteUndeclared() {
   const album = currentAlbum();
   $("manifestNote").hidden = true;
   if (!file || !album || !file.name.toLowerCase().endsWith(".csv")) return;
-  const header = (await file.slice(0, 65536).text()).replace(/^\ufeff/, "").split(/\r?\n/, 1)[0];
+  let header;
+  try { header = (await file.slice(0, 65536).text()).replace(/^\ufeff/, "").split(/\r?\n/, 1)[0]; }
+  catch { return; }  // unreadable here: the gateway says what is wrong with it
   if ($("importManifest").files[0] !== file || currentAlbum() !== album) return;  // another chosen meanwhile
   const declared = new Set((albums.get(album) || { columns: [] }).columns.map((c) => c.name));
-  const names = header.split(",").map((n) => n.trim().replace(/^"(.*)"$/, "$1")).filter((n) => n && !MANIFEST_KEYS.has(n));
+  // Only names a column may have: others stay attributes whatever the album declares.
+  const names = header.split(",").map((n) => n.trim().replace(/^"(.*)"$/, "$1"))
+    .filter((n) => COLUMN_NAME.test(n) && !MANIFEST_KEYS.has(n) && !BUILT_IN.has(n));
   const undeclared = names.filter((n) => !declared.has(n));
   if (!undeclared.length) return;
   $("manifestNote").textContent = `${album} declares no column ${undeclared.join(", ")}: those cells are stored as text, `
