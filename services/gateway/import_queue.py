@@ -114,6 +114,19 @@ return ARGV[2]
 """
 
 
+# Queues a job one worker runs whole (a re-embed), once: only a job still staging (as created) is queued, so that the
+# script made again (the gateway's Redis client makes a command again on a new connection when the first was cut,
+# maybe after Redis ran it) adds no second task, which a second worker would run at once.
+# KEYS = job hash, tasks stream, staging set; ARGV = job id, staging, queued, total, now_ms. Returns 1 if it queued it.
+_START_WHOLE = """
+if redis.call('HGET', KEYS[1], 'status') ~= ARGV[2] then return 0 end
+redis.call('XADD', KEYS[2], '*', 'job', ARGV[1], 'first', 0, 'last', 0)
+redis.call('HSET', KEYS[1], 'status', ARGV[3], 'total', ARGV[4], 'updated_at_ms', ARGV[5])
+redis.call('ZREM', KEYS[3], ARGV[1])
+return 1
+"""
+
+
 class ImportStatus(enum.StrEnum):
     STAGING = "staging"
     QUEUED = "queued"
@@ -444,6 +457,7 @@ class ImportQueue:
         self.ttl_s = ttl_s
         self._record = redis.register_script(_RECORD)
         self._start = redis.register_script(_START)
+        self._start_whole = redis.register_script(_START_WHOLE)
         self._fail_stale = redis.register_script(_FAIL_STALE)
         self._claim = redis.register_script(_CLAIM)
         self._begin_forget = redis.register_script(_BEGIN_FORGET)
@@ -562,15 +576,13 @@ class ImportQueue:
         return bool(await self._run(self._fail_stale(keys=[_job_key(job_id), STAGING_KEY], args=[
             job_id, ImportStatus.STAGING.value, ImportStatus.FAILED.value, before, now, error])))
 
-    async def start_whole(self, job_id: str, total: int) -> None:
-        """Queues a job that one worker runs whole (a re-embed), and marks it queued."""
+    async def start_whole(self, job_id: str, total: int) -> bool:
+        """Queues a job that one worker runs whole (a re-embed), and marks it queued; once only (False for a job
+        queued already, or cancelled meanwhile): the job is created staging and never staged."""
         await self._ensure_group()
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.xadd(TASKS_KEY, {"job": job_id, "first": 0, "last": 0})
-            pipe.hset(_job_key(job_id), mapping={"status": ImportStatus.QUEUED.value, "total": total,
-                                                 "updated_at_ms": _now_ms()})
-            pipe.zrem(STAGING_KEY, job_id)  # created staging, never staged
-            await self._run(pipe.execute())
+        return bool(await self._run(self._start_whole(
+            keys=[_job_key(job_id), TASKS_KEY, STAGING_KEY],
+            args=[job_id, ImportStatus.STAGING.value, ImportStatus.QUEUED.value, total, _now_ms()])))
 
     async def fields(self, job_id: str) -> dict[str, str]:
         """Every field of the job's record (a job keeps its own state there, e.g. a re-embed's cursor)."""

@@ -968,6 +968,24 @@ async def test_a_re_embed_lists_the_failures_it_noted(import_queue: ImportQueue)
 
 
 @pytest.mark.anyio
+async def test_a_re_embed_queued_twice_is_run_once(import_queue: ImportQueue) -> None:
+    """Queueing a re-embed made again (the gateway's Redis client makes a command again when its connection was cut,
+    maybe after Redis ran it) adds no second task: a second worker would run the same re-embed at once."""
+    job_id = await import_queue.create("demo", reembed.KIND, "keep")
+    assert await import_queue.start_whole(job_id, 7)
+    assert not await import_queue.start_whole(job_id, 7)
+    job = await import_queue.get(job_id)
+    assert (job.status, job.total) == (ImportStatus.QUEUED, 7)
+    first = await import_queue.take("worker-a", 200, 60_000)
+    assert first is not None and first.job_id == job_id
+    assert await import_queue.take("worker-b", 200, 60_000) is None
+    await import_queue.done(first.entry_id)
+    cancelled = await import_queue.create("demo", reembed.KIND, "keep")
+    await import_queue.set_status(cancelled, ImportStatus.CANCELLED)
+    assert not await import_queue.start_whole(cancelled, 7)  # cancelled meanwhile: not queued
+
+
+@pytest.mark.anyio
 async def test_a_claim_recorded_in_the_earlier_form_reads_as_the_first_try(import_queue: ImportQueue) -> None:
     """A job claimed by a gateway of the release before (one claim an item, {"id", "existed"}) goes on."""
     job_id = await import_queue.create("demo", "urls", "keep")
