@@ -21,12 +21,11 @@ import json
 import math
 import re
 from collections.abc import Iterable, Mapping
-from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from services.common.errors import InvalidAttributes
-from services.common.schema import INT64_MAX, INT64_MIN, MAX_COLUMNS, check_column_name
+from services.common.schema import INT64_MAX, INT64_MIN, MAX_COLUMNS, check_column_name, parse_timestamp
 
 FILE_KEYS = ("file", "path", "url", "name")
 # The most bad rows a refused manifest's error lists (it counts the rest).
@@ -35,6 +34,8 @@ LIST_SEPARATOR = "|"
 # Numbers as a CSV cell or the command line writes them: ASCII digits, a sign, a decimal point, an exponent.
 WHOLE_NUMBER = re.compile(r"[+-]?0*([0-9]+)", re.ASCII)
 DECIMAL_NUMBER = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?", re.ASCII)
+# Digits with a leading zero ("00123"): a code, not a number, to a column's guess.
+LEADING_ZERO = re.compile(r"[+-]?0[0-9]+", re.ASCII)
 _NOT_FINITE = {"nan", "inf", "infinity"}
 _TRUE, _FALSE = {"true", "t", "1", "yes", "y"}, {"false", "f", "0", "no", "n"}
 
@@ -189,19 +190,29 @@ def guess_column_types(text: str) -> dict[str, str]:
 
 
 def _kinds_of(value: str) -> set[str]:
-    """The column types a cell reads as (text and a list always; a list alone when it holds `|`)."""
+    """The column types a cell reads as (text and a list always; a list alone when it holds `|`): read as the
+    gateway reads it once its column is declared (`cell_value`, `parse_timestamp`), so that no guess refuses the
+    manifest it was made from."""
     if LIST_SEPARATOR in value:
         return {"string_list"}
     kinds = {"string", "string_list"}
     text = value.strip()
-    if DECIMAL_NUMBER.fullmatch(text) and not re.fullmatch(r"[+-]?0[0-9]+", text) and math.isfinite(float(text)):
+    if not LEADING_ZERO.fullmatch(text) and _reads_as(value, "float"):  # digits with a leading zero: a code
         kinds.add("float")
-    if text.lower() in (_TRUE | _FALSE) - {"1", "0"}:  # 1 and 0 read as numbers
+    if text not in ("1", "0") and _reads_as(value, "bool"):  # 1 and 0 read as numbers
         kinds.add("bool")
     with contextlib.suppress(ValueError):
-        datetime.fromisoformat(text.upper().replace("Z", "+00:00"))
+        parse_timestamp(text)
         kinds.add("timestamp")
     return kinds
+
+
+def _reads_as(value: str, kind: str) -> bool:
+    try:
+        cell_value(value, kind, "")
+    except ValueError:
+        return False
+    return True
 
 
 def _first_of(kinds: set[str]) -> str:
