@@ -451,15 +451,14 @@ def _add_image_routes(app: FastAPI, settings: GatewaySettings, deps: Deps) -> No
         (`<album>.jsonl`). A missing album or a bad filter is answered as such before the first line; a failure
         later cuts the download short (no last chunk), which clients report as an error."""
         pages = images.export(deps, album, _filter(where, filter), tag or "")
-        none: list[ImageRecord] = []
-        first = await anext(pages, none)
+        first = await anext(pages, None)  # before the answer begins: its errors answered as such
 
         async def lines() -> AsyncIterator[bytes]:
-            page = first
             try:
-                while page:
+                if first is not None:
+                    yield b"".join(_export_line(i) for i in first)
+                async for page in pages:
                     yield b"".join(_export_line(i) for i in page)
-                    page = await anext(pages, none)
             except ImageSearchError as exc:  # the answer has begun: cut short (no last chunk), said plainly
                 log.warning("export of album %s cut short: %s (%s)", album, exc.message, exc.reason)
                 raise

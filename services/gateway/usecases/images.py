@@ -115,14 +115,13 @@ async def export(deps: Deps, album: str, filter: ImageFilter = NO_FILTER,
     """Every image matching the filter (and tagged with `tag`'s labels), by id, a page at a time (albums of any
     size: each page is read after the last id of the one before). The first page is read at the first step, so a
     missing album or a bad filter fails there."""
-    after = ""
-    while True:
-        page = await list_images(deps, album, Listing(filter=filter, limit=EXPORT_PAGE, after=after, tag=tag))
+    after: str | None = ""
+    while after is not None:
+        listing = Listing(filter=filter, limit=EXPORT_PAGE, after=after, tag=tag)
+        page = await list_images(deps, album, listing)
         if page:
             yield page
-        if len(page) < EXPORT_PAGE:
-            return
-        after = page[-1].id
+        after = next_after(listing, page)
 
 
 async def count(deps: Deps, album: str, filter: ImageFilter = NO_FILTER) -> int:
