@@ -15,8 +15,6 @@ let folder = null;
 let jobPoll = null;
 let viewAlbum = "";
 
-function plural(n, word) { return `${n} ${word}${n === 1 ? "" : "s"}`; }
-
 function formatBytes(n) {
   if (n < 1024) return `${n} B`;
   const units = ["KB", "MB", "GB", "TB"];

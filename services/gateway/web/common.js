@@ -27,6 +27,8 @@ let albums = new Map();
 let sampleImageName = "";
 
 function show(el, text, kind) { el.textContent = text || ""; el.className = "msg " + (kind || ""); }
+/** "1 image", "3 images". */
+function plural(n, word) { return `${n} ${word}${n === 1 ? "" : "s"}`; }
 function el(tag, className, text) {
   const node = document.createElement(tag);
   if (className) node.className = className;
