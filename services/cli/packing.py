@@ -7,7 +7,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
+from services.common.manifest import IMAGE_SUFFIXES
 
 
 def iter_image_files(paths: Sequence[str]) -> Iterator[Path]:

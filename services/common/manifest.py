@@ -27,6 +27,9 @@ from typing import Any
 from services.common.errors import InvalidAttributes
 from services.common.schema import INT64_MAX, INT64_MIN, MAX_COLUMNS, check_column_name, parse_timestamp
 
+# The image files an import takes, by suffix: those the CLI packs from a folder and the gateway reads from an
+# archive (the page's album.js holds the same list).
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
 FILE_KEYS = ("file", "path", "url", "name")
 # The most bad rows a refused manifest's error lists (it counts the rest).
 REPORTED = 20

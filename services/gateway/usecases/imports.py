@@ -27,11 +27,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import lzma
-import tarfile
-import zipfile
-import zlib
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence, Set
+from collections.abc import AsyncIterator, Mapping, Sequence, Set
 from dataclasses import dataclass, field, replace
 from pathlib import PurePosixPath
 from typing import IO, Any
@@ -40,7 +36,6 @@ from services.common.errors import (
     ERRORS_BY_REASON,
     ImageNotFound,
     ImageSearchError,
-    ImageTooLarge,
     InvalidArgument,
     InvalidImage,
     StoreUnavailable,
@@ -48,6 +43,7 @@ from services.common.errors import (
     UrlFetchFailed,
 )
 from services.common.manifest import ManifestFiles, parse_manifest
+from services.gateway.archives import archive_images
 from services.gateway.blobstore import staging_key, staging_prefix
 from services.gateway.deps import Deps
 from services.gateway.import_queue import (
@@ -67,7 +63,6 @@ from services.gateway.usecases.shared import failure, image_id_of, meanwhile_if_
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
 # Batches staged at once (their packs uploaded, their items written and queued).
 STAGING_CONCURRENCY = 4
 # Claims refused because another batch was deleting one of their images (`_claim`): tries in place, and the pause
@@ -306,70 +301,6 @@ class _Stager:
                                       "application/octet-stream")
         if (await self.queue.add_batch(self.job_id, first, items)).finished:
             raise _Stopped
-
-
-ARCHIVE_KINDS = ".zip, .tar, .tar.gz, .tar.bz2 or .tar.xz"
-# What a compressed archive cut short or damaged raises while it is read (gzip: EOFError, zlib.error; xz:
-# LZMAError; bz2 and the rest: OSError).
-_CUT_SHORT = (EOFError, zlib.error, lzma.LZMAError, OSError)
-# How gzip, bzip2 and xz data begin.
-_COMPRESSED = (b"\x1f\x8b", b"BZh", b"\xfd7zX")
-
-
-def archive_images(archive: IO[bytes], max_bytes: int) -> Iterator[tuple[str, bytes | ImageSearchError]]:
-    """(path, bytes) of every image file in a zip or tar archive (gzip, bz2 or xz compressed), by path
-    order; an image over `max_bytes` comes as its error. Other files, folders, links and hidden files
-    (`.x`, `__MACOSX/`) are left out."""
-    archive.seek(0)
-    magic = archive.read(4)
-    archive.seek(0)
-    if magic.startswith(b"PK\x03\x04") or magic.startswith(b"PK\x05\x06"):
-        yield from _zip_images(archive, max_bytes)
-        return
-    try:
-        tar = tarfile.open(fileobj=archive, mode="r:*")  # noqa: SIM115 (closed by the `with tar` below)
-    except (tarfile.TarError, *_CUT_SHORT):  # its message lists each compression tried, over lines
-        if magic.startswith(_COMPRESSED):
-            raise InvalidArgument("the compressed archive is cut short or damaged") from None
-        raise InvalidArgument(f"the archive is neither a zip nor a tar file ({ARCHIVE_KINDS}); its first bytes "
-                              f"are {magic!r}") from None
-    try:
-        with tar:
-            members = sorted((m for m in tar.getmembers() if m.isfile() and _is_image_path(m.name)),
-                             key=lambda m: m.name)
-            for member in members:
-                if member.size > max_bytes:
-                    yield member.name, ImageTooLarge(f"{member.size} bytes; the limit is {max_bytes}")
-                    continue
-                handle = tar.extractfile(member)
-                yield member.name, handle.read() if handle is not None else b""
-    except tarfile.TarError as exc:
-        raise InvalidArgument(f"the tar archive cannot be read ({exc})") from None
-    except _CUT_SHORT as exc:
-        raise InvalidArgument(f"the tar archive is cut short or damaged ({type(exc).__name__}: {exc})") from None
-
-
-def _zip_images(archive: IO[bytes], max_bytes: int) -> Iterator[tuple[str, bytes | ImageSearchError]]:
-    try:
-        with zipfile.ZipFile(archive) as bundle:
-            members = sorted((m for m in bundle.infolist() if not m.is_dir() and _is_image_path(m.filename)),
-                             key=lambda m: m.filename)
-            for member in members:
-                if member.file_size > max_bytes:
-                    yield member.filename, ImageTooLarge(f"{member.file_size} bytes; the limit is {max_bytes}")
-                    continue
-                with bundle.open(member) as handle:
-                    content = handle.read(max_bytes + 1)
-                yield member.filename, content if len(content) <= max_bytes else ImageTooLarge(
-                    f"more than {max_bytes} bytes")
-    except (zipfile.BadZipFile, *_CUT_SHORT) as exc:
-        raise InvalidArgument(f"the zip archive cannot be read ({exc})") from None
-
-
-def _is_image_path(path: str) -> bool:
-    parts = PurePosixPath(path).parts
-    return bool(parts) and not any(p.startswith(".") or p == "__MACOSX" for p in parts) and \
-        PurePosixPath(path).suffix.lower() in IMAGE_SUFFIXES
 
 
 # --- reading and cancelling -------------------------------------------------------------------------

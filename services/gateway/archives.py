@@ -1,0 +1,81 @@
+"""An import's archive read: the image files of a zip or tar archive (gzip, bzip2 or xz compressed), by path.
+
+A folder the CLI or the page imports is sent as a tar. Folders, links, hidden files (`.x`, `__MACOSX/`) and files
+of other suffixes are left out (the page leaves them out of what it sends too).
+"""
+
+from __future__ import annotations
+
+import lzma
+import tarfile
+import zipfile
+import zlib
+from collections.abc import Iterator
+from pathlib import PurePosixPath
+from typing import IO
+
+from services.common.errors import ImageSearchError, ImageTooLarge, InvalidArgument
+from services.common.manifest import IMAGE_SUFFIXES
+
+ARCHIVE_KINDS = ".zip, .tar, .tar.gz, .tar.bz2 or .tar.xz"
+# What a compressed archive cut short or damaged raises while it is read (gzip: EOFError, zlib.error; xz:
+# LZMAError; bz2 and the rest: OSError).
+_CUT_SHORT = (EOFError, zlib.error, lzma.LZMAError, OSError)
+# How gzip, bzip2 and xz data begin.
+_COMPRESSED = (b"\x1f\x8b", b"BZh", b"\xfd7zX")
+
+
+def archive_images(archive: IO[bytes], max_bytes: int) -> Iterator[tuple[str, bytes | ImageSearchError]]:
+    """(path, bytes) of every image file in a zip or tar archive (gzip, bz2 or xz compressed), by path
+    order; an image over `max_bytes` comes as its error. Other files, folders, links and hidden files
+    (`.x`, `__MACOSX/`) are left out."""
+    archive.seek(0)
+    magic = archive.read(4)
+    archive.seek(0)
+    if magic.startswith(b"PK\x03\x04") or magic.startswith(b"PK\x05\x06"):
+        yield from _zip_images(archive, max_bytes)
+        return
+    try:
+        tar = tarfile.open(fileobj=archive, mode="r:*")  # noqa: SIM115 (closed by the `with tar` below)
+    except (tarfile.TarError, *_CUT_SHORT):  # its message lists each compression tried, over lines
+        if magic.startswith(_COMPRESSED):
+            raise InvalidArgument("the compressed archive is cut short or damaged") from None
+        raise InvalidArgument(f"the archive is neither a zip nor a tar file ({ARCHIVE_KINDS}); its first bytes "
+                              f"are {magic!r}") from None
+    try:
+        with tar:
+            members = sorted((m for m in tar.getmembers() if m.isfile() and _is_image_path(m.name)),
+                             key=lambda m: m.name)
+            for member in members:
+                if member.size > max_bytes:
+                    yield member.name, ImageTooLarge(f"{member.size} bytes; the limit is {max_bytes}")
+                    continue
+                handle = tar.extractfile(member)
+                yield member.name, handle.read() if handle is not None else b""
+    except tarfile.TarError as exc:
+        raise InvalidArgument(f"the tar archive cannot be read ({exc})") from None
+    except _CUT_SHORT as exc:
+        raise InvalidArgument(f"the tar archive is cut short or damaged ({type(exc).__name__}: {exc})") from None
+
+
+def _zip_images(archive: IO[bytes], max_bytes: int) -> Iterator[tuple[str, bytes | ImageSearchError]]:
+    try:
+        with zipfile.ZipFile(archive) as bundle:
+            members = sorted((m for m in bundle.infolist() if not m.is_dir() and _is_image_path(m.filename)),
+                             key=lambda m: m.filename)
+            for member in members:
+                if member.file_size > max_bytes:
+                    yield member.filename, ImageTooLarge(f"{member.file_size} bytes; the limit is {max_bytes}")
+                    continue
+                with bundle.open(member) as handle:
+                    content = handle.read(max_bytes + 1)
+                yield member.filename, content if len(content) <= max_bytes else ImageTooLarge(
+                    f"more than {max_bytes} bytes")
+    except (zipfile.BadZipFile, *_CUT_SHORT) as exc:
+        raise InvalidArgument(f"the zip archive cannot be read ({exc})") from None
+
+
+def _is_image_path(path: str) -> bool:
+    parts = PurePosixPath(path).parts
+    return bool(parts) and not any(p.startswith(".") or p == "__MACOSX" for p in parts) and \
+        PurePosixPath(path).suffix.lower() in IMAGE_SUFFIXES
