@@ -6,11 +6,12 @@ of other suffixes are left out (the page leaves them out of what it sends too).
 
 from __future__ import annotations
 
+import asyncio
 import lzma
 import tarfile
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import AsyncGenerator, Generator
 from pathlib import PurePosixPath
 from typing import IO
 
@@ -23,9 +24,47 @@ ARCHIVE_KINDS = ".zip, .tar, .tar.gz, .tar.bz2 or .tar.xz"
 _CUT_SHORT = (EOFError, zlib.error, lzma.LZMAError, OSError)
 # How gzip, bzip2 and xz data begin.
 _COMPRESSED = (b"\x1f\x8b", b"BZh", b"\xfd7zX")
+# An image file of an archive: its path, and its bytes or why it is not taken.
+Member = tuple[str, bytes | ImageSearchError]
+# What `read_archive_images` reads in a worker thread at a time: images, and their bytes.
+READ_AHEAD_IMAGES = 64
+READ_AHEAD_BYTES = 16 * 1024 * 1024
 
 
-def archive_images(archive: IO[bytes], max_bytes: int) -> Iterator[tuple[str, bytes | ImageSearchError]]:
+async def read_archive_images(archive: IO[bytes], max_bytes: int) -> AsyncGenerator[Member, None]:
+    """`archive_images` read in a worker thread, a few images at a time: decompressing a large archive (a tar.gz is
+    read whole before its first member) never holds the event loop, so the gateway answers searches and its
+    staging heartbeat meanwhile. A consumer that stops early closes it (`contextlib.aclosing`): a read under way
+    is waited for, not left reading a file its caller is about to close."""
+    members = archive_images(archive, max_bytes)
+
+    def read_ahead() -> list[Member]:
+        taken: list[Member] = []
+        size = 0
+        for path, content in members:
+            taken.append((path, content))
+            size += len(content) if isinstance(content, bytes) else 0
+            if len(taken) >= READ_AHEAD_IMAGES or size >= READ_AHEAD_BYTES:
+                break
+        return taken
+
+    reading: asyncio.Future[list[Member]] | None = None
+    try:
+        while True:
+            reading = asyncio.ensure_future(asyncio.to_thread(read_ahead))
+            taken = await asyncio.shield(reading)  # a cancel leaves the thread reading: waited for below
+            reading = None
+            if not taken:
+                return
+            for item in taken:
+                yield item
+    finally:
+        if reading is not None:
+            await asyncio.gather(reading, return_exceptions=True)
+        members.close()
+
+
+def archive_images(archive: IO[bytes], max_bytes: int) -> Generator[Member, None, None]:
     """(path, bytes) of every image file in a zip or tar archive (gzip, bz2 or xz compressed), by path
     order; an image over `max_bytes` comes as its error. Other files, folders, links and hidden files
     (`.x`, `__MACOSX/`) are left out."""
@@ -58,7 +97,7 @@ def archive_images(archive: IO[bytes], max_bytes: int) -> Iterator[tuple[str, by
         raise InvalidArgument(f"the tar archive is cut short or damaged ({type(exc).__name__}: {exc})") from None
 
 
-def _zip_images(archive: IO[bytes], max_bytes: int) -> Iterator[tuple[str, bytes | ImageSearchError]]:
+def _zip_images(archive: IO[bytes], max_bytes: int) -> Generator[Member, None, None]:
     try:
         with zipfile.ZipFile(archive) as bundle:
             members = sorted((m for m in bundle.infolist() if not m.is_dir() and _is_image_path(m.filename)),

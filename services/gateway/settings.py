@@ -138,6 +138,7 @@ class GatewaySettings(ServiceSettings):
     import_visibility_s: float = 60.0
     # Seconds an import may stay staging unheard of before a worker's sweep (every minute) fails it (the gateway
     # that read its upload stopped midway: the upload must be sent again) and deletes what it had staged. A
-    # living gateway says its staging goes on four times as often, however long a batch takes; the margin is
-    # for its event loop held by a large compressed archive's reading, and for the gateways' clocks.
+    # living gateway says its staging goes on four times as often, however long a batch takes (an archive is read
+    # in worker threads, the event loop free meanwhile); the margin is for a loop slowed by a busy machine and for
+    # the gateways' clocks.
     import_staging_stale_s: float = 180.0

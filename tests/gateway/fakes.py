@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import tarfile
+import threading
 import time
 import zipfile
 from collections.abc import Callable, Sequence
@@ -67,6 +69,33 @@ def zipped(files: dict[str, bytes]) -> bytes:
     with zipfile.ZipFile(out, "w") as bundle:
         for name, content in files.items():
             bundle.writestr(name, content)
+    return out.getvalue()
+
+
+class NotedFile(io.BytesIO):
+    """An archive's file that notes which threads read it, and when (a read may be made slow)."""
+
+    def __init__(self, content: bytes, read_s: float = 0.0) -> None:
+        super().__init__(content)
+        self.read_s = read_s
+        self.readers: set[int] = set()
+        self.last_read = 0.0
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        self.readers.add(threading.get_ident())
+        if self.read_s:
+            time.sleep(self.read_s)
+        self.last_read = time.monotonic()
+        return super().read(size)
+
+
+def tar_gz(files: dict[str, bytes]) -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w:gz") as tar:
+        for name, content in files.items():
+            member = tarfile.TarInfo(name)
+            member.size = len(content)
+            tar.addfile(member, io.BytesIO(content))
     return out.getvalue()
 
 

@@ -9,6 +9,7 @@ import hashlib
 import io
 import json
 import tarfile
+import threading
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
@@ -32,7 +33,7 @@ from services.gateway.records import AddResult, Item, NewImage, OnDuplicate
 from services.gateway.usecases import albums, images, imports, ingest, reembed
 from services.gateway.usecases.shared import image_id_of
 from tests.gateway.conftest import MakeFakes
-from tests.gateway.fakes import Fakes, LoopbackSearch, SlowGet, png, until, zipped
+from tests.gateway.fakes import Fakes, LoopbackSearch, NotedFile, SlowGet, png, tar_gz, until, zipped
 from tests.gateway.stack_helpers import (
     cropped_copy,
     file_server,
@@ -1125,3 +1126,31 @@ async def test_a_batch_making_an_image_another_batch_deletes_adds_it_itself(
     assert (job.status, job.counts["added"], job.counts["duplicates"]) == (ImportStatus.DONE, 2, 0)
     found = (await imports.results(import_queue, job.id)).results
     assert {r["url"]: (r["status"], r["id"]) for r in found} == {url: ("added", now), twin: ("added", made)}
+
+
+@pytest.mark.anyio
+async def test_an_import_of_a_tar_gz_stages_it_off_the_event_loop(make_fakes: MakeFakes,
+                                                                  import_queue: ImportQueue) -> None:
+    """The import's staging reads its archive in worker threads only: meanwhile the loop runs (a ticker counts)."""
+    fakes = make_fakes(ingest_batch_size=4)
+    await albums.create(fakes.deps, "demo")
+    archive = NotedFile(tar_gz({f"p{n:02d}.png": png(n, 64) for n in range(10)}), read_s=0.01)
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0)
+            ticks += 1
+
+    ticker = asyncio.create_task(tick())
+    try:
+        job = await imports.create(fakes.deps, import_queue, "demo", imports.ImportSpec(archive=archive))
+    finally:
+        ticker.cancel()
+    assert (job.status, job.total) == (ImportStatus.QUEUED, 10)
+    assert threading.get_ident() not in archive.readers and ticks > 10
+    while (batch := await import_queue.take("test-worker", 200, 60_000)) is not None:
+        await imports.process_batch(fakes.deps, import_queue, batch)
+        await import_queue.done(batch.entry_id)
+    assert await images.count(fakes.deps, "demo") == 10

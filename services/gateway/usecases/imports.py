@@ -43,7 +43,7 @@ from services.common.errors import (
     UrlFetchFailed,
 )
 from services.common.manifest import ManifestFiles, parse_manifest
-from services.gateway.archives import archive_images
+from services.gateway.archives import read_archive_images
 from services.gateway.blobstore import staging_key, staging_prefix
 from services.gateway.deps import Deps
 from services.gateway.import_queue import (
@@ -205,14 +205,15 @@ async def _stage(deps: Deps, queue: ImportQueue, job_id: str, spec: ImportSpec, 
             await stager.add(ItemSource(name, url=url, attributes={**spec.attributes, **attributes}))
         files = ManifestFiles(key for key in rows if not _is_url(key))
         if spec.archive is not None:
-            for path, content in archive_images(spec.archive, deps.settings.max_image_bytes):
-                row = files.key_of(path)
-                name, attributes = _named(rows[row] if row is not None else {}, path)
-                if isinstance(content, ImageSearchError):
-                    await stager.add(ItemSource(name, error=f"{content.reason}: {content.message}", file=path))
-                else:
-                    await stager.add(ItemSource(name, attributes={**spec.attributes, **attributes}, file=path),
-                                     content)
+            async with contextlib.aclosing(read_archive_images(spec.archive, deps.settings.max_image_bytes)) as read:
+                async for path, content in read:
+                    row = files.key_of(path)
+                    name, attributes = _named(rows[row] if row is not None else {}, path)
+                    if isinstance(content, ImageSearchError):
+                        await stager.add(ItemSource(name, error=f"{content.reason}: {content.message}", file=path))
+                    else:
+                        await stager.add(ItemSource(name, attributes={**spec.attributes, **attributes}, file=path),
+                                         content)
         for key in rows:
             if not _is_url(key) and key not in files.matched:
                 await stager.add(ItemSource(_named(rows[key], key)[0], file=key,
