@@ -18,7 +18,7 @@ from services.cli import (
     print_sql_result,
     start_import,
 )
-from services.cli.jobs import _guessed_columns, make_album
+from services.cli.jobs import _guessed_columns, make_album, progress_words
 from services.client import ApiError
 from services.devstack import free_port
 
@@ -110,6 +110,23 @@ def test_a_cancelled_import_is_reported_cancelled_with_what_its_batches_under_wa
     assert import_summary("a", failed, failed["counts"]).endswith("(import failed: upload_interrupted: the upload "
                                                                   "stopped; what it added stays)")
     assert import_summary("a", {**job, "status": "done"}, job["counts"]) == "album a: 14 added, 0 failed"
+
+
+def test_a_progress_bar_says_how_its_job_goes_in_words() -> None:
+    """Before: `0.0 img/s, left -` while an upload was staged or before the first batch, and a re-embed's
+    `left 0s` while its album was switched."""
+    def job(status: str, processed: int, total: int, rate: float, eta: float | None, failed: int = 0) -> dict[str, Any]:
+        return {"status": status, "processed": processed, "total": total, "rate": rate, "eta_s": eta,
+                "counts": {"added": processed - failed, "failed": failed}}
+
+    assert progress_words(job("staging", 0, 0, 0.0, None)) == "staging the upload"
+    assert progress_words(job("staging", 8, 8, 4.0, None)) == "4.0 img/s, the rest being staged"
+    assert progress_words(job("queued", 0, 40, 0.0, None)) == "waiting for a worker"
+    assert progress_words(job("running", 0, 40, 0.0, None)) == "starting"
+    assert progress_words(job("running", 10, 40, 2.5, 12.0, failed=1)) == "2.5 img/s, about 12s left, 1 failed"
+    assert progress_words(job("running", 10, 50_000, 40.0, 1249.6)) == "40.0 img/s, about 20m 50s left"
+    assert progress_words(job("running", 10, 500_000, 40.0, 12_499.8)) == "40.0 img/s, about 3h 28m left"
+    assert progress_words(job("running", 40, 40, 2.5, 0.0)) == "finishing"
 
 
 class DroppedUploads:

@@ -128,11 +128,39 @@ def follow_import(client: GatewayClient, job: dict[str, Any], progress: bool = T
                 continue
             patience.reached()
             bar.update(job["processed"] - bar.n)
-            eta = f"{job['eta_s']:.0f}s" if job.get("eta_s") is not None else "-"
-            bar.set_postfix_str(f"{job['rate']:.1f} img/s, left {eta}, {job['counts']['failed']} failed")
+            bar.set_postfix_str(progress_words(job))
             if job["status"] in ("done", "failed", "cancelled"):
                 return job if job["status"] == "done" else _settled(client, job, sleep)
             sleep(0.5)
+
+
+def progress_words(job: dict[str, Any]) -> str:
+    """How a job under way goes, as its progress bar says it: its upload being staged (its first batches maybe
+    added meanwhile), waiting for a worker, starting (no rate yet), its rate and about how long is left, finishing
+    (every item done, the album being switched or the last results written), and its failures so far."""
+    rate, eta = job["rate"], job.get("eta_s")
+    if job["status"] == "staging":  # its first batches may be added while the rest is staged
+        words = f"{rate:.1f} img/s, the rest being staged" if rate else "staging the upload"
+    elif job["status"] == "queued":
+        words = "waiting for a worker"
+    elif job["processed"] >= job["total"]:
+        words = "finishing"
+    elif not rate:
+        words = "starting"
+    else:
+        words = f"{rate:.1f} img/s" + (f", about {duration(eta)} left" if eta is not None else "")
+    failed = job["counts"]["failed"]
+    return words + (f", {failed} failed" if failed else "")
+
+
+def duration(seconds: float) -> str:
+    """45s, 12m 05s, 2h 35m."""
+    s = max(0, round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m {s % 60:02d}s"
+    return f"{s // 3600}h {s % 3600 // 60:02d}m"
 
 
 # A cancelled or failed import's batches under way when it ended still record what they add (it stays): its

@@ -122,7 +122,10 @@ function speedText(job, finished) {
     const took = job.started_at_ms && job.finished_at_ms ? `took ${formatDuration((job.finished_at_ms - job.started_at_ms) / 1000)}` : "";
     return [rate, took].filter(Boolean).join(" · ");
   }
-  if (job.status === "staging" || job.status === "queued") return "waiting for a worker…";
+  // A staging import's first batches may be added while the rest of its upload is staged.
+  if (job.status === "staging") return rate ? `${rate} · the rest being staged…` : "staging the upload…";
+  if (job.status === "queued") return "waiting for a worker…";
+  if (job.processed >= job.total) return "finishing…";
   return [rate || "starting…", job.eta_s != null ? `about ${formatDuration(job.eta_s)} left` : ""].filter(Boolean).join(" · ");
 }
 
