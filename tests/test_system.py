@@ -173,7 +173,8 @@ def test_cli_shows_changes_and_deletes_images(stack: Stack, photos: list[Path], 
     assert _cli(stack, "count", "--album", album).stdout.strip() == "4"
     assert _cli(stack, "count", "--album", album, "--where", "price > 40").stdout.strip() == "1"
     grouped = _cli(stack, "count", "--album", album, "--by", "price", "--by", "in_stock")
-    assert grouped.stdout.splitlines() == ["price  in_stock  count", "10.0   false     3", "42.5   false     1"]
+    assert grouped.stdout.splitlines() == ["price  in_stock  count", "-----  --------  -----", "10.0   false     3",
+                                           "42.5   false     1"]
     assert json.loads(_cli(stack, "count", "--album", album, "--by", "price", "--json").stdout)["groups"] == [
         {"key": [10.0], "count": 3}, {"key": [42.5], "count": 1}]
     undeclared = _cli(stack, "count", "--album", album, "--by", "colour")

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from services.cli.tables import print_table
 from services.client import GatewayClient
 
 
@@ -63,12 +64,9 @@ def cmd_count(args: argparse.Namespace, client: GatewayClient) -> int:
     if args.json:
         print(json.dumps(found, indent=2, ensure_ascii=False))
         return 0
-    shown = [["NULL" if v is None else v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)
-              for v in group["key"]] for group in found["groups"]]
-    widths = [max([len(c), *(len(row[i]) for row in shown)]) for i, c in enumerate(found["columns"])]
-    print("  ".join(c.ljust(w) for c, w in zip(found["columns"], widths, strict=True)) + "  count")
-    for row, group in zip(shown, found["groups"], strict=True):
-        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) + f"  {group['count']}")
+    print_table([*found["columns"], "count"], [
+        ["NULL" if v is None else v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)
+         for v in group["key"]] + [str(group["count"])] for group in found["groups"]], last_whole=True)
     return 0
 
 

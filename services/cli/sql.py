@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from services.cli.tables import print_table
 from services.client import GatewayClient
 
 # A string literal of a SQL statement: 'it''s' (quotes doubled inside).
@@ -38,31 +39,14 @@ def cmd_sql(args: argparse.Namespace, client: GatewayClient) -> int:
     return 0
 
 
-# The widest a table's cell is printed (--json has every value whole).
-CELL_WIDTH = 48
-
-
-def fit(text: str, width: int) -> str:
-    """The text, cut in the middle where it is wider: names that share a long beginning (a folder's path) keep
-    the end that tells them apart."""
-    if len(text) <= width:
-        return text
-    head = (width - 1) // 2
-    return f"{text[:head]}…{text[len(text) - (width - 1 - head):]}"
-
-
 def print_sql_result(answer: dict[str, Any], base_url: str) -> None:
     """A statement's result as a table (SELECT), or what it changed."""
     columns, rows = answer.get("columns") or [], answer.get("rows") or []
     if columns:
-        cells = [[_cell_text(v) for v in row["values"]] for row in rows]
-        widths = [min(CELL_WIDTH, max([len(c), *(len(r[i]) for r in cells)])) for i, c in enumerate(columns)]
         linked = any(row.get("image") for row in rows)  # a row of an image ends with its link
-        print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)) + ("  image" if linked else ""))
-        print("  ".join("-" * w for w in widths) + ("  -----" if linked else ""))
-        for row, cell in zip(rows, cells, strict=True):
-            link = f"  {base_url}{row['image']['url']}" if row.get("image") else ""
-            print("  ".join(fit(v, w).ljust(w) for v, w in zip(cell, widths, strict=True)) + link)
+        cells = [[_cell_text(v) for v in row["values"]] + ([f"{base_url}{row['image']['url']}" if row.get("image")
+                                                            else ""] if linked else []) for row in rows]
+        print_table([*columns, "image"] if linked else columns, cells, last_whole=linked)
     summary = f"{answer['statement']} {answer['album']}: "
     summary += f"{answer['affected']} affected" if answer.get("affected") is not None else f"{len(rows)} row(s)"
     print(f"{summary} in {answer['took_ms']:.1f} ms")
