@@ -18,7 +18,8 @@ from services.cli import (
     print_sql_result,
     start_import,
 )
-from services.cli.jobs import _guessed_columns, make_album, progress_words
+from services.cli.ingest import _guessed_columns
+from services.cli.jobs import make_album, progress_words
 from services.client import ApiError
 from services.devstack import free_port
 

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 
 import httpx
 
-from services.cli import albums, edits, images, jobs, queries, sql, up
+from services.cli import albums, edits, images, ingest, jobs, queries, sql, up
 from services.cli.jobs import GatewayGone, follow_import, import_line, import_summary, start_import
 from services.cli.packing import pack_images
 from services.cli.sql import print_sql_result
@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="imagesearch", description="Search by image.")
     parser.add_argument("--url", default=DEFAULT_URL, help="the gateway's HTTP address (env IMAGESEARCH_URL)")
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (up, jobs, queries, images, edits, albums, sql):
+    for module in (up, ingest, jobs, queries, images, edits, albums, sql):
         module.add_commands(sub)
     return parser
 
