@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,8 +19,8 @@ from services.cli import (
     print_sql_result,
     start_import,
 )
-from services.cli.ingest import _guessed_columns
-from services.cli.jobs import make_album, progress_words
+from services.cli.ingest import _guessed_columns, upload_parts
+from services.cli.jobs import make_album, parts_words, progress_words
 from services.client import ApiError
 from services.devstack import free_port
 
@@ -128,6 +129,68 @@ def test_a_progress_bar_says_how_its_job_goes_in_words() -> None:
     assert progress_words(job("running", 10, 50_000, 40.0, 1249.6)) == "40.0 img/s, about 20m 50s left"
     assert progress_words(job("running", 10, 500_000, 40.0, 12_499.8)) == "40.0 img/s, about 3h 28m left"
     assert progress_words(job("running", 40, 40, 2.5, 0.0)) == "finishing"
+    assert progress_words(job("done", 40, 40, 2.5, None)) == "done"
+
+    # An ingest in parts: the rate and time left of the whole, the parts not sent counted in.
+    sent = [job("done", 20, 20, 4.0, None, failed=1), job("staging", 0, 0, 0.0, None)]
+    assert parts_words(sent[1:], 3, 40, 2.0) == "staging the upload, part 1 of 3"
+    assert parts_words(sent, 3, 20, 10.0) == "2.0 img/s, about 10s left, part 2 of 3, 1 failed"
+    assert parts_words([sent[0], job("done", 20, 20, 4.0, None)], 3, 20, 10.0) == "2 of 3 parts ended, 1 failed"
+
+
+def test_files_are_sent_in_parts_of_so_many_images_and_bytes(tmp_path: Path) -> None:
+    sizes = [10, 10, 10, 10, 50, 10, 10]  # a file over the bytes alone goes alone
+    entries = []
+    for n, size in enumerate(sizes):
+        (tmp_path / f"{n}.png").write_bytes(b"x" * size)
+        entries.append((tmp_path / f"{n}.png", f"{n}.png"))
+    entries.append((tmp_path / "gone.png", "gone.png"))  # unreadable: reported when packed, counted as nothing
+    parts = upload_parts(entries, 3, 35)
+    assert [[name for _, name in part] for part in parts] == [
+        ["0.png", "1.png", "2.png"], ["3.png"], ["4.png"], ["5.png", "6.png", "gone.png"]]
+    assert upload_parts([], 3, 35) == []
+
+
+class PartsGateway:
+    """A gateway taking an ingest's parts, whose first import someone cancels (the page) after it added 5."""
+
+    base_url = "http://gateway"
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def get_album(self, album: str) -> dict[str, Any]:
+        return {"name": album}
+
+    def start_import(self, album: str, **fields: Any) -> dict[str, Any]:
+        self.sent.append(fields["archive_name"])
+        return self._job(f"j{len(self.sent)}", "queued", 0)
+
+    def get_import(self, import_id: str) -> dict[str, Any]:
+        return self._job(import_id, "cancelled", 5) if import_id == "j1" else self._job(import_id, "done", 20)
+
+    def import_results(self, import_id: str, failed_only: bool = False) -> list[dict[str, Any]]:
+        return []
+
+    @staticmethod
+    def _job(import_id: str, status: str, added: int) -> dict[str, Any]:
+        return {"id": import_id, "album": "a", "status": status, "total": 20, "processed": added, "rate": 1.0,
+                "eta_s": None, "error": "", "counts": {"added": added, "duplicates": 0, "failed": 0}}
+
+
+def test_an_ingest_in_parts_sends_no_more_once_a_part_is_cancelled(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr("services.cli.jobs.SETTLE_QUIET_S", 0.0)
+    for n in range(60):
+        (tmp_path / f"{n:02d}.png").write_bytes(b"x")
+    client = PartsGateway()
+    args = build_parser().parse_args(["ingest", str(tmp_path), "--album", "a", "--images-per-upload", "20",
+                                      "--quiet"])
+    assert args.run(args, client) == 1
+    name = f"{tmp_path.name}.tar"
+    assert client.sent == [f"{name} (part 1 of 3)", f"{name} (part 2 of 3)"]  # the second sent as the first ran
+    assert capsys.readouterr().out.splitlines() == [
+        "album a: 25 added, 0 failed (import cancelled: part 3 of 3 not sent; what it added stays)"]
 
 
 class DroppedUploads:

@@ -243,6 +243,40 @@ def test_cli_ingest_of_a_csv_manifest_into_a_new_album_declares_its_columns(stac
            "colour: those cells are stored as text" in noted.stderr, noted.stderr
 
 
+def test_cli_sends_many_files_in_parts_an_import_each_with_their_manifest_rows(stack: Stack, photos: list[Path],
+                                                                                tmp_path: Path) -> None:
+    """Seven photos in parts of three: three imports (listed as parts), each with the manifest's rows of its files
+    (a row naming a folder's file as `sub/x.png` finds it in whichever part it goes), the row naming no file sent
+    reported once, and one summary; a bad cell anywhere in the manifest refuses the ingest before any part is sent."""
+    folder = tmp_path / "shop"
+    (folder / "sub").mkdir(parents=True)
+    for n, photo in enumerate(photos[:7]):
+        (folder / ("sub" if n % 2 else "") / f"p{n}.png").write_bytes(photo.read_bytes())
+    rows = [f"{'sub/' if n % 2 else ''}p{n}.png,{n + 0.5},{'true' if n < 4 else 'false'}" for n in range(7)]
+    (tmp_path / "shop.csv").write_text("\n".join(["file,price,in_stock", *rows, "gone.png,1,true"]) + "\n")
+    album = f"parts_{uuid.uuid4().hex[:8]}"
+    ingest = _cli(stack, "ingest", str(folder), "--album", album, "--attributes", str(tmp_path / "shop.csv"),
+                  "--images-per-upload", "3", "--quiet")
+    assert ingest.returncode == 1, ingest.stdout + ingest.stderr  # the row naming no file failed
+    assert "sending 7 image file(s) in 3 parts of up to 3, an import each" in ingest.stderr, ingest.stderr
+    assert ingest.stdout.splitlines() == [
+        "failed gone.png: file_not_found: the manifest names it, but the import has no such file",
+        f"album {album}: 7 added, 1 failed"]
+    jobs = httpx.get(f"{stack.http_url}/v1/imports", params={"album": album}).json()["imports"]
+    assert sorted((j["source"], j["status"], j["total"]) for j in jobs) == [
+        ("shop.tar (part 1 of 3) + shop.csv", "done", 3), ("shop.tar (part 2 of 3) + shop.csv", "done", 3),
+        ("shop.tar (part 3 of 3) + shop.csv", "done", 2)]
+    assert _cli(stack, "count", "--album", album, "--by", "in_stock").stdout.splitlines()[2:] == \
+        ["true      4", "false     3"]
+    assert _cli(stack, "count", "--album", album, "--where", "price > 5").stdout.strip() == "2"
+
+    (tmp_path / "bad.csv").write_text("\n".join(["file,price", "p0.png,1", "p6.png,cheap"]) + "\n")
+    refused = _cli(stack, "ingest", str(folder), "--album", album, "--attributes", str(tmp_path / "bad.csv"),
+                   "--images-per-upload", "3", "--quiet")
+    assert refused.returncode == 2 and "bad.csv: line 3: price" in refused.stderr, refused.stderr
+    assert len(httpx.get(f"{stack.http_url}/v1/imports", params={"album": album}).json()["imports"]) == 3
+
+
 def test_cli_search_of_an_unknown_album_says_so(stack: Stack, photos: list[Path]) -> None:
     result = _cli(stack, "search", str(photos[0]), "--album", "no-such-album")
     assert result.returncode == 2

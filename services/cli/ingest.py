@@ -11,11 +11,24 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from services.cli.jobs import follow_import, import_summary, make_album, start_import
-from services.cli.packing import ARCHIVE_SUFFIXES, IMAGE_SUFFIXES, pack_images
+from services.cli.jobs import JobsProgress, import_summary, make_album, start_import
+from services.cli.packing import ARCHIVE_SUFFIXES, IMAGE_SUFFIXES, image_entries, pack_entries
 from services.client import GatewayClient, shown_name
-from services.common.manifest import guess_column_types, json_column_types
+from services.common.errors import InvalidAttributes
+from services.common.manifest import (
+    ManifestFiles,
+    guess_column_types,
+    json_column_types,
+    parse_manifest,
+    split_manifest,
+)
 from services.common.schema import MAX_COLUMNS
+
+# An ingest of many files is sent in parts, an import job each: a gateway that stops mid-upload costs that part's
+# upload again, not the whole folder's, neither side holds a copy of the whole folder, and each part is sent while
+# the one before it is embedded.
+UPLOAD_IMAGES = 1000
+UPLOAD_BYTES = 512 * 1024 * 1024
 
 
 def cmd_ingest(args: argparse.Namespace, client: GatewayClient) -> int:
@@ -27,46 +40,146 @@ def cmd_ingest(args: argparse.Namespace, client: GatewayClient) -> int:
     if missing:
         raise FileNotFoundError(f"no such file or folder: {', '.join(missing)} (paths are read from "
                                 f"{Path.cwd()})")
-    with tempfile.TemporaryDirectory(prefix="imagesearch-") as work:
-        archive: Path | None = None
+    if args.images_per_upload < 1:
+        raise ValueError("--images-per-upload is 1 or more")
+    given = local[0] if len(local) == 1 and local[0].is_file() and local[0].name.lower().endswith(
+        ARCHIVE_SUFFIXES) else None
+    entries = image_entries(local) if local and given is None else []
+    parts = upload_parts(entries, args.images_per_upload, UPLOAD_BYTES) or [[]]
+    with tempfile.TemporaryDirectory(prefix="imagesearch-") as work_dir:
+        work = Path(work_dir)
         unreadable: list[str] = []
-        if len(local) == 1 and local[0].is_file() and local[0].name.lower().endswith(ARCHIVE_SUFFIXES):
-            archive = local[0]
-        elif local:
-            archive = Path(work) / "images.tar"
-            with open(archive, "wb") as out:
-                packed, unreadable = pack_images(local, out)
-            if not packed and not urls:
-                for problem in unreadable:
-                    print(f"failed {problem}", file=sys.stderr)
-                raise ValueError(f"no image file ({' '.join(sorted(IMAGE_SUFFIXES))}) in {', '.join(map(str, local))}")
-            print(f"sending {packed} image file(s) ...", file=sys.stderr)
-        # A CSV manifest's cells are text: a new album declares its columns (and those of the attributes given to
-        # all), so that filters compare numbers as numbers. (JSON values keep their types undeclared.)
-        guessed = _guessed_columns(manifest, common) if manifest is not None and manifest.suffix.lower() == ".csv" \
-            else {}
-        if make_album(client, args.album, guessed):
-            print(f"created album {args.album}" + (f" with columns {_columns_text(guessed)} (the types the cells of "
-                  f"{manifest.name if manifest else ''} read as; `create-album` first to choose others)" if guessed
-                  else ""), file=sys.stderr)
-        elif undeclared := {n: k for n, k in guessed.items()
-                            if n not in {c["name"] for c in client.album(args.album).get("columns", [])}}:
-            print(f"note: album {args.album} declares no column {', '.join(undeclared)}: those cells are stored as "
-                  f"text, which filters compare as text (a new album declares them: {_columns_text(undeclared)})",
-                  file=sys.stderr)
-        job = start_import(client, args.album, archive=archive, urls=urls, manifest=manifest, attributes=common,
-                           on_duplicate=args.on_duplicate, archive_name=_listed_as(local, archive))
-    job = follow_import(client, job, progress=not args.quiet)
-    for failure in client.import_results(job["id"], failed_only=True):
-        error = failure.get("error") or {}
-        file = failure.get("file") or ""
-        shown = failure["name"] + (f" ({file})" if file and file != failure["name"] else "")  # named by its manifest
-        print(f"failed {shown}: {error.get('reason')}: {error.get('message')}")
+        first = given or (_pack(parts[0], work / "part-1.tar", unreadable) if parts[0] else None)
+        if given is None and local and len(parts) == 1 and len(unreadable) == len(entries) and not urls:
+            for problem in unreadable:
+                print(f"failed {problem}", file=sys.stderr)
+            raise ValueError(f"no image file ({' '.join(sorted(IMAGE_SUFFIXES))}) in {', '.join(map(str, local))}")
+        if entries:
+            print(f"sending {len(entries) - len(unreadable)} image file(s)" + (
+                f" in {len(parts)} parts of up to {args.images_per_upload}, an import each" if len(parts) > 1 else "")
+                + " ...", file=sys.stderr)
+        _make_album(client, args.album, manifest, common)
+        manifests = _split_manifest(client, args.album, manifest, parts, work) if manifest and len(parts) > 1 \
+            else [manifest] * len(parts)
+        name = _listed_as(local, first)
+        with JobsProgress(client, f"import {args.album}", not args.quiet, parts=len(parts)) as jobs:
+            try:
+                for k, part in enumerate(parts):
+                    archive = first if k == 0 else _pack(part, work / f"part-{k + 1}.tar", unreadable)
+                    jobs.to_send = sum(len(later) for later in parts[k + 1:])
+                    jobs.sending(k + 1)
+                    jobs.add(start_import(
+                        client, args.album, archive=archive, urls=urls if k == 0 else [], manifest=manifests[k],
+                        attributes=common, on_duplicate=args.on_duplicate,
+                        archive_name=f"{name} (part {k + 1} of {len(parts)})" if len(parts) > 1 else name))
+                    if archive is not None and archive != given:
+                        archive.unlink()
+                    jobs.wait(running_at_most=1)  # the next part is sent while this one is embedded
+                    if any(job["status"] in ("failed", "cancelled") for job in jobs.jobs):
+                        break  # a part cancelled (the page, `cancel-import`) or failed: no more are sent
+                jobs.wait()
+            except KeyboardInterrupt:
+                jobs.bar.close()
+                sent = f"the {len(jobs.jobs)} import(s) sent go on by themselves (`imagesearch imports --album " \
+                       f"{args.album}`)" if jobs.jobs else "nothing was sent"
+                unsent = f"; parts {len(jobs.jobs) + 1}-{len(parts)} were not sent" if len(jobs.jobs) < len(parts) \
+                    and len(parts) > 1 else ""
+                print(f"interrupted: {sent}{unsent}", file=sys.stderr)
+                return 130
+    return _report(client, args.album, jobs.jobs, len(parts), unreadable)
+
+
+def _report(client: GatewayClient, album: str, jobs: Sequence[dict[str, Any]], parts: int, unreadable: Sequence[str]
+            ) -> int:
+    """Prints each failure of the ingest's imports and a summary line; the exit status (1: something failed, or
+    the ingest ended before all was done)."""
+    for job in jobs:
+        for failure in client.import_results(job["id"], failed_only=True):
+            error = failure.get("error") or {}
+            file = failure.get("file") or ""
+            # named by its manifest: its file beside
+            shown = failure["name"] + (f" ({file})" if file and file != failure["name"] else "")
+            print(f"failed {shown}: {error.get('reason')}: {error.get('message')}")
     for problem in unreadable:
         print(f"failed {problem}")
-    counts = {**job["counts"], "failed": job["counts"]["failed"] + len(unreadable)}
-    print(import_summary(args.album, job, counts))
-    return 1 if counts["failed"] or job["status"] != "done" else 0
+    counts = {key: sum(job["counts"].get(key, 0) for job in jobs) for key in jobs[0]["counts"]}
+    counts["failed"] += len(unreadable)
+    ended = next((job for job in jobs if job["status"] != "done"), jobs[-1])
+    if unsent := parts - len(jobs):
+        later = f"part {parts}" if unsent == 1 else f"parts {len(jobs) + 1}-{parts}"
+        ended = {**ended, "error": "; ".join(filter(None, [ended.get("error"), f"{later} of {parts} not sent"]))}
+    print(import_summary(album, ended, counts))
+    return 1 if counts["failed"] or ended["status"] != "done" else 0
+
+
+def upload_parts(entries: Sequence[tuple[Path, str]], most_images: int, most_bytes: int
+                 ) -> list[list[tuple[Path, str]]]:
+    """The files in parts of at most `most_images` files and `most_bytes` (a larger file alone), in order."""
+    parts: list[list[tuple[Path, str]]] = []
+    size = 0
+    for entry in entries:
+        try:
+            bytes_ = entry[0].stat().st_size
+        except OSError:  # unreadable: reported when it is packed
+            bytes_ = 0
+        if not parts or len(parts[-1]) >= most_images or (parts[-1] and size + bytes_ > most_bytes):
+            parts.append([])
+            size = 0
+        parts[-1].append(entry)
+        size += bytes_
+    return parts
+
+
+def _pack(entries: Sequence[tuple[Path, str]], archive: Path, unreadable: list[str]) -> Path:
+    with open(archive, "wb") as out:
+        unreadable.extend(pack_entries(entries, out))
+    return archive
+
+
+def _make_album(client: GatewayClient, album: str, manifest: Path | None, common: Mapping[str, Any] | None) -> None:
+    """Makes the album unless it exists. A CSV manifest's cells are text: a new album declares its columns (and
+    those of the attributes given to all), so that filters compare numbers as numbers. (JSON values keep their
+    types undeclared.)"""
+    guessed = _guessed_columns(manifest, common) if manifest is not None and manifest.suffix.lower() == ".csv" \
+        else {}
+    if make_album(client, album, guessed):
+        print(f"created album {album}" + (f" with columns {_columns_text(guessed)} (the types the cells of "
+              f"{manifest.name if manifest else ''} read as; `create-album` first to choose others)" if guessed
+              else ""), file=sys.stderr)
+    elif undeclared := {n: k for n, k in guessed.items()
+                        if n not in {c["name"] for c in client.album(album).get("columns", [])}}:
+        print(f"note: album {album} declares no column {', '.join(undeclared)}: those cells are stored as "
+              f"text, which filters compare as text (a new album declares them: {_columns_text(undeclared)})",
+              file=sys.stderr)
+
+
+def _split_manifest(client: GatewayClient, album: str, manifest: Path, parts: Sequence[Sequence[tuple[Path, str]]],
+                    work: Path) -> list[Path | None]:
+    """The manifest cut into one per part (written under `work`): a part's has the rows of its files (found as the
+    gateway finds them: `ManifestFiles`), the first's also the URL rows, the last's also the rows naming no file
+    sent (which its import then lists as not found). The whole manifest is read first, by the album's column
+    types as the gateway reads it: a bad cell anywhere refuses the ingest before any part is sent."""
+    text = manifest.read_text(encoding="utf-8-sig")
+    columns = {c["name"]: c["type"] for c in client.album(album).get("columns", [])}
+    try:
+        keys = list(parse_manifest(text, manifest.suffix, columns))
+    except InvalidAttributes as exc:
+        raise ValueError(f"{manifest}: {exc.message}") from None
+    urls = {key for key in keys if key.startswith(("http://", "https://"))}
+    files = ManifestFiles(key for key in keys if key not in urls)
+    rows: list[set[str]] = [set() for _ in parts]
+    for part, entries in zip(rows, parts, strict=True):
+        part.update(key for _, name in entries if (key := files.key_of(name)) is not None)
+    rows[0] |= urls
+    rows[-1] |= {key for key in keys if key not in urls and key not in files.matched}
+    written: list[Path | None] = []
+    for k, part_text in enumerate(split_manifest(text, manifest.suffix, rows)):
+        folder = work / f"manifest-{k + 1}"
+        folder.mkdir()
+        path = folder / manifest.name
+        path.write_text(part_text, encoding="utf-8")
+        written.append(path)
+    return written
 
 
 def _guessed_columns(manifest: Path, common: Mapping[str, Any] | None) -> dict[str, str]:
@@ -125,4 +238,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
                         help="an image within the near-duplicate distance of one in the album: keep it too, skip "
                              "it, or replace the old one")
     ingest.add_argument("--quiet", action="store_true", help="no progress bar")
+    ingest.add_argument("--images-per-upload", type=int, default=UPLOAD_IMAGES, metavar="N",
+                        help=f"send files and folders in parts of at most N images (and {UPLOAD_BYTES >> 20} MiB), an "
+                             f"import each, the next sent while the one before is embedded (default {UPLOAD_IMAGES})")
     ingest.set_defaults(run=cmd_ingest)

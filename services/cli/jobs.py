@@ -7,7 +7,7 @@ import json
 import sys
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -101,31 +101,89 @@ def _why(exc: Exception) -> str:
 def follow_import(client: GatewayClient, job: dict[str, Any], progress: bool = True,
                   patience_s: float = UNREACHABLE_PATIENCE_S, sleep: Callable[[float], None] = time.sleep
                   ) -> dict[str, Any]:
-    """Waits for an import to finish, with a progress bar (rate and time left from the gateway). A gateway
-    that cannot be reached (restarting, its host rebooting) is waited for up to `patience_s` at a time: the
-    import goes on by itself meanwhile (the job lives in Redis, any gateway's workers carry it on)."""
-    from tqdm import tqdm
-
-    patience = Patience(client, patience_s, sleep)
+    """Waits for an import (or re-embed) to finish, with a progress bar; the job as it ended (`JobsProgress`)."""
     doing = "re-embed" if job.get("kind") == "reembed" else "import"
-    # The rate and time left are the gateway's (of the whole job, whoever started it), not tqdm's of the polls.
-    with tqdm(total=job["total"], unit="img", disable=not progress, desc=f"{doing} {job['album']}",
-              bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]") as bar:
-        while True:
-            try:
-                job = client.get_import(job["id"])
-            except (httpx.TransportError, ApiError) as exc:
-                met = "answers " + _why(exc) if isinstance(exc, ApiError) else f"unreachable ({_why(exc)})"
-                bar.set_postfix_str(f"gateway {met}, waiting: the {doing} goes on")
-                patience.wait(exc, f"{doing} {job['id']} goes on by itself: `imagesearch imports --album "
-                                   f"{job['album']}` shows it")
-                continue
-            patience.reached()
-            bar.update(job["processed"] - bar.n)
-            bar.set_postfix_str(progress_words(job))
-            if job["status"] in ("done", "failed", "cancelled"):
-                return job if job["status"] == "done" else _settled(client, job, sleep)
-            sleep(0.5)
+    with JobsProgress(client, f"{doing} {job['album']}", progress, patience_s, sleep) as jobs:
+        jobs.add(job)
+        jobs.wait()
+        return jobs.jobs[0]
+
+
+ENDED = ("done", "failed", "cancelled")
+
+
+class JobsProgress:
+    """Follows the jobs of one command (an ingest sent in parts: a job a part) with one progress bar: their items
+    done of their totals and of the items still to be sent (`to_send`), the rate and time left of the job under way
+    (the gateway's, of the whole job whoever started it, not tqdm's of the polls). A gateway that cannot be reached
+    (restarting, its host rebooting) is waited for up to `patience_s` at a time: the jobs go on by themselves
+    meanwhile (they live in Redis; any gateway's workers carry them on). A job that ended cancelled or failed is
+    read again until its counts settle (`_settled`)."""
+
+    def __init__(self, client: GatewayClient, desc: str, progress: bool = True,
+                 patience_s: float = UNREACHABLE_PATIENCE_S, sleep: Callable[[float], None] = time.sleep,
+                 parts: int = 1) -> None:
+        from tqdm import tqdm
+
+        self.client, self.sleep, self.parts = client, sleep, parts
+        self.patience = Patience(client, patience_s, sleep)
+        self.jobs: list[dict[str, Any]] = []
+        self.to_send = 0
+        self.started = time.monotonic()
+        self.bar = tqdm(total=0, unit="img", disable=not progress, desc=desc,
+                        bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]")
+
+    def __enter__(self) -> JobsProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.close()
+
+    def add(self, job: dict[str, Any]) -> None:
+        self.jobs.append(job)
+        self._show()
+
+    def sending(self, part: int) -> None:
+        """Says that the part (from 1) is being sent."""
+        self.bar.set_postfix_str(f"sending part {part} of {self.parts}")
+
+    @property
+    def running(self) -> list[dict[str, Any]]:
+        return [job for job in self.jobs if job.get("status") not in ENDED]
+
+    def wait(self, running_at_most: int = 0) -> None:
+        """Polls the jobs until at most this many have not ended."""
+        while len(self.running) > running_at_most:
+            for i, job in enumerate(self.jobs):
+                if job.get("status") in ENDED:
+                    continue
+                doing = "re-embed" if job.get("kind") == "reembed" else "import"
+                try:
+                    job = self.jobs[i] = self.client.get_import(job["id"])
+                except (httpx.TransportError, ApiError) as exc:
+                    met = "answers " + _why(exc) if isinstance(exc, ApiError) else f"unreachable ({_why(exc)})"
+                    self.bar.set_postfix_str(f"gateway {met}, waiting: the {doing} goes on")
+                    self.patience.wait(exc, f"{doing} {job['id']} goes on by itself: `imagesearch imports --album "
+                                            f"{job['album']}` shows it")
+                    break
+                self.patience.reached()
+                if job["status"] in ENDED and job["status"] != "done":
+                    self.jobs[i] = _settled(self.client, job, self.sleep)
+                self._show()
+            else:
+                if len(self.running) > running_at_most:
+                    self.sleep(0.5)
+
+    def _show(self) -> None:
+        known = [job for job in self.jobs if "counts" in job]  # not one known by its id alone, before its read
+        if self.parts > 1:
+            self.bar.set_postfix_str(parts_words(known, self.parts, self.to_send, time.monotonic() - self.started),
+                                     refresh=False)
+        elif known:
+            self.bar.set_postfix_str(progress_words(known[0]), refresh=False)
+        self.bar.total = sum(job["total"] for job in known) + self.to_send
+        self.bar.update(sum(job["processed"] for job in known) - self.bar.n)
+        self.bar.refresh()
 
 
 def progress_words(job: dict[str, Any]) -> str:
@@ -133,7 +191,9 @@ def progress_words(job: dict[str, Any]) -> str:
     added meanwhile), waiting for a worker, starting (no rate yet), its rate and about how long is left, finishing
     (every item done, the album being switched or the last results written), and its failures so far."""
     rate, eta = job["rate"], job.get("eta_s")
-    if job["status"] == "staging":  # its first batches may be added while the rest is staged
+    if job["status"] in ENDED:
+        words = job["status"]
+    elif job["status"] == "staging":  # its first batches may be added while the rest is staged
         words = f"{rate:.1f} img/s, the rest being staged" if rate else "staging the upload"
     elif job["status"] == "queued":
         words = "waiting for a worker"
@@ -144,6 +204,24 @@ def progress_words(job: dict[str, Any]) -> str:
     else:
         words = f"{rate:.1f} img/s" + (f", about {duration(eta)} left" if eta is not None else "")
     failed = job["counts"]["failed"]
+    return words + (f", {failed} failed" if failed else "")
+
+
+def parts_words(jobs: Sequence[dict[str, Any]], parts: int, to_send: int, elapsed_s: float) -> str:
+    """How an ingest sent in parts goes: the part under way's words until images are done, then the rate of the
+    whole ingest so far and about how long is left of it (the parts not sent yet counted in), which part, and the
+    failures so far."""
+    current = next((job for job in jobs if job["status"] not in ENDED), None)
+    processed = sum(job["processed"] for job in jobs)
+    left = sum(job["total"] for job in jobs) + to_send - processed
+    failed = sum(job["counts"]["failed"] for job in jobs)
+    if current is None:
+        words = f"{len(jobs)} of {parts} parts ended"
+    elif processed and elapsed_s > 0:
+        rate = processed / elapsed_s
+        words = f"{rate:.1f} img/s, about {duration(left / rate)} left, part {jobs.index(current) + 1} of {parts}"
+    else:
+        words = f"{progress_words({**current, 'counts': {'failed': 0}})}, part {jobs.index(current) + 1} of {parts}"
     return words + (f", {failed} failed" if failed else "")
 
 

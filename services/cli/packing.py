@@ -23,19 +23,32 @@ def iter_image_files(paths: Sequence[str]) -> Iterator[Path]:
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 
 
-def pack_images(paths: Sequence[Path], out: IO[bytes]) -> tuple[int, list[str]]:
-    """Writes a tar (uncompressed: images are) of the image files under the folders and of the files
-    given; members are named by their path under their folder (a file given alone: its name), which is
-    what a manifest's `file` column names. Returns (how many, the files that could not be read)."""
+def image_entries(paths: Sequence[Path]) -> list[tuple[Path, str]]:
+    """(file, the name it is sent as) of the image files under the folders and of the files given: its path under
+    its folder (a file given alone: its name), which is what a manifest's `file` column names."""
+    entries: list[tuple[Path, str]] = []
+    for path in paths:
+        root = path if path.is_dir() else path.parent
+        entries.extend((file, file.relative_to(root).as_posix()) for file in iter_image_files([str(path)]))
+    return entries
+
+
+def pack_entries(entries: Sequence[tuple[Path, str]], out: IO[bytes]) -> list[str]:
+    """Writes a tar (uncompressed: images are) of the files under their names; returns those that could not be
+    read (what, and why)."""
     unreadable: list[str] = []
-    count = 0
     with tarfile.open(fileobj=out, mode="w|") as tar:
-        for path in paths:
-            root = path if path.is_dir() else path.parent
-            for file in iter_image_files([str(path)]):
-                try:
-                    tar.add(str(file), arcname=file.relative_to(root).as_posix(), recursive=False)
-                    count += 1
-                except OSError as exc:
-                    unreadable.append(f"{file}: {exc}")
-    return count, unreadable
+        for file, name in entries:
+            try:
+                tar.add(str(file), arcname=name, recursive=False)
+            except OSError as exc:
+                unreadable.append(f"{file}: {exc}")
+    return unreadable
+
+
+def pack_images(paths: Sequence[Path], out: IO[bytes]) -> tuple[int, list[str]]:
+    """Writes a tar of the image files under the folders and of the files given (`image_entries`). Returns (how
+    many, the files that could not be read)."""
+    entries = image_entries(paths)
+    unreadable = pack_entries(entries, out)
+    return len(entries) - len(unreadable), unreadable

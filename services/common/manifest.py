@@ -20,7 +20,7 @@ import io
 import json
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence, Set
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -71,7 +71,8 @@ def parse_manifest(text: str, suffix: str, columns: Mapping[str, str]) -> dict[s
         if isinstance(row, str):
             problems.append(f"line {line}: {row}")
             continue
-        key = next((str(row.pop(k)) for k in FILE_KEYS if row.get(k) not in (None, "")), None)
+        field = _key_field(row)
+        key = str(row.pop(field)) if field is not None else None
         if key is None:
             problems.append(f"line {line}: the row names no file (a 'file' or 'url' column)")
         elif key in manifest:
@@ -83,6 +84,39 @@ def parse_manifest(text: str, suffix: str, columns: Mapping[str, str]) -> dict[s
         head = f"{len(problems)} rows cannot be read: " if len(problems) > 1 else ""
         raise ManifestError(head + "; ".join(problems[:REPORTED]) + more)
     return manifest
+
+
+def _key_field(row: Mapping[str, Any]) -> str | None:
+    """The field naming a row's file: the first of FILE_KEYS it has a value for."""
+    return next((k for k in FILE_KEYS if row.get(k) not in (None, "")), None)
+
+
+def split_manifest(text: str, suffix: str, parts: Sequence[Set[str]]) -> list[str]:
+    """The manifest cut into one per part, each in the manifest's own format (a CSV's header on each): a part's
+    holds the rows whose key (as `parse_manifest` reads it) is in its set, in the manifest's order; a row may go to
+    several parts, or to none. The manifest was read by `parse_manifest` first: its rows are whole."""
+    text = text.lstrip("\ufeff")
+    out = [io.StringIO() for _ in parts]
+
+    def parts_of(row: Mapping[str, Any]) -> list[int]:
+        field = _key_field(row)
+        key = str(row[field]) if field is not None else None
+        return [i for i, keys in enumerate(parts) if key in keys]
+
+    if suffix.lower() == ".csv":
+        reader = csv.reader(io.StringIO(text, newline=""))
+        header = next(reader, [])
+        writers = [csv.writer(o, lineterminator="\n") for o in out]
+        for writer in writers:
+            writer.writerow(header)
+        for record in reader:
+            for i in parts_of({h: v for h, v in zip(header, record, strict=False) if h}):
+                writers[i].writerow(record)
+    else:
+        for raw in (row.removesuffix("\r") for row in text.split("\n")):
+            for i in parts_of(json.loads(raw) if raw.strip() else {}):
+                out[i].write(raw + "\n")
+    return [o.getvalue() for o in out]
 
 
 class ManifestFiles:

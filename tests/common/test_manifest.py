@@ -13,6 +13,7 @@ from services.common.manifest import (
     json_column_types,
     parse_manifest,
     read_manifest,
+    split_manifest,
 )
 
 COLUMNS = {"price": "float", "qty": "int", "in_stock": "bool", "sizes": "string_list", "listed_at": "timestamp"}
@@ -118,3 +119,19 @@ def test_a_csv_manifest_s_columns_are_guessed_as_the_type_all_their_cells_read_a
              "mixed": ["a", 1], "Bad": "x", "tag_scores": [0.5]}
     assert json_column_types(given) == {"source": "string", "n": "float", "share": "float", "new": "bool",
                                         "tags": "string_list"}
+
+
+def test_a_manifest_split_into_parts_keeps_its_format_and_each_row_whole() -> None:
+    """Each part's manifest reads (by `parse_manifest`) as the whole one's rows of its keys: a CSV cell holding a
+    line break and a comma, a JSON row holding U+2028, a row given to two parts, one to none."""
+    csv_text = '\ufefffile,price,note\na.jpg,1.5,"two\nlines, one cell"\nb.jpg,2,\nhttp://x/c.jpg,3,c\n'
+    parts = split_manifest(csv_text, ".csv", [{"a.jpg", "http://x/c.jpg"}, {"a.jpg"}, set()])
+    assert parts[2] == "file,price,note\n"
+    whole = parse_manifest(csv_text, ".csv", {"price": "float"})
+    assert parse_manifest(parts[0], ".csv", {"price": "float"}) == {k: whole[k] for k in ("a.jpg", "http://x/c.jpg")}
+    assert parse_manifest(parts[1], ".csv", {"price": "float"}) == {"a.jpg": whole["a.jpg"]}
+    jsonl = '{"file": "a.jpg", "note": "x\u2028y"}\n\n{"url": "http://x/c.jpg"}\r\n{"path": "sub/b.jpg", "n": 1}\n'
+    first, second = split_manifest(jsonl, ".jsonl", [{"a.jpg", "sub/b.jpg"}, {"http://x/c.jpg"}])
+    assert parse_manifest(first, ".jsonl", {}) == {"a.jpg": {"note": "x\u2028y"}, "sub/b.jpg": {"n": 1}}
+    assert parse_manifest(second, ".jsonl", {}) == {"http://x/c.jpg": {}}
+
