@@ -19,6 +19,7 @@ from fastapi import FastAPI, File, Form, Header, Query, Request, UploadFile
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError, WithJsonSchema
 from starlette.convertors import StringConvertor, register_url_convertor
@@ -246,7 +247,10 @@ def create_app(
     settings: GatewaySettings, deps: Deps, queue: ImportQueue, checks: Mapping[str, HealthCheck]
 ) -> FastAPI:
     """The gateway's HTTP application over the given use-case dependencies, job store and readiness checks."""
-    app = FastAPI(
+    # FastAPIOffline: the API docs (/docs) served from the package's own copy of Swagger UI, not a CDN that a
+    # machine without internet access cannot reach. (No ReDoc: it fetches its logo from a CDN all the same.)
+    app = FastAPIOffline(
+        redoc_url=None,
         title="Image search gateway",
         version="1.0.0",
         description="Albums of images searched by image: upload photos, then find the nearest ones to a "

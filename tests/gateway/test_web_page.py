@@ -171,6 +171,18 @@ def run_sql(page: Page, statement: str) -> None:
 # --- SQL -----------------------------------------------------------------------------------------------
 
 
+def test_the_api_docs_render_from_the_gateway_alone(page: Page) -> None:
+    """The page's "API docs" link: Swagger UI served by the gateway itself (before, from a CDN: a blank page on a
+    machine without internet access). Nothing is fetched from another host."""
+    elsewhere: list[str] = []
+    page.on("request", lambda r: elsewhere.append(r.url)
+            if not r.url.startswith(("http://127.0.0.1", "data:", "blob:http://127.0.0.1")) else None)
+    page.goto("/docs")
+    expect(page.locator(".swagger-ui .info .title")).to_contain_text("Image search gateway")
+    expect(page.locator(".opblock-summary-path").filter(has_text="/v1/albums/{album}/imports").first).to_be_visible()
+    assert not elsewhere, elsewhere
+
+
 def test_sql_select_nearest_to_an_uploaded_image_shows_cards_with_name_price_and_distance(
         page: Page, shop: Shop) -> None:
     choose_album(page, shop)
