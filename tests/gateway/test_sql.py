@@ -141,6 +141,12 @@ async def test_count_and_group_by_are_the_count_and_group_calls(shop: Fakes) -> 
     groups = await images.count_groups(shop.deps, "shoes", ["colour"])
     assert [r.values for r in grouped.rows] == [(g.key[0], g.count) for g in groups]
     assert grouped.rows[0].values in (("red", 2), ("blue", 2)) and grouped.columns == ("colour", "n")
+    # LIMIT and OFFSET take the groups, most first, as they take rows (before, every group came back).
+    first = await sql.execute(shop.deps, "SELECT colour, count(*) FROM shoes GROUP BY colour LIMIT 2")
+    later = await sql.execute(shop.deps, "SELECT colour, count(*) FROM shoes GROUP BY colour LIMIT 5 OFFSET 1")
+    assert [r.values for r in first.rows] == [r.values for r in grouped.rows[:2]]
+    assert [r.values for r in later.rows] == [r.values for r in grouped.rows[1:6]] and len(grouped.rows) > 2
+    assert (await sql.execute(shop.deps, "SELECT count(*) FROM shoes OFFSET 1")).rows == ()
 
 
 async def test_insert_is_add_images_with_typed_values(shop: Fakes) -> None:

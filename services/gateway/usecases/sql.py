@@ -153,10 +153,10 @@ async def _select(deps: Deps, statement: Select, parts: Parts, delete_all: bool)
         groups = await images.count_groups(deps, statement.album, statement.group_by, _filter(statement.filter))
         rows = tuple(SqlRow(tuple(_group_value(o, statement.group_by, g.key, g.count) for o in outputs))
                      for g in groups)
-        return SqlResult("select", statement.album, labels, rows)
+        return SqlResult("select", statement.album, labels, _window(rows, statement))
     if statement.counts:
         counted = await images.count(deps, statement.album, _filter(statement.filter))
-        return SqlResult("select", statement.album, labels, (SqlRow((counted,)),))
+        return SqlResult("select", statement.album, labels, _window((SqlRow((counted,)),), statement))
     if statement.vector is not None:
         return await _nearest(deps, statement, collection, outputs, parts)
     limit = DEFAULT_LIMIT if statement.limit is None else statement.limit
@@ -165,6 +165,12 @@ async def _select(deps: Deps, statement: Select, parts: Parts, delete_all: bool)
     listed = await images.list_images(deps, statement.album, listing)
     rows = tuple(SqlRow(tuple(_value(o, record, collection.schema) for o in outputs), record) for record in listed)
     return SqlResult("select", statement.album, labels, rows)
+
+
+def _window(rows: tuple[SqlRow, ...], statement: Select) -> tuple[SqlRow, ...]:
+    """A count's rows (its groups, most first) past OFFSET, LIMIT of them."""
+    rows = rows[statement.offset:]
+    return rows if statement.limit is None else rows[:statement.limit]
 
 
 def _query(ref: ImageRef, parts: Parts) -> Query:
