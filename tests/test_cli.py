@@ -193,6 +193,18 @@ def test_an_ingest_in_parts_sends_no_more_once_a_part_is_cancelled(
         "album a: 25 added, 0 failed (import cancelled: part 3 of 3 not sent; what it added stays)"]
 
 
+def test_a_cancel_says_that_the_batches_under_way_still_add_theirs(capsys: pytest.CaptureFixture[str]) -> None:
+    class Cancelling:
+        def cancel_import(self, import_id: str) -> dict[str, Any]:
+            return {"id": import_id, "status": "cancelled", "processed": 192, "total": 691}
+
+    args = build_parser().parse_args(["cancel-import", "j1"])
+    assert args.run(args, Cancelling()) == 0
+    assert capsys.readouterr().out == ("import j1: cancelled after 192 of 691 image(s); the batches under way when it "
+                                       "was cancelled still add theirs (`imagesearch imports` shows the final "
+                                       "counts)\n")
+
+
 class DroppedUploads:
     """A client whose gateway drops the import's upload `drops` times (refused, the connection cut while it read
     the upload, 502 from a proxy while it restarts), then queues it."""

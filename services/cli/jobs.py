@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -167,12 +168,16 @@ class JobsProgress:
                                             f"{job['album']}` shows it")
                     break
                 self.patience.reached()
-                if job["status"] in ENDED and job["status"] != "done":
-                    self.jobs[i] = _settled(self.client, job, self.sleep)
                 self._show()
+                if job["status"] in ENDED and job["status"] != "done":
+                    self.jobs[i] = _settled(self.client, job, self.sleep, functools.partial(self._read, i))
             else:
                 if len(self.running) > running_at_most:
                     self.sleep(0.5)
+
+    def _read(self, i: int, job: dict[str, Any]) -> None:
+        self.jobs[i] = job
+        self._show()
 
     def _show(self) -> None:
         known = [job for job in self.jobs if "counts" in job]  # not one known by its id alone, before its read
@@ -241,8 +246,10 @@ SETTLE_QUIET_S = 2.0
 SETTLE_MAX_S = 30.0
 
 
-def _settled(client: GatewayClient, job: dict[str, Any], sleep: Callable[[float], None]) -> dict[str, Any]:
-    """The ended import once its counts stop changing (or as last read, should the gateway not answer)."""
+def _settled(client: GatewayClient, job: dict[str, Any], sleep: Callable[[float], None],
+             read: Callable[[dict[str, Any]], None] = lambda job: None) -> dict[str, Any]:
+    """The ended import once its counts stop changing (or as last read, should the gateway not answer); `read`
+    is told each reading."""
     quiet = waited = 0.0
     while quiet < SETTLE_QUIET_S and waited < SETTLE_MAX_S:
         sleep(0.5)
@@ -253,6 +260,7 @@ def _settled(client: GatewayClient, job: dict[str, Any], sleep: Callable[[float]
             return job
         quiet = quiet + 0.5 if latest["processed"] == job["processed"] else 0.0
         job = latest
+        read(job)
     return job
 
 
@@ -302,7 +310,9 @@ def cmd_import_results(args: argparse.Namespace, client: GatewayClient) -> int:
 
 def cmd_cancel_import(args: argparse.Namespace, client: GatewayClient) -> int:
     job = client.cancel_import(args.id)
-    print(f"import {job['id']}: {job['status']} after {job['processed']} of {job['total']} image(s)")
+    under_way = "; the batches under way when it was cancelled still add theirs (`imagesearch imports` shows the " \
+        "final counts)" if job["status"] == "cancelled" and job["processed"] < job["total"] else ""
+    print(f"import {job['id']}: {job['status']} after {job['processed']} of {job['total']} image(s){under_way}")
     return 0
 
 
