@@ -446,12 +446,24 @@ def test_an_album_made_to_find_details_from_the_page_finds_the_photo_a_close_up_
 # --- imports and re-embeds ------------------------------------------------------------------------------
 
 
+@pytest.fixture(scope="module")
+def _made_albums(_stack: Stack) -> Iterator[list[str]]:
+    """The albums the module's tests made, deleted after them all: after each test's screenshot (a test's own
+    fixture would delete its album before the page's fixture takes it, the page then saying the album is gone)."""
+    made: list[str] = []
+    yield made
+    _stack.ensure(SERVERS + SERVICES)
+    with httpx.Client(base_url=_stack.http_url, timeout=60) as http:
+        for album in made:
+            http.delete(f"/v1/albums/{album}")
+
+
 @pytest.fixture()
-def empty_album(http: httpx.Client) -> Iterator[str]:
+def empty_album(http: httpx.Client, _made_albums: list[str]) -> str:
     album = unique_album("web-import")
     assert http.post("/v1/albums", json={"name": album}).status_code == 201
-    yield album
-    http.delete(f"/v1/albums/{album}")
+    _made_albums.append(album)
+    return album
 
 
 def open_album(page: Page, album: str, images: int) -> None:
@@ -798,6 +810,16 @@ def test_adding_images_from_the_page_counts_them_and_shows_them_newest_first(
         f"0 added, 0 duplicate(s), 1 skipped (near-duplicate), 0 failed.\n"
         f"• {resaved.name}: not added, a near-duplicate of an image of the album")
     expect(page.locator("#albumStats")).to_contain_text("2 images")
+
+    broken = tmp_path / "broken.jpg"  # a failure keeps the files chosen, to send again once mended
+    broken.write_bytes(b"not an image")
+    page.set_input_files("#addFiles", str(broken))
+    page.click("#add")
+    expect(page.locator("#addMsg")).to_contain_text("0 added, 0 duplicate(s), 1 failed.\n• broken.jpg: ")
+    expect(page.locator("#addMsg")).not_to_contain_text("broken.jpg: image 'broken.jpg'")
+    expect(page.locator("#addPicked")).to_contain_text("broken.jpg")
+    page.click("#add")
+    expect(page.locator("#addMsg")).to_contain_text("1 failed.")
 
 
 # --- recognise -----------------------------------------------------------------------------------------

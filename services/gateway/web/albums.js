@@ -196,11 +196,14 @@ $("add").addEventListener("click", async () => {
     const { body } = await api(`/v1/albums/${encodeURIComponent(currentAlbum())}/images`, { method: "POST", body: form });
     const near = [body.skipped && `${body.skipped} skipped (near-duplicate)`, body.replaced && `${body.replaced} replaced`].filter(Boolean);
     const lines = [[`${body.added} added`, `${body.duplicates} duplicate(s)`, ...near, `${body.failed} failed`].join(", ") + "."];
-    for (const r of body.results) if (r.error) lines.push(`• ${r.name}: ${r.error.message} (${r.error.reason})`);
+    // The server's message may name the image itself ("image 'a.jpg': …"): named once here.
+    for (const r of body.results) if (r.error) lines.push(`• ${r.name}: ${r.error.message.replace(`image '${r.name}': `, "")} (${r.error.reason})`);
     for (const r of body.results) if (r.near) lines.push(`• ${r.name}: ${r.status === "replaced" ? "replaced" : "not added"}, a near-duplicate of an image of the album`);
     show($("addMsg"), lines.join("\n"), body.failed ? "error" : "ok");
-    $("addFiles").value = "";
-    $("addPicked").textContent = "a few at a time; many go faster as an import";
+    if (!body.failed) {  // kept otherwise, to send again once the attributes are mended (those added: duplicates)
+      $("addFiles").value = "";
+      $("addPicked").textContent = "a few at a time; many go faster as an import";
+    }
     await refreshAlbum(currentAlbum());
   } catch (e) { show($("addMsg"), e.message, "error"); }
   finally { $("add").disabled = false; }
