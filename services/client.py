@@ -136,7 +136,7 @@ class GatewayClient:
             params["desc"] = True
         if offset:
             params["offset"] = offset
-        if tag:
+        if tag is not None:  # an empty word is the gateway's to refuse
             params["tag"] = tag
         if where:
             params["where"] = where
@@ -147,7 +147,9 @@ class GatewayClient:
     def export_images(self, album: str, where: str | None = None, tag: str | None = None) -> Iterator[str]:
         """Every image matching `where` (and tagged with `tag`'s labels) as a JSON line, by id, read as the gateway
         streams them (albums of any size); a download cut short raises httpx's RemoteProtocolError."""
-        params = {k: v for k, v in (("where", where), ("tag", tag)) if v}
+        params = {"where": where} if where else {}
+        if tag is not None:  # an empty word is the gateway's to refuse
+            params["tag"] = tag
         with self.http.stream("GET", f"/v1/albums/{album}/export", params=params) as response:
             if response.status_code >= 400:
                 response.read()

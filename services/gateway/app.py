@@ -437,7 +437,7 @@ def _add_image_routes(app: FastAPI, settings: GatewaySettings, deps: Deps) -> No
     ) -> schemas.ImageList:
         """A page of the album's images matching the filter (and tag), by id or ordered by a column."""
         listing = Listing(filter=_filter(where, filter), limit=limit, offset=offset, after=after or "",
-                          order_by=order_by or "", descending=desc, tag=tag or "")
+                          order_by=order_by or "", descending=desc, tag=tag)
         listed = await images.list_images(deps, album, listing)
         return schemas.ImageList(images=[schemas.ImageOut.of(i) for i in listed], limit=limit, offset=offset,
                                  next_after=images.next_after(listing, listed))
@@ -454,7 +454,7 @@ def _add_image_routes(app: FastAPI, settings: GatewaySettings, deps: Deps) -> No
         """Every image matching the filter (and tag) as JSON lines, by id, for albums of any size: a download
         (`<album>.jsonl`). A missing album or a bad filter is answered as such before the first line; a failure
         later cuts the download short (no last chunk), which clients report as an error."""
-        pages = images.export(deps, album, _filter(where, filter), tag or "")
+        pages = images.export(deps, album, _filter(where, filter), tag)
         first = await anext(pages, None)  # before the answer begins: its errors answered as such
 
         async def lines() -> AsyncIterator[bytes]:

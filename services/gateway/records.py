@@ -349,8 +349,9 @@ class Listing:
     # A built-in or declared column to order by ("" orders by id).
     order_by: str = ""
     descending: bool = False
-    # Only images tagged with this word's labels (services.gateway.tags), besides the filter.
-    tag: str = ""
+    # Only images tagged with this word's labels (services.gateway.tags), besides the filter (None: any image; an
+    # empty word is refused).
+    tag: str | None = None
 
 
 FIRST_PAGE = Listing()

@@ -248,7 +248,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
     ) -> gateway_pb2.ListImagesResponse:
         listing = Listing(filter=image_filter(request), limit=request.limit or 50, offset=request.offset,
                           after=request.after, order_by=request.order_by, descending=request.descending,
-                          tag=request.tag)
+                          tag=request.tag or None)  # proto3: empty is unset
         listed = await images.list_images(self.deps, request.album, listing)
         return gateway_pb2.ListImagesResponse(images=[image_message(i) for i in listed],
                                               next_after=images.next_after(listing, listed))
@@ -256,7 +256,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
     async def ExportImages(
         self, request: gateway_pb2.ExportImagesRequest, context: Context
     ) -> AsyncIterator[gateway_pb2.Image]:
-        async for page in images.export(self.deps, request.album, image_filter(request), request.tag):
+        async for page in images.export(self.deps, request.album, image_filter(request), request.tag or None):
             for image in page:
                 yield image_message(image)
 

@@ -83,9 +83,10 @@ def test_a_word_finds_the_images_tagged_with_a_label_it_is_a_lemma_of(http: http
 
 def test_an_unknown_word_finds_nothing_and_a_malformed_one_is_400(http: httpx.Client, tagged: Tagged) -> None:
     assert by_tag(http, tagged.album, "no-such-word") == []
-    for bad in (" ", "x" * 300, "a\x01b"):
-        response = http.get(f"/v1/albums/{tagged.album}/images", params={"tag": bad})
-        assert (response.status_code, response.json()["error"]["reason"]) == (400, "invalid_argument"), bad
+    for bad in ("", " ", "x" * 300, "a\x01b"):  # "": before, every image
+        for path in ("images", "export"):
+            response = http.get(f"/v1/albums/{tagged.album}/{path}", params={"tag": bad})
+            assert (response.status_code, response.json()["error"]["reason"]) == (400, "invalid_argument"), bad
     missing = http.get(f"/v1/albums/{unique_album('none')}/images", params={"tag": "espresso"})
     assert missing.status_code == 404
 

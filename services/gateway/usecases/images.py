@@ -100,7 +100,7 @@ async def list_images(deps: Deps, album: str, listing: Listing = FIRST_PAGE) -> 
             raise InvalidArgument("after pages by id; with order_by, page with offset")
     collection = await deps.collection(album)
     expr = deps.filter_of(collection, listing.filter)
-    if listing.tag:
+    if listing.tag is not None:
         found = tag_filter(collection.schema, (await deps.lexicon()).tag_values(check_word(listing.tag)))
         if found is None:
             return []
@@ -111,7 +111,7 @@ async def list_images(deps: Deps, album: str, listing: Listing = FIRST_PAGE) -> 
 
 
 async def export(deps: Deps, album: str, filter: ImageFilter = NO_FILTER,
-                 tag: str = "") -> AsyncIterator[list[ImageRecord]]:
+                 tag: str | None = None) -> AsyncIterator[list[ImageRecord]]:
     """Every image matching the filter (and tagged with `tag`'s labels), by id, a page at a time (albums of any
     size: each page is read after the last id of the one before). The first page is read at the first step, so a
     missing album or a bad filter fails there."""
