@@ -32,25 +32,32 @@ READ_AHEAD_BYTES = 16 * 1024 * 1024
 
 
 async def read_archive_images(archive: IO[bytes], max_bytes: int) -> AsyncGenerator[Member, None]:
-    """`archive_images` read in a worker thread, a few images at a time: decompressing a large archive (a tar.gz is
-    read whole before its first member) never holds the event loop, so the gateway answers searches and its
-    staging heartbeat meanwhile. A consumer that stops early closes it (`contextlib.aclosing`): a read under way
-    is waited for, not left reading a file its caller is about to close."""
+    """`archive_images` read in a worker thread, a few images at a time: decompressing a large archive never holds
+    the event loop, so the gateway answers searches and its staging heartbeat meanwhile (a tar.gz is decompressed
+    whole before its first member: that first read takes the longest). An error after some images of a read comes
+    after those images, as it would unthreaded. A consumer that stops early closes it (`contextlib.aclosing`): a
+    read under way is waited for, through any cancel, not left reading a file its caller is about to close."""
     members = archive_images(archive, max_bytes)
+    failed: list[BaseException] = []  # what stopped the last read, raised once its images are taken
 
     def read_ahead() -> list[Member]:
         taken: list[Member] = []
         size = 0
-        for path, content in members:
-            taken.append((path, content))
-            size += len(content) if isinstance(content, bytes) else 0
-            if len(taken) >= READ_AHEAD_IMAGES or size >= READ_AHEAD_BYTES:
-                break
+        try:
+            for path, content in members:
+                taken.append((path, content))
+                size += len(content) if isinstance(content, bytes) else 0
+                if len(taken) >= READ_AHEAD_IMAGES or size >= READ_AHEAD_BYTES:
+                    break
+        except Exception as exc:
+            if not taken:
+                raise
+            failed.append(exc)
         return taken
 
     reading: asyncio.Future[list[Member]] | None = None
     try:
-        while True:
+        while not failed:
             reading = asyncio.ensure_future(asyncio.to_thread(read_ahead))
             taken = await asyncio.shield(reading)  # a cancel leaves the thread reading: waited for below
             reading = None
@@ -58,10 +65,19 @@ async def read_archive_images(archive: IO[bytes], max_bytes: int) -> AsyncGenera
                 return
             for item in taken:
                 yield item
+        raise failed[0]
     finally:
-        if reading is not None:
-            await asyncio.gather(reading, return_exceptions=True)
+        cancelled = False
+        while reading is not None and not reading.done():
+            try:
+                await asyncio.wait({reading})  # which, unlike gather, a second cancel does not pass on to it
+            except asyncio.CancelledError:
+                cancelled = True
+        if reading is not None and not reading.cancelled():
+            reading.exception()  # read, so that it is not logged as never retrieved
         members.close()
+        if cancelled:
+            raise asyncio.CancelledError
 
 
 def archive_images(archive: IO[bytes], max_bytes: int) -> Generator[Member, None, None]:
