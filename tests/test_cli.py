@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +20,10 @@ from services.cli import (
     print_sql_result,
     start_import,
 )
-from services.cli.ingest import _guessed_columns, upload_parts
+from services.cli.ingest import _guessed_columns, _split_manifest, upload_parts
 from services.cli.jobs import make_album, parts_words, progress_words
 from services.client import ApiError
+from services.common.manifest import ManifestFiles, parse_manifest
 from services.devstack import free_port
 
 
@@ -152,22 +154,37 @@ def test_files_are_sent_in_parts_of_so_many_images_and_bytes(tmp_path: Path) -> 
 
 
 class PartsGateway:
-    """A gateway taking an ingest's parts, whose first import someone cancels (the page) after it added 5."""
+    """A gateway taking an ingest's parts: someone cancels the first (the page) after it added 5, while the second
+    runs (it adds 8 more after its cancel); or it refuses the second part (400)."""
 
     base_url = "http://gateway"
 
-    def __init__(self) -> None:
+    def __init__(self, refuse_second: bool = False) -> None:
+        self.refuse_second = refuse_second
         self.sent: list[str] = []
+        self.cancelled: list[str] = []
 
     def get_album(self, album: str) -> dict[str, Any]:
         return {"name": album}
 
     def start_import(self, album: str, **fields: Any) -> dict[str, Any]:
+        if self.refuse_second and self.sent:
+            raise ApiError(400, "invalid_argument", "no")
         self.sent.append(fields["archive_name"])
         return self._job(f"j{len(self.sent)}", "queued", 0)
 
     def get_import(self, import_id: str) -> dict[str, Any]:
-        return self._job(import_id, "cancelled", 5) if import_id == "j1" else self._job(import_id, "done", 20)
+        if self.refuse_second:
+            return self._job(import_id, "done", 20)
+        if import_id == "j1":
+            return self._job(import_id, "cancelled", 5)
+        if import_id in self.cancelled:
+            return self._job(import_id, "cancelled", 8)
+        return self._job(import_id, "running", 3)
+
+    def cancel_import(self, import_id: str) -> dict[str, Any]:
+        self.cancelled.append(import_id)
+        return self._job(import_id, "cancelled", 3)
 
     def import_results(self, import_id: str, failed_only: bool = False) -> list[dict[str, Any]]:
         return []
@@ -178,19 +195,57 @@ class PartsGateway:
                 "eta_s": None, "error": "", "counts": {"added": added, "duplicates": 0, "failed": 0}}
 
 
-def test_an_ingest_in_parts_sends_no_more_once_a_part_is_cancelled(
+def test_an_ingest_in_parts_stops_when_a_part_is_cancelled_or_refused(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A part cancelled: the part sent after it (running) is cancelled too and no more are sent. A part refused:
+    those sent finish, and the summary says which were not sent and why."""
     monkeypatch.setattr("services.cli.jobs.SETTLE_QUIET_S", 0.0)
     for n in range(60):
         (tmp_path / f"{n:02d}.png").write_bytes(b"x")
-    client = PartsGateway()
     args = build_parser().parse_args(["ingest", str(tmp_path), "--album", "a", "--images-per-upload", "20",
                                       "--quiet"])
+    client = PartsGateway()
     assert args.run(args, client) == 1
     name = f"{tmp_path.name}.tar"
     assert client.sent == [f"{name} (part 1 of 3)", f"{name} (part 2 of 3)"]  # the second sent as the first ran
+    assert client.cancelled == ["j2"]
     assert capsys.readouterr().out.splitlines() == [
-        "album a: 25 added, 0 failed (import cancelled: part 3 of 3 not sent; what it added stays)"]
+        "album a: 13 added, 0 failed (import cancelled: part 3 of 3 not sent; what it added stays)"]
+
+    refusing = PartsGateway(refuse_second=True)
+    assert args.run(args, refusing) == 1
+    assert capsys.readouterr().out.splitlines() == [
+        "album a: 20 added, 0 failed (import incomplete: parts 2-3 of 3 not sent: 400 invalid_argument: no; what it "
+        "added stays)"]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_each_part_s_manifest_gives_its_files_the_rows_the_whole_manifest_gives_them(tmp_path: Path,
+                                                                                   suffix: str) -> None:
+    """As the gateway would read the whole manifest for one import: a row found by a trailing path in another part,
+    a URL row in the first part, a row naming no file in the last; and a file that two rows match equally well
+    (x.png: a/x.png and c/x.png) takes neither, though its part holds only one of them (c/x.png)."""
+    class Album:
+        def album(self, name: str) -> dict[str, Any]:
+            return {"columns": [{"name": "n", "type": "int"}]}
+
+    rows = [("a/x.png", 1), ("c/x.png", 2), ("y.png", 3), ("http://h/u.png", 4), ("gone.png", 5)]
+    manifest = tmp_path / f"m{suffix}"
+    manifest.write_text("file,n\n" + "".join(f"{f},{n}\n" for f, n in rows) if suffix == ".csv" else
+                        "".join(json.dumps({"file": f, "n": n}) + "\n" for f, n in rows))
+    names = ["a/x.png", "b/y.png", "c/x.png", "x.png"]
+    parts = [[(tmp_path / n, n) for n in names[:2]], [(tmp_path / n, n) for n in names[2:]]]
+    work = tmp_path / "work"
+    work.mkdir()
+    written = _split_manifest(Album(), "a", manifest, parts, work)  # type: ignore[arg-type]
+    got = {}
+    for path, part in zip(written, parts, strict=True):
+        assert path is not None
+        read = parse_manifest(path.read_text(), suffix, {"n": "int"})
+        files = ManifestFiles(k for k in read if not k.startswith("http"))
+        got.update({name: read[key].get("n") if (key := files.key_of(name)) else None for _, name in part})
+        got.update({k: read[k]["n"] for k in read if k.startswith("http") or k not in files.matched})
+    assert got == {"a/x.png": 1, "b/y.png": 3, "c/x.png": 2, "x.png": None, "http://h/u.png": 4, "gone.png": 5}
 
 
 def test_a_cancel_says_that_the_batches_under_way_still_add_theirs(capsys: pytest.CaptureFixture[str]) -> None:

@@ -140,44 +140,45 @@ def test_an_import_finishes_exactly_once_through_a_dead_gateway_extractor_object
 
 def test_an_ingest_sent_in_parts_finishes_exactly_once_through_a_dead_gateway(stack: Stack, photos: list[Path],
                                                                             tmp_path: Path) -> None:
-    """`imagesearch ingest` of a folder in parts of 20: the gateway killed while the second part is embedded (and
-    the third sent or about to be): the command waits for it, sends what it had not, and ends with every image once,
-    three imports done and no staged copy left."""
+    """`imagesearch ingest` of a folder in parts of 30: the gateway killed once the three are queued, while they are
+    embedded: the command waits for it and ends with every image once, three imports done and no staged copy left.
+    (A gateway killed while it stages a part leaves that try failed and its batches' images counted duplicates by
+    the try sent again: `test_an_import_finishes_exactly_once...` and the CLI's tests cover that path.)"""
     folder = tmp_path / "shots"
     folder.mkdir()
-    for name, content in distinct_images(photos, 60):
+    for name, content in distinct_images(photos, 90):
         (folder / name).write_bytes(content)
     env = {**os.environ, "IMAGESEARCH_URL": stack.http_url}
     ingest = subprocess.Popen([sys.executable, "-m", "services.cli", "ingest", str(folder), "--album", "parts",
-                               "--images-per-upload", "20", "--quiet"], cwd=ROOT, env=env, text=True,
+                               "--images-per-upload", "30", "--quiet"], cwd=ROOT, env=env, text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     with httpx.Client(base_url=stack.http_url, timeout=60) as http:
-        def into_the_second_part() -> bool:
+        def all_queued() -> bool:
             try:
                 jobs = http.get("/v1/imports", params={"album": "parts"}).json()["imports"]
             except httpx.HTTPError:
                 return False
-            return sum(j["processed"] for j in jobs) >= 25
+            return len(jobs) == 3 and jobs[0]["status"] in ("queued", "running")  # the newest: part 3
 
-        _when(into_the_second_part, 300, "the second part under way")
+        _when(all_queued, 300, "the third part queued")
         assert ingest.poll() is None, "the ingest ended before the gateway died"
         stack.kill("gateway")
         time.sleep(3)
         stack.ensure(SERVERS + SERVICES)
         out, err = ingest.communicate(timeout=600)
         assert ingest.returncode == 0, out + err
-        assert out.splitlines()[-1] == "album parts: 60 added, 0 failed", out + err
+        assert out.splitlines()[-1] == "album parts: 90 added, 0 failed", out + err
         jobs = http.get("/v1/imports", params={"album": "parts"}).json()["imports"]
         assert sorted((j["source"], j["status"], j["counts"]["added"]) for j in jobs) == [
-            (f"shots.tar (part {k} of 3)", "done", 20) for k in (1, 2, 3)], jobs
+            (f"shots.tar (part {k} of 3)", "done", 30) for k in (1, 2, 3)], jobs
         ids, after = [], ""
         while page := http.get("/v1/albums/parts/images", params={"limit": 100, "after": after}).json()["images"]:
             ids.extend(i["id"] for i in page)
             after = page[-1]["id"]
-        assert len(ids) == len(set(ids)) == 60
+        assert len(ids) == len(set(ids)) == 90
     store = Minio(f"127.0.0.1:{stack.ports.s3}", access_key=S3_ACCESS_KEY, secret_key=S3_SECRET_KEY, secure=False)
     keys = [o.object_name for o in store.list_objects("imagesearch", recursive=True)]
-    assert len([k for k in keys if k.startswith("albums/parts/images/")]) == 60
+    assert len([k for k in keys if k.startswith("albums/parts/images/")]) == 90
     assert not [k for k in keys if k.startswith("staging/")]
 
 

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from services.cli.jobs import JobsProgress, import_summary, make_album, start_import
+import httpx
+
+from services.cli.jobs import GatewayGone, JobsProgress, import_summary, make_album, start_import
 from services.cli.packing import ARCHIVE_SUFFIXES, IMAGE_SUFFIXES, image_entries, pack_entries
-from services.client import GatewayClient, shown_name
+from services.client import ApiError, GatewayClient, shown_name
 from services.common.errors import InvalidAttributes
 from services.common.manifest import (
     ManifestFiles,
@@ -55,44 +58,77 @@ def cmd_ingest(args: argparse.Namespace, client: GatewayClient) -> int:
                 print(f"failed {problem}", file=sys.stderr)
             raise ValueError(f"no image file ({' '.join(sorted(IMAGE_SUFFIXES))}) in {', '.join(map(str, local))}")
         if entries:
-            print(f"sending {len(entries) - len(unreadable)} image file(s)" + (
+            print(f"sending {len(entries) - (len(unreadable) if len(parts) == 1 else 0)} image file(s)" + (
                 f" in {len(parts)} parts of up to {args.images_per_upload}, an import each" if len(parts) > 1 else "")
                 + " ...", file=sys.stderr)
         _make_album(client, args.album, manifest, common)
         manifests = _split_manifest(client, args.album, manifest, parts, work) if manifest and len(parts) > 1 \
             else [manifest] * len(parts)
         name = _listed_as(local, first)
+
+        def send(k: int) -> dict[str, Any]:
+            archive = first if k == 0 else _pack(parts[k], work / f"part-{k + 1}.tar", unreadable)
+            job = start_import(client, args.album, archive=archive, urls=urls if k == 0 else [],
+                               manifest=manifests[k], attributes=common, on_duplicate=args.on_duplicate,
+                               archive_name=f"{name} (part {k + 1} of {len(parts)})" if len(parts) > 1 else name)
+            if archive is not None and archive != given:
+                archive.unlink()
+            return job
+
         with JobsProgress(client, f"import {args.album}", not args.quiet, parts=len(parts)) as jobs:
             try:
-                for k, part in enumerate(parts):
-                    archive = first if k == 0 else _pack(part, work / f"part-{k + 1}.tar", unreadable)
-                    jobs.to_send = sum(len(later) for later in parts[k + 1:])
-                    jobs.sending(k + 1)
-                    jobs.add(start_import(
-                        client, args.album, archive=archive, urls=urls if k == 0 else [], manifest=manifests[k],
-                        attributes=common, on_duplicate=args.on_duplicate,
-                        archive_name=f"{name} (part {k + 1} of {len(parts)})" if len(parts) > 1 else name))
-                    if archive is not None and archive != given:
-                        archive.unlink()
-                    jobs.wait(running_at_most=1)  # the next part is sent while this one is embedded
-                    if any(job["status"] in ("failed", "cancelled") for job in jobs.jobs):
-                        break  # a part cancelled (the page, `cancel-import`) or failed: no more are sent
-                jobs.wait()
+                note = _send_in_turn(client, jobs, [len(part) for part in parts], send)
             except KeyboardInterrupt:
                 jobs.bar.close()
                 sent = f"the {len(jobs.jobs)} import(s) sent go on by themselves (`imagesearch imports --album " \
                        f"{args.album}`)" if jobs.jobs else "nothing was sent"
-                unsent = f"; parts {len(jobs.jobs) + 1}-{len(parts)} were not sent" if len(jobs.jobs) < len(parts) \
-                    and len(parts) > 1 else ""
+                unsent = f"; {_parts_text(len(jobs.jobs) + 1, len(parts))} not sent" if len(parts) > 1 else ""
                 print(f"interrupted: {sent}{unsent}", file=sys.stderr)
                 return 130
-    return _report(client, args.album, jobs.jobs, len(parts), unreadable)
+    return _report(client, args.album, jobs.jobs, note, unreadable)
 
 
-def _report(client: GatewayClient, album: str, jobs: Sequence[dict[str, Any]], parts: int, unreadable: Sequence[str]
+def _send_in_turn(client: GatewayClient, jobs: JobsProgress, sizes: Sequence[int],
+                  send: Callable[[int], dict[str, Any]]) -> str:
+    """Sends the parts (their sizes in images) one after another, each once the one before the last is done (so
+    one is embedded while the next is staged), and follows them to their end; returns what was not sent and why
+    ('' when all were). A part cancelled (the page, `cancel-import`) cancels the part sent after it and no more
+    are sent; a failed one stops the sending; a part the gateway does not take (after the first: the first's
+    error is the command's) leaves those sent to finish."""
+    note = ""
+    for k in range(len(sizes)):
+        jobs.to_send = sum(sizes[k + 1:])
+        jobs.sending(k + 1)
+        try:
+            jobs.add(send(k))
+        except (ApiError, GatewayGone, httpx.HTTPError) as exc:
+            if k == 0:
+                raise
+            note = f"{_parts_text(k + 1, len(sizes))} not sent: {exc}"
+            break
+        jobs.wait(running_at_most=1)
+        ended = next((job for job in jobs.jobs if job["status"] in ("failed", "cancelled")), None)
+        if ended is not None:
+            if ended["status"] == "cancelled":
+                for job in jobs.running:  # the part sent after it: the user stopped the ingest
+                    with contextlib.suppress(ApiError, httpx.HTTPError):  # it then runs on: the summary says so
+                        client.cancel_import(job["id"])
+            note = f"{_parts_text(k + 2, len(sizes))} not sent" if k + 1 < len(sizes) else ""
+            break
+    jobs.to_send = 0
+    jobs.wait()
+    return note
+
+
+def _parts_text(first: int, parts: int) -> str:
+    """Parts `first` to the last: "part 3 of 3", "parts 3-5 of 5"."""
+    return f"part {first} of {parts}" if first == parts else f"parts {first}-{parts} of {parts}"
+
+
+def _report(client: GatewayClient, album: str, jobs: Sequence[dict[str, Any]], note: str, unreadable: Sequence[str]
             ) -> int:
-    """Prints each failure of the ingest's imports and a summary line; the exit status (1: something failed, or
-    the ingest ended before all was done)."""
+    """Prints each failure of the ingest's imports and a summary line (with `note`, what was not sent); the exit
+    status (1: something failed, or the ingest ended before all was done)."""
     for job in jobs:
         for failure in client.import_results(job["id"], failed_only=True):
             error = failure.get("error") or {}
@@ -105,9 +141,9 @@ def _report(client: GatewayClient, album: str, jobs: Sequence[dict[str, Any]], p
     counts = {key: sum(job["counts"].get(key, 0) for job in jobs) for key in jobs[0]["counts"]}
     counts["failed"] += len(unreadable)
     ended = next((job for job in jobs if job["status"] != "done"), jobs[-1])
-    if unsent := parts - len(jobs):
-        later = f"part {parts}" if unsent == 1 else f"parts {len(jobs) + 1}-{parts}"
-        ended = {**ended, "error": "; ".join(filter(None, [ended.get("error"), f"{later} of {parts} not sent"]))}
+    if note:
+        ended = {**ended, "status": "incomplete" if ended["status"] == "done" else ended["status"],
+                 "error": "; ".join(filter(None, [ended.get("error"), note]))}
     print(import_summary(album, ended, counts))
     return 1 if counts["failed"] or ended["status"] != "done" else 0
 
@@ -159,7 +195,7 @@ def _split_manifest(client: GatewayClient, album: str, manifest: Path, parts: Se
     gateway finds them: `ManifestFiles`), the first's also the URL rows, the last's also the rows naming no file
     sent (which its import then lists as not found). The whole manifest is read first, by the album's column
     types as the gateway reads it: a bad cell anywhere refuses the ingest before any part is sent."""
-    text = manifest.read_text(encoding="utf-8-sig")
+    text = manifest.read_bytes().decode("utf-8-sig", errors="replace")  # as the gateway reads an upload
     columns = {c["name"]: c["type"] for c in client.album(album).get("columns", [])}
     try:
         keys = list(parse_manifest(text, manifest.suffix, columns))
@@ -167,13 +203,18 @@ def _split_manifest(client: GatewayClient, album: str, manifest: Path, parts: Se
         raise ValueError(f"{manifest}: {exc.message}") from None
     urls = {key for key in keys if key.startswith(("http://", "https://"))}
     files = ManifestFiles(key for key in keys if key not in urls)
-    rows: list[set[str]] = [set() for _ in parts]
-    for part, entries in zip(rows, parts, strict=True):
-        part.update(key for _, name in entries if (key := files.key_of(name)) is not None)
+    found = [{name: files.key_of(name) for _, name in entries} for entries in parts]
+    rows = [{key for key in part.values() if key is not None} for part in found]
     rows[0] |= urls
     rows[-1] |= {key for key in keys if key not in urls and key not in files.matched}
+    # A file two rows match equally well takes neither; a part holding one of them only would give it that row:
+    # the part's manifest gets a row of the file's own path (which it takes first), without attributes.
+    blank: list[list[str]] = []
+    for part, keyed in zip(rows, found, strict=True):
+        alone = ManifestFiles(part - urls)
+        blank.append([name for name, key in keyed.items() if key is None and alone.key_of(name) is not None])
     written: list[Path | None] = []
-    for k, part_text in enumerate(split_manifest(text, manifest.suffix, rows)):
+    for k, part_text in enumerate(split_manifest(text, manifest.suffix, rows, blank)):
         folder = work / f"manifest-{k + 1}"
         folder.mkdir()
         path = folder / manifest.name

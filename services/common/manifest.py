@@ -91,10 +91,12 @@ def _key_field(row: Mapping[str, Any]) -> str | None:
     return next((k for k in FILE_KEYS if row.get(k) not in (None, "")), None)
 
 
-def split_manifest(text: str, suffix: str, parts: Sequence[Set[str]]) -> list[str]:
+def split_manifest(text: str, suffix: str, parts: Sequence[Set[str]],
+                   blank: Sequence[Sequence[str]] = ()) -> list[str]:
     """The manifest cut into one per part, each in the manifest's own format (a CSV's header on each): a part's
-    holds the rows whose key (as `parse_manifest` reads it) is in its set, in the manifest's order; a row may go to
-    several parts, or to none. The manifest was read by `parse_manifest` first: its rows are whole."""
+    holds the rows whose key (as `parse_manifest` reads it) is in its set, in the manifest's order, then a row
+    naming each file of its `blank` list and nothing else; a row may go to several parts, or to none. The manifest
+    was read by `parse_manifest` first: its rows are whole."""
     text = text.lstrip("\ufeff")
     out = [io.StringIO() for _ in parts]
 
@@ -112,10 +114,16 @@ def split_manifest(text: str, suffix: str, parts: Sequence[Set[str]]) -> list[st
         for record in reader:
             for i in parts_of({h: v for h, v in zip(header, record, strict=False) if h}):
                 writers[i].writerow(record)
+        field = next((k for k in FILE_KEYS if k in header), FILE_KEYS[0])
+        for writer, files in zip(writers, blank, strict=False):
+            for file in files:
+                writer.writerow([file if h == field else "" for h in header])
     else:
         for raw in (row.removesuffix("\r") for row in text.split("\n")):
             for i in parts_of(json.loads(raw) if raw.strip() else {}):
                 out[i].write(raw + "\n")
+        for o, files in zip(out, blank, strict=False):
+            o.writelines(json.dumps({FILE_KEYS[0]: file}) + "\n" for file in files)
     return [o.getvalue() for o in out]
 
 
