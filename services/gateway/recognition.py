@@ -191,8 +191,11 @@ def recognise(neighbours: Sequence[Neighbour], calibration: Calibration, tau: fl
     if not votes:
         return Recognition([], [], 0.0, 1.0)
     cut = calibration.threshold if threshold is None else threshold
-    return Recognition(votes, [calibration.confidence_of(v) for v in votes],
-                       calibration.known_of(votes, neighbours), cut)
+    # The answer is the largest share; the other labels are listed by their confidence (which weighs each one's
+    # nearest image too, so it may order them otherwise than their shares).
+    scored = [(v, calibration.confidence_of(v)) for v in votes]
+    scored[1:] = sorted(scored[1:], key=lambda pair: -pair[1])
+    return Recognition([v for v, _ in scored], [c for _, c in scored], calibration.known_of(votes, neighbours), cut)
 
 
 def calibrate(vectors: NDArray[np.float32], labels: Sequence[tuple[str, ...]], k: int, tau: float,

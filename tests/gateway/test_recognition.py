@@ -101,6 +101,18 @@ def test_too_few_images_give_raw_shares_and_no_threshold() -> None:
     assert answer.confidences[0] == answer.votes[0].share and not answer.unknown
 
 
+def test_the_other_labels_are_listed_by_their_confidence() -> None:
+    """A photo between labels: the largest share answers, and the rest come by confidence (which weighs each label's
+    nearest image beside its share), never a lower confidence listed before a higher one."""
+    vectors, labels, centres = clusters(spread=0.3)
+    calibration = calibrate(vectors, labels, k=10, tau=0.05, known_rejection=0.05)
+    for mix in np.linspace(0.2, 0.8, 7):
+        query = mix * centres[0] + (1 - mix) * centres[1] + 0.3 * centres[2]
+        answer = recognise(neighbours_of(query / np.linalg.norm(query), vectors, labels, 10), calibration, tau=0.05)
+        assert answer.votes[0] == max(answer.votes, key=lambda v: (v.share, -v.nearest))
+        assert answer.confidences[1:] == sorted(answer.confidences[1:], reverse=True)
+
+
 def test_a_single_label_is_calibrated_without_an_open_set_model() -> None:
     vectors, labels, _ = clusters(labels=1)
     calibration = calibrate(vectors, labels, k=10, tau=0.05, known_rejection=0.05)
