@@ -80,23 +80,29 @@ async def read_archive_images(archive: IO[bytes], max_bytes: int) -> AsyncGenera
             raise asyncio.CancelledError
 
 
+def check_archive(archive: IO[bytes]) -> None:
+    """Raises InvalidArgument unless the file opens as a zip or tar archive (a look at its start, and at a zip's
+    directory): checked before an import is made of it, so that a wrong file makes no failed import."""
+    magic = _magic(archive)
+    if _is_zip(magic):
+        try:
+            zipfile.ZipFile(archive).close()
+        except (zipfile.BadZipFile, *_CUT_SHORT) as exc:
+            raise InvalidArgument(f"the zip archive cannot be read ({exc})") from None
+    else:
+        _open_tar(archive, magic).close()
+    archive.seek(0)
+
+
 def archive_images(archive: IO[bytes], max_bytes: int) -> Generator[Member, None, None]:
     """(path, bytes) of every image file in a zip or tar archive (gzip, bz2 or xz compressed), by path
     order; an image over `max_bytes` comes as its error. Other files, folders, links and hidden files
     (`.x`, `__MACOSX/`) are left out."""
-    archive.seek(0)
-    magic = archive.read(4)
-    archive.seek(0)
-    if magic.startswith(b"PK\x03\x04") or magic.startswith(b"PK\x05\x06"):
+    magic = _magic(archive)
+    if _is_zip(magic):
         yield from _zip_images(archive, max_bytes)
         return
-    try:
-        tar = tarfile.open(fileobj=archive, mode="r:*")  # noqa: SIM115 (closed by the `with tar` below)
-    except (tarfile.TarError, *_CUT_SHORT):  # its message lists each compression tried, over lines
-        if magic.startswith(_COMPRESSED):
-            raise InvalidArgument("the compressed archive is cut short or damaged") from None
-        raise InvalidArgument(f"the archive is neither a zip nor a tar file ({ARCHIVE_KINDS}); its first bytes "
-                              f"are {magic!r}") from None
+    tar = _open_tar(archive, magic)
     try:
         with tar:
             members = sorted((m for m in tar.getmembers() if m.isfile() and _is_image_path(m.name)),
@@ -111,6 +117,38 @@ def archive_images(archive: IO[bytes], max_bytes: int) -> Generator[Member, None
         raise InvalidArgument(f"the tar archive cannot be read ({exc})") from None
     except _CUT_SHORT as exc:
         raise InvalidArgument(f"the tar archive is cut short or damaged ({type(exc).__name__}: {exc})") from None
+
+
+def _magic(archive: IO[bytes]) -> bytes:
+    archive.seek(0)
+    magic = archive.read(12)
+    archive.seek(0)
+    return magic
+
+
+def _is_zip(magic: bytes) -> bool:
+    return magic.startswith((b"PK\x03\x04", b"PK\x05\x06"))
+
+
+# How image files begin: an image sent as the archive is said to be one.
+_IMAGES = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG", "PNG"), (b"GIF8", "GIF"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"),
+           (b"BM", "BMP"))
+
+
+def _open_tar(archive: IO[bytes], magic: bytes) -> tarfile.TarFile:
+    try:
+        return tarfile.open(fileobj=archive, mode="r:*")
+    except (tarfile.TarError, *_CUT_SHORT):  # its message lists each compression tried, over lines
+        if magic.startswith(_COMPRESSED):
+            raise InvalidArgument("the compressed archive is cut short or damaged") from None
+        image = "WEBP" if magic[:4] == b"RIFF" and magic[8:12] == b"WEBP" else \
+            next((kind for start, kind in _IMAGES if magic.startswith(start)), None)
+        if image is not None:
+            raise InvalidArgument(f"the archive is a {image} image, not a zip or tar file ({ARCHIVE_KINDS}): add "
+                                  "images themselves with POST /v1/albums/{album}/images (the page's Add images)") \
+                from None
+        raise InvalidArgument(f"the archive is neither a zip nor a tar file ({ARCHIVE_KINDS}); its first bytes "
+                              f"are {magic[:4]!r}") from None
 
 
 def _zip_images(archive: IO[bytes], max_bytes: int) -> Generator[Member, None, None]:

@@ -90,6 +90,18 @@ redis.call('HSET', KEYS[1], 'status', ARGV[3], 'error', ARGV[6], 'finished_at_ms
 return 1
 """
 
+# A job refused while it staged with no batch queued, forgotten: it leaves nothing to list. KEYS = job hash, jobs
+# set, staging set; ARGV = job id, staging.
+_FORGET_UNQUEUED = """
+if redis.call('HGET', KEYS[1], 'status') ~= ARGV[2] or tonumber(redis.call('HGET', KEYS[1], 'total') or '0') > 0 then
+  return 0
+end
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+return 1
+"""
+
 # A staging job's total so far: the end of its furthest batch staged (batches are staged a few at once).
 _RAISE_TOTAL = """
 if tonumber(ARGV[1]) > tonumber(redis.call('HGET', KEYS[1], 'total') or '0') then
@@ -459,6 +471,7 @@ class ImportQueue:
         self._start = redis.register_script(_START)
         self._start_whole = redis.register_script(_START_WHOLE)
         self._fail_stale = redis.register_script(_FAIL_STALE)
+        self._forget_unqueued = redis.register_script(_FORGET_UNQUEUED)
         self._claim = redis.register_script(_CLAIM)
         self._begin_forget = redis.register_script(_BEGIN_FORGET)
         self._end_forget = redis.register_script(_END_FORGET)
@@ -559,6 +572,12 @@ class ImportQueue:
     async def fail_staging(self, job_id: str, error: str) -> bool:
         """Fails the job if it is still staging (not if it was cancelled, failed or queued meanwhile)."""
         return await self._fail_if_staging(job_id, error, staged_before_ms=None)
+
+    async def forget_unqueued(self, job_id: str) -> bool:
+        """Deletes a job still staging that queued no batch (its request was refused: nothing of it is left to
+        list); False, and nothing done, for any other."""
+        return bool(await self._run(self._forget_unqueued(keys=[_job_key(job_id), JOBS_KEY, STAGING_KEY],
+                                                           args=[job_id, ImportStatus.STAGING.value])))
 
     async def fail_stale_staging(self, stale_s: float, error: str) -> list[str]:
         """Fails the jobs still staging that staged no batch, and were not touched, for `stale_s` (the process

@@ -178,9 +178,15 @@ def test_bad_imports_are_refused_before_anything_is_queued(http: httpx.Client) -
     not_archive = http.post(f"/v1/albums/{album}/imports", files={"archive": ("x.zip", b"not an archive")}).json()
     assert not_archive["error"]["message"] == ("the archive is neither a zip nor a tar file (.zip, .tar, .tar.gz, "
                                                ".tar.bz2 or .tar.xz); its first bytes are b'not '")
+    photo = http.post(f"/v1/albums/{album}/imports", files={"archive": ("x.zip", png(2))}).json()
+    assert photo["error"]["message"] == ("the archive is a PNG image, not a zip or tar file (.zip, .tar, .tar.gz, "
+                                         ".tar.bz2 or .tar.xz): add images themselves with POST "
+                                         "/v1/albums/{album}/images (the page's Add images)")
     assert http.post("/v1/albums/no-such-album/imports", json={"urls": ["http://x/y.png"]}).status_code == 404
     assert http.get("/v1/imports/0123456789abcdef0123456789abcdef").status_code == 404
     assert http.get(f"/v1/albums/{album}").json()["image_count"] == 0
+    # A refused request leaves no import behind (before, a failed one, "nothing imported", for each).
+    assert http.get("/v1/imports", params={"album": album}).json()["imports"] == []
 
 
 def test_a_cancelled_import_stops_and_keeps_what_it_added(http: httpx.Client, photos: list[Path]) -> None:

@@ -43,7 +43,7 @@ from services.common.errors import (
     UrlFetchFailed,
 )
 from services.common.manifest import ManifestFiles, parse_manifest
-from services.gateway.archives import read_archive_images
+from services.gateway.archives import check_archive, read_archive_images
 from services.gateway.blobstore import staging_key, staging_prefix
 from services.gateway.deps import Deps
 from services.gateway.import_queue import (
@@ -148,6 +148,8 @@ async def create(deps: Deps, queue: ImportQueue, album: str, spec: ImportSpec) -
             raise InvalidArgument(f"{url[:80]!r} is not an http(s) URL")
     if spec.archive is None and not urls:
         raise InvalidArgument("an import needs URLs, an archive, or a manifest with a url column")
+    if spec.archive is not None:  # a wrong file is refused before an import is made of it
+        await asyncio.to_thread(check_archive, spec.archive)
     job_id = await queue.create(album, spec.kind, spec.on_duplicate.value, key=key, source=spec.source)
     try:
         async with _staging_said(queue, job_id, deps.settings.import_staging_stale_s):
@@ -157,6 +159,9 @@ async def create(deps: Deps, queue: ImportQueue, album: str, spec: ImportSpec) -
     except _Stopped:
         await _forget_staged(deps, job_id)
     except ImageSearchError as exc:
+        if await queue.forget_unqueued(job_id):  # refused before a batch was queued: no import is left of it
+            await _forget_staged(deps, job_id)
+            raise
         # Batches staged before the error are queued and may be added: the error says so.
         if (await queue.get(job_id)).total:
             exc = type(exc)(f"{exc.message} (some of its images were queued before it and may be added: the same "
