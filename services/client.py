@@ -128,12 +128,14 @@ class GatewayClient:
 
     def list_images(self, album: str, limit: int = 50, after: str = "", where: str | None = None,
                     order_by: str | None = None, tag: str | None = None, desc: bool = False,
-                    offset: int = 0) -> dict[str, Any]:
+                    offset: int = 0, nulls: str | None = None) -> dict[str, Any]:
         """A page of the album's images (by id after `after`, or ordered by a column, `desc` the largest first,
         from `offset`; only those tagged with `tag`'s labels if given)."""
         params: dict[str, Any] = {"limit": limit, "after": after}
         if desc:
             params["desc"] = True
+        if nulls:
+            params["nulls"] = nulls
         if offset:
             params["offset"] = offset
         if tag is not None:  # an empty word is the gateway's to refuse

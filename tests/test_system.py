@@ -164,6 +164,15 @@ def test_cli_shows_changes_and_deletes_images(stack: Stack, photos: list[Path], 
     assert [line.split()[0] for line in found.stdout.splitlines()] == [second], found.stdout + found.stderr
     hand = httpx.get(f"{stack.http_url}/v1/albums/{album}/images/{second}").json()["attributes"]
     assert (hand["tags"], hand.get("tag_scores")) == (["sale", "new arrival"], None)  # the network's scores went
+    # Ordered by a column, its value shown: the dearest first, the image without a price last when asked (SQL's
+    # default puts it first descending).
+    assert _cli(stack, "update-images", second, "--album", album, "--unset", "price").returncode == 0
+    dearest = _cli(stack, "images", "--album", album, "--order-by", "price", "--desc", "--nulls", "last")
+    assert [line.split()[:3:2] for line in dearest.stdout.splitlines()][::3] == [[first, "price=42.5"],
+                                                                                [second, "price=NULL"]], dearest.stdout
+    default = httpx.get(f"{stack.http_url}/v1/albums/{album}/images", params={"order_by": "price", "desc": True})
+    assert default.json()["images"][0]["id"] == second
+    assert _cli(stack, "update-images", second, "--album", album, "--set", "price=10").returncode == 0
     # By a filter, and every image.
     by_filter = _cli(stack, "update-images", "--album", album, "--where", "price > 40", "--set", "colour=blue")
     assert by_filter.returncode == 0 and f"album {album}: 1 image(s) updated" in by_filter.stdout, by_filter.stderr

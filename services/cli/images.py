@@ -33,7 +33,7 @@ def cmd_images(args: argparse.Namespace, client: GatewayClient) -> int:
     """Lists an album's images (those tagged with a word's labels, with --tag), a line each: id, name
     and its tags with their probabilities."""
     page = client.list_images(args.album, limit=args.limit, where=args.where, tag=args.tag, order_by=args.order_by,
-                              desc=args.desc, after=args.after or "", offset=args.offset)
+                              desc=args.desc, after=args.after or "", offset=args.offset, nulls=args.nulls)
     for image in page["images"]:
         if args.json:
             print(json.dumps(image, ensure_ascii=False))
@@ -42,7 +42,11 @@ def cmd_images(args: argparse.Namespace, client: GatewayClient) -> int:
         tags, scores = attributes.get("tags") or [], attributes.get("tag_scores") or []
         shown = ", ".join(f"{t} {s:.2f}" if isinstance(s, int | float) else str(t)
                           for t, s in zip(tags, [*scores, *[None] * len(tags)], strict=False))
-        print(f"{image['id']}  {image['name']:<32s}  {shown}")
+        ordered = ""  # the value it is ordered by, beside its name
+        if args.order_by and args.order_by not in ("id", "name"):
+            value = image[args.order_by] if args.order_by in image else attributes.get(args.order_by)
+            ordered = f"  {args.order_by}={'NULL' if value is None else value}"
+        print(f"{image['id']}  {image['name']:<32s}{ordered}  {shown}".rstrip())
     if not page["images"]:
         more = " more" if args.after or args.offset else ""  # past a last page that was full
         print(f"no{more} images{f' tagged {args.tag!r}' if args.tag else ''} in album {args.album}", file=sys.stderr)
@@ -138,6 +142,8 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     listing.add_argument("--limit", type=int, default=50, help="at most this many (1 to 1000)")
     listing.add_argument("--order-by", help="a column (or name, created_at) to order by; default: by id")
     listing.add_argument("--desc", action="store_true", help="with --order-by: the largest first")
+    listing.add_argument("--nulls", choices=["first", "last"],
+                         help="with --order-by: where images without a value go (default: last, first with --desc)")
     listing.add_argument("--after", help="by id: the page after this id (the `more:` line of the page before)")
     listing.add_argument("--offset", type=int, default=0, help="with --order-by: skip this many")
     listing.add_argument("--json", action="store_true", help="each image as a JSON object a line: its attributes, "

@@ -12,7 +12,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
 from fastapi import FastAPI, File, Form, Header, Query, Request, UploadFile
@@ -431,13 +431,17 @@ def _add_image_routes(app: FastAPI, settings: GatewaySettings, deps: Deps) -> No
                                                        "next_after); empty, like absent, is the first page.",
                                            json_schema_extra={"pattern": "^([0-9a-f]{32})?$"})] = None,
         order_by: Annotated[str | None, Query(description="A column to order by: id, name, content_hash, "
-                                                          "created_at or a declared one (nulls last).")] = None,
-        desc: Annotated[bool, Query(description="Order descending (nulls first).")] = False,
+                                                          "created_at or a declared one.")] = None,
+        desc: Annotated[bool, Query(description="Order descending.")] = False,
+        nulls: Annotated[Literal["first", "last"] | None, Query(
+            description="Where images without a value of order_by go; absent: last ascending, first descending "
+                        "(as SQL).")] = None,
         tag: Tag = None,
     ) -> schemas.ImageList:
         """A page of the album's images matching the filter (and tag), by id or ordered by a column."""
         listing = Listing(filter=_filter(where, filter), limit=limit, offset=offset, after=after or "",
-                          order_by=order_by or "", descending=desc, tag=tag)
+                          order_by=order_by or "", descending=desc, tag=tag,
+                          nulls_first=None if nulls is None else nulls == "first")
         listed = await images.list_images(deps, album, listing)
         return schemas.ImageList(images=[schemas.ImageOut.of(i) for i in listed], limit=limit, offset=offset,
                                  next_after=images.next_after(listing, listed))

@@ -111,8 +111,9 @@ class VectorSearch(Protocol):
 
     async def query(self, collection: str, filter: Expr | None = None, limit: int = 100, offset: int = 0,
                     after_id: str = "", order_by: str = "", descending: bool = False,
-                    version: int = 0) -> list[Item]:
-        """A page of the items matching the filter, by id (after `after_id`) or by a column."""
+                    version: int = 0, nulls_first: bool | None = None) -> list[Item]:
+        """A page of the items matching the filter, by id (after `after_id`) or by a column (items without a value
+        where `nulls_first` says, else last ascending and first descending)."""
         ...
 
     async def delete(self, collection: str, ids: Sequence[str]) -> int: ...
@@ -324,10 +325,10 @@ class GrpcVectorSearch:
 
     async def query(self, collection: str, filter: Expr | None = None, limit: int = 100, offset: int = 0,
                     after_id: str = "", order_by: str = "", descending: bool = False,
-                    version: int = 0) -> list[Item]:
+                    version: int = 0, nulls_first: bool | None = None) -> list[Item]:
         request = search_pb2.QueryRequest(collection=collection, filter=_wire_filter(filter), limit=limit,
                                           offset=offset, after_id=after_id, order_by=order_by, descending=descending,
-                                          version=version)
+                                          version=version, nulls_first=nulls_first)
         reply = await self._call(self.stub.Query, request)
         return [_item(i) for i in reply.items]
 

@@ -349,6 +349,8 @@ class Listing:
     # A built-in or declared column to order by ("" orders by id).
     order_by: str = ""
     descending: bool = False
+    # Where images without a value of `order_by` go (None: last ascending, first descending, as SQL).
+    nulls_first: bool | None = None
     # Only images tagged with this word's labels (services.gateway.tags), besides the filter (None: any image; an
     # empty word is refused).
     tag: str | None = None

@@ -248,7 +248,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
     ) -> gateway_pb2.ListImagesResponse:
         listing = Listing(filter=image_filter(request), limit=request.limit or 50, offset=request.offset,
                           after=request.after, order_by=request.order_by, descending=request.descending,
-                          tag=request.tag or None)  # proto3: empty is unset
+                          tag=request.tag or None,  # proto3: empty is unset
+                          nulls_first=request.nulls_first if request.HasField("nulls_first") else None)
         listed = await images.list_images(self.deps, request.album, listing)
         return gateway_pb2.ListImagesResponse(images=[image_message(i) for i in listed],
                                               next_after=images.next_after(listing, listed))

@@ -194,9 +194,11 @@ class VectorIndex(Protocol):
         ...
 
     def query(self, name: str, filter: Expr | None = None, limit: int = DEFAULT_LIST_LIMIT, offset: int = 0,
-              after_id: str = "", order_by: str = "", descending: bool = False, version: int = 0) -> list[Item]:
+              after_id: str = "", order_by: str = "", descending: bool = False, version: int = 0,
+              nulls_first: bool | None = None) -> list[Item]:
         """A page of the items matching the filter (without vectors): ordered by id, from after
-        `after_id`, or by a column (`order_by`; nulls last ascending, first descending, ties by id)."""
+        `after_id`, or by a column (`order_by`; items without a value where `nulls_first` says, else last
+        ascending and first descending; ties by id)."""
         ...
 
     def count(self, name: str, filter: Expr | None = None, version: int = 0) -> int:
@@ -416,13 +418,14 @@ def column_value(item: Item, column: str) -> Any:
     return item.attributes.get(column)
 
 
-def ordered_ids(pairs: Iterable[tuple[Any, str]], descending: bool) -> list[str]:
-    """Ids of (value, id) pairs in SQL order: nulls last ascending and first descending, ties by id."""
+def ordered_ids(pairs: Iterable[tuple[Any, str]], descending: bool, nulls_first: bool | None = None) -> list[str]:
+    """Ids of (value, id) pairs in SQL order: nulls where `nulls_first` says, else last ascending and first
+    descending; ties by id."""
     by_id = sorted(pairs, key=lambda pair: pair[1])
     nulls = [i for v, i in by_id if v is None]
     values = sorted(((v, i) for v, i in by_id if v is not None), key=lambda pair: pair[0], reverse=descending)
     ordered = [i for _, i in values]
-    return nulls + ordered if descending else ordered + nulls
+    return nulls + ordered if (descending if nulls_first is None else nulls_first) else ordered + nulls
 
 
 @dataclass(frozen=True)
@@ -593,14 +596,15 @@ class ExactIndex:
         return found if with_vectors else [replace(item, vectors=()) for item in found]
 
     def query(self, name: str, filter: Expr | None = None, limit: int = DEFAULT_LIST_LIMIT, offset: int = 0,
-              after_id: str = "", order_by: str = "", descending: bool = False, version: int = 0) -> list[Item]:
+              after_id: str = "", order_by: str = "", descending: bool = False, version: int = 0,
+              nulls_first: bool | None = None) -> list[Item]:
         """A page of matching items, ordered like Milvus orders them (by id) or by a column."""
         limit, offset = check_page(limit, offset)
         album = self._album(name, version)
         found = {item.id: item for item in self._matching(album, filter) if item.id > after_id}
         if order_by:
             order_column(order_by, album.info.schema)
-            ids = ordered_ids(((column_value(i, order_by), i.id) for i in found.values()), descending)
+            ids = ordered_ids(((column_value(i, order_by), i.id) for i in found.values()), descending, nulls_first)
         else:
             ids = sorted(found)
         return [replace(found[i], vectors=()) for i in ids[offset:offset + limit]]

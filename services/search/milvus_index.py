@@ -523,7 +523,8 @@ class MilvusIndex:
         return [items[i] for i in wanted if i in items]
 
     def query(self, name: str, filter: Expr | None = None, limit: int = DEFAULT_LIST_LIMIT, offset: int = 0,
-              after_id: str = "", order_by: str = "", descending: bool = False, version: int = 0) -> list[Item]:
+              after_id: str = "", order_by: str = "", descending: bool = False, version: int = 0,
+              nulls_first: bool | None = None) -> list[Item]:
         """A page of matching items without vectors. By id: Milvus returns a query's first rows by primary key,
         which are the first by id unless an id holds a character at or below the key's "#" (then every match is
         read and sorted: `first_by_id`); `image_id > after_id` walks albums of any size. By a column: the ids from
@@ -536,7 +537,8 @@ class MilvusIndex:
             kind = order_column(order_by, stored.info.schema)
             album_rows = _AlbumRows(self, cname, name, ["image_id", field_of(order_by), *stored.null_fields])
             ids = first_ids(album_rows, stored.info.schema, kind, expr, order_by, descending, offset + limit,
-                            lambda row: column_of_row(row, order_by, stored.info.schema), self.order_sampling)
+                            lambda row: column_of_row(row, order_by, stored.info.schema), self.order_sampling,
+                            nulls_first)
             return self.get(name, ids[offset:], version=version)
         if offset + limit > MILVUS_MAX_WINDOW:
             raise InvalidArgument(f"offset + limit must be at most {MILVUS_MAX_WINDOW}; page on with after_id "

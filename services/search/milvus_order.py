@@ -62,13 +62,16 @@ class Sampling:
 
 
 def first_ids(rows: Rows, schema: AlbumSchema, kind: ColumnType, expr: str, column: str, descending: bool,
-              want: int, value_of: Callable[[Row], Any], sampling: Sampling = Sampling()) -> list[str]:
-    """The ids of the first `want` images matching `expr` in the column's order (nulls first descending, last
-    ascending; ties by id), `value_of` giving a row's value of the column (None: null); from a sample and the rows
-    past a threshold where more than `sampling.whole` images match and the column is of `CUT_KINDS`."""
+              want: int, value_of: Callable[[Row], Any], sampling: Sampling = Sampling(),
+              nulls_first: bool | None = None) -> list[str]:
+    """The ids of the first `want` images matching `expr` in the column's order (nulls where `nulls_first` says,
+    else first descending and last ascending; ties by id), `value_of` giving a row's value of the column (None:
+    null); from a sample and the rows past a threshold where more than `sampling.whole` images match and the
+    column is of `CUT_KINDS`."""
+    nulls_first = descending if nulls_first is None else nulls_first
 
     def ordered(found: Iterable[Row]) -> list[str]:
-        return ordered_ids(((value_of(row), str(row["image_id"])) for row in found), descending)
+        return ordered_ids(((value_of(row), str(row["image_id"])) for row in found), descending, nulls_first)
 
     if kind not in CUT_KINDS:
         return ordered(rows.every(expr))[:want]
@@ -84,7 +87,7 @@ def first_ids(rows: Rows, schema: AlbumSchema, kind: ColumnType, expr: str, colu
         return all_of(expr, compile_filter(Predicate(column, op, values), schema))
 
     nulls = [str(row["image_id"]) for row in first_by_id(rows, where(Op.IS_NULL), want, sampling.most)] \
-        if descending else []  # first, by id
+        if nulls_first else []  # first, by id
     if len(nulls) >= want:
         return nulls[:want]
     need = want - len(nulls)

@@ -88,7 +88,8 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
     async def Query(self, request: search_pb2.QueryRequest, context: Context) -> Any:
         items = await asyncio.to_thread(self.index.query, request.collection, filter_from_wire(request.filter),
                                         request.limit, request.offset, request.after_id, request.order_by,
-                                        request.descending, request.version)
+                                        request.descending, request.version,
+                                        request.nulls_first if request.HasField("nulls_first") else None)
         return search_pb2.QueryResponse(items=[item_to_wire(i) for i in items])
 
     async def Delete(self, request: search_pb2.DeleteRequest, context: Context) -> Any:

@@ -159,6 +159,9 @@ def test_grpc_typed_album_filters_updates_deletes_and_sql_match_http(
     listed = gateway.ListImages(gateway_pb2.ListImagesRequest(album=name, order_by="price", descending=True,
                                                               where="colour = 'red'"), timeout=30)
     assert [i.name for i in listed.images] == [photos[3].stem, photos[2].stem, photos[0].stem]  # null first
+    last = gateway.ListImages(gateway_pb2.ListImagesRequest(album=name, order_by="price", descending=True,
+                                                            where="colour = 'red'", nulls_first=False), timeout=30)
+    assert [i.name for i in last.images] == [photos[2].stem, photos[0].stem, photos[3].stem]
 
     updated = gateway.UpdateImages(gateway_pb2.UpdateImagesRequest(
         album=name, where="price > 40", set=attributes_to_wire({"colour": "sale"})), timeout=60)

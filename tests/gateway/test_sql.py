@@ -126,6 +126,14 @@ async def test_a_column_select_is_the_list_call(shop: Fakes) -> None:
         filter=ImageFilter(json='{"colour": "red"}'), limit=5, order_by="price", descending=True))
     null_price = await images.list_images(shop.deps, "shoes", Listing(filter=ImageFilter(where="price is null")))
     assert ids(result.rows) == [null_price[0].id, *(r.id for r in listed)]  # nulls first when descending
+    # NULLS LAST said: the dearest first (before, the clause was left unread), as the listing's nulls_first (through
+    # the search service's gRPC); NULLS FIRST ascending likewise.
+    last = await sql.execute(shop.deps, "SELECT id FROM shoes WHERE colour = 'red' OR price IS NULL "
+                                        "ORDER BY price DESC NULLS LAST LIMIT 6")
+    assert ids(last.rows) == [*(r.id for r in listed), null_price[0].id]
+    first = await sql.execute(shop.deps, "SELECT id FROM shoes WHERE price IS NULL OR colour = 'red' "
+                                         "ORDER BY price NULLS FIRST LIMIT 2")
+    assert ids(first.rows) == [null_price[0].id, *(r.id for r in reversed(listed))][:2]
     assert result.columns == ("id", "name", "created_at", "price", "colour", "sizes", "in_stock", "listed_at",
                               "attributes")
     assert result.rows[0].values[-1] == {"note": "x"}

@@ -925,6 +925,15 @@ def test_browsing_an_album_filters_orders_and_pages_through_every_image(
     lines = Path(download.value.path()).read_text().splitlines()
     assert [json.loads(line)["id"] for line in lines] == sorted(image["id"] for image in cheap)
 
+    page.fill("#browseWhere", "")  # "price ↓": the dearest first, the image without a price last
+    page.select_option("#browseOrder", "price desc")
+    page.click("#browse")
+    expect(cards).to_have_count(len(shop.photos))
+    dearest = http.get(f"/v1/albums/{shop.album}/images",
+                       params={"order_by": "price", "desc": "true", "nulls": "last"}).json()["images"]
+    assert card_names(cards) == [image["name"] for image in dearest] and dearest[-1]["attributes"].get("price") is None
+    assert card_value(cards.first, "price") == "60"
+
     page.fill("#browseWhere", "price <")  # refused by the gateway: its message, no cards
     page.press("#browseWhere", "Enter")
     expect(page.locator("#browseMsg.error")).to_contain_text("where")

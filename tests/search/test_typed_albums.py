@@ -261,6 +261,28 @@ def test_paging_by_id_with_after_id_walks_every_image_once(filled: tuple[VectorI
     assert seen == sorted(i.id for i in items)
 
 
+@pytest.mark.parametrize("column", ["price", "colour", "listed_at"])
+@pytest.mark.parametrize(("descending", "nulls_first"), [(False, True), (True, False)])
+def test_nulls_go_first_or_last_as_asked(filled: tuple[VectorIndex, str, list[Item]], column: str, descending: bool,
+                                         nulls_first: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """NULLS FIRST ascending and NULLS LAST descending ("the dearest first", those without a price after them), the
+    whole order and its pages, read whole or past a threshold of a small sample (Milvus)."""
+    index, album, items = filled
+    from services.search.index import column_value
+
+    if isinstance(index, MilvusIndex):
+        monkeypatch.setattr(index, "order_sampling", Sampling(whole=8, most=16))
+    for expr in (None, Predicate("in_stock", Op.EQ, (True,))):
+        kept = [i for i in items if expr is None or i.id in expected(items, expr)]
+        want = ordered_ids(((column_value(i, column), i.id) for i in kept), descending, nulls_first)
+        nulls = [i.id for i in kept if column_value(i, column) is None]
+        assert nulls and (want[:len(nulls)] if nulls_first else want[-len(nulls):]) == sorted(nulls)
+        for offset, limit in ((0, 1), (0, 5), (3, 7), (0, 100)):
+            page = index.query(album, expr, limit=limit, offset=offset, order_by=column, descending=descending,
+                               nulls_first=nulls_first)
+            assert [i.id for i in page] == want[offset:offset + limit], (expr, offset, limit)
+
+
 @pytest.mark.parametrize("window", [milvus_index_module.MILVUS_MAX_WINDOW, 3])
 def test_ids_that_sort_otherwise_by_row_key_are_paged_walked_and_ordered_by_id(
     index: VectorIndex, album: str, window: int, monkeypatch: pytest.MonkeyPatch

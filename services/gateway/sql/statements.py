@@ -142,6 +142,8 @@ class Select:
     max_distance: float | None = None
     order_by: str = ""
     descending: bool = False
+    # NULLS FIRST or LAST, as said or as SQL's default (first descending).
+    nulls_first: bool = False
     limit: int | None = None
     offset: int = 0
     group_by: tuple[str, ...] = ()
@@ -416,12 +418,13 @@ def _select(node: exp.Select) -> Statement:
     if any(_is_recognize(item) for item in node.expressions):
         return _recognize(node, album)
     vector = _vector_order(node)
-    order_by, descending = _column_order(node, vector)
+    order_by, descending, nulls_first = _column_order(node, vector)
     condition, max_distance = _where(node.args.get("where"), album, vector)
     outputs = tuple(_output(item, album, vector) for item in node.expressions)
     group_by = tuple(column_name(g, album) for g in node.args["group"].expressions) if node.args.get("group") else ()
     select = Select(album=album, outputs=outputs, filter=condition, vector=vector, max_distance=max_distance,
-                    order_by=order_by, descending=descending, limit=_count_clause(node, "limit"),
+                    order_by=order_by, descending=descending, nulls_first=nulls_first,
+                    limit=_count_clause(node, "limit"),
                     offset=_count_clause(node, "offset") or 0, group_by=group_by)
     _check_shape(select, node)
     return select
@@ -531,10 +534,11 @@ def _vector_order(node: exp.Select) -> VectorOrder | None:
     return VectorOrder(image_ref(image, allow_region=True), metric, term.this.sql(dialect="postgres"), space)
 
 
-def _column_order(node: exp.Select, vector: VectorOrder | None) -> tuple[str, bool]:
+def _column_order(node: exp.Select, vector: VectorOrder | None) -> tuple[str, bool, bool]:
+    """ORDER BY a column: its name, whether descending, whether nulls come first (said, or SQL's default)."""
     order = node.args.get("order")
     if order is None or vector is not None:
-        return "", False
+        return "", False, False
     if len(order.expressions) != 1:
         raise SqlError(f"{at(order)}ORDER BY takes one column (ties are broken by id)")
     term = order.expressions[0]
@@ -543,7 +547,9 @@ def _column_order(node: exp.Select, vector: VectorOrder | None) -> tuple[str, bo
     name = column_name(term.this)
     if name in ("distance", "matches"):
         raise SqlError(f"{at(term)}ORDER BY {name} needs the distance itself: ORDER BY feature <-> image(...)")
-    return name, bool(term.args.get("desc"))
+    descending = bool(term.args.get("desc"))
+    nulls_first = term.args.get("nulls_first")  # sqlglot gives the default where none is said
+    return name, descending, descending if nulls_first is None else bool(nulls_first)
 
 
 def _where(clause: exp.Where | None, album: str, vector: VectorOrder | None) -> tuple[Expr | None, float | None]:

@@ -105,8 +105,8 @@ async def list_images(deps: Deps, album: str, listing: Listing = FIRST_PAGE) -> 
         if found is None:
             return []
         expr = conjoin(expr, bind(found, collection.schema))
-    items = await deps.search.query(album, expr, listing.limit, listing.offset,
-                                    listing.after, listing.order_by, listing.descending)
+    items = await deps.search.query(album, expr, listing.limit, listing.offset, listing.after, listing.order_by,
+                                    listing.descending, nulls_first=listing.nulls_first)
     return [record_of(album, i) for i in items]
 
 

@@ -161,7 +161,8 @@ async def _select(deps: Deps, statement: Select, parts: Parts, delete_all: bool)
         return await _nearest(deps, statement, collection, outputs, parts)
     limit = DEFAULT_LIMIT if statement.limit is None else statement.limit
     listing = Listing(filter=_filter(statement.filter), limit=limit, offset=statement.offset,
-                      order_by=statement.order_by, descending=statement.descending)
+                      order_by=statement.order_by, descending=statement.descending,
+                      nulls_first=statement.nulls_first)
     listed = await images.list_images(deps, statement.album, listing)
     rows = tuple(SqlRow(tuple(_value(o, record, collection.schema) for o in outputs), record) for record in listed)
     return SqlResult("select", statement.album, labels, rows)

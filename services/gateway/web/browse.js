@@ -5,8 +5,8 @@ const BROWSE_PAGE = 48;
 // What the last "Show" asked for, so that "More" asks for the next page of the same.
 let browsing = null;
 
-/** The orders offered: newest and oldest first, by name, then each declared column both ways (nulls last
- *  ascending, first descending: the API's rule). */
+/** The orders offered: newest and oldest first, by name, then each declared column both ways (images without a
+ *  value last either way: "price ↓" is the dearest first). */
 function fillBrowseOrders(album) {
   const select = $("browseOrder");
   const kept = select.value;
@@ -45,6 +45,7 @@ async function browsePage(asked) {
   const path = `/v1/albums/${encodeURIComponent(asked.album)}/images`;
   const params = new URLSearchParams({ limit: String(BROWSE_PAGE), offset: String(asked.offset), order_by: asked.orderBy });
   if (asked.desc) params.set("desc", "true");
+  params.set("nulls", "last");
   if (asked.word) params.set("tag", asked.word);
   if (asked.where) params.set("where", asked.where);
   $("browse").disabled = $("browseMore").disabled = true;
