@@ -260,6 +260,21 @@ def test_a_cancel_says_that_the_batches_under_way_still_add_theirs(capsys: pytes
                                        "counts)\n")
 
 
+def test_an_ingest_refuses_what_it_cannot_send_before_asking_the_gateway(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A file named that is not an image nor an archive (before: sent, then "the import holds no images"), and
+    --attributes that are not JSON (before: a bare JSON error): said at once, nothing sent (no gateway here)."""
+    notes = tmp_path / "hostname"
+    notes.write_text("x")
+    (tmp_path / "a.png").write_bytes(b"x")
+    url = f"http://127.0.0.1:{free_port()}"
+    assert main(["--url", url, "ingest", str(notes), str(tmp_path / "a.png"), "--album", "a"]) == 2
+    assert f"not an image file (.bmp .gif .jpeg .jpg .png .tif .tiff .webp) nor an archive (.zip .tar .tar.gz .tgz " \
+           f".tar.bz2 .tar.xz): {notes}" in capsys.readouterr().err
+    assert main(["--url", url, "ingest", str(tmp_path / "a.png"), "--album", "a", "--attributes", "{bad"]) == 2
+    assert "error: --attributes '{bad' is not a JSON object: Expecting property name" in capsys.readouterr().err
+
+
 class DroppedUploads:
     """A client whose gateway drops the import's upload `drops` times (refused, the connection cut while it read
     the upload, 502 from a proxy while it restarts), then queues it."""
@@ -336,8 +351,8 @@ def test_an_sql_table_cuts_a_long_value_in_the_middle_so_names_sharing_a_folder_
     print_sql_result({"statement": "SELECT", "album": "shop", "took_ms": 1.0, "columns": ["name", "price"],
                       "rows": [{"values": [n, 9.5]} for n in names]}, "http://x")
     lines = capsys.readouterr().out.splitlines()
-    assert lines[2].split() == ["gcompris_categorization…_images_fishes_fish1.jpg", "9.5000"]
-    assert lines[3].split() == ["gcompris_categorization…images_fishes_fish10.jpg", "9.5000"]
+    assert lines[2].split() == ["gcompris_categorization…_images_fishes_fish1.jpg", "9.5"]
+    assert lines[3].split() == ["gcompris_categorization…images_fishes_fish10.jpg", "9.5"]
     assert len(lines[3].split()[0]) == 48 and lines[-1] == "SELECT shop: 2 row(s) in 1.0 ms"
     print_sql_result({"statement": "SELECT", "album": "shop", "took_ms": 1.0, "columns": ["name"],
                       "rows": [{"values": ["a"], "image": {"url": "/v1/albums/shop/images/1/content"}}]}, "http://x")

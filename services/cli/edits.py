@@ -93,7 +93,7 @@ def _each(ids: Sequence[str], act: Callable[[str], object], done: str, album: st
 
 def _which(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("ids", nargs="*", metavar="ID", help="the images' ids (`images`, `search` list them)")
-    parser.add_argument("--album", required=True)
+    parser.add_argument("--album", required=True, help="the album's name")
     parser.add_argument("--where", help="instead, every image matching this filter, e.g. \"price > 100\"")
     parser.add_argument("--all", action="store_true", help="instead, every image of the album")
 

@@ -130,12 +130,12 @@ def print_image(image: dict[str, Any], found: dict[str, Any] | None, base_url: s
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     export = sub.add_parser("export", help="write every image's metadata as JSON lines (any size of album)")
-    export.add_argument("--album", required=True)
+    export.add_argument("--album", required=True, help="the album's name")
     export.add_argument("--out", help="a file to write (default: standard output)")
     export.add_argument("--where", help="only the images matching this filter")
     export.add_argument("--tag", help="only the images tagged with this word (see images --tag)")
     listing = sub.add_parser("images", help="list an album's images with their tags; --tag finds them by a word")
-    listing.add_argument("--album", required=True)
+    listing.add_argument("--album", required=True, help="the album's name")
     listing.add_argument("--tag", help="a word: images whose ImageNet labels have it among their WordNet lemmas "
                                        "(e.g. espresso, 'tabby cat'), or a tag set by hand")
     listing.add_argument("--where", help="only the images matching this filter too")
@@ -150,7 +150,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
                                                              "what is stored of it, its links")
     counting = sub.add_parser("count", help="how many images an album has (matching a filter); --by: how many "
                                             "have each value of columns")
-    counting.add_argument("--album", required=True)
+    counting.add_argument("--album", required=True, help="the album's name")
     counting.add_argument("--where", help="only the images matching this filter")
     counting.add_argument("--by", action="append", metavar="COLUMN", help="group by this column (built-in or "
                                                                          "declared; again for more columns)")
@@ -158,7 +158,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     counting.set_defaults(run=cmd_count)
     dupes = sub.add_parser("duplicates", help="groups of near-duplicate images of an album (the same photo resaved, "
                                               "resized, lightly edited)")
-    dupes.add_argument("--album", required=True)
+    dupes.add_argument("--album", required=True, help="the album's name")
     dupes.add_argument("--max-distance", type=float, help="at most this far apart (cosine distance; default: the "
                                                           "gateway's near-duplicate distance, the one imports use)")
     dupes.add_argument("--json", action="store_true", help="the answer as JSON")
@@ -167,8 +167,8 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     dupes.set_defaults(run=cmd_duplicates)
     shown = sub.add_parser("image", help="one image of an album: its name, attributes, what is stored (its faces "
                                          "with --faces); --save writes its bytes")
-    shown.add_argument("id")
-    shown.add_argument("--album", required=True)
+    shown.add_argument("id", help="the image's id")
+    shown.add_argument("--album", required=True, help="the album's name")
     shown.add_argument("--faces", action="store_true", help="also the faces found in it (an album created with "
                                                             "--faces); --face N of `faces` searches one")
     shown.add_argument("--save", metavar="PATH", help="write the image's original bytes to this file")

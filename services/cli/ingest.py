@@ -45,6 +45,11 @@ def cmd_ingest(args: argparse.Namespace, client: GatewayClient) -> int:
                                 f"{Path.cwd()})")
     if args.images_per_upload < 1:
         raise ValueError("--images-per-upload is 1 or more")
+    others = [str(p) for p in local if p.is_file() and p.suffix.lower() not in IMAGE_SUFFIXES
+              and not p.name.lower().endswith(ARCHIVE_SUFFIXES)]
+    if others:  # named, so not left out as a folder's other files are: said before anything is sent
+        raise ValueError(f"not an image file ({' '.join(sorted(IMAGE_SUFFIXES))}) nor an archive "
+                         f"({' '.join(ARCHIVE_SUFFIXES)}): {', '.join(others)}")
     given = local[0] if len(local) == 1 and local[0].is_file() and local[0].name.lower().endswith(
         ARCHIVE_SUFFIXES) else None
     entries = image_entries(local) if local and given is None else []
@@ -256,7 +261,10 @@ def _attributes_source(given: Sequence[str] | None) -> tuple[Path | None, dict[s
     common: dict[str, Any] | None = None
     for value in given or []:
         if value.lstrip().startswith("{"):
-            parsed = json.loads(value)
+            try:
+                parsed = json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"--attributes {value[:40]!r} is not a JSON object: {exc}") from None
             if not isinstance(parsed, dict) or common is not None:
                 raise ValueError("--attributes takes one JSON object and/or one .csv/.jsonl manifest")
             common = parsed
@@ -270,8 +278,9 @@ def _attributes_source(given: Sequence[str] | None) -> tuple[Path | None, dict[s
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ingest = sub.add_parser("ingest", help="import image files, folders (recursively), zip/tar archives or URLs into "
                                            "an album, in the background, with a progress bar")
-    ingest.add_argument("paths", nargs="+")
-    ingest.add_argument("--album", required=True)
+    ingest.add_argument("paths", nargs="+", metavar="PATH|URL",
+                        help="image files, folders (recursively), a zip/tar archive, or http(s) URLs of images")
+    ingest.add_argument("--album", required=True, help="the album's name")
     ingest.add_argument("--attributes", action="append",
                         help="a JSON object given to every image, or a .csv/.jsonl manifest with a row per file (a "
                              "'file' column, then the attributes); both: give it twice (a row's value wins)")

@@ -281,8 +281,11 @@ def import_summary(album: str, job: dict[str, Any], counts: dict[str, int]) -> s
 
 
 def cmd_imports(args: argparse.Namespace, client: GatewayClient) -> int:
-    for job in client.list_imports(args.album):
+    jobs = client.list_imports(args.album)
+    for job in jobs:
         print(import_line(job))
+    if not jobs:
+        print("no imports or re-embeds" + (f" of album {args.album}" if args.album else ""), file=sys.stderr)
     return 0
 
 
@@ -330,15 +333,15 @@ def cmd_reembed(args: argparse.Namespace, client: GatewayClient) -> int:
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     imports = sub.add_parser("imports", help="list imports, newest first")
-    imports.add_argument("--album")
+    imports.add_argument("--album", help="only this album's")
     results = sub.add_parser("import-results", help="each item's result of an import (or re-embed), one JSON "
                                                     "object a line, in item order")
-    results.add_argument("id")
+    results.add_argument("id", help="the import's id (`imagesearch imports` lists them)")
     results.add_argument("--failed", action="store_true", help="only the items that failed, with their reasons")
     cancel = sub.add_parser("cancel-import", help="stop an import (what it added stays)")
-    cancel.add_argument("id")
+    cancel.add_argument("id", help="the import's id (`imagesearch imports` lists them)")
     reembed = sub.add_parser("reembed", help="re-embed an album's images with the extractor's current model")
-    reembed.add_argument("--album", required=True)
+    reembed.add_argument("--album", required=True, help="the album's name")
     reembed.add_argument("--faces", action="store_true",
                          help="make the album index faces, finding those of the images it holds")
     reembed.add_argument("--details", action="store_true",

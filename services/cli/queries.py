@@ -100,8 +100,8 @@ def cmd_recognize(args: argparse.Namespace, client: GatewayClient) -> int:
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     search = sub.add_parser("search", help="find an album's images nearest to an image file or URL")
     _query_arguments(search)
-    search.add_argument("--album", required=True)
-    search.add_argument("--top-k", type=int, default=5)
+    search.add_argument("--album", required=True, help="the album's name")
+    search.add_argument("--top-k", type=int, default=5, help="how many results (default 5)")
     search.add_argument("--filter", help='a JSON filter, e.g. \'{"kind": "photo"}\'')
     search.add_argument("--where", help="a text filter, e.g. \"price < 50 and colour in ('red', 'blue')\"")
     search.add_argument("--max-distance", type=float, help="no image farther than this (cosine distance)")
@@ -115,7 +115,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     recognize = sub.add_parser("recognize", help="the label an image file or URL most likely has among an album's "
                                                  "labelled images, or unknown")
     _query_arguments(recognize)
-    recognize.add_argument("--album", required=True)
+    recognize.add_argument("--album", required=True, help="the album's name")
     recognize.add_argument("--label", required=True, help="the label attribute, e.g. category")
     recognize.add_argument("--evidence", type=int, default=5, help="nearest labelled images to show")
     recognize.add_argument("--threshold", type=float,
@@ -125,8 +125,8 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     faces = sub.add_parser("faces", help="find the images of an album (created with --faces) where the person of a "
                                          "photo's face appears")
     _query_arguments(faces)
-    faces.add_argument("--album", required=True)
-    faces.add_argument("--top-k", type=int, default=10)
+    faces.add_argument("--album", required=True, help="the album's name")
+    faces.add_argument("--top-k", type=int, default=10, help="how many faces (default 10)")
     faces.add_argument("--max-distance", type=float, help="faces farther than this are other people (cosine "
                                                           "distance; default: the gateway's)")
     faces.add_argument("--face", type=int, default=0, help="which face of the photo: 0 the largest (default), 1 ...")

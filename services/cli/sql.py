@@ -47,7 +47,7 @@ def print_sql_result(answer: dict[str, Any], base_url: str) -> None:
         cells = [[_cell_text(v) for v in row["values"]] + ([f"{base_url}{row['image']['url']}" if row.get("image")
                                                             else ""] if linked else []) for row in rows]
         print_table([*columns, "image"] if linked else columns, cells, last_whole=linked)
-    summary = f"{answer['statement']} {answer['album']}: "
+    summary = f"{answer['statement'].replace('_', ' ').upper()} {answer['album']}: "
     summary += f"{answer['affected']} affected" if answer.get("affected") is not None else f"{len(rows)} row(s)"
     print(f"{summary} in {answer['took_ms']:.1f} ms")
 
@@ -55,14 +55,15 @@ def print_sql_result(answer: dict[str, Any], base_url: str) -> None:
 def _cell_text(value: Any) -> str:
     if value is None:
         return "NULL"
-    if isinstance(value, float):
-        return f"{value:.4f}"
+    if isinstance(value, float):  # 9.99, 10.0, a distance 0.1234: four decimals at most
+        text = f"{value:.4f}".rstrip("0")
+        return text + "0" if text.endswith(".") else text
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sql = sub.add_parser("sql", help="run one SQL statement (CREATE TABLE, INSERT, SELECT, UPDATE, DELETE, DROP)")
-    sql.add_argument("statement")
+    sql.add_argument("statement", help="one SQL statement; local image paths in it (or --file) are sent with it")
     sql.add_argument("--file", action="append", metavar="NAME=PATH",
                      help="an image the statement names as image('NAME'); local paths in the statement are sent "
                           "by themselves")

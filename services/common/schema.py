@@ -22,6 +22,7 @@ filters and SQL can read like declared ones but which are not attributes.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -234,7 +235,8 @@ def coerce(kind: ColumnType, value: object, key: str = "", what: str = "",
     try:
         return _COERCE[kind](value)
     except (TypeError, ValueError) as exc:
-        raise error(f"{_where(what)}attribute {key!r} is a {kind.value} column and {str(value)[:80]!r} is not one: "
+        shown = repr(value[:80]) if isinstance(value, str) else json.dumps(value, default=str)[:80]  # as sent: true
+        raise error(f"{_where(what)}attribute {key!r} is a {kind.value} column and {shown} is not one: "
                     f"{exc}") from None
 
 

@@ -219,12 +219,17 @@ def _name(node: exp.Expr) -> str:
     return str(node.name).lower()
 
 
+# sqlglot's names of clauses that are not the SQL words for them.
+_CLAUSES = {"joins": "JOIN", "windows": "WINDOW", "laterals": "LATERAL", "pivots": "PIVOT", "with_": "WITH",
+            "with": "WITH", "prewhere": "PREWHERE", "qualify": "QUALIFY", "locks": "FOR UPDATE"}
+
+
 def _no_extras(node: exp.Expr, allowed: set[str]) -> None:
     """Refuses clauses the statement has but the system does not support."""
     for key, value in node.args.items():
         if value in (None, False, [], "") or key in allowed:
             continue
-        clause = key.upper().replace("_", " ").strip()
+        clause = _CLAUSES.get(key, key.upper().replace("_", " ").strip())
         raise SqlError(f"{at(value if isinstance(value, exp.Expr) else node)}{clause} is not supported here; "
                        f"supported: {SUPPORTED}")
 
@@ -408,12 +413,12 @@ def _mode(value: Any, node: exp.Expr) -> SearchMode:
 
 
 def _select(node: exp.Select) -> Statement:
+    if node.args.get("joins"):
+        raise SqlError(f"{at(node.args['joins'][0])}JOIN is not supported: a statement reads one album")
     _no_extras(node, {"expressions", "from_", "from", "where", "order", "limit", "offset", "group", "kind"})
     source = node.args.get("from_") or node.args.get("from")
     if source is None:
         raise SqlError("SELECT needs FROM an album")
-    if node.args.get("joins"):
-        raise SqlError(f"{at(node.args['joins'][0])}joins are not supported; a statement reads one album")
     album = _table(source.this)
     if any(_is_recognize(item) for item in node.expressions):
         return _recognize(node, album)

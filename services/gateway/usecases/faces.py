@@ -201,9 +201,9 @@ async def enabled(deps: Deps, album: str) -> Collection:
     await deps.collection(album)
     faces = await faces_of(deps, album)
     if faces is None:
-        raise FacesNotEnabled(f"album {album!r} does not index faces: create an album with faces on "
-                              f"(POST /v1/albums with \"faces\": true, `imagesearch create-album NAME --faces`) "
-                              "and add the photos there")
+        raise FacesNotEnabled(f"album {album!r} does not index faces: re-embed it with faces on, which finds the "
+                              f"faces of the images it holds (POST /v1/albums/{album}/reembed?faces=true, "
+                              f"`imagesearch reembed --album {album} --faces`, the page's Re-embed...)")
     return faces
 
 

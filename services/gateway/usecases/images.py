@@ -212,7 +212,8 @@ def _selection(deps: Deps, collection: Any, filter: ImageFilter, all: bool, what
         raise InvalidArgument(f"{what}: give a filter or all, not both")
     if not filter and not all:
         raise InvalidArgument(f"{what} without a filter would touch every image of album {collection.name!r}; "
-                              "say so explicitly (all=true, or WHERE TRUE in SQL) or give a filter")
+                              "say so explicitly (the API's all=true, or delete_all=true with SQL; the CLI's --all or "
+                              "--delete-all; WHERE TRUE in SQL) or give a filter")
     return deps.filter_of(collection, filter) if filter else None
 
 
