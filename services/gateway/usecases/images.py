@@ -92,8 +92,10 @@ async def list_images(deps: Deps, album: str, listing: Listing = FIRST_PAGE) -> 
     """A page of the album's images matching the filter (and tagged with `listing.tag`'s labels), by id
     (from after `listing.after`, for albums of any size) or ordered by a column (content type and size are
     given by `get_image` only). A word no label has finds only images tagged with it by hand."""
-    if not 1 <= listing.limit <= MAX_LIST_LIMIT or not 0 <= listing.offset <= MAX_OFFSET:
-        raise InvalidArgument(f"limit must be between 1 and {MAX_LIST_LIMIT} and offset between 0 and {MAX_OFFSET}")
+    if not 1 <= listing.limit <= MAX_LIST_LIMIT:
+        raise InvalidArgument(f"limit must be between 1 and {MAX_LIST_LIMIT}, not {listing.limit}")
+    if not 0 <= listing.offset <= MAX_OFFSET:
+        raise InvalidArgument(f"offset must be 0 or more (and under 2**62), not {listing.offset}")
     if listing.after:
         check_image_id(album, listing.after)
         if listing.order_by:
