@@ -1329,7 +1329,7 @@ def test_an_image_s_details_change_its_name_and_attributes_and_delete_it(
     page.click("#imgDelete")
     page.click("#imgDeleteYes")
     expect(dialog).not_to_be_visible()
-    expect(page.locator("#jobsMsg")).to_have_text("Deleted renamed.")
+    expect(page.locator("#albumMsg")).to_have_text("Deleted renamed.")
     expect(page.locator("#albumStats")).to_contain_text(f"{len(ROWS) - 1} images")
     expect(page.locator(f"[data-image-id='{image_id}']")).to_have_count(0)
     assert http.get(f"/v1/albums/{shop.album}/images/{image_id}").status_code == 404

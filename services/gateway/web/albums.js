@@ -55,6 +55,7 @@ function albumChanged() {
     setProposals([]);
     $("results").replaceChildren();
     show($("searchMsg"), "");
+    show($("albumMsg"), "");  // "Deleted x." said of another album
   }
   showAlbumStats(a);
   $("albumColumns").replaceChildren();

@@ -263,7 +263,7 @@ async function deleteDetails() {
   browseImageGone(image.id, album);  // before its card goes: Browse counts it out
   for (const node of nodesOf(image.id, album)) node.remove();
   if (stillShown(image.id, album)) $("imageDialog").close();
-  show($("jobsMsg"), `Deleted ${image.name}.`, "ok");
+  show($("albumMsg"), `Deleted ${image.name}.`, "ok");
   refreshAlbum(album, (a) => { showAlbumStats(a); showAlbumView(a); });  // its count, newest images; the results stay
 }
 

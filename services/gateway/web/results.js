@@ -180,7 +180,8 @@ function attributePairs(attributes, album) {
   const declared = (albums.get(album) || { columns: [] }).columns;
   const types = columnTypes(album);
   const names = declared.map((c) => c.name).filter((n) => n in attributes);
-  for (const key of Object.keys(attributes)) if (!names.includes(key)) names.push(key);
+  // tag_scores: the network's probabilities of the tags, read beside them in an image's details, not on cards.
+  for (const key of Object.keys(attributes)) if (!names.includes(key) && key !== "tag_scores") names.push(key);
   const pairs = names.map((n) => [n, attributes[n], types[n]]);
   pairs.attributes = true;
   return pairs;

@@ -161,8 +161,10 @@ function showChosen() {
   const results = region ? region.results : body.results;
   const n = results.length;
   const what = region ? ` for region ${chosenProposal + 1} (${Object.values(region.region).join(",")})`
-    : proposals.length ? ` for the whole photo · ${proposals.length} region${proposals.length === 1 ? "" : "s"} proposed: click one to see its results` : "";
-  show($("searchMsg"), `${n} result${n === 1 ? "" : "s"}${what} in ${body.took_ms.toFixed(1)} ms · ${body.metric} distance · ${body.model.split("/")[0]}`);
+    : proposals.length ? " for the whole photo" : "";
+  const regions = !region && proposals.length
+    ? ` · ${proposals.length} region${proposals.length === 1 ? "" : "s"} proposed: click one to see its results` : "";
+  show($("searchMsg"), `${n} result${n === 1 ? "" : "s"}${what} in ${body.took_ms.toFixed(1)} ms · ${body.metric} distance · ${body.model.split("/")[0]}${regions}`);
   $("results").replaceChildren();
   if (!n) $("results").replaceChildren(emptyState(searchEmptyText(params, byImage)));
   else renderResults(results, album);
