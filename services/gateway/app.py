@@ -164,11 +164,17 @@ class RequestContext:
                                                       f"({per_file} per image)")
 
 
-def _validation_message(exc: RequestValidationError) -> str:
+def _validation_message(exc: RequestValidationError | ValidationError) -> str:
     parts = []
     for error in exc.errors()[:5]:
         where = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "request"
-        parts.append(f"{where}: {error.get('msg', 'invalid')}")
+        if error.get("type") == "json_invalid":  # where: "body.<character>"
+            parts.append(f"the body is not JSON ({(error.get('ctx') or {}).get('error', 'invalid')} at character "
+                         f"{where})")
+        elif error.get("type") == "extra_forbidden":
+            parts.append(f"{where}: not a field of this request")
+        else:
+            parts.append(f"{where}: {error.get('msg', 'invalid')}")
     return "; ".join(parts) or "invalid request"
 
 
@@ -801,9 +807,8 @@ async def _import_spec(request: Request, settings: GatewaySettings) -> ImportSpe
         try:
             body = schemas.ImportCreate.model_validate_json(await request.body())
         except ValidationError as exc:
-            problem = exc.errors()[0].get("msg", "invalid body") if exc.errors() else "invalid body"
-            raise InvalidArgument(f"send JSON {{\"urls\": [...]}} or a multipart form with an archive: {problem}") \
-                from None
+            raise InvalidArgument(f"send JSON {{\"urls\": [...]}} or a multipart form with an archive: "
+                                  f"{_validation_message(exc)}") from None
         return ImportSpec(urls=body.urls, manifest=body.manifest, manifest_name=f"manifest.{body.manifest_format}",
                           attributes=body.attributes, on_duplicate=body.on_duplicate)
     form = await request.form(max_files=4, max_part_size=MAX_MANIFEST_BYTES)

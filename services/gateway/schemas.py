@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, Field, WithJsonSchema
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 from services.common.schema import AlbumSchema, Column, ColumnType, to_json
 from services.gateway.deps import ALBUM_NAME
@@ -39,6 +39,12 @@ AttributeValue = Annotated[Any, WithJsonSchema({
 Attributes = dict[str, AttributeValue]
 
 
+class RequestBody(BaseModel):
+    """A request's JSON body: a field it does not have is refused (a misspelt "colums" would be left unread)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
 class ErrorDetail(BaseModel):
     reason: str = Field(description="Stable machine-readable reason, e.g. album_not_found, invalid_image.")
     message: str
@@ -52,7 +58,7 @@ class ErrorBody(BaseModel):
 ALBUM_NAME_SCHEMA: dict[str, Any] = {"pattern": f"^{ALBUM_NAME.pattern}$", "minLength": 1, "maxLength": 63}
 
 
-class ColumnSpec(BaseModel):
+class ColumnSpec(RequestBody):
     """A declared column: every image of the album has a value of this type, or null."""
 
     name: str = Field(description="1-63 of a-z, 0-9 and '_', not starting with a digit; not a built-in name.",
@@ -64,7 +70,7 @@ class ColumnSpec(BaseModel):
         return cls(name=column.name, type=column.type)
 
 
-class AlbumCreate(BaseModel):
+class AlbumCreate(RequestBody):
     name: str = Field(description="1-63 of a-z, 0-9, '_' and '-', starting with a letter or digit.",
                       examples=["shoes"], json_schema_extra=ALBUM_NAME_SCHEMA)
     columns: list[ColumnSpec] = Field(default_factory=list, description="Declared (typed) attribute columns.")
@@ -155,7 +161,7 @@ class GroupsOut(BaseModel):
     groups: list[GroupOut]
 
 
-class ImageChanges(BaseModel):
+class ImageChanges(RequestBody):
     """What to change of images: attributes (null clears a declared column or removes an undeclared
     attribute) and, for one image, its name. Vectors, blobs and local features stay as they are."""
 
@@ -384,7 +390,7 @@ class RecognizeOut(BaseModel):
             face=FaceBoxOut.of(o.face) if o.face is not None else None)
 
 
-class ImportCreate(BaseModel):
+class ImportCreate(RequestBody):
     """An import by JSON: URLs, and/or a manifest's text whose rows name URLs (an archive is sent as a
     multipart form)."""
 

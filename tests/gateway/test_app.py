@@ -74,6 +74,16 @@ async def test_validation_errors_use_the_error_shape(client: httpx.AsyncClient) 
     assert response.json()["error"]["reason"] == "invalid_argument"
     assert "name" in response.json()["error"]["message"]
     assert response.headers["x-request-id"]
+    # A field the body does not have is named (before, a misspelt one was left unread: the album made without it);
+    # a body that is not JSON is said to be so.
+    misspelt = await client.post("/v1/albums", json={"name": "x", "colums": [{"name": "price", "type": "float"}]})
+    assert (misspelt.status_code, misspelt.json()["error"]["message"]) == (422, "colums: not a field of this request")
+    column = await client.post("/v1/albums", json={"name": "x", "columns": [{"name": "p", "type": "float", "n": 1}]})
+    assert column.json()["error"]["message"] == "columns.0.n: not a field of this request"
+    broken = await client.post("/v1/albums", content=b'{"name": ', headers={"content-type": "application/json"})
+    assert broken.status_code == 422
+    assert broken.json()["error"]["message"].startswith("the body is not JSON (")
+    assert (await client.get("/v1/albums/x")).status_code == 404
 
 
 async def test_add_images_answers_201_207_or_422(client: httpx.AsyncClient) -> None:

@@ -167,6 +167,7 @@ def test_bad_imports_are_refused_before_anything_is_queued(http: httpx.Client) -
         ({"json": {}}, 400),
         ({"json": {"urls": ["ftp://x/y.png"]}}, 400),
         ({"json": {"urls": ["http://x/y.png"], "on_duplicate": "maybe"}}, 400),
+        ({"json": {"url": ["http://x/y.png"]}}, 400),  # misspelt: named, not left unread (then "needs URLs")
         ({"files": {"archive": ("x.zip", b"not an archive")}}, 400),
         ({"files": {"archive": ("x.zip", zipped({"a.txt": b"x"}))}}, 400),
         ({"files": {"archive": ("x.tar.gz", gzipped_tar(png(1))[:40])}}, 400),  # cut short: not a 500
@@ -178,6 +179,9 @@ def test_bad_imports_are_refused_before_anything_is_queued(http: httpx.Client) -
     not_archive = http.post(f"/v1/albums/{album}/imports", files={"archive": ("x.zip", b"not an archive")}).json()
     assert not_archive["error"]["message"] == ("the archive is neither a zip nor a tar file (.zip, .tar, .tar.gz, "
                                                ".tar.bz2 or .tar.xz); its first bytes are b'not '")
+    misspelt = http.post(f"/v1/albums/{album}/imports", json={"url": ["http://x/y.png"]}).json()
+    assert misspelt["error"]["message"] == ("send JSON {\"urls\": [...]} or a multipart form with an archive: url: not "
+                                            "a field of this request")
     photo = http.post(f"/v1/albums/{album}/imports", files={"archive": ("x.zip", png(2))}).json()
     assert photo["error"]["message"] == ("the archive is a PNG image, not a zip or tar file (.zip, .tar, .tar.gz, "
                                          ".tar.bz2 or .tar.xz): add images themselves with POST "

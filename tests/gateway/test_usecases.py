@@ -318,7 +318,7 @@ async def test_list_images_pages_through_the_album(fakes: Fakes) -> None:
     rest = await images.list_images(fakes.deps, "demo", Listing(limit=3, offset=3))
     assert len(first) == 3 and len(rest) == 2
     assert {i.id for i in first}.isdisjoint({i.id for i in rest})
-    with pytest.raises(InvalidArgument, match="^limit must be between 1 and 1000, not 0$"):
+    with pytest.raises(InvalidArgument, match=r"^limit must be between 1 and 1000, not 0$"):
         await images.list_images(fakes.deps, "demo", Listing(limit=0))
     with pytest.raises(InvalidArgument, match=r"^offset must be 0 or more \(and under 2\*\*62\), not -1$"):
         await images.list_images(fakes.deps, "demo", Listing(offset=-1))
