@@ -260,6 +260,9 @@ async def test_drop_table_is_delete_album(shop: Fakes) -> None:
         ("SELECT * FROM shoes WHERE " + " OR ".join(f"price = {i}" for i in range(300)), InvalidFilter, "256"),
         ("SELECT * FROM shoes WHERE name = '" + "x" * 100_000 + "'", SqlError, "100000"),
         ("TRUNCATE shoes", SqlError, "starts with SELECT"),
+        ("SELECT * FROM shoes a JOIN shoes b ON a.id = b.id", SqlError, "JOIN is not supported: a statement reads one"),
+        ("SELECT * FROM shoes WHERE name LIKE 'red_shoe%'", SqlError,
+         "'_' matches any one character in SQL; for the underscore itself write 'red\\_shoe%'"),
     ],
 )
 async def test_bad_statements_are_refused_and_change_nothing(shop: Fakes, statement: str,

@@ -12,6 +12,7 @@ error found when the tree is checked against the album (a wrong type, an unknown
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -168,8 +169,12 @@ def like_prefix(pattern: str, node: exp.Expr | None = None) -> str:
             break
         else:
             prefix.append(char)
+    hint = ""
+    escaped = re.sub(r"(?<!\\)_", r"\\_", pattern)
+    if escaped != pattern and escaped.endswith("%") and "%" not in escaped[:-1].replace("\\%", ""):
+        hint = f": '_' matches any one character in SQL; for the underscore itself write '{escaped[:60]}'"
     raise SqlError(f"{at(node)}LIKE takes a prefix pattern such as 'abc%' (one % at the end; \\% and \\_ for "
-                   f"the characters themselves), not {pattern[:60]!r}")
+                   f"the characters themselves), not {pattern[:60]!r}{hint}")
 
 
 def column_name(node: exp.Expr, album: str = "") -> str:
