@@ -145,6 +145,7 @@ function declaredColumns() {
 $("addColumn").addEventListener("click", addColumnRow);
 $("create").addEventListener("click", async () => {
   const name = $("newAlbum").value.trim();
+  if (!name) return show($("createMsg"), "Name the album: letters, digits, '-' and '_', e.g. holidays.", "error");
   const columns = declaredColumns();
   try {
     const faces = $("newFaces").checked;
