@@ -170,9 +170,9 @@ def like_prefix(pattern: str, node: exp.Expr | None = None) -> str:
         else:
             prefix.append(char)
     hint = ""
-    escaped = re.sub(r"(?<!\\)_", r"\\_", pattern)
-    if escaped != pattern and escaped.endswith("%") and "%" not in escaped[:-1].replace("\\%", ""):
-        hint = f": '_' matches any one character in SQL; for the underscore itself write '{escaped[:60]}'"
+    underscores = re.sub(r"(?<!\\)_", r"\\_", pattern)  # each '_' escaped: the pattern meant, likely
+    if underscores != pattern and underscores.endswith("%") and "%" not in underscores[:-1].replace("\\%", ""):
+        hint = f": '_' matches any one character in SQL; for the underscore itself write '{underscores[:60]}'"
     raise SqlError(f"{at(node)}LIKE takes a prefix pattern such as 'abc%' (one % at the end; \\% and \\_ for "
                    f"the characters themselves), not {pattern[:60]!r}{hint}")
 
