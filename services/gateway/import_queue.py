@@ -102,6 +102,15 @@ redis.call('ZREM', KEYS[3], ARGV[1])
 return 1
 """
 
+# A job's status set, if the job is kept. KEYS = job hash, staging set; ARGV = job id, 1 if finished, then the
+# fields and their values.
+_SET_STATUS = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+if ARGV[2] == '1' then redis.call('ZREM', KEYS[2], ARGV[1]) end
+return 1
+"""
+
 # A staging job's total so far: the end of its furthest batch staged (batches are staged a few at once).
 _RAISE_TOTAL = """
 if tonumber(ARGV[1]) > tonumber(redis.call('HGET', KEYS[1], 'total') or '0') then
@@ -472,6 +481,7 @@ class ImportQueue:
         self._start_whole = redis.register_script(_START_WHOLE)
         self._fail_stale = redis.register_script(_FAIL_STALE)
         self._forget_unqueued = redis.register_script(_FORGET_UNQUEUED)
+        self._set_status = redis.register_script(_SET_STATUS)
         self._claim = redis.register_script(_CLAIM)
         self._begin_forget = redis.register_script(_BEGIN_FORGET)
         self._end_forget = redis.register_script(_END_FORGET)
@@ -655,18 +665,18 @@ class ImportQueue:
                 break
         return jobs
 
-    async def set_status(self, job_id: str, status: ImportStatus, error: str = "") -> None:
+    async def set_status(self, job_id: str, status: ImportStatus, error: str = "") -> bool:
+        """Sets a job's status (False, and nothing written, for a job no longer kept: forgotten or expired, so that
+        no status alone makes it again)."""
         now = _now_ms()
         fields: dict[Any, Any] = {"status": status.value, "updated_at_ms": now}
         if error:
             fields["error"] = error
         if status.finished:
             fields["finished_at_ms"] = now
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(_job_key(job_id), mapping=fields)
-            if status.finished:
-                pipe.zrem(STAGING_KEY, job_id)
-            await self._run(pipe.execute())
+        flat = [str(v) for pair in fields.items() for v in pair]
+        return bool(await self._run(self._set_status(keys=[_job_key(job_id), STAGING_KEY],
+                                                     args=[job_id, int(status.finished), *flat])))
 
     async def mark_running(self, job_id: str) -> None:
         """Queued -> running, with its start time (once; set while staging too). One script in Redis: a cancel

@@ -22,7 +22,7 @@ import pytest
 from imagesearch.v1 import gateway_pb2, gateway_pb2_grpc
 
 from services.cli import main as cli_main
-from services.common.errors import InvalidArgument, SearchUnavailable, StoreUnavailable, Unavailable
+from services.common.errors import InvalidArgument, NotFound, SearchUnavailable, StoreUnavailable, Unavailable
 from services.common.schema import AlbumSchema, Column, ColumnType
 from services.devstack import Stack
 from services.gateway import import_queue as import_queue_module
@@ -936,6 +936,26 @@ async def pages_of(import_queue: ImportQueue, job: ImportJob, failed_only: bool,
         pages.append([r["index"] for r in page.results])
         after = page.next_after
     return pages
+
+
+@pytest.mark.anyio
+async def test_a_cancel_of_an_import_forgotten_meanwhile_makes_no_job_again(make_fakes: MakeFakes,
+                                                                         import_queue: ImportQueue) -> None:
+    """An import refused while it staged is forgotten (`forget_unqueued`) between a cancel's read of it and its
+    write: the cancel answers not found, and no job is made again of the status alone (it was, without an album or
+    an expiry, answered for ever)."""
+    fakes = make_fakes()
+    job_id = await import_queue.create("demo", "archive")
+    assert await import_queue.forget_unqueued(job_id)
+    assert not await import_queue.set_status(job_id, ImportStatus.CANCELLED)
+    with pytest.raises(NotFound):
+        await imports.cancel(fakes.deps, import_queue, job_id)
+    with pytest.raises(NotFound):
+        await import_queue.get(job_id)
+    kept = await import_queue.create("demo", "archive")
+    await import_queue.add_batch(kept, 0, [ItemSource("a.png", url="http://x/a.png")])
+    assert not await import_queue.forget_unqueued(kept)  # a batch queued: kept, and cancelled as ever
+    assert (await imports.cancel(fakes.deps, import_queue, kept)).status is ImportStatus.CANCELLED
 
 
 @pytest.mark.anyio

@@ -353,7 +353,8 @@ async def cancel(deps: Deps, queue: ImportQueue, job_id: str) -> ImportJob:
     """Stops an import: its batches not yet processed are dropped (what was added stays)."""
     job = await queue.get(job_id)
     if not job.status.finished:
-        await queue.set_status(job_id, ImportStatus.CANCELLED)
+        if not await queue.set_status(job_id, ImportStatus.CANCELLED):  # forgotten meanwhile (its request refused)
+            return await queue.get(job_id)  # not found
         await _forget_staged(deps, job_id)
         log.info("import %s cancelled after %d of %d image(s)", job_id, job.processed, job.total)
     return await queue.get(job_id)
