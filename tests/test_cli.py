@@ -275,6 +275,23 @@ def test_an_ingest_refuses_what_it_cannot_send_before_asking_the_gateway(
     assert "error: --attributes '{bad' is not a JSON object: Expecting property name" in capsys.readouterr().err
 
 
+def test_images_ordered_by_a_column_show_its_value(capsys: pytest.CaptureFixture[str]) -> None:
+    """Beside each name, the value it is ordered by: a built-in (when added) or an attribute (NULL for none)."""
+    class Listing:
+        def list_images(self, album: str, **asked: Any) -> dict[str, Any]:
+            return {"images": [{"id": "i1", "name": "a.png", "created_at_ms": 1_700_000_000_000, "content_hash": "h1",
+                                "attributes": {"price": 9.5}},
+                               {"id": "i2", "name": "b.png", "created_at_ms": 1_700_000_060_000, "content_hash": "h2",
+                                "attributes": {}}]}
+
+    added = ["created_at=2023-11-14T22:13:20+00:00", "created_at=2023-11-14T22:14:20+00:00"]
+    for column, shown in (("created_at", added), ("price", ["price=9.5", "price=NULL"]),
+                          ("content_hash", ["content_hash=h1", "content_hash=h2"])):
+        args = build_parser().parse_args(["images", "--album", "a", "--order-by", column])
+        assert args.run(args, Listing()) == 0
+        assert [line.split()[2] for line in capsys.readouterr().out.splitlines()] == shown
+
+
 class DroppedUploads:
     """A client whose gateway drops the import's upload `drops` times (refused, the connection cut while it read
     the upload, 502 from a proxy while it restarts), then queues it."""

@@ -43,8 +43,9 @@ def cmd_images(args: argparse.Namespace, client: GatewayClient) -> int:
         shown = ", ".join(f"{t} {s:.2f}" if isinstance(s, int | float) else str(t)
                           for t, s in zip(tags, [*scores, *[None] * len(tags)], strict=False))
         ordered = ""  # the value it is ordered by, beside its name
-        if args.order_by and args.order_by not in ("id", "name"):
-            value = image[args.order_by] if args.order_by in image else attributes.get(args.order_by)
+        if args.order_by and args.order_by not in ("id", "name"):  # a built-in at the top, else an attribute
+            value = _added(image) if args.order_by == "created_at" else image.get("content_hash") \
+                if args.order_by == "content_hash" else attributes.get(args.order_by)
             ordered = f"  {args.order_by}={'NULL' if value is None else value}"
         print(f"{image['id']}  {image['name']:<32s}{ordered}  {shown}".rstrip())
     if not page["images"]:
@@ -106,9 +107,14 @@ def cmd_image(args: argparse.Namespace, client: GatewayClient) -> int:
     return 0
 
 
+def _added(image: dict[str, Any]) -> str:
+    """When the image was added, as ISO 8601 in UTC."""
+    return datetime.fromtimestamp(image["created_at_ms"] / 1000, UTC).isoformat(timespec="seconds")
+
+
 def print_image(image: dict[str, Any], found: dict[str, Any] | None, base_url: str) -> None:
     """An image as a list of facts, then its attributes, then its faces (boxes in its pixels) if asked for."""
-    added = datetime.fromtimestamp(image["created_at_ms"] / 1000, UTC).isoformat(timespec="seconds")
+    added = _added(image)
     stored = ", ".join(p for p in (image.get("content_type"), image.get("size_bytes") and
                                    f"{image['size_bytes']:,} bytes") if p)
     facts = [("id", image["id"]), ("name", image["name"]), ("album", image["album"]), ("stored", stored),

@@ -168,9 +168,10 @@ def _validation_message(exc: RequestValidationError | ValidationError) -> str:
     parts = []
     for error in exc.errors()[:5]:
         where = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "request"
-        if error.get("type") == "json_invalid":  # where: "body.<character>"
-            parts.append(f"the body is not JSON ({(error.get('ctx') or {}).get('error', 'invalid')} at character "
-                         f"{where})")
+        if error.get("type") == "json_invalid":  # FastAPI's: at ("body", <character>); pydantic's: nowhere
+            loc = error.get("loc") or ()
+            at = f" at character {loc[-1]}" if loc and isinstance(loc[-1], int) else ""
+            parts.append(f"the body is not JSON ({(error.get('ctx') or {}).get('error', 'invalid')}{at})")
         elif error.get("type") == "extra_forbidden":
             parts.append(f"{where}: not a field of this request")
         else:
@@ -713,8 +714,8 @@ async def _sql_request(request: Request, settings: GatewaySettings) -> tuple[str
     try:
         body = schemas.SqlIn.model_validate_json(await request.body())
     except ValidationError as exc:
-        problem = exc.errors()[0].get("msg", "invalid body") if exc.errors() else "invalid body"
-        raise InvalidArgument(f'send JSON {{"statement": "..."}} or a multipart form: {problem}') from None
+        raise InvalidArgument(f'send JSON {{"statement": "..."}} or a multipart form: {_validation_message(exc)}') \
+            from None
     return body.statement, body.delete_all, {}
 
 

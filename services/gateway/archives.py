@@ -131,8 +131,7 @@ def _is_zip(magic: bytes) -> bool:
 
 
 # How image files begin: an image sent as the archive is said to be one.
-_IMAGES = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG", "PNG"), (b"GIF8", "GIF"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"),
-           (b"BM", "BMP"))
+_IMAGES = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG", "PNG"), (b"GIF8", "GIF"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"))
 
 
 def _open_tar(archive: IO[bytes], magic: bytes) -> tarfile.TarFile:
@@ -142,6 +141,7 @@ def _open_tar(archive: IO[bytes], magic: bytes) -> tarfile.TarFile:
         if magic.startswith(_COMPRESSED):
             raise InvalidArgument("the compressed archive is cut short or damaged") from None
         image = "WEBP" if magic[:4] == b"RIFF" and magic[8:12] == b"WEBP" else \
+            "BMP" if magic[:2] == b"BM" and magic[6:10] == bytes(4) else \
             next((kind for start, kind in _IMAGES if magic.startswith(start)), None)
         if image is not None:
             raise InvalidArgument(f"the archive is a {image} image, not a zip or tar file ({ARCHIVE_KINDS}): add "

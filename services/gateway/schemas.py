@@ -477,7 +477,7 @@ class DuplicatesOut(BaseModel):
     groups: list[DuplicateGroup]
 
 
-class SqlIn(BaseModel):
+class SqlIn(RequestBody):
     statement: str = Field(description="One SQL statement (see the README's SQL section).",
                            examples=["SELECT name, distance FROM demo ORDER BY feature <-> image('https://...') "
                                      "LIMIT 5"])

@@ -84,6 +84,13 @@ async def test_validation_errors_use_the_error_shape(client: httpx.AsyncClient) 
     assert broken.status_code == 422
     assert broken.json()["error"]["message"].startswith("the body is not JSON (")
     assert (await client.get("/v1/albums/x")).status_code == 404
+    # The routes that read their own JSON body say the same.
+    for path, body in (("/v1/sql", b'{"statement": '), ("/v1/albums/x/imports", b'{"urls": [')):
+        cut = await client.post(path, content=body, headers={"content-type": "application/json"})
+        assert cut.status_code == 400 and ": the body is not JSON (EOF while parsing" in \
+            cut.json()["error"]["message"] and "character request" not in cut.json()["error"]["message"], cut.text
+    misnamed = await client.post("/v1/sql", json={"statement": "DELETE FROM x", "delete-all": True})
+    assert misnamed.json()["error"]["message"].endswith("or a multipart form: delete-all: not a field of this request")
 
 
 async def test_add_images_answers_201_207_or_422(client: httpx.AsyncClient) -> None:

@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 
 from services.gateway.recognition import (
+    Calibration,
     CalibrationCache,
+    Logistic,
     Neighbour,
     balancing,
     calibrate,
@@ -102,15 +104,15 @@ def test_too_few_images_give_raw_shares_and_no_threshold() -> None:
 
 
 def test_the_other_labels_are_listed_by_their_confidence() -> None:
-    """A photo between labels: the largest share answers, and the rest come by confidence (which weighs each label's
-    nearest image beside its share), never a lower confidence listed before a higher one."""
-    vectors, labels, centres = clusters(spread=0.3)
-    calibration = calibrate(vectors, labels, k=10, tau=0.05, known_rejection=0.05)
-    for mix in np.linspace(0.2, 0.8, 7):
-        query = mix * centres[0] + (1 - mix) * centres[1] + 0.3 * centres[2]
-        answer = recognise(neighbours_of(query / np.linalg.norm(query), vectors, labels, 10), calibration, tau=0.05)
-        assert answer.votes[0] == max(answer.votes, key=lambda v: (v.share, -v.nearest))
-        assert answer.confidences[1:] == sorted(answer.confidences[1:], reverse=True)
+    """The largest share answers; the rest come by confidence, which here weighs only each label's nearest image:
+    c (one image, at 0.21) before b (two, at 0.25), though b has the larger share."""
+    calibration = Calibration(images=8, labels=3, confidence=Logistic((0.0, -50.0), 10.0), known=None,
+                              threshold=0.0, top1=None, known_rejected=None, unknown_rejected=None)
+    neighbours = [Neighbour(0.2, ("a",))] * 5 + [Neighbour(0.25, ("b",))] * 2 + [Neighbour(0.21, ("c",))]
+    answer = recognise(neighbours, calibration, tau=100.0)
+    assert [v.label for v in vote(neighbours, 100.0)] == ["a", "b", "c"]  # by share
+    assert [v.label for v in answer.votes] == ["a", "c", "b"]
+    assert answer.confidences[1] > answer.confidences[2]
 
 
 def test_a_single_label_is_calibrated_without_an_open_set_model() -> None:

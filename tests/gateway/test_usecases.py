@@ -322,6 +322,8 @@ async def test_list_images_pages_through_the_album(fakes: Fakes) -> None:
         await images.list_images(fakes.deps, "demo", Listing(limit=0))
     with pytest.raises(InvalidArgument, match=r"^offset must be 0 or more \(and under 2\*\*62\), not -1$"):
         await images.list_images(fakes.deps, "demo", Listing(offset=-1))
+    with pytest.raises(InvalidArgument, match="give order_by too"):  # not left unread
+        await images.list_images(fakes.deps, "demo", Listing(nulls_first=False))
 
 
 async def test_delete_album_drops_vectors_and_blobs(fakes: Fakes) -> None:

@@ -96,6 +96,8 @@ async def list_images(deps: Deps, album: str, listing: Listing = FIRST_PAGE) -> 
         raise InvalidArgument(f"limit must be between 1 and {MAX_LIST_LIMIT}, not {listing.limit}")
     if not 0 <= listing.offset <= MAX_OFFSET:
         raise InvalidArgument(f"offset must be 0 or more (and under 2**62), not {listing.offset}")
+    if listing.nulls_first is not None and not listing.order_by:
+        raise InvalidArgument("nulls says where images without a value of order_by go: give order_by too")
     if listing.after:
         check_image_id(album, listing.after)
         if listing.order_by:
