@@ -50,6 +50,17 @@ async def test_no_more_regions_than_asked_and_none_when_nothing_stands_out(fakes
     assert outcome.regions == [] and outcome.hits
 
 
+async def test_no_region_is_proposed_where_no_image_could_be_found(fakes: Fakes) -> None:
+    """An empty album, or a filter no image matches: the whole photo finds nothing, so no region is offered (the
+    page said "0 results · 1 region proposed: click one"); with a max_distance a region may find what the whole did
+    not, so they are searched."""
+    await albums.create(fakes.deps, "empty")
+    outcome = await search_with_proposals(fakes.deps, "empty", Query(image=png(9, SIDE)), 3)
+    assert (outcome.hits, outcome.regions) == ([], [])
+    far = await search_with_proposals(fakes.deps, "demo", Query(image=png(9, SIDE)), 3, max_distance=0.0)
+    assert len(far.regions) == 2
+
+
 async def test_a_url_query_is_fetched_once_for_the_photo_and_its_regions(fakes: Fakes) -> None:
     fakes.fetcher.pages["http://x/q.png"] = png(9, SIDE)
     by_url = await search_with_proposals(fakes.deps, "demo", Query(url="http://x/q.png"), 2)

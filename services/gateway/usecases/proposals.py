@@ -50,6 +50,8 @@ async def search_with_proposals(
     whole_photo = Query(image=content)
     whole, found = await asyncio.gather(search(deps, album, whole_photo, top_k, filter, mode, max_distance),
                                         _proposed(deps, content, proposals))
+    if not whole.hits and max_distance is None:  # no image matches (an empty album): no region would find one
+        found = []
     outcomes = await asyncio.gather(*(search(deps, album, whole_photo, top_k, filter, mode, max_distance,
                                              region=region) for region, _ in found))
     regions = [RegionOutcome((r.x, r.y, r.width, r.height), round(score, 4), outcome.hits)
