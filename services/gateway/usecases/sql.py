@@ -162,7 +162,7 @@ async def _select(deps: Deps, statement: Select, parts: Parts, delete_all: bool)
     limit = DEFAULT_LIMIT if statement.limit is None else statement.limit
     listing = Listing(filter=_filter(statement.filter), limit=limit, offset=statement.offset,
                       order_by=statement.order_by, descending=statement.descending,
-                      nulls_first=statement.nulls_first)
+                      nulls_first=statement.nulls_first if statement.order_by else None)
     listed = await images.list_images(deps, statement.album, listing)
     rows = tuple(SqlRow(tuple(_value(o, record, collection.schema) for o in outputs), record) for record in listed)
     return SqlResult("select", statement.album, labels, rows)
