@@ -27,7 +27,7 @@ async function loadAlbums(select) {
     }
     if (albums.has(keep)) $("album").value = keep;
     albumChanged();
-  } catch (e) { show($("searchMsg"), e.message, "error"); }
+  } catch (e) { showError($("searchMsg"), e); }
 }
 
 // Declared column types a label attribute may have (an undeclared attribute may be named too).
@@ -160,7 +160,7 @@ $("create").addEventListener("click", async () => {
     $("newDetails").checked = false;
     $("newColumns").replaceChildren();
     await loadAlbums(name);
-  } catch (e) { show($("createMsg"), e.message, "error"); }
+  } catch (e) { showError($("createMsg"), e); }
 });
 
 /** A just-created album, chosen in the selector before the album listing is read again. */
@@ -207,7 +207,7 @@ $("add").addEventListener("click", async () => {
       $("addPicked").textContent = "a few at a time; many go faster as an import";
     }
     await refreshAlbum(currentAlbum());
-  } catch (e) { show($("addMsg"), e.message, "error"); }
+  } catch (e) { showError($("addMsg"), e); }
   finally { $("add").disabled = false; }
 });
 

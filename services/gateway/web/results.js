@@ -42,7 +42,7 @@ async function findPerson(face) {
     if (!n) $("results").replaceChildren(emptyState(form.has("image_id") ? "No other photo of this album shows this person."
                                                                        : "Nobody in this album looks like this person."));
     for (const hit of body.results) $("results").appendChild(faceCard(hit, album));
-  } catch (e) { if (album === currentAlbum()) { clearFaces(); show($("searchMsg"), e.message, "error"); } }
+  } catch (e) { if (album === currentAlbum()) { clearFaces(); showError($("searchMsg"), e); } }
   finally { $("findPerson").disabled = !(albums.get(currentAlbum()) || {}).faces; }
 }
 
@@ -126,7 +126,7 @@ async function recognize() {
       drawQueryFaces();
     }
     renderRecognition(body, album);
-  } catch (e) { if (album === currentAlbum()) show($("searchMsg"), e.message, "error"); }
+  } catch (e) { if (album === currentAlbum()) showError($("searchMsg"), e); }
   finally { $("recognize").disabled = false; }
 }
 

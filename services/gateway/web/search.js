@@ -98,7 +98,7 @@ async function search() {
     if (album !== currentAlbum()) return;
     lastSearch = null;  // the error, not the previous search's results
     setProposals([]);
-    show($("searchMsg"), e.message, "error");
+    showError($("searchMsg"), e);
   }
   finally { $("search").disabled = false; }
 }
