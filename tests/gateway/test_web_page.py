@@ -385,6 +385,29 @@ def test_a_failed_search_or_another_album_leaves_no_results_of_the_last_search(
 # --- albums --------------------------------------------------------------------------------------------
 
 
+def test_deleting_an_album_from_the_page_asks_first(page: Page, http: httpx.Client, empty_album: str,
+                                                     photos: list[Path], tmp_path: Path) -> None:
+    """The album's Delete… asks, saying what goes; Keep it keeps it; Delete the album deletes it and its images,
+    and the page moves to another album."""
+    assert http.post(f"/v1/albums/{empty_album}/images",
+                     files=[("file", (p.name, p.read_bytes(), "image/png")) for p in photos[:2]]).status_code == 201
+    open_album(page, empty_album, 2)
+    page.click("#deleteAlbum")
+    expect(page.locator("#deleteAlbumText")).to_have_text(
+        f'Delete the album "{empty_album}" and its 2 images? Their bytes, vectors, faces and features go with it; '
+        "this cannot be undone.")
+    screenshot(page, "test_delete_album_confirm", tmp_path)
+    page.click("#deleteAlbumNo")
+    expect(page.locator("#deleteAlbumConfirm")).to_be_hidden()
+    assert http.get(f"/v1/albums/{empty_album}").status_code == 200
+    page.click("#deleteAlbum")
+    page.click("#deleteAlbumYes")
+    expect(page.locator("#createMsg")).to_have_text(f'Album "{empty_album}" deleted, with its 2 images.')
+    expect(page.locator(f"#album option[value='{empty_album}']")).to_have_count(0)
+    assert page.locator("#album").input_value() != empty_album
+    assert http.get(f"/v1/albums/{empty_album}").status_code == 404
+
+
 def test_creating_an_album_with_declared_columns_from_the_page(page: Page, http: httpx.Client) -> None:
     album = unique_album("web")
     page.click("#create")  # no name: said here (the gateway said "invalid album name ''")

@@ -40,10 +40,10 @@ function clockTime(ms) {
 function showAlbumView(album) {
   const name = album ? album.name : "";
   $("albumNote").textContent = album ? `${name} · ${plural(album.image_count, "image")}` : "";
-  $("reembed").disabled = $("startImport").disabled = $("findDupes").disabled = !album;
+  $("reembed").disabled = $("deleteAlbum").disabled = $("startImport").disabled = $("findDupes").disabled = !album;
   if (name !== viewAlbum) {
     viewAlbum = name;
-    $("reembedConfirm").hidden = true;
+    $("reembedConfirm").hidden = $("deleteAlbumConfirm").hidden = true;
     show($("jobsMsg"), "");
     show($("dupesMsg"), "");
     $("dupes").replaceChildren();

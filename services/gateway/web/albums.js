@@ -176,6 +176,32 @@ function showNewAlbum(album) {
   albumChanged();
 }
 
+// --- deleting an album, asked first --------------------------------------------------------------------
+
+$("deleteAlbum").addEventListener("click", () => {
+  const album = albums.get(currentAlbum());
+  if (!album) return;
+  $("reembedConfirm").hidden = true;
+  $("deleteAlbumText").textContent = `Delete the album "${album.name}" and its ${plural(album.image_count, "image")}? `
+    + "Their bytes, vectors, faces and features go with it; this cannot be undone.";
+  $("deleteAlbumConfirm").hidden = false;
+  $("deleteAlbumNo").focus();
+});
+$("deleteAlbumNo").addEventListener("click", () => { $("deleteAlbumConfirm").hidden = true; });
+$("deleteAlbumYes").addEventListener("click", async () => {
+  const album = albums.get(currentAlbum());
+  if (!album) return;
+  $("deleteAlbumYes").disabled = true;
+  try {
+    await api(`/v1/albums/${encodeURIComponent(album.name)}`, { method: "DELETE" });
+    $("deleteAlbumConfirm").hidden = true;
+    localStorage.removeItem("album");
+    await loadAlbums();
+    show($("createMsg"), `Album "${album.name}" deleted, with its ${plural(album.image_count, "image")}.`, "ok");
+  } catch (e) { showError($("jobsMsg"), e); }
+  finally { $("deleteAlbumYes").disabled = false; }
+});
+
 // --- add images --------------------------------------------------------------------------------------
 
 $("addPick").addEventListener("click", () => $("addFiles").click());
