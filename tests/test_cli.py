@@ -292,6 +292,35 @@ def test_images_ordered_by_a_column_show_its_value(capsys: pytest.CaptureFixture
         assert [line.split()[2] for line in capsys.readouterr().out.splitlines()] == shown
 
 
+def test_delete_album_asks_first_at_a_terminal(monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """At a terminal the album is deleted only once the user says yes (or with --yes); a script is not asked."""
+    class Albums:
+        def __init__(self) -> None:
+            self.deleted: list[str] = []
+
+        def get_album(self, album: str) -> dict[str, Any]:
+            return {"name": album, "image_count": 12}
+
+        def delete_album(self, album: str) -> None:
+            self.deleted.append(album)
+
+    asked: list[str] = []
+    answers = iter(["n", "yes"])
+    monkeypatch.setattr("sys.stdin.isatty", lambda: True)
+    monkeypatch.setattr("builtins.input", lambda prompt: asked.append(prompt) or next(answers))
+    client = Albums()
+    args = build_parser().parse_args(["delete-album", "shop"])
+    assert args.run(args, client) == 1 and client.deleted == []
+    assert asked == ["delete album shop and its 12 image(s) for good? [y/N] "]
+    assert args.run(args, client) == 0 and client.deleted == ["shop"]
+    sure = build_parser().parse_args(["delete-album", "shop", "--yes"])
+    assert sure.run(sure, client) == 0 and len(asked) == 2 and client.deleted == ["shop", "shop"]
+    monkeypatch.setattr("sys.stdin.isatty", lambda: False)  # a script
+    assert args.run(args, client) == 0 and len(asked) == 2
+    assert capsys.readouterr().out.splitlines() == ["kept album shop"] + ["deleted album shop"] * 3
+
+
 class DroppedUploads:
     """A client whose gateway drops the import's upload `drops` times (refused, the connection cut while it read
     the upload, 502 from a proxy while it restarts), then queues it."""

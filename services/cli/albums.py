@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from services.client import GatewayClient
 
@@ -31,6 +32,15 @@ def cmd_create_album(args: argparse.Namespace, client: GatewayClient) -> int:
 
 
 def cmd_delete_album(args: argparse.Namespace, client: GatewayClient) -> int:
+    """Deletes the album; at a terminal, unless --yes, after asking (a script's call is not asked)."""
+    if not args.yes and sys.stdin.isatty():
+        album = client.get_album(args.album)
+        if album is None:
+            raise ValueError(f"no album {args.album!r}")
+        answer = input(f"delete album {args.album} and its {album['image_count']} image(s) for good? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print(f"kept album {args.album}")
+            return 1
     client.delete_album(args.album)
     print(f"deleted album {args.album}")
     return 0
@@ -48,5 +58,6 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
                         help="a declared column; TYPE is string, int, float, bool, timestamp or string_list")
     delete = sub.add_parser("delete-album", help="delete an album and its images")
     delete.add_argument("album")
+    delete.add_argument("--yes", action="store_true", help="do not ask first (at a terminal it asks)")
     create.set_defaults(run=cmd_create_album)
     delete.set_defaults(run=cmd_delete_album)
