@@ -192,24 +192,30 @@ class JobsProgress:
 
 
 def progress_words(job: dict[str, Any]) -> str:
-    """How a job under way goes, as its progress bar says it: its upload being staged (its first batches maybe
-    added meanwhile), waiting for a worker, starting (no rate yet), its rate and about how long is left, finishing
-    (every item done, the album being switched or the last results written), and its failures so far."""
+    """How a job under way goes, as its progress bar says it (`_state_words`), and its failures so far."""
+    return _state_words(job) + _failed_words(job["counts"]["failed"])
+
+
+def _state_words(job: dict[str, Any]) -> str:
+    """Its upload being staged (its first batches maybe added meanwhile), waiting for a worker, starting (no rate
+    yet), its rate and about how long is left, finishing (every item done, the album being switched or the last
+    results written), or how it ended."""
     rate, eta = job["rate"], job.get("eta_s")
     if job["status"] in ENDED:
-        words = job["status"]
-    elif job["status"] == "staging":  # its first batches may be added while the rest is staged
-        words = f"{rate:.1f} img/s, the rest being staged" if rate else "staging the upload"
-    elif job["status"] == "queued":
-        words = "waiting for a worker"
-    elif job["processed"] >= job["total"]:
-        words = "finishing"
-    elif not rate:
-        words = "starting"
-    else:
-        words = f"{rate:.1f} img/s" + (f", about {duration(eta)} left" if eta is not None else "")
-    failed = job["counts"]["failed"]
-    return words + (f", {failed} failed" if failed else "")
+        return str(job["status"])
+    if job["status"] == "staging":  # its first batches may be added while the rest is staged
+        return f"{rate:.1f} img/s, the rest being staged" if rate else "staging the upload"
+    if job["status"] == "queued":
+        return "waiting for a worker"
+    if job["processed"] >= job["total"]:
+        return "finishing"
+    if not rate:
+        return "starting"
+    return f"{rate:.1f} img/s" + (f", about {duration(eta)} left" if eta is not None else "")
+
+
+def _failed_words(failed: int) -> str:
+    return f", {failed} failed" if failed else ""
 
 
 def parts_words(jobs: Sequence[dict[str, Any]], parts: int, to_send: int, elapsed_s: float) -> str:
@@ -226,8 +232,8 @@ def parts_words(jobs: Sequence[dict[str, Any]], parts: int, to_send: int, elapse
         rate = processed / elapsed_s
         words = f"{rate:.1f} img/s, about {duration(left / rate)} left, part {jobs.index(current) + 1} of {parts}"
     else:
-        words = f"{progress_words({**current, 'counts': {'failed': 0}})}, part {jobs.index(current) + 1} of {parts}"
-    return words + (f", {failed} failed" if failed else "")
+        words = f"{_state_words(current)}, part {jobs.index(current) + 1} of {parts}"
+    return words + _failed_words(failed)
 
 
 def duration(seconds: float) -> str:
