@@ -25,7 +25,7 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
-from playwright.sync_api import Browser, Locator, Page, Route, ViewportSize, expect, sync_playwright
+from playwright.sync_api import Browser, Locator, Page, Request, Route, ViewportSize, expect, sync_playwright
 from redis.asyncio import Redis
 
 from services.devstack import ROOT, Stack
@@ -657,6 +657,109 @@ def test_importing_a_folder_sends_its_images_as_one_tar_named_by_path(
               for i in http.get(f"/v1/albums/{empty_album}/images").json()["images"]}
     assert images == {f"sub/{photos[0].name}": {}, photos[1].name: {"place": "harbour"}, long_name: {"place": "hills"}}
     expect(page.locator("#newest img")).to_have_count(3)
+
+
+def _trip_folder(tmp_path: Path, photos: list[Path], count: int) -> Path:
+    folder = tmp_path / "trip"
+    folder.mkdir()
+    for k, photo in enumerate(photos[:count]):
+        shutil.copyfile(photo, folder / f"{k}-{photo.name}")
+    return folder
+
+
+def _import_posts(page: Page) -> list[Request]:
+    """The import requests the page sends, kept as they go."""
+    posts: list[Request] = []
+    page.on("request", lambda r: posts.append(r) if r.method == "POST" and r.url.endswith("/imports") else None)
+    return posts
+
+
+def test_a_large_folder_goes_up_in_parts_an_import_each_two_live_at_most(
+        page: Page, http: httpx.Client, empty_album: str, photos: list[Path], tmp_path: Path) -> None:
+    folder = _trip_folder(tmp_path, photos, 5)
+    open_album(page, empty_album, 0)
+    page.evaluate("UPLOAD_PART.images = 2")  # 1,000 on the page: 5 images then go up in 3 parts
+    posts = _import_posts(page)
+    page.click("#tabFolder")
+    page.set_input_files("#importFolder", str(folder))
+    expect(page.locator("#folderPicked")).to_contain_text(re.compile(r"^trip/ · 5 images, .* · sent in 3 parts$"))
+    page.click("#startImport")
+    expect(page.locator("#importMsg")).to_have_text("Import of trip/ started in 3 parts: 5 images queued.")
+    jobs = page.locator("#jobs .job")
+    expect(jobs).to_have_count(3)
+    for k in range(3):
+        row = page.locator("#jobs .job", has_text=f"trip/ (part {k + 1} of 3)")
+        expect(row.locator(".jobtitle")).to_have_text(f"Archive import · trip/ (part {k + 1} of 3)")
+        expect(row.locator(".status")).to_have_text("done")
+    assert len(posts) == 3
+    listed = sorted(http.get("/v1/imports", params={"album": empty_album}).json()["imports"],
+                    key=lambda job: job["created_at_ms"])
+    assert [(job["source"], job["counts"]["added"]) for job in listed] == [
+        (f"trip.tar (part {k} of 3)", added) for k, added in ((1, 2), (2, 2), (3, 1))]
+    assert listed[2]["created_at_ms"] >= listed[0]["finished_at_ms"]  # the third sent once the first was done
+    assert http.get(f"/v1/albums/{empty_album}").json()["image_count"] == 5
+    expect(page.locator("#newest img")).to_have_count(5)
+
+    page.set_input_files("#importFolder", str(folder))  # with a manifest: one archive (its rows are the gateway's)
+    page.set_input_files("#importManifest", str(_write(tmp_path / "trip.csv", "file,place\n0-x.png,harbour\n")))
+    expect(page.locator("#folderPicked")).to_contain_text(re.compile(r"^trip/ · 5 images, [^·]*$"))
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_a_part_the_gateway_refuses_stops_the_sending_and_says_which_parts_were_not_sent(
+        page: Page, http: httpx.Client, empty_album: str, photos: list[Path], tmp_path: Path) -> None:
+    folder = _trip_folder(tmp_path, photos, 5)
+    open_album(page, empty_album, 0)
+    page.evaluate("UPLOAD_PART.images = 2")
+    answered: list[Route] = []
+    refuse, posts = answering(413, "too_large", answered), _import_posts(page)
+    page.route("**/v1/albums/*/imports", lambda route: refuse(route) if len(posts) == 2 else route.continue_())
+    page.click("#tabFolder")
+    page.set_input_files("#importFolder", str(folder))
+    page.click("#startImport")
+    message = page.locator("#importMsg")
+    expect(message).to_contain_text("Import of trip/ stopped: parts 2-3 of 3 not sent: Answered 413.")
+    expect(message).to_have_class(re.compile(r"\berror\b"))
+    expect(page.locator("#startImport")).to_be_enabled()
+    expect(page.locator("#jobs .job .status")).to_have_text("done")
+    assert len(answered) == 1
+    assert [job["source"] for job in http.get("/v1/imports", params={"album": empty_album}).json()["imports"]] == [
+        "trip.tar (part 1 of 3)"]
+
+
+def test_a_cancelled_part_cancels_the_part_sent_after_it_and_no_more_are_sent(
+        page: Page, http: httpx.Client, empty_album: str, photos: list[Path], tmp_path: Path) -> None:
+    """The first part's state read as cancelled (a real cancel would race the embedding of a 2-image part; the
+    gateway's cancel is tested in test_imports.py): the page cancels the second and sends no third."""
+    folder = _trip_folder(tmp_path, photos, 5)
+    open_album(page, empty_album, 0)
+    page.evaluate("UPLOAD_PART.images = 2")
+    posts = _import_posts(page)
+    first: list[str] = []
+    page.on("response", lambda r: first.append(r.json()["id"]) if r.request in posts[:1] and not first else None)
+    cancels: list[str] = []
+    page.on("request", lambda r: cancels.append(r.url) if r.method == "POST" and r.url.endswith("/cancel") else None)
+
+    def as_cancelled(route: Route) -> None:
+        if not first or not route.request.url.endswith(f"/v1/imports/{first[0]}"):
+            return route.continue_()
+        job = route.fetch().json()
+        route.fulfill(json={**job, "status": "cancelled"})
+    page.route("**/v1/imports/*", as_cancelled)
+    page.click("#tabFolder")
+    page.set_input_files("#importFolder", str(folder))
+    page.click("#startImport")
+    expect(page.locator("#importMsg")).to_have_text("Import of trip/ stopped: part 3 of 3 not sent: part 1 cancelled.")
+    assert len(posts) == 2
+    listed = {job["source"]: job["id"] for job in http.get("/v1/imports", params={"album": empty_album}).json()[
+        "imports"]}
+    assert sorted(listed) == ["trip.tar (part 1 of 3)", "trip.tar (part 2 of 3)"]
+    second = listed["trip.tar (part 2 of 3)"]
+    assert [url.rsplit("/v1/imports/", 1)[1] for url in cancels] == [f"{second}/cancel"]
 
 
 def test_an_import_of_urls_lists_the_failed_one_with_its_reason(

@@ -118,9 +118,35 @@ function folderImages(files) {
            bytes: entries.reduce((n, e) => n + e.file.size, 0) };
 }
 
-// A folder goes up as one tar archive: one import job (resumable, with progress, per-item results and cancel, like
+// A folder goes up as tar archives: an import job each (resumable, with progress, per-item results and cancel, like
 // an archive), and tar is simple enough to write here: 512-byte headers before each file's bytes. The Blob only
 // refers to the files, so nothing is read into memory before the upload streams it.
+// A large folder goes in parts of at most UPLOAD_PART's images and bytes, as `imagesearch ingest` sends one: a
+// gateway restarted mid-upload costs that part's upload again, not the whole folder's, and a part is sent while the
+// one before it is embedded. With a manifest it goes as one archive: a part's manifest would need the rows of its
+// files, found as the gateway finds them.
+const UPLOAD_PART = { images: 1000, bytes: 512 * 1024 * 1024 };
+
+/** The folder's entries in parts of at most UPLOAD_PART.images files and UPLOAD_PART.bytes (a larger file alone). */
+function uploadParts(entries) {
+  const parts = [];
+  let size = 0;
+  for (const entry of entries) {
+    const last = parts[parts.length - 1];
+    if (!last || last.length >= UPLOAD_PART.images || (last.length && size + entry.file.size > UPLOAD_PART.bytes)) {
+      parts.push([]);
+      size = 0;
+    }
+    parts[parts.length - 1].push(entry);
+    size += entry.file.size;
+  }
+  return parts;
+}
+
+/** The parts the chosen folder goes up in: one with a manifest. */
+function folderParts() {
+  return $("importManifest").files.length ? [folder.entries] : uploadParts(folder.entries);
+}
 const TEXT = new TextEncoder();
 
 function tarBlob(entries) {
@@ -224,12 +250,14 @@ function showUploadWaiting(error) {
   show($("importMsg"), `The upload did not get through (${why}); it is sent again when the gateway answers.`);
 }
 
-function showUpload(loaded, total) {
+/** The upload's bar; `part` ("part 2 of 5") when a folder goes up in parts. */
+function showUpload(loaded, total, part) {
   $("upload").hidden = false;
   const done = total ? loaded / total : 0;
   $("upload").querySelector(".ok").style.width = `${(done * 100).toFixed(1)}%`;
-  $("uploadText").textContent = done < 1 ? `Uploading… ${formatBytes(loaded)} of ${formatBytes(total)}`
-                                         : "Uploaded; the gateway is staging the images…";
+  const what = part ? ` ${part}` : "";
+  $("uploadText").textContent = done < 1 ? `Uploading${what}… ${formatBytes(loaded)} of ${formatBytes(total)}`
+                                         : `Uploaded${what}; the gateway is staging the images…`;
 }
 
 /** The import's form, and a label for its job; or a message saying what is missing. */
@@ -255,14 +283,20 @@ function importForm() {
   }
   const manifest = $("importManifest").files[0];
   if (manifest) form.append("manifest", manifest, manifest.name);
+  return { form: withImportOptions(form), label };
+}
+
+/** The form with the attributes given to all and what a near-duplicate does. */
+function withImportOptions(form) {
   if ($("importAttrs").value.trim()) form.append("attributes", $("importAttrs").value.trim());
   form.append("on_duplicate", $("importOnDuplicate").value);
-  return { form, label };
+  return form;
 }
 
 async function startImport() {
   const album = currentAlbum();
   if (!album) return show($("importMsg"), "Create or choose an album first.", "error");
+  if (importSource === "folder" && folder && folderParts().length > 1) return importInParts(album, folderParts());
   const { form, label, missing } = importForm();
   if (missing) return show($("importMsg"), missing, "error");
   $("startImport").disabled = true;
@@ -278,12 +312,86 @@ async function startImport() {
   finally { $("startImport").disabled = false; $("upload").hidden = true; }
 }
 
+let sendingParts = false;  // a folder's parts are being sent: leaving the page stops the rest
+
+/** Sends the folder's parts one after another, an import each, each once the one before the last is done (one is
+ *  embedded while the next is staged), as `imagesearch ingest` does. A part cancelled (its Cancel, the CLI) cancels
+ *  the part sent after it and no more are sent; a failed one stops the sending; a part the gateway does not take
+ *  leaves those sent to finish. */
+async function importInParts(album, parts) {
+  const root = folder.root, form = () => withImportOptions(new FormData());
+  const path = `/v1/albums/${encodeURIComponent(album)}/imports`;
+  const sent = [];
+  let queued = 0, note = "";
+  $("startImport").disabled = true;
+  sendingParts = true;
+  show($("importMsg"), "");
+  try {
+    for (let k = 0; k < parts.length; k++) {
+      const part = `part ${k + 1} of ${parts.length}`;
+      const body = form();
+      body.append("archive", tarBlob(parts[k]), `${root}.tar (${part})`);
+      let job;
+      try {
+        ({ body: job } = await postUntilTaken(path, body, (loaded, total) => showUpload(loaded, total, part),
+                                              showUploadWaiting));
+      } catch (e) {
+        if (!sent.length) throw e;  // nothing was sent: refused as one import is
+        note = `${partsText(k + 1, parts.length)} not sent: ${e.message}`;
+        break;
+      }
+      sent.push(job.id);
+      queued += job.total;
+      jobLabels.set(job.id, `${root}/ (${part})`);
+      if (k === 0) clearImportForm();
+      if (album === currentAlbum()) placeJob(job, true);
+      show($("importMsg"), `Importing ${root}/ in ${parts.length} parts, an import each: ${part} started, `
+        + `${plural(queued, "image")} queued so far.`, "ok");
+      $("upload").hidden = true;
+      if (k + 1 === parts.length) break;
+      const jobs = await partsRunning(sent, 1);
+      const ended = jobs.find((j) => j.status === "failed" || j.status === "cancelled");
+      if (ended) {
+        if (ended.status === "cancelled")  // the user stopped the import: the part sent after it too
+          for (const j of jobs.filter((j) => !FINISHED.has(j.status)))
+            await api(`/v1/imports/${j.id}/cancel`, { method: "POST" }).catch(() => {});
+        note = `${partsText(k + 2, parts.length)} not sent: part ${sent.indexOf(ended.id) + 1} ${ended.status}`;
+        break;
+      }
+    }
+    if (note) show($("importMsg"), `Import of ${root}/ stopped: ${note}.`, "error");
+    else show($("importMsg"), `Import of ${root}/ started in ${parts.length} parts: ${plural(queued, "image")} queued.`,
+              "ok");
+  } catch (e) { showError($("importMsg"), e); }
+  finally { sendingParts = false; $("startImport").disabled = false; $("upload").hidden = true; }
+}
+
+/** Parts `first` to the last: "part 3 of 3", "parts 3-5 of 5". */
+function partsText(first, count) {
+  return first === count ? `part ${first} of ${count}` : `parts ${first}-${count} of ${count}`;
+}
+
+/** The jobs `ids`, once at most `most` of them run (or one failed or was cancelled); asked again every second, and
+ *  through a gateway's restart. */
+async function partsRunning(ids, most) {
+  for (;;) {
+    try {
+      const jobs = await Promise.all(ids.map((id) => api(`/v1/imports/${id}`).then((r) => r.body)));
+      if (jobs.some((j) => j.status === "failed" || j.status === "cancelled")
+          || jobs.filter((j) => !FINISHED.has(j.status)).length <= most) return jobs;
+    } catch (e) { /* the gateway restarting: asked again */ }
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+  }
+}
+
+window.addEventListener("beforeunload", (e) => { if (sendingParts) e.preventDefault(); });
+
 function clearImportForm() {
   $("importArchive").value = ""; $("importFolder").value = ""; $("importUrls").value = "";
   folder = null;
   setManifest(null);
   $("archivePicked").textContent = "a .zip or .tar (.tar.gz too); folders inside are fine";
-  $("folderPicked").textContent = "its images, subfolders too, sent as one archive";
+  $("folderPicked").textContent = FOLDER_HINT;
 }
 
 function setManifest(file) {
@@ -292,6 +400,7 @@ function setManifest(file) {
     $("manifestPicked").textContent = "a row per file or URL with its attributes";
   } else setPicked("manifestPicked", [file.name, formatBytes(file.size)]);
   $("clearManifest").hidden = !file;
+  showFolderPicked();  // with a manifest, one archive
   noteUndeclared();
 }
 
@@ -332,11 +441,20 @@ $("importArchive").addEventListener("change", (e) => {
 });
 $("importFolder").addEventListener("change", (e) => {
   folder = e.target.files.length ? folderImages(e.target.files) : null;
+  showFolderPicked();
+});
+
+const FOLDER_HINT = "its images, subfolders too, 1,000 an upload";
+
+/** The chosen folder: its images, their size, the files left out and the parts it goes up in. */
+function showFolderPicked() {
   if (!folder) return;
   const parts = [`${folder.root}/`, `${plural(folder.entries.length, "image")}, ${formatBytes(folder.bytes)}`];
+  const count = folder.entries.length ? folderParts().length : 0;
+  if (count > 1) parts.push(`sent in ${count} parts`);
   if (folder.others) parts.push(`${plural(folder.others, "other file")} left out`);
   setPicked("folderPicked", parts);
-});
+}
 $("importManifest").addEventListener("change", (e) => setManifest(e.target.files[0]));
 $("clearManifest").addEventListener("click", () => setManifest(null));
 $("startImport").addEventListener("click", startImport);
