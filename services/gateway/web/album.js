@@ -371,12 +371,16 @@ function partsText(first, count) {
   return first === count ? `part ${first} of ${count}` : `parts ${first}-${count} of ${count}`;
 }
 
-/** The jobs `ids`, once at most `most` of them run (or one failed or was cancelled); asked again every second, and
- *  through a gateway's restart. */
+const partJobs = new Map();  // id -> the part's job as last read: a finished one is not asked again
+
+/** The jobs `ids`, once at most `most` of them run (or one failed or was cancelled); those running asked again
+ *  every second, and through a gateway's restart. */
 async function partsRunning(ids, most) {
   for (;;) {
     try {
-      const jobs = await Promise.all(ids.map((id) => api(`/v1/imports/${id}`).then((r) => r.body)));
+      const asked = ids.filter((id) => !FINISHED.has(partJobs.get(id)?.status));
+      for (const { body } of await Promise.all(asked.map((id) => api(`/v1/imports/${id}`)))) partJobs.set(body.id, body);
+      const jobs = ids.map((id) => partJobs.get(id));
       if (jobs.some((j) => j.status === "failed" || j.status === "cancelled")
           || jobs.filter((j) => !FINISHED.has(j.status)).length <= most) return jobs;
     } catch (e) { /* the gateway restarting: asked again */ }
