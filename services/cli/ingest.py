@@ -18,13 +18,7 @@ from services.cli.jobs import GatewayGone, JobsProgress, import_summary, make_al
 from services.cli.packing import ARCHIVE_SUFFIXES, IMAGE_SUFFIXES, image_entries, pack_entries
 from services.client import ApiError, GatewayClient, shown_name
 from services.common.errors import InvalidAttributes
-from services.common.manifest import (
-    ManifestFiles,
-    guess_column_types,
-    json_column_types,
-    parse_manifest,
-    split_manifest,
-)
+from services.common.manifest import cut_manifest, guess_column_types, json_column_types
 from services.common.schema import MAX_COLUMNS
 
 # An ingest of many files is sent in parts, an import job each: a gateway that stops mid-upload costs that part's
@@ -196,30 +190,16 @@ def _make_album(client: GatewayClient, album: str, manifest: Path | None, common
 
 def _split_manifest(client: GatewayClient, album: str, manifest: Path, parts: Sequence[Sequence[tuple[Path, str]]],
                     work: Path) -> list[Path | None]:
-    """The manifest cut into one per part (written under `work`): a part's has the rows of its files (found as the
-    gateway finds them: `ManifestFiles`), the first's also the URL rows, the last's also the rows naming no file
-    sent (which its import then lists as not found). The whole manifest is read first, by the album's column
-    types as the gateway reads it: a bad cell anywhere refuses the ingest before any part is sent."""
+    """The manifest cut into one per part (`cut_manifest`), written under `work`: read whole first by the album's
+    column types, so that a bad cell anywhere refuses the ingest before any part is sent."""
     text = manifest.read_bytes().decode("utf-8-sig", errors="replace")  # as the gateway reads an upload
     columns = {c["name"]: c["type"] for c in client.album(album).get("columns", [])}
     try:
-        keys = list(parse_manifest(text, manifest.suffix, columns))
+        texts = cut_manifest(text, manifest.suffix, columns, [[name for _, name in entries] for entries in parts])
     except InvalidAttributes as exc:
         raise ValueError(f"{manifest}: {exc.message}") from None
-    urls = {key for key in keys if key.startswith(("http://", "https://"))}
-    files = ManifestFiles(key for key in keys if key not in urls)
-    found = [{name: files.key_of(name) for _, name in entries} for entries in parts]
-    rows = [{key for key in part.values() if key is not None} for part in found]
-    rows[0] |= urls
-    rows[-1] |= {key for key in keys if key not in urls and key not in files.matched}
-    # A file two rows match equally well takes neither; a part holding one of them only would give it that row:
-    # the part's manifest gets a row of the file's own path (which it takes first), without attributes.
-    blank: list[list[str]] = []
-    for part, keyed in zip(rows, found, strict=True):
-        alone = ManifestFiles(part - urls)
-        blank.append([name for name, key in keyed.items() if key is None and alone.key_of(name) is not None])
     written: list[Path | None] = []
-    for k, part_text in enumerate(split_manifest(text, manifest.suffix, rows, blank)):
+    for k, part_text in enumerate(texts):
         folder = work / f"manifest-{k + 1}"
         folder.mkdir()
         path = folder / manifest.name

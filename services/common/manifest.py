@@ -127,6 +127,30 @@ def split_manifest(text: str, suffix: str, parts: Sequence[Set[str]],
     return [o.getvalue() for o in out]
 
 
+def cut_manifest(text: str, suffix: str, columns: Mapping[str, str], parts: Sequence[Sequence[str]]) -> list[str]:
+    """The manifest cut for an import sent in parts, an import each: `parts` the paths of each part's files (as
+    the archive sent names them). A part's manifest has the rows of its files (found as an import finds them:
+    `ManifestFiles`), the first's also the URL rows, the last's also the rows naming no file sent (which its
+    import then lists as not found). The whole manifest is read first, by the album's `columns` as the gateway
+    reads it: a bad cell anywhere raises ManifestError, before any part is sent."""
+    keys = list(parse_manifest(text, suffix, columns))
+    if not parts:
+        return []
+    urls = {key for key in keys if key.startswith(("http://", "https://"))}
+    files = ManifestFiles(key for key in keys if key not in urls)
+    found = [{name: files.key_of(name) for name in names} for names in parts]
+    rows = [{key for key in part.values() if key is not None} for part in found]
+    rows[0] |= urls
+    rows[-1] |= {key for key in keys if key not in urls and key not in files.matched}
+    # A file two rows match equally well takes neither; a part holding one of them only would give it that row:
+    # the part's manifest gets a row of the file's own path (which it takes first), without attributes.
+    blank: list[list[str]] = []
+    for part, keyed in zip(rows, found, strict=True):
+        alone = ManifestFiles(part - urls)
+        blank.append([name for name, key in keyed.items() if key is None and alone.key_of(name) is not None])
+    return split_manifest(text, suffix, rows, blank)
+
+
 class ManifestFiles:
     """Finds a manifest's row for a file of the archive imported: the row whose key is the file's path,
     else the one of which it is the trailing part or which is its trailing part, folder by folder (the
