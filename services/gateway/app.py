@@ -56,6 +56,7 @@ from services.gateway.usecases import (
     images,
     imports,
     ingest,
+    manifests,
     recognize,
     reembed,
     search,
@@ -750,6 +751,16 @@ def _add_import_routes(app: FastAPI, settings: GatewaySettings, deps: Deps, queu
         queued; GET the status_url for progress. Survives a killed gateway, extractor, Milvus or object store."""
         spec = replace(await _import_spec(request, settings), idempotency_key=idempotency_key or "")
         return schemas.ImportOut.of(await imports.create(deps, queue, album, spec))
+
+    @app.post("/v1/albums/{album}/manifest-parts", tags=["imports"], response_model=schemas.ManifestCutOut,
+              responses={404: {"model": schemas.ErrorBody}, 422: {"model": schemas.ErrorBody}})
+    async def cut_manifest(album: AlbumName, body: schemas.ManifestCutIn) -> schemas.ManifestCutOut:
+        """A manifest cut for a folder sent in parts, an import each: each part's manifest holds the rows its
+        files take (as an import finds them), the first's also the URL rows, the last's also the rows naming no
+        file. The whole manifest is read by the album's columns first: a bad cell is refused (422) before any part
+        is sent. `imagesearch ingest` and the web page send a large folder so."""
+        return schemas.ManifestCutOut(manifests=await manifests.cut(deps, album, body.manifest, body.manifest_format,
+                                                                    body.parts))
 
     @app.get("/v1/imports", tags=["imports"], response_model=schemas.ImportList)
     async def list_imports(

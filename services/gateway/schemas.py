@@ -405,6 +405,22 @@ class ImportCreate(RequestBody):
     on_duplicate: OnDuplicate = Field(default=OnDuplicate.KEEP, description=ON_DUPLICATE_DESCRIPTION)
 
 
+class ManifestCutIn(RequestBody):
+    """A manifest to cut for an import sent in parts, an import each (a folder sent as several archives)."""
+
+    manifest: str = Field(description="The CSV or JSONL manifest's text: a row per file (or URL) with its attributes.")
+    manifest_format: str = Field(default="csv", description="csv or jsonl.", json_schema_extra={
+        "enum": ["csv", "jsonl"]})
+    parts: list[list[str]] = Field(description="The paths of each part's files, as its archive names them.",
+                                   json_schema_extra={"minItems": 1, "maxItems": 10_000})
+
+
+class ManifestCutOut(BaseModel):
+    manifests: list[str] = Field(description="A manifest per part, in the manifest's format (a CSV's header on "
+                                             "each): the rows its files take, as its import finds them; the first's "
+                                             "also the URL rows, the last's also the rows naming no file sent.")
+
+
 class ImportCounts(BaseModel):
     added: int
     duplicates: int = Field(description="The same bytes were in the album already.")

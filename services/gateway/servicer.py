@@ -48,6 +48,7 @@ from services.gateway.usecases import (
     images,
     imports,
     ingest,
+    manifests,
     recognize,
     reembed,
     search,
@@ -308,6 +309,13 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
                           attributes=attributes_from_wire(request.attributes),
                           on_duplicate=on_duplicate(request.on_duplicate), idempotency_key=request.idempotency_key)
         return import_message(await imports.create(self.deps, self.queue, request.album, spec))
+
+    async def CutManifest(
+        self, request: gateway_pb2.CutManifestRequest, context: Context
+    ) -> gateway_pb2.CutManifestResponse:
+        cut = await manifests.cut(self.deps, request.album, request.manifest, request.manifest_format or "csv",
+                                  [list(part.files) for part in request.parts])
+        return gateway_pb2.CutManifestResponse(manifests=cut)
 
     async def GetImport(self, request: gateway_pb2.GetImportRequest, context: Context) -> gateway_pb2.ImportJob:
         return import_message(await imports.get(self.queue, request.id))

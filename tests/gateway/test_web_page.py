@@ -700,9 +700,46 @@ def test_a_large_folder_goes_up_in_parts_an_import_each_two_live_at_most(
     assert http.get(f"/v1/albums/{empty_album}").json()["image_count"] == 5
     expect(page.locator("#newest img")).to_have_count(5)
 
-    page.set_input_files("#importFolder", str(folder))  # with a manifest: one archive (its rows are the gateway's)
-    page.set_input_files("#importManifest", str(_write(tmp_path / "trip.csv", "file,place\n0-x.png,harbour\n")))
-    expect(page.locator("#folderPicked")).to_contain_text(re.compile(r"^trip/ · 5 images, [^·]*$"))
+
+def test_a_folder_in_parts_sends_each_part_the_manifest_rows_of_its_files(
+        page: Page, http: httpx.Client, photos: list[Path], tmp_path: Path, _made_albums: list[str]) -> None:
+    album = unique_album("web-import")
+    assert http.post("/v1/albums", json={"name": album, "columns": [{"name": "price", "type": "float"}]}
+                     ).status_code == 201
+    _made_albums.append(album)
+    folder = _trip_folder(tmp_path, photos, 5)
+    names = sorted(path.name for path in folder.iterdir())
+    open_album(page, album, 0)
+    page.evaluate("UPLOAD_PART.images = 2")
+    posts = _import_posts(page)
+    page.click("#tabFolder")
+    page.set_input_files("#importFolder", str(folder))
+    page.set_input_files("#importManifest", str(_write(tmp_path / "bad.csv", f"file,price\n{names[4]},cheap\n")))
+    page.click("#startImport")
+    message = page.locator("#importMsg")
+    expect(message).to_contain_text("cheap")  # the whole manifest read first: refused before any part is sent
+    expect(message).to_have_class(re.compile(r"\berror\b"))
+    assert posts == []
+
+    # rows by a folder above the one sent, and one naming no file: listed by the last part as not found
+    manifest = f"file,price\ntrip/{names[0]},1\ntrip/{names[4]},5\nlost.png,9\n"
+    page.set_input_files("#importManifest", str(_write(tmp_path / "trip.csv", manifest)))
+    expect(page.locator("#folderPicked")).to_contain_text("sent in 3 parts")
+    page.click("#startImport")
+    expect(message).to_contain_text(re.compile(r"^Import of trip/ started in 3 parts: \d images queued\.$"))
+    rows = page.locator("#jobs .job")
+    expect(rows).to_have_count(3)
+    for k in range(3):
+        expect(rows.nth(k).locator(".status")).to_have_text("done")
+    images = {i["name"]: given_attributes(i["attributes"])
+              for i in http.get(f"/v1/albums/{album}/images").json()["images"]}
+    assert images == {name: ({"price": 1.0} if k == 0 else {"price": 5.0} if k == 4 else {"price": None})
+                      for k, name in enumerate(names)}
+    jobs = sorted(http.get("/v1/imports", params={"album": album}).json()["imports"],
+                  key=lambda job: job["created_at_ms"])
+    assert [job["source"] for job in jobs] == [f"trip.tar (part {k} of 3) + trip.csv" for k in (1, 2, 3)]
+    failed = http.get(f"/v1/imports/{jobs[2]['id']}/results", params={"failed": "true"}).json()["results"]
+    assert [f["name"] for f in failed] == ["lost.png"]
 
 
 def _write(path: Path, text: str) -> Path:

@@ -123,8 +123,8 @@ function folderImages(files) {
 // refers to the files, so nothing is read into memory before the upload streams it.
 // A large folder goes in parts of at most UPLOAD_PART's images and bytes, as `imagesearch ingest` sends one: a
 // gateway restarted mid-upload costs that part's upload again, not the whole folder's, and a part is sent while the
-// one before it is embedded. With a manifest it goes as one archive: a part's manifest would need the rows of its
-// files, found as the gateway finds them.
+// one before it is embedded. A manifest goes cut by the gateway (POST /v1/albums/{album}/manifest-parts): each part
+// with the rows its files take, found as its import finds them.
 const UPLOAD_PART = { images: 1000, bytes: 512 * 1024 * 1024 };
 
 /** The folder's entries in parts of at most UPLOAD_PART.images files and UPLOAD_PART.bytes (a larger file alone). */
@@ -143,10 +143,8 @@ function uploadParts(entries) {
   return parts;
 }
 
-/** The parts the chosen folder goes up in: one with a manifest. */
-function folderParts() {
-  return $("importManifest").files.length ? [folder.entries] : uploadParts(folder.entries);
-}
+/** The parts the chosen folder goes up in. */
+function folderParts() { return uploadParts(folder.entries); }
 const TEXT = new TextEncoder();
 
 function tarBlob(entries) {
@@ -321,16 +319,19 @@ let sendingParts = false;  // a folder's parts are being sent: leaving the page 
 async function importInParts(album, parts) {
   const root = folder.root, form = () => withImportOptions(new FormData());
   const path = `/v1/albums/${encodeURIComponent(album)}/imports`;
+  const manifest = $("importManifest").files[0];
   const sent = [];
   let queued = 0, note = "";
   $("startImport").disabled = true;
   sendingParts = true;
   show($("importMsg"), "");
   try {
+    const manifests = manifest ? await manifestParts(album, manifest, parts) : [];
     for (let k = 0; k < parts.length; k++) {
       const part = `part ${k + 1} of ${parts.length}`;
       const body = form();
       body.append("archive", tarBlob(parts[k]), `${root}.tar (${part})`);
+      if (manifest) body.append("manifest", new Blob([manifests[k]], { type: "text/plain" }), manifest.name);
       let job;
       try {
         ({ body: job } = await postUntilTaken(path, body, (loaded, total) => showUpload(loaded, total, part),
@@ -364,6 +365,19 @@ async function importInParts(album, parts) {
               "ok");
   } catch (e) { showError($("importMsg"), e); }
   finally { sendingParts = false; $("startImport").disabled = false; $("upload").hidden = true; }
+}
+
+/** The manifest cut by the gateway, one per part: each part's the rows its files take; the whole read by the
+ *  album's columns first, so a bad cell refuses the import before any part is sent. */
+async function manifestParts(album, manifest, parts) {
+  show($("importMsg"), `Reading ${manifest.name}…`);
+  const format = /\.(jsonl|ndjson|json)$/i.test(manifest.name) ? "jsonl" : /\.csv$/i.test(manifest.name) ? "csv" : "";
+  if (!format) throw new Error(`${manifest.name}: a manifest is a .csv or .jsonl file.`);
+  const { body } = await api(`/v1/albums/${encodeURIComponent(album)}/manifest-parts`, {
+    method: "POST", headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ manifest: await manifest.text(), manifest_format: format,
+                           parts: parts.map((entries) => entries.map((e) => e.path)) }) });
+  return body.manifests;
 }
 
 /** Parts `first` to the last: "part 3 of 3", "parts 3-5 of 5". */

@@ -1,0 +1,37 @@
+"""A manifest cut for an import sent in parts: each part's import gets the rows of its own files.
+
+A client that sends a large folder as several archives, an import each (the web page, as `imagesearch ingest`
+does), sends each its part of the manifest: the rows its files take as an import finds them, the URL rows with
+the first, the rows naming no file with the last (its import lists them as not found). The cut is the gateway's
+so that a client need not match files to rows as an import does (`services.common.manifest.cut_manifest`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from services.common.errors import InvalidArgument
+from services.common.manifest import cut_manifest
+from services.gateway.deps import Deps
+
+FORMATS = ("csv", "jsonl")
+# The most parts, and files in all, one cut takes (a million-image folder in parts of a thousand).
+MAX_PARTS = 10_000
+MAX_FILES = 1_000_000
+
+
+async def cut(deps: Deps, album: str, manifest: str, manifest_format: str, parts: Sequence[Sequence[str]]
+              ) -> list[str]:
+    """The manifest (text, `manifest_format` csv or jsonl) cut into one per part, in the manifest's format, the
+    paths of each part's files as its archive names them; read by the album's column types as its imports read
+    it, so a bad cell is refused here (422), before any part is sent."""
+    if manifest_format not in FORMATS:
+        raise InvalidArgument(f"manifest_format is one of {', '.join(FORMATS)}")
+    if not parts:
+        raise InvalidArgument("parts lists the files of each part the folder is sent in: at least one")
+    if len(parts) > MAX_PARTS or sum(map(len, parts)) > MAX_FILES:
+        raise InvalidArgument(f"parts holds at most {MAX_PARTS} parts and {MAX_FILES} files in all")
+    collection = await deps.collection(album)
+    columns = {c.name: c.type.value for c in collection.schema.columns}
+    return await asyncio.to_thread(cut_manifest, manifest.lstrip("\ufeff"), f".{manifest_format}", columns, parts)
