@@ -31,6 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.common.errors import ERRORS_BY_REASON, ImageSearchError, InvalidArgument, InvalidAttributes
 from services.common.logs import REQUEST_ID_HEADER, new_request_id, request_id_var
+from services.common.manifest import MAX_MANIFEST_BYTES
 from services.common.metrics import observe_request
 from services.gateway import schemas
 from services.gateway.deps import Deps, check_album_name
@@ -71,7 +72,6 @@ log = logging.getLogger(__name__)
 
 WEB_DIR = Path(__file__).parent / "web"
 # A manifest sent with an import, at most (a million rows of a few attributes).
-MAX_MANIFEST_BYTES = 256 * 1024 * 1024
 # Multipart framing and form fields on top of the files themselves.
 FORM_OVERHEAD_BYTES = 1024 * 1024
 HealthCheck = Callable[[], Awaitable[None]]
@@ -157,6 +157,12 @@ class RequestContext:
             limit = per_file * self.settings.max_images_per_request + FORM_OVERHEAD_BYTES
         elif path.endswith(("/search", "/recognize")):
             limit = per_file + FORM_OVERHEAD_BYTES
+        elif path.endswith("/manifest-parts"):
+            limit = manifests.MAX_REQUEST_BYTES
+            if int(declared) > limit:
+                return error_response(413, "request_too_large", f"the request is {declared} bytes; a manifest cut "
+                                                                f"takes at most {limit}")
+            return None
         else:
             return None
         if int(declared) <= limit:
@@ -753,7 +759,8 @@ def _add_import_routes(app: FastAPI, settings: GatewaySettings, deps: Deps, queu
         return schemas.ImportOut.of(await imports.create(deps, queue, album, spec))
 
     @app.post("/v1/albums/{album}/manifest-parts", tags=["imports"], response_model=schemas.ManifestCutOut,
-              responses={404: {"model": schemas.ErrorBody}, 422: {"model": schemas.ErrorBody}})
+              responses={400: {"model": schemas.ErrorBody}, 404: {"model": schemas.ErrorBody},
+                         413: {"model": schemas.ErrorBody}, 422: {"model": schemas.ErrorBody}})
     async def cut_manifest(album: AlbumName, body: schemas.ManifestCutIn) -> schemas.ManifestCutOut:
         """A manifest cut for a folder sent in parts, an import each: each part's manifest holds the rows its
         files take (as an import finds them), the first's also the URL rows, the last's also the rows naming no

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import socket
 import tarfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -53,7 +54,9 @@ def cut(request: pytest.FixtureRequest, stack: Stack, http: httpx.Client) -> Ite
             except grpc.RpcError as exc:
                 reason = dict(exc.trailing_metadata() or ()).get("x-error-reason", "")  # type: ignore[attr-defined]
                 code = exc.code()  # type: ignore[attr-defined]
-                return (422 if reason == "invalid_attributes" else GRPC_STATUS.get(code, 500)), reason
+                # a bad cell is INVALID_ARGUMENT with its reason, as an import's (HTTP 422)
+                return (422 if reason == "invalid_attributes" and code == grpc.StatusCode.INVALID_ARGUMENT
+                        else GRPC_STATUS.get(code, 500)), reason
             return list(answer.manifests)
         yield by_grpc
 
@@ -98,11 +101,26 @@ def test_each_part_gets_the_rows_its_files_take(cut: Cut, shop: str) -> None:
     assert cut(shop, jsonl, "jsonl", [["a.png"], ["b.png"]]) == [jsonl, ""]
 
 
-def test_a_bad_cell_anywhere_is_refused_before_any_part_is_sent(cut: Cut, shop: str) -> None:
+def test_a_bad_cell_anywhere_or_a_bad_request_is_refused_with_its_reason(cut: Cut, shop: str) -> None:
     assert cut(shop, MANIFEST + "e.png,cheap,shop\n", "csv", [["e.png"], ["a.png"]]) == (422, "invalid_attributes")
     assert cut(shop, MANIFEST, "xml", [["a.png"]]) == (400, "invalid_argument")
+    assert isinstance(cut(shop, MANIFEST, "CSV", [["a.png"]]), list)  # the format's case is not the caller's concern
     assert cut(shop, MANIFEST, "csv", []) == (400, "invalid_argument")
     assert cut(unique_album("missing"), MANIFEST, "csv", [["a.png"]]) == (404, "album_not_found")
+
+
+def test_a_cut_over_its_size_is_refused_before_its_body_is_read(stack: Stack, shop: str) -> None:
+    from services.gateway.usecases.manifests import MAX_REQUEST_BYTES
+
+    # The request declares more than a cut takes and sends only its first bytes: answered without waiting for them.
+    with socket.create_connection(("127.0.0.1", stack.ports.http), timeout=30) as conn:
+        conn.sendall(f"POST /v1/albums/{shop}/manifest-parts HTTP/1.1\r\nHost: gateway\r\n"
+                     f"Content-Type: application/json\r\nContent-Length: {MAX_REQUEST_BYTES + 1}\r\n\r\n"
+                     '{"manifest": "'.encode())
+        answer = b""
+        while b"request_too_large" not in answer and (chunk := conn.recv(65536)):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 413") and b'"reason":"request_too_large"' in answer.replace(b" ", b"")
 
 
 def test_the_parts_imported_with_their_manifests_give_each_image_its_row(

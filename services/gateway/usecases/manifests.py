@@ -12,13 +12,15 @@ import asyncio
 from collections.abc import Sequence
 
 from services.common.errors import InvalidArgument
-from services.common.manifest import cut_manifest
+from services.common.manifest import MAX_MANIFEST_BYTES, cut_manifest
 from services.gateway.deps import Deps
 
 FORMATS = ("csv", "jsonl")
 # The most parts, and files in all, one cut takes (a million-image folder in parts of a thousand).
 MAX_PARTS = 10_000
 MAX_FILES = 1_000_000
+# A cut's request: the manifest and its parts' paths (a million of 256 bytes).
+MAX_REQUEST_BYTES = MAX_MANIFEST_BYTES + 256 * MAX_FILES
 
 
 async def cut(deps: Deps, album: str, manifest: str, manifest_format: str, parts: Sequence[Sequence[str]]
@@ -26,12 +28,15 @@ async def cut(deps: Deps, album: str, manifest: str, manifest_format: str, parts
     """The manifest (text, `manifest_format` csv or jsonl) cut into one per part, in the manifest's format, the
     paths of each part's files as its archive names them; read by the album's column types as its imports read
     it, so a bad cell is refused here (422), before any part is sent."""
+    manifest_format = manifest_format.lower()
     if manifest_format not in FORMATS:
         raise InvalidArgument(f"manifest_format is one of {', '.join(FORMATS)}")
     if not parts:
         raise InvalidArgument("parts lists the files of each part the folder is sent in: at least one")
     if len(parts) > MAX_PARTS or sum(map(len, parts)) > MAX_FILES:
         raise InvalidArgument(f"parts holds at most {MAX_PARTS} parts and {MAX_FILES} files in all")
+    if len(manifest.encode()) > MAX_MANIFEST_BYTES:
+        raise InvalidArgument(f"the manifest is over {MAX_MANIFEST_BYTES} bytes")
     collection = await deps.collection(album)
     columns = {c.name: c.type.value for c in collection.schema.columns}
     return await asyncio.to_thread(cut_manifest, manifest.lstrip("\ufeff"), f".{manifest_format}", columns, parts)
