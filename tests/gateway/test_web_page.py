@@ -683,8 +683,16 @@ def test_a_large_folder_goes_up_in_parts_an_import_each_two_live_at_most(
     page.click("#tabFolder")
     page.set_input_files("#importFolder", str(folder))
     expect(page.locator("#folderPicked")).to_contain_text(re.compile(r"^trip/ · 5 images, .* · sent in 3 parts$"))
+    # Start stays off while parts remain to send, though a part's job ending refreshes the album's view
+    page.evaluate("""() => {
+      window.startOnWhileSending = 0;
+      new MutationObserver(() => { if (sendingParts && !$("startImport").disabled) window.startOnWhileSending++; })
+        .observe($("startImport"), { attributes: true });
+    }""")
     page.click("#startImport")
     expect(page.locator("#importMsg")).to_have_text("Import of trip/ started in 3 parts: 5 images queued.")
+    expect(page.locator("#startImport")).to_be_enabled()
+    assert page.evaluate("window.startOnWhileSending") == 0
     jobs = page.locator("#jobs .job")
     expect(jobs).to_have_count(3)
     for k in range(3):
@@ -759,7 +767,8 @@ def test_a_part_the_gateway_refuses_stops_the_sending_and_says_which_parts_were_
     page.set_input_files("#importFolder", str(folder))
     page.click("#startImport")
     message = page.locator("#importMsg")
-    expect(message).to_contain_text("Import of trip/ stopped: parts 2-3 of 3 not sent: Answered 413.")
+    expect(message).to_have_text("Import of trip/ stopped: parts 2-3 of 3 not sent: Answered 413. Choose the folder "
+                                  "again to send the rest (its images already added count as duplicates).")
     expect(message).to_have_class(re.compile(r"\berror\b"))
     expect(page.locator("#startImport")).to_be_enabled()
     expect(page.locator("#jobs .job .status")).to_have_text("done")

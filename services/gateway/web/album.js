@@ -40,7 +40,8 @@ function clockTime(ms) {
 function showAlbumView(album) {
   const name = album ? album.name : "";
   $("albumNote").textContent = album ? `${name} · ${plural(album.image_count, "image")}` : "";
-  $("reembed").disabled = $("deleteAlbum").disabled = $("startImport").disabled = $("findDupes").disabled = !album;
+  $("reembed").disabled = $("deleteAlbum").disabled = $("findDupes").disabled = !album;
+  $("startImport").disabled = !album || importing;
   if (name !== viewAlbum) {
     viewAlbum = name;
     $("reembedConfirm").hidden = $("deleteAlbumConfirm").hidden = true;
@@ -291,13 +292,21 @@ function withImportOptions(form) {
   return form;
 }
 
+let importing = false;  // an import is being sent: Start stays off until it is taken (or each part is sent)
+
 async function startImport() {
+  if (importing) return;
   const album = currentAlbum();
   if (!album) return show($("importMsg"), "Create or choose an album first.", "error");
+  importing = $("startImport").disabled = true;
+  try { await sendImport(album); }
+  finally { importing = false; $("startImport").disabled = !currentAlbum(); }
+}
+
+async function sendImport(album) {
   if (importSource === "folder" && folder && folderParts().length > 1) return importInParts(album, folderParts());
   const { form, label, missing } = importForm();
   if (missing) return show($("importMsg"), missing, "error");
-  $("startImport").disabled = true;
   show($("importMsg"), "");
   try {
     const { body } = await postUntilTaken(`/v1/albums/${encodeURIComponent(album)}/imports`, form, showUpload,
@@ -307,7 +316,7 @@ async function startImport() {
     clearImportForm();
     if (album === currentAlbum()) placeJob(body, true);
   } catch (e) { showError($("importMsg"), e); }
-  finally { $("startImport").disabled = false; $("upload").hidden = true; }
+  finally { $("upload").hidden = true; }
 }
 
 let sendingParts = false;  // a folder's parts are being sent: leaving the page stops the rest
@@ -321,8 +330,7 @@ async function importInParts(album, parts) {
   const path = `/v1/albums/${encodeURIComponent(album)}/imports`;
   const manifest = $("importManifest").files[0];
   const sent = [];
-  let queued = 0, note = "";
-  $("startImport").disabled = true;
+  let queued = 0, note = "", cancelled = false;
   sendingParts = true;
   show($("importMsg"), "");
   try {
@@ -338,7 +346,7 @@ async function importInParts(album, parts) {
                                               showUploadWaiting));
       } catch (e) {
         if (!sent.length) throw e;  // nothing was sent: refused as one import is
-        note = `${partsText(k + 1, parts.length)} not sent: ${e.message}`;
+        note = `${partsText(k + 1, parts.length)} not sent: ${reasonOf(e)}`;
         break;
       }
       sent.push(job.id);
@@ -350,21 +358,28 @@ async function importInParts(album, parts) {
         + `${plural(queued, "image")} queued so far.`, "ok");
       $("upload").hidden = true;
       if (k + 1 === parts.length) break;
-      const jobs = await partsRunning(sent, 1);
+      let jobs;
+      try { jobs = await partsRunning(sent, 1); }
+      catch (e) {
+        note = `${partsText(k + 2, parts.length)} not sent: ${reasonOf(e)}`;
+        break;
+      }
       const ended = jobs.find((j) => j.status === "failed" || j.status === "cancelled");
       if (ended) {
-        if (ended.status === "cancelled")  // the user stopped the import: the part sent after it too
+        cancelled = ended.status === "cancelled";
+        if (cancelled)  // the user stopped the import: the part sent after it too
           for (const j of jobs.filter((j) => !FINISHED.has(j.status)))
             await api(`/v1/imports/${j.id}/cancel`, { method: "POST" }).catch(() => {});
         note = `${partsText(k + 2, parts.length)} not sent: part ${sent.indexOf(ended.id) + 1} ${ended.status}`;
         break;
       }
     }
-    if (note) show($("importMsg"), `Import of ${root}/ stopped: ${note}.`, "error");
+    const again = "Choose the folder again to send the rest (its images already added count as duplicates).";
+    if (note) show($("importMsg"), `Import of ${root}/ stopped: ${note}.${cancelled ? "" : ` ${again}`}`, "error");
     else show($("importMsg"), `Import of ${root}/ started in ${parts.length} parts: ${plural(queued, "image")} queued.`,
               "ok");
   } catch (e) { showError($("importMsg"), e); }
-  finally { sendingParts = false; $("startImport").disabled = false; $("upload").hidden = true; }
+  finally { sendingParts = false; $("upload").hidden = true; }
 }
 
 /** The manifest cut by the gateway, one per part: each part's the rows its files take; the whole read by the
@@ -380,6 +395,9 @@ async function manifestParts(album, manifest, parts) {
   return body.manifests;
 }
 
+/** Why a part was not sent, as a clause: the gateway's message without its closing stop. */
+function reasonOf(error) { return (error.detail || error.message).replace(/\.+$/, ""); }
+
 /** Parts `first` to the last: "part 3 of 3", "parts 3-5 of 5". */
 function partsText(first, count) {
   return first === count ? `part ${first} of ${count}` : `parts ${first}-${count} of ${count}`;
@@ -388,21 +406,30 @@ function partsText(first, count) {
 const partJobs = new Map();  // id -> the part's job as last read: a finished one is not asked again
 
 /** The jobs `ids`, once at most `most` of them run (or one failed or was cancelled); those running asked again
- *  every second, and through a gateway's restart. */
+ *  every second, and through a gateway's restart for up to RESEND_FOR_MS; any other error is thrown. */
 async function partsRunning(ids, most) {
+  let giveUpAt = Date.now() + RESEND_FOR_MS;
   for (;;) {
     try {
       const asked = ids.filter((id) => !FINISHED.has(partJobs.get(id)?.status));
       for (const { body } of await Promise.all(asked.map((id) => api(`/v1/imports/${id}`)))) partJobs.set(body.id, body);
+      giveUpAt = Date.now() + RESEND_FOR_MS;
       const jobs = ids.map((id) => partJobs.get(id));
       if (jobs.some((j) => j.status === "failed" || j.status === "cancelled")
           || jobs.filter((j) => !FINISHED.has(j.status)).length <= most) return jobs;
-    } catch (e) { /* the gateway restarting: asked again */ }
+    } catch (e) {
+      if ((e.status && !DROPPED_STATUSES.includes(e.status)) || Date.now() > giveUpAt) throw e;
+      show($("importMsg"), `The gateway does not answer (${reasonOf(e)}); the next part is sent once it does.`);
+    }
     await new Promise((resolve) => setTimeout(resolve, 1000));
   }
 }
 
-window.addEventListener("beforeunload", (e) => { if (sendingParts) e.preventDefault(); });
+window.addEventListener("beforeunload", (e) => {
+  if (!sendingParts) return;
+  e.preventDefault();
+  e.returnValue = "";  // browsers before the standard's preventDefault
+});
 
 function clearImportForm() {
   $("importArchive").value = ""; $("importFolder").value = ""; $("importUrls").value = "";
@@ -418,7 +445,6 @@ function setManifest(file) {
     $("manifestPicked").textContent = "a row per file or URL with its attributes";
   } else setPicked("manifestPicked", [file.name, formatBytes(file.size)]);
   $("clearManifest").hidden = !file;
-  showFolderPicked();  // with a manifest, one archive
   noteUndeclared();
 }
 

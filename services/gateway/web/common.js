@@ -51,6 +51,7 @@ function apiError(status, body) {
   const err = body && body.error;
   const error = new Error(err ? `${err.message} (${err.reason}, HTTP ${status}, request ${err.request_id})`
                               : `HTTP ${status}`);
+  error.status = status;
   error.detail = err ? err.message : "";
   error.meta = err ? `${err.reason} · HTTP ${status} · request ${err.request_id}` : "";
   return error;
