@@ -33,7 +33,7 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".
 FILE_KEYS = ("file", "path", "url", "name")
 # The most bad rows a refused manifest's error lists (it counts the rest).
 REPORTED = 20
-# The largest manifest an import (or a manifest cut) reads.
+# The largest manifest an import (or a manifest cut) reads (a million rows of a few attributes).
 MAX_MANIFEST_BYTES = 256 * 1024 * 1024
 LIST_SEPARATOR = "|"
 # Numbers as a CSV cell or the command line writes them: ASCII digits, a sign, a decimal point, an exponent.

@@ -71,7 +71,6 @@ from services.gateway.usecases.proposals import MAX_PROPOSALS, search_with_propo
 log = logging.getLogger(__name__)
 
 WEB_DIR = Path(__file__).parent / "web"
-# A manifest sent with an import, at most (a million rows of a few attributes).
 # Multipart framing and form fields on top of the files themselves.
 FORM_OVERHEAD_BYTES = 1024 * 1024
 HealthCheck = Callable[[], Awaitable[None]]
@@ -153,22 +152,18 @@ class RequestContext:
             return None
         path = str(scope["path"]).rstrip("/")
         per_file = self.settings.max_image_bytes
+        reason, limit_of = "image_too_large", f" ({per_file} per image)"
         if path.endswith("/images"):
             limit = per_file * self.settings.max_images_per_request + FORM_OVERHEAD_BYTES
         elif path.endswith(("/search", "/recognize")):
             limit = per_file + FORM_OVERHEAD_BYTES
         elif path.endswith("/manifest-parts"):
-            limit = manifests.MAX_REQUEST_BYTES
-            if int(declared) > limit:
-                return error_response(413, "request_too_large", f"the request is {declared} bytes; a manifest cut "
-                                                                f"takes at most {limit}")
-            return None
+            limit, reason, limit_of = manifests.MAX_REQUEST_BYTES, "request_too_large", " for a manifest cut"
         else:
             return None
         if int(declared) <= limit:
             return None
-        return error_response(413, "image_too_large", f"the request is {declared} bytes; the limit is {limit} "
-                                                      f"({per_file} per image)")
+        return error_response(413, reason, f"the request is {declared} bytes; the limit is {limit}{limit_of}")
 
 
 def _validation_message(exc: RequestValidationError | ValidationError) -> str:

@@ -39,4 +39,4 @@ async def cut(deps: Deps, album: str, manifest: str, manifest_format: str, parts
         raise InvalidArgument(f"the manifest is over {MAX_MANIFEST_BYTES} bytes")
     collection = await deps.collection(album)
     columns = {c.name: c.type.value for c in collection.schema.columns}
-    return await asyncio.to_thread(cut_manifest, manifest.lstrip("\ufeff"), f".{manifest_format}", columns, parts)
+    return await asyncio.to_thread(cut_manifest, manifest, f".{manifest_format}", columns, parts)
