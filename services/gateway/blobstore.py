@@ -3,14 +3,14 @@
     albums/<album>/images/<sha256>                 the original bytes, content type + name in metadata
     albums/<album>/thumbs/<size>/<sha256>.jpg      JPEG thumbnails, made on first request
 
-minio and urllib3 errors never leave this module: a missing object is `ImageNotFound`, anything
-else `StoreUnavailable`. The SDK blocks, so every call runs in a worker thread.
+Puts and gets, the hot path, go as single signed requests (`s3_requests.SignedRequests`), the rest through the
+minio SDK. Their errors never leave this module: a missing object is `ImageNotFound`, anything else
+`StoreUnavailable`. Both block, so every call runs in a worker thread.
 """
 
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -24,6 +24,7 @@ from minio.deleteobjects import DeleteObject
 from minio.error import MinioException, S3Error
 
 from services.common.errors import ImageNotFound, StoreUnavailable
+from services.gateway.s3_requests import MISSING_CODES, SignedRequests
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,6 @@ T = TypeVar("T")
 PUT_THREADS = 4
 
 NAME_META = "original-name"
-_MISSING_CODES = {"NoSuchKey", "NoSuchObject", "NoSuchBucket", "ResourceNotFound"}
 
 
 def image_key(album: str, content_hash: str) -> str:
@@ -129,8 +129,9 @@ class Blobs(Protocol):
 class BlobStore:
     """Put, get, stat and delete objects of one bucket; created on `ensure_bucket`."""
 
-    def __init__(self, client: Minio, bucket: str, put_threads: int = PUT_THREADS) -> None:
+    def __init__(self, client: Minio, requests: SignedRequests, bucket: str, put_threads: int = PUT_THREADS) -> None:
         self.client = client
+        self.requests = requests
         self.bucket = bucket
         self.put_threads = put_threads
         self._bucket_ready = False
@@ -144,13 +145,15 @@ class BlobStore:
             endpoint, access_key=access_key, secret_key=secret_key, secure=secure,
             region=region or None, http_client=default_http_client(timeout_s),
         )
-        return cls(client, bucket, put_threads)
+        requests = SignedRequests(endpoint, access_key, secret_key, bucket, secure=secure, region=region,
+                                  timeout_s=timeout_s)
+        return cls(client, requests, bucket, put_threads)
 
     async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         try:
             return await asyncio.to_thread(fn, *args, **kwargs)
         except S3Error as exc:
-            if exc.code in _MISSING_CODES:
+            if exc.code in MISSING_CODES:
                 raise ImageNotFound(f"no such object: {exc.object_name or exc.resource}") from exc
             raise StoreUnavailable(f"object store error: {exc.code}") from exc
         except (MinioException, urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
@@ -180,10 +183,8 @@ class BlobStore:
         await self._run(self._put_sync, NewBlob(key, content, content_type, name))
 
     def _put_sync(self, blob: NewBlob) -> None:
-        metadata: dict[str, str | list[str] | tuple[str]] | None = \
-            {NAME_META: quote(blob.name, safe="")} if blob.name else None
-        self.client.put_object(self.bucket, blob.key, io.BytesIO(blob.content), len(blob.content),
-                               content_type=blob.content_type, metadata=metadata)
+        self.requests.put(blob.key, blob.content, blob.content_type,
+                          {NAME_META: quote(blob.name, safe="")} if blob.name else None)
 
     async def put_all(self, blobs: Sequence[NewBlob]) -> None:
         """Writes the objects, up to `put_threads` at once; the first failure stops the rest and is raised once
@@ -219,17 +220,7 @@ class BlobStore:
             raise error
 
     async def get(self, key: str) -> Blob:
-        return await self._run(self._get_sync, key)
-
-    def _get_sync(self, key: str) -> Blob:
-        response = self.client.get_object(self.bucket, key)
-        try:
-            content = response.read()
-            content_type = response.headers.get("Content-Type") or "application/octet-stream"
-        finally:
-            response.close()
-            response.release_conn()
-        return Blob(content, content_type)
+        return Blob(*await self._run(self.requests.get, key))
 
     async def stat(self, key: str) -> BlobInfo:
         obj = await self._run(self.client.stat_object, self.bucket, key)
@@ -254,7 +245,7 @@ class BlobStore:
 
     def _delete_sync(self, keys: list[str]) -> None:
         errors = list(self.client.remove_objects(self.bucket, [DeleteObject(k) for k in keys]))
-        failed = [e for e in errors if e.code not in _MISSING_CODES]
+        failed = [e for e in errors if e.code not in MISSING_CODES]
         if failed:
             raise StoreUnavailable(f"could not delete {len(failed)} object(s): {failed[0].code}")
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import http.server
+import socket
 import threading
 import time
 import uuid
@@ -13,6 +17,7 @@ from pydantic import ValidationError
 from services.common.errors import ImageNotFound, StoreUnavailable
 from services.devstack import S3_ACCESS_KEY, S3_SECRET_KEY, Stack, free_port
 from services.gateway.blobstore import Blobs, BlobStore, NewBlob, image_key, thumbnail_key
+from services.gateway.s3_requests import SignedRequests
 from services.gateway.settings import GatewaySettings
 from tests.gateway.fakes import FakeBlobs
 
@@ -61,7 +66,7 @@ async def test_put_all_stops_at_a_failed_put_and_raises_it_as_store_unavailable(
 
     new = [NewBlob(f"albums/a/images/{i}", b"x", "image/jpeg") for i in range(40)]
     with pytest.raises(StoreUnavailable):
-        await FailingThird(store.client, store.bucket).put_all(new)
+        await FailingThird(store.client, store.requests, store.bucket).put_all(new)
     written = await store.list_keys("albums/a/")
     assert "albums/a/images/3" not in written and len(written) < len(new)  # the others stopped taking puts
 
@@ -110,6 +115,124 @@ async def test_put_all_keeps_at_most_its_threads_puts_under_way(store: BlobStore
             with lock:
                 running[0] -= 1
 
-    await Counting(store.client, store.bucket, put_threads=2).put_all(
+    await Counting(store.client, store.requests, store.bucket, put_threads=2).put_all(
         [NewBlob(f"albums/a/images/{i}", b"x", "image/jpeg") for i in range(12)])
     assert most[0] == 2 and len(await store.list_keys("albums/a/")) == 12
+
+
+@pytest.mark.parametrize("key", ["albums/a b/images/x+y=z", "staging/job~1/0", "albums/caf\u00e9/images/%41?#&"])
+async def test_keys_that_need_escaping_are_written_and_read_as_given(store: BlobStore, key: str) -> None:
+    await store.put(key, b"bytes", "image/jpeg", name="n")
+    assert (await store.get(key)).content == b"bytes"
+    assert await store.list_keys("") == [key]
+    assert (await store.stat(key)).name == "n"
+
+
+async def test_a_wrong_secret_is_refused_as_store_unavailable(servers: Stack) -> None:
+    right = BlobStore.connect(f"127.0.0.1:{servers.ports.s3}", S3_ACCESS_KEY, S3_SECRET_KEY, f"t-{uuid.uuid4().hex[:10]}")
+    await right.put("albums/a/images/x", b"bytes", "image/jpeg")
+    wrong = BlobStore.connect(f"127.0.0.1:{servers.ports.s3}", S3_ACCESS_KEY, "not-the-secret", right.bucket)
+    with pytest.raises(StoreUnavailable, match="SignatureDoesNotMatch"):
+        await wrong.put("albums/a/images/y", b"bytes", "image/jpeg")
+    with pytest.raises(StoreUnavailable, match="SignatureDoesNotMatch"):
+        await wrong.get("albums/a/images/x")
+    assert await right.list_keys("albums/") == ["albums/a/images/x"]
+
+
+class _Relay:
+    """A TCP relay in front of the S3 server that can close every connection it carries, as a server does at
+    its idle timeout or a restart."""
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.open: list[socket.socket] = []
+        self.accepted = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            self.open += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+
+    def drop_all(self) -> None:
+        for s in self.open:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+        self.open.clear()
+        time.sleep(0.1)
+
+    def close(self) -> None:
+        self.drop_all()
+        self.listener.close()
+
+
+def test_a_kept_connection_the_server_closed_is_replaced_without_an_error(servers: Stack) -> None:
+    relay = _Relay(servers.ports.s3)
+    try:
+        requests = SignedRequests(f"127.0.0.1:{relay.port}", S3_ACCESS_KEY, S3_SECRET_KEY, "test-relayed")
+        asyncio.run(BlobStore.connect(f"127.0.0.1:{servers.ports.s3}", S3_ACCESS_KEY, S3_SECRET_KEY,
+                                      "test-relayed").ensure_bucket())
+        requests.put("k/1", b"one", "text/plain")
+        assert requests.get("k/1") == (b"one", "text/plain") and relay.accepted == 1  # one kept connection
+        relay.drop_all()
+        requests.put("k/2", b"two", "text/plain")
+        relay.drop_all()
+        assert requests.get("k/2") == (b"two", "text/plain") and relay.accepted == 3
+    finally:
+        relay.close()
+
+
+class _Flaky(http.server.BaseHTTPRequestHandler):
+    """Answers 503 to the first `failures` requests, then 200 with the request's signature scheme as its body."""
+
+    failures = 2
+    seen: list[str] = []
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        type(self).seen.append(self.headers.get("Authorization", "").split(" ")[0])
+        status = 503 if len(self.seen) <= self.failures else 200
+        body = b"<Error><Code>SlowDown</Code></Error>" if status == 503 else b"answered"
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize("failures, answered", [(2, True), (3, False)])
+def test_a_busy_store_is_asked_again_twice(failures: int, answered: bool) -> None:
+    handler = type("Flaky", (_Flaky,), {"failures": failures, "seen": []})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        requests = SignedRequests(f"127.0.0.1:{server.server_address[1]}", "k", "s", "bucket")
+        if answered:
+            assert requests.get("x")[0] == b"answered"
+        else:
+            with pytest.raises(StoreUnavailable, match="SlowDown"):
+                requests.get("x")
+        assert handler.seen == ["AWS4-HMAC-SHA256"] * 3
+    finally:
+        server.shutdown()
