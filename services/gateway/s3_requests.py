@@ -91,13 +91,18 @@ class SignedRequests:
 
     def _send(self, method: str, path: str, body: bytes,
               headers: dict[str, str]) -> tuple[http.client.HTTPResponse, bytes]:
-        """Sends on this thread's kept connection; once more on a new one if the server had closed it."""
+        """Sends on this thread's kept connection; once more on a new one if the server had closed it. A connection
+        whose exchange failed otherwise (a timeout: its answer may still come) is never used again."""
         kept = getattr(self._local, "connection", None)
         if kept is not None:
             try:
                 return self._exchange(kept, method, path, body, headers)
             except _CLOSED:
                 kept.close()
+            except BaseException:
+                kept.close()
+                self._local.connection = None
+                raise
         connection = self._local.connection = self._connect()
         try:
             return self._exchange(connection, method, path, body, headers)

@@ -9,6 +9,7 @@ import socket
 import threading
 import time
 import uuid
+from typing import ClassVar
 
 import pytest
 import urllib3
@@ -129,7 +130,8 @@ async def test_keys_that_need_escaping_are_written_and_read_as_given(store: Blob
 
 
 async def test_a_wrong_secret_is_refused_as_store_unavailable(servers: Stack) -> None:
-    right = BlobStore.connect(f"127.0.0.1:{servers.ports.s3}", S3_ACCESS_KEY, S3_SECRET_KEY, f"t-{uuid.uuid4().hex[:10]}")
+    bucket = f"test-{uuid.uuid4().hex[:10]}"
+    right = BlobStore.connect(f"127.0.0.1:{servers.ports.s3}", S3_ACCESS_KEY, S3_SECRET_KEY, bucket)
     await right.put("albums/a/images/x", b"bytes", "image/jpeg")
     wrong = BlobStore.connect(f"127.0.0.1:{servers.ports.s3}", S3_ACCESS_KEY, "not-the-secret", right.bucket)
     with pytest.raises(StoreUnavailable, match="SignatureDoesNotMatch"):
@@ -206,9 +208,9 @@ class _Flaky(http.server.BaseHTTPRequestHandler):
     """Answers 503 to the first `failures` requests, then 200 with the request's signature scheme as its body."""
 
     failures = 2
-    seen: list[str] = []
+    seen: ClassVar[list[str]] = []
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+    def do_GET(self) -> None:
         type(self).seen.append(self.headers.get("Authorization", "").split(" ")[0])
         status = 503 if len(self.seen) <= self.failures else 200
         body = b"<Error><Code>SlowDown</Code></Error>" if status == 503 else b"answered"
@@ -234,5 +236,41 @@ def test_a_busy_store_is_asked_again_twice(failures: int, answered: bool) -> Non
             with pytest.raises(StoreUnavailable, match="SlowDown"):
                 requests.get("x")
         assert handler.seen == ["AWS4-HMAC-SHA256"] * 3
+    finally:
+        server.shutdown()
+
+
+class _StallsFirst(http.server.BaseHTTPRequestHandler):
+    """Stalls halfway through its first answer's body; answers the others at once."""
+
+    protocol_version = "HTTP/1.1"  # keep-alive, as an S3 server's
+    answered = 0
+
+    def do_GET(self) -> None:
+        type(self).answered += 1
+        body = b"first-answer" if self.answered == 1 else b"second"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body[:5])
+        self.wfile.flush()
+        if self.answered == 1:
+            time.sleep(0.6)
+        self.wfile.write(body[5:])
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_request_that_timed_out_leaves_nothing_for_the_next_one() -> None:
+    handler = type("StallsFirst", (_StallsFirst,), {"answered": 0})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        requests = SignedRequests(f"127.0.0.1:{server.server_address[1]}", "k", "s", "bucket", timeout_s=0.3)
+        with pytest.raises(StoreUnavailable):
+            requests.get("first")
+        time.sleep(0.5)  # the rest of the first answer has come meanwhile
+        assert requests.get("second")[0] == b"second"
     finally:
         server.shutdown()
