@@ -24,9 +24,11 @@ import pytest
 from imagesearch.v1 import search_pb2, search_pb2_grpc
 from minio import Minio
 from PIL import Image
+from playwright.sync_api import Route, expect, sync_playwright
 
 from services.devstack import ROOT, S3_ACCESS_KEY, S3_SECRET_KEY, Stack
 from tests.conftest import SERVERS, SERVICES
+from tests.gateway.test_web_page import CHROMIUM, VIEWPORT, open_album, screenshot
 
 IMAGES = 160
 
@@ -179,6 +181,70 @@ def test_an_ingest_sent_in_parts_finishes_exactly_once_through_a_dead_gateway(st
     store = Minio(f"127.0.0.1:{stack.ports.s3}", access_key=S3_ACCESS_KEY, secret_key=S3_SECRET_KEY, secure=False)
     keys = [o.object_name for o in store.list_objects("imagesearch", recursive=True)]
     assert len([k for k in keys if k.startswith("albums/parts/images/")]) == 90
+    assert not [k for k in keys if k.startswith("staging/")]
+
+
+def test_the_page_sends_a_folder_in_parts_through_a_dead_gateway(stack: Stack, photos: list[Path], tmp_path: Path,
+                                                                 tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The web page sends a folder in three parts; the gateway is killed as the second part goes up (the first
+    part's import done) and started again a few seconds later. The page says it waits for the gateway, sends the
+    part again once it answers (one import, the same Idempotency-Key each try), then the third: every image once,
+    three imports done, no staged copy left."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian's chromium is not installed (scripts/setup.sh --dev installs it)")
+    folder = tmp_path / "trip"
+    folder.mkdir()
+    for name, content in distinct_images(photos, 5):
+        (folder / name).write_bytes(content)
+    with httpx.Client(base_url=stack.http_url, timeout=60) as http, sync_playwright() as playwright:
+        assert http.post("/v1/albums", json={"name": "pageparts"}).status_code == 201
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--disable-gpu"])
+        page = browser.new_context(viewport=VIEWPORT, base_url=stack.http_url).new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto("/")
+        open_album(page, "pageparts", 0)
+        page.evaluate("UPLOAD_PART.images = 2")  # 1,000 on the page: 5 images then go up in 3 parts
+        tries: list[str] = []
+
+        def kill_at_the_second_part(route: Route) -> None:
+            tries.append(route.request.headers.get("idempotency-key") or "")
+            if len(tries) == 2:
+                _when(lambda: http.get("/v1/imports", params={"album": "pageparts"}).json()["imports"][0]["status"]
+                      == "done", 120, "the first part done")
+                stack.kill("gateway")
+            route.continue_()
+
+        page.route("**/v1/albums/*/imports", kill_at_the_second_part)
+        page.click("#tabFolder")
+        page.set_input_files("#importFolder", str(folder))
+        expect(page.locator("#folderPicked")).to_contain_text("sent in 3 parts")
+        page.click("#startImport")
+        expect(page.locator("#importMsg")).to_have_text(
+            "The upload did not get through (the gateway cannot be reached); it is sent again when the gateway "
+            "answers.", timeout=60_000)
+        screenshot(page, "test_the_page_sends_a_folder_in_parts_through_a_dead_gateway_waiting",
+                   tmp_path_factory.getbasetemp() / "screenshots")
+        time.sleep(3)
+        stack.ensure(SERVERS + SERVICES)
+        expect(page.locator("#importMsg")).to_have_text("Import of trip/ started in 3 parts: 5 images queued.",
+                                                        timeout=120_000)
+        for k in range(3):
+            row = page.locator("#jobs .job", has_text=f"trip/ (part {k + 1} of 3)")
+            expect(row.locator(".status")).to_have_text("done", timeout=60_000)
+        screenshot(page, "test_the_page_sends_a_folder_in_parts_through_a_dead_gateway",
+                   tmp_path_factory.getbasetemp() / "screenshots")
+        browser.close()
+        assert not errors, f"the page raised: {errors}"
+        assert len(tries) >= 4 and len(set(tries)) == 3 and len(set(tries[1:-1])) == 1  # the second part, resent
+        jobs = http.get("/v1/imports", params={"album": "pageparts"}).json()["imports"]
+        assert sorted((j["source"], j["status"], j["counts"]["added"]) for j in jobs) == [
+            (f"trip.tar (part {k} of 3)", "done", added) for k, added in ((1, 2), (2, 2), (3, 1))], jobs
+        ids = [i["id"] for i in http.get("/v1/albums/pageparts/images", params={"limit": 100}).json()["images"]]
+        assert len(ids) == len(set(ids)) == 5
+    store = Minio(f"127.0.0.1:{stack.ports.s3}", access_key=S3_ACCESS_KEY, secret_key=S3_SECRET_KEY, secure=False)
+    keys = [o.object_name for o in store.list_objects("imagesearch", recursive=True)]
+    assert len([k for k in keys if k.startswith("albums/pageparts/images/")]) == 5
     assert not [k for k in keys if k.startswith("staging/")]
 
 

@@ -767,7 +767,7 @@ def test_a_part_the_gateway_refuses_stops_the_sending_and_says_which_parts_were_
     page.set_input_files("#importFolder", str(folder))
     page.click("#startImport")
     message = page.locator("#importMsg")
-    expect(message).to_have_text("Import of trip/ stopped: parts 2-3 of 3 not sent: Answered 413. Choose the folder "
+    expect(message).to_have_text("Import of trip/ stopped: parts 2-3 of 3 not sent: answered 413. Choose the folder "
                                   "again to send the rest (its images already added count as duplicates).")
     expect(message).to_have_class(re.compile(r"\berror\b"))
     expect(page.locator("#startImport")).to_be_enabled()

@@ -245,8 +245,7 @@ function showUploadWaiting(error) {
   $("upload").hidden = false;
   $("upload").querySelector(".ok").style.width = "0%";
   $("uploadText").textContent = "Waiting for the gateway…";
-  const why = (error.detail || error.message).replace(/\.$/, "");
-  show($("importMsg"), `The upload did not get through (${why}); it is sent again when the gateway answers.`);
+  show($("importMsg"), `The upload did not get through (${reasonOf(error)}); it is sent again when the gateway answers.`);
 }
 
 /** The upload's bar; `part` ("part 2 of 5") when a folder goes up in parts. */
@@ -395,8 +394,12 @@ async function manifestParts(album, manifest, parts) {
   return body.manifests;
 }
 
-/** Why a part was not sent, as a clause: the gateway's message without its closing stop. */
-function reasonOf(error) { return (error.detail || error.message).replace(/\.+$/, ""); }
+/** Why something did not get through, as a clause: the message without its closing stop, its first word in lower
+ *  case unless it is an abbreviation ("the gateway cannot be reached", "HTTP 502"). */
+function reasonOf(error) {
+  const why = (error.detail || error.message).replace(/\.+$/, "");
+  return /^[A-Z][a-z]/.test(why) ? why[0].toLowerCase() + why.slice(1) : why;
+}
 
 /** Parts `first` to the last: "part 3 of 3", "parts 3-5 of 5". */
 function partsText(first, count) {
@@ -419,7 +422,8 @@ async function partsRunning(ids, most) {
           || jobs.filter((j) => !FINISHED.has(j.status)).length <= most) return jobs;
     } catch (e) {
       if ((e.status && !DROPPED_STATUSES.includes(e.status)) || Date.now() > giveUpAt) throw e;
-      show($("importMsg"), `The gateway does not answer (${reasonOf(e)}); the next part is sent once it does.`);
+      show($("importMsg"), `The gateway ${e.status ? `answered HTTP ${e.status}` : "cannot be reached"}; the next part is `
+        + "sent once it is back.");
     }
     await new Promise((resolve) => setTimeout(resolve, 1000));
   }
