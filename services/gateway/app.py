@@ -823,7 +823,8 @@ async def _import_spec(request: Request, settings: GatewaySettings) -> ImportSpe
         except ValidationError as exc:
             raise InvalidArgument(f"send JSON {{\"urls\": [...]}} or a multipart form with an archive: "
                                   f"{_validation_message(exc)}") from None
-        return ImportSpec(urls=body.urls, manifest=body.manifest, manifest_name=f"manifest.{body.manifest_format}",
+        return ImportSpec(urls=body.urls, manifest=body.manifest,
+                          manifest_name="manifest" + manifests.format_suffix(body.manifest_format),
                           attributes=body.attributes, on_duplicate=body.on_duplicate)
     form = await request.form(max_files=4, max_part_size=MAX_MANIFEST_BYTES)
     archive, manifest = form.get("archive"), form.get("manifest")

@@ -305,7 +305,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
     async def CreateImport(self, request: gateway_pb2.CreateImportRequest, context: Context) -> gateway_pb2.ImportJob:
         spec = ImportSpec(urls=list(request.urls), archive=io.BytesIO(request.archive) if request.archive else None,
                           archive_name=request.archive_name,
-                          manifest=request.manifest, manifest_name=f"manifest.{request.manifest_format or 'csv'}",
+                          manifest=request.manifest,
+                          manifest_name="manifest" + manifests.format_suffix(request.manifest_format or "csv"),
                           attributes=attributes_from_wire(request.attributes),
                           on_duplicate=on_duplicate(request.on_duplicate), idempotency_key=request.idempotency_key)
         return import_message(await imports.create(self.deps, self.queue, request.album, spec))

@@ -150,3 +150,20 @@ def test_the_parts_imported_with_their_manifests_give_each_image_its_row(
     assert images == {n: {"price": float(k + 1), "place": f"p{k}"} for k, n in enumerate(names)}
     failed = http.get(f"/v1/imports/{job.json()['id']}/results", params={"failed": "true"}).json()["results"]
     assert [f["name"] for f in failed] == ["lost.png"]  # the row naming no file: with the last part
+
+
+def test_an_import_refuses_a_manifest_format_as_a_cut_does(stack: Stack, http: httpx.Client, shop: str) -> None:
+    """A JSON import's (and gRPC CreateImport's) manifest_format is read as the cut reads it: another than csv or
+    jsonl is a bad request (400 invalid_argument, not a manifest with bad attributes), its case free."""
+    manifest = '{"url": "http://127.0.0.1:9/x.png", "price": 1}\n'
+    answer = http.post(f"/v1/albums/{shop}/imports", json={"manifest": manifest, "manifest_format": "xml"})
+    assert (answer.status_code, answer.json()["error"]["reason"]) == (400, "invalid_argument"), answer.text
+    assert "manifest_format is one of csv, jsonl" in answer.json()["error"]["message"]
+    with grpc.insecure_channel(f"127.0.0.1:{stack.ports.gateway}") as channel:
+        stub = gateway_pb2_grpc.GatewayStub(channel)
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.CreateImport(gateway_pb2.CreateImportRequest(album=shop, manifest=manifest, manifest_format="xml"))
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+    assert http.get("/v1/imports", params={"album": shop}).json()["imports"] == []  # nothing queued
+    taken = http.post(f"/v1/albums/{shop}/imports", json={"manifest": manifest, "manifest_format": "JSONL"})
+    assert taken.status_code == 202, taken.text

@@ -28,9 +28,7 @@ async def cut(deps: Deps, album: str, manifest: str, manifest_format: str, parts
     """The manifest (text, `manifest_format` csv or jsonl) cut into one per part, in the manifest's format, the
     paths of each part's files as its archive names them; read by the album's column types as its imports read
     it, so a bad cell is refused here (422), before any part is sent."""
-    manifest_format = manifest_format.lower()
-    if manifest_format not in FORMATS:
-        raise InvalidArgument(f"manifest_format is one of {', '.join(FORMATS)}")
+    suffix = format_suffix(manifest_format)
     if not parts:
         raise InvalidArgument("parts lists the files of each part the folder is sent in: at least one")
     if len(parts) > MAX_PARTS or sum(map(len, parts)) > MAX_FILES:
@@ -39,4 +37,12 @@ async def cut(deps: Deps, album: str, manifest: str, manifest_format: str, parts
         raise InvalidArgument(f"the manifest is over {MAX_MANIFEST_BYTES} bytes")
     collection = await deps.collection(album)
     columns = {c.name: c.type.value for c in collection.schema.columns}
-    return await asyncio.to_thread(cut_manifest, manifest, f".{manifest_format}", columns, parts)
+    return await asyncio.to_thread(cut_manifest, manifest, suffix, columns, parts)
+
+
+def format_suffix(manifest_format: str) -> str:
+    """The file suffix a manifest given as text in this format is read by (".csv", ".jsonl"), whatever its case;
+    another format is refused (400), by an import as by a cut."""
+    if manifest_format.lower() not in FORMATS:
+        raise InvalidArgument(f"manifest_format is one of {', '.join(FORMATS)}")
+    return f".{manifest_format.lower()}"
