@@ -2,16 +2,17 @@
 
 An import writes two objects an image and a copy search reads five; through the minio SDK each request cost the
 gateway ~0.6 ms of CPU (its URL and header building, the signing key derived anew, urllib3's pool) and the stack's
-S3 server ~1.6. `SignedRequests` sends the same S3 calls (AWS Signature V4, the payload's SHA-256 signed over
-plain HTTP as the SDK signs it, `UNSIGNED-PAYLOAD` over TLS as the SDK sends it) on a keep-alive connection per
-thread, with the signing key kept for the day: ~0.25 ms a put here, and ~1.4 ms in the S3 server, whose fewer
-headers to read and check are most of its share (bench/blob_puts.py). Buckets, stat, listings and deletes stay
-with the SDK (`BlobStore`).
+S3 server ~1.6. `SignedRequests` sends the same S3 calls (AWS Signature V4 with the payload's SHA-256 signed, so
+the store checks every body it is sent, over TLS too) on a keep-alive connection per thread, with the signing key
+kept for the day: ~0.25 ms a put here, and ~1.4 ms in the S3 server, whose fewer headers to read and check are
+most of its share (bench/blob_puts.py). Buckets, stat, listings and deletes stay with the SDK (`BlobStore`).
 
 A request on a kept connection that the server has closed meanwhile (its idle timeout, a restart) is sent again
-on a new one; a refused connection or a 500/502/503/504 answer is tried again after 0.1 s, then 0.2 s, as the
-SDK's pool does (`blobstore.default_http_client`). Failures leave as the store's errors: a missing object or
-bucket `ImageNotFound`, anything else `StoreUnavailable`.
+on a new one; a connection refused or cut at once (the store restarting) or a 500/502/503/504 answer is tried
+again after 0.1 s, then 0.2 s, as the SDK's pool does (`blobstore.default_http_client`). A connection gets 2 s
+to open, then `timeout_s` for each step of the exchange: a body goes out in slices of 1 MiB, each with its own
+`timeout_s`, so a large object (a staged pack of 32 photos) fails only if the store stops taking it. Failures
+leave as the store's errors: a missing object or bucket `ImageNotFound`, anything else `StoreUnavailable`.
 """
 
 from __future__ import annotations
@@ -31,11 +32,40 @@ from services.common.errors import ImageNotFound, StoreUnavailable
 MISSING_CODES = frozenset({"NoSuchKey", "NoSuchObject", "NoSuchBucket", "ResourceNotFound"})
 _EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 _RETRY_STATUSES = frozenset({500, 502, 503, 504})
+_CONNECT_TIMEOUT_S = 2.0
+_SLICE = 1 << 20
 _RETRY_DELAYS_S = (0.1, 0.2)
 _CODE = re.compile(rb"<Code>([^<]+)</Code>")
 # What a kept connection closed by the server raises on its next use: the request is sent again on a new one.
 _CLOSED = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError, ConnectionAbortedError,
            http.client.CannotSendRequest)
+# What a new connection to a store that is not there (yet) raises: tried again after a pause.
+_AWAY = (ConnectionRefusedError, ConnectionResetError, ConnectionAbortedError, http.client.RemoteDisconnected,
+         socket.gaierror)
+
+
+class _Connection(http.client.HTTPConnection):
+    """A connection with a short timeout to open and the exchange's own after (http.client has one for both)."""
+
+    def __init__(self, host: str, timeout_s: float) -> None:
+        super().__init__(host, timeout=timeout_s)
+        self.exchange_timeout_s = timeout_s
+
+    def connect(self) -> None:  # also when http.client opens it again after a "Connection: close" answer
+        self.timeout = min(_CONNECT_TIMEOUT_S, self.exchange_timeout_s)
+        super().connect()
+        self.sock.settimeout(self.exchange_timeout_s)
+
+
+class _TlsConnection(http.client.HTTPSConnection):
+    def __init__(self, host: str, timeout_s: float) -> None:
+        super().__init__(host, timeout=timeout_s)
+        self.exchange_timeout_s = timeout_s
+
+    def connect(self) -> None:
+        self.timeout = min(_CONNECT_TIMEOUT_S, self.exchange_timeout_s)
+        super().connect()
+        self.sock.settimeout(self.exchange_timeout_s)
 
 
 class SignedRequests:
@@ -44,6 +74,9 @@ class SignedRequests:
     def __init__(self, endpoint: str, access_key: str, secret_key: str, bucket: str, *, secure: bool = False,
                  region: str = "", timeout_s: float = 30.0) -> None:
         self.host = endpoint
+        # The Host header as the SDK sends it (and a proxy in front of the store may rewrite it): no default port.
+        default_port = ":443" if secure else ":80"
+        self.host_header = endpoint.removesuffix(default_port)
         self.access_key = access_key
         self.secret_key = secret_key
         self.bucket = bucket
@@ -54,6 +87,10 @@ class SignedRequests:
         self._signing_key: tuple[str, bytes] = ("", b"")
 
     def put(self, key: str, content: bytes, content_type: str, metadata: dict[str, str] | None = None) -> None:
+        """Writes the object; `metadata` values are printable ASCII (`BlobStore` quotes the name it keeps)."""
+        for value in (metadata or {}).values():
+            if not (value.isascii() and value.isprintable()):
+                raise ValueError("object metadata values are printable ASCII")
         headers = {"Content-Type": content_type, **{f"x-amz-meta-{k}": v for k, v in (metadata or {}).items()}}
         self._request("PUT", key, content, headers)
 
@@ -66,11 +103,11 @@ class SignedRequests:
     def _request(self, method: str, key: str, body: bytes,
                  headers: dict[str, str]) -> tuple[http.client.HTTPResponse, bytes]:
         path = f"/{quote(self.bucket, safe='')}/{quote(key, safe='/~')}"
-        payload = "UNSIGNED-PAYLOAD" if self.secure else hashlib.sha256(body).hexdigest() if body else _EMPTY_SHA256
+        payload = hashlib.sha256(body).hexdigest() if body else _EMPTY_SHA256
         for delay in (*_RETRY_DELAYS_S, None):
             try:
                 response, answer = self._send(method, path, body, self._signed(method, path, payload, headers))
-            except (ConnectionRefusedError, socket.gaierror) as exc:
+            except _AWAY as exc:
                 if delay is None:
                     raise StoreUnavailable(f"object store is unavailable: {type(exc).__name__}") from exc
                 time.sleep(delay)
@@ -103,7 +140,9 @@ class SignedRequests:
                 kept.close()
                 self._local.connection = None
                 raise
-        connection = self._local.connection = self._connect()
+        self._local.connection = None
+        connection = self._connect()
+        self._local.connection = connection
         try:
             return self._exchange(connection, method, path, body, headers)
         except BaseException:
@@ -114,23 +153,31 @@ class SignedRequests:
     @staticmethod
     def _exchange(connection: http.client.HTTPConnection, method: str, path: str, body: bytes,
                   headers: dict[str, str]) -> tuple[http.client.HTTPResponse, bytes]:
-        connection.request(method, path, body=body or None, headers=headers)
+        view = memoryview(body)
+        slices = (view[start:start + _SLICE] for start in range(0, len(body), _SLICE))
+        # The length given: http.client then sends the slices as they are (no chunked encoding), each its own send.
+        connection.request(method, path, body=slices if body else None,
+                           headers={**headers, "Content-Length": str(len(body))} if body else headers)
         response = connection.getresponse()
         return response, response.read()
 
     def _connect(self) -> http.client.HTTPConnection:
-        if self.secure:
-            return http.client.HTTPSConnection(self.host, timeout=self.timeout_s)
-        return http.client.HTTPConnection(self.host, timeout=self.timeout_s)
+        """A new connection, opened now (a store that is not there raises here)."""
+        connection = (_TlsConnection if self.secure else _Connection)(self.host, self.timeout_s)
+        connection.connect()
+        return connection
 
     # --- AWS Signature V4 ----------------------------------------------------------------------------
     def _signed(self, method: str, path: str, payload: str, headers: dict[str, str]) -> dict[str, str]:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         day = stamp[:8]
-        signed = {"host": self.host, "x-amz-content-sha256": payload, "x-amz-date": stamp,
-                  **{k.lower(): v.strip() for k, v in headers.items() if k.lower().startswith("x-amz-")}}
+        signed = {"host": self.host_header, "x-amz-content-sha256": payload, "x-amz-date": stamp,
+                  **{k.lower(): v for k, v in headers.items() if k.lower().startswith("x-amz-")}}
         names = sorted(signed)
-        canonical = "\n".join([method, path, "", *(f"{n}:{signed[n]}" for n in names), "", ";".join(names), payload])
+        # A canonical header value is trimmed, its runs of spaces made one (as the store reads it back)
+        values = (" ".join(signed[n].split()) for n in names)
+        canonical = "\n".join([method, path, "", *(f"{n}:{v}" for n, v in zip(names, values, strict=True)), "",
+                               ";".join(names), payload])
         scope = f"{day}/{self.region}/s3/aws4_request"
         to_sign = f"AWS4-HMAC-SHA256\n{stamp}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
         signature = hmac.new(self._key(day), to_sign.encode(), hashlib.sha256).hexdigest()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import http.server
+import re
 import socket
 import threading
 import time
@@ -240,21 +241,26 @@ def test_a_busy_store_is_asked_again_twice(failures: int, answered: bool) -> Non
         server.shutdown()
 
 
-class _StallsFirst(http.server.BaseHTTPRequestHandler):
-    """Stalls halfway through its first answer's body; answers the others at once."""
+class _QuietServer(http.server.ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass  # a client that gave up on an answer: expected here
+
+
+class _StallsSecond(http.server.BaseHTTPRequestHandler):
+    """Answers on a kept connection; stalls halfway through its second answer's body."""
 
     protocol_version = "HTTP/1.1"  # keep-alive, as an S3 server's
     answered = 0
 
     def do_GET(self) -> None:
         type(self).answered += 1
-        body = b"first-answer" if self.answered == 1 else b"second"
+        body = f"answer-{self.answered}".encode()
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body[:5])
         self.wfile.flush()
-        if self.answered == 1:
+        if self.answered == 2:
             time.sleep(0.6)
         self.wfile.write(body[5:])
 
@@ -263,14 +269,70 @@ class _StallsFirst(http.server.BaseHTTPRequestHandler):
 
 
 def test_a_request_that_timed_out_leaves_nothing_for_the_next_one() -> None:
-    handler = type("StallsFirst", (_StallsFirst,), {"answered": 0})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    """The second request times out on the connection the first one left open; the rest of its answer comes
+    later, and must not be read as the third request's."""
+    handler = type("StallsSecond", (_StallsSecond,), {"answered": 0})
+    server = _QuietServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         requests = SignedRequests(f"127.0.0.1:{server.server_address[1]}", "k", "s", "bucket", timeout_s=0.3)
+        assert requests.get("first")[0] == b"answer-1"
         with pytest.raises(StoreUnavailable):
-            requests.get("first")
-        time.sleep(0.5)  # the rest of the first answer has come meanwhile
-        assert requests.get("second")[0] == b"second"
+            requests.get("second")
+        time.sleep(0.5)  # the rest of the second answer has come meanwhile
+        assert requests.get("third")[0] == b"answer-3"
     finally:
         server.shutdown()
+
+
+def _slow_reader(rate: int, got: list[int]) -> socket.socket:
+    """A server that reads one request's body at `rate` bytes a second (a store busy or far away), then answers."""
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 18)  # no room to take the body in for it
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+
+    def serve() -> None:
+        connection, _ = listener.accept()
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += connection.recv(4096)
+        head, _, body = head.partition(b"\r\n\r\n")
+        length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
+        received = len(body)
+        while received < length:
+            received += len(connection.recv(rate // 8))
+            time.sleep(1 / 8)
+        got.append(received)
+        connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        connection.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return listener
+
+
+def test_a_large_object_goes_through_a_slow_store_each_slice_in_its_own_time() -> None:
+    """24 MiB to a store taking 8 MiB a second, with a timeout of 1.5 s: the whole body takes ~3 s, each 1 MiB slice
+    an eighth of one (one send of the whole timed out, as the timeout covers one call)."""
+    got: list[int] = []
+    listener = _slow_reader(8 << 20, got)
+    try:
+        requests = SignedRequests(f"127.0.0.1:{listener.getsockname()[1]}", "k", "s", "bucket", timeout_s=1.5)
+        requests.put("big", bytes(24 << 20), "application/octet-stream")
+        assert got == [24 << 20]
+    finally:
+        listener.close()
+
+
+async def test_metadata_is_signed_as_the_store_reads_it(store: BlobStore) -> None:
+    await store.ensure_bucket()
+    store.requests.put("albums/a/images/x", b"x", "image/png", {"note": "  two  spaces  "})
+    assert (await store.get("albums/a/images/x")).content == b"x"
+    with pytest.raises(ValueError, match="printable ASCII"):
+        store.requests.put("albums/a/images/y", b"y", "image/png", {"note": "caf\u00e9"})
+
+
+def test_the_host_is_signed_without_its_default_port() -> None:
+    assert SignedRequests("minio:80", "k", "s", "b").host_header == "minio"
+    assert SignedRequests("minio:443", "k", "s", "b", secure=True).host_header == "minio"
+    assert SignedRequests("minio:9000", "k", "s", "b").host_header == "minio:9000"

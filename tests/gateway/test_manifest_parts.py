@@ -167,3 +167,8 @@ def test_an_import_refuses_a_manifest_format_as_a_cut_does(stack: Stack, http: h
     assert http.get("/v1/imports", params={"album": shop}).json()["imports"] == []  # nothing queued
     taken = http.post(f"/v1/albums/{shop}/imports", json={"manifest": manifest, "manifest_format": "JSONL"})
     assert taken.status_code == 202, taken.text
+    http.post(f"/v1/imports/{taken.json()['id']}/cancel")  # not left to the workers the session's other tests share
+    for _ in range(100):
+        if http.get(f"/v1/imports/{taken.json()['id']}").json()["status"] in ("done", "failed", "cancelled"):
+            break
+        time.sleep(0.1)
