@@ -57,15 +57,8 @@ class _Connection(http.client.HTTPConnection):
         self.sock.settimeout(self.exchange_timeout_s)
 
 
-class _TlsConnection(http.client.HTTPSConnection):
-    def __init__(self, host: str, timeout_s: float) -> None:
-        super().__init__(host, timeout=timeout_s)
-        self.exchange_timeout_s = timeout_s
-
-    def connect(self) -> None:
-        self.timeout = min(_CONNECT_TIMEOUT_S, self.exchange_timeout_s)
-        super().connect()
-        self.sock.settimeout(self.exchange_timeout_s)
+class _TlsConnection(_Connection, http.client.HTTPSConnection):
+    """The same over TLS (its handshake within the time to open)."""
 
 
 class SignedRequests:

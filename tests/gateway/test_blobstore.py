@@ -336,3 +336,9 @@ def test_the_host_is_signed_without_its_default_port() -> None:
     assert SignedRequests("minio:80", "k", "s", "b").host_header == "minio"
     assert SignedRequests("minio:443", "k", "s", "b", secure=True).host_header == "minio"
     assert SignedRequests("minio:9000", "k", "s", "b").host_header == "minio:9000"
+
+
+def test_a_store_that_does_not_speak_tls_is_unavailable_to_a_secure_client(servers: Stack) -> None:
+    requests = SignedRequests(f"127.0.0.1:{servers.ports.s3}", S3_ACCESS_KEY, S3_SECRET_KEY, "bucket", secure=True)
+    with pytest.raises(StoreUnavailable, match="SSLError"):
+        requests.get("x")
