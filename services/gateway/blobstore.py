@@ -24,7 +24,7 @@ from minio.deleteobjects import DeleteObject
 from minio.error import MinioException, S3Error
 
 from services.common.errors import ImageNotFound, StoreUnavailable
-from services.gateway.s3_requests import MISSING_CODES, SignedRequests
+from services.gateway.s3_requests import CONNECT_TIMEOUT_S, MISSING_CODES, SignedRequests
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ def _meta(headers: Any, key: str) -> str:
 def default_http_client(timeout_s: float = 10.0) -> urllib3.PoolManager:
     """A pool that fails fast: minio's default retries for minutes when the store is down."""
     return urllib3.PoolManager(
-        timeout=urllib3.Timeout(connect=min(2.0, timeout_s), read=timeout_s),
+        timeout=urllib3.Timeout(connect=min(CONNECT_TIMEOUT_S, timeout_s), read=timeout_s),
         maxsize=16,
         retries=urllib3.Retry(total=2, connect=1, backoff_factor=0.1, status_forcelist=(500, 502, 503, 504)),
     )

@@ -32,7 +32,7 @@ from services.common.errors import ImageNotFound, StoreUnavailable
 MISSING_CODES = frozenset({"NoSuchKey", "NoSuchObject", "NoSuchBucket", "ResourceNotFound"})
 _EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 _RETRY_STATUSES = frozenset({500, 502, 503, 504})
-_CONNECT_TIMEOUT_S = 2.0
+CONNECT_TIMEOUT_S = 2.0
 _SLICE = 1 << 20
 _RETRY_DELAYS_S = (0.1, 0.2)
 _CODE = re.compile(rb"<Code>([^<]+)</Code>")
@@ -52,7 +52,7 @@ class _Connection(http.client.HTTPConnection):
         self.exchange_timeout_s = timeout_s
 
     def connect(self) -> None:  # also when http.client opens it again after a "Connection: close" answer
-        self.timeout = min(_CONNECT_TIMEOUT_S, self.exchange_timeout_s)
+        self.timeout = min(CONNECT_TIMEOUT_S, self.exchange_timeout_s)
         super().connect()
         self.sock.settimeout(self.exchange_timeout_s)
 
