@@ -212,6 +212,14 @@ class GatewayClient:
     def cancel_import(self, import_id: str) -> dict[str, Any]:
         return dict(self._json(self.http.post(f"/v1/imports/{import_id}/cancel")))
 
+    def cancel_import_by_key(self, album: str, idempotency_key: str, timeout_s: float | None = None
+                             ) -> dict[str, Any] | None:
+        """Cancels the import an import request with this key made, or makes later (an upload stopped midway): the
+        import, cancelled (or as it ended), or None if none was made yet."""
+        answer = self._json(self.http.post(f"/v1/albums/{album}/imports/cancel", json={
+            "idempotency_key": idempotency_key}, timeout=httpx.USE_CLIENT_DEFAULT if timeout_s is None else timeout_s))
+        return None if answer["import"] is None else dict(answer["import"])
+
     def search(
         self,
         album: str,

@@ -65,12 +65,31 @@ def start_import(client: GatewayClient, album: str, patience_s: float = UNREACHA
     while True:
         try:
             return client.start_import(album, idempotency_key=key, **fields)
+        except KeyboardInterrupt:  # the upload stopped: so that no import the gateway made of it runs unknown
+            _cancel_unanswered(client, album, key)
+            raise
         except (httpx.TransportError, ApiError) as exc:
             patience.wait(exc, "the import was not queued: run the same command again")
             if not told:
                 print(f"the gateway did not take the import ({_why(exc)}); sending it again when it "
                       "answers", file=sys.stderr)
                 told = True
+
+
+def _cancel_unanswered(client: GatewayClient, album: str, key: str) -> None:
+    """Cancels by its key an import whose request was stopped before its answer came: the gateway may have read
+    the upload and made an import, or may make it still."""
+    try:
+        job = client.cancel_import_by_key(album, key, timeout_s=5.0)
+    except (httpx.HTTPError, ApiError) as exc:
+        print(f"the upload was stopped, and its import could not be cancelled ({_why(exc)}): should the gateway have "
+              f"read it all, `imagesearch cancel-import --album {album} --key {key}` stops it", file=sys.stderr)
+        return
+    if job is None:
+        print("the upload was stopped before the gateway made an import of it (none will be made)", file=sys.stderr)
+    else:
+        print(f"the upload was stopped; its import {job['id']} is {job['status']} after {job['processed']} of "
+              f"{job['total']} image(s)", file=sys.stderr)
 
 
 def make_album(client: GatewayClient, album: str, columns: Mapping[str, str] | None = None,
@@ -318,7 +337,19 @@ def cmd_import_results(args: argparse.Namespace, client: GatewayClient) -> int:
 
 
 def cmd_cancel_import(args: argparse.Namespace, client: GatewayClient) -> int:
-    job = client.cancel_import(args.id)
+    if (args.id is None) == (args.key is None) or (args.key is not None and not args.album):
+        print("cancel-import needs an import's id, or --album and --key (the idempotency key its request was sent "
+              "with)", file=sys.stderr)
+        return 2
+    if args.key is not None:
+        found = client.cancel_import_by_key(args.album, args.key)
+        if found is None:
+            print(f"no import of key {args.key!r} in album {args.album} yet: one made with it is cancelled as it "
+                  "starts")
+            return 0
+        job = found
+    else:
+        job = client.cancel_import(args.id)
     under_way = "; the batches under way when it was cancelled still add theirs (`imagesearch imports` shows the " \
         "final counts)" if job["status"] == "cancelled" and job["processed"] < job["total"] else ""
     print(f"import {job['id']}: {job['status']} after {job['processed']} of {job['total']} image(s){under_way}")
@@ -345,7 +376,10 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     results.add_argument("id", help="the import's id (`imagesearch imports` lists them)")
     results.add_argument("--failed", action="store_true", help="only the items that failed, with their reasons")
     cancel = sub.add_parser("cancel-import", help="stop an import (what it added stays)")
-    cancel.add_argument("id", help="the import's id (`imagesearch imports` lists them)")
+    cancel.add_argument("id", nargs="?", help="the import's id (`imagesearch imports` lists them)")
+    cancel.add_argument("--album", help="with --key: the album the import was sent to")
+    cancel.add_argument("--key", help="instead of an id: the Idempotency-Key its request was sent with (an upload "
+                                      "stopped midway: the import it made, or makes later, is cancelled)")
     reembed = sub.add_parser("reembed", help="re-embed an album's images with the extractor's current model")
     reembed.add_argument("--album", required=True, help="the album's name")
     reembed.add_argument("--faces", action="store_true",

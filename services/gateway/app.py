@@ -799,6 +799,14 @@ def _add_import_routes(app: FastAPI, settings: GatewaySettings, deps: Deps, queu
         """Stops the import; the images it added stay."""
         return schemas.ImportOut.of(await imports.cancel(deps, queue, import_id))
 
+    @app.post("/v1/albums/{album}/imports/cancel", tags=["imports"], response_model=schemas.ImportCancelledByKey,
+              response_model_by_alias=True)
+    async def cancel_import_by_key(album: AlbumName, body: schemas.ImportCancelByKey) -> schemas.ImportCancelledByKey:
+        """Stops the import an import request with this Idempotency-Key made, or will make: for a client that stopped
+        its upload midway. What the import added stays."""
+        job = await imports.cancel_by_key(deps, queue, album, body.idempotency_key)
+        return schemas.ImportCancelledByKey.of(job)
+
     @app.get("/v1/albums/{album}/duplicates", tags=["images"], response_model=schemas.DuplicatesOut)
     async def album_duplicates(
         album: AlbumName,

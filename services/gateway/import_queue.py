@@ -19,6 +19,9 @@ idempotent processing: see services.gateway.usecases.imports).
     import:<id>:failed         ZSET  item index -> itself: the failed items (listed without reading the rest)
     imports:staging            ZSET  job id -> when it last staged a batch (the jobs staging now)
     imports:key:<album>:<hash> STRING  the job an import request's idempotency key made (the hash of the key)
+    imports:cancelled-key:<album>:<hash>  STRING  set when the import of that key was cancelled by its key (its
+                                     request may be still to come: an upload the client stopped after the
+                                     gateway read it); an import that key makes then is cancelled as it starts
     imports:tasks              STREAM of batches {"job", "first", "last"}; consumer group "workers"
 
 A job's batches are queued while it stages, each in one transaction with its items, so that workers start on
@@ -261,6 +264,10 @@ def _claim_keys(job_id: str) -> list[str]:
 
 def _idempotency_key(album: str, key: str) -> str:
     return f"imports:key:{album}:{hashlib.sha256(key.encode()).hexdigest()[:32]}"
+
+
+def _cancelled_key(album: str, key: str) -> str:
+    return f"imports:cancelled-key:{album}:{hashlib.sha256(key.encode()).hexdigest()[:32]}"
 
 
 def _now_ms() -> int:
@@ -539,6 +546,17 @@ class ImportQueue:
             return await self.get(_text(job_id))
         except NotFound:  # expired
             return None
+
+    async def cancel_key(self, album: str, key: str) -> ImportJob | None:
+        """Marks the idempotency key cancelled (for as long as a job is kept: `key_cancelled`), then answers the job
+        its request made, if any. In this order, against `create` then `key_cancelled` in an import's request: one
+        of the two sees the other's write."""
+        await self._run(self.redis.set(_cancelled_key(album, key), "1", ex=self.ttl_s))
+        return await self.job_of_key(album, key)
+
+    async def key_cancelled(self, album: str, key: str) -> bool:
+        """Whether the import of this idempotency key into the album was cancelled by its key."""
+        return bool(await self._run(self.redis.exists(_cancelled_key(album, key))))
 
     async def add_batch(self, job_id: str, first: int, items: Sequence[ItemSource]) -> ImportStatus:
         """Stores items first, first+1, ... of a staging job and queues them as one batch, in one transaction

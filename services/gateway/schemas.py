@@ -398,7 +398,7 @@ class ImportCreate(RequestBody):
                             json_schema_extra={"maxItems": 1_000_000})
     manifest: str = Field(default="", description="A CSV (header `url,...`) or JSONL manifest: a row per image "
                                                  "with its attributes, typed by the album's columns.")
-    manifest_format: str = Field(default="csv", description="csv or jsonl.", json_schema_extra={
+    manifest_format: str = Field(default="csv", description="csv or jsonl (in any case).", json_schema_extra={
         "enum": ["csv", "jsonl"]})
     attributes: Attributes = Field(default_factory=dict, description="Attributes given to every image (a "
                                                                      "manifest row's win).")
@@ -409,7 +409,7 @@ class ManifestCutIn(RequestBody):
     """A manifest to cut for an import sent in parts, an import each (a folder sent as several archives)."""
 
     manifest: str = Field(description="The CSV or JSONL manifest's text: a row per file (or URL) with its attributes.")
-    manifest_format: str = Field(default="csv", description="csv or jsonl.", json_schema_extra={
+    manifest_format: str = Field(default="csv", description="csv or jsonl (in any case).", json_schema_extra={
         "enum": ["csv", "jsonl"]})
     parts: list[list[str]] = Field(description="The paths of each part's files, as its archive names them.",
                                    json_schema_extra={"minItems": 1, "maxItems": 10_000})
@@ -456,6 +456,26 @@ class ImportOut(BaseModel):
                    eta_s=round(eta, 1) if eta is not None else None, on_duplicate=job.on_duplicate, source=job.source,
                    error=job.error or None, created_at_ms=job.created_at_ms, started_at_ms=job.started_at_ms or None,
                    finished_at_ms=job.finished_at_ms or None, status_url=f"/v1/imports/{job.id}")
+
+
+class ImportCancelByKey(RequestBody):
+    """Which import to cancel: the one an import request into the album with this Idempotency-Key made, or makes
+    later (a client that stopped its upload cannot tell whether the gateway read it all)."""
+
+    idempotency_key: str = Field(description="The Idempotency-Key the import request was sent with.",
+                                 json_schema_extra={"minLength": 1, "maxLength": 200})
+
+
+class ImportCancelledByKey(BaseModel):
+    import_: ImportOut | None = Field(alias="import", description=(
+        "The import the key made, now cancelled (or as it ended, if it had); null when none was made yet: one made "
+        "with this key later is cancelled as it starts, nothing of it staged."))
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    @classmethod
+    def of(cls, job: ImportJob | None) -> ImportCancelledByKey:
+        return cls.model_validate({"import": None if job is None else ImportOut.of(job)})
 
 
 class ImportList(BaseModel):

@@ -342,6 +342,11 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
     async def CancelImport(self, request: gateway_pb2.CancelImportRequest, context: Context) -> gateway_pb2.ImportJob:
         return import_message(await imports.cancel(self.deps, self.queue, request.id))
 
+    async def CancelImportByKey(self, request: gateway_pb2.CancelImportByKeyRequest, context: Context
+                                ) -> gateway_pb2.CancelImportByKeyResponse:
+        job = await imports.cancel_by_key(self.deps, self.queue, request.album, request.idempotency_key)
+        return gateway_pb2.CancelImportByKeyResponse(import_job=None if job is None else import_message(job))
+
     async def FindDuplicates(
         self, request: gateway_pb2.FindDuplicatesRequest, context: Context
     ) -> gateway_pb2.FindDuplicatesResponse:

@@ -22,6 +22,8 @@ import pytest
 from imagesearch.v1 import gateway_pb2, gateway_pb2_grpc
 
 from services.cli import main as cli_main
+from services.cli.jobs import start_import
+from services.client import GatewayClient
 from services.common.errors import InvalidArgument, NotFound, SearchUnavailable, StoreUnavailable, Unavailable
 from services.common.schema import AlbumSchema, Column, ColumnType
 from services.devstack import Stack
@@ -191,6 +193,86 @@ def test_bad_imports_are_refused_before_anything_is_queued(http: httpx.Client) -
     assert http.get(f"/v1/albums/{album}").json()["image_count"] == 0
     # A refused request leaves no import behind (before, a failed one, "nothing imported", for each).
     assert http.get("/v1/imports", params={"album": album}).json()["imports"] == []
+
+
+def test_an_upload_stopped_midway_is_cancelled_by_its_key_over_http_and_grpc(
+        stack: Stack, http: httpx.Client, photos: list[Path]) -> None:
+    """A client stopped its upload, not knowing whether the gateway read it all: cancelled by its key before the
+    request comes, the import it makes is cancelled as it starts, nothing staged; after, the import it made is
+    cancelled and answered. Over gRPC alike; a bad key or an unknown album is refused."""
+    album = unique_album("stopkey")
+    assert http.post("/v1/albums", json={"name": album}).status_code == 201
+    archive = zipped({p.name: p.read_bytes() for p in photos[:2]})
+    early = http.post(f"/v1/albums/{album}/imports/cancel", json={"idempotency_key": "stopped-1"})
+    assert (early.status_code, early.json()) == (200, {"import": None}), early.text
+    late = http.post(f"/v1/albums/{album}/imports", files={"archive": ("a.zip", archive)},
+                     headers={"Idempotency-Key": "stopped-1"})
+    assert late.status_code == 202, late.text
+    assert (late.json()["status"], late.json()["total"]) == ("cancelled", 0)
+    again = http.post(f"/v1/albums/{album}/imports/cancel", json={"idempotency_key": "stopped-1"}).json()["import"]
+    assert (again["id"], again["status"]) == (late.json()["id"], "cancelled")
+    with grpc.insecure_channel(f"127.0.0.1:{stack.ports.gateway}") as channel:
+        gateway = gateway_pb2_grpc.GatewayStub(channel)
+        job = gateway.CreateImport(gateway_pb2.CreateImportRequest(album=album, archive=archive,
+                                                                   idempotency_key="stopped-2"), timeout=60)
+        by_key = gateway_pb2.CancelImportByKeyRequest(album=album, idempotency_key="stopped-2")
+        answer = gateway.CancelImportByKey(by_key, timeout=10)
+        assert answer.HasField("import_job") and answer.import_job.id == job.id
+        assert answer.import_job.status in ("cancelled", "done")
+        none = gateway.CancelImportByKey(gateway_pb2.CancelImportByKeyRequest(album=album, idempotency_key="other"),
+                                         timeout=10)
+        assert not none.HasField("import_job")
+        with pytest.raises(grpc.RpcError) as refused:
+            gateway.CancelImportByKey(gateway_pb2.CancelImportByKeyRequest(album=album), timeout=10)
+        assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    bad = http.post(f"/v1/albums/{album}/imports/cancel", json={"idempotency_key": "line\nbreak"})
+    assert (bad.status_code, bad.json()["error"]["reason"]) == (400, "invalid_argument"), bad.text
+    assert http.post(f"/v1/albums/{album}/imports/cancel", json={}).status_code == 422
+    missing = http.post(f"/v1/albums/{album}-gone/imports/cancel", json={"idempotency_key": "k"})
+    assert missing.status_code == 404, missing.text
+    assert http.get(f"/v1/albums/{album}").json()["image_count"] <= 2
+    assert "/v1/albums/{album}/imports/cancel" in http.get("/openapi.json").json()["paths"]
+
+
+class StoppedUpload(GatewayClient):
+    """A client whose user presses Ctrl-C during an import's upload: `after_sending`, once the gateway has taken
+    it (its answer not read), else before anything is sent."""
+
+    def __init__(self, base_url: str, after_sending: bool) -> None:
+        super().__init__(base_url)
+        self.after_sending = after_sending
+        self.keys: list[str] = []
+
+    def start_import(self, album: str, **fields: Any) -> dict[str, Any]:
+        self.keys.append(fields["idempotency_key"])
+        if self.after_sending:
+            super().start_import(album, **fields)
+        raise KeyboardInterrupt
+
+
+def test_the_cli_stopped_during_an_upload_cancels_the_import_the_gateway_made_or_makes_of_it(
+        stack: Stack, http: httpx.Client, tmp_path: Path, photos: list[Path],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    album = unique_album("cli-stop")
+    assert http.post("/v1/albums", json={"name": album}).status_code == 201
+    archive = tmp_path / "two.zip"
+    archive.write_bytes(zipped({p.name: p.read_bytes() for p in photos[:2]}))
+    taken = StoppedUpload(stack.http_url, after_sending=True)
+    with pytest.raises(KeyboardInterrupt):
+        start_import(taken, album, archive=archive)
+    job = http.get("/v1/imports", params={"album": album}).json()["imports"][0]
+    assert job["status"] == "cancelled" or (job["status"] == "done" and job["processed"] == 2)
+    assert f"its import {job['id']} is {job['status']}" in capsys.readouterr().err
+    early = StoppedUpload(stack.http_url, after_sending=False)
+    with pytest.raises(KeyboardInterrupt):
+        start_import(early, album, archive=archive)
+    assert "before the gateway made an import of it (none will be made)" in capsys.readouterr().err
+    late = http.post(f"/v1/albums/{album}/imports", files={"archive": ("two.zip", archive.read_bytes())},
+                     headers={"Idempotency-Key": early.keys[0]})  # the stopped upload, read after all
+    assert late.json()["status"] == "cancelled"
+    assert cli_main(["--url", stack.http_url, "cancel-import", "--album", album, "--key", early.keys[0]]) == 0
+    assert f"import {late.json()['id']}: cancelled" in capsys.readouterr().out
+    assert cli_main(["--url", stack.http_url, "cancel-import", "--key", "k"]) == 2
 
 
 def test_a_cancelled_import_stops_and_keeps_what_it_added(http: httpx.Client, photos: list[Path]) -> None:
@@ -585,6 +667,48 @@ async def test_an_idempotency_key_answers_the_import_its_first_try_queued_and_no
     for bad in ("k" * 201, "line\nbreak", "clé"):
         with pytest.raises(InvalidArgument):
             await imports.create(fakes.deps, import_queue, "demo", replace(spec, idempotency_key=bad))
+
+
+@pytest.mark.anyio
+async def test_an_import_cancelled_by_its_key_is_cancelled_before_during_and_after_its_staging(
+        make_fakes: MakeFakes, import_queue: ImportQueue) -> None:
+    """Cancelled by its key before its request comes: the import is cancelled as it starts, nothing staged or
+    queued; while it stages: staging stops, what was added stays, no pack is left; after it is done: answered as
+    it ended. Another album's import with the same key is not touched."""
+    fakes = make_fakes(ingest_batch_size=4)
+    for album in ("demo", "other"):
+        await albums.create(fakes.deps, album)
+    files = {f"p{n:02d}.png": png(n, 64) for n in range(12)}
+
+    def spec(key: str) -> imports.ImportSpec:
+        return imports.ImportSpec(archive=io.BytesIO(zipped(files)), idempotency_key=key)
+
+    assert await imports.cancel_by_key(fakes.deps, import_queue, "demo", "before") is None
+    early = await imports.create(fakes.deps, import_queue, "demo", spec("before"))
+    assert (early.status, early.total) == (ImportStatus.CANCELLED, 0)
+    assert await import_queue.take("test-worker", 100, 60_000) is None and not staged(fakes)
+    other = await imports.create(fakes.deps, import_queue, "other", spec("before"))
+    assert other.status is ImportStatus.QUEUED
+    await process_the_rest(fakes, import_queue)
+    assert await images.count(fakes.deps, "other") == 12
+
+    gate = held_pack(fakes, 2, seconds=0.1)
+    creating = asyncio.create_task(imports.create(fakes.deps, import_queue, "demo", spec("during")))
+    first = await take_and_process(fakes, import_queue)
+    stopped = await imports.cancel_by_key(fakes.deps, import_queue, "demo", "during")
+    assert stopped is not None and (stopped.id, stopped.status) == (first.job_id, ImportStatus.CANCELLED)
+    gate.set()
+    assert (await creating).status is ImportStatus.CANCELLED
+    await process_the_rest(fakes, import_queue)
+    assert await images.count(fakes.deps, "demo") == 4 and not staged(fakes)
+
+    after = await imports.cancel_by_key(fakes.deps, import_queue, "other", "before")
+    assert after is not None and (after.id, after.status) == (other.id, ImportStatus.DONE)
+    for bad in ("", "k" * 201, "line\nbreak"):
+        with pytest.raises(InvalidArgument):
+            await imports.cancel_by_key(fakes.deps, import_queue, "demo", bad)
+    with pytest.raises(NotFound):
+        await imports.cancel_by_key(fakes.deps, import_queue, "gone", "before")
 
 
 # --- staging: batches queued as they are staged ------------------------------------------------------

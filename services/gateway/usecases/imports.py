@@ -130,8 +130,7 @@ async def create(deps: Deps, queue: ImportQueue, album: str, spec: ImportSpec) -
     nothing staged again. One whose staging failed or stopped, or is still under way, does not count: the upload is
     staged as a new import (the key then names it)."""
     key = spec.idempotency_key
-    if len(key) > MAX_IDEMPOTENCY_KEY or not key.isprintable() or not key.isascii():
-        raise InvalidArgument(f"an idempotency key is at most {MAX_IDEMPOTENCY_KEY} printable ASCII characters")
+    _check_key(key)
     collection = await deps.collection(album)
     if key and (earlier := await queue.job_of_key(album, key)) is not None and earlier.status in _TAKEN:
         log.info("import %s asked for again (idempotency key): answered as it is", earlier.id)
@@ -151,6 +150,10 @@ async def create(deps: Deps, queue: ImportQueue, album: str, spec: ImportSpec) -
     if spec.archive is not None:  # a wrong file is refused before an import is made of it
         await asyncio.to_thread(check_archive, spec.archive)
     job_id = await queue.create(album, spec.kind, spec.on_duplicate.value, key=key, source=spec.source)
+    if key and await queue.key_cancelled(album, key):  # its client stopped the upload, and cancelled it by its key
+        await queue.set_status(job_id, ImportStatus.CANCELLED)
+        log.info("import %s cancelled by its idempotency key before it was staged", job_id)
+        return await queue.get(job_id)
     try:
         async with _staging_said(queue, job_id, deps.settings.import_staging_stale_s):
             total = await _stage(deps, queue, job_id, spec, rows, urls)
@@ -358,6 +361,25 @@ async def cancel(deps: Deps, queue: ImportQueue, job_id: str) -> ImportJob:
         await _forget_staged(deps, job_id)
         log.info("import %s cancelled after %d of %d image(s)", job_id, job.processed, job.total)
     return await queue.get(job_id)
+
+
+async def cancel_by_key(deps: Deps, queue: ImportQueue, album: str, key: str) -> ImportJob | None:
+    """Cancels the import that a request into the album with this idempotency key made, or makes later: a client
+    that stopped an upload cannot tell whether the gateway had read it all (and so made an import it never heard
+    of), or will. The import the key made is cancelled and answered (as it ended, if it had); None if none was
+    made yet, in which case one made with this key (for as long as imports are kept) is cancelled as it starts,
+    nothing of it staged."""
+    if not key:
+        raise InvalidArgument("an idempotency key is needed")
+    _check_key(key)
+    await deps.collection(album)
+    job = await queue.cancel_key(album, key)
+    return None if job is None else await cancel(deps, queue, job.id)
+
+
+def _check_key(key: str) -> None:
+    if len(key) > MAX_IDEMPOTENCY_KEY or not key.isprintable() or not key.isascii():
+        raise InvalidArgument(f"an idempotency key is at most {MAX_IDEMPOTENCY_KEY} printable ASCII characters")
 
 
 # Why an import whose staging stopped midway failed, and what to do (both: `upload_interrupted`).
