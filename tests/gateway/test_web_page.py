@@ -629,6 +629,62 @@ def test_an_import_upload_the_gateway_drops_is_sent_again_until_it_is_taken(
         page.unroute("**/v1/albums/*/imports")
 
 
+def test_an_upload_stopped_cancels_the_import_the_gateway_made_or_makes_of_it(
+        page: Page, http: httpx.Client, empty_album: str, photos: list[Path], tmp_path: Path,
+        request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Stop during an upload: held before the gateway reads it, the page cancels it by its key, and the gateway,
+    reading it after all, makes a cancelled import of it; let through to the gateway (its answer held), the
+    import it made is cancelled (or done already) and shown."""
+    archive = tmp_path / "stop.zip"
+    with zipfile.ZipFile(archive, "w") as bundle:
+        for photo in photos[:3]:
+            bundle.write(photo, photo.name)
+    held: list[Route] = []
+    page.route("**/v1/albums/*/imports", lambda route: held.append(route))  # never let through
+    open_album(page, empty_album, 0)
+    page.set_input_files("#importArchive", str(archive))
+    page.click("#startImport")
+    expect(page.locator("#stopUpload")).to_be_visible()
+    page.wait_for_function("() => !!stopUpload")
+    screenshot(page, f"{request.node.name}-uploading", tmp_path_factory.getbasetemp() / "screenshots")
+    page.click("#stopUpload")
+    expect(page.locator("#importMsg")).to_have_text(
+        "Import of stop.zip stopped. You stopped the upload before the gateway took it: nothing of it is imported.")
+    expect(page.locator("#upload")).to_be_hidden()
+    expect(page.locator("#startImport")).to_be_enabled()
+    key = held[0].request.headers["idempotency-key"]  # the held upload, read by the gateway after all:
+    late = http.post(f"/v1/albums/{empty_album}/imports", files={"archive": ("stop.zip", archive.read_bytes())},
+                     headers={"Idempotency-Key": key})
+    assert late.status_code == 202, late.text
+    assert (late.json()["status"], late.json()["total"]) == ("cancelled", 0)
+
+    page.unroute("**/v1/albums/*/imports")
+    taken: list[httpx.Response] = []
+
+    def taken_unanswered(route: Route) -> None:  # the gateway takes the upload; its answer never comes back
+        taken.append(http.post(f"/v1/albums/{empty_album}/imports", files={
+            "archive": ("stop.zip", archive.read_bytes())}, headers={
+            "Idempotency-Key": route.request.headers["idempotency-key"]}))
+
+    page.route("**/v1/albums/*/imports", taken_unanswered)
+    page.set_input_files("#importArchive", str(archive))
+    page.click("#startImport")
+    for _ in range(200):
+        if taken:
+            break
+        page.wait_for_timeout(100)
+    assert taken and taken[0].status_code == 202
+    page.click("#stopUpload")
+    expect(page.locator("#importMsg")).to_have_text(re.compile(
+        r"^Import of stop\.zip stopped\. You stopped the upload after the gateway had taken it: its import is "
+        r"(cancelled|done), \d images? of it added\.$"))
+    made = taken[0].json()["id"]
+    status = http.get(f"/v1/imports/{made}").json()["status"]
+    assert status in ("cancelled", "done")
+    expect(page.locator(f"#jobs .job[data-id='{made}'] .status")).to_have_text(status)
+    expect(page.locator(f"#jobs .job[data-id='{made}'] .jobtitle")).to_have_text("Archive import · stop.zip")
+
+
 def test_importing_a_folder_sends_its_images_as_one_tar_named_by_path(
         page: Page, http: httpx.Client, empty_album: str, photos: list[Path], tmp_path: Path) -> None:
     folder = tmp_path / "trip"

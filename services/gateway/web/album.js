@@ -189,9 +189,11 @@ function tarHeader(name, size, mtime, type) {
   return block;
 }
 
-/** POSTs a form with upload progress (fetch cannot report it), with these more headers; answers like api(). */
-function postWithProgress(path, form, onProgress, headers = {}) {
+/** POSTs a form with upload progress (fetch cannot report it), with these more headers; answers like api(). An
+ *  abort of `signal` stops it: it rejects with stoppedError(). */
+function postWithProgress(path, form, onProgress, headers = {}, signal = null) {
   return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(stoppedError());
     const xhr = new XMLHttpRequest();
     xhr.open("POST", path);
     for (const [name, value] of Object.entries(headers)) xhr.setRequestHeader(name, value);
@@ -207,7 +209,10 @@ function postWithProgress(path, form, onProgress, headers = {}) {
       reject(error);
     };
     xhr.onerror = () => reject(Object.assign(new Error("The gateway cannot be reached."), { dropped: true }));
+    xhr.onabort = () => reject(stoppedError());
+    signal?.addEventListener("abort", () => xhr.abort(), { once: true });
     xhr.send(form);
+    onProgress(0, 0);  // the bar (and its Stop) shows before the first progress event
   });
 }
 
@@ -223,17 +228,51 @@ const RESEND_FOR_MS = 10 * 60 * 1000;
  *  import, not run again. */
 async function postUntilTaken(path, form, onProgress, onWait) {
   const giveUpAt = Date.now() + RESEND_FOR_MS;
-  const headers = { "Idempotency-Key": randomKey() };
+  const key = randomKey(), headers = { "Idempotency-Key": key };
+  const stop = new AbortController();
+  stopUpload = () => stop.abort();
+  $("stopUpload").disabled = false;
   let wait = 1000;
-  for (;;) {
-    try { return await postWithProgress(path, form, onProgress, headers); }
-    catch (error) {
-      if (!error.dropped || Date.now() + wait > giveUpAt) throw error;
-      onWait(error, wait);
-      await new Promise((resolve) => setTimeout(resolve, wait));
-      wait = Math.min(wait * 2, 10_000);
+  try {
+    for (;;) {
+      try { return await postWithProgress(path, form, onProgress, headers, stop.signal); }
+      catch (error) {
+        if (error.stopped) throw await cancelledByKey(path, key);
+        if (!error.dropped || Date.now() + wait > giveUpAt) throw error;
+        onWait(error, wait);
+        await new Promise((resolve) => {
+          const timer = setTimeout(resolve, wait);
+          stop.signal.addEventListener("abort", () => { clearTimeout(timer); resolve(); }, { once: true });
+        });
+        if (stop.signal.aborted) throw await cancelledByKey(path, key);
+        wait = Math.min(wait * 2, 10_000);
+      }
     }
+  } finally { stopUpload = null; }
+}
+
+let stopUpload = null;  // stops the upload under way (its Stop button); null when none is
+
+function stoppedError() { return Object.assign(new Error("You stopped the upload."), { stopped: true }); }
+
+/** After the user stopped an upload to `path` (the album's imports): cancels by its key the import the gateway made
+ *  of it, or makes later (it may have read the upload all before it stopped). The Error to show (`stopped`), with
+ *  the import as it ended (`job`) if there was one. */
+async function cancelledByKey(path, key) {
+  const error = stoppedError();
+  try {
+    const { body } = await api(`${path}/cancel`, { method: "POST", headers: { "Content-Type": "application/json" },
+                                                   body: JSON.stringify({ idempotency_key: key }) });
+    error.job = body.import;
+    error.message = body.import
+      ? `You stopped the upload after the gateway had taken it: its import is ${body.import.status}, `
+        + `${plural(body.import.counts.added, "image")} of it added.`
+      : "You stopped the upload before the gateway took it: nothing of it is imported.";
+  } catch (e) {
+    error.message = `You stopped the upload, and could not cancel it (${reasonOf(e)}): should the gateway have taken `
+      + "it, cancel its import in the list.";
   }
+  return error;
 }
 
 /** 128 random bits in hex (crypto.randomUUID needs a secure context; a gateway may be served over plain http). */
@@ -254,8 +293,9 @@ function showUpload(loaded, total, part) {
   const done = total ? loaded / total : 0;
   $("upload").querySelector(".ok").style.width = `${(done * 100).toFixed(1)}%`;
   const what = part ? ` ${part}` : "";
-  $("uploadText").textContent = done < 1 ? `Uploading${what}… ${formatBytes(loaded)} of ${formatBytes(total)}`
-                                         : `Uploaded${what}; the gateway is staging the images…`;
+  $("uploadText").textContent = !total ? `Uploading${what}…`
+    : done < 1 ? `Uploading${what}… ${formatBytes(loaded)} of ${formatBytes(total)}`
+    : `Uploaded${what}; the gateway is staging the images…`;
 }
 
 /** The import's form, and a label for its job; or a message saying what is missing. */
@@ -314,8 +354,11 @@ async function sendImport(album) {
     show($("importMsg"), `Import of ${label} started: ${plural(body.total, "image")} queued.`, "ok");
     clearImportForm();
     if (album === currentAlbum()) placeJob(body, true);
-  } catch (e) { showError($("importMsg"), e); }
-  finally { $("upload").hidden = true; }
+  } catch (e) {
+    if (!e.stopped) return showError($("importMsg"), e);
+    show($("importMsg"), `Import of ${label} stopped. ${e.message}`);
+    if (e.job) { jobLabels.set(e.job.id, label); if (album === currentAlbum()) placeJob(e.job, true); }
+  } finally { $("upload").hidden = true; }
 }
 
 let sendingParts = false;  // a folder's parts are being sent: leaving the page stops the rest
@@ -329,7 +372,7 @@ async function importInParts(album, parts) {
   const path = `/v1/albums/${encodeURIComponent(album)}/imports`;
   const manifest = $("importManifest").files[0];
   const sent = [];
-  let queued = 0, note = "", cancelled = false;
+  let queued = 0, note = "", cancelled = false, stopped = false;
   sendingParts = true;
   show($("importMsg"), "");
   try {
@@ -344,7 +387,12 @@ async function importInParts(album, parts) {
         ({ body: job } = await postUntilTaken(path, body, (loaded, total) => showUpload(loaded, total, part),
                                               showUploadWaiting));
       } catch (e) {
-        if (!sent.length) throw e;  // nothing was sent: refused as one import is
+        if (e.stopped && e.job) {
+          jobLabels.set(e.job.id, `${root}/ (${part})`);
+          if (album === currentAlbum()) placeJob(e.job, true);
+        }
+        if (!sent.length && !e.stopped) throw e;  // nothing was sent: refused as one import is
+        stopped = e.stopped;
         note = `${partsText(k + 1, parts.length)} not sent: ${reasonOf(e)}`;
         break;
       }
@@ -374,7 +422,10 @@ async function importInParts(album, parts) {
       }
     }
     const again = "Choose the folder again to send the rest (its images already added count as duplicates).";
-    if (note) show($("importMsg"), `Import of ${root}/ stopped: ${note}.${cancelled ? "" : ` ${again}`}`, "error");
+    const going = sent.length === 1 ? " The part sent goes on; cancel it in the list to stop it too."
+      : sent.length ? ` The ${sent.length} parts sent go on; cancel them in the list to stop them too.` : "";
+    if (stopped) show($("importMsg"), `Import of ${root}/ stopped: ${note}.${going}`);
+    else if (note) show($("importMsg"), `Import of ${root}/ stopped: ${note}.${cancelled ? "" : ` ${again}`}`, "error");
     else show($("importMsg"), `Import of ${root}/ started in ${parts.length} parts: ${plural(queued, "image")} queued.`,
               "ok");
   } catch (e) { showError($("importMsg"), e); }
@@ -506,4 +557,10 @@ function showFolderPicked() {
 $("importManifest").addEventListener("change", (e) => setManifest(e.target.files[0]));
 $("clearManifest").addEventListener("click", () => setManifest(null));
 $("startImport").addEventListener("click", startImport);
+$("stopUpload").addEventListener("click", () => {
+  if (!stopUpload) return;
+  $("stopUpload").disabled = true;
+  $("uploadText").textContent = "Stopping the upload…";
+  stopUpload();
+});
 
