@@ -58,10 +58,15 @@ def read_manifest(path: Path, columns: Mapping[str, str]) -> dict[str, dict[str,
         raise ManifestError(f"{path}: {exc}") from None
 
 
+# A manifest file's suffixes, by the format each says.
+JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
+MANIFEST_SUFFIXES = (".csv", *JSONL_SUFFIXES)
+
+
 def parse_manifest(text: str, suffix: str, columns: Mapping[str, str]) -> dict[str, dict[str, Any]]:
     """Attributes by file key (a file's name or relative path, or a URL in a `url` column) from a
     manifest's text; `suffix` (.csv, .jsonl) says its format."""
-    if suffix.lower() in (".jsonl", ".ndjson", ".json"):
+    if suffix.lower() in JSONL_SUFFIXES:
         rows = _jsonl_rows(text.lstrip("\ufeff"))
     elif suffix.lower() == ".csv":
         rows = _csv_rows(text.lstrip("\ufeff"), columns)

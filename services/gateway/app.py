@@ -762,7 +762,7 @@ def _add_import_routes(app: FastAPI, settings: GatewaySettings, deps: Deps, queu
         file. The whole manifest is read by the album's columns first: a bad cell is refused (422) before any part
         is sent. `imagesearch ingest` and the web page send a large folder so."""
         return schemas.ManifestCutOut(manifests=await manifests.cut(deps, album, body.manifest, body.manifest_format,
-                                                                    body.parts))
+                                                                    body.parts, body.manifest_name))
 
     @app.get("/v1/imports", tags=["imports"], response_model=schemas.ImportList)
     async def list_imports(

@@ -411,6 +411,9 @@ class ManifestCutIn(RequestBody):
     manifest: str = Field(description="The CSV or JSONL manifest's text: a row per file (or URL) with its attributes.")
     manifest_format: str = Field(default="csv", description="csv or jsonl (in any case).", json_schema_extra={
         "enum": ["csv", "jsonl"]})
+    manifest_name: str = Field(default="", description=(
+        "The manifest file's name: its suffix says the format as an import's manifest file's does (.csv; .jsonl, "
+        ".ndjson or .json), over manifest_format."), json_schema_extra={"maxLength": 1024})
     parts: list[list[str]] = Field(description="The paths of each part's files, as its archive names them.",
                                    json_schema_extra={"minItems": 1, "maxItems": 10_000})
 

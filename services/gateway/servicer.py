@@ -315,7 +315,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         self, request: gateway_pb2.CutManifestRequest, context: Context
     ) -> gateway_pb2.CutManifestResponse:
         cut = await manifests.cut(self.deps, request.album, request.manifest, request.manifest_format or "csv",
-                                  [list(part.files) for part in request.parts])
+                                  [list(part.files) for part in request.parts], request.manifest_name)
         return gateway_pb2.CutManifestResponse(manifests=cut)
 
     async def GetImport(self, request: gateway_pb2.GetImportRequest, context: Context) -> gateway_pb2.ImportJob:

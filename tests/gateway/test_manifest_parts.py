@@ -8,8 +8,9 @@ import io
 import socket
 import tarfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Protocol
 
 import grpc
 import httpx
@@ -19,8 +20,12 @@ from imagesearch.v1 import gateway_pb2, gateway_pb2_grpc
 from services.devstack import Stack
 from tests.gateway.stack_helpers import given_attributes, unique_album
 
-# (album, manifest, format, parts) -> the manifests, or (status, reason) of a refusal
-Cut = Callable[[str, str, str, Sequence[Sequence[str]]], "list[str] | tuple[int, str]"]
+
+class Cut(Protocol):
+    """Cuts (album, manifest, format, parts, its file's name) -> the manifests, or (status, reason) of a refusal."""
+
+    def __call__(self, album: str, manifest: str, kind: str, parts: Sequence[Sequence[str]], name: str = ""
+                 ) -> list[str] | tuple[int, str]: ...
 GRPC_STATUS = {grpc.StatusCode.INVALID_ARGUMENT: 400, grpc.StatusCode.NOT_FOUND: 404}
 
 
@@ -33,10 +38,10 @@ def http(stack: Stack) -> Iterator[httpx.Client]:
 @pytest.fixture(params=["http", "grpc"])
 def cut(request: pytest.FixtureRequest, stack: Stack, http: httpx.Client) -> Iterator[Cut]:
     if request.param == "http":
-        def by_http(album: str, manifest: str, kind: str, parts: Sequence[Sequence[str]]
+        def by_http(album: str, manifest: str, kind: str, parts: Sequence[Sequence[str]], name: str = ""
                     ) -> list[str] | tuple[int, str]:
-            answer = http.post(f"/v1/albums/{album}/manifest-parts",
-                               json={"manifest": manifest, "manifest_format": kind, "parts": parts})
+            answer = http.post(f"/v1/albums/{album}/manifest-parts", json={
+                "manifest": manifest, "manifest_format": kind, "parts": parts, "manifest_name": name})
             if answer.status_code != 200:
                 return answer.status_code, answer.json()["error"]["reason"]
             return list(answer.json()["manifests"])
@@ -45,11 +50,11 @@ def cut(request: pytest.FixtureRequest, stack: Stack, http: httpx.Client) -> Ite
     with grpc.insecure_channel(f"127.0.0.1:{stack.ports.gateway}") as channel:
         stub = gateway_pb2_grpc.GatewayStub(channel)
 
-        def by_grpc(album: str, manifest: str, kind: str, parts: Sequence[Sequence[str]]
+        def by_grpc(album: str, manifest: str, kind: str, parts: Sequence[Sequence[str]], name: str = ""
                     ) -> list[str] | tuple[int, str]:
             try:
                 answer = stub.CutManifest(gateway_pb2.CutManifestRequest(
-                    album=album, manifest=manifest, manifest_format=kind,
+                    album=album, manifest=manifest, manifest_format=kind, manifest_name=name,
                     parts=[gateway_pb2.ManifestPart(files=files) for files in parts]))
             except grpc.RpcError as exc:
                 reason = dict(exc.trailing_metadata() or ()).get("x-error-reason", "")  # type: ignore[attr-defined]
@@ -99,11 +104,16 @@ def test_each_part_gets_the_rows_its_files_take(cut: Cut, shop: str) -> None:
 
     jsonl = '{"file": "a.png", "price": 1}\n{"url": "https://example.com/c.png"}\n'
     assert cut(shop, jsonl, "jsonl", [["a.png"], ["b.png"]]) == [jsonl, ""]
+    # the file's name says the format as an import's manifest file's does, over manifest_format
+    for name in ("stock.JSONL", "stock.ndjson", "stock.json"):
+        assert cut(shop, jsonl, "csv", [["a.png"], ["b.png"]], name) == [jsonl, ""]
+    assert cut(shop, MANIFEST, "jsonl", parts, "Trip.CSV") == cut(shop, MANIFEST, "csv", parts)
 
 
 def test_a_bad_cell_anywhere_or_a_bad_request_is_refused_with_its_reason(cut: Cut, shop: str) -> None:
     assert cut(shop, MANIFEST + "e.png,cheap,shop\n", "csv", [["e.png"], ["a.png"]]) == (422, "invalid_attributes")
     assert cut(shop, MANIFEST, "xml", [["a.png"]]) == (400, "invalid_argument")
+    assert cut(shop, MANIFEST, "csv", [["a.png"]], "notes.txt") == (400, "invalid_argument")
     assert isinstance(cut(shop, MANIFEST, "CSV", [["a.png"]]), list)  # the format's case is not the caller's concern
     assert cut(shop, MANIFEST, "csv", []) == (400, "invalid_argument")
     assert cut(unique_album("missing"), MANIFEST, "csv", [["a.png"]]) == (404, "album_not_found")

@@ -783,11 +783,16 @@ def test_a_folder_in_parts_sends_each_part_the_manifest_rows_of_its_files(
     message = page.locator("#importMsg")
     expect(message).to_contain_text("cheap")  # the whole manifest read first: refused before any part is sent
     expect(message).to_have_class(re.compile(r"\berror\b"))
+    page.set_input_files("#importManifest", str(_write(tmp_path / "trip.txt", f"file,price\n{names[4]},5\n")))
+    page.click("#startImport")  # its name's suffix says no format the gateway reads
+    expect(message).to_contain_text("trip.txt: a manifest is a .csv or .jsonl file")
     assert posts == []
 
-    # rows by a folder above the one sent, and one naming no file: listed by the last part as not found
-    manifest = f"file,price\ntrip/{names[0]},1\ntrip/{names[4]},5\nlost.png,9\n"
-    page.set_input_files("#importManifest", str(_write(tmp_path / "trip.csv", manifest)))
+    # rows by a folder above the one sent, and one naming no file: listed by the last part as not found; its
+    # format said by its name (a JSONL file's suffix in capitals)
+    manifest = "".join(f'{{"file": "{path}", "price": {price}}}\n' for path, price in (
+        (f"trip/{names[0]}", 1), (f"trip/{names[4]}", 5), ("lost.png", 9)))
+    page.set_input_files("#importManifest", str(_write(tmp_path / "trip.NDJSON", manifest)))
     expect(page.locator("#folderPicked")).to_contain_text("sent in 3 parts")
     page.click("#startImport")
     expect(message).to_contain_text(re.compile(r"^Import of trip/ started in 3 parts: \d images queued\.$"))
@@ -801,7 +806,8 @@ def test_a_folder_in_parts_sends_each_part_the_manifest_rows_of_its_files(
                       for k, name in enumerate(names)}
     jobs = sorted(http.get("/v1/imports", params={"album": album}).json()["imports"],
                   key=lambda job: job["created_at_ms"])
-    assert [job["source"] for job in jobs] == [f"trip.tar (part {k} of 3) + trip.csv" for k in (1, 2, 3)]
+    assert [job["source"] for job in jobs] == [  # the second part's manifest empty (its files have no row)
+        "trip.tar (part 1 of 3) + trip.NDJSON", "trip.tar (part 2 of 3)", "trip.tar (part 3 of 3) + trip.NDJSON"]
     failed = http.get(f"/v1/imports/{jobs[2]['id']}/results", params={"failed": "true"}).json()["results"]
     assert [f["name"] for f in failed] == ["lost.png"]
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from pathlib import PurePosixPath
 
 from services.common.errors import InvalidArgument
-from services.common.manifest import MAX_MANIFEST_BYTES, cut_manifest
+from services.common.manifest import MANIFEST_SUFFIXES, MAX_MANIFEST_BYTES, cut_manifest
 from services.gateway.deps import Deps
 
 FORMATS = ("csv", "jsonl")
@@ -23,12 +24,13 @@ MAX_FILES = 1_000_000
 MAX_REQUEST_BYTES = MAX_MANIFEST_BYTES + 256 * MAX_FILES
 
 
-async def cut(deps: Deps, album: str, manifest: str, manifest_format: str, parts: Sequence[Sequence[str]]
-              ) -> list[str]:
-    """The manifest (text, `manifest_format` csv or jsonl) cut into one per part, in the manifest's format, the
-    paths of each part's files as its archive names them; read by the album's column types as its imports read
-    it, so a bad cell is refused here (422), before any part is sent."""
-    suffix = format_suffix(manifest_format)
+async def cut(deps: Deps, album: str, manifest: str, manifest_format: str, parts: Sequence[Sequence[str]],
+              manifest_name: str = "") -> list[str]:
+    """The manifest (text; its format said by `manifest_name`'s suffix as an import's manifest file's is, else by
+    `manifest_format`, csv or jsonl) cut into one per part, in the manifest's format, the paths of each part's
+    files as its archive names them; read by the album's column types as its imports read it, so a bad cell is
+    refused here (422), before any part is sent."""
+    suffix = name_suffix(manifest_name) if manifest_name else format_suffix(manifest_format)
     if not parts:
         raise InvalidArgument("parts lists the files of each part the folder is sent in: at least one")
     if len(parts) > MAX_PARTS or sum(map(len, parts)) > MAX_FILES:
@@ -38,6 +40,15 @@ async def cut(deps: Deps, album: str, manifest: str, manifest_format: str, parts
     collection = await deps.collection(album)
     columns = {c.name: c.type.value for c in collection.schema.columns}
     return await asyncio.to_thread(cut_manifest, manifest, suffix, columns, parts)
+
+
+def name_suffix(manifest_name: str) -> str:
+    """The suffix of a manifest file's name, which says its format as an import reads it (.csv; .jsonl, .ndjson
+    or .json), whatever its case; another is refused (400)."""
+    suffix = PurePosixPath(manifest_name).suffix.lower()
+    if suffix not in MANIFEST_SUFFIXES:
+        raise InvalidArgument(f"{manifest_name}: a manifest is a .csv or .jsonl file")
+    return suffix
 
 
 def format_suffix(manifest_format: str) -> str:

@@ -436,11 +436,9 @@ async function importInParts(album, parts) {
  *  album's columns first, so a bad cell refuses the import before any part is sent. */
 async function manifestParts(album, manifest, parts) {
   show($("importMsg"), `Reading ${manifest.name}…`);
-  const format = /\.(jsonl|ndjson|json)$/i.test(manifest.name) ? "jsonl" : /\.csv$/i.test(manifest.name) ? "csv" : "";
-  if (!format) throw new Error(`${manifest.name}: a manifest is a .csv or .jsonl file.`);
   const { body } = await api(`/v1/albums/${encodeURIComponent(album)}/manifest-parts`, {
     method: "POST", headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ manifest: await manifest.text(), manifest_format: format,
+    body: JSON.stringify({ manifest: await manifest.text(), manifest_name: manifest.name,
                            parts: parts.map((entries) => entries.map((e) => e.path)) }) });
   return body.manifests;
 }
