@@ -20,7 +20,7 @@ from services.cli import (
     print_sql_result,
     start_import,
 )
-from services.cli.ingest import _guessed_columns, _split_manifest, upload_parts
+from services.cli.ingest import _guessed_columns, _split_manifest, interrupted, upload_parts
 from services.cli.jobs import make_album, parts_words, progress_words
 from services.client import ApiError
 from services.common.manifest import ManifestFiles, parse_manifest
@@ -217,6 +217,16 @@ def test_an_ingest_in_parts_stops_when_a_part_is_cancelled_or_refused(
     assert capsys.readouterr().out.splitlines() == [
         "album a: 20 added, 0 failed (import incomplete: parts 2-3 of 3 not sent: 400 invalid_argument: no; what it "
         "added stays)"]
+
+
+def test_an_ingest_stopped_by_ctrl_c_says_what_goes_on_and_what_was_not_sent() -> None:
+    follow = "(`imagesearch imports --album a`)"
+    assert interrupted("a", 0, 1) == "interrupted: nothing was sent"
+    assert interrupted("a", 0, 3) == "interrupted: nothing was sent; parts 1-3 of 3 not sent"
+    assert interrupted("a", 2, 3) == f"interrupted: the 2 import(s) sent go on by themselves {follow}; part 3 of 3 " \
+        "not sent"
+    assert interrupted("a", 3, 3) == f"interrupted: the 3 import(s) sent go on by themselves {follow}"  # all sent
+    assert interrupted("a", 1, 1) == f"interrupted: the 1 import(s) sent go on by themselves {follow}"
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".jsonl"])

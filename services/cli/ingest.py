@@ -79,10 +79,7 @@ def cmd_ingest(args: argparse.Namespace, client: GatewayClient) -> int:
                 note = _send_in_turn(client, jobs, [len(part) for part in parts], send)
             except KeyboardInterrupt:
                 jobs.bar.close()
-                sent = f"the {len(jobs.jobs)} import(s) sent go on by themselves (`imagesearch imports --album " \
-                       f"{args.album}`)" if jobs.jobs else "nothing was sent"
-                unsent = f"; {_parts_text(len(jobs.jobs) + 1, len(parts))} not sent" if len(parts) > 1 else ""
-                print(f"interrupted: {sent}{unsent}", file=sys.stderr)
+                print(interrupted(args.album, len(jobs.jobs), len(parts)), file=sys.stderr)
                 return 130
     return _report(client, args.album, jobs.jobs, note, unreadable)
 
@@ -117,6 +114,15 @@ def _send_in_turn(client: GatewayClient, jobs: JobsProgress, sizes: Sequence[int
     jobs.to_send = 0
     jobs.wait()
     return note
+
+
+def interrupted(album: str, sent: int, parts: int) -> str:
+    """What an ingest stopped by Ctrl-C says, `sent` of its `parts` taken by the gateway (a part stopped during its
+    upload is not: its import is cancelled by its key, services.cli.jobs.start_import)."""
+    going = f"the {sent} import(s) sent go on by themselves (`imagesearch imports --album {album}`)" if sent \
+        else "nothing was sent"
+    unsent = f"; {_parts_text(sent + 1, parts)} not sent" if parts > 1 and sent < parts else ""
+    return f"interrupted: {going}{unsent}"
 
 
 def _parts_text(first: int, parts: int) -> str:
