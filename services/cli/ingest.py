@@ -66,13 +66,14 @@ def cmd_ingest(args: argparse.Namespace, client: GatewayClient) -> int:
         name = _listed_as(local, first)
 
         def send(k: int) -> dict[str, Any]:
+            # The part before's archive goes now, not once its import is taken: between the gateway's answer and
+            # the progress counting the import, Ctrl-C would find it uncounted ("nothing was sent").
+            if k > 0 and given is None:
+                (work / f"part-{k}.tar").unlink(missing_ok=True)
             archive = first if k == 0 else _pack(parts[k], work / f"part-{k + 1}.tar", unreadable)
-            job = start_import(client, args.album, archive=archive, urls=urls if k == 0 else [],
-                               manifest=manifests[k], attributes=common, on_duplicate=args.on_duplicate,
-                               archive_name=f"{name} (part {k + 1} of {len(parts)})" if len(parts) > 1 else name)
-            if archive is not None and archive != given:
-                archive.unlink()
-            return job
+            return start_import(client, args.album, archive=archive, urls=urls if k == 0 else [],
+                                manifest=manifests[k], attributes=common, on_duplicate=args.on_duplicate,
+                                archive_name=f"{name} (part {k + 1} of {len(parts)})" if len(parts) > 1 else name)
 
         with JobsProgress(client, f"import {args.album}", not args.quiet, parts=len(parts)) as jobs:
             try:
