@@ -685,6 +685,44 @@ def test_an_upload_stopped_cancels_the_import_the_gateway_made_or_makes_of_it(
     expect(page.locator(f"#jobs .job[data-id='{made}'] .jobtitle")).to_have_text("Archive import · stop.zip")
 
 
+def test_a_folder_s_part_stopped_midway_is_not_sent_and_the_part_sent_goes_on(
+        page: Page, http: httpx.Client, empty_album: str, photos: list[Path], tmp_path: Path) -> None:
+    """Stop while the second of three parts goes up (held before the gateway reads it): that part is cancelled by
+    its key, the third is not sent, and the first goes on, the page says so."""
+    folder = _trip_folder(tmp_path, photos, 5)
+    open_album(page, empty_album, 0)
+    page.evaluate("UPLOAD_PART.images = 2")
+    taken: list[Route] = []
+    held: list[Route] = []
+
+    def first_taken(route: Route) -> None:  # the first part goes through; those after are held, never answered
+        if taken:
+            held.append(route)
+        else:
+            taken.append(route)
+            route.continue_()
+
+    page.route("**/v1/albums/*/imports", first_taken)
+    page.click("#tabFolder")
+    page.set_input_files("#importFolder", str(folder))
+    page.click("#startImport")
+    for _ in range(300):  # the second part goes up once the first is taken
+        if held:
+            break
+        page.wait_for_timeout(100)
+    assert held, "the second part was not sent"
+    page.wait_for_function("() => !!stopUpload")
+    page.click("#stopUpload")
+    expect(page.locator("#importMsg")).to_have_text(
+        "Import of trip/ stopped: parts 2-3 of 3 not sent: you stopped the upload before the gateway took it: "
+        "nothing of it is imported. The part sent goes on; cancel it in the list to stop it too.")
+    expect(page.locator("#startImport")).to_be_enabled()
+    jobs = http.get("/v1/imports", params={"album": empty_album}).json()["imports"]
+    assert [job["source"] for job in jobs] == ["trip.tar (part 1 of 3)"]  # the first goes on
+    expect(page.locator(f"#jobs .job[data-id='{jobs[0]['id']}'] .status")).to_have_text("done")
+    assert len(held) == 1  # the third part was never sent
+
+
 def test_importing_a_folder_sends_its_images_as_one_tar_named_by_path(
         page: Page, http: httpx.Client, empty_album: str, photos: list[Path], tmp_path: Path) -> None:
     folder = tmp_path / "trip"
