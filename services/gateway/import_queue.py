@@ -105,11 +105,16 @@ redis.call('ZREM', KEYS[3], ARGV[1])
 return 1
 """
 
-# A job's status set, if the job is kept. KEYS = job hash, staging set; ARGV = job id, 1 if finished, then the
-# fields and their values.
+# A job's status set, if the job is kept (and, with ARGV[3] 1, not finished: a cancel never writes over the end an
+# import reached meanwhile). KEYS = job hash, staging set; ARGV = job id, 1 if finished, 1 unless finished, then
+# the fields and their values.
 _SET_STATUS = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+if ARGV[3] == '1' then
+  local status = redis.call('HGET', KEYS[1], 'status')
+  if status == 'done' or status == 'failed' or status == 'cancelled' then return 0 end
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
 if ARGV[2] == '1' then redis.call('ZREM', KEYS[2], ARGV[1]) end
 return 1
 """
@@ -683,9 +688,10 @@ class ImportQueue:
                 break
         return jobs
 
-    async def set_status(self, job_id: str, status: ImportStatus, error: str = "") -> bool:
+    async def set_status(self, job_id: str, status: ImportStatus, error: str = "", unless_finished: bool = False
+                         ) -> bool:
         """Sets a job's status (False, and nothing written, for a job no longer kept: forgotten or expired, so that
-        no status alone makes it again)."""
+        no status alone makes it again; or, `unless_finished`, one done, failed or cancelled already)."""
         now = _now_ms()
         fields: dict[Any, Any] = {"status": status.value, "updated_at_ms": now}
         if error:
@@ -694,7 +700,8 @@ class ImportQueue:
             fields["finished_at_ms"] = now
         flat = [str(v) for pair in fields.items() for v in pair]
         return bool(await self._run(self._set_status(keys=[_job_key(job_id), STAGING_KEY],
-                                                     args=[job_id, int(status.finished), *flat])))
+                                                     args=[job_id, int(status.finished), int(unless_finished),
+                                                           *flat])))
 
     async def mark_running(self, job_id: str) -> None:
         """Queued -> running, with its start time (once; set while staging too). One script in Redis: a cancel

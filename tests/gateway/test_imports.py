@@ -236,18 +236,26 @@ def test_an_upload_stopped_midway_is_cancelled_by_its_key_over_http_and_grpc(
 
 class StoppedUpload(GatewayClient):
     """A client whose user presses Ctrl-C during an import's upload: `after_sending`, once the gateway has taken
-    it (its answer not read), else before anything is sent."""
+    it (its answer not read), else before anything is sent; `answer_lost`: the gateway took it, its answer was
+    lost on the way (the client waits to send it again: the user presses Ctrl-C during that wait)."""
 
-    def __init__(self, base_url: str, after_sending: bool) -> None:
+    def __init__(self, base_url: str, after_sending: bool, answer_lost: bool = False) -> None:
         super().__init__(base_url)
         self.after_sending = after_sending
+        self.answer_lost = answer_lost
         self.keys: list[str] = []
 
     def start_import(self, album: str, **fields: Any) -> dict[str, Any]:
         self.keys.append(fields["idempotency_key"])
         if self.after_sending:
             super().start_import(album, **fields)
+        if self.answer_lost:
+            raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
         raise KeyboardInterrupt
+
+
+def pressed_ctrl_c(seconds: float) -> None:
+    raise KeyboardInterrupt
 
 
 def test_the_cli_stopped_during_an_upload_cancels_the_import_the_gateway_made_or_makes_of_it(
@@ -266,13 +274,22 @@ def test_the_cli_stopped_during_an_upload_cancels_the_import_the_gateway_made_or
     early = StoppedUpload(stack.http_url, after_sending=False)
     with pytest.raises(KeyboardInterrupt):
         start_import(early, album, archive=archive)
-    assert "before the gateway made an import of it (none will be made)" in capsys.readouterr().err
+    assert "before the gateway made an import of it (should it read the upload after all, that import is " \
+        "cancelled as it starts" in capsys.readouterr().err
     late = http.post(f"/v1/albums/{album}/imports", files={"archive": ("two.zip", archive.read_bytes())},
                      headers={"Idempotency-Key": early.keys[0]})  # the stopped upload, read after all
     assert late.json()["status"] == "cancelled"
     assert cli_main(["--url", stack.http_url, "cancel-import", "--album", album, "--key", early.keys[0]]) == 0
     assert f"import {late.json()['id']}: cancelled" in capsys.readouterr().out
     assert cli_main(["--url", stack.http_url, "cancel-import", "--key", "k"]) == 2
+
+    lost = StoppedUpload(stack.http_url, after_sending=True, answer_lost=True)
+    with pytest.raises(KeyboardInterrupt):  # stopped while it waits to send again
+        start_import(lost, album, archive=archive, sleep=pressed_ctrl_c)
+    job = http.get("/v1/imports", params={"album": album}).json()["imports"][0]  # the newest
+    assert job["id"] != late.json()["id"]
+    assert job["status"] == "cancelled" or (job["status"] == "done" and job["processed"] == 2)
+    assert f"its import {job['id']} is {job['status']}" in capsys.readouterr().err
 
 
 def test_a_cancelled_import_stops_and_keeps_what_it_added(http: httpx.Client, photos: list[Path]) -> None:
@@ -671,7 +688,7 @@ async def test_an_idempotency_key_answers_the_import_its_first_try_queued_and_no
 
 @pytest.mark.anyio
 async def test_an_import_cancelled_by_its_key_is_cancelled_before_during_and_after_its_staging(
-        make_fakes: MakeFakes, import_queue: ImportQueue) -> None:
+        make_fakes: MakeFakes, import_queue: ImportQueue, monkeypatch: pytest.MonkeyPatch) -> None:
     """Cancelled by its key before its request comes: the import is cancelled as it starts, nothing staged or
     queued; while it stages: staging stops, what was added stays, no pack is left; after it is done: answered as
     it ended. Another album's import with the same key is not touched."""
@@ -703,7 +720,18 @@ async def test_an_import_cancelled_by_its_key_is_cancelled_before_during_and_aft
     assert await images.count(fakes.deps, "demo") == 4 and not staged(fakes)
 
     after = await imports.cancel_by_key(fakes.deps, import_queue, "other", "before")
-    assert after is not None and (after.id, after.status) == (other.id, ImportStatus.DONE)
+    assert after is not None and (after.id, after.status) == (other.id, ImportStatus.DONE)  # not written over
+    assert not await import_queue.set_status(other.id, ImportStatus.CANCELLED, unless_finished=True)
+    assert (await import_queue.get(other.id)).status is ImportStatus.DONE
+
+    async def search_down(*args: Any, **kwargs: Any) -> None:
+        raise SearchUnavailable("the search service does not answer")
+
+    monkeypatch.setattr(fakes.search, "get_collection", search_down)
+    assert await imports.cancel_by_key(fakes.deps, import_queue, "demo", "search-down") is None  # Redis is enough
+    monkeypatch.undo()
+    late = await imports.create(fakes.deps, import_queue, "demo", spec("search-down"))
+    assert (late.status, late.total) == (ImportStatus.CANCELLED, 0)
     for bad in ("", "k" * 201, "line\nbreak"):
         with pytest.raises(InvalidArgument):
             await imports.cancel_by_key(fakes.deps, import_queue, "demo", bad)

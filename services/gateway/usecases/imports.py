@@ -38,6 +38,7 @@ from services.common.errors import (
     ImageSearchError,
     InvalidArgument,
     InvalidImage,
+    NotFound,
     StoreUnavailable,
     Unavailable,
     UrlFetchFailed,
@@ -45,7 +46,7 @@ from services.common.errors import (
 from services.common.manifest import ManifestFiles, parse_manifest
 from services.gateway.archives import check_archive, read_archive_images
 from services.gateway.blobstore import staging_key, staging_prefix
-from services.gateway.deps import Deps
+from services.gateway.deps import Deps, check_album_name
 from services.gateway.import_queue import (
     Batch,
     Claim,
@@ -356,8 +357,8 @@ async def cancel(deps: Deps, queue: ImportQueue, job_id: str) -> ImportJob:
     """Stops an import: its batches not yet processed are dropped (what was added stays)."""
     job = await queue.get(job_id)
     if not job.status.finished:
-        if not await queue.set_status(job_id, ImportStatus.CANCELLED):  # forgotten meanwhile (its request refused)
-            return await queue.get(job_id)  # not found
+        if not await queue.set_status(job_id, ImportStatus.CANCELLED, unless_finished=True):  # forgotten or ended
+            return await queue.get(job_id)  # as it ended (not found: its request refused meanwhile)
         await _forget_staged(deps, job_id)
         log.info("import %s cancelled after %d of %d image(s)", job_id, job.processed, job.total)
     return await queue.get(job_id)
@@ -372,9 +373,17 @@ async def cancel_by_key(deps: Deps, queue: ImportQueue, album: str, key: str) ->
     if not key:
         raise InvalidArgument("an idempotency key is needed")
     _check_key(key)
-    await deps.collection(album)
-    job = await queue.cancel_key(album, key)
-    return None if job is None else await cancel(deps, queue, job.id)
+    check_album_name(album)
+    job = await queue.cancel_key(album, key)  # Redis alone: the search service need not answer for a cancel
+    if job is not None:
+        with contextlib.suppress(NotFound):  # forgotten meanwhile (its request refused): none was made
+            return await cancel(deps, queue, job.id)
+        return None
+    try:
+        await deps.collection(album)  # an album that does not exist is said so (its mark expires unused)
+    except Unavailable:
+        log.warning("album %s not checked for a cancel by key: the search service does not answer", album)
+    return None
 
 
 def _check_key(key: str) -> None:
