@@ -221,8 +221,8 @@ def test_an_ingest_in_parts_stops_when_a_part_is_cancelled_or_refused(
 
 def test_an_ingest_stopped_by_ctrl_c_says_what_goes_on_and_what_was_not_sent() -> None:
     follow = "(`imagesearch imports --album a`)"
-    assert interrupted("a", 0, 1) == "interrupted: nothing was sent"
-    assert interrupted("a", 0, 3) == "interrupted: nothing was sent; parts 1-3 of 3 not sent"
+    assert interrupted("a", 0, 1) == "interrupted: no import goes on"
+    assert interrupted("a", 0, 3) == "interrupted: no import goes on; parts 1-3 of 3 not sent"
     assert interrupted("a", 2, 3) == f"interrupted: the 2 import(s) sent go on by themselves {follow}; part 3 of 3 " \
         "not sent"
     assert interrupted("a", 3, 3) == f"interrupted: the 3 import(s) sent go on by themselves {follow}"  # all sent

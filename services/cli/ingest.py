@@ -67,7 +67,7 @@ def cmd_ingest(args: argparse.Namespace, client: GatewayClient) -> int:
 
         def send(k: int) -> dict[str, Any]:
             # The part before's archive goes now, not once its import is taken: between the gateway's answer and
-            # the progress counting the import, Ctrl-C would find it uncounted ("nothing was sent").
+            # the progress counting the import, Ctrl-C would find it uncounted (said not to go on).
             if k > 0 and given is None:
                 (work / f"part-{k}.tar").unlink(missing_ok=True)
             archive = first if k == 0 else _pack(parts[k], work / f"part-{k + 1}.tar", unreadable)
@@ -121,7 +121,7 @@ def interrupted(album: str, sent: int, parts: int) -> str:
     """What an ingest stopped by Ctrl-C says, `sent` of its `parts` taken by the gateway (a part stopped during its
     upload is not: its import is cancelled by its key, services.cli.jobs.start_import)."""
     going = f"the {sent} import(s) sent go on by themselves (`imagesearch imports --album {album}`)" if sent \
-        else "nothing was sent"
+        else "no import goes on"
     unsent = f"; {_parts_text(sent + 1, parts)} not sent" if parts > 1 and sent < parts else ""
     return f"interrupted: {going}{unsent}"
 

@@ -62,18 +62,19 @@ def start_import(client: GatewayClient, album: str, patience_s: float = UNREACHA
     patience = Patience(client, patience_s, sleep, timeouts=False)
     told = False
     key = uuid.uuid4().hex  # every try is the same import: one the gateway queued is answered, not run again
-    while True:
-        try:
-            return client.start_import(album, idempotency_key=key, **fields)
-        except KeyboardInterrupt:  # the upload stopped: so that no import the gateway made of it runs unknown
-            _cancel_unanswered(client, album, key)
-            raise
-        except (httpx.TransportError, ApiError) as exc:
-            patience.wait(exc, "the import was not queued: run the same command again")
-            if not told:
-                print(f"the gateway did not take the import ({_why(exc)}); sending it again when it "
-                      "answers", file=sys.stderr)
-                told = True
+    try:
+        while True:
+            try:
+                return client.start_import(album, idempotency_key=key, **fields)
+            except (httpx.TransportError, ApiError) as exc:
+                patience.wait(exc, "the import was not queued: run the same command again")
+                if not told:
+                    print(f"the gateway did not take the import ({_why(exc)}); sending it again when it "
+                          "answers", file=sys.stderr)
+                    told = True
+    except KeyboardInterrupt:  # during an upload, or the wait before the next: a try may have been read all
+        _cancel_unanswered(client, album, key)
+        raise
 
 
 def _cancel_unanswered(client: GatewayClient, album: str, key: str) -> None:
@@ -86,7 +87,8 @@ def _cancel_unanswered(client: GatewayClient, album: str, key: str) -> None:
               f"read it all, `imagesearch cancel-import --album {album} --key {key}` stops it", file=sys.stderr)
         return
     if job is None:
-        print("the upload was stopped before the gateway made an import of it (none will be made)", file=sys.stderr)
+        print("the upload was stopped before the gateway made an import of it (should it read the upload after all, "
+              "that import is cancelled as it starts, nothing of it added)", file=sys.stderr)
     else:
         print(f"the upload was stopped; its import {job['id']} is {job['status']} after {job['processed']} of "
               f"{job['total']} image(s)", file=sys.stderr)
