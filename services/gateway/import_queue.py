@@ -19,6 +19,8 @@ idempotent processing: see services.gateway.usecases.imports).
     import:<id>:failed         ZSET  item index -> itself: the failed items (listed without reading the rest)
     imports:staging            ZSET  job id -> when it last staged a batch (the jobs staging now)
     imports:key:<album>:<hash> STRING  the job an import request's idempotency key made (the hash of the key)
+    imports:key-jobs:<album>:<hash>  SET  every job requests with that key made (a resend while the try before
+                                     still staged makes another)
     imports:cancelled-key:<album>:<hash>  STRING  set when the import of that key was cancelled by its key (its
                                      request may be still to come: an upload the client stopped after the
                                      gateway read it); an import that key makes then is cancelled as it starts
@@ -37,6 +39,7 @@ has one. Redis errors become `StoreUnavailable`.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import hashlib
 import json
@@ -269,6 +272,10 @@ def _claim_keys(job_id: str) -> list[str]:
 
 def _idempotency_key(album: str, key: str) -> str:
     return f"imports:key:{album}:{hashlib.sha256(key.encode()).hexdigest()[:32]}"
+
+
+def _key_jobs(album: str, key: str) -> str:
+    return f"imports:key-jobs:{album}:{hashlib.sha256(key.encode()).hexdigest()[:32]}"
 
 
 def _cancelled_key(album: str, key: str) -> str:
@@ -539,6 +546,8 @@ class ImportQueue:
                 pipe.zadd(STAGING_KEY, {job_id: now})
             if key:
                 pipe.set(_idempotency_key(album, key), job_id, ex=self.ttl_s)
+                pipe.sadd(_key_jobs(album, key), job_id)
+                pipe.expire(_key_jobs(album, key), self.ttl_s)
             await self._run(pipe.execute())
         return job_id
 
@@ -552,12 +561,17 @@ class ImportQueue:
         except NotFound:  # expired
             return None
 
-    async def cancel_key(self, album: str, key: str) -> ImportJob | None:
-        """Marks the idempotency key cancelled (for as long as a job is kept: `key_cancelled`), then answers the job
-        its request made, if any. In this order, against `create` then `key_cancelled` in an import's request: one
-        of the two sees the other's write."""
+    async def cancel_key(self, album: str, key: str) -> list[ImportJob]:
+        """Marks the idempotency key cancelled (for as long as a job is kept: `key_cancelled`), then answers the jobs
+        its requests made (kept ones, oldest first; a resend while the try before still staged makes another). In
+        this order, against `create` then `key_cancelled` in an import's request: one of the two sees the other's
+        write."""
         await self._run(self.redis.set(_cancelled_key(album, key), "1", ex=self.ttl_s))
-        return await self.job_of_key(album, key)
+        jobs = []
+        for job_id in await self._run(self.redis.smembers(_key_jobs(album, key))):
+            with contextlib.suppress(NotFound):  # expired, or forgotten (its request refused)
+                jobs.append(await self.get(_text(job_id)))
+        return sorted(jobs, key=lambda job: (job.created_at_ms, job.id))
 
     async def key_cancelled(self, album: str, key: str) -> bool:
         """Whether the import of this idempotency key into the album was cancelled by its key."""

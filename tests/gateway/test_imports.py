@@ -724,6 +724,12 @@ async def test_an_import_cancelled_by_its_key_is_cancelled_before_during_and_aft
     assert not await import_queue.set_status(other.id, ImportStatus.CANCELLED, unless_finished=True)
     assert (await import_queue.get(other.id)).status is ImportStatus.DONE
 
+    first = await import_queue.create("demo", "archive", key="resent")  # a try still staging when it was sent again
+    second = await import_queue.create("demo", "archive", key="resent")
+    latest = await imports.cancel_by_key(fakes.deps, import_queue, "demo", "resent")
+    assert latest is not None and (latest.id, latest.status) == (second, ImportStatus.CANCELLED)
+    assert (await import_queue.get(first)).status is ImportStatus.CANCELLED  # each import the key made
+
     async def search_down(*args: Any, **kwargs: Any) -> None:
         raise SearchUnavailable("the search service does not answer")
 

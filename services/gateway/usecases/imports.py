@@ -367,18 +367,20 @@ async def cancel(deps: Deps, queue: ImportQueue, job_id: str) -> ImportJob:
 async def cancel_by_key(deps: Deps, queue: ImportQueue, album: str, key: str) -> ImportJob | None:
     """Cancels the import that a request into the album with this idempotency key made, or makes later: a client
     that stopped an upload cannot tell whether the gateway had read it all (and so made an import it never heard
-    of), or will. The import the key made is cancelled and answered (as it ended, if it had); None if none was
-    made yet, in which case one made with this key (for as long as imports are kept) is cancelled as it starts,
-    nothing of it staged."""
+    of), or will. Every import the key made is cancelled (a resend while the try before still staged makes
+    another) and the latest answered (as it ended, if it had); None if none was made yet, in which case one made
+    with this key (for as long as imports are kept) is cancelled as it starts, nothing of it staged."""
     if not key:
         raise InvalidArgument("an idempotency key is needed")
     _check_key(key)
     check_album_name(album)
-    job = await queue.cancel_key(album, key)  # Redis alone: the search service need not answer for a cancel
-    if job is not None:
-        with contextlib.suppress(NotFound):  # forgotten meanwhile (its request refused): none was made
-            return await cancel(deps, queue, job.id)
-        return None
+    made = await queue.cancel_key(album, key)  # Redis alone: the search service need not answer for a cancel
+    ended: list[ImportJob] = []
+    for job in made:  # each: a resend while the try before still staged made another
+        with contextlib.suppress(NotFound):  # forgotten meanwhile (its request refused): not made after all
+            ended.append(await cancel(deps, queue, job.id))
+    if ended:
+        return ended[-1]  # the latest
     try:
         await deps.collection(album)  # an album that does not exist is said so (its mark expires unused)
     except Unavailable:
