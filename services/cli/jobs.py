@@ -81,7 +81,7 @@ def _cancel_unanswered(client: GatewayClient, album: str, key: str) -> None:
     """Cancels by its key an import whose request was stopped before its answer came: the gateway may have read
     the upload and made an import, or may make it still."""
     try:
-        job = client.cancel_import_by_key(album, key, timeout_s=5.0)
+        job = client.cancel_import_by_key(album, key, timeout_s=30.0)  # its staged packs deleted first
     except (httpx.HTTPError, ApiError) as exc:
         print(f"the upload was stopped, and its import could not be cancelled ({_why(exc)}): should the gateway have "
               f"read it all, `imagesearch cancel-import --album {album} --key {key}` stops it", file=sys.stderr)
