@@ -270,16 +270,21 @@ def _claim_keys(job_id: str) -> list[str]:
     return [f"{key}:claims", f"{key}:latest", f"{key}:forgetting", f"{key}:forgets"]
 
 
+def _of_key(kind: str, album: str, key: str) -> str:
+    """The Redis key of an import request's idempotency key's `kind` record (the key itself stored by its hash)."""
+    return f"imports:{kind}:{album}:{hashlib.sha256(key.encode()).hexdigest()[:32]}"
+
+
 def _idempotency_key(album: str, key: str) -> str:
-    return f"imports:key:{album}:{hashlib.sha256(key.encode()).hexdigest()[:32]}"
+    return _of_key("key", album, key)
 
 
 def _key_jobs(album: str, key: str) -> str:
-    return f"imports:key-jobs:{album}:{hashlib.sha256(key.encode()).hexdigest()[:32]}"
+    return _of_key("key-jobs", album, key)
 
 
 def _cancelled_key(album: str, key: str) -> str:
-    return f"imports:cancelled-key:{album}:{hashlib.sha256(key.encode()).hexdigest()[:32]}"
+    return _of_key("cancelled-key", album, key)
 
 
 def _now_ms() -> int:
