@@ -568,15 +568,20 @@ class ImportQueue:
 
     async def cancel_key(self, album: str, key: str) -> list[ImportJob]:
         """Marks the idempotency key cancelled (for as long as a job is kept: `key_cancelled`), then answers the jobs
-        its requests made (kept ones, oldest first; a resend while the try before still staged makes another). In
-        this order, against `create` then `key_cancelled` in an import's request: one of the two sees the other's
-        write."""
+        its requests made (kept ones, oldest first, the key's latest (`job_of_key`) last even when two were made in
+        the same millisecond; a resend while the try before still staged makes another). In this order, against
+        `create` then `key_cancelled` in an import's request: one of the two sees the other's write."""
         await self._run(self.redis.set(_cancelled_key(album, key), "1", ex=self.ttl_s))
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.smembers(_key_jobs(album, key))
+            pipe.get(_idempotency_key(album, key))
+            made, latest = await self._run(pipe.execute())
         jobs = []
-        for job_id in await self._run(self.redis.smembers(_key_jobs(album, key))):
+        for job_id in made:
             with contextlib.suppress(NotFound):  # expired, or forgotten (its request refused)
                 jobs.append(await self.get(_text(job_id)))
-        return sorted(jobs, key=lambda job: (job.created_at_ms, job.id))
+        latest_id = _text(latest) if latest is not None else ""
+        return sorted(jobs, key=lambda job: (job.id == latest_id, job.created_at_ms, job.id))
 
     async def key_cancelled(self, album: str, key: str) -> bool:
         """Whether the import of this idempotency key into the album was cancelled by its key."""

@@ -724,8 +724,10 @@ async def test_an_import_cancelled_by_its_key_is_cancelled_before_during_and_aft
     assert not await import_queue.set_status(other.id, ImportStatus.CANCELLED, unless_finished=True)
     assert (await import_queue.get(other.id)).status is ImportStatus.DONE
 
-    first = await import_queue.create("demo", "archive", key="resent")  # a try still staging when it was sent again
-    second = await import_queue.create("demo", "archive", key="resent")
+    with monkeypatch.context() as same_ms:  # the latest is the key's latest even in one millisecond (ids random)
+        same_ms.setattr(import_queue_module, "_now_ms", lambda: 1_800_000_000_000)
+        first = await import_queue.create("demo", "archive", key="resent")  # a try still staging when sent again
+        second = await import_queue.create("demo", "archive", key="resent")
     latest = await imports.cancel_by_key(fakes.deps, import_queue, "demo", "resent")
     assert latest is not None and (latest.id, latest.status) == (second, ImportStatus.CANCELLED)
     assert (await import_queue.get(first)).status is ImportStatus.CANCELLED  # each import the key made
