@@ -714,13 +714,15 @@ def test_a_folder_s_part_stopped_midway_is_not_sent_and_the_part_sent_goes_on(
     page.wait_for_function("() => !!stopUpload")
     page.click("#stopUpload")
     expect(page.locator("#importMsg")).to_have_text(
-        "Import of trip/ stopped: parts 2-3 of 3 not sent: you stopped the upload before the gateway took it: "
-        "nothing of it is imported. The part sent goes on; cancel it in the list to stop it too.")
+        "Import of trip/ stopped at part 2 of 3. You stopped the upload before the gateway took it: nothing of it is "
+        "imported. Part 3 of 3 not sent. The part sent goes on; cancel it in the list to stop it too.")
     expect(page.locator("#startImport")).to_be_enabled()
     jobs = http.get("/v1/imports", params={"album": empty_album}).json()["imports"]
     assert [job["source"] for job in jobs] == ["trip.tar (part 1 of 3)"]  # the first goes on
     expect(page.locator(f"#jobs .job[data-id='{jobs[0]['id']}'] .status")).to_have_text("done")
     assert len(held) == 1  # the third part was never sent
+    page.wait_for_function("() => { const thumbs = [...document.querySelectorAll('#newest img')];"
+                           " return thumbs.length === 2 && thumbs.every(i => i.naturalWidth > 0); }")  # its images
 
 
 def test_importing_a_folder_sends_its_images_as_one_tar_named_by_path(

@@ -393,7 +393,9 @@ async function importInParts(album, parts) {
         }
         if (!sent.length && !e.stopped) throw e;  // nothing was sent: refused as one import is
         stopped = e.stopped;
-        note = `${partsText(k + 1, parts.length)} not sent: ${reasonOf(e)}`;
+        note = !stopped ? `${partsText(k + 1, parts.length)} not sent: ${reasonOf(e)}`
+          : `at part ${k + 1} of ${parts.length}. ${e.message}`
+            + (k + 1 < parts.length ? ` ${capitalised(partsText(k + 2, parts.length))} not sent.` : "");
         break;
       }
       sent.push(job.id);
@@ -424,7 +426,7 @@ async function importInParts(album, parts) {
     const again = "Choose the folder again to send the rest (its images already added count as duplicates).";
     const going = sent.length === 1 ? " The part sent goes on; cancel it in the list to stop it too."
       : sent.length ? ` The ${sent.length} parts sent go on; cancel them in the list to stop them too.` : "";
-    if (stopped) show($("importMsg"), `Import of ${root}/ stopped: ${note}.${going}`);
+    if (stopped) show($("importMsg"), `Import of ${root}/ stopped ${note}${going}`);
     else if (note) show($("importMsg"), `Import of ${root}/ stopped: ${note}.${cancelled ? "" : ` ${again}`}`, "error");
     else show($("importMsg"), `Import of ${root}/ started in ${parts.length} parts: ${plural(queued, "image")} queued.`,
               "ok");
@@ -449,6 +451,8 @@ function reasonOf(error) {
   const why = (error.detail || error.message).replace(/\.+$/, "");
   return /^[A-Z][a-z]/.test(why) ? why[0].toLowerCase() + why.slice(1) : why;
 }
+
+function capitalised(text) { return text[0].toUpperCase() + text.slice(1); }
 
 /** Parts `first` to the last: "part 3 of 3", "parts 3-5 of 5". */
 function partsText(first, count) {
