@@ -108,16 +108,17 @@ redis.call('ZREM', KEYS[3], ARGV[1])
 return 1
 """
 
-# A job's status set, if the job is kept (and, with ARGV[3] 1, not finished: a cancel never writes over the end an
-# import reached meanwhile). KEYS = job hash, staging set; ARGV = job id, 1 if finished, 1 unless finished, then
-# the fields and their values.
+# A job's status set, if the job is kept (and not one of the statuses given: a cancel never writes over the end an
+# import reached meanwhile). KEYS = job hash, staging set; ARGV = job id, 1 if finished, n, the n statuses not to
+# write over, then the fields and their values.
 _SET_STATUS = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-if ARGV[3] == '1' then
+local n = tonumber(ARGV[3])
+if n > 0 then
   local status = redis.call('HGET', KEYS[1], 'status')
-  if status == 'done' or status == 'failed' or status == 'cancelled' then return 0 end
+  for i = 4, 3 + n do if status == ARGV[i] then return 0 end end
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+redis.call('HSET', KEYS[1], unpack(ARGV, 4 + n))
 if ARGV[2] == '1' then redis.call('ZREM', KEYS[2], ARGV[1]) end
 return 1
 """
@@ -723,9 +724,9 @@ class ImportQueue:
         if status.finished:
             fields["finished_at_ms"] = now
         flat = [str(v) for pair in fields.items() for v in pair]
+        kept = [ended.value for ended in ImportStatus if ended.finished] if unless_finished else []
         return bool(await self._run(self._set_status(keys=[_job_key(job_id), STAGING_KEY],
-                                                     args=[job_id, int(status.finished), int(unless_finished),
-                                                           *flat])))
+                                                     args=[job_id, int(status.finished), len(kept), *kept, *flat])))
 
     async def mark_running(self, job_id: str) -> None:
         """Queued -> running, with its start time (once; set while staging too). One script in Redis: a cancel
