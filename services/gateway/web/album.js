@@ -24,7 +24,9 @@ function formatBytes(n) {
 }
 
 function formatDuration(seconds) {
-  const s = Math.max(0, Math.round(seconds));
+  // Under 10 s to a tenth: a small import "took 0.4 s", not "0 s" beside its rate.
+  if (seconds < 9.95) return `${Math.max(0, seconds).toFixed(1)} s`;
+  const s = Math.round(seconds);
   if (s < 60) return `${s} s`;
   if (s < 3600) return `${Math.floor(s / 60)} min ${s % 60} s`;
   return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
