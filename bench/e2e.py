@@ -1,6 +1,6 @@
 """End-to-end speed of the whole system on this machine: ingest rate and search latency.
 
-    .venv/bin/python bench/e2e.py [--images 600] [--queries 100] [--rounds 3] [--set .cache/evalset] [--details]
+    .venv/bin/python bench/e2e.py [--images 600] [--queries 100] [--rounds 5] [--set .cache/evalset] [--details]
                                   [--on-duplicate keep|skip|replace]
 
 Starts a fresh stack (real Milvus, S3, Redis, the three services) on free ports, then measures,
@@ -13,7 +13,7 @@ in the same run:
              local features (purpose INDEX, local_features), in batches of the import's size, 1, 2 and
              as many at once as the gateway's import workers, each in turn; the fastest of them is the
              ceiling of ingest (`ingest_peer_img_s`; each in `ingest_peer_by_concurrency`)
-  rounds     the import and its peer `--rounds` times (3), each import into a new album and its peer
+  rounds     the import and its peer `--rounds` times (5), each import into a new album and its peer
              right after it, since the machine's speed drifts between moments; the round of the median
              ratio gives `ingest_img_s`, `ingest_peer_img_s`, `ingest_ratio` and the CPU figures, every
              round is in `ingest_rounds`
@@ -243,7 +243,7 @@ def main() -> None:
                         help="images per add request and per extractor call of the peer (the import's batch)")
     parser.add_argument("--top-k", type=int, default=10)
     parser.add_argument("--set", type=Path, default=Path(".cache/evalset"), help="evaluation set (gallery photos)")
-    parser.add_argument("--rounds", type=int, default=3,
+    parser.add_argument("--rounds", type=int, default=5,
                         help="imports, each into a new album and followed by its peer; the median ratio's is reported")
     parser.add_argument("--details", action="store_true", help="albums with a keypoint index (CreateAlbum details)")
     parser.add_argument("--on-duplicate", choices=("keep", "skip", "replace"), default="keep",
